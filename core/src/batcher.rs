@@ -1,0 +1,193 @@
+//! The shard batcher: drains a ring, encodes records straight into a binary `COPY` body,
+//! and seals batches on rows, bytes or linger.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ingestor::Shared;
+use crate::metrics;
+use crate::record::Record;
+use crate::ring::Slot;
+use crate::writer::BatchReport;
+use crate::Result;
+
+/// A sealed batch on its way to the writer.
+#[derive(Debug)]
+pub(crate) struct SealedBatch {
+    /// Per-shard sequence; with the stream and shard, the batch's id in the ledger.
+    pub seq: u64,
+    /// The rows, binary COPY encoded, without the stream header and trailer.
+    pub body: bytes::Bytes,
+    /// End offset in `body` of each row.
+    pub row_ends: Vec<u32>,
+    /// Coarse push time of each row (ns since the ingestor started).
+    pub pushed_at: Vec<u64>,
+    /// Producers waiting for this batch (and every earlier one) to commit.
+    pub waiters: Vec<oneshot::Sender<Result<BatchReport>>>,
+}
+
+impl SealedBatch {
+    pub fn rows(&self) -> usize {
+        self.row_ends.len()
+    }
+
+    /// The bytes of rows `range`.
+    pub fn rows_bytes(&self, range: std::ops::Range<usize>) -> bytes::Bytes {
+        let start = if range.start == 0 {
+            0
+        } else {
+            self.row_ends[range.start - 1] as usize
+        };
+        let end = if range.end == 0 {
+            0
+        } else {
+            self.row_ends[range.end - 1] as usize
+        };
+        self.body.slice(start..end)
+    }
+}
+
+/// The batch being filled.
+struct OpenBatch {
+    body: BytesMut,
+    row_ends: Vec<u32>,
+    pushed_at: Vec<u64>,
+    waiters: Vec<oneshot::Sender<Result<BatchReport>>>,
+    opened: Option<Instant>,
+}
+
+impl OpenBatch {
+    fn new(bytes: usize, rows: usize) -> Self {
+        OpenBatch {
+            body: BytesMut::with_capacity(bytes),
+            row_ends: Vec::with_capacity(rows),
+            pushed_at: Vec::with_capacity(rows),
+            waiters: Vec::new(),
+            opened: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.row_ends.is_empty() && self.waiters.is_empty()
+    }
+}
+
+/// Records drained per loop before the batcher checks linger and wakes waiting producers.
+const DRAIN_BUDGET: usize = 4096;
+
+/// How long an idle batcher sleeps before looking again (bounds a lost wake-up).
+const IDLE_WAIT: Duration = Duration::from_millis(1);
+
+/// Runs one shard's batcher until the ingestor closes and the ring is empty.
+pub(crate) async fn run<R: Record>(
+    shared: Arc<Shared<R>>,
+    shard: usize,
+    tx: mpsc::Sender<SealedBatch>,
+) {
+    let ring = &shared.rings[shard];
+    let cfg = &shared.config;
+    let max_rows = cfg.batch_max_rows;
+    // Seal before a row could push the body past max_bytes.
+    let byte_limit = cfg.batch_max_bytes.saturating_sub(R::MAX_ROW_BYTES);
+    let body_capacity = cfg
+        .batch_max_bytes
+        .min(max_rows.saturating_mul(R::MAX_ROW_BYTES));
+    let fresh = || OpenBatch::new(body_capacity, max_rows);
+    let mut open = fresh();
+    let mut seq: u64 = 0;
+
+    loop {
+        shared.clock.now();
+        let mut drained = 0usize;
+        let mut barrier_seen = false;
+        while drained < DRAIN_BUDGET {
+            let Some(slot) = ring.queue.pop() else { break };
+            drained += 1;
+            match slot {
+                Slot::Record { record, pushed_at } => {
+                    if open.row_ends.is_empty() {
+                        open.opened = Some(Instant::now());
+                    }
+                    debug_assert!(open.body.capacity() - open.body.len() >= R::MAX_ROW_BYTES);
+                    record.encode_row(&mut open.body);
+                    open.row_ends.push(open.body.len() as u32);
+                    open.pushed_at.push(pushed_at);
+                    if open.row_ends.len() >= max_rows || open.body.len() > byte_limit {
+                        seq += 1;
+                        let full = std::mem::replace(&mut open, fresh());
+                        if !send(&tx, seal(full, seq)).await {
+                            return;
+                        }
+                    }
+                }
+                Slot::Barrier(waiter) => {
+                    open.waiters.push(waiter);
+                    barrier_seen = true;
+                }
+            }
+        }
+        if drained > 0 {
+            ring.after_drain();
+        }
+        let records = drained as u64;
+        metrics::add(&ring.counters.drained, records);
+
+        let closing = shared.closed.load(Ordering::SeqCst);
+        let lingered = open.opened.is_some_and(|t| t.elapsed() >= cfg.linger);
+        // A barrier with no rows behind it only waits for earlier batches: pass it on now.
+        let barrier_only = barrier_seen && open.row_ends.is_empty();
+        let ring_empty = ring.queue.is_empty();
+        if !open.is_empty() && (lingered || barrier_only || (closing && ring_empty)) {
+            seq += 1;
+            let batch = std::mem::replace(&mut open, fresh());
+            if !send(&tx, seal(batch, seq)).await {
+                return;
+            }
+        }
+        if closing && ring_empty && ring.no_pushers() && ring.queue.is_empty() {
+            if open.is_empty() {
+                return;
+            }
+            continue;
+        }
+        if drained == 0 {
+            let wait = match open.opened {
+                Some(t) => cfg.linger.saturating_sub(t.elapsed()).min(IDLE_WAIT),
+                None => IDLE_WAIT,
+            };
+            ring.batcher_wait(wait).await;
+        } else if drained >= DRAIN_BUDGET {
+            // Let other tasks on this worker run between large drains.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+fn seal(open: OpenBatch, seq: u64) -> SealedBatch {
+    SealedBatch {
+        seq,
+        body: open.body.freeze(),
+        row_ends: open.row_ends,
+        pushed_at: open.pushed_at,
+        waiters: open.waiters,
+    }
+}
+
+/// Hands a batch to the writer, waiting while it is busy (that wait is the backpressure
+/// that fills the ring). False when the writer is gone.
+async fn send(tx: &mpsc::Sender<SealedBatch>, batch: SealedBatch) -> bool {
+    match tx.send(batch).await {
+        Ok(()) => true,
+        Err(mpsc::error::SendError(batch)) => {
+            tracing::error!(seq = batch.seq, "writer stopped; batch not written");
+            for w in batch.waiters {
+                let _ = w.send(Err(crate::Error::Task("writer stopped".into())));
+            }
+            false
+        }
+    }
+}

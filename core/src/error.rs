@@ -1,0 +1,89 @@
+//! The library's error type.
+
+use std::fmt;
+
+/// A specialised `Result` for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `christmas-core`.
+///
+/// Errors carry the context needed to act on them (which shard, which field, which batch);
+/// nothing in the library panics on bad input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The shard's ring is full and the caller asked not to wait.
+    #[error("shard {shard} ring is full ({capacity} records); {accepted} records of the call were accepted")]
+    Full {
+        /// Shard whose ring was full.
+        shard: usize,
+        /// The ring's capacity.
+        capacity: usize,
+        /// How many records of a batch call went in before this one (0 for single pushes).
+        accepted: usize,
+    },
+    /// The ingestor is shutting down or has shut down; the record was not accepted.
+    #[error("ingestor is closed")]
+    Closed,
+    /// A configuration value is out of range.
+    #[error("invalid config `{field}`: {reason}")]
+    Config {
+        /// Name of the offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A record field is invalid (e.g. a symbol that is empty, too long or contains NUL).
+    #[error("invalid `{field}`: {reason}")]
+    InvalidField {
+        /// Name of the offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A binary COPY row could not be decoded.
+    #[error("malformed COPY row: {reason}")]
+    MalformedRow {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// PostgreSQL returned an error, or the connection failed.
+    #[error("postgres: {context}: {source}")]
+    Postgres {
+        /// What the engine was doing.
+        context: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The records a receipt waited for were dropped before they could be committed
+    /// (drop-oldest backpressure evicted them, or the pipeline stopped).
+    #[error("records were dropped before commit on shard {shard}")]
+    Dropped {
+        /// Shard that dropped them.
+        shard: usize,
+    },
+    /// A pipeline task stopped unexpectedly.
+    #[error("pipeline task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    pub(crate) fn pg(context: &'static str, source: tokio_postgres::Error) -> Self {
+        Error::Postgres { context, source }
+    }
+
+    pub(crate) fn config(field: &'static str, reason: impl fmt::Display) -> Self {
+        Error::Config {
+            field,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn field(field: &'static str, reason: impl fmt::Display) -> Self {
+        Error::InvalidField {
+            field,
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! [`Ingestor`]: the public face of the pipeline — push records, wait for commits, read
+//! metrics, shut down.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::clock::CoarseClock;
+use crate::config::{Backpressure, DeadLetterHook, IngestorConfig, Sink};
+use crate::metrics::{self, lock_histograms, MetricsSnapshot, ShardHistograms, ShardSnapshot};
+use crate::record::Record;
+use crate::ring::{ShardRing, Slot};
+use crate::router::ShardRouter;
+use crate::writer::{BatchReport, PgWriter};
+use crate::{batcher, writer, Error, Result};
+
+/// State shared by producers, batchers and writers.
+#[derive(Debug)]
+pub(crate) struct Shared<R> {
+    pub config: IngestorConfig,
+    pub router: ShardRouter,
+    pub rings: Box<[ShardRing<R>]>,
+    pub histograms: Box<[Mutex<ShardHistograms>]>,
+    pub clock: CoarseClock,
+    /// Set once by shutdown; pushes fail with `Closed` after it.
+    pub closed: AtomicBool,
+    /// `<config.stream>-<boot id>`: this run's name in the ledger.
+    pub stream: Arc<str>,
+}
+
+/// The owner of the pipeline's tasks; when the last [`Ingestor`] clone is dropped without
+/// `shutdown`, the batchers still flush what they hold.
+#[derive(Debug)]
+struct Tasks<R> {
+    shared: Arc<Shared<R>>,
+    handles: Mutex<Option<Vec<JoinHandle<()>>>>,
+}
+
+impl<R> Drop for Tasks<R> {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        for ring in self.shared.rings.iter() {
+            ring.wake();
+        }
+    }
+}
+
+/// A running pipeline for one record kind: `S` shards, each a lock-free ring, a batcher
+/// and a PostgreSQL writer with its own connection.
+///
+/// Cheap to clone; clones share the pipeline. Push from any thread or task.
+///
+/// ```no_run
+/// # async fn demo() -> christmas_core::Result<()> {
+/// use christmas_core::{Ingestor, Side, Symbol, Trade};
+/// let ingestor = Ingestor::<Trade>::builder()
+///     .database_url("postgres://christmas@127.0.0.1:55432/christmas")
+///     .shards(2)
+///     .start()
+///     .await?;
+/// ingestor.push(Trade {
+///     time_ns: 1_719_878_400_000_000_000,
+///     symbol: Symbol::new("ESU4")?,
+///     price: 5_512.25,
+///     volume: 3.0,
+///     side: Side::Buy,
+///     exchange_seq: 1,
+/// })?;
+/// let report = ingestor.shutdown().await?;
+/// println!("{} rows committed", report.rows_committed());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Ingestor<R: Record> {
+    shared: Arc<Shared<R>>,
+    tasks: Arc<Tasks<R>>,
+}
+
+impl<R: Record> Clone for Ingestor<R> {
+    fn clone(&self) -> Self {
+        Ingestor {
+            shared: self.shared.clone(),
+            tasks: self.tasks.clone(),
+        }
+    }
+}
+
+/// Builds an [`Ingestor`]. Every setter documents its default.
+#[derive(Debug)]
+pub struct IngestorBuilder<R> {
+    config: IngestorConfig,
+    _kind: PhantomData<fn() -> R>,
+}
+
+impl<R: Record> IngestorBuilder<R> {
+    /// Starts from a whole config.
+    pub fn from_config(config: IngestorConfig) -> Self {
+        IngestorBuilder {
+            config,
+            _kind: PhantomData,
+        }
+    }
+
+    /// PostgreSQL URL; one connection per shard.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.config.sink = Some(Sink::Postgres(url.into()));
+        self
+    }
+
+    /// Discard sealed batches instead of writing them (a null sink for benchmarks).
+    pub fn discard(mut self) -> Self {
+        self.config.sink = Some(Sink::Discard);
+        self
+    }
+
+    /// Number of shards, 1–256 (default 2).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = n;
+        self
+    }
+
+    /// Records per shard ring (default 65,536).
+    pub fn ring_capacity(mut self, n: usize) -> Self {
+        self.config.ring_capacity = n;
+        self
+    }
+
+    /// Seal a batch at this many rows (default 10,000).
+    pub fn batch_max_rows(mut self, n: usize) -> Self {
+        self.config.batch_max_rows = n;
+        self
+    }
+
+    /// Seal a batch before its COPY body passes this many bytes (default 4 MiB).
+    pub fn batch_max_bytes(mut self, n: usize) -> Self {
+        self.config.batch_max_bytes = n;
+        self
+    }
+
+    /// Seal a batch when its first row has waited this long (default 5 ms).
+    pub fn linger(mut self, d: Duration) -> Self {
+        self.config.linger = d;
+        self
+    }
+
+    /// What a full ring does to producers (default [`Backpressure::Block`]).
+    pub fn backpressure(mut self, b: Backpressure) -> Self {
+        self.config.backpressure = b;
+        self
+    }
+
+    /// Sealed batches queued per shard while one commits (default 2).
+    pub fn in_flight_batches(mut self, n: usize) -> Self {
+        self.config.in_flight_batches = n;
+        self
+    }
+
+    /// Target table (default: the record kind's, `market_data` or `quotes`).
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.config.table = Some(name.into());
+        self
+    }
+
+    /// Ledger table (default `ingest_batches`).
+    pub fn ledger_table(mut self, name: impl Into<String>) -> Self {
+        self.config.ledger_table = name.into();
+        self
+    }
+
+    /// Dead-letter table (default `ingest_dead_letters`).
+    pub fn dead_letter_table(mut self, name: impl Into<String>) -> Self {
+        self.config.dead_letter_table = name.into();
+        self
+    }
+
+    /// Stream name in the ledger (default `christmas`; a boot id is appended).
+    pub fn stream(mut self, name: impl Into<String>) -> Self {
+        self.config.stream = name.into();
+        self
+    }
+
+    /// Reconnect backoff bounds (defaults 50 ms and 5 s).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.config.reconnect_min = min;
+        self.config.reconnect_max = max;
+        self
+    }
+
+    /// Called for every dead-lettered row, after it is stored.
+    pub fn on_dead_letter(mut self, hook: DeadLetterHook) -> Self {
+        self.config.on_dead_letter = Some(hook);
+        self
+    }
+
+    /// Validates the config, connects every shard's writer and starts the tasks. Must be
+    /// called inside a Tokio runtime.
+    pub async fn start(self) -> Result<Ingestor<R>> {
+        Ingestor::start(self.config).await
+    }
+}
+
+impl<R: Record> Ingestor<R> {
+    /// A builder with the default config.
+    pub fn builder() -> IngestorBuilder<R> {
+        IngestorBuilder::from_config(IngestorConfig::default())
+    }
+
+    async fn start(config: IngestorConfig) -> Result<Ingestor<R>> {
+        config.validate(R::MAX_ROW_BYTES)?;
+        let n = config.shards;
+        let stream: Arc<str> = format!("{}-{:016x}", config.stream, boot_id()).into();
+        let shared = Arc::new(Shared {
+            router: ShardRouter::new(n),
+            rings: (0..n)
+                .map(|_| ShardRing::new(config.ring_capacity))
+                .collect(),
+            histograms: (0..n).map(|_| Mutex::new(ShardHistograms::new())).collect(),
+            clock: CoarseClock::new(),
+            closed: AtomicBool::new(false),
+            stream,
+            config,
+        });
+        let mut writers = Vec::with_capacity(n);
+        for shard in 0..n {
+            writers.push(match &shared.config.sink {
+                Some(Sink::Postgres(_)) => Some(PgWriter::connect(&shared, shard).await?),
+                _ => None,
+            });
+        }
+        let mut handles = Vec::with_capacity(2 * n);
+        for (shard, pg) in writers.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(shared.config.in_flight_batches);
+            handles.push(tokio::spawn(batcher::run(shared.clone(), shard, tx)));
+            handles.push(tokio::spawn(writer::run(shared.clone(), shard, rx, pg)));
+        }
+        tracing::info!(stream = %shared.stream, kind = R::KIND, shards = n, "ingestor started");
+        Ok(Ingestor {
+            tasks: Arc::new(Tasks {
+                shared: shared.clone(),
+                handles: Mutex::new(Some(handles)),
+            }),
+            shared,
+        })
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.shared.router.shards()
+    }
+
+    /// The shard `record` goes through.
+    pub fn shard_for(&self, record: &R) -> usize {
+        self.shared.router.shard_for(record.symbol())
+    }
+
+    /// This run's stream name in the ledger (`<stream>-<boot id>`).
+    pub fn stream(&self) -> &str {
+        &self.shared.stream
+    }
+
+    #[inline]
+    fn slot(&self, record: R) -> Slot<R> {
+        Slot::Record {
+            record,
+            pushed_at: self.shared.clock.recent(),
+        }
+    }
+
+    #[inline]
+    fn full(&self, shard: usize, accepted: usize) -> Error {
+        metrics::add(&self.shared.rings[shard].counters.rejected_full, 1);
+        Error::Full {
+            shard,
+            capacity: self.shared.config.ring_capacity,
+            accepted,
+        }
+    }
+
+    /// Enqueues without waiting: `Err(Full)` when the shard's ring is full, whatever the
+    /// backpressure policy.
+    #[inline]
+    pub fn try_push(&self, record: R) -> Result<()> {
+        let shard = self.shared.router.shard_for(record.symbol());
+        let ring = &self.shared.rings[shard];
+        let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
+        match ring.queue.push(self.slot(record)) {
+            Ok(()) => {
+                ring.after_push();
+                Ok(())
+            }
+            Err(_) => Err(self.full(shard, 0)),
+        }
+    }
+
+    /// Enqueues following the backpressure policy: `Block` waits on this thread, `Reject`
+    /// returns `Err(Full)`, `DropOldest` evicts and counts. From async code prefer
+    /// [`Ingestor::push_async`], which does not block the executor.
+    #[inline]
+    pub fn push(&self, record: R) -> Result<()> {
+        let shard = self.shared.router.shard_for(record.symbol());
+        let ring = &self.shared.rings[shard];
+        let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
+        self.push_entered(shard, record)
+            .map_err(|_| self.full(shard, 0))
+    }
+
+    /// Pushes into a ring already entered. `Err` only under `Reject`.
+    #[inline]
+    fn push_entered(&self, shard: usize, record: R) -> std::result::Result<(), ()> {
+        let ring = &self.shared.rings[shard];
+        let slot = self.slot(record);
+        match self.shared.config.backpressure {
+            Backpressure::Block => {
+                ring.push_blocking(slot);
+                Ok(())
+            }
+            Backpressure::Reject => match ring.queue.push(slot) {
+                Ok(()) => {
+                    ring.after_push();
+                    Ok(())
+                }
+                Err(_) => Err(()),
+            },
+            Backpressure::DropOldest => {
+                if let Some(evicted) = ring.queue.force_push(slot) {
+                    self.evicted(shard, evicted);
+                }
+                ring.after_push();
+                Ok(())
+            }
+        }
+    }
+
+    fn evicted(&self, shard: usize, evicted: Slot<R>) {
+        match evicted {
+            Slot::Record { .. } => {
+                metrics::add(&self.shared.rings[shard].counters.dropped, 1);
+            }
+            Slot::Barrier(waiter) => {
+                let _ = waiter.send(Err(Error::Dropped { shard }));
+            }
+        }
+    }
+
+    /// Pushes every record following the policy. Under `Reject` it stops at the first record
+    /// that does not fit and returns `Err(Full { accepted, .. })`: the first `accepted`
+    /// records are in.
+    pub fn push_batch(&self, records: &[R]) -> Result<()> {
+        for (i, record) in records.iter().enumerate() {
+            let shard = self.shared.router.shard_for(record.symbol());
+            let ring = &self.shared.rings[shard];
+            let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
+            self.push_entered(shard, *record)
+                .map_err(|_| self.full(shard, i))?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues following the policy, awaiting space under `Block` without blocking the
+    /// executor.
+    pub async fn push_async(&self, record: R) -> Result<()> {
+        let shard = self.shared.router.shard_for(record.symbol());
+        self.push_async_to(shard, record, 0).await
+    }
+
+    async fn push_async_to(&self, shard: usize, record: R, accepted: usize) -> Result<()> {
+        let ring = &self.shared.rings[shard];
+        let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
+        match self.shared.config.backpressure {
+            Backpressure::Block => {
+                ring.push_waiting(self.slot(record)).await;
+                Ok(())
+            }
+            _ => self
+                .push_entered(shard, record)
+                .map_err(|_| self.full(shard, accepted)),
+        }
+    }
+
+    /// [`Ingestor::push_async`] for every record, in order.
+    pub async fn push_batch_async(&self, records: &[R]) -> Result<()> {
+        for (i, record) in records.iter().enumerate() {
+            let shard = self.shared.router.shard_for(record.symbol());
+            self.push_async_to(shard, *record, i).await?;
+        }
+        Ok(())
+    }
+
+    /// Pushes `records` (as [`Ingestor::push_batch_async`]) and returns a [`Receipt`] that
+    /// resolves once all of them are committed (or dead-lettered).
+    pub async fn push_with_receipt(&self, records: &[R]) -> Result<Receipt> {
+        let mut touched = ShardSet::default();
+        for (i, record) in records.iter().enumerate() {
+            let shard = self.shared.router.shard_for(record.symbol());
+            touched.insert(shard);
+            self.push_async_to(shard, *record, i).await?;
+        }
+        self.barriers(touched.iter()).await
+    }
+
+    /// A receipt for everything pushed so far by this caller, on every shard: resolves when
+    /// all of it is committed.
+    pub async fn receipt(&self) -> Result<Receipt> {
+        self.barriers(0..self.shards()).await
+    }
+
+    /// Waits until everything pushed so far by this caller is committed.
+    pub async fn flush(&self) -> Result<CommitReport> {
+        self.receipt().await?.wait().await
+    }
+
+    async fn barriers(&self, shards: impl Iterator<Item = usize>) -> Result<Receipt> {
+        let mut waits = Vec::new();
+        for shard in shards {
+            let ring = &self.shared.rings[shard];
+            let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
+            let (tx, rx) = oneshot::channel();
+            // Barriers always wait for space: evicting a record for one would lose data.
+            ring.push_waiting(Slot::Barrier(tx)).await;
+            waits.push((shard, rx));
+        }
+        Ok(Receipt { waits })
+    }
+
+    /// Everything measured so far.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut snap = MetricsSnapshot::empty();
+        for (ring, hist) in self.shared.rings.iter().zip(self.shared.histograms.iter()) {
+            let c = &ring.counters;
+            let depth = ring.queue.len() as u64;
+            let dropped = metrics::load(&c.dropped);
+            snap.shards.push(ShardSnapshot {
+                accepted: metrics::load(&c.drained) + depth + dropped,
+                dropped,
+                rejected_full: metrics::load(&c.rejected_full),
+                ring_depth: depth,
+                ring_capacity: ring.queue.capacity() as u64,
+                rows_committed: metrics::load(&c.rows_committed),
+                batches_committed: metrics::load(&c.batches_committed),
+                retries: metrics::load(&c.retries),
+                connects: metrics::load(&c.connects),
+                dead_lettered: metrics::load(&c.dead_lettered),
+                ledger_hits: metrics::load(&c.ledger_hits),
+            });
+            let h = lock_histograms(hist);
+            // Histograms auto-resize, so adding cannot fail.
+            let _ = snap.push_to_commit_us.add(&h.push_to_commit_us);
+            let _ = snap.batch_commit_us.add(&h.batch_commit_us);
+            let _ = snap.batch_rows.add(&h.batch_rows);
+        }
+        snap
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting records, flushes every ring and batch to the database, waits for the
+    /// writers and reports the totals. Later pushes fail with [`Error::Closed`]. Calling it
+    /// again returns the same totals.
+    pub async fn shutdown(&self) -> Result<MetricsSnapshot> {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        for ring in self.shared.rings.iter() {
+            ring.wake();
+        }
+        let handles = self
+            .tasks
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        for h in handles.into_iter().flatten() {
+            h.await.map_err(|e| Error::Task(e.to_string()))?;
+        }
+        let snap = self.metrics();
+        tracing::info!(
+            stream = %self.shared.stream,
+            rows = snap.rows_committed(),
+            batches = snap.batches_committed(),
+            dead_lettered = snap.dead_lettered(),
+            dropped = snap.dropped(),
+            "ingestor stopped"
+        );
+        Ok(snap)
+    }
+}
+
+/// Resolves when the records it covers are committed. Dropping it does not cancel anything.
+#[derive(Debug)]
+#[must_use = "a receipt does nothing unless waited on"]
+pub struct Receipt {
+    waits: Vec<(usize, oneshot::Receiver<Result<BatchReport>>)>,
+}
+
+/// What a [`Receipt`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// For each shard the receipt covered, the batch that closed it.
+    pub batches: Vec<BatchReport>,
+}
+
+impl Receipt {
+    /// Waits for every shard the receipt covers.
+    pub async fn wait(self) -> Result<CommitReport> {
+        let mut report = CommitReport::default();
+        for (shard, rx) in self.waits {
+            match rx.await {
+                Ok(Ok(b)) => report.batches.push(b),
+                Ok(Err(e)) => return Err(e),
+                // The sender was dropped without an answer: the pipeline stopped.
+                Err(_) => return Err(Error::Dropped { shard }),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// A small set of shard indexes (shards ≤ 256).
+#[derive(Default)]
+struct ShardSet([u64; 4]);
+
+impl ShardSet {
+    fn insert(&mut self, shard: usize) {
+        debug_assert!(shard < 256);
+        self.0[shard / 64] |= 1 << (shard % 64);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..256).filter(|&s| self.0[s / 64] & (1 << (s % 64)) != 0)
+    }
+}
+
+/// A per-run random id, so two runs never share ledger batch ids.
+fn boot_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}

@@ -1,0 +1,89 @@
+//! # christmas-core
+//!
+//! Lock-free, sharded batching of market-data ticks into PostgreSQL binary `COPY` streams,
+//! exactly once.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use christmas_core::{Ingestor, Side, Symbol, Trade};
+//!
+//! # async fn demo() -> christmas_core::Result<()> {
+//! let url = "postgres://christmas@127.0.0.1:55432/christmas";
+//! christmas_core::schema::apply_core_url(url).await?;
+//! let trades = Ingestor::<Trade>::builder().database_url(url).start().await?;
+//! let es = Symbol::new("ESU4")?;
+//! for i in 0..1_000 {
+//!     trades.push(Trade {
+//!         time_ns: 1_719_878_400_000_000_000 + i,
+//!         symbol: es,
+//!         price: 5_512.25,
+//!         volume: 1.0,
+//!         side: Side::Buy,
+//!         exchange_seq: i,
+//!     })?;
+//! }
+//! trades.flush().await?; // every record pushed above is now committed
+//! trades.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`record`] | `Trade`, `Quote` and the [`Record`] trait: table, columns, COPY encoding |
+//! | [`symbol`] | [`Symbol`]: inline, validated instrument names (no allocation per tick) |
+//! | [`binary_copy`] | PostgreSQL binary COPY header, rows and trailer |
+//! | [`router`] | [`ShardRouter`]: `fnv1a(symbol) % shards` |
+//! | `ring` | one bounded lock-free ring per shard (crossbeam `ArrayQueue`) and its wake-ups |
+//! | `batcher` | drains a ring, encodes into a COPY body, seals on rows / bytes / linger |
+//! | `writer` | one connection per shard; `BEGIN; ledger row; COPY; COMMIT`, exactly once |
+//! | [`ingestor`] | [`Ingestor`]: push, receipts, metrics, shutdown |
+//! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
+//! | [`schema`] | the minimal tables the pipeline writes to |
+//!
+//! Data flow: `push` → shard ring → batcher (encode, seal) → bounded channel → writer
+//! (commit while the next batch fills) → receipts resolved, metrics recorded.
+//!
+//! ## Guarantees
+//!
+//! - **Order**: all records of a symbol go through one shard and are committed in push
+//!   order (for pushes from one producer; concurrent producers of one symbol interleave).
+//! - **Exactly once**: each batch's transaction also inserts its id into the ledger table;
+//!   after an ambiguous failure the writer reconnects with backoff and resends only when the
+//!   ledger does not have the batch.
+//! - **Bad rows** (SQLSTATE class 22/23) are isolated by splitting the batch and stored in the
+//!   dead-letter table; the rest of the batch commits.
+//! - **Time**: records carry nanoseconds; `timestamptz` keeps microseconds, so the last three
+//!   digits are dropped (rounded toward negative infinity).
+//!
+//! ## Features
+//!
+//! This crate has no optional features yet.
+
+mod batcher;
+pub mod binary_copy;
+pub mod clock;
+pub mod config;
+pub mod dead_letter;
+mod error;
+pub mod ingestor;
+pub mod metrics;
+pub mod record;
+mod ring;
+pub mod router;
+pub mod schema;
+pub mod symbol;
+pub mod synthetic;
+mod writer;
+
+pub use config::{Backpressure, IngestorConfig, Sink};
+pub use dead_letter::DeadLetter;
+pub use error::{Error, Result};
+pub use ingestor::{CommitReport, Ingestor, IngestorBuilder, Receipt};
+pub use metrics::{MetricsSnapshot, ShardSnapshot, Summary};
+pub use record::{Quote, Record, Side, Trade};
+pub use router::ShardRouter;
+pub use symbol::Symbol;
+pub use writer::BatchReport;

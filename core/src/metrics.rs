@@ -1,0 +1,200 @@
+//! Counters, gauges and latency histograms, readable at any time as a [`MetricsSnapshot`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+/// Per-shard counters. Each is written by one side only (noted per field), so no counter
+/// is contended on the per-record path.
+#[derive(Debug, Default)]
+pub(crate) struct ShardCounters {
+    /// Records the batcher took out of the ring (batcher only).
+    pub drained: AtomicU64,
+    /// Records evicted by drop-oldest backpressure (producers; rare).
+    pub dropped: AtomicU64,
+    /// Pushes refused with `Full` (producers; rare).
+    pub rejected_full: AtomicU64,
+    /// Rows committed to the database (writer only).
+    pub rows_committed: AtomicU64,
+    /// Batches committed (writer only).
+    pub batches_committed: AtomicU64,
+    /// Failed commit attempts that were retried (writer only).
+    pub retries: AtomicU64,
+    /// Connections (re)established (writer only).
+    pub connects: AtomicU64,
+    /// Rows sent to the dead-letter table (writer only).
+    pub dead_lettered: AtomicU64,
+    /// Batches whose commit was found in the ledger after an ambiguous failure (writer only).
+    pub ledger_hits: AtomicU64,
+}
+
+/// Latency histograms of one shard, locked once per batch (never per record).
+#[derive(Debug)]
+pub(crate) struct ShardHistograms {
+    /// Push → commit, microseconds.
+    pub push_to_commit_us: Histogram<u64>,
+    /// Time to commit one batch (all attempts), microseconds.
+    pub batch_commit_us: Histogram<u64>,
+    /// Rows per committed batch.
+    pub batch_rows: Histogram<u64>,
+}
+
+impl ShardHistograms {
+    pub fn new() -> Self {
+        // 3 significant figures; auto-resizing so no value is ever rejected.
+        let h = || {
+            let mut h = Histogram::new(3).expect("3 significant figures is valid");
+            h.auto(true);
+            h
+        };
+        ShardHistograms {
+            push_to_commit_us: h(),
+            batch_commit_us: h(),
+            batch_rows: h(),
+        }
+    }
+}
+
+pub(crate) fn lock_histograms(
+    m: &Mutex<ShardHistograms>,
+) -> std::sync::MutexGuard<'_, ShardHistograms> {
+    // A panic while holding the lock cannot leave a histogram half-updated in a way that
+    // matters for reporting, so a poisoned lock is still read.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One shard's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardSnapshot {
+    /// Records accepted into the ring (including those later dropped).
+    pub accepted: u64,
+    /// Records evicted by drop-oldest backpressure.
+    pub dropped: u64,
+    /// Pushes refused because the ring was full.
+    pub rejected_full: u64,
+    /// Records waiting in the ring now.
+    pub ring_depth: u64,
+    /// The ring's capacity.
+    pub ring_capacity: u64,
+    /// Rows committed.
+    pub rows_committed: u64,
+    /// Batches committed.
+    pub batches_committed: u64,
+    /// Commit attempts retried after a failure.
+    pub retries: u64,
+    /// Database connections made (the first one included).
+    pub connects: u64,
+    /// Rows the database rejected, now in the dead-letter table.
+    pub dead_lettered: u64,
+    /// Ambiguous failures resolved by the ledger as "already committed".
+    pub ledger_hits: u64,
+}
+
+/// A histogram's headline figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    /// Number of samples.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+impl Summary {
+    /// Summarises `h`.
+    pub fn of(h: &Histogram<u64>) -> Summary {
+        Summary {
+            count: h.len(),
+            mean: h.mean(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// Everything the pipeline measured, at one moment.
+#[derive(Debug, Clone)]
+pub struct MetricsSnapshot {
+    /// Per-shard figures, index = shard.
+    pub shards: Vec<ShardSnapshot>,
+    /// Push → commit latency of every committed record, microseconds, all shards.
+    pub push_to_commit_us: Histogram<u64>,
+    /// Commit time per batch, microseconds, all shards.
+    pub batch_commit_us: Histogram<u64>,
+    /// Rows per batch, all shards.
+    pub batch_rows: Histogram<u64>,
+}
+
+impl MetricsSnapshot {
+    pub(crate) fn empty() -> Self {
+        let h = ShardHistograms::new();
+        MetricsSnapshot {
+            shards: Vec::new(),
+            push_to_commit_us: h.push_to_commit_us,
+            batch_commit_us: h.batch_commit_us,
+            batch_rows: h.batch_rows,
+        }
+    }
+
+    fn sum(&self, f: impl Fn(&ShardSnapshot) -> u64) -> u64 {
+        self.shards.iter().map(f).sum()
+    }
+
+    /// Records accepted, all shards.
+    pub fn accepted(&self) -> u64 {
+        self.sum(|s| s.accepted)
+    }
+    /// Records dropped by drop-oldest, all shards.
+    pub fn dropped(&self) -> u64 {
+        self.sum(|s| s.dropped)
+    }
+    /// Pushes refused with `Full`, all shards.
+    pub fn rejected_full(&self) -> u64 {
+        self.sum(|s| s.rejected_full)
+    }
+    /// Records in the rings now, all shards.
+    pub fn ring_depth(&self) -> u64 {
+        self.sum(|s| s.ring_depth)
+    }
+    /// Rows committed, all shards.
+    pub fn rows_committed(&self) -> u64 {
+        self.sum(|s| s.rows_committed)
+    }
+    /// Batches committed, all shards.
+    pub fn batches_committed(&self) -> u64 {
+        self.sum(|s| s.batches_committed)
+    }
+    /// Retried commit attempts, all shards.
+    pub fn retries(&self) -> u64 {
+        self.sum(|s| s.retries)
+    }
+    /// Rows dead-lettered, all shards.
+    pub fn dead_lettered(&self) -> u64 {
+        self.sum(|s| s.dead_lettered)
+    }
+    /// Ambiguous failures the ledger resolved as committed, all shards.
+    pub fn ledger_hits(&self) -> u64 {
+        self.sum(|s| s.ledger_hits)
+    }
+}
+
+pub(crate) fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+pub(crate) fn add(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}

@@ -1,0 +1,86 @@
+//! Helpers shared by the integration tests: a fresh database with the core schema, a
+//! client, and deterministic tick generators.
+
+use christmas_core::{Side, Symbol, Trade};
+use tokio_postgres::{Client, NoTls};
+
+/// Connects and drives the connection in the background.
+pub async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A new database on `base_url` with the core schema; returns its URL and a client.
+pub async fn fresh_core_db(base_url: &str) -> (String, Client) {
+    let url = christmas_tests::fresh_database(base_url)
+        .await
+        .expect("create a test database");
+    christmas_core::schema::apply_core_url(&url)
+        .await
+        .expect("apply the core schema");
+    let client = connect(&url).await;
+    (url, client)
+}
+
+/// `SELECT count(*)` of a table.
+pub async fn count(client: &Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+/// `n` symbols named `S000`, `S001`, …
+pub fn symbols(n: usize) -> Vec<Symbol> {
+    (0..n)
+        .map(|i| Symbol::new(&format!("S{i:03}")).expect("valid symbol"))
+        .collect()
+}
+
+/// The `k`-th trade of a symbol: times and sequence numbers rise with `k`, prices are
+/// multiples of 0.25 so sums are exact in `f64`.
+pub fn trade(symbol: Symbol, k: u64) -> Trade {
+    Trade {
+        time_ns: 1_719_878_400_000_000_000 + k as i64 * 1_000,
+        symbol,
+        price: 5_000.0 + (k % 400) as f64 * 0.25,
+        volume: 1.0 + (k % 7) as f64,
+        side: if k % 2 == 0 { Side::Buy } else { Side::Sell },
+        exchange_seq: k as i64,
+    }
+}
+
+/// Adds an `arrival` identity column to `market_data`, filled in insertion order, so a test
+/// can check the order rows reached the table in.
+pub async fn track_arrival(client: &Client) {
+    client
+        .batch_execute(
+            "ALTER TABLE market_data ADD COLUMN arrival bigint GENERATED ALWAYS AS IDENTITY",
+        )
+        .await
+        .expect("add arrival column");
+}
+
+/// Rows whose `exchange_seq` does not rise with arrival within their symbol (0 when every
+/// symbol's rows arrived in push order), plus duplicated (symbol, exchange_seq) pairs.
+pub async fn order_violations_and_duplicates(client: &Client) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT
+               (SELECT count(*) FROM (
+                  SELECT exchange_seq <= lag(exchange_seq) OVER w AS bad
+                  FROM market_data WINDOW w AS (PARTITION BY symbol ORDER BY arrival)
+                ) t WHERE bad),
+               (SELECT count(*) - count(DISTINCT (symbol, exchange_seq)) FROM market_data)",
+            &[],
+        )
+        .await
+        .expect("order check");
+    (row.get(0), row.get(1))
+}
