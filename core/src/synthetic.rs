@@ -127,7 +127,9 @@ impl SyntheticMarket {
 
     fn pick(&mut self) -> usize {
         let u = self.rng.next_f64();
-        self.cdf.partition_point(|&c| c < u).min(self.symbols.len() - 1)
+        self.cdf
+            .partition_point(|&c| c < u)
+            .min(self.symbols.len() - 1)
     }
 
     fn step(&mut self, i: usize) -> f64 {

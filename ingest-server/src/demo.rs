@@ -104,7 +104,9 @@ async fn report_every_second(trades: Ingestor<Trade>, quotes: Ingestor<Quote>) {
         let (t, q) = (trades.metrics(), quotes.metrics());
         let accepted = t.accepted() + q.accepted();
         let rows = t.rows_committed() + q.rows_committed();
-        let p99 = Summary::of(&t.push_to_commit_us).p99.max(Summary::of(&q.push_to_commit_us).p99);
+        let p99 = Summary::of(&t.push_to_commit_us)
+            .p99
+            .max(Summary::of(&q.push_to_commit_us).p99);
         println!(
             "ticks in {:>9}/s   rows committed {:>9}/s   total {:>11}   ring {:>6}   push→commit p99 {:>6.1} ms   retries {}",
             accepted - last_in,

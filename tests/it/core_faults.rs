@@ -26,7 +26,11 @@ async fn paced_push(ingestor: Ingestor<Trade>, total: u64, per_ms: u64) {
 }
 
 async fn assert_exactly(client: &tokio_postgres::Client, total: i64) {
-    assert_eq!(count(client, "market_data").await, total, "rows lost or duplicated");
+    assert_eq!(
+        count(client, "market_data").await,
+        total,
+        "rows lost or duplicated"
+    );
     let (misordered, duplicates) = support::order_violations_and_duplicates(client).await;
     assert_eq!(duplicates, 0, "duplicated rows");
     assert_eq!(misordered, 0, "rows out of push order");
@@ -169,10 +173,26 @@ async fn backpressure_reject_and_block() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    assert!(matches!(full, Some(Error::Full { shard: 0, capacity: 16, .. })), "{full:?}");
-    assert!(accepted <= 16 + 3 * 8, "{accepted} records buffered past the bound");
+    assert!(
+        matches!(
+            full,
+            Some(Error::Full {
+                shard: 0,
+                capacity: 16,
+                ..
+            })
+        ),
+        "{full:?}"
+    );
+    assert!(
+        accepted <= 16 + 3 * 8,
+        "{accepted} records buffered past the bound"
+    );
     // push under Reject refuses too; metrics count both.
-    assert!(matches!(ingestor.push(trade(syms[0], 99_999)), Err(Error::Full { .. })));
+    assert!(matches!(
+        ingestor.push(trade(syms[0], 99_999)),
+        Err(Error::Full { .. })
+    ));
     let m = ingestor.metrics();
     assert!(m.rejected_full() >= 2);
     assert!(m.ring_depth() <= 16);
@@ -241,13 +261,20 @@ async fn backpressure_drop_oldest_counts_every_drop() {
         assert!(ingestor.metrics().ring_depth() <= 32);
     }
     let during = ingestor.metrics();
-    assert!(during.dropped() > PUSHED - 100, "only {} dropped", during.dropped());
+    assert!(
+        during.dropped() > PUSHED - 100,
+        "only {} dropped",
+        during.dropped()
+    );
     drop(locker);
     let report = ingestor.shutdown().await.unwrap();
     // Every record pushed was either committed or counted as dropped.
     assert_eq!(report.accepted(), PUSHED);
     assert_eq!(report.rows_committed() + report.dropped(), PUSHED);
-    assert_eq!(count(&client, "market_data").await as u64, report.rows_committed());
+    assert_eq!(
+        count(&client, "market_data").await as u64,
+        report.rows_committed()
+    );
     // The survivors are the newest records of the ring, so the very last push is in.
     let last: i64 = client
         .query_one("SELECT max(exchange_seq) FROM market_data", &[])

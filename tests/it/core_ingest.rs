@@ -147,7 +147,10 @@ async fn shutdown_flushes_everything_and_then_refuses() {
     let report = ingestor.shutdown().await.unwrap();
     assert_eq!(report.rows_committed(), 12_345);
     assert_eq!(count(&client, "market_data").await, 12_345);
-    assert!(matches!(ingestor.push(trade(syms[0], 0)), Err(Error::Closed)));
+    assert!(matches!(
+        ingestor.push(trade(syms[0], 0)),
+        Err(Error::Closed)
+    ));
     assert!(matches!(
         ingestor.try_push(trade(syms[0], 0)),
         Err(Error::Closed)
@@ -210,7 +213,13 @@ async fn copy_encoding_edge_values_read_back_by_postgres() {
     let long = "L".repeat(Symbol::MAX_LEN);
     let cases: Vec<(i64, &str, f64, f64, Side)> = vec![
         (0, "A", f64::NAN, 0.0, Side::None),
-        (1_719_878_400_123_456_789, "ESU4", f64::INFINITY, -0.0, Side::Buy),
+        (
+            1_719_878_400_123_456_789,
+            "ESU4",
+            f64::INFINITY,
+            -0.0,
+            Side::Buy,
+        ),
         (-1, "€URO", f64::NEG_INFINITY, 1e300, Side::Sell),
         (i64::MIN, "日経225", f64::MAX, f64::MIN_POSITIVE, Side::Buy),
         (i64::MAX, &long, f64::MIN, f64::EPSILON, Side::Sell),
@@ -255,7 +264,11 @@ async fn copy_encoding_edge_values_read_back_by_postgres() {
             assert_eq!(p, *price, "price of {sym}");
         }
         let v: f64 = row.get(3);
-        assert_eq!(v.to_bits(), volume.to_bits(), "volume of {sym} (sign of zero kept)");
+        assert_eq!(
+            v.to_bits(),
+            volume.to_bits(),
+            "volume of {sym} (sign of zero kept)"
+        );
         let s: String = row.get(4);
         assert_eq!(s.as_bytes(), [side.code()]);
     }
@@ -320,7 +333,10 @@ async fn rejected_rows_are_dead_lettered_and_the_rest_commits() {
     assert_eq!(metrics.dead_lettered(), bad_at.len() as u64);
     assert_eq!(metrics.rows_committed(), 2_000 - bad_at.len() as u64);
 
-    assert_eq!(count(&client, "market_data").await, 2_000 - bad_at.len() as i64);
+    assert_eq!(
+        count(&client, "market_data").await,
+        2_000 - bad_at.len() as i64
+    );
     let letters = client
         .query(
             "SELECT row_copy, sqlstate, reason, target_table FROM ingest_dead_letters",
@@ -360,7 +376,16 @@ async fn start_fails_clearly_without_a_database() {
         .start()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Postgres { context: "connecting", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Postgres {
+                context: "connecting",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = Ingestor::<Trade>::builder().start().await.unwrap_err();
     assert!(matches!(err, Error::Config { field: "sink", .. }), "{err}");
 }

@@ -1,0 +1,6 @@
+//! The integration tests: one binary, one module per area, real servers only.
+
+mod core_faults;
+mod core_ingest;
+mod harness;
+mod support;

@@ -1,0 +1,397 @@
+//! The test harness: real PostgreSQL and Redis servers on loopback.
+//!
+//! - [`PgServer`] / [`RedisServer`]: a private server the test owns — it may stop, kill and
+//!   restart it. Data in a fresh temporary directory, a free port, removed on drop.
+//! - [`shared_pg_url`] / [`shared_redis_url`]: one server for the whole test process (the
+//!   scripts' instances when `CHRISTMAS_TEST_DATABASE_URL` / `CHRISTMAS_TEST_REDIS_URL` are
+//!   set, as `scripts/test.sh` does).
+//! - [`fresh_database`] / [`unique_name`]: how each test isolates itself.
+//!
+//! PostgreSQL refuses to run as root, so when the tests run as root the server runs as the
+//! unprivileged system user `christmas` (created if missing) through `runuser`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+const SERVICE_USER: &str = "christmas";
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A name unique within this machine's test runs: `prefix_<pid>_<nanos>_<counter>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A command run as the service user when we are root.
+fn as_service_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", SERVICE_USER, "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn ensure_service_user() -> Result<()> {
+    if is_root()
+        && !Command::new("id")
+            .arg(SERVICE_USER)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?
+            .success()
+    {
+        run(Command::new("useradd").args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVICE_USER,
+        ]))?;
+    }
+    Ok(())
+}
+
+fn pg_bindir() -> Result<PathBuf> {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Ok(dir);
+        }
+    }
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL is not installed (run scripts/services.sh install)")?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .map(|(_, d)| d)
+        .context("no PostgreSQL server binaries under /usr/lib/postgresql")
+}
+
+/// A fresh temporary directory the service user owns.
+fn temp_dir(prefix: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(unique_name(prefix));
+    std::fs::create_dir_all(&dir)?;
+    if is_root() {
+        run(Command::new("chown").arg(SERVICE_USER).arg(&dir))?;
+    }
+    run(Command::new("chmod").arg("700").arg(&dir))?;
+    Ok(dir)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} was not ready after {timeout:?}")
+}
+
+/// A private PostgreSQL server owned by one test.
+#[derive(Debug)]
+pub struct PgServer {
+    bindir: PathBuf,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl PgServer {
+    /// initdb into a fresh directory and start on a free loopback port: trust auth,
+    /// superuser and database `christmas`, `fsync=off` (the OS never crashes in a test, so a
+    /// killed server still recovers everything it acknowledged).
+    pub fn start() -> Result<PgServer> {
+        ensure_service_user()?;
+        let bindir = pg_bindir()?;
+        let dir = temp_dir("christmas-pg")?;
+        let data = dir.join("data");
+        run(as_service_user(&bindir.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "christmas",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]))?;
+        let port = free_port()?;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .and_then(|mut f| {
+                use std::io::Write;
+                writeln!(
+                    f,
+                    "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+                     fsync = off\nsynchronous_commit = on\nfull_page_writes = off\nmax_connections = 100\n\
+                     shared_buffers = 128MB",
+                    dir.display()
+                )
+            })?;
+        let server = PgServer { bindir, dir, port };
+        server.pg_ctl_start()?;
+        run(Command::new(server.bindir.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-U", "christmas", "-d", "postgres", "-qc"])
+            .arg("CREATE DATABASE christmas"))?;
+        Ok(server)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn pg_ctl_start(&self) -> Result<()> {
+        run(as_service_user(&self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "-t", "60", "start"]))
+        .with_context(|| {
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            format!("starting PostgreSQL; log:\n{log}")
+        })?;
+        let isready = self.bindir.join("pg_isready");
+        let port = self.port.to_string();
+        wait_for("PostgreSQL", Duration::from_secs(30), || {
+            Command::new(&isready)
+                .args(["-h", "127.0.0.1", "-p", &port, "-q"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) -> Result<()> {
+        run(as_service_user(&self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", mode, "-w", "stop"]))
+    }
+
+    /// `postgres://christmas@127.0.0.1:PORT/christmas`
+    pub fn url(&self) -> String {
+        format!("postgres://christmas@127.0.0.1:{}/christmas", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A clean shutdown (`pg_ctl -m fast`).
+    pub fn stop(&mut self) -> Result<()> {
+        self.pg_ctl_stop("fast")
+    }
+
+    /// A crash: `pg_ctl -m immediate` (no checkpoint; recovery runs at the next start).
+    pub fn kill(&mut self) -> Result<()> {
+        self.pg_ctl_stop("immediate")
+    }
+
+    /// Starts again on the same data and port.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.pg_ctl_start()
+    }
+
+    /// `stop` then `start_again`.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.start_again()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if self.data().join("postmaster.pid").exists() {
+            let _ = self.pg_ctl_stop("immediate");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private Redis server owned by one test.
+#[derive(Debug)]
+pub struct RedisServer {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free loopback port, without persistence.
+    pub fn start() -> Result<RedisServer> {
+        let dir = std::env::temp_dir().join(unique_name("christmas-redis"));
+        std::fs::create_dir_all(&dir)?;
+        let server = RedisServer {
+            dir,
+            port: free_port()?,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&self) -> Result<()> {
+        run(Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--pidfile")
+            .arg(self.dir.join("redis.pid"))
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log")))
+        .context("starting redis-server (run scripts/services.sh install)")?;
+        wait_for("Redis", Duration::from_secs(10), || self.ping())
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"*1\r\n$4\r\nPING\r\n").is_ok()
+            && s.read_exact(&mut buf).is_ok()
+            && &buf == b"+PONG\r\n"
+    }
+
+    /// `redis://127.0.0.1:PORT/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// SIGKILL: the server is gone at once.
+    pub fn kill(&mut self) -> Result<()> {
+        let pid = std::fs::read_to_string(self.dir.join("redis.pid"))?;
+        run(Command::new("kill").args(["-9", pid.trim()]))?;
+        wait_for("Redis to die", Duration::from_secs(10), || !self.ping())?;
+        let _ = std::fs::remove_file(self.dir.join("redis.pid"));
+        Ok(())
+    }
+
+    /// Starts again on the same port.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.spawn()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The PostgreSQL server shared by the tests of this process: `CHRISTMAS_TEST_DATABASE_URL`
+/// when set, else a [`PgServer`] started on first use and kept for the process.
+pub fn shared_pg_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        std::env::var("CHRISTMAS_TEST_DATABASE_URL").unwrap_or_else(|_| {
+            let server = PgServer::start().expect("start the shared PostgreSQL");
+            let url = server.url();
+            // Kept for the whole process. Statics are never dropped, so this server outlives
+            // the test binary (in the temp dir); scripts/test.sh avoids that by passing the
+            // scripts' server in CHRISTMAS_TEST_DATABASE_URL.
+            std::mem::forget(server);
+            url
+        })
+    })
+    .clone()
+}
+
+/// The Redis server shared by the tests of this process: `CHRISTMAS_TEST_REDIS_URL` when
+/// set, else a [`RedisServer`] started on first use.
+pub fn shared_redis_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        std::env::var("CHRISTMAS_TEST_REDIS_URL").unwrap_or_else(|_| {
+            let server = RedisServer::start().expect("start the shared Redis");
+            let url = server.url();
+            std::mem::forget(server);
+            url
+        })
+    })
+    .clone()
+}
+
+/// Creates an empty database on the server of `base_url` and returns its URL.
+pub async fn fresh_database(base_url: &str) -> Result<String> {
+    let (client, conn) = tokio_postgres::connect(base_url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {base_url}"))?;
+    let conn = tokio::spawn(conn);
+    let name = unique_name("christmas_t");
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .context("CREATE DATABASE")?;
+    drop(client);
+    let _ = conn.await;
+    let (without_query, query) = match base_url.split_once('?') {
+        Some((u, q)) => (u, format!("?{q}")),
+        None => (base_url, String::new()),
+    };
+    let (prefix, _) = without_query
+        .rsplit_once('/')
+        .context("database URL has no path")?;
+    Ok(format!("{prefix}/{name}{query}"))
+}
