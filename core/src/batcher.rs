@@ -82,6 +82,9 @@ const DRAIN_BUDGET: usize = 4096;
 /// How long an idle batcher sleeps before looking again (bounds a lost wake-up).
 const IDLE_WAIT: Duration = Duration::from_millis(1);
 
+/// How often a lingered batch checks whether the writer has become free.
+const WRITER_POLL: Duration = Duration::from_micros(250);
+
 /// Runs one shard's batcher until the ingestor closes and the ring is empty.
 pub(crate) async fn run<R: Record>(
     shared: Arc<Shared<R>>,
@@ -138,10 +141,15 @@ pub(crate) async fn run<R: Record>(
 
         let closing = shared.closed.load(Ordering::SeqCst);
         let lingered = open.opened.is_some_and(|t| t.elapsed() >= cfg.linger);
+        // Group commit: a lingered batch is sealed only when no sealed batch is already
+        // waiting, so it waits for at most the commit in progress. While the writer is busy
+        // the batch keeps growing (up to max rows/bytes), and batch size follows commit time.
+        let writer_free = tx.capacity() == tx.max_capacity();
         // A barrier with no rows behind it only waits for earlier batches: pass it on now.
         let barrier_only = barrier_seen && open.row_ends.is_empty();
         let ring_empty = ring.queue.is_empty();
-        if !open.is_empty() && (lingered || barrier_only || (closing && ring_empty)) {
+        let seal_now = (lingered && writer_free) || barrier_only || (closing && ring_empty);
+        if !open.is_empty() && seal_now {
             seq += 1;
             let batch = std::mem::replace(&mut open, fresh());
             if !send(&tx, seal(batch, seq)).await {
@@ -156,6 +164,7 @@ pub(crate) async fn run<R: Record>(
         }
         if drained == 0 {
             let wait = match open.opened {
+                Some(_) if lingered => WRITER_POLL,
                 Some(t) => cfg.linger.saturating_sub(t.elapsed()).min(IDLE_WAIT),
                 None => IDLE_WAIT,
             };

@@ -57,7 +57,8 @@ pub struct IngestorConfig {
     pub batch_max_rows: usize,
     /// … or when its COPY body would pass this many bytes (default 4 MiB).
     pub batch_max_bytes: usize,
-    /// … or when its first row has waited this long (default 5 ms).
+    /// … or when its first row has waited this long and no sealed batch is already waiting
+    /// for the writer (default 5 ms): group commit that adapts batch size to commit time.
     pub linger: Duration,
     /// Ring-full behaviour (default [`Backpressure::Block`]).
     pub backpressure: Backpressure,

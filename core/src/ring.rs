@@ -146,9 +146,12 @@ impl<R> ShardRing<R> {
         }
     }
 
-    /// Enqueues `slot`, waiting for space on this thread (spin, then short sleeps).
+    /// Enqueues `slot`, waiting for space on this thread: a short spin, then sleeps growing
+    /// from 50 µs to 1 ms. A full ring means the writer is busy for milliseconds, so sleeping
+    /// leaves the CPU to PostgreSQL instead of spinning against it.
     pub fn push_blocking(&self, mut slot: Slot<R>) {
         let backoff = crossbeam_utils::Backoff::new();
+        let mut sleep = Duration::from_micros(50);
         loop {
             match self.queue.push(slot) {
                 Ok(()) => return self.after_push(),
@@ -156,7 +159,8 @@ impl<R> ShardRing<R> {
             }
             self.after_push();
             if backoff.is_completed() {
-                std::thread::sleep(Duration::from_micros(50));
+                std::thread::sleep(sleep);
+                sleep = (sleep * 2).min(Duration::from_millis(1));
             } else {
                 backoff.snooze();
             }
