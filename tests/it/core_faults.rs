@@ -131,6 +131,22 @@ async fn postgres_restarts_lose_and_duplicate_nothing() {
     assert_exactly(&client, TOTAL as i64).await;
 }
 
+/// One shard, a ring of `ring` records, batches of 8, one batch in flight: a pipeline that
+/// fills up fast.
+async fn tiny_pipeline(url: &str, ring: usize, policy: Backpressure) -> Ingestor<Trade> {
+    Ingestor::<Trade>::builder()
+        .database_url(url)
+        .shards(1)
+        .ring_capacity(ring)
+        .batch_max_rows(8)
+        .in_flight_batches(1)
+        .linger(Duration::from_millis(1))
+        .backpressure(policy)
+        .start()
+        .await
+        .unwrap()
+}
+
 /// Holds an exclusive lock on `market_data` so every COPY waits: a stalled database.
 async fn stall(url: &str) -> tokio_postgres::Client {
     let locker = connect(url).await;
@@ -144,17 +160,7 @@ async fn stall(url: &str) -> tokio_postgres::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_reject_and_block() {
     let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let ingestor = Ingestor::<Trade>::builder()
-        .database_url(&url)
-        .shards(1)
-        .ring_capacity(16)
-        .batch_max_rows(8)
-        .in_flight_batches(1)
-        .linger(Duration::from_millis(1))
-        .backpressure(Backpressure::Reject)
-        .start()
-        .await
-        .unwrap();
+    let ingestor = tiny_pipeline(&url, 16, Backpressure::Reject).await;
     let locker = stall(&url).await;
     let syms = symbols(4);
     // try_push fills the pipeline then reports Full; how much fits is bounded by the ring
@@ -203,16 +209,7 @@ async fn backpressure_reject_and_block() {
     ingestor.shutdown().await.unwrap();
 
     // Block: push_async waits while the table is locked and completes once it is not.
-    let blocking = Ingestor::<Trade>::builder()
-        .database_url(&url)
-        .shards(1)
-        .ring_capacity(16)
-        .batch_max_rows(8)
-        .in_flight_batches(1)
-        .linger(Duration::from_millis(1))
-        .start()
-        .await
-        .unwrap();
+    let blocking = tiny_pipeline(&url, 16, Backpressure::Block).await;
     let locker = stall(&url).await;
     let pusher = {
         let blocking = blocking.clone();
@@ -242,17 +239,7 @@ async fn backpressure_reject_and_block() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_drop_oldest_counts_every_drop() {
     let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let ingestor = Ingestor::<Trade>::builder()
-        .database_url(&url)
-        .shards(1)
-        .ring_capacity(32)
-        .batch_max_rows(8)
-        .in_flight_batches(1)
-        .linger(Duration::from_millis(1))
-        .backpressure(Backpressure::DropOldest)
-        .start()
-        .await
-        .unwrap();
+    let ingestor = tiny_pipeline(&url, 32, Backpressure::DropOldest).await;
     let locker = stall(&url).await;
     let syms = symbols(4);
     const PUSHED: u64 = 20_000;
