@@ -30,7 +30,8 @@ pg_bindir() {
 
 # Runs a command as the service user when root, else as ourselves.
 as_svc() {
-    if is_root; then runuser -u "$svc_user" -- "$@"; else "$@"; fi
+    # From /, so a working directory the service user cannot enter does not matter.
+    if is_root; then (cd / && runuser -u "$svc_user" -- "$@"); else "$@"; fi
 }
 
 cmd_install() {
