@@ -38,6 +38,9 @@ pub struct IngestArgs {
     /// Seconds of the 50 %-load latency run.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
+    /// Rows/s of the latency run (default: 50 % of the engine's measured maximum).
+    #[arg(long)]
+    latency_rate: Option<f64>,
     /// Smaller and shorter: 500k rows, 1 repeat, 5 s latency run.
     #[arg(long)]
     quick: bool,
@@ -73,6 +76,9 @@ async fn reset(client: &Client) -> Result<()> {
     client
         .batch_execute("TRUNCATE market_data, ingest_batches; CHECKPOINT")
         .await?;
+    // Let the server's background writes of the previous run settle, so each run starts
+    // from the same idle state on both sides.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(())
 }
 
@@ -159,8 +165,8 @@ pub fn run(mut args: IngestArgs) -> Result<()> {
     let ratio = engine / ceiling;
 
     rt.block_on(reset(&client))?;
-    let rate = engine * 0.5;
-    let latency = rt.block_on(latency_run(&args, rate))?;
+    let rate = args.latency_rate.unwrap_or(engine * 0.5);
+    let [latency, commit, batch_rows] = rt.block_on(latency_run(&args, rate))?;
     rt.block_on(reset(&client))?;
     let rss = rss_of_probe(&args.url, if args.quick { 1_000_000 } else { 5_000_000 })?;
     rt.block_on(reset(&client))?;
@@ -178,6 +184,8 @@ pub fn run(mut args: IngestArgs) -> Result<()> {
          | push → commit p50 at 50 % load ({:.0} rows/s) | {:.1} ms | | |\n\
          | push → commit p99 at 50 % load | {:.1} ms | ≤ 50 ms | |\n\
          | push → commit p99.9 at 50 % load | {:.1} ms | | |\n\
+         | batch commit time p50 / p99 at 50 % load | {:.1} / {:.1} ms | | |\n\
+         | rows per batch p50 / p99 at 50 % load | {} / {} | | |\n\
          | peak RSS, default settings, full speed | {:.0} MiB | ≤ 256 MiB | |\n",
         machine::describe(),
         args.rows,
@@ -192,6 +200,10 @@ pub fn run(mut args: IngestArgs) -> Result<()> {
         latency.p50 as f64 / 1e3,
         latency.p99 as f64 / 1e3,
         latency.p999 as f64 / 1e3,
+        commit.p50 as f64 / 1e3,
+        commit.p99 as f64 / 1e3,
+        batch_rows.p50,
+        batch_rows.p99,
         rss,
     );
     println!("{md}");
@@ -294,7 +306,7 @@ async fn engine_run(args: &IngestArgs, per_shard: &[Vec<Trade>]) -> Result<f64> 
 }
 
 /// Push → commit latency with default settings while pushing `rate` rows/s.
-async fn latency_run(args: &IngestArgs, rate: f64) -> Result<Summary> {
+async fn latency_run(args: &IngestArgs, rate: f64) -> Result<[Summary; 3]> {
     let ingestor = Ingestor::<Trade>::builder()
         .database_url(&args.url)
         .shards(args.shards)
@@ -316,7 +328,11 @@ async fn latency_run(args: &IngestArgs, rate: f64) -> Result<Summary> {
     }
     let m = ingestor.shutdown().await?;
     ensure!(m.rows_committed() == sent, "latency run lost rows");
-    Ok(Summary::of(&m.push_to_commit_us))
+    Ok([
+        Summary::of(&m.push_to_commit_us),
+        Summary::of(&m.batch_commit_us),
+        Summary::of(&m.batch_rows),
+    ])
 }
 
 /// Peak RSS (MiB) of a child process running the engine flat out with default settings.

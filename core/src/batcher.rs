@@ -24,7 +24,7 @@ pub(crate) struct SealedBatch {
     pub body: bytes::Bytes,
     /// End offset in `body` of each row.
     pub row_ends: Vec<u32>,
-    /// Coarse push time of each row (ns since the ingestor started).
+    /// Push time of each row (ns since the ingestor started).
     pub pushed_at: Vec<u64>,
     /// Producers waiting for this batch (and every earlier one) to commit.
     pub waiters: Vec<oneshot::Sender<Result<BatchReport>>>,
@@ -104,7 +104,6 @@ pub(crate) async fn run<R: Record>(
     let mut seq: u64 = 0;
 
     loop {
-        shared.clock.now();
         let mut drained = 0usize;
         let mut barrier_seen = false;
         while drained < DRAIN_BUDGET {

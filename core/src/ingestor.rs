@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::clock::CoarseClock;
+use crate::clock::PipelineClock;
 use crate::config::{Backpressure, DeadLetterHook, IngestorConfig, Sink};
 use crate::metrics::{self, lock_histograms, MetricsSnapshot, ShardHistograms, ShardSnapshot};
 use crate::record::Record;
@@ -25,7 +25,7 @@ pub(crate) struct Shared<R> {
     pub router: ShardRouter,
     pub rings: Box<[ShardRing<R>]>,
     pub histograms: Box<[Mutex<ShardHistograms>]>,
-    pub clock: CoarseClock,
+    pub clock: PipelineClock,
     /// Set once by shutdown; pushes fail with `Closed` after it.
     pub closed: AtomicBool,
     /// `<config.stream>-<boot id>`: this run's name in the ledger.
@@ -219,7 +219,7 @@ impl<R: Record> Ingestor<R> {
                 .map(|_| ShardRing::new(config.ring_capacity))
                 .collect(),
             histograms: (0..n).map(|_| Mutex::new(ShardHistograms::new())).collect(),
-            clock: CoarseClock::new(),
+            clock: PipelineClock::new(),
             closed: AtomicBool::new(false),
             stream,
             config,
@@ -266,7 +266,7 @@ impl<R: Record> Ingestor<R> {
     fn slot(&self, record: R) -> Slot<R> {
         Slot::Record {
             record,
-            pushed_at: self.shared.clock.recent(),
+            pushed_at: self.shared.clock.now(),
         }
     }
 

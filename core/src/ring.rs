@@ -19,7 +19,7 @@ use crate::Result;
 /// What travels through a ring.
 #[derive(Debug)]
 pub(crate) enum Slot<R> {
-    /// A record and the coarse time it was pushed (ns since the ingestor started).
+    /// A record and the time it was pushed (ns since the ingestor started).
     Record { record: R, pushed_at: u64 },
     /// A producer waiting until everything it pushed to this shard before is committed.
     Barrier(oneshot::Sender<Result<BatchReport>>),
