@@ -282,27 +282,36 @@ async fn engine_run(args: &IngestArgs, per_shard: &[Vec<Trade>]) -> Result<f64> 
         .start()
         .await?;
     let start = Instant::now();
-    let producers: Vec<_> = per_shard
-        .iter()
-        .cloned()
-        .map(|rows| {
-            let ingestor = ingestor.clone();
-            std::thread::spawn(move || -> christmas_core::Result<()> {
-                for chunk in rows.chunks(1_024) {
-                    ingestor.push_batch(chunk)?;
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for p in producers {
-        p.join()
-            .map_err(|_| anyhow::anyhow!("producer panicked"))??;
-    }
+    on_threads(&ingestor, per_shard.to_vec(), |ingestor, rows| {
+        for chunk in rows.chunks(1_024) {
+            ingestor.push_batch(chunk)?;
+        }
+        Ok(())
+    })?;
     ingestor.flush().await?;
     let secs = start.elapsed().as_secs_f64();
     ingestor.shutdown().await?;
     Ok(secs)
+}
+
+/// Runs `work(ingestor, input)` on one producer thread per input and waits for them all.
+fn on_threads<I: Send + 'static>(
+    ingestor: &Ingestor<Trade>,
+    inputs: Vec<I>,
+    work: fn(&Ingestor<Trade>, I) -> christmas_core::Result<()>,
+) -> Result<()> {
+    let threads: Vec<_> = inputs
+        .into_iter()
+        .map(|input| {
+            let ingestor = ingestor.clone();
+            std::thread::spawn(move || work(&ingestor, input))
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("producer panicked"))??;
+    }
+    Ok(())
 }
 
 /// Push → commit latency with default settings while pushing `rate` rows/s.
@@ -360,22 +369,17 @@ pub fn rss_probe(args: RssProbeArgs) -> Result<()> {
             .start()
             .await?;
         let per = args.rows / 2;
-        let producers: Vec<_> = (0..2u64)
-            .map(|p| {
-                let ingestor = ingestor.clone();
-                std::thread::spawn(move || -> christmas_core::Result<()> {
-                    let mut market = SyntheticMarket::new(100 + p, 250);
-                    for _ in 0..per {
-                        ingestor.push(market.next_trade())?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for p in producers {
-            p.join()
-                .map_err(|_| anyhow::anyhow!("producer panicked"))??;
-        }
+        on_threads(
+            &ingestor,
+            vec![(100, per), (101, per)],
+            |ingestor, (seed, n)| {
+                let mut market = SyntheticMarket::new(seed, 250);
+                for _ in 0..n {
+                    ingestor.push(market.next_trade())?;
+                }
+                Ok(())
+            },
+        )?;
         ingestor.shutdown().await?;
         anyhow::Ok(())
     })?;
