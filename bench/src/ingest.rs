@@ -30,7 +30,7 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 2)]
     shards: usize,
     /// Engine batch size in rows.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 50_000)]
     batch_rows: usize,
     /// Runs of each side; the median is reported.
     #[arg(long, default_value_t = 3)]

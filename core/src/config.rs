@@ -53,9 +53,9 @@ pub struct IngestorConfig {
     pub shards: usize,
     /// Records each shard's ring holds (default 65,536).
     pub ring_capacity: usize,
-    /// A batch is sealed at this many rows (default 10,000).
+    /// A batch is sealed at this many rows (default 50,000).
     pub batch_max_rows: usize,
-    /// … or when its COPY body would pass this many bytes (default 4 MiB).
+    /// … or when its COPY body would pass this many bytes (default 8 MiB).
     pub batch_max_bytes: usize,
     /// … or when its first row has waited this long and no sealed batch is already waiting
     /// for the writer (default 5 ms): group commit that adapts batch size to commit time.
@@ -88,8 +88,8 @@ impl Default for IngestorConfig {
             sink: None,
             shards: 2,
             ring_capacity: 65_536,
-            batch_max_rows: 10_000,
-            batch_max_bytes: 4 << 20,
+            batch_max_rows: 50_000,
+            batch_max_bytes: 8 << 20,
             linger: Duration::from_millis(5),
             backpressure: Backpressure::Block,
             in_flight_batches: 2,

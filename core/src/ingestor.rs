@@ -129,13 +129,13 @@ impl<R: Record> IngestorBuilder<R> {
         self
     }
 
-    /// Seal a batch at this many rows (default 10,000).
+    /// Seal a batch at this many rows (default 50,000).
     pub fn batch_max_rows(mut self, n: usize) -> Self {
         self.config.batch_max_rows = n;
         self
     }
 
-    /// Seal a batch before its COPY body passes this many bytes (default 4 MiB).
+    /// Seal a batch before its COPY body passes this many bytes (default 8 MiB).
     pub fn batch_max_bytes(mut self, n: usize) -> Self {
         self.config.batch_max_bytes = n;
         self
