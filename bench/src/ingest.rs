@@ -21,7 +21,7 @@ pub struct IngestArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     url: String,
     /// Rows per run.
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = 4_000_000)]
     rows: usize,
     /// Symbols in the synthetic market.
     #[arg(long, default_value_t = 500)]
