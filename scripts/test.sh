@@ -11,4 +11,12 @@ export CHRISTMAS_TEST_DATABASE_URL="$DATABASE_URL"
 export CHRISTMAS_TEST_REDIS_URL="$REDIS_URL"
 
 echo "==> cargo test --workspace"
-cargo test --workspace "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+# cargo prints one "test result" line per test binary, the last often a doc-test binary
+# with 0 tests; close with the totals over all of them.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
