@@ -13,7 +13,7 @@ use christmas_core::{Ingestor, Summary, Trade};
 async fn main() -> christmas_core::Result<()> {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://christmas@127.0.0.1:55432/christmas".into());
-    christmas_core::schema::apply_core_url(&url).await?;
+    christmas_core::schema::migrate_url(&url, &Default::default()).await?;
 
     let trades = Ingestor::<Trade>::builder()
         .database_url(&url)

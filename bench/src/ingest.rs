@@ -106,7 +106,7 @@ pub fn run(mut args: IngestArgs) -> Result<()> {
     );
     let rt = runtime()?;
     let client = rt.block_on(async {
-        christmas_core::schema::apply_core_url(&args.url).await?;
+        christmas_core::schema::migrate_url(&args.url, &Default::default()).await?;
         connect(&args.url).await
     })?;
     let settings = rt.block_on(async {

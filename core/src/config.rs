@@ -80,6 +80,12 @@ pub struct IngestorConfig {
     pub reconnect_max: Duration,
     /// Optional callback for dead-lettered rows.
     pub on_dead_letter: Option<DeadLetterHook>,
+    /// How often to run partition maintenance on the target table (default 60 s; `None`
+    /// turns it off). The first pass runs before `start` returns. It creates time
+    /// partitions ahead of time, moves rows the default partition caught into new ones,
+    /// applies retention and prunes the ledger; see [`crate::schema::maintain`]. Tables
+    /// not created by the plain-PostgreSQL schema are left alone.
+    pub partition_maintenance: Option<Duration>,
 }
 
 impl Default for IngestorConfig {
@@ -100,6 +106,7 @@ impl Default for IngestorConfig {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             on_dead_letter: None,
+            partition_maintenance: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -122,6 +129,7 @@ impl fmt::Debug for IngestorConfig {
             .field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)
             .field("on_dead_letter", &self.on_dead_letter.is_some())
+            .field("partition_maintenance", &self.partition_maintenance)
             .finish()
     }
 }
@@ -180,6 +188,15 @@ impl IngestorConfig {
             return Err(Error::config(
                 "stream",
                 "must be 1-40 characters of A-Z a-z 0-9 _ . : -",
+            ));
+        }
+        if self
+            .partition_maintenance
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(Error::config(
+                "partition_maintenance",
+                "must be at least 1 s (or None to turn it off)",
             ));
         }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {

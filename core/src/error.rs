@@ -63,6 +63,13 @@ pub enum Error {
         /// Shard that dropped them.
         shard: usize,
     },
+    /// The database's schema cannot be migrated as asked (a different variant is installed,
+    /// an applied migration was edited, TimescaleDB was asked for and is missing, …).
+    #[error("schema: {reason}")]
+    Schema {
+        /// What is wrong, and what to do about it.
+        reason: String,
+    },
     /// A pipeline task stopped unexpectedly.
     #[error("pipeline task failed: {0}")]
     Task(String),
@@ -76,6 +83,12 @@ impl Error {
     pub(crate) fn config(field: &'static str, reason: impl fmt::Display) -> Self {
         Error::Config {
             field,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn schema(reason: impl fmt::Display) -> Self {
+        Error::Schema {
             reason: reason.to_string(),
         }
     }

@@ -6,15 +6,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::clock::PipelineClock;
 use crate::config::{Backpressure, DeadLetterHook, IngestorConfig, Sink};
 use crate::metrics::{self, lock_histograms, MetricsSnapshot, ShardHistograms, ShardSnapshot};
+use crate::partition_task::PartitionTask;
 use crate::record::Record;
 use crate::ring::{ShardRing, Slot};
 use crate::router::ShardRouter;
+use crate::schema::MaintenanceReport;
 use crate::writer::{BatchReport, PgWriter};
 use crate::{batcher, writer, Error, Result};
 
@@ -30,6 +32,10 @@ pub(crate) struct Shared<R> {
     pub closed: AtomicBool,
     /// `<config.stream>-<boot id>`: this run's name in the ledger.
     pub stream: Arc<str>,
+    /// The last partition maintenance pass (written once a minute, read by `metrics`).
+    pub maintenance: Mutex<Option<MaintenanceReport>>,
+    /// Wakes the maintenance task at shutdown.
+    pub stop: Notify,
 }
 
 /// The owner of the pipeline's tasks; when the last [`Ingestor`] clone is dropped without
@@ -43,6 +49,7 @@ struct Tasks<R> {
 impl<R> Drop for Tasks<R> {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.stop.notify_one();
         for ring in self.shared.rings.iter() {
             ring.wake();
         }
@@ -190,6 +197,13 @@ impl<R: Record> IngestorBuilder<R> {
         self
     }
 
+    /// How often partition maintenance runs on the target table (default 60 s; `None`:
+    /// never). See [`IngestorConfig::partition_maintenance`].
+    pub fn partition_maintenance(mut self, every: Option<Duration>) -> Self {
+        self.config.partition_maintenance = every;
+        self
+    }
+
     /// Called for every dead-lettered row, after it is stored.
     pub fn on_dead_letter(mut self, hook: DeadLetterHook) -> Self {
         self.config.on_dead_letter = Some(hook);
@@ -222,6 +236,8 @@ impl<R: Record> Ingestor<R> {
             clock: PipelineClock::new(),
             closed: AtomicBool::new(false),
             stream,
+            maintenance: Mutex::new(None),
+            stop: Notify::new(),
             config,
         });
         let mut writers = Vec::with_capacity(n);
@@ -231,7 +247,19 @@ impl<R: Record> Ingestor<R> {
                 _ => None,
             });
         }
-        let mut handles = Vec::with_capacity(2 * n);
+        let mut handles = Vec::with_capacity(2 * n + 1);
+        if let (Some(Sink::Postgres(url)), Some(every)) =
+            (&shared.config.sink, shared.config.partition_maintenance)
+        {
+            // The first pass runs now, so today's and the coming partitions exist before the
+            // first batch; its failure is not fatal (the default partition holds rows).
+            if let Some(mut task) = PartitionTask::connect(&shared, url).await? {
+                if let Err(e) = task.pass(&shared).await {
+                    tracing::warn!(error = %e, "first partition maintenance pass failed");
+                }
+                handles.push(tokio::spawn(task.run(shared.clone(), every)));
+            }
+        }
         for (shard, pg) in writers.into_iter().enumerate() {
             let (tx, rx) = mpsc::channel(shared.config.in_flight_batches);
             handles.push(tokio::spawn(batcher::run(shared.clone(), shard, tx)));
@@ -452,6 +480,12 @@ impl<R: Record> Ingestor<R> {
             let _ = snap.batch_commit_us.add(&h.batch_commit_us);
             let _ = snap.batch_rows.add(&h.batch_rows);
         }
+        snap.maintenance = self
+            .shared
+            .maintenance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         snap
     }
 
@@ -465,6 +499,7 @@ impl<R: Record> Ingestor<R> {
     /// again returns the same totals.
     pub async fn shutdown(&self) -> Result<MetricsSnapshot> {
         self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.stop.notify_one();
         for ring in self.shared.rings.iter() {
             ring.wake();
         }

@@ -10,7 +10,7 @@
 //!
 //! # async fn demo() -> christmas_core::Result<()> {
 //! let url = "postgres://christmas@127.0.0.1:55432/christmas";
-//! christmas_core::schema::apply_core_url(url).await?;
+//! christmas_core::schema::migrate_url(url, &Default::default()).await?;
 //! let trades = Ingestor::<Trade>::builder().database_url(url).start().await?;
 //! let es = Symbol::new("ESU4")?;
 //! for i in 0..1_000 {
@@ -41,7 +41,8 @@
 //! | `writer` | one connection per shard; `BEGIN; ledger row; COPY; COMMIT`, exactly once |
 //! | [`ingestor`] | [`Ingestor`]: push, receipts, metrics, shutdown |
 //! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
-//! | [`schema`] | the minimal tables the pipeline writes to |
+//! | [`schema`] | the versioned schema (`sql/`), its migrator and partition maintenance |
+//! | [`query`] | [`MarketDataReader`](query::MarketDataReader): latest tick, trades, quotes, OHLCV bars |
 //!
 //! Data flow: `push` → shard ring → batcher (encode, seal) → bounded channel → writer
 //! (commit while the next batch fills) → receipts resolved, metrics recorded.
@@ -70,6 +71,8 @@ pub mod dead_letter;
 mod error;
 pub mod ingestor;
 pub mod metrics;
+mod partition_task;
+pub mod query;
 pub mod record;
 mod ring;
 pub mod router;

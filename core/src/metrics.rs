@@ -136,6 +136,10 @@ pub struct MetricsSnapshot {
     pub batch_commit_us: Histogram<u64>,
     /// Rows per batch, all shards.
     pub batch_rows: Histogram<u64>,
+    /// The last partition maintenance pass over the target table (plain-PostgreSQL schema;
+    /// `None` before the first pass or when maintenance is off). Its `rows_in_default`
+    /// counts rows no time partition covers.
+    pub maintenance: Option<crate::schema::MaintenanceReport>,
 }
 
 impl MetricsSnapshot {
@@ -146,6 +150,7 @@ impl MetricsSnapshot {
             push_to_commit_us: h.push_to_commit_us,
             batch_commit_us: h.batch_commit_us,
             batch_rows: h.batch_rows,
+            maintenance: None,
         }
     }
 

@@ -28,7 +28,7 @@ pub struct DemoArgs {
 }
 
 pub async fn run(url: &str, args: DemoArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    christmas_core::schema::apply_core_url(url)
+    christmas_core::schema::migrate_url(url, &Default::default())
         .await
         .context("applying the schema")?;
     let trades = Ingestor::<Trade>::builder()

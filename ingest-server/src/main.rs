@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod migrate;
 
 /// The Christmas market-data ingest daemon.
 #[derive(Debug, Parser)]
@@ -19,9 +20,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the core tables (market_data, quotes, ingest_batches, ingest_dead_letters).
-    /// Safe to run twice, or from several processes at once.
-    Migrate,
+    /// Bring the database to the current schema (TimescaleDB or plain PostgreSQL) and
+    /// create the least-privilege role. Safe to run twice, or from several daemons at once.
+    Migrate(migrate::MigrateArgs),
     /// Run the engine fed by a synthetic market, printing live throughput every second.
     Demo(demo::DemoArgs),
 }
@@ -34,13 +35,7 @@ async fn main() -> anyhow::Result<()> {
         .database_url
         .context("no database URL: pass --database-url or set DATABASE_URL")?;
     match cli.command {
-        Command::Migrate => {
-            christmas_core::schema::apply_core_url(&url)
-                .await
-                .context("migrating")?;
-            println!("schema is up to date");
-            Ok(())
-        }
+        Command::Migrate(args) => migrate::run(&url, &args).await,
         Command::Demo(args) => demo::run(&url, args, shutdown_signal()).await,
     }
 }

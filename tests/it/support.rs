@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: a fresh database with the core schema, a
 //! client, and deterministic tick generators.
 
+use christmas_core::schema::{SchemaConfig, Variant};
 use christmas_core::{Side, Symbol, Trade};
 use tokio_postgres::{Client, NoTls};
 
@@ -15,16 +16,26 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
-/// A new database on `base_url` with the core schema; returns its URL and a client.
+/// A new database on `base_url` with the plain-PostgreSQL schema and retention off (the
+/// tests' ticks are from 2024); returns its URL and a client.
 pub async fn fresh_core_db(base_url: &str) -> (String, Client) {
     let url = christmas_tests::fresh_database(base_url)
         .await
         .expect("create a test database");
-    christmas_core::schema::apply_core_url(&url)
+    christmas_core::schema::migrate_url(&url, &keep_everything())
         .await
-        .expect("apply the core schema");
+        .expect("migrate");
     let client = connect(&url).await;
     (url, client)
+}
+
+/// The default schema config, plain PostgreSQL, without retention.
+pub fn keep_everything() -> SchemaConfig {
+    SchemaConfig {
+        variant: Some(Variant::Postgres),
+        retention: None,
+        ..SchemaConfig::default()
+    }
 }
 
 /// `SELECT count(*)` of a table.
@@ -56,12 +67,15 @@ pub fn trade(symbol: Symbol, k: u64) -> Trade {
     }
 }
 
-/// Adds an `arrival` identity column to `market_data`, filled in insertion order, so a test
-/// can check the order rows reached the table in.
+/// Adds an `arrival` column to `market_data`, filled from a sequence in insertion order, so
+/// a test can check the order rows reached the table in. (A sequence default rather than an
+/// identity column: PostgreSQL 15 has no identity columns on partitioned tables.)
 pub async fn track_arrival(client: &Client) {
     client
         .batch_execute(
-            "ALTER TABLE market_data ADD COLUMN arrival bigint GENERATED ALWAYS AS IDENTITY",
+            "CREATE SEQUENCE market_data_arrival;
+             ALTER TABLE market_data ADD COLUMN arrival bigint
+                 NOT NULL DEFAULT nextval('market_data_arrival')",
         )
         .await
         .expect("add arrival column");

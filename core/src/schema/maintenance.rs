@@ -1,0 +1,114 @@
+//! Partition maintenance of the plain-PostgreSQL variant, and ledger pruning.
+//!
+//! The SQL functions do the work (`sql/postgres/0002_market_data.sql`); this drives them,
+//! one partition per transaction so no lock is held longer than one partition takes. In the
+//! TimescaleDB variant the same functions report nothing to do (chunks are created on demand
+//! and TimescaleDB's jobs enforce retention).
+
+use std::time::SystemTime;
+
+use tokio_postgres::Client;
+
+use crate::{Error, Result};
+
+/// What one maintenance pass over a table did and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// The table maintained.
+    pub table: String,
+    /// Time partitions created (ahead of time, or for rows the default partition held).
+    pub partitions_created: u32,
+    /// Rows moved out of the default partition into a new time partition.
+    pub rows_moved: u64,
+    /// Time partitions dropped because they ended before the retention window.
+    pub partitions_dropped: u32,
+    /// Rows older than the retention window deleted from the default partition.
+    pub rows_expired: u64,
+    /// Rows still in the default partition: later than the partitions created ahead of time
+    /// (far-future timestamps), or history when retention is off and more than 64 new
+    /// partitions per pass would be needed. They are stored and queryable; this says they
+    /// sit outside the time partitions.
+    pub rows_in_default: u64,
+}
+
+/// [`maintain_at`] now.
+pub async fn maintain(client: &Client, table: &str) -> Result<MaintenanceReport> {
+    maintain_at(client, table, SystemTime::now()).await
+}
+
+/// One maintenance pass over `table` as if the time were `at`: creates the time partitions
+/// it should have (the current one, the one before, `partitions_ahead` after, and any range
+/// inside the retention window that the default partition holds rows for, moving them in),
+/// applies retention, and counts what is left in the default partition.
+///
+/// Safe to run from several processes at once (the SQL functions serialise per table).
+/// Tables this schema does not partition are left alone and report zeros.
+pub async fn maintain_at(
+    client: &Client,
+    table: &str,
+    at: SystemTime,
+) -> Result<MaintenanceReport> {
+    let mut report = MaintenanceReport {
+        table: table.to_string(),
+        ..MaintenanceReport::default()
+    };
+    // Each call returns at most 64 bounds; a few rounds cover a long replay of history.
+    for _ in 0..16 {
+        let needed: Vec<SystemTime> = client
+            .query(
+                "SELECT b FROM christmas_partitions_needed($1, $2) AS b",
+                &[&table, &at],
+            )
+            .await
+            .map_err(|e| Error::pg("listing partitions to create", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if needed.is_empty() {
+            break;
+        }
+        for lower in needed {
+            let moved: i64 = client
+                .query_one(
+                    "SELECT christmas_create_partition($1, $2)",
+                    &[&table, &lower],
+                )
+                .await
+                .map_err(|e| Error::pg("creating a partition", e))?
+                .get(0);
+            if moved >= 0 {
+                report.partitions_created += 1;
+                report.rows_moved += moved as u64;
+            }
+        }
+    }
+    let row = client
+        .query_one(
+            "SELECT dropped, expired FROM christmas_apply_retention($1, $2)",
+            &[&table, &at],
+        )
+        .await
+        .map_err(|e| Error::pg("applying retention", e))?;
+    report.partitions_dropped = row.get::<_, i32>(0) as u32;
+    report.rows_expired = row.get::<_, i64>(1) as u64;
+    report.rows_in_default = client
+        .query_one("SELECT christmas_default_rows($1)", &[&table])
+        .await
+        .map_err(|e| Error::pg("counting rows in the default partition", e))?
+        .get::<_, i64>(0) as u64;
+    if report.partitions_created > 0 || report.partitions_dropped > 0 {
+        tracing::info!(?report, "partitions maintained");
+    }
+    Ok(report)
+}
+
+/// Deletes exactly-once ledger rows older than `christmas_settings.ledger_retention`;
+/// returns how many went.
+pub async fn prune_ledger(client: &Client) -> Result<u64> {
+    let n: i64 = client
+        .query_one("SELECT christmas_prune_ledger()", &[])
+        .await
+        .map_err(|e| Error::pg("pruning the ledger", e))?
+        .get(0);
+    Ok(n as u64)
+}

@@ -1,0 +1,603 @@
+//! The versioned schema in `sql/` and the migrator that applies it.
+//!
+//! [`migrate`] (or `christmas-ingest migrate`) brings a database to the current schema:
+//!
+//! 1. takes a session advisory lock, so several daemons may migrate at once and all but the
+//!    first find nothing to do;
+//! 2. creates `christmas_migrations` and `christmas_settings` and writes the
+//!    [`SchemaConfig`] into the latter;
+//! 3. picks the [`Variant`]: the one already installed, else the one asked for, else
+//!    TimescaleDB when the server can load it (`pg_available_extensions` and
+//!    `shared_preload_libraries`), else plain PostgreSQL;
+//! 4. applies each migration not yet recorded, each in its own transaction (the
+//!    TimescaleDB continuous aggregate, which cannot run in one, statement by statement),
+//!    and refuses to go on if an applied migration's text has changed;
+//! 5. applies the TimescaleDB policies from the settings, or creates the plain variant's
+//!    current and upcoming partitions ([`maintain`]);
+//! 6. when connected as a role that may create roles, creates the least-privilege role
+//!    ([`SchemaConfig::app_role`]) and grants it what the daemon needs (`sql/grants.sql`).
+//!
+//! Both variants have the same tables and columns (`market_data`, `quotes`,
+//! `ingest_batches`, `ingest_dead_letters`, `orders`), the same `market_data_1m` relation
+//! and the same SQL functions, so the engine and the [`query`](crate::query) API never ask
+//! which one they talk to.
+
+mod maintenance;
+mod migration;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::check_table_name;
+use crate::{Error, Result};
+
+pub use maintenance::{maintain, maintain_at, prune_ledger, MaintenanceReport};
+pub use migration::{migrations, split_statements, Migration, BOOTSTRAP_SQL, GRANTS_SQL};
+
+/// Key of the session advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x6368_7269_7374_6d61; // "christma"
+
+/// Which flavour of the schema a database has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// Native declarative partitioning (range on time, hash on symbol), bars via `date_bin`.
+    Postgres,
+    /// Hypertables, compression, retention policies, a continuous aggregate.
+    TimescaleDb,
+}
+
+impl Variant {
+    /// The name stored in `christmas_settings.variant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Postgres => "postgres",
+            Variant::TimescaleDb => "timescaledb",
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Variant {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "postgres" | "postgresql" => Ok(Variant::Postgres),
+            "timescaledb" => Ok(Variant::TimescaleDb),
+            _ => Err(Error::config(
+                "variant",
+                format!("{s:?} is not one of postgres, timescaledb"),
+            )),
+        }
+    }
+}
+
+/// What the migrator creates. Every field is stored in `christmas_settings`, where the
+/// maintenance functions and TimescaleDB policies read it; migrating again with other
+/// values updates them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SchemaConfig {
+    /// `None` (default): keep the installed variant, or pick TimescaleDB when the server
+    /// can load it, else plain PostgreSQL.
+    pub variant: Option<Variant>,
+    /// Time span of a chunk / time partition (default 1 day; at least 1 minute, whole
+    /// seconds). Fixed once the plain variant has partitions.
+    pub chunk_interval: Duration,
+    /// Symbol (hash / space) partitions per time partition (default 4, 1–64).
+    pub space_partitions: u32,
+    /// Time partitions the plain variant keeps created ahead of now (default 3).
+    pub partitions_ahead: u32,
+    /// TimescaleDB: compress chunks older than this (default 7 days; `None`: never).
+    pub compress_after: Option<Duration>,
+    /// Drop ticks older than this (default 90 days; `None`: keep everything). Applies to
+    /// whatever is stored, including replayed history.
+    pub retention: Option<Duration>,
+    /// Keep exactly-once ledger rows this long (default 7 days); only retries of batches
+    /// younger than this are deduplicated.
+    pub ledger_retention: Duration,
+    /// The least-privilege role to create and grant to (default `christmas_app`); `None`
+    /// skips it. Only done when the migrating role may create roles.
+    pub app_role: Option<String>,
+    /// Password of the least-privilege role; without one it is created `NOLOGIN`, to be
+    /// granted to login roles.
+    pub app_password: Option<String>,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Default for SchemaConfig {
+    fn default() -> Self {
+        SchemaConfig {
+            variant: None,
+            chunk_interval: DAY,
+            space_partitions: 4,
+            partitions_ahead: 3,
+            compress_after: Some(7 * DAY),
+            retention: Some(90 * DAY),
+            ledger_retention: 7 * DAY,
+            app_role: Some("christmas_app".into()),
+            app_password: None,
+        }
+    }
+}
+
+impl fmt::Debug for SchemaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchemaConfig")
+            .field("variant", &self.variant)
+            .field("chunk_interval", &self.chunk_interval)
+            .field("space_partitions", &self.space_partitions)
+            .field("partitions_ahead", &self.partitions_ahead)
+            .field("compress_after", &self.compress_after)
+            .field("retention", &self.retention)
+            .field("ledger_retention", &self.ledger_retention)
+            .field("app_role", &self.app_role)
+            // Never print the password.
+            .field("app_password", &self.app_password.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl SchemaConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let whole = |d: Duration| d.subsec_nanos() == 0;
+        if self.chunk_interval < Duration::from_secs(60) || !whole(self.chunk_interval) {
+            return Err(Error::config(
+                "chunk_interval",
+                "must be whole seconds, at least 1 minute",
+            ));
+        }
+        if !(1..=64).contains(&self.space_partitions) {
+            return Err(Error::config(
+                "space_partitions",
+                "must be between 1 and 64",
+            ));
+        }
+        if self.partitions_ahead > 366 {
+            return Err(Error::config("partitions_ahead", "must be at most 366"));
+        }
+        for (field, d) in [
+            ("compress_after", self.compress_after),
+            ("retention", self.retention),
+            ("ledger_retention", Some(self.ledger_retention)),
+        ] {
+            if let Some(d) = d {
+                if d < Duration::from_secs(60) || !whole(d) {
+                    return Err(Error::config(
+                        field,
+                        "must be whole seconds, at least 1 minute",
+                    ));
+                }
+            }
+        }
+        if let Some(role) = &self.app_role {
+            check_table_name("app_role", role)?;
+            if role.contains('.') {
+                return Err(Error::config("app_role", "a role name has no schema"));
+            }
+        }
+        if let Some(pw) = &self.app_password {
+            if pw.is_empty() || pw.contains('\0') {
+                return Err(Error::config(
+                    "app_password",
+                    "must be non-empty and contain no NUL",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The database's variant.
+    pub variant: Variant,
+    /// Versions applied by this run (empty when the schema was already current).
+    pub applied: Vec<u32>,
+    /// The schema version now installed.
+    pub version: u32,
+    /// The least-privilege role that was created or re-granted, if any.
+    pub app_role: Option<String>,
+    /// Partition maintenance of `market_data` and `quotes` (plain variant; zeros otherwise).
+    pub maintenance: Vec<MaintenanceReport>,
+}
+
+/// Connects to `url` and runs [`migrate`].
+pub async fn migrate_url(url: &str, config: &SchemaConfig) -> Result<MigrationReport> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| Error::pg("connecting", e))?;
+    let conn = tokio::spawn(connection);
+    let result = migrate(&client, config).await;
+    drop(client);
+    let _ = conn.await;
+    result
+}
+
+/// Brings the database `client` is connected to up to the current schema (see the module
+/// docs). Idempotent, and safe to run from several processes at once.
+pub async fn migrate(client: &Client, config: &SchemaConfig) -> Result<MigrationReport> {
+    config.validate()?;
+    client
+        .query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| Error::pg("taking the migration lock", e))?;
+    let result = migrate_locked(client, config).await;
+    // If the connection broke, the server released the lock with the session.
+    let _ = client
+        .query("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    result
+}
+
+async fn migrate_locked(client: &Client, config: &SchemaConfig) -> Result<MigrationReport> {
+    client
+        .batch_execute(BOOTSTRAP_SQL)
+        .await
+        .map_err(|e| Error::pg("creating christmas_migrations / christmas_settings", e))?;
+    let variant = choose_variant(client, config.variant).await?;
+    write_settings(client, variant, config).await?;
+
+    let applied: Vec<(i32, String)> = client
+        .query("SELECT version, checksum FROM christmas_migrations", &[])
+        .await
+        .map_err(|e| Error::pg("reading christmas_migrations", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut report = MigrationReport {
+        variant,
+        applied: Vec::new(),
+        version: 0,
+        app_role: None,
+        maintenance: Vec::new(),
+    };
+    for m in migrations(variant) {
+        match applied.iter().find(|(v, _)| *v as u32 == m.version) {
+            Some((_, sum)) if *sum == m.checksum() => {}
+            Some((_, sum)) => {
+                return Err(Error::schema(format!(
+                    "migration {} ({}) was applied with checksum {sum} and its file now has {}; \
+                     an applied migration must not change: add a new version instead",
+                    m.version,
+                    m.name,
+                    m.checksum()
+                )))
+            }
+            None => {
+                apply(client, variant, m).await?;
+                report.applied.push(m.version);
+            }
+        }
+        report.version = m.version;
+    }
+    if let Some(newer) = applied
+        .iter()
+        .map(|(v, _)| *v as u32)
+        .filter(|v| *v > report.version)
+        .max()
+    {
+        return Err(Error::schema(format!(
+            "the database has schema version {newer}, newer than this build knows ({}); \
+             upgrade christmas",
+            report.version
+        )));
+    }
+
+    match variant {
+        Variant::TimescaleDb => {
+            client
+                .batch_execute("SELECT christmas_apply_policies()")
+                .await
+                .map_err(|e| Error::pg("applying TimescaleDB policies", e))?;
+        }
+        Variant::Postgres => {
+            for table in ["market_data", "quotes"] {
+                report.maintenance.push(maintain(client, table).await?);
+            }
+        }
+    }
+    if let Some(role) = &config.app_role {
+        if grant_app_role(client, role, config.app_password.as_deref()).await? {
+            report.app_role = Some(role.clone());
+        }
+    }
+    if !report.applied.is_empty() {
+        tracing::info!(%variant, applied = ?report.applied, version = report.version, "schema migrated");
+    }
+    Ok(report)
+}
+
+async fn choose_variant(client: &Client, asked: Option<Variant>) -> Result<Variant> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT variant FROM christmas_settings),
+                    EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
+                    EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
+                    current_setting('shared_preload_libraries') LIKE '%timescaledb%'",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::pg("detecting the schema variant", e))?;
+    let installed: Option<String> = row.get(0);
+    let (loaded, available, preloaded): (bool, bool, bool) = (row.get(1), row.get(2), row.get(3));
+    if let Some(installed) = installed {
+        let installed: Variant = installed.parse()?;
+        return match asked {
+            Some(v) if v != installed => Err(Error::schema(format!(
+                "the database already has the {installed} variant; it cannot become {v}"
+            ))),
+            _ => Ok(installed),
+        };
+    }
+    let usable = loaded || (available && preloaded);
+    match asked {
+        Some(Variant::TimescaleDb) if !available => Err(Error::schema(
+            "TimescaleDB was asked for but the server does not have the extension \
+             (not in pg_available_extensions)",
+        )),
+        Some(Variant::TimescaleDb) if !usable => Err(Error::schema(
+            "TimescaleDB is installed but not loaded: add timescaledb to \
+             shared_preload_libraries and restart PostgreSQL",
+        )),
+        Some(v) => Ok(v),
+        None if usable => Ok(Variant::TimescaleDb),
+        None => Ok(Variant::Postgres),
+    }
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs() as f64
+}
+
+async fn write_settings(client: &Client, variant: Variant, config: &SchemaConfig) -> Result<()> {
+    if variant == Variant::Postgres {
+        // Time partitions of another width would overlap the existing ones.
+        let row = client
+            .query_opt(
+                "SELECT extract(epoch FROM chunk_interval)::float8,
+                        to_regclass('christmas_partitions') IS NOT NULL
+                   FROM christmas_settings",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::pg("reading christmas_settings", e))?;
+        let (old, has_parts): (Option<f64>, bool) =
+            row.map_or((None, false), |r| (Some(r.get(0)), r.get(1)));
+        if let Some(old) = old.filter(|o| *o != seconds(config.chunk_interval)) {
+            let parts: i64 = if has_parts {
+                client
+                    .query_one("SELECT count(*) FROM christmas_partitions", &[])
+                    .await
+                    .map_err(|e| Error::pg("counting partitions", e))?
+                    .get(0)
+            } else {
+                0
+            };
+            if parts > 0 {
+                return Err(Error::config(
+                    "chunk_interval",
+                    format!(
+                        "the database's partitions are {old} s wide and cannot change to {} s",
+                        seconds(config.chunk_interval)
+                    ),
+                ));
+            }
+        }
+    }
+    let opt = |d: Option<Duration>| d.map(seconds);
+    client
+        .execute(
+            "INSERT INTO christmas_settings AS s (variant, chunk_interval, space_partitions,
+                 partitions_ahead, compress_after, retention, ledger_retention)
+             VALUES ($1, $2 * interval '1 second', $3, $4, $5 * interval '1 second',
+                     $6 * interval '1 second', $7 * interval '1 second')
+             ON CONFLICT (singleton) DO UPDATE SET
+                 chunk_interval = excluded.chunk_interval,
+                 space_partitions = excluded.space_partitions,
+                 partitions_ahead = excluded.partitions_ahead,
+                 compress_after = excluded.compress_after,
+                 retention = excluded.retention,
+                 ledger_retention = excluded.ledger_retention,
+                 updated_at = now()
+             WHERE (s.chunk_interval, s.space_partitions, s.partitions_ahead, s.compress_after,
+                    s.retention, s.ledger_retention)
+                   IS DISTINCT FROM
+                   (excluded.chunk_interval, excluded.space_partitions, excluded.partitions_ahead,
+                    excluded.compress_after, excluded.retention, excluded.ledger_retention)",
+            &[
+                &variant.as_str(),
+                &seconds(config.chunk_interval),
+                &(config.space_partitions as i32),
+                &(config.partitions_ahead as i32),
+                &opt(config.compress_after),
+                &opt(config.retention),
+                &seconds(config.ledger_retention),
+            ],
+        )
+        .await
+        .map_err(|e| Error::pg("writing christmas_settings", e))?;
+    Ok(())
+}
+
+async fn apply(client: &Client, variant: Variant, m: &Migration) -> Result<()> {
+    let record = format!(
+        "INSERT INTO christmas_migrations (version, name, variant, checksum) \
+         VALUES ({}, '{}', '{}', '{}')",
+        m.version,
+        m.name,
+        variant.as_str(),
+        m.checksum()
+    );
+    let failed = |e| {
+        Error::schema(format!(
+            "migration {} ({}, {variant}) failed: {}",
+            m.version,
+            m.name,
+            pg_message(&e)
+        ))
+    };
+    if m.transactional() {
+        let sql = format!("BEGIN;\n{}\n;\n{record};\nCOMMIT;", m.sql);
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(failed(e));
+        }
+    } else {
+        for statement in split_statements(m.sql) {
+            client.batch_execute(statement).await.map_err(failed)?;
+        }
+        client.batch_execute(&record).await.map_err(failed)?;
+    }
+    tracing::debug!(version = m.version, name = m.name, %variant, "migration applied");
+    Ok(())
+}
+
+/// The server's message with its detail and hint, or the driver's.
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = db.message().to_string();
+            if let Some(d) = db.detail() {
+                s.push_str(&format!(" ({d})"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("; hint: {h}"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+/// Creates `role` if needed and grants it the daemon's privileges. Returns false (and does
+/// nothing) when the current role may not create roles.
+async fn grant_app_role(client: &Client, role: &str, password: Option<&str>) -> Result<bool> {
+    let privileged: bool = client
+        .query_one(
+            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::pg("checking the migrating role's privileges", e))?
+        .get(0);
+    if !privileged {
+        tracing::info!(
+            role,
+            "not creating the least-privilege role: the migrating role may not create roles"
+        );
+        return Ok(false);
+    }
+    // Roles are cluster-wide, and the migration lock only covers this database: another
+    // database's migrator may create the same role at the same moment.
+    let create = format!(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                 CREATE ROLE \"{role}\" NOLOGIN;
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$"
+    );
+    client
+        .batch_execute(&create)
+        .await
+        .map_err(|e| Error::schema(format!("creating role {role}: {}", pg_message(&e))))?;
+    if let Some(pw) = password {
+        let sql = format!(
+            "ALTER ROLE \"{role}\" WITH LOGIN PASSWORD '{}'",
+            pw.replace('\'', "''")
+        );
+        client.batch_execute(&sql).await.map_err(|e| {
+            Error::schema(format!(
+                "setting role {role}'s password: {}",
+                pg_message(&e)
+            ))
+        })?;
+    }
+    let grants = GRANTS_SQL.replace("{{role}}", &format!("\"{role}\""));
+    client
+        .batch_execute(&grants)
+        .await
+        .map_err(|e| Error::schema(format!("granting to role {role}: {}", pg_message(&e))))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_fields_are_named() {
+        SchemaConfig::default().validate().unwrap();
+        let cases = [
+            (
+                "chunk_interval",
+                SchemaConfig {
+                    chunk_interval: Duration::from_secs(5),
+                    ..SchemaConfig::default()
+                },
+            ),
+            (
+                "space_partitions",
+                SchemaConfig {
+                    space_partitions: 0,
+                    ..SchemaConfig::default()
+                },
+            ),
+            (
+                "retention",
+                SchemaConfig {
+                    retention: Some(Duration::from_millis(1500)),
+                    ..SchemaConfig::default()
+                },
+            ),
+            (
+                "app_role",
+                SchemaConfig {
+                    app_role: Some("x\"; drop".into()),
+                    ..SchemaConfig::default()
+                },
+            ),
+            (
+                "app_password",
+                SchemaConfig {
+                    app_password: Some(String::new()),
+                    ..SchemaConfig::default()
+                },
+            ),
+        ];
+        for (field, cfg) in cases {
+            match cfg.validate() {
+                Err(Error::Config { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let cfg = SchemaConfig {
+            app_password: Some("hunter2".into()),
+            ..SchemaConfig::default()
+        };
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn variant_names_round_trip() {
+        for v in [Variant::Postgres, Variant::TimescaleDb] {
+            assert_eq!(v.as_str().parse::<Variant>().unwrap(), v);
+        }
+        assert!("mysql".parse::<Variant>().is_err());
+    }
+}

@@ -1,0 +1,18 @@
+-- Privileges of the daemon's least-privilege role, applied by the migrator on every run when
+-- it connects with a role allowed to create roles. {{role}} is replaced by the quoted role
+-- name. The role may insert and read what the pipeline writes, read and update orders, and
+-- run the maintenance functions (which run as the schema owner); it cannot create, alter or
+-- drop anything.
+
+GRANT USAGE ON SCHEMA public TO {{role}};
+GRANT SELECT, INSERT ON market_data, quotes, ingest_batches, ingest_dead_letters TO {{role}};
+GRANT SELECT, INSERT, UPDATE ON orders TO {{role}};
+GRANT SELECT ON market_data_1m, christmas_settings, christmas_migrations TO {{role}};
+GRANT USAGE ON SEQUENCE ingest_dead_letters_id_seq TO {{role}};
+GRANT EXECUTE ON FUNCTION christmas_prune_ledger(timestamptz),
+                          christmas_partitions_needed(text, timestamptz),
+                          christmas_create_partition(text, timestamptz),
+                          christmas_apply_retention(text, timestamptz),
+                          christmas_default_rows(text),
+                          christmas_bars(text, interval, timestamptz, timestamptz)
+   TO {{role}};
