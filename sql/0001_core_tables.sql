@@ -71,21 +71,23 @@ $$;
 REVOKE ALL ON FUNCTION christmas_prune_ledger(timestamptz) FROM PUBLIC;
 
 -- first / last price of a bar. Ticks that share a timestamp (timestamptz keeps microseconds)
--- are ordered by the venue's sequence number, so open and close are deterministic.
+-- are ordered by the venue's sequence number, so open and close are deterministic. The type
+-- is schema-qualified in the bodies because TimescaleDB refreshes continuous aggregates with
+-- an empty search_path (and a SET clause would stop these being inlined).
 CREATE TYPE christmas_tick_pick AS (time timestamptz, seq bigint, price double precision);
 
 CREATE FUNCTION christmas_pick_first(state christmas_tick_pick, price double precision,
                                      t timestamptz, seq bigint)
 RETURNS christmas_tick_pick LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN state IS NULL OR (t, seq) < (state.time, state.seq)
-                THEN ROW(t, seq, price)::christmas_tick_pick ELSE state END
+                THEN ROW(t, seq, price)::public.christmas_tick_pick ELSE state END
 $$;
 
 CREATE FUNCTION christmas_pick_last(state christmas_tick_pick, price double precision,
                                     t timestamptz, seq bigint)
 RETURNS christmas_tick_pick LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN state IS NULL OR (t, seq) >= (state.time, state.seq)
-                THEN ROW(t, seq, price)::christmas_tick_pick ELSE state END
+                THEN ROW(t, seq, price)::public.christmas_tick_pick ELSE state END
 $$;
 
 CREATE FUNCTION christmas_pick_price(state christmas_tick_pick)

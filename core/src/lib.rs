@@ -61,12 +61,16 @@
 //!
 //! ## Features
 //!
-//! This crate has no optional features yet.
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `dbn` | no | `dbn_file`: Databento DBN (MBP-1) files read as trades and quotes |
 
 mod batcher;
 pub mod binary_copy;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "dbn")]
+pub mod dbn_file;
 pub mod dead_letter;
 mod error;
 pub mod ingestor;

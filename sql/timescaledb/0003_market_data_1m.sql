@@ -2,15 +2,17 @@
 -- Version 3, TimescaleDB: the one-minute OHLCV continuous aggregate and christmas_bars().
 -- A continuous aggregate cannot be created inside a transaction, so the migrator runs this
 -- file one statement at a time; every statement is idempotent in case a run stops midway.
+-- Open and close use christmas_first/last (ties in time broken by exchange_seq), the same
+-- aggregates as the plain variant, so both give identical bars.
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS market_data_1m
 WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT time_bucket(interval '1 minute', time) AS bucket,
        symbol,
-       first(price, time) AS open,
+       christmas_first(price, time, exchange_seq) AS open,
        max(price)         AS high,
        min(price)         AS low,
-       last(price, time)  AS close,
+       christmas_last(price, time, exchange_seq)  AS close,
        sum(volume)        AS volume,
        count(*)           AS trades
   FROM market_data

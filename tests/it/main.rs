@@ -3,4 +3,5 @@
 mod core_faults;
 mod core_ingest;
 mod harness;
+mod schema;
 mod support;
