@@ -26,7 +26,8 @@ async fn main() -> christmas_core::Result<()> {
         .map(|feed| {
             let trades = trades.clone();
             std::thread::spawn(move || -> christmas_core::Result<()> {
-                let mut market = SyntheticMarket::new(feed, 100);
+                let mut market = SyntheticMarket::new(feed, 100)
+                    .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
                 for _ in 0..250_000 {
                     trades.push(market.next_trade())?;
                 }

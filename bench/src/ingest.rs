@@ -126,7 +126,8 @@ pub fn run(mut args: IngestArgs) -> Result<()> {
     // The same rows for both sides, split by shard so each producer / psql stream owns its
     // symbols and per-symbol order is the same.
     let router = ShardRouter::new(args.shards);
-    let mut market = SyntheticMarket::new(7, args.symbols);
+    let mut market = SyntheticMarket::new(7, args.symbols)
+        .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
     let mut per_shard: Vec<Vec<Trade>> = vec![Vec::new(); args.shards];
     for _ in 0..args.rows {
         let t = market.next_trade();
@@ -322,7 +323,8 @@ async fn latency_run(args: &IngestArgs, rate: f64) -> Result<[Summary; 3]> {
         .stream("bench")
         .start()
         .await?;
-    let mut market = SyntheticMarket::new(11, args.symbols);
+    let mut market = SyntheticMarket::new(11, args.symbols)
+        .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
     let start = Instant::now();
     let duration = Duration::from_secs(args.latency_seconds);
     let mut sent = 0u64;
@@ -373,7 +375,8 @@ pub fn rss_probe(args: RssProbeArgs) -> Result<()> {
             &ingestor,
             vec![(100, per), (101, per)],
             |ingestor, (seed, n)| {
-                let mut market = SyntheticMarket::new(seed, 250);
+                let mut market = SyntheticMarket::new(seed, 250)
+                    .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
                 for _ in 0..n {
                     ingestor.push(market.next_trade())?;
                 }

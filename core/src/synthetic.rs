@@ -108,6 +108,13 @@ impl SyntheticMarket {
         }
     }
 
+    /// Starts the clock at `time_ns` (default 2024-07-02 00:00 UTC, so tests are
+    /// reproducible). Live runs start at now: the schema's retention applies to tick time.
+    pub fn starting_at(mut self, time_ns: i64) -> Self {
+        self.time_ns = time_ns;
+        self
+    }
+
     /// Sets the share of trades among ticks (default 0.2).
     pub fn trade_share(mut self, share: f64) -> Self {
         self.trade_share = share.clamp(0.0, 1.0);

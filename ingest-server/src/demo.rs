@@ -65,7 +65,8 @@ async fn produce(
     quotes: Ingestor<Quote>,
     args: DemoArgs,
 ) -> anyhow::Result<()> {
-    let mut market = SyntheticMarket::new(args.seed, args.symbols);
+    let mut market = SyntheticMarket::new(args.seed, args.symbols)
+        .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
     let started = Instant::now();
     let deadline = (args.seconds > 0).then(|| started + Duration::from_secs(args.seconds));
     let mut sent: u64 = 0;
