@@ -82,8 +82,14 @@ pub async fn run(url: &str, args: &MigrateArgs) -> anyhow::Result<()> {
     }
     for m in &report.maintenance {
         println!(
-            "{}: {} partitions created, {} rows in the default partition",
-            m.table, m.partitions_created, m.rows_in_default
+            "{}: {} partitions created ({} rows moved in), {} dropped and {} rows deleted by \
+             retention, {} rows in the default partition",
+            m.table,
+            m.partitions_created,
+            m.rows_moved,
+            m.partitions_dropped,
+            m.rows_expired,
+            m.rows_in_default
         );
     }
     Ok(())

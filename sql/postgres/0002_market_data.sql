@@ -11,6 +11,24 @@
 -- partitions older than the retention window. Rows left in the default partition are
 -- reported by christmas_default_rows().
 
+-- Databases made before versioned migrations have plain market_data / quotes tables: set
+-- them aside here and copy their rows in below (they route to the default partition, and
+-- the first maintenance pass gives them time partitions).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['market_data', 'quotes'] LOOP
+        IF to_regclass(t) IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(t)) THEN
+            EXECUTE format('ALTER TABLE %I RENAME TO %I', t, t || '_unpartitioned');
+            EXECUTE format('ALTER INDEX IF EXISTS %I RENAME TO %I',
+                           t || '_symbol_time_idx', t || '_unpartitioned_symbol_time_idx');
+        END IF;
+    END LOOP;
+END
+$$;
+
 CREATE TABLE market_data (
     time         timestamptz      NOT NULL,
     symbol       text             NOT NULL,
@@ -32,6 +50,21 @@ CREATE TABLE quotes (
 ) PARTITION BY RANGE (time);
 CREATE TABLE quotes_default PARTITION OF quotes DEFAULT;
 CREATE INDEX quotes_symbol_time_idx ON quotes (symbol, time);
+
+DO $$
+BEGIN
+    IF to_regclass('market_data_unpartitioned') IS NOT NULL THEN
+        INSERT INTO market_data (time, symbol, price, volume, side, exchange_seq)
+        SELECT time, symbol, price, volume, side, exchange_seq FROM market_data_unpartitioned;
+        DROP TABLE market_data_unpartitioned;
+    END IF;
+    IF to_regclass('quotes_unpartitioned') IS NOT NULL THEN
+        INSERT INTO quotes (time, symbol, bid, ask, bid_size, ask_size)
+        SELECT time, symbol, bid, ask, bid_size, ask_size FROM quotes_unpartitioned;
+        DROP TABLE quotes_unpartitioned;
+    END IF;
+END
+$$;
 
 -- The time partitions christmas_create_partition() made, for retention.
 CREATE TABLE christmas_partitions (

@@ -3,11 +3,12 @@
 -- Partitioned on time (christmas_settings.chunk_interval, 1 day by default) and on symbol
 -- (space_partitions, 4), compressed ordered by time and segmented by symbol. Compression
 -- and retention policies are (re)applied from christmas_settings by
--- christmas_apply_policies(), which the migrator calls on every run.
+-- christmas_apply_policies(), which the migrator calls on every run. Plain tables of a
+-- database made before versioned migrations become hypertables with their rows.
 
 CREATE EXTENSION IF NOT EXISTS timescaledb;
 
-CREATE TABLE market_data (
+CREATE TABLE IF NOT EXISTS market_data (
     time         timestamptz      NOT NULL,
     symbol       text             NOT NULL,
     price        double precision NOT NULL,
@@ -19,15 +20,16 @@ SELECT create_hypertable('market_data', 'time',
                          partitioning_column => 'symbol',
                          number_partitions   => s.space_partitions,
                          chunk_time_interval => s.chunk_interval,
-                         create_default_indexes => false)
+                         create_default_indexes => false,
+                         migrate_data => true)
   FROM christmas_settings s;
-CREATE INDEX market_data_symbol_time_idx ON market_data (symbol, time DESC);
-CREATE INDEX market_data_time_idx ON market_data (time DESC);
+CREATE INDEX IF NOT EXISTS market_data_symbol_time_idx ON market_data (symbol, time DESC);
+CREATE INDEX IF NOT EXISTS market_data_time_idx ON market_data (time DESC);
 ALTER TABLE market_data SET (timescaledb.compress,
                              timescaledb.compress_orderby = 'time DESC, exchange_seq DESC',
                              timescaledb.compress_segmentby = 'symbol');
 
-CREATE TABLE quotes (
+CREATE TABLE IF NOT EXISTS quotes (
     time     timestamptz      NOT NULL,
     symbol   text             NOT NULL,
     bid      double precision NOT NULL,
@@ -39,10 +41,11 @@ SELECT create_hypertable('quotes', 'time',
                          partitioning_column => 'symbol',
                          number_partitions   => s.space_partitions,
                          chunk_time_interval => s.chunk_interval,
-                         create_default_indexes => false)
+                         create_default_indexes => false,
+                         migrate_data => true)
   FROM christmas_settings s;
-CREATE INDEX quotes_symbol_time_idx ON quotes (symbol, time DESC);
-CREATE INDEX quotes_time_idx ON quotes (time DESC);
+CREATE INDEX IF NOT EXISTS quotes_symbol_time_idx ON quotes (symbol, time DESC);
+CREATE INDEX IF NOT EXISTS quotes_time_idx ON quotes (time DESC);
 ALTER TABLE quotes SET (timescaledb.compress,
                         timescaledb.compress_orderby = 'time DESC',
                         timescaledb.compress_segmentby = 'symbol');

@@ -124,6 +124,39 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_versioned_migrations_is_upgraded_with_its_rows() {
+    let url = christmas_tests::fresh_database(&christmas_tests::shared_pg_url())
+        .await
+        .unwrap();
+    let client = connect(&url).await;
+    let legacy = include_str!("../data/schema-0.1-core.sql");
+    client.batch_execute(legacy).await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO market_data SELECT now() - i * interval '1 hour', 'ESZ6', i, 1, 'B', i
+               FROM generate_series(1, 100) i;
+             INSERT INTO quotes SELECT now() - i * interval '1 minute', 'ESZ6', i, i + 1, 1, 1
+               FROM generate_series(1, 50) i;
+             INSERT INTO ingest_batches VALUES ('old-run', 0, 1, 0, 100, now());",
+        )
+        .await
+        .unwrap();
+    let report = schema::migrate_url(&url, &keep_everything()).await.unwrap();
+    assert_eq!(report.applied, vec![1, 2, 3]);
+    assert_eq!(count(&client, "market_data").await, 100);
+    assert_eq!(count(&client, "quotes").await, 50);
+    assert_eq!(count(&client, "ingest_batches").await, 1);
+    assert_eq!(count(&client, "market_data_default").await, 0, "{report:?}");
+    let sum: i64 = client
+        .query_one("SELECT sum(exchange_seq)::bigint FROM market_data", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sum, 5_050);
+    assert!(!relation_exists(&client, "market_data_unpartitioned").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrators_do_not_collide() {
     let url = christmas_tests::fresh_database(&christmas_tests::shared_pg_url())
         .await
@@ -713,4 +746,28 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
     let (trades, _) = decode_cme_sample();
     let reader = MarketDataReader::connect(&url).await.unwrap();
     assert_bars_match_the_file(&reader, &trades).await;
+
+    // A database from before versioned migrations: its tables become hypertables.
+    let url = christmas_tests::fresh_database(&base).await.unwrap();
+    let client = connect(&url).await;
+    client
+        .batch_execute(include_str!("../data/schema-0.1-core.sql"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO market_data SELECT now() - i * interval '1 hour', 'ESZ6', i, 1, 'B', i
+               FROM generate_series(1, 100) i",
+        )
+        .await
+        .unwrap();
+    let report = schema::migrate_url(&url, &keep).await.unwrap();
+    assert_eq!(report.variant, Variant::TimescaleDb);
+    assert_eq!(count(&client, "market_data").await, 100);
+    let hypertables = count(
+        &client,
+        "timescaledb_information.hypertables WHERE hypertable_name IN ('market_data', 'quotes')",
+    )
+    .await;
+    assert_eq!(hypertables, 2);
 }

@@ -96,7 +96,7 @@ pub async fn maintain_at(
         .await
         .map_err(|e| Error::pg("counting rows in the default partition", e))?
         .get::<_, i64>(0) as u64;
-    if report.partitions_created > 0 || report.partitions_dropped > 0 {
+    if report.partitions_created > 0 || report.partitions_dropped > 0 || report.rows_expired > 0 {
         tracing::info!(?report, "partitions maintained");
     }
     Ok(report)
