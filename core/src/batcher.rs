@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::fanout::publisher::{FanoutBatch, SymbolSequences};
+use crate::fanout::PublishPoint;
 use crate::ingestor::Shared;
 use crate::metrics;
 use crate::record::Record;
@@ -51,23 +53,33 @@ impl SealedBatch {
     }
 }
 
+/// A sealed batch and, when fan-out publishes after commit, its records for Redis.
+#[derive(Debug)]
+pub(crate) struct Sealed<R> {
+    pub batch: SealedBatch,
+    pub fanout: Option<FanoutBatch<R>>,
+}
+
 /// The batch being filled.
-struct OpenBatch {
+struct OpenBatch<R> {
     body: BytesMut,
     row_ends: Vec<u32>,
     pushed_at: Vec<u64>,
     waiters: Vec<oneshot::Sender<Result<BatchReport>>>,
     opened: Option<Instant>,
+    /// The records and their fan-out sequences (empty when fan-out is off).
+    fanout: Vec<(R, u64)>,
 }
 
-impl OpenBatch {
-    fn new(bytes: usize, rows: usize) -> Self {
+impl<R> OpenBatch<R> {
+    fn new(bytes: usize, rows: usize, fanout_rows: usize) -> Self {
         OpenBatch {
             body: BytesMut::with_capacity(bytes),
             row_ends: Vec::with_capacity(rows),
             pushed_at: Vec::with_capacity(rows),
             waiters: Vec::new(),
             opened: None,
+            fanout: Vec::with_capacity(fanout_rows),
         }
     }
 
@@ -89,7 +101,7 @@ const WRITER_POLL: Duration = Duration::from_micros(250);
 pub(crate) async fn run<R: Record>(
     shared: Arc<Shared<R>>,
     shard: usize,
-    tx: mpsc::Sender<SealedBatch>,
+    tx: mpsc::Sender<Sealed<R>>,
 ) {
     let ring = &shared.rings[shard];
     let cfg = &shared.config;
@@ -99,9 +111,31 @@ pub(crate) async fn run<R: Record>(
     let body_capacity = cfg
         .batch_max_bytes
         .min(max_rows.saturating_mul(R::MAX_ROW_BYTES));
-    let fresh = || OpenBatch::new(body_capacity, max_rows);
+    let fanout = shared.fanout.as_deref();
+    let publish_sealed = cfg
+        .fanout
+        .as_ref()
+        .is_some_and(|f| f.publish == PublishPoint::Sealed);
+    let fanout_rows = if fanout.is_some() { max_rows } else { 0 };
+    let fresh = || OpenBatch::new(body_capacity, max_rows, fanout_rows);
     let mut open = fresh();
     let mut seq: u64 = 0;
+    let mut symbol_seqs = SymbolSequences::default();
+    // Publishing at seal goes straight to the fan-out queue; after commit, via the writer.
+    let seal = |open: OpenBatch<R>, seq: u64| {
+        let (batch, ticks) = seal(open, seq);
+        let fanout_batch = fanout.map(|_| FanoutBatch { ticks });
+        match (fanout, fanout_batch) {
+            (Some(q), Some(f)) if publish_sealed => {
+                q.push(f);
+                Sealed {
+                    batch,
+                    fanout: None,
+                }
+            }
+            (_, f) => Sealed { batch, fanout: f },
+        }
+    };
 
     loop {
         let mut drained = 0usize;
@@ -118,6 +152,10 @@ pub(crate) async fn run<R: Record>(
                     record.encode_row(&mut open.body);
                     open.row_ends.push(open.body.len() as u32);
                     open.pushed_at.push(pushed_at);
+                    if fanout.is_some() {
+                        let s = symbol_seqs.next(*record.symbol());
+                        open.fanout.push((record, s));
+                    }
                     if open.row_ends.len() >= max_rows || open.body.len() > byte_limit {
                         seq += 1;
                         let full = std::mem::replace(&mut open, fresh());
@@ -175,22 +213,23 @@ pub(crate) async fn run<R: Record>(
     }
 }
 
-fn seal(open: OpenBatch, seq: u64) -> SealedBatch {
-    SealedBatch {
+fn seal<R>(open: OpenBatch<R>, seq: u64) -> (SealedBatch, Vec<(R, u64)>) {
+    let batch = SealedBatch {
         seq,
         body: open.body.freeze(),
         row_ends: open.row_ends,
         pushed_at: open.pushed_at,
         waiters: open.waiters,
-    }
+    };
+    (batch, open.fanout)
 }
 
 /// Hands a batch to the writer, waiting while it is busy (that wait is the backpressure
 /// that fills the ring). False when the writer is gone.
-async fn send(tx: &mpsc::Sender<SealedBatch>, batch: SealedBatch) -> bool {
-    match tx.send(batch).await {
+async fn send<R>(tx: &mpsc::Sender<Sealed<R>>, sealed: Sealed<R>) -> bool {
+    match tx.send(sealed).await {
         Ok(()) => true,
-        Err(mpsc::error::SendError(batch)) => {
+        Err(mpsc::error::SendError(Sealed { batch, .. })) => {
             tracing::error!(seq = batch.seq, "writer stopped; batch not written");
             for w in batch.waiters {
                 let _ = w.send(Err(crate::Error::Task("writer stopped".into())));

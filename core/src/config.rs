@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
+use crate::fanout::FanoutConfig;
 
 /// What a producer experiences when its shard's ring is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +87,8 @@ pub struct IngestorConfig {
     /// applies retention and prunes the ledger; see [`crate::schema::maintain`]. Tables
     /// not created by the plain-PostgreSQL schema are left alone.
     pub partition_maintenance: Option<Duration>,
+    /// Redis fan-out of every batch (default `None`: off). See [`crate::fanout`].
+    pub fanout: Option<FanoutConfig>,
 }
 
 impl Default for IngestorConfig {
@@ -107,6 +110,7 @@ impl Default for IngestorConfig {
             reconnect_max: Duration::from_secs(5),
             on_dead_letter: None,
             partition_maintenance: Some(Duration::from_secs(60)),
+            fanout: None,
         }
     }
 }
@@ -130,6 +134,7 @@ impl fmt::Debug for IngestorConfig {
             .field("reconnect_max", &self.reconnect_max)
             .field("on_dead_letter", &self.on_dead_letter.is_some())
             .field("partition_maintenance", &self.partition_maintenance)
+            .field("fanout", &self.fanout)
             .finish()
     }
 }
@@ -198,6 +203,9 @@ impl IngestorConfig {
                 "partition_maintenance",
                 "must be at least 1 s (or None to turn it off)",
             ));
+        }
+        if let Some(f) = &self.fanout {
+            f.validate()?;
         }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
             return Err(Error::config(

@@ -70,6 +70,14 @@ pub enum Error {
         /// What is wrong, and what to do about it.
         reason: String,
     },
+    /// Redis returned an error, or the connection failed.
+    #[error("redis: {context}: {reason}")]
+    Redis {
+        /// What the engine was doing.
+        context: &'static str,
+        /// The driver's error.
+        reason: String,
+    },
     /// A pipeline task stopped unexpectedly.
     #[error("pipeline task failed: {0}")]
     Task(String),

@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::clock::PipelineClock;
 use crate::config::{Backpressure, DeadLetterHook, IngestorConfig, Sink};
+use crate::fanout::publisher::{self, FanoutQueue};
+use crate::fanout::FanoutConfig;
 use crate::metrics::{self, lock_histograms, MetricsSnapshot, ShardHistograms, ShardSnapshot};
 use crate::partition_task::PartitionTask;
 use crate::record::Record;
@@ -36,20 +38,28 @@ pub(crate) struct Shared<R> {
     pub maintenance: Mutex<Option<MaintenanceReport>>,
     /// Wakes the maintenance task at shutdown.
     pub stop: Notify,
+    /// The Redis fan-out queue, when fan-out is on.
+    pub fanout: Option<Arc<FanoutQueue<R>>>,
 }
 
 /// The owner of the pipeline's tasks; when the last [`Ingestor`] clone is dropped without
 /// `shutdown`, the batchers still flush what they hold.
 #[derive(Debug)]
-struct Tasks<R> {
+struct Tasks<R: Record> {
     shared: Arc<Shared<R>>,
     handles: Mutex<Option<Vec<JoinHandle<()>>>>,
+    /// The fan-out publisher: stopped after the writers, so it sends their last batches.
+    publisher: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl<R> Drop for Tasks<R> {
+impl<R: Record> Drop for Tasks<R> {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.stop.notify_one();
+        if let Some(q) = &self.shared.fanout {
+            // Not shut down: publish what is queued (within drain_timeout) and stop.
+            q.finish();
+        }
         for ring in self.shared.rings.iter() {
             ring.wake();
         }
@@ -204,6 +214,12 @@ impl<R: Record> IngestorBuilder<R> {
         self
     }
 
+    /// Publishes every batch to Redis as well (default: off). See [`crate::fanout`].
+    pub fn fanout(mut self, config: FanoutConfig) -> Self {
+        self.config.fanout = Some(config);
+        self
+    }
+
     /// Called for every dead-lettered row, after it is stored.
     pub fn on_dead_letter(mut self, hook: DeadLetterHook) -> Self {
         self.config.on_dead_letter = Some(hook);
@@ -225,6 +241,10 @@ impl<R: Record> Ingestor<R> {
 
     async fn start(config: IngestorConfig) -> Result<Ingestor<R>> {
         config.validate(R::MAX_ROW_BYTES)?;
+        let fanout = match &config.fanout {
+            Some(f) => Some((f.clone(), f.validate()?)),
+            None => None,
+        };
         let n = config.shards;
         let stream: Arc<str> = format!("{}-{:016x}", config.stream, boot_id()).into();
         let shared = Arc::new(Shared {
@@ -238,8 +258,20 @@ impl<R: Record> Ingestor<R> {
             stream,
             maintenance: Mutex::new(None),
             stop: Notify::new(),
+            fanout: fanout
+                .as_ref()
+                .map(|(f, _)| Arc::new(FanoutQueue::new(f.queue_batches))),
             config,
         });
+        let publisher = match (&shared.fanout, fanout) {
+            (Some(q), Some((f, target))) => Some(tokio::spawn(publisher::run(
+                q.clone(),
+                target,
+                f,
+                shared.stream.clone(),
+            ))),
+            _ => None,
+        };
         let mut writers = Vec::with_capacity(n);
         for shard in 0..n {
             writers.push(match &shared.config.sink {
@@ -270,6 +302,7 @@ impl<R: Record> Ingestor<R> {
             tasks: Arc::new(Tasks {
                 shared: shared.clone(),
                 handles: Mutex::new(Some(handles)),
+                publisher: Mutex::new(publisher),
             }),
             shared,
         })
@@ -480,6 +513,7 @@ impl<R: Record> Ingestor<R> {
             let _ = snap.batch_commit_us.add(&h.batch_commit_us);
             let _ = snap.batch_rows.add(&h.batch_rows);
         }
+        snap.fanout = self.shared.fanout.as_ref().map(|q| q.snapshot());
         snap.maintenance = self
             .shared
             .maintenance
@@ -510,6 +544,19 @@ impl<R: Record> Ingestor<R> {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         for h in handles.into_iter().flatten() {
+            h.await.map_err(|e| Error::Task(e.to_string()))?;
+        }
+        // Every batch is committed and queued: let the publisher send them, then stop.
+        if let Some(q) = &self.shared.fanout {
+            q.finish();
+        }
+        let publisher = self
+            .tasks
+            .publisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = publisher {
             h.await.map_err(|e| Error::Task(e.to_string()))?;
         }
         let snap = self.metrics();

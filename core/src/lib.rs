@@ -41,6 +41,7 @@
 //! | `writer` | one connection per shard; `BEGIN; ledger row; COPY; COMMIT`, exactly once |
 //! | [`ingestor`] | [`Ingestor`]: push, receipts, metrics, shutdown |
 //! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
+//! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper |
 //! | [`schema`] | the versioned schema (`sql/`), its migrator and partition maintenance |
 //! | [`query`] | [`MarketDataReader`](query::MarketDataReader): latest tick, trades, quotes, OHLCV bars |
 //!
@@ -73,6 +74,7 @@ pub mod config;
 pub mod dbn_file;
 pub mod dead_letter;
 mod error;
+pub mod fanout;
 pub mod ingestor;
 pub mod metrics;
 mod partition_task;

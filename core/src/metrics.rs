@@ -140,6 +140,8 @@ pub struct MetricsSnapshot {
     /// `None` before the first pass or when maintenance is off). Its `rows_in_default`
     /// counts rows no time partition covers.
     pub maintenance: Option<crate::schema::MaintenanceReport>,
+    /// The Redis fan-out's counters (`None` when fan-out is off).
+    pub fanout: Option<crate::fanout::FanoutSnapshot>,
 }
 
 impl MetricsSnapshot {
@@ -151,6 +153,7 @@ impl MetricsSnapshot {
             batch_commit_us: h.batch_commit_us,
             batch_rows: h.batch_rows,
             maintenance: None,
+            fanout: None,
         }
     }
 

@@ -1,12 +1,13 @@
 //! Record kinds and the [`Record`] trait that tells the pipeline how to store them.
 //!
-//! Adding a kind means implementing [`Record`] in this file: the table, its columns, and the
-//! binary `COPY` encoding. Everything else in the pipeline is generic.
+//! Adding a kind means implementing [`Record`] in this file: the table, its columns, the
+//! binary `COPY` encoding and its fan-out form. Everything else in the pipeline is generic.
 
 use bytes::BytesMut;
 
 use crate::binary_copy::{RowReader, RowWriter};
 use crate::error::{Error, Result};
+use crate::fanout::wire::{TickKind, TickMessage, WireQuote, WireTrade};
 use crate::symbol::Symbol;
 
 /// A tick the pipeline can batch into a PostgreSQL table with binary `COPY`.
@@ -32,6 +33,16 @@ pub trait Record: Copy + Send + Sync + std::fmt::Debug + 'static {
 
     /// Reads back a row written by [`Record::encode_row`] (times at microsecond precision).
     fn decode_row(row: &[u8]) -> Result<Self>;
+
+    /// The kind of fan-out message it travels in.
+    const TICK_KIND: TickKind;
+
+    /// Appends it to a fan-out message ([`crate::fanout::wire`]).
+    fn push_to_message(&self, message: &mut TickMessage);
+
+    /// The fields it sets in its symbol's `md:{SYMBOL}:latest` hash, given its fan-out
+    /// sequence.
+    fn latest_fields(&self, seq: u64) -> Vec<(&'static str, String)>;
 }
 
 /// The aggressor side of a trade.
@@ -129,6 +140,29 @@ impl Record for Trade {
         r.finish()?;
         Ok(t)
     }
+
+    const TICK_KIND: TickKind = TickKind::Trade;
+
+    fn push_to_message(&self, message: &mut TickMessage) {
+        message.trades.push(WireTrade {
+            time_ns: self.time_ns,
+            price: self.price,
+            volume: self.volume,
+            side: self.side.code() as char,
+            exchange_seq: self.exchange_seq,
+        });
+    }
+
+    fn latest_fields(&self, seq: u64) -> Vec<(&'static str, String)> {
+        vec![
+            ("trade_time_ns", self.time_ns.to_string()),
+            ("trade_price", self.price.to_string()),
+            ("trade_volume", self.volume.to_string()),
+            ("trade_side", (self.side.code() as char).to_string()),
+            ("trade_exchange_seq", self.exchange_seq.to_string()),
+            ("trade_seq", seq.to_string()),
+        ]
+    }
 }
 
 /// A top-of-book quote. Table `quotes`.
@@ -188,6 +222,29 @@ impl Record for Quote {
         };
         r.finish()?;
         Ok(q)
+    }
+
+    const TICK_KIND: TickKind = TickKind::Quote;
+
+    fn push_to_message(&self, message: &mut TickMessage) {
+        message.quotes.push(WireQuote {
+            time_ns: self.time_ns,
+            bid: self.bid,
+            ask: self.ask,
+            bid_size: self.bid_size,
+            ask_size: self.ask_size,
+        });
+    }
+
+    fn latest_fields(&self, seq: u64) -> Vec<(&'static str, String)> {
+        vec![
+            ("quote_time_ns", self.time_ns.to_string()),
+            ("quote_bid", self.bid.to_string()),
+            ("quote_ask", self.ask.to_string()),
+            ("quote_bid_size", self.bid_size.to_string()),
+            ("quote_ask_size", self.ask_size.to_string()),
+            ("quote_seq", seq.to_string()),
+        ]
     }
 }
 

@@ -28,7 +28,7 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, NoTls};
 
-use crate::batcher::SealedBatch;
+use crate::batcher::{Sealed, SealedBatch};
 use crate::binary_copy::{HEADER, TRAILER};
 use crate::config::{DeadLetterHook, Sink};
 use crate::dead_letter::DeadLetter;
@@ -54,11 +54,11 @@ pub struct BatchReport {
 pub(crate) async fn run<R: Record>(
     shared: Arc<Shared<R>>,
     shard: usize,
-    mut rx: mpsc::Receiver<SealedBatch>,
+    mut rx: mpsc::Receiver<Sealed<R>>,
     mut pg: Option<PgWriter>,
 ) {
     let ring = &shared.rings[shard];
-    while let Some(mut batch) = rx.recv().await {
+    while let Some(Sealed { mut batch, fanout }) = rx.recv().await {
         let started = Instant::now();
         let rows = batch.rows() as u64;
         let mut report = BatchReport {
@@ -87,6 +87,9 @@ pub(crate) async fn run<R: Record>(
                 .batch_commit_us
                 .record(started.elapsed().as_micros() as u64);
             let _ = h.batch_rows.record(rows);
+        }
+        if let (Some(q), Some(f)) = (shared.fanout.as_deref(), fanout) {
+            q.push(f);
         }
         for w in batch.waiters.drain(..) {
             let _ = w.send(Ok(report));

@@ -1,0 +1,138 @@
+//! One connection to whatever a [`RedisTarget`] names: a node, the master Sentinel reports,
+//! or a cluster.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::AsyncConnectionConfig;
+
+use crate::fanout::config::RedisTarget;
+use crate::{Error, Result};
+
+/// How long connecting, and each reply, may take before the connection counts as down.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A publishing connection.
+#[derive(Clone)]
+pub(crate) enum RedisConn {
+    /// A single server or the Sentinel-reported master.
+    Node(MultiplexedConnection),
+    /// A cluster: commands are routed by key slot.
+    Cluster(ClusterConnection),
+}
+
+pub(crate) fn redis_error(context: &'static str, e: redis::RedisError) -> Error {
+    Error::Redis {
+        context,
+        reason: e.to_string(),
+    }
+}
+
+fn config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+}
+
+/// Connects to one server.
+pub(crate) async fn connect_node(url: &str) -> Result<MultiplexedConnection> {
+    redis::Client::open(url)
+        .map_err(|e| redis_error("parsing the Redis URL", e))?
+        .get_multiplexed_async_connection_with_config(&config())
+        .await
+        .map_err(|e| redis_error("connecting to Redis", e))
+}
+
+/// The URL of the master Sentinel reports now, asking each sentinel in turn.
+pub(crate) async fn sentinel_master(
+    sentinels: &[String],
+    master: &str,
+    auth: &str,
+    db: i64,
+) -> Result<String> {
+    let mut last = None;
+    for s in sentinels {
+        let ask = async {
+            let mut conn = connect_node(&format!("redis://{s}")).await?;
+            let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(master)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| redis_error("asking Sentinel for the master", e))?;
+            addr.ok_or_else(|| Error::Redis {
+                context: "asking Sentinel for the master",
+                reason: format!("sentinel {s} does not know master {master:?}"),
+            })
+        };
+        match ask.await {
+            Ok((host, port)) => return Ok(format!("redis://{auth}{host}:{port}/{db}")),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::config("fanout.url", "no sentinel given")))
+}
+
+/// Connects to the master and checks it is one: right after a failover a sentinel may
+/// still name the old master for a moment.
+async fn connect_master(url: &str) -> Result<MultiplexedConnection> {
+    let mut conn = connect_node(url).await?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| redis_error("checking the master's role", e))?;
+    match role.first() {
+        Some(redis::Value::BulkString(r)) if r == b"master" => Ok(conn),
+        _ => Err(Error::Redis {
+            context: "checking the master's role",
+            reason: "the server Sentinel named is not a master (failover in progress?)".into(),
+        }),
+    }
+}
+
+/// Connects to `target`.
+pub(crate) async fn connect(target: &RedisTarget) -> Result<RedisConn> {
+    match target {
+        RedisTarget::Node(url) => Ok(RedisConn::Node(connect_node(url).await?)),
+        RedisTarget::Sentinel {
+            sentinels,
+            master,
+            auth,
+            db,
+        } => {
+            let url = sentinel_master(sentinels, master, auth, *db).await?;
+            Ok(RedisConn::Node(connect_master(&url).await?))
+        }
+        RedisTarget::Cluster { nodes } => {
+            let client = ClusterClientBuilder::new(nodes.clone())
+                .connection_timeout(TIMEOUT)
+                .response_timeout(TIMEOUT)
+                .retries(2)
+                .build()
+                .map_err(|e| redis_error("configuring the cluster client", e))?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .map_err(|e| redis_error("connecting to the cluster", e))?;
+            Ok(RedisConn::Cluster(conn))
+        }
+    }
+}
+
+impl RedisConn {
+    /// Runs `pipe` (whose keys all share one slot on a cluster).
+    pub(crate) async fn run(&mut self, pipe: &redis::Pipeline) -> Result<()> {
+        let r = match self {
+            RedisConn::Node(c) => pipe.query_async::<()>(c).await,
+            RedisConn::Cluster(c) => pipe.query_async::<()>(c).await,
+        };
+        r.map_err(|e| redis_error("publishing", e))
+    }
+
+    /// True on a cluster (publish with `SPUBLISH`).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, RedisConn::Cluster(_))
+    }
+}

@@ -1,0 +1,32 @@
+//! Redis fan-out: live ticks to subscribers, capped per-symbol streams and a latest
+//! trade/quote hash, without ever slowing the PostgreSQL path.
+//!
+//! Enable it with [`IngestorBuilder::fanout`](crate::IngestorBuilder::fanout). Every batch,
+//! grouped by symbol, becomes one [`TickMessage`] per symbol, sent pipelined:
+//!
+//! - `PUBLISH md:{SYMBOL}` (`SPUBLISH` on a cluster: sharded pub/sub);
+//! - `XADD md:{SYMBOL}:ticks MAXLEN ~ N` for replay;
+//! - `HSET md:{SYMBOL}:latest` with the latest trade or quote.
+//!
+//! Messages carry per-symbol sequences so consumers detect gaps. The fan-out queue is
+//! bounded and drops its oldest batch (counted in [`FanoutSnapshot`]) when Redis is slow or
+//! down; the publisher reconnects with backoff and resumes by itself.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`config`] | [`FanoutConfig`], the URL that picks single node / Sentinel / Cluster |
+//! | [`wire`] | message format (JSON or rkyv) and key names |
+//! | `connection` | connecting to a node, the Sentinel-reported master, or a cluster |
+//! | `publisher` | the bounded queue and the publishing task |
+//! | [`subscriber`] | [`TickSubscription`]: live pub/sub, or stream replay with resume |
+
+pub mod config;
+pub(crate) mod connection;
+pub(crate) mod publisher;
+pub mod subscriber;
+pub mod wire;
+
+pub use config::{FanoutConfig, PublishPoint, RedisTarget};
+pub use publisher::FanoutSnapshot;
+pub use subscriber::{Delivery, TickSubscription};
+pub use wire::{access_rkyv, ArchivedTickMessage, PayloadFormat, TickKind, TickMessage};

@@ -1,0 +1,411 @@
+//! The fan-out queue and the task that empties it into Redis.
+//!
+//! Batchers (publish point `Sealed`) or writers (`Committed`) hand each batch's records,
+//! with their per-symbol sequences, to a bounded lock-free queue and never wait: when the
+//! queue is full the oldest batch is dropped and counted. One task per ingestor pops
+//! batches, groups them by symbol and sends each group as one message per key, pipelined.
+//! When Redis fails it reconnects with backoff, and resumes with the batch it held; the
+//! queue meanwhile keeps the newest batches.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::Notify;
+
+use crate::fanout::config::{FanoutConfig, RedisTarget};
+use crate::fanout::connection::{self, RedisConn};
+use crate::fanout::wire::{self, TickMessage};
+use crate::metrics;
+use crate::record::Record;
+use crate::symbol::Symbol;
+
+/// One shard batch's records and the fan-out sequence of each (per symbol, from 1).
+#[derive(Debug)]
+pub(crate) struct FanoutBatch<R> {
+    pub ticks: Vec<(R, u64)>,
+}
+
+/// Counters of the fan-out; each has one writer (noted) so none is contended per tick.
+#[derive(Debug, Default)]
+pub(crate) struct FanoutCounters {
+    /// Ticks handed to the queue (batchers / writers).
+    pub enqueued: AtomicU64,
+    /// Ticks dropped because the queue was full (batchers / writers).
+    pub dropped: AtomicU64,
+    /// Ticks published (publisher).
+    pub published: AtomicU64,
+    /// Messages (symbol groups) published (publisher).
+    pub messages: AtomicU64,
+    /// Failed publish or connect attempts (publisher).
+    pub errors: AtomicU64,
+    /// Connections made (publisher).
+    pub connects: AtomicU64,
+}
+
+/// What the fan-out has done, for [`MetricsSnapshot`](crate::MetricsSnapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FanoutSnapshot {
+    /// Ticks handed to the fan-out queue.
+    pub enqueued: u64,
+    /// Ticks dropped because Redis was slow or down (the queue was full, or shutdown came
+    /// before they could be sent).
+    pub dropped: u64,
+    /// Ticks published.
+    pub published: u64,
+    /// Messages published (one per symbol per batch).
+    pub messages: u64,
+    /// Failed publish or connect attempts.
+    pub errors: u64,
+    /// Connections made (the first one included).
+    pub connects: u64,
+    /// Batches waiting in the queue now.
+    pub queue_depth: u64,
+    /// True while the publisher has a working connection.
+    pub connected: bool,
+}
+
+/// The bounded queue between the pipeline and the publisher.
+#[derive(Debug)]
+pub(crate) struct FanoutQueue<R> {
+    queue: ArrayQueue<FanoutBatch<R>>,
+    wake: Notify,
+    pub counters: FanoutCounters,
+    connected: AtomicBool,
+    /// Set once the pipeline has stopped producing: drain, then exit.
+    finishing: AtomicBool,
+    /// When the last "dropping" warning was logged (seconds since `born`), to log at most
+    /// one a second.
+    last_warning: AtomicU64,
+    born: Instant,
+}
+
+impl<R: Record> FanoutQueue<R> {
+    pub fn new(capacity: usize) -> Self {
+        FanoutQueue {
+            queue: ArrayQueue::new(capacity),
+            wake: Notify::new(),
+            counters: FanoutCounters::default(),
+            connected: AtomicBool::new(false),
+            finishing: AtomicBool::new(false),
+            last_warning: AtomicU64::new(u64::MAX),
+            born: Instant::now(),
+        }
+    }
+
+    /// Enqueues without waiting; drops (and counts) the oldest batch when full.
+    pub fn push(&self, batch: FanoutBatch<R>) {
+        if batch.ticks.is_empty() {
+            return;
+        }
+        metrics::add(&self.counters.enqueued, batch.ticks.len() as u64);
+        if let Some(old) = self.queue.force_push(batch) {
+            metrics::add(&self.counters.dropped, old.ticks.len() as u64);
+            self.warn_dropping();
+        }
+        self.wake.notify_one();
+    }
+
+    fn warn_dropping(&self) {
+        let now = self.born.elapsed().as_secs();
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if (last == u64::MAX || now > last)
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                dropped_total = metrics::load(&self.counters.dropped),
+                connected = self.connected.load(Ordering::Relaxed),
+                "fan-out queue full: dropping the oldest batches (Redis slow or down)"
+            );
+        }
+    }
+
+    /// Tells the publisher no more batches come; it drains the queue and exits.
+    pub fn finish(&self) {
+        self.finishing.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub fn snapshot(&self) -> FanoutSnapshot {
+        let c = &self.counters;
+        FanoutSnapshot {
+            enqueued: metrics::load(&c.enqueued),
+            dropped: metrics::load(&c.dropped),
+            published: metrics::load(&c.published),
+            messages: metrics::load(&c.messages),
+            errors: metrics::load(&c.errors),
+            connects: metrics::load(&c.connects),
+            queue_depth: self.queue.len() as u64,
+            connected: self.connected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Assigns per-symbol fan-out sequences; owned by one shard's batcher (symbols never
+/// change shard, so each symbol's sequence lives in exactly one place).
+#[derive(Debug, Default)]
+pub(crate) struct SymbolSequences {
+    next: HashMap<Symbol, u64>,
+}
+
+impl SymbolSequences {
+    #[inline]
+    pub fn next(&mut self, symbol: Symbol) -> u64 {
+        let n = self.next.entry(symbol).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
+/// Runs the publisher until the queue is finished and drained (or `drain_timeout` after
+/// finishing, if Redis is unreachable).
+pub(crate) async fn run<R: Record>(
+    queue: Arc<FanoutQueue<R>>,
+    target: RedisTarget,
+    config: FanoutConfig,
+    source: Arc<str>,
+) {
+    let mut conn: Option<RedisConn> = None;
+    let mut held: Option<FanoutBatch<R>> = None;
+    let mut backoff = config.reconnect_min;
+    let mut finish_deadline: Option<Instant> = None;
+    let mut groups = Groups::default();
+    loop {
+        if finish_deadline.is_none() && queue.finishing.load(Ordering::SeqCst) {
+            finish_deadline = Some(Instant::now() + config.drain_timeout);
+        }
+        if finish_deadline.is_some_and(|d| Instant::now() >= d) {
+            let mut lost = held.take().map_or(0, |b| b.ticks.len() as u64);
+            while let Some(b) = queue.queue.pop() {
+                lost += b.ticks.len() as u64;
+            }
+            if lost > 0 {
+                metrics::add(&queue.counters.dropped, lost);
+                tracing::warn!(
+                    ticks = lost,
+                    "fan-out: Redis unreachable at shutdown; ticks not published"
+                );
+            }
+            return;
+        }
+        let batch = match held.take().or_else(|| queue.queue.pop()) {
+            Some(b) => b,
+            None if finish_deadline.is_some() => return,
+            None => {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(100), queue.wake.notified()).await;
+                continue;
+            }
+        };
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match connection::connect(&target).await {
+                Ok(c) => {
+                    metrics::add(&queue.counters.connects, 1);
+                    queue.connected.store(true, Ordering::Relaxed);
+                    tracing::info!(target = ?target, "fan-out connected to Redis");
+                    backoff = config.reconnect_min;
+                    conn.insert(c)
+                }
+                Err(e) => {
+                    metrics::add(&queue.counters.errors, 1);
+                    queue.connected.store(false, Ordering::Relaxed);
+                    tracing::debug!(error = %e, backoff_ms = backoff.as_millis() as u64, "fan-out connect failed");
+                    held = Some(batch);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(config.reconnect_max);
+                    continue;
+                }
+            },
+        };
+        match publish(c, &mut groups, &batch, &config, &source).await {
+            Ok(messages) => {
+                metrics::add(&queue.counters.published, batch.ticks.len() as u64);
+                metrics::add(&queue.counters.messages, messages);
+            }
+            Err(e) => {
+                // Sent again after reconnecting: some of its messages may arrive twice, and
+                // consumers drop repeats by sequence.
+                metrics::add(&queue.counters.errors, 1);
+                queue.connected.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "fan-out publish failed; reconnecting");
+                conn = None;
+                held = Some(batch);
+            }
+        }
+    }
+}
+
+/// Reused per batch: symbol → index of its group, and the groups' record indexes.
+#[derive(Default)]
+struct Groups {
+    index: HashMap<Symbol, usize>,
+    members: Vec<(Symbol, Vec<usize>)>,
+}
+
+impl Groups {
+    fn fill<R: Record>(&mut self, ticks: &[(R, u64)]) {
+        self.index.clear();
+        for (_, m) in self.members.iter_mut() {
+            m.clear();
+        }
+        let mut used = 0;
+        for (i, (r, _)) in ticks.iter().enumerate() {
+            let sym = *r.symbol();
+            let g = *self.index.entry(sym).or_insert_with(|| {
+                if used == self.members.len() {
+                    self.members.push((sym, Vec::new()));
+                }
+                self.members[used].0 = sym;
+                used += 1;
+                used - 1
+            });
+            self.members[g].1.push(i);
+        }
+        self.members.truncate(used);
+    }
+}
+
+async fn publish<R: Record>(
+    conn: &mut RedisConn,
+    groups: &mut Groups,
+    batch: &FanoutBatch<R>,
+    config: &FanoutConfig,
+    source: &str,
+) -> crate::Result<u64> {
+    groups.fill(&batch.ticks);
+    let publish_cmd = if conn.is_cluster() {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
+    let mut pipes = Vec::with_capacity(if conn.is_cluster() {
+        groups.members.len()
+    } else {
+        1
+    });
+    let mut pipe = redis::pipe();
+    for (symbol, members) in &groups.members {
+        let first = &batch.ticks[members[0]];
+        let mut message = TickMessage {
+            source: source.to_string(),
+            symbol: symbol.as_str().to_string(),
+            kind: R::TICK_KIND,
+            first_seq: first.1,
+            trades: Vec::new(),
+            quotes: Vec::new(),
+        };
+        for &i in members {
+            batch.ticks[i].0.push_to_message(&mut message);
+        }
+        let payload = message.encode(config.format)?;
+        let sym = symbol.as_str();
+        pipe.cmd(publish_cmd)
+            .arg(wire::channel(sym))
+            .arg(&payload)
+            .ignore();
+        if config.stream_max_len > 0 {
+            pipe.cmd("XADD")
+                .arg(wire::stream_key(sym))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(config.stream_max_len)
+                .arg("*")
+                .arg(wire::STREAM_FIELD)
+                .arg(&payload)
+                .ignore();
+        }
+        let (last, seq) = &batch.ticks[*members.last().unwrap_or(&0)];
+        pipe.cmd("HSET")
+            .arg(wire::latest_key(sym))
+            .arg(last.latest_fields(*seq))
+            .ignore();
+        if conn.is_cluster() {
+            // A cluster pipeline must stay on one slot: one per symbol, sent concurrently.
+            pipes.push(std::mem::replace(&mut pipe, redis::pipe()));
+        }
+    }
+    if !conn.is_cluster() {
+        pipes.push(pipe);
+    }
+    let sends = pipes.iter().map(|p| {
+        let mut c = conn.clone();
+        async move { c.run(p).await }
+    });
+    for r in futures_util::future::join_all(sends).await {
+        r?;
+    }
+    Ok(groups.members.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Side, Trade};
+
+    fn t(sym: &str) -> Trade {
+        Trade {
+            time_ns: 0,
+            symbol: Symbol::new(sym).unwrap(),
+            price: 1.0,
+            volume: 1.0,
+            side: Side::None,
+            exchange_seq: 0,
+        }
+    }
+
+    #[test]
+    fn groups_keep_push_order_and_are_reused() {
+        let mut g = Groups::default();
+        let ticks: Vec<_> = ["A", "B", "A", "C", "B", "A"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (t(s), i as u64))
+            .collect();
+        g.fill(&ticks);
+        let got: Vec<_> = g
+            .members
+            .iter()
+            .map(|(s, m)| (s.as_str().to_string(), m.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("A".to_string(), vec![0, 2, 5]),
+                ("B".to_string(), vec![1, 4]),
+                ("C".to_string(), vec![3]),
+            ]
+        );
+        g.fill(&ticks[3..4]);
+        assert_eq!(g.members.len(), 1);
+        assert_eq!(g.members[0].1, vec![0]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_it() {
+        let q = FanoutQueue::<Trade>::new(2);
+        for n in [3, 4, 5] {
+            q.push(FanoutBatch {
+                ticks: (0..n).map(|i| (t("A"), i)).collect(),
+            });
+        }
+        let s = q.snapshot();
+        assert_eq!((s.enqueued, s.dropped, s.queue_depth), (12, 3, 2));
+        assert_eq!(q.queue.pop().unwrap().ticks.len(), 4);
+    }
+
+    #[test]
+    fn sequences_count_per_symbol() {
+        let mut s = SymbolSequences::default();
+        let (a, b) = (Symbol::new("A").unwrap(), Symbol::new("B").unwrap());
+        assert_eq!(
+            [s.next(a), s.next(b), s.next(a), s.next(a), s.next(b)],
+            [1, 1, 2, 3, 2]
+        );
+    }
+}
