@@ -2,6 +2,7 @@
 
 mod core_faults;
 mod core_ingest;
+mod fanout;
 mod harness;
 mod schema;
 mod support;

@@ -62,7 +62,11 @@ pub fn trade(symbol: Symbol, k: u64) -> Trade {
         symbol,
         price: 5_000.0 + (k % 400) as f64 * 0.25,
         volume: 1.0 + (k % 7) as f64,
-        side: if k.is_multiple_of(2) { Side::Buy } else { Side::Sell },
+        side: if k.is_multiple_of(2) {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
         exchange_seq: k as i64,
     }
 }

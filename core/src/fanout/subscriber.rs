@@ -275,9 +275,12 @@ async fn live_cluster(
             .get_async_connection()
             .await
             .map_err(|e| redis_error("connecting the cluster subscriber", e))?;
-        conn.ssubscribe(&channels)
-            .await
-            .map_err(|e| redis_error("subscribing", e))?;
+        // One channel per command: a command's channels must share a slot.
+        for channel in &channels {
+            conn.ssubscribe(channel)
+                .await
+                .map_err(|e| redis_error("subscribing", e))?;
+        }
         Ok::<_, Error>(conn)
     }
     .await;

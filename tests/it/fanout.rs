@@ -1,0 +1,294 @@
+//! Redis fan-out against real Redis servers: a single node, a node killed mid-stream, a
+//! 3-node cluster, and a Sentinel failover.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use christmas_core::fanout::{
+    FanoutConfig, FanoutSnapshot, PayloadFormat, PublishPoint, TickMessage, TickSubscription,
+};
+use christmas_core::{Ingestor, Symbol, Trade};
+use christmas_tests::{RedisCluster, RedisServer};
+
+use crate::support::{count, fresh_core_db, symbols, trade};
+
+/// Receives messages until `ticks` ticks have arrived (or `within` passes).
+async fn receive(sub: &mut TickSubscription, ticks: usize, within: Duration) -> Vec<TickMessage> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut n = 0;
+    while n < ticks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, sub.next()).await {
+            Ok(Some(d)) => {
+                let m = d.expect("a decodable message").message;
+                n += m.len();
+                got.push(m);
+            }
+            Ok(None) => panic!("subscription ended after {n} of {ticks} ticks"),
+            Err(_) => panic!("only {n} of {ticks} ticks arrived within {within:?}"),
+        }
+    }
+    got
+}
+
+/// Per symbol: the `exchange_seq`s received in arrival order, after checking sequences
+/// are gap-free from 1.
+fn per_symbol(messages: &[TickMessage]) -> HashMap<String, Vec<i64>> {
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    let mut out: HashMap<String, Vec<i64>> = HashMap::new();
+    for m in messages {
+        let last = last_seq.entry(m.symbol.clone()).or_insert(0);
+        assert_eq!(m.first_seq, *last + 1, "gap or repeat in {}", m.symbol);
+        *last = m.last_seq();
+        out.entry(m.symbol.clone())
+            .or_default()
+            .extend(m.trades.iter().map(|t| t.exchange_seq));
+    }
+    out
+}
+
+/// Pushes `n` trades round-robin over `syms` (trade k has exchange_seq k); returns what
+/// each symbol got, in push order.
+fn push_round_robin(
+    ingestor: &Ingestor<Trade>,
+    syms: &[Symbol],
+    range: std::ops::Range<u64>,
+) -> HashMap<String, Vec<i64>> {
+    let mut pushed: HashMap<String, Vec<i64>> = HashMap::new();
+    for k in range {
+        let s = syms[(k % syms.len() as u64) as usize];
+        ingestor.push(trade(s, k)).unwrap();
+        pushed
+            .entry(s.as_str().to_string())
+            .or_default()
+            .push(k as i64);
+    }
+    pushed
+}
+
+async fn every_tick_in_order(format: PayloadFormat, publish: PublishPoint) {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let syms = symbols(20);
+    let mut sub = TickSubscription::live(&redis.url(), format, &syms)
+        .await
+        .unwrap();
+    let config = FanoutConfig {
+        format,
+        publish,
+        ..FanoutConfig::new(redis.url())
+    };
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .fanout(config)
+        .start()
+        .await
+        .unwrap();
+    let pushed = tokio::task::block_in_place(|| push_round_robin(&ingestor, &syms, 0..200_000));
+    let snap = ingestor.shutdown().await.unwrap();
+    let messages = receive(&mut sub, 200_000, Duration::from_secs(120)).await;
+    assert_eq!(per_symbol(&messages), pushed);
+    let fanout: FanoutSnapshot = snap.fanout.unwrap();
+    assert_eq!(
+        (fanout.enqueued, fanout.published, fanout.dropped),
+        (200_000, 200_000, 0)
+    );
+    assert_eq!(count(&client, "market_data").await, 200_000);
+
+    // The latest hash holds each symbol's last trade and its sequence.
+    let s0 = syms[0].as_str();
+    let last = pushed[s0].last().unwrap().to_string();
+    let n = pushed[s0].len().to_string();
+    let latest = redis
+        .cli(&[
+            "HMGET",
+            &format!("md:{{{s0}}}:latest"),
+            "trade_exchange_seq",
+            "trade_seq",
+        ])
+        .unwrap();
+    assert_eq!(
+        latest.split_whitespace().collect::<Vec<_>>(),
+        vec![last.as_str(), n.as_str()]
+    );
+
+    // The stream replays the symbol's ticks, ending at its last one.
+    let mut replay = TickSubscription::replay(&redis.url(), format, syms[0], "0")
+        .await
+        .unwrap();
+    let replayed = receive(&mut replay, pushed[s0].len(), Duration::from_secs(30)).await;
+    assert_eq!(per_symbol(&replayed)[s0], pushed[s0]);
+    assert!(replayed.last().unwrap().trades.len() <= pushed[s0].len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_receives_every_tick_in_push_order_json() {
+    every_tick_in_order(PayloadFormat::Json, PublishPoint::Committed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_receives_every_tick_in_push_order_rkyv() {
+    every_tick_in_order(PayloadFormat::Rkyv, PublishPoint::Sealed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_stream_loses_nothing_in_postgres_and_fanout_resumes() {
+    let mut redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let syms = symbols(10);
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .fanout(FanoutConfig {
+            queue_batches: 8,
+            ..FanoutConfig::new(redis.url())
+        })
+        .start()
+        .await
+        .unwrap();
+    push_round_robin(&ingestor, &syms, 0..20_000);
+    ingestor.flush().await.unwrap();
+    tokio::task::block_in_place(|| redis.kill()).unwrap();
+    // Redis is down: PostgreSQL keeps taking everything.
+    for chunk in 0..20u64 {
+        push_round_robin(
+            &ingestor,
+            &syms,
+            20_000 + chunk * 2_000..22_000 + chunk * 2_000,
+        );
+        ingestor.flush().await.unwrap();
+    }
+    let down = ingestor.metrics().fanout.unwrap();
+    assert!(!down.connected);
+    assert!(down.dropped > 0, "{down:?}");
+    tokio::task::block_in_place(|| redis.start_again()).unwrap();
+
+    // Back: a new subscriber gets what is pushed now, without restarting anything.
+    let mut sub = TickSubscription::live(&redis.url(), PayloadFormat::Json, &syms[..1])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut k = 60_000;
+    let received = loop {
+        push_round_robin(&ingestor, &syms, k..k + 1_000);
+        ingestor.flush().await.unwrap();
+        k += 1_000;
+        if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            break d.unwrap().message;
+        }
+        assert!(Instant::now() < deadline, "fan-out did not resume");
+    };
+    assert_eq!(received.symbol, syms[0].as_str());
+    let snap = ingestor.shutdown().await.unwrap();
+    assert_eq!(count(&client, "market_data").await, k as i64);
+    let f = snap.fanout.unwrap();
+    // Every tick is either published or counted as dropped.
+    assert_eq!(f.enqueued, k);
+    assert_eq!(f.published + f.dropped, f.enqueued, "{f:?}");
+    assert!(f.errors > 0 && f.connects >= 2, "{f:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_shards_channels_and_keys() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3)).unwrap();
+    let (url, _client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let syms = symbols(30);
+    // The subscriber enters through the third node, the publisher through the first.
+    let mut sub = TickSubscription::live(&cluster.url_via(2), PayloadFormat::Json, &syms)
+        .await
+        .unwrap();
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .fanout(FanoutConfig::new(cluster.url_via(0)))
+        .start()
+        .await
+        .unwrap();
+    let pushed = push_round_robin(&ingestor, &syms, 0..30_000);
+    ingestor.shutdown().await.unwrap();
+    let messages = receive(&mut sub, 30_000, Duration::from_secs(60)).await;
+    assert_eq!(per_symbol(&messages), pushed);
+
+    // Each symbol's keys live on the node owning its hash tag, and all three nodes hold some.
+    let mut nodes_with_keys = 0;
+    for node in &cluster.nodes {
+        let keys = node.cli(&["DBSIZE"]).unwrap();
+        if keys.trim().parse::<u64>().unwrap() > 0 {
+            nodes_with_keys += 1;
+        }
+    }
+    assert_eq!(nodes_with_keys, 3);
+    for s in &syms {
+        let sym = s.as_str();
+        let key = format!("md:{{{sym}}}:latest");
+        let slot = cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", &key]).unwrap();
+        let stream_slot = cluster.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", &format!("md:{{{sym}}}:ticks")])
+            .unwrap();
+        assert_eq!(slot, stream_slot);
+        let owner = cluster
+            .nodes
+            .iter()
+            .find(|n| n.cli(&["EXISTS", &key]).is_ok_and(|r| r.trim() == "1"))
+            .unwrap_or_else(|| panic!("no node has {key}"));
+        let seq = owner.cli(&["HGET", &key, "trade_seq"]).unwrap();
+        assert_eq!(seq.trim(), pushed[sym].len().to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_continues_on_the_replica_sentinel_promotes() {
+    let (mut master, replica, sentinel) = tokio::task::block_in_place(|| {
+        let master = RedisServer::start()?;
+        let replica =
+            RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port().to_string()])?;
+        let sentinel = RedisServer::start_sentinel("md", master.port())?;
+        anyhow::Ok((master, replica, sentinel))
+    })
+    .unwrap();
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let redis_url = format!("redis+sentinel://127.0.0.1:{}/md", sentinel.port());
+    let syms = symbols(5);
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .fanout(FanoutConfig::new(&redis_url))
+        .start()
+        .await
+        .unwrap();
+    push_round_robin(&ingestor, &syms, 0..5_000);
+    ingestor.flush().await.unwrap();
+    let key = format!("md:{{{}}}:latest", syms[0].as_str());
+    let wait_seq = |server: &RedisServer, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = server.cli(&["HGET", &key, "trade_seq"]).unwrap_or_default();
+            if got.trim() == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "trade_seq {got:?}, want {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    tokio::task::block_in_place(|| wait_seq(&master, "1000"));
+
+    tokio::task::block_in_place(|| master.kill()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let addr = sentinel
+            .cli(&["SENTINEL", "get-master-addr-by-name", "md"])
+            .unwrap();
+        if addr.contains(&replica.port().to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover: {addr}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Ticks pushed after the failover reach the promoted replica.
+    push_round_robin(&ingestor, &syms, 5_000..10_000);
+    ingestor.flush().await.unwrap();
+    tokio::task::block_in_place(|| wait_seq(&replica, "2000"));
+    let snap = ingestor.shutdown().await.unwrap();
+    let f = snap.fanout.unwrap();
+    assert!(f.connects >= 2, "{f:?}");
+    assert_eq!(f.published + f.dropped, f.enqueued, "{f:?}");
+    assert_eq!(count(&client, "market_data").await, 10_000);
+}
