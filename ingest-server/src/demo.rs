@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use christmas_core::fanout::FanoutConfig;
 use christmas_core::synthetic::{SyntheticMarket, Tick};
 use christmas_core::{Ingestor, MetricsSnapshot, Quote, Summary, Trade};
 
@@ -25,23 +26,44 @@ pub struct DemoArgs {
     /// Random seed of the market.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Redis to fan ticks out to: redis://, redis+sentinel://…/master or redis+cluster://…
+    /// (unset: no fan-out).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Fan-out payload format: json or rkyv.
+    #[arg(long, default_value = "json")]
+    fanout_format: String,
 }
 
 pub async fn run(url: &str, args: DemoArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     christmas_core::schema::migrate_url(url, &Default::default())
         .await
         .context("applying the schema")?;
-    let trades = Ingestor::<Trade>::builder()
+    let fanout = match &args.redis_url {
+        Some(redis) => Some(FanoutConfig {
+            format: args.fanout_format.parse()?,
+            ..FanoutConfig::new(redis)
+        }),
+        None => None,
+    };
+    let mut trades = Ingestor::<Trade>::builder()
         .database_url(url)
         .shards(args.shards)
-        .stream("demo")
+        .stream("demo");
+    let mut quotes = Ingestor::<Quote>::builder()
+        .database_url(url)
+        .shards(args.shards)
+        .stream("demo");
+    if let Some(f) = fanout {
+        println!("fanning out to Redis ({:?}); watch with: cargo run --release -p christmas-core --example live_ticks -- SYM0000 SYM0001", f.format);
+        trades = trades.fanout(f.clone());
+        quotes = quotes.fanout(f);
+    }
+    let trades = trades
         .start()
         .await
         .context("starting the trade pipeline")?;
-    let quotes = Ingestor::<Quote>::builder()
-        .database_url(url)
-        .shards(args.shards)
-        .stream("demo")
+    let quotes = quotes
         .start()
         .await
         .context("starting the quote pipeline")?;
@@ -99,7 +121,7 @@ async fn produce(
 async fn report_every_second(trades: Ingestor<Trade>, quotes: Ingestor<Quote>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    let (mut last_in, mut last_rows) = (0, 0);
+    let (mut last_in, mut last_rows, mut last_pub) = (0, 0, 0);
     loop {
         tick.tick().await;
         let (t, q) = (trades.metrics(), quotes.metrics());
@@ -108,16 +130,22 @@ async fn report_every_second(trades: Ingestor<Trade>, quotes: Ingestor<Quote>) {
         let p99 = Summary::of(&t.push_to_commit_us)
             .p99
             .max(Summary::of(&q.push_to_commit_us).p99);
+        let (published, dropped) = [&t, &q]
+            .iter()
+            .filter_map(|m| m.fanout.as_ref())
+            .fold((0, 0), |(p, d), f| (p + f.published, d + f.dropped));
         println!(
-            "ticks in {:>9}/s   rows committed {:>9}/s   total {:>11}   ring {:>6}   push→commit p99 {:>6.1} ms   retries {}",
+            "ticks in {:>9}/s   rows committed {:>9}/s   total {:>11}   ring {:>6}   push→commit p99 {:>6.1} ms   retries {}   redis {:>9}/s (dropped {})",
             accepted - last_in,
             rows - last_rows,
             rows,
             t.ring_depth() + q.ring_depth(),
             p99 as f64 / 1e3,
             t.retries() + q.retries(),
+            published - last_pub,
+            dropped,
         );
-        (last_in, last_rows) = (accepted, rows);
+        (last_in, last_rows, last_pub) = (accepted, rows, published);
     }
 }
 
@@ -132,4 +160,10 @@ fn summary(kind: &str, m: &MetricsSnapshot) {
         lat.p50 as f64 / 1e3,
         lat.p99 as f64 / 1e3,
     );
+    if let Some(f) = &m.fanout {
+        println!(
+            "{kind}: fan-out published {} ticks in {} messages; dropped {}; errors {}",
+            f.published, f.messages, f.dropped, f.errors
+        );
+    }
 }
