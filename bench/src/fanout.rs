@@ -1,0 +1,419 @@
+//! Scenario `fanout`: the engine's Redis fan-out delivering to one subscriber, against
+//! `redis-benchmark -P 64` publishing the same payload size in the same run; push →
+//! subscriber latency at a fixed rate; and PostgreSQL throughput with Redis down.
+
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, ensure, Context, Result};
+use christmas_core::fanout::{FanoutConfig, PayloadFormat, PublishPoint, TickSubscription};
+use christmas_core::query::unix_ns;
+use christmas_core::synthetic::SyntheticMarket;
+use christmas_core::{Ingestor, ShardRouter, Summary, Symbol, Trade};
+use hdrhistogram::Histogram;
+
+use crate::{machine, report};
+
+/// Flags of `christmas-bench fanout`.
+#[derive(Debug, clap::Args)]
+pub struct FanoutArgs {
+    /// Redis to publish to (a plain `redis://host:port/`; redis-benchmark runs against it).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: String,
+    /// PostgreSQL URL, for PostgreSQL's throughput with Redis down.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    url: String,
+    /// Ticks per delivery run.
+    #[arg(long, default_value_t = 2_000_000)]
+    ticks: usize,
+    /// Symbols in the synthetic market.
+    #[arg(long, default_value_t = 500)]
+    symbols: usize,
+    /// Ticks/s of the latency run.
+    #[arg(long, default_value_t = 200_000)]
+    latency_rate: u64,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// Rows per PostgreSQL run (Redis up vs down vs no fan-out).
+    #[arg(long, default_value_t = 2_000_000)]
+    pg_rows: usize,
+    /// Runs of each delivery and PostgreSQL measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Fewer ticks, one run, a 3 s latency run.
+    #[arg(long)]
+    quick: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn now_ns() -> i64 {
+    unix_ns(SystemTime::now())
+}
+
+/// `(host, port)` of a `redis://host:port/…` URL.
+fn host_port(url: &str) -> Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("redis://")
+        .context("--redis-url must be redis://host:port/")?;
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let hp = rest.split('/').next().unwrap_or(rest);
+    let (h, p) = hp.rsplit_once(':').unwrap_or((hp, "6379"));
+    Ok((h.to_string(), p.parse()?))
+}
+
+/// What one delivery run measured.
+struct Delivery {
+    ticks_per_s: f64,
+    messages_per_s: f64,
+    dropped: u64,
+}
+
+/// Pushes `ticks` trades as fast as two threads can into a null-sink ingestor fanning out
+/// in `format`, and times until one subscriber of every symbol has all of them.
+async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Result<Delivery> {
+    let market = SyntheticMarket::new(seed, args.symbols);
+    let symbols: Vec<Symbol> = market.symbols().to_vec();
+    let mut sub = TickSubscription::live(&args.redis_url, format, &symbols).await?;
+    let ingestor = Ingestor::<Trade>::builder()
+        .discard()
+        .fanout(FanoutConfig {
+            format,
+            // Deep enough that a burst of millions of ticks is delivered, not dropped.
+            queue_batches: 1 << 16,
+            ..FanoutConfig::new(&args.redis_url)
+        })
+        .start()
+        .await?;
+    // Generated before the clock starts; one producer thread per shard's symbols, so each
+    // symbol has one producer.
+    let router = ShardRouter::new(2);
+    let halves: Vec<Vec<Trade>> = {
+        let mut m = SyntheticMarket::new(seed, args.symbols).starting_at(now_ns());
+        let mut h = vec![Vec::with_capacity(args.ticks / 2), Vec::with_capacity(args.ticks / 2)];
+        for _ in 0..args.ticks {
+            let t = m.next_trade();
+            h[router.shard_for(&t.symbol)].push(t);
+        }
+        h
+    };
+    let total: usize = halves.iter().map(Vec::len).sum();
+    let start_push = Instant::now();
+    let threads: Vec<_> = halves
+        .into_iter()
+        .map(|rows| {
+            let ingestor = ingestor.clone();
+            std::thread::spawn(move || -> christmas_core::Result<()> {
+                for chunk in rows.chunks(1_024) {
+                    ingestor.push_batch(chunk)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let mut received = 0usize;
+    let mut messages = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while received < total {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, sub.next()).await {
+            Ok(Some(d)) => {
+                received += d?.message.len();
+                messages += 1;
+            }
+            Ok(None) => bail!("subscription ended"),
+            Err(_) => {
+                let f = ingestor.metrics().fanout.unwrap_or_default();
+                bail!("only {received} of {total} ticks arrived in 300 s ({f:?})");
+            }
+        }
+        if messages.is_multiple_of(1_024) {
+            let f = ingestor.metrics().fanout.unwrap_or_default();
+            ensure!(f.dropped == 0, "the fan-out dropped ticks: {f:?}");
+        }
+    }
+    let elapsed = start_push.elapsed().as_secs_f64();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("producer panicked"))??;
+    }
+    let snap = ingestor.shutdown().await?;
+    let f = snap.fanout.unwrap_or_default();
+    Ok(Delivery {
+        ticks_per_s: received as f64 / elapsed,
+        messages_per_s: messages as f64 / elapsed,
+        dropped: f.dropped,
+    })
+}
+
+/// Mean encoded size of the messages a run of `ticks` produces (per-symbol groups of
+/// 50,000-row batches), for the redis-benchmark ceiling.
+fn mean_payload(args: &FanoutArgs, format: PayloadFormat) -> Result<usize> {
+    let mut m = SyntheticMarket::new(99, args.symbols).starting_at(now_ns());
+    let batch: Vec<Trade> = (0..50_000).map(|_| m.next_trade()).collect();
+    let mut groups: std::collections::HashMap<Symbol, christmas_core::fanout::TickMessage> =
+        std::collections::HashMap::new();
+    for t in &batch {
+        let msg = groups.entry(t.symbol).or_insert_with(|| christmas_core::fanout::TickMessage {
+            source: "bench-0000000000000000".into(),
+            symbol: t.symbol.as_str().into(),
+            kind: christmas_core::fanout::TickKind::Trade,
+            first_seq: 1,
+            trades: Vec::new(),
+            quotes: Vec::new(),
+        });
+        christmas_core::Record::push_to_message(t, msg);
+    }
+    let mut bytes = 0usize;
+    for msg in groups.values() {
+        bytes += msg.encode(format)?.len();
+    }
+    Ok(bytes / groups.len().max(1))
+}
+
+/// `redis-benchmark -P 64` of `PUBLISH` with a `size`-byte payload: requests/s.
+fn redis_benchmark_publish(host: &str, port: u16, size: usize, requests: usize) -> Result<f64> {
+    let payload = "x".repeat(size);
+    let out = Command::new("redis-benchmark")
+        .args(["-h", host, "-p", &port.to_string()])
+        .args(["-n", &requests.to_string(), "-P", "64", "-q"])
+        .args(["PUBLISH", "md:{BENCH}", &payload])
+        .output()
+        .context("running redis-benchmark (apt-get install redis-tools)")?;
+    ensure!(out.status.success(), "redis-benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "PUBLISH md:{BENCH} xxxx…: 123456.79 requests per second, p50=…"
+    let rate = text
+        .split("requests per second")
+        .next()
+        .and_then(|s| s.rsplit(' ').nth(1).or_else(|| s.rsplit(": ").next()))
+        .map(str::trim)
+        .and_then(|s| s.parse::<f64>().ok())
+        .with_context(|| format!("unexpected redis-benchmark output: {}", &text[..text.len().min(300)]))?;
+    Ok(rate)
+}
+
+/// Push → subscriber latency (µs) while pushing `rate` ticks/s, published at seal with a
+/// 1 ms linger and a null sink: the fan-out path alone.
+async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogram<u64>> {
+    let market = SyntheticMarket::new(5, args.symbols);
+    let symbols: Vec<Symbol> = market.symbols().to_vec();
+    let mut sub = TickSubscription::live(&args.redis_url, format, &symbols).await?;
+    let ingestor = Ingestor::<Trade>::builder()
+        .discard()
+        .linger(Duration::from_millis(1))
+        .fanout(FanoutConfig {
+            format,
+            publish: PublishPoint::Sealed,
+            ..FanoutConfig::new(&args.redis_url)
+        })
+        .start()
+        .await?;
+    let rate = args.latency_rate;
+    let seconds = args.latency_seconds;
+    let producer = {
+        let ingestor = ingestor.clone();
+        tokio::spawn(async move {
+            let mut m = SyntheticMarket::new(5, symbols.len());
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            while start.elapsed() < Duration::from_secs(seconds) {
+                tick.tick().await;
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                while sent < due {
+                    let mut t = m.next_trade();
+                    // The push time travels in the tick: the subscriber subtracts it.
+                    t.time_ns = now_ns();
+                    ingestor.push_async(t).await?;
+                    sent += 1;
+                }
+            }
+            Ok::<u64, christmas_core::Error>(sent)
+        })
+    };
+    let mut h = Histogram::<u64>::new(3)?;
+    h.auto(true);
+    let mut received = 0u64;
+    let stop = tokio::time::sleep(Duration::from_secs(seconds + 2));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            d = sub.next() => {
+                let m = d.context("subscription ended")??.message;
+                let now = now_ns();
+                for t in &m.trades {
+                    let _ = h.record(((now - t.time_ns).max(0) / 1_000) as u64);
+                }
+                received += m.len() as u64;
+            }
+            _ = &mut stop => break,
+        }
+    }
+    let sent = producer.await??;
+    let snap = ingestor.shutdown().await?;
+    let dropped = snap.fanout.map_or(0, |f| f.dropped);
+    ensure!(received == sent && dropped == 0, "received {received} of {sent} ticks, {dropped} dropped");
+    Ok(h)
+}
+
+/// Rows/s of `rows` trades into PostgreSQL with fan-out off, on, or pointed at a dead port.
+async fn pg_run(args: &FanoutArgs, fanout: Option<&str>) -> Result<f64> {
+    let (client, conn) = tokio_postgres::connect(&args.url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute("TRUNCATE market_data, ingest_batches; CHECKPOINT")
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut b = Ingestor::<Trade>::builder().database_url(&args.url).stream("bench");
+    if let Some(url) = fanout {
+        b = b.fanout(FanoutConfig::new(url));
+    }
+    let ingestor = b.start().await?;
+    let rows = args.pg_rows;
+    let start = Instant::now();
+    let threads: Vec<_> = (0..2u64)
+        .map(|p| {
+            let ingestor = ingestor.clone();
+            std::thread::spawn(move || -> christmas_core::Result<()> {
+                let mut m = SyntheticMarket::new(100 + p, 250).starting_at(now_ns());
+                let mut buf = Vec::with_capacity(1_024);
+                for _ in 0..rows / 2 / 1_024 {
+                    buf.clear();
+                    buf.extend((0..1_024).map(|_| m.next_trade()));
+                    ingestor.push_batch(&buf)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("producer panicked"))??;
+    }
+    ingestor.flush().await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let snap = ingestor.shutdown().await?;
+    Ok(snap.rows_committed() as f64 / elapsed)
+}
+
+pub fn run(mut args: FanoutArgs) -> Result<()> {
+    if args.quick {
+        args.ticks = args.ticks.min(400_000);
+        args.pg_rows = args.pg_rows.min(500_000);
+        args.repeats = 1;
+        args.latency_seconds = args.latency_seconds.min(3);
+    }
+    ensure!(args.repeats >= 1, "repeats must be ≥ 1");
+    let (host, port) = host_port(&args.redis_url)?;
+    let rt = runtime()?;
+    let mut rows = Vec::new();
+    let mut json = Vec::new();
+    for format in [PayloadFormat::Json, PayloadFormat::Rkyv] {
+        let mut runs = Vec::new();
+        for r in 0..args.repeats {
+            let d = rt.block_on(delivery_run(&args, format, 7 + r as u64))?;
+            println!(
+                "{format:?} run {}: {:.0} ticks/s, {:.0} messages/s delivered, dropped {}",
+                r + 1,
+                d.ticks_per_s,
+                d.messages_per_s,
+                d.dropped
+            );
+            ensure!(d.dropped == 0, "the fan-out dropped ticks in a delivery run");
+            runs.push(d);
+        }
+        let ticks = median(runs.iter().map(|d| d.ticks_per_s).collect());
+        let msgs = median(runs.iter().map(|d| d.messages_per_s).collect());
+        let size = mean_payload(&args, format)?;
+        let ceiling = redis_benchmark_publish(&host, port, size, 200_000)?;
+        let ticks_per_msg = ticks / msgs.max(1.0);
+        println!("{format:?}: redis-benchmark -P 64 PUBLISH of {size} B: {ceiling:.0}/s");
+        let lat = rt.block_on(latency_run(&args, format))?;
+        let s = Summary::of(&lat);
+        println!(
+            "{format:?}: latency at {}/s p50 {} µs p99 {} µs",
+            args.latency_rate, s.p50, s.p99
+        );
+        rows.push(format!(
+            "| {f} | {ticks:.0} | {msgs:.0} ({ticks_per_msg:.0} ticks each, mean {size} B) | {ceiling:.0} | **{ratio:.2}** | {p50:.2} / {p99:.2} ms |",
+            f = match format {
+                PayloadFormat::Json => "JSON",
+                PayloadFormat::Rkyv => "rkyv",
+            },
+            ratio = msgs / ceiling,
+            p50 = s.p50 as f64 / 1e3,
+            p99 = s.p99 as f64 / 1e3,
+        ));
+        json.push(format!(
+            r#"{{"format":"{format:?}","ticks_per_s":{ticks:.0},"messages_per_s":{msgs:.0},"mean_payload_bytes":{size},"redis_benchmark_publish_per_s":{ceiling:.0},"latency_p50_us":{},"latency_p99_us":{},"latency_p999_us":{}}}"#,
+            s.p50, s.p99, s.p999
+        ));
+    }
+
+    // PostgreSQL alone, with fan-out to a live Redis, and with Redis down (a closed port).
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("redis://127.0.0.1:{}/", l.local_addr()?.port())
+    };
+    let (mut off, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..args.repeats {
+        off.push(rt.block_on(pg_run(&args, None))?);
+        up.push(rt.block_on(pg_run(&args, Some(&args.redis_url)))?);
+        down.push(rt.block_on(pg_run(&args, Some(&dead)))?);
+        println!(
+            "PostgreSQL run {}: {:.0} rows/s without fan-out, {:.0} with Redis up, {:.0} with Redis down",
+            r + 1,
+            off[r],
+            up[r],
+            down[r]
+        );
+    }
+    let (off, up, down) = (median(off), median(up), median(down));
+
+    let stamp = machine::utc_now();
+    let body = format!(
+        "## fanout — Redis pub/sub, streams and latest hash\n\n\
+         {stamp} · `./target/release/christmas-bench fanout` · {machine} · Redis on the same host\n\n\
+         {ticks} trades, {symbols} symbols (Zipf), null sink, batches of up to 50,000 rows; one \
+         subscriber of every symbol's channel; median of {repeats} runs. Each message is one \
+         symbol's ticks from one batch; per message the engine also sends `XADD` and `HSET`, \
+         which redis-benchmark does not.\n\n\
+         | payload | ticks/s delivered | messages/s | ceiling: redis-benchmark -P 64 PUBLISH/s, same size | ratio (messages) | push → subscriber p50 / p99 at {rate}/s |\n\
+         |---|---|---|---|---|---|\n{rows}\n\n\
+         Latency: published at seal, 1 ms linger, null sink (the fan-out path alone). \
+         Targets: ≥ 1 M ticks/s delivered, p99 ≤ 5 ms.\n\n\
+         PostgreSQL rows/s ({pg_rows} rows, 2 producers, default settings): {off:.0} without \
+         fan-out, {up:.0} with fan-out to Redis ({up_ratio:.2}), {down:.0} with Redis down \
+         ({down_ratio:.2}; floor 0.90).\n",
+        machine = machine::describe(),
+        ticks = args.ticks,
+        symbols = args.symbols,
+        repeats = args.repeats,
+        rate = args.latency_rate,
+        rows = rows.join("\n"),
+        pg_rows = args.pg_rows,
+        up_ratio = up / off,
+        down_ratio = down / off,
+    );
+    report::update_results("fanout", &body)?;
+    let path = report::write_json(
+        "fanout",
+        &stamp,
+        &format!(
+            r#"{{"stamp":"{stamp}","formats":[{}],"pg_rows_per_s":{{"no_fanout":{off:.0},"redis_up":{up:.0},"redis_down":{down:.0}}}}}"#,
+            json.join(",")
+        ),
+    )?;
+    println!("wrote bench/RESULTS.md and {}", path.display());
+    Ok(())
+}
