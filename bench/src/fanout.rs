@@ -35,6 +35,10 @@ pub struct FanoutArgs {
     /// Seconds of the latency run.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
+    /// Batcher linger of the latency run, microseconds (0: seal whatever each drain finds;
+    /// the publisher merges what queues up behind a round trip).
+    #[arg(long, default_value_t = 0)]
+    latency_linger_us: u64,
     /// Rows per PostgreSQL run (Redis up vs down vs no fan-out).
     #[arg(long, default_value_t = 2_000_000)]
     pg_rows: usize,
@@ -101,7 +105,10 @@ async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Re
     let router = ShardRouter::new(2);
     let halves: Vec<Vec<Trade>> = {
         let mut m = SyntheticMarket::new(seed, args.symbols).starting_at(now_ns());
-        let mut h = vec![Vec::with_capacity(args.ticks / 2), Vec::with_capacity(args.ticks / 2)];
+        let mut h = vec![
+            Vec::with_capacity(args.ticks / 2),
+            Vec::with_capacity(args.ticks / 2),
+        ];
         for _ in 0..args.ticks {
             let t = m.next_trade();
             h[router.shard_for(&t.symbol)].push(t);
@@ -145,7 +152,8 @@ async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Re
     }
     let elapsed = start_push.elapsed().as_secs_f64();
     for t in threads {
-        t.join().map_err(|_| anyhow::anyhow!("producer panicked"))??;
+        t.join()
+            .map_err(|_| anyhow::anyhow!("producer panicked"))??;
     }
     let snap = ingestor.shutdown().await?;
     let f = snap.fanout.unwrap_or_default();
@@ -164,14 +172,16 @@ fn mean_payload(args: &FanoutArgs, format: PayloadFormat) -> Result<usize> {
     let mut groups: std::collections::HashMap<Symbol, christmas_core::fanout::TickMessage> =
         std::collections::HashMap::new();
     for t in &batch {
-        let msg = groups.entry(t.symbol).or_insert_with(|| christmas_core::fanout::TickMessage {
-            source: "bench-0000000000000000".into(),
-            symbol: t.symbol.as_str().into(),
-            kind: christmas_core::fanout::TickKind::Trade,
-            first_seq: 1,
-            trades: Vec::new(),
-            quotes: Vec::new(),
-        });
+        let msg = groups
+            .entry(t.symbol)
+            .or_insert_with(|| christmas_core::fanout::TickMessage {
+                source: "bench-0000000000000000".into(),
+                symbol: t.symbol.as_str().into(),
+                kind: christmas_core::fanout::TickKind::Trade,
+                first_seq: 1,
+                trades: Vec::new(),
+                quotes: Vec::new(),
+            });
         christmas_core::Record::push_to_message(t, msg);
     }
     let mut bytes = 0usize;
@@ -190,7 +200,11 @@ fn redis_benchmark_publish(host: &str, port: u16, size: usize, requests: usize) 
         .args(["PUBLISH", "md:{BENCH}", &payload])
         .output()
         .context("running redis-benchmark (apt-get install redis-tools)")?;
-    ensure!(out.status.success(), "redis-benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "redis-benchmark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     // "PUBLISH md:{BENCH} xxxx…: 123456.79 requests per second, p50=…"
     let rate = text
@@ -199,19 +213,61 @@ fn redis_benchmark_publish(host: &str, port: u16, size: usize, requests: usize) 
         .and_then(|s| s.rsplit(' ').nth(1).or_else(|| s.rsplit(": ").next()))
         .map(str::trim)
         .and_then(|s| s.parse::<f64>().ok())
-        .with_context(|| format!("unexpected redis-benchmark output: {}", &text[..text.len().min(300)]))?;
+        .with_context(|| {
+            format!(
+                "unexpected redis-benchmark output: {}",
+                &text[..text.len().min(300)]
+            )
+        })?;
     Ok(rate)
 }
 
-/// Push → subscriber latency (µs) while pushing `rate` ticks/s, published at seal with a
-/// 1 ms linger and a null sink: the fan-out path alone.
+/// Push → subscriber latency (µs) while pushing `rate` ticks/s, published at seal with
+/// `--latency-linger-us` and a null sink: the fan-out path alone.
 async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogram<u64>> {
     let market = SyntheticMarket::new(5, args.symbols);
     let symbols: Vec<Symbol> = market.symbols().to_vec();
-    let mut sub = TickSubscription::live(&args.redis_url, format, &symbols).await?;
+    let rate = args.latency_rate;
+    let seconds = args.latency_seconds;
+    // The subscriber runs on its own thread and runtime, as a consumer process would.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let subscriber = {
+        let (url, symbols) = (args.redis_url.clone(), symbols.clone());
+        std::thread::spawn(move || -> Result<(Histogram<u64>, u64)> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let mut sub = TickSubscription::live(&url, format, &symbols).await?;
+                let _ = ready_tx.send(());
+                let mut h = Histogram::<u64>::new(3)?;
+                h.auto(true);
+                let mut received = 0u64;
+                let stop = tokio::time::sleep(Duration::from_secs(seconds + 2));
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        d = sub.next() => {
+                            let m = d.context("subscription ended")??.message;
+                            let now = now_ns();
+                            for t in &m.trades {
+                                let _ = h.record(((now - t.time_ns).max(0) / 1_000) as u64);
+                            }
+                            received += m.len() as u64;
+                        }
+                        _ = &mut stop => break,
+                    }
+                }
+                Ok((h, received))
+            })
+        })
+    };
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("the subscriber did not start"))?;
     let ingestor = Ingestor::<Trade>::builder()
         .discard()
-        .linger(Duration::from_millis(1))
+        .linger(Duration::from_micros(args.latency_linger_us))
         .fanout(FanoutConfig {
             format,
             publish: PublishPoint::Sealed,
@@ -219,8 +275,6 @@ async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogr
         })
         .start()
         .await?;
-    let rate = args.latency_rate;
-    let seconds = args.latency_seconds;
     let producer = {
         let ingestor = ingestor.clone();
         tokio::spawn(async move {
@@ -242,28 +296,15 @@ async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogr
             Ok::<u64, christmas_core::Error>(sent)
         })
     };
-    let mut h = Histogram::<u64>::new(3)?;
-    h.auto(true);
-    let mut received = 0u64;
-    let stop = tokio::time::sleep(Duration::from_secs(seconds + 2));
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            d = sub.next() => {
-                let m = d.context("subscription ended")??.message;
-                let now = now_ns();
-                for t in &m.trades {
-                    let _ = h.record(((now - t.time_ns).max(0) / 1_000) as u64);
-                }
-                received += m.len() as u64;
-            }
-            _ = &mut stop => break,
-        }
-    }
     let sent = producer.await??;
+    let (h, received) = tokio::task::block_in_place(|| subscriber.join())
+        .map_err(|_| anyhow::anyhow!("the subscriber panicked"))??;
     let snap = ingestor.shutdown().await?;
     let dropped = snap.fanout.map_or(0, |f| f.dropped);
-    ensure!(received == sent && dropped == 0, "received {received} of {sent} ticks, {dropped} dropped");
+    ensure!(
+        received == sent && dropped == 0,
+        "received {received} of {sent} ticks, {dropped} dropped"
+    );
     Ok(h)
 }
 
@@ -275,7 +316,9 @@ async fn pg_run(args: &FanoutArgs, fanout: Option<&str>) -> Result<f64> {
         .batch_execute("TRUNCATE market_data, ingest_batches; CHECKPOINT")
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut b = Ingestor::<Trade>::builder().database_url(&args.url).stream("bench");
+    let mut b = Ingestor::<Trade>::builder()
+        .database_url(&args.url)
+        .stream("bench");
     if let Some(url) = fanout {
         b = b.fanout(FanoutConfig::new(url));
     }
@@ -298,7 +341,8 @@ async fn pg_run(args: &FanoutArgs, fanout: Option<&str>) -> Result<f64> {
         })
         .collect();
     for t in threads {
-        t.join().map_err(|_| anyhow::anyhow!("producer panicked"))??;
+        t.join()
+            .map_err(|_| anyhow::anyhow!("producer panicked"))??;
     }
     ingestor.flush().await?;
     let elapsed = start.elapsed().as_secs_f64();
@@ -329,7 +373,10 @@ pub fn run(mut args: FanoutArgs) -> Result<()> {
                 d.messages_per_s,
                 d.dropped
             );
-            ensure!(d.dropped == 0, "the fan-out dropped ticks in a delivery run");
+            ensure!(
+                d.dropped == 0,
+                "the fan-out dropped ticks in a delivery run"
+            );
             runs.push(d);
         }
         let ticks = median(runs.iter().map(|d| d.ticks_per_s).collect());
@@ -390,7 +437,8 @@ pub fn run(mut args: FanoutArgs) -> Result<()> {
          which redis-benchmark does not.\n\n\
          | payload | ticks/s delivered | messages/s | ceiling: redis-benchmark -P 64 PUBLISH/s, same size | ratio (messages) | push → subscriber p50 / p99 at {rate}/s |\n\
          |---|---|---|---|---|---|\n{rows}\n\n\
-         Latency: published at seal, 1 ms linger, null sink (the fan-out path alone). \
+         Latency: published at seal, linger {linger} µs, null sink (the fan-out path alone), \
+         subscriber on its own thread and runtime. \
          Targets: ≥ 1 M ticks/s delivered, p99 ≤ 5 ms.\n\n\
          PostgreSQL rows/s ({pg_rows} rows, 2 producers, default settings): {off:.0} without \
          fan-out, {up:.0} with fan-out to Redis ({up_ratio:.2}), {down:.0} with Redis down \
@@ -400,6 +448,7 @@ pub fn run(mut args: FanoutArgs) -> Result<()> {
         symbols = args.symbols,
         repeats = args.repeats,
         rate = args.latency_rate,
+        linger = args.latency_linger_us,
         rows = rows.join("\n"),
         pg_rows = args.pg_rows,
         up_ratio = up / off,

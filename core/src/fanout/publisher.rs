@@ -193,7 +193,7 @@ pub(crate) async fn run<R: Record>(
             }
             return;
         }
-        let batch = match held.take().or_else(|| queue.queue.pop()) {
+        let mut batch = match held.take().or_else(|| queue.queue.pop()) {
             Some(b) => b,
             None if finish_deadline.is_some() => return,
             None => {
@@ -202,6 +202,14 @@ pub(crate) async fn run<R: Record>(
                 continue;
             }
         };
+        // Whatever queued up while the last round trip was in flight goes out with this
+        // one: under load messages grow instead of multiplying (group publish).
+        while batch.ticks.len() < MERGE_TICKS {
+            match queue.queue.pop() {
+                Some(more) => batch.ticks.extend(more.ticks),
+                None => break,
+            }
+        }
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match connection::connect(&target).await {
@@ -241,10 +249,16 @@ pub(crate) async fn run<R: Record>(
     }
 }
 
-/// Reused per batch: symbol → index of its group, and the groups' record indexes.
+/// Ticks the publisher gathers from the queue into one round trip.
+const MERGE_TICKS: usize = 1 << 16;
+
+/// Reused per round trip: symbol → (its open group, the sequence that group expects next),
+/// and the groups' record indexes. A group is one message, so its sequences must be
+/// contiguous: a symbol whose next tick does not follow (a dropped batch between two
+/// merged ones) starts a new group.
 #[derive(Default)]
 struct Groups {
-    index: HashMap<Symbol, usize>,
+    index: HashMap<Symbol, (usize, u64)>,
     members: Vec<(Symbol, Vec<usize>)>,
 }
 
@@ -255,16 +269,23 @@ impl Groups {
             m.clear();
         }
         let mut used = 0;
-        for (i, (r, _)) in ticks.iter().enumerate() {
+        for (i, (r, seq)) in ticks.iter().enumerate() {
             let sym = *r.symbol();
-            let g = *self.index.entry(sym).or_insert_with(|| {
-                if used == self.members.len() {
-                    self.members.push((sym, Vec::new()));
+            let g = match self.index.get_mut(&sym) {
+                Some((g, next)) if *next == *seq => {
+                    *next += 1;
+                    *g
                 }
-                self.members[used].0 = sym;
-                used += 1;
-                used - 1
-            });
+                _ => {
+                    if used == self.members.len() {
+                        self.members.push((sym, Vec::new()));
+                    }
+                    self.members[used].0 = sym;
+                    self.index.insert(sym, (used, seq + 1));
+                    used += 1;
+                    used - 1
+                }
+            };
             self.members[g].1.push(i);
         }
         self.members.truncate(used);
@@ -362,10 +383,9 @@ mod tests {
     #[test]
     fn groups_keep_push_order_and_are_reused() {
         let mut g = Groups::default();
-        let ticks: Vec<_> = ["A", "B", "A", "C", "B", "A"]
+        let ticks: Vec<_> = [("A", 1), ("B", 1), ("A", 2), ("C", 1), ("B", 2), ("A", 3)]
             .iter()
-            .enumerate()
-            .map(|(i, s)| (t(s), i as u64))
+            .map(|(s, seq)| (t(s), *seq))
             .collect();
         g.fill(&ticks);
         let got: Vec<_> = g
@@ -384,6 +404,30 @@ mod tests {
         g.fill(&ticks[3..4]);
         assert_eq!(g.members.len(), 1);
         assert_eq!(g.members[0].1, vec![0]);
+    }
+
+    #[test]
+    fn a_sequence_gap_starts_a_new_message() {
+        let mut g = Groups::default();
+        // A's seq 3-4 were in a dropped batch between two merged ones.
+        let ticks: Vec<_> = [("A", 1), ("A", 2), ("B", 7), ("A", 5), ("A", 6)]
+            .iter()
+            .map(|(s, seq)| (t(s), *seq))
+            .collect();
+        g.fill(&ticks);
+        let got: Vec<_> = g
+            .members
+            .iter()
+            .map(|(s, m)| (s.as_str().to_string(), m.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("A".to_string(), vec![0, 1]),
+                ("B".to_string(), vec![2]),
+                ("A".to_string(), vec![3, 4]),
+            ]
+        );
     }
 
     #[test]

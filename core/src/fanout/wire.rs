@@ -311,6 +311,35 @@ mod tests {
     }
 
     #[test]
+    fn quotes_travel_and_set_their_latest_fields() {
+        let q = crate::Quote {
+            time_ns: 5,
+            symbol: Symbol::new("EURUSD").unwrap(),
+            bid: 1.0825,
+            ask: 1.0826,
+            bid_size: 1e6,
+            ask_size: 2e6,
+        };
+        let mut m = TickMessage {
+            source: "s".into(),
+            symbol: "EURUSD".into(),
+            kind: TickKind::Quote,
+            first_seq: 1,
+            trades: Vec::new(),
+            quotes: Vec::new(),
+        };
+        q.push_to_message(&mut m);
+        for f in [PayloadFormat::Json, PayloadFormat::Rkyv] {
+            let back = TickMessage::decode(f, &m.encode(f).unwrap()).unwrap();
+            assert_eq!(back.quotes[0].ask, 1.0826);
+        }
+        let fields = q.latest_fields(9);
+        assert!(fields.contains(&("quote_bid", "1.0825".to_string())));
+        assert!(fields.contains(&("quote_seq", "9".to_string())));
+        assert!(fields.iter().all(|(k, _)| k.starts_with("quote_")));
+    }
+
+    #[test]
     fn garbage_is_a_typed_error() {
         for f in [PayloadFormat::Json, PayloadFormat::Rkyv] {
             assert!(TickMessage::decode(f, b"\x00\x01garbage").is_err());
