@@ -89,6 +89,8 @@ struct Delivery {
 async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Result<Delivery> {
     let market = SyntheticMarket::new(seed, args.symbols);
     let symbols: Vec<Symbol> = market.symbols().to_vec();
+    let (host, port) = host_port(&args.redis_url)?;
+    clear_keys(&host, port, &symbols)?;
     let mut sub = TickSubscription::live(&args.redis_url, format, &symbols).await?;
     let ingestor = Ingestor::<Trade>::builder()
         .discard()
@@ -191,6 +193,25 @@ fn mean_payload(args: &FanoutArgs, format: PayloadFormat) -> Result<usize> {
     Ok(bytes / groups.len().max(1))
 }
 
+/// Deletes the streams and latest hashes of `symbols` (what earlier runs left), so every run
+/// starts from the same Redis memory.
+fn clear_keys(host: &str, port: u16, symbols: &[Symbol]) -> Result<()> {
+    let keys: Vec<String> = symbols
+        .iter()
+        .flat_map(|s| {
+            let s = s.as_str();
+            [format!("md:{{{s}}}:ticks"), format!("md:{{{s}}}:latest")]
+        })
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["-h", host, "-p", &port.to_string(), "DEL"])
+        .args(&keys)
+        .output()
+        .context("running redis-cli")?;
+    ensure!(out.status.success(), "redis-cli DEL failed");
+    Ok(())
+}
+
 /// `redis-benchmark -P 64` of `PUBLISH` with a `size`-byte payload: requests/s.
 fn redis_benchmark_publish(host: &str, port: u16, size: usize, requests: usize) -> Result<f64> {
     let payload = "x".repeat(size);
@@ -227,6 +248,8 @@ fn redis_benchmark_publish(host: &str, port: u16, size: usize, requests: usize) 
 async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogram<u64>> {
     let market = SyntheticMarket::new(5, args.symbols);
     let symbols: Vec<Symbol> = market.symbols().to_vec();
+    let (host, port) = host_port(&args.redis_url)?;
+    clear_keys(&host, port, &symbols)?;
     let rate = args.latency_rate;
     let seconds = args.latency_seconds;
     // The subscriber runs on its own thread and runtime, as a consumer process would.

@@ -49,6 +49,28 @@ async fn partition_of(client: &Client, table: &str, time_ns: i64) -> String {
         .get(0)
 }
 
+/// The default settings (90-day retention) on plain PostgreSQL.
+fn plain_with_retention() -> SchemaConfig {
+    SchemaConfig {
+        variant: Some(Variant::Postgres),
+        ..SchemaConfig::default()
+    }
+}
+
+/// Every `exchange_seq` in `market_data`, ascending.
+async fn exchange_seqs(client: &Client) -> Vec<i64> {
+    client
+        .query(
+            "SELECT exchange_seq FROM market_data ORDER BY exchange_seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 fn now_ns() -> i64 {
     unix_ns(SystemTime::now())
 }
@@ -255,11 +277,7 @@ async fn the_partition_width_cannot_change_once_partitions_exist() {
 async fn far_past_far_future_and_new_symbols_land_and_are_reported() {
     // Default retention (90 days): the far-past row is accepted, then expired by
     // maintenance; the far-future one stays in the default partition and is reported.
-    let config = SchemaConfig {
-        variant: Some(Variant::Postgres),
-        ..SchemaConfig::default()
-    };
-    let (url, client) = fresh_db(&config).await;
+    let (url, client) = fresh_db(&plain_with_retention()).await;
     let now = now_ns();
     let rows = [
         trade_at("ESZ6", now, 1),
@@ -281,16 +299,7 @@ async fn far_past_far_future_and_new_symbols_land_and_are_reported() {
     assert_eq!(report.rows_moved, 1, "{report:?}");
     assert_eq!(report.rows_expired, 1, "{report:?}");
     assert_eq!(report.rows_in_default, 1, "{report:?}");
-    let seqs: Vec<i64> = client
-        .query(
-            "SELECT exchange_seq FROM market_data ORDER BY exchange_seq",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let seqs = exchange_seqs(&client).await;
     assert_eq!(seqs, vec![1, 2, 3, 5]);
     let moved = partition_of(&client, "market_data", now - 30 * DAY_NS).await;
     assert!(moved.starts_with("market_data_p"), "{moved}");
@@ -311,11 +320,7 @@ async fn far_past_far_future_and_new_symbols_land_and_are_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_only_rows_older_than_the_window() {
-    let config = SchemaConfig {
-        variant: Some(Variant::Postgres),
-        ..SchemaConfig::default()
-    };
-    let (url, client) = fresh_db(&config).await;
+    let (url, client) = fresh_db(&plain_with_retention()).await;
     let now = now_ns();
     let ages_days = [115.0, 95.0, 91.0, 90.5, 89.9, 89.0, 60.0, 10.0, 0.0];
     let rows: Vec<Trade> = ages_days
@@ -340,16 +345,7 @@ async fn retention_removes_only_rows_older_than_the_window() {
     assert!(report.partitions_dropped >= 3, "{report:?}");
     let cutoff = now - 90 * DAY_NS;
     let day_of_cutoff = cutoff.div_euclid(DAY_NS) * DAY_NS;
-    let left: Vec<i64> = client
-        .query(
-            "SELECT exchange_seq FROM market_data ORDER BY exchange_seq",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left = exchange_seqs(&client).await;
     for (i, row) in rows.iter().enumerate() {
         let kept = left.contains(&(i as i64));
         if row.time_ns >= cutoff {
