@@ -67,9 +67,12 @@ pub(crate) async fn run<R: Record>(
             rows_committed: rows,
             rows_dead_lettered: 0,
         };
+        // Rows the database rejected (indexes in the batch): not published after commit.
+        let mut dead_rows = Vec::new();
         if rows > 0 {
             if let Some(pg) = pg.as_mut() {
-                let dead = pg.write(&shared, &batch).await;
+                dead_rows = pg.write(&shared, &batch).await;
+                let dead = dead_rows.len() as u64;
                 report.rows_committed = rows - dead;
                 report.rows_dead_lettered = dead;
             }
@@ -88,7 +91,15 @@ pub(crate) async fn run<R: Record>(
                 .record(started.elapsed().as_micros() as u64);
             let _ = h.batch_rows.record(rows);
         }
-        if let (Some(q), Some(f)) = (shared.fanout.as_deref(), fanout) {
+        if let (Some(q), Some(mut f)) = (shared.fanout.as_deref(), fanout) {
+            if !dead_rows.is_empty() {
+                // Their sequences become gaps: consumers see the ticks were not delivered.
+                let mut i = 0;
+                f.ticks.retain(|_| {
+                    i += 1;
+                    dead_rows.binary_search(&(i - 1)).is_err()
+                });
+            }
             q.push(f);
         }
         for w in batch.waiters.drain(..) {
@@ -193,10 +204,11 @@ impl PgWriter {
         Ok(())
     }
 
-    /// Writes `batch` exactly once; returns how many rows were dead-lettered. Retries for as
-    /// long as it takes: a stuck database fills the ring and pushes back on producers.
-    async fn write<R: Record>(&mut self, shared: &Shared<R>, batch: &SealedBatch) -> u64 {
-        let mut dead = 0;
+    /// Writes `batch` exactly once; returns the indexes of the rows that were dead-lettered,
+    /// ascending. Retries for as long as it takes: a stuck database fills the ring and
+    /// pushes back on producers.
+    async fn write<R: Record>(&mut self, shared: &Shared<R>, batch: &SealedBatch) -> Vec<usize> {
+        let mut dead = Vec::new();
         // Ranges still to commit, last = next; halves are pushed in reverse so rows keep
         // their order.
         let mut todo: Vec<Range<usize>> = Vec::with_capacity(16);
@@ -239,7 +251,7 @@ impl PgWriter {
                         hook(&letter);
                     }
                     metrics::add(&shared.rings[self.shard].counters.dead_lettered, 1);
-                    dead += 1;
+                    dead.push(range.start);
                 }
             }
         }

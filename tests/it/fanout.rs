@@ -292,3 +292,57 @@ async fn fanout_continues_on_the_replica_sentinel_promotes() {
     assert_eq!(f.published + f.dropped, f.enqueued, "{f:?}");
     assert_eq!(count(&client, "market_data").await, 10_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_database_rejects_are_not_published_after_commit() {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    client
+        .batch_execute("ALTER TABLE market_data ADD CONSTRAINT positive_price CHECK (price >= 0)")
+        .await
+        .unwrap();
+    let syms = symbols(4);
+    let mut sub = TickSubscription::live(&redis.url(), PayloadFormat::Json, &syms)
+        .await
+        .unwrap();
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .fanout(FanoutConfig::new(redis.url()))
+        .start()
+        .await
+        .unwrap();
+    let bad_at = [5u64, 6, 400, 999];
+    let rows: Vec<Trade> = (0..1_000u64)
+        .map(|k| {
+            let mut t = trade(syms[k as usize % 4], k);
+            if bad_at.contains(&k) {
+                t.price = -1.0;
+            }
+            t
+        })
+        .collect();
+    ingestor.push_batch(&rows).unwrap();
+    ingestor.shutdown().await.unwrap();
+    let messages = receive(&mut sub, 1_000 - bad_at.len(), Duration::from_secs(30)).await;
+    let published: Vec<i64> = {
+        let mut v: Vec<i64> = messages
+            .iter()
+            .flat_map(|m| m.trades.iter().map(|t| t.exchange_seq))
+            .collect();
+        v.sort();
+        v
+    };
+    let stored: Vec<i64> = client
+        .query("SELECT exchange_seq FROM market_data ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(published, stored);
+    assert!(published.iter().all(|k| !bad_at.contains(&(*k as u64))));
+    // Nothing else arrives: the rejected ticks are gone, their sequences are gaps.
+    assert!(tokio::time::timeout(Duration::from_millis(500), sub.next())
+        .await
+        .is_err());
+}
