@@ -139,6 +139,7 @@ pub(crate) async fn run<R: Record>(
 
     loop {
         let mut drained = 0usize;
+        let mut barriers = 0u64;
         let mut barrier_seen = false;
         while drained < DRAIN_BUDGET {
             let Some(slot) = ring.queue.pop() else { break };
@@ -166,6 +167,7 @@ pub(crate) async fn run<R: Record>(
                 }
                 Slot::Barrier(waiter) => {
                     open.waiters.push(waiter);
+                    barriers += 1;
                     barrier_seen = true;
                 }
             }
@@ -173,8 +175,8 @@ pub(crate) async fn run<R: Record>(
         if drained > 0 {
             ring.after_drain();
         }
-        let records = drained as u64;
-        metrics::add(&ring.counters.drained, records);
+        // Barriers are receipts' markers, not records: `accepted` counts records only.
+        metrics::add(&ring.counters.drained, drained as u64 - barriers);
 
         let closing = shared.closed.load(Ordering::SeqCst);
         let lingered = open.opened.is_some_and(|t| t.elapsed() >= cfg.linger);

@@ -42,6 +42,7 @@
 //! | [`ingestor`] | [`Ingestor`]: push, receipts, metrics, shutdown |
 //! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
 //! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper |
+//! | [`frame`] | the daemon's TCP ingest protocol: length-prefixed rkyv frames and acks |
 //! | [`schema`] | the versioned schema (`sql/`), its migrator and partition maintenance |
 //! | [`query`] | [`MarketDataReader`](query::MarketDataReader): latest tick, trades, quotes, OHLCV bars |
 //!
@@ -75,6 +76,7 @@ pub mod dbn_file;
 pub mod dead_letter;
 mod error;
 pub mod fanout;
+pub mod frame;
 pub mod ingestor;
 pub mod metrics;
 mod partition_task;

@@ -183,6 +183,13 @@ impl MarketDataReader {
             .map_err(|e| Error::pg(context, e))
     }
 
+    /// `SELECT 1`: is the database reachable?
+    pub async fn ping(&self) -> Result<()> {
+        self.query("pinging the read database", "SELECT 1", &[])
+            .await
+            .map(|_| ())
+    }
+
     /// The latest trade and quote of `symbol`.
     pub async fn latest(&self, symbol: Symbol) -> Result<Latest> {
         let sym = symbol.as_str();

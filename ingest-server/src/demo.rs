@@ -9,7 +9,7 @@ use christmas_core::synthetic::{SyntheticMarket, Tick};
 use christmas_core::{Ingestor, MetricsSnapshot, Quote, Summary, Trade};
 
 /// Flags of `christmas-ingest demo`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
     /// Instruments in the synthetic market.
     #[arg(long, default_value_t = 500)]

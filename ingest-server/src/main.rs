@@ -1,49 +1,140 @@
-//! `christmas-ingest`: parse flags, then run one command. The work lives in
-//! `christmas-core`; this binary only wires it to the outside world.
+//! `christmas-ingest`: parse flags and config, bind, run. The work lives in the library
+//! (`christmas_ingest`) and in `christmas-core`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use anyhow::Context;
+use christmas_ingest::config::DaemonConfig;
+use christmas_ingest::{auth, demo, migrate, replay, server};
 use clap::{Parser, Subcommand};
-
-mod demo;
-mod migrate;
 
 /// The Christmas market-data ingest daemon.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// PostgreSQL URL to write to.
+    /// PostgreSQL URL to write to (overrides the config file).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
+    /// TOML config file (every setting documented in `christmas_ingest::config`).
+    #[arg(long, env = "CHRISTMAS_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve HTTP (and TCP) ingest and reads until SIGTERM / SIGINT, then drain and flush.
+    Serve {
+        /// HTTP listen address (overrides config and CHRISTMAS_HTTP_ADDR).
+        #[arg(long)]
+        http_addr: Option<String>,
+        /// TCP ingest listen address; "" turns it off.
+        #[arg(long)]
+        tcp_addr: Option<String>,
+    },
+    /// Validate the config (file + environment) and print it without secrets.
+    CheckConfig,
+    /// Print the SHA-256 of an API key, for the config's api_keys.
+    HashKey {
+        /// The key.
+        key: String,
+    },
     /// Bring the database to the current schema (TimescaleDB or plain PostgreSQL) and
     /// create the least-privilege role. Safe to run twice, or from several daemons at once.
     Migrate(migrate::MigrateArgs),
+    /// Replay a DBN (.dbn, .dbn.zst) or CSV file into the database.
+    Replay(replay::ReplayArgs),
     /// Run the engine fed by a synthetic market, printing live throughput every second.
     Demo(demo::DemoArgs),
+}
+
+fn config(cli: &Cli) -> anyhow::Result<DaemonConfig> {
+    let mut c = DaemonConfig::load(cli.config.as_deref())?;
+    if let Some(url) = &cli.database_url {
+        c.database_url = Some(url.clone());
+    }
+    Ok(c)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
-    let url = cli
-        .database_url
-        .context("no database URL: pass --database-url or set DATABASE_URL")?;
-    match cli.command {
-        Command::Migrate(args) => migrate::run(&url, &args).await,
-        Command::Demo(args) => demo::run(&url, args, shutdown_signal()).await,
+    let url = || {
+        cli.database_url
+            .clone()
+            .context("no database URL: pass --database-url or set DATABASE_URL")
+    };
+    match &cli.command {
+        Command::Serve {
+            http_addr,
+            tcp_addr,
+        } => {
+            let mut c = config(&cli)?;
+            if let Some(a) = http_addr {
+                c.http_addr = a.clone();
+            }
+            if let Some(a) = tcp_addr {
+                c.tcp_addr = a.clone();
+            }
+            c.validate()?;
+            let http = tokio::net::TcpListener::bind(&c.http_addr)
+                .await
+                .with_context(|| format!("binding {}", c.http_addr))?;
+            let tcp = match c.tcp_addr.as_str() {
+                "" => None,
+                a => Some(
+                    tokio::net::TcpListener::bind(a)
+                        .await
+                        .with_context(|| format!("binding {a}"))?,
+                ),
+            };
+            let state = server::AppState::start(c).await?;
+            server::run(http, tcp, state, shutdown_signal()).await
+        }
+        Command::CheckConfig => {
+            let c = config(&cli)?;
+            c.validate()?;
+            println!("config is valid: {c:#?}");
+            Ok(())
+        }
+        Command::HashKey { key } => {
+            println!("{}", auth::hash_key(key));
+            Ok(())
+        }
+        Command::Migrate(args) => migrate::run(&url()?, args).await,
+        Command::Replay(args) => {
+            let started = std::time::Instant::now();
+            let s = replay::run(&url()?, args).await?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "replayed {}: {} trades, {} quotes; {} rows committed, {} dead-lettered, in {:.2} s ({:.0} ticks/s)",
+                args.file.display(),
+                s.trades,
+                s.quotes,
+                s.committed,
+                s.dead_lettered,
+                secs,
+                (s.trades + s.quotes) as f64 / secs.max(1e-9)
+            );
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(&url()?, args.clone(), shutdown_signal()).await,
     }
 }
 
+/// Human-readable logs on a terminal, JSON lines otherwise; `RUST_LOG` filters.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::io::stdout().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

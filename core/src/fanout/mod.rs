@@ -19,14 +19,17 @@
 //! | `connection` | connecting to a node, the Sentinel-reported master, or a cluster |
 //! | `publisher` | the bounded queue and the publishing task |
 //! | [`subscriber`] | [`TickSubscription`]: live pub/sub, or stream replay with resume |
+//! | [`latest`] | [`LatestCache`]: the latest trade / quote hashes, read back |
 
 pub mod config;
 pub(crate) mod connection;
+pub mod latest;
 pub(crate) mod publisher;
 pub mod subscriber;
 pub mod wire;
 
 pub use config::{FanoutConfig, PublishPoint, RedisTarget};
+pub use latest::{LatestCache, LatestTicks};
 pub use publisher::FanoutSnapshot;
 pub use subscriber::{Delivery, TickSubscription};
 pub use wire::{access_rkyv, ArchivedTickMessage, PayloadFormat, TickKind, TickMessage};

@@ -1,0 +1,288 @@
+//! [`DaemonConfig`]: a TOML file plus environment overrides, validated at start.
+//!
+//! Every field has a default; a file may set any of them (unknown keys are refused). Then
+//! the environment wins: `DATABASE_URL`, `READ_DATABASE_URL`, `REDIS_URL`,
+//! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_OPEN_READS`,
+//! `CHRISTMAS_API_KEYS` (`name:sha256hex:scope+scope,…`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::auth::{ApiKey, Scope};
+
+/// The daemon's settings. Field docs are the user documentation.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// HTTP listen address (default `127.0.0.1:8080`).
+    pub http_addr: String,
+    /// TCP ingest listen address (default `127.0.0.1:9090`; empty turns it off).
+    pub tcp_addr: String,
+    /// PostgreSQL to write to. Required.
+    pub database_url: Option<String>,
+    /// PostgreSQL to read market data from (a replica); default: `database_url`.
+    pub read_database_url: Option<String>,
+    /// Redis for the fan-out and the latest-tick cache; unset turns both off.
+    pub redis_url: Option<String>,
+    /// Fan-out payload: `json` or `rkyv`.
+    pub fanout_format: String,
+    /// Shards per record kind.
+    pub shards: usize,
+    /// Largest request body, bytes (413 beyond; default 8 MiB).
+    pub max_body_bytes: usize,
+    /// Largest TCP frame, bytes (default 8 MiB).
+    pub max_frame_bytes: usize,
+    /// A request taking longer is answered 503 (default 30 s; `ack=committed` waits for
+    /// the commit within it).
+    pub request_timeout_ms: u64,
+    /// Open connections, HTTP and TCP together (default 1,024); further ones wait.
+    pub max_connections: usize,
+    /// `/ready` fails when any ring is fuller than this fraction (default 0.8).
+    pub ready_ring_fraction: f64,
+    /// How long shutdown may take to drain and flush (default 30 s).
+    pub shutdown_timeout_ms: u64,
+    /// Whether market-data reads need a key with the `read` scope (default false: open).
+    pub auth_reads: bool,
+    /// API keys; none configured means no authentication (a warning is logged).
+    pub api_keys: Vec<ApiKey>,
+}
+
+impl std::fmt::Debug for DaemonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may hold passwords; keys are hashes but need not be shown.
+        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("DaemonConfig")
+            .field("http_addr", &self.http_addr)
+            .field("tcp_addr", &self.tcp_addr)
+            .field("database_url", &set(&self.database_url))
+            .field("read_database_url", &set(&self.read_database_url))
+            .field("redis_url", &set(&self.redis_url))
+            .field("fanout_format", &self.fanout_format)
+            .field("shards", &self.shards)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("max_connections", &self.max_connections)
+            .field("ready_ring_fraction", &self.ready_ring_fraction)
+            .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .field("auth_reads", &self.auth_reads)
+            .field("api_keys", &self.api_keys.len())
+            .finish()
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            http_addr: "127.0.0.1:8080".into(),
+            tcp_addr: "127.0.0.1:9090".into(),
+            database_url: None,
+            read_database_url: None,
+            redis_url: None,
+            fanout_format: "json".into(),
+            shards: 2,
+            max_body_bytes: 8 << 20,
+            max_frame_bytes: 8 << 20,
+            request_timeout_ms: 30_000,
+            max_connections: 1_024,
+            ready_ring_fraction: 0.8,
+            shutdown_timeout_ms: 30_000,
+            auth_reads: false,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Reads `path` (if any) and applies the environment. Call [`DaemonConfig::validate`]
+    /// after any further overrides (command-line flags).
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("in config file {}", p.display()))?
+            }
+            None => DaemonConfig::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    /// Applies environment overrides read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(v) = var("DATABASE_URL") {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = var("READ_DATABASE_URL") {
+            self.read_database_url = Some(v);
+        }
+        if let Some(v) = var("REDIS_URL") {
+            self.redis_url = Some(v);
+        }
+        if let Some(v) = var("CHRISTMAS_HTTP_ADDR") {
+            self.http_addr = v;
+        }
+        if let Some(v) = var("CHRISTMAS_TCP_ADDR") {
+            self.tcp_addr = v;
+        }
+        if let Some(v) = var("CHRISTMAS_SHARDS") {
+            self.shards = v.parse().context("CHRISTMAS_SHARDS must be a number")?;
+        }
+        if let Some(v) = var("CHRISTMAS_AUTH_READS") {
+            self.auth_reads = v
+                .parse()
+                .context("CHRISTMAS_AUTH_READS must be true or false")?;
+        }
+        if let Some(v) = var("CHRISTMAS_API_KEYS") {
+            self.api_keys = v
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(ApiKey::parse)
+                .collect::<Result<_>>()
+                .context("CHRISTMAS_API_KEYS")?;
+        }
+        Ok(())
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.database_url.is_none() {
+            bail!("database_url: required (set DATABASE_URL or database_url in the config file)");
+        }
+        self.http_addr
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("http_addr: {:?} is not host:port", self.http_addr))?;
+        if !self.tcp_addr.is_empty() {
+            self.tcp_addr
+                .parse::<std::net::SocketAddr>()
+                .with_context(|| format!("tcp_addr: {:?} is not host:port", self.tcp_addr))?;
+        }
+        if let Some(r) = &self.redis_url {
+            christmas_core::fanout::RedisTarget::parse(r).context("redis_url")?;
+        }
+        self.fanout_format
+            .parse::<christmas_core::fanout::PayloadFormat>()
+            .context("fanout_format")?;
+        if !(1..=256).contains(&self.shards) {
+            bail!("shards: must be between 1 and 256");
+        }
+        if !(1024..=1 << 30).contains(&self.max_body_bytes) {
+            bail!("max_body_bytes: must be between 1 KiB and 1 GiB");
+        }
+        if !(1024..=1 << 30).contains(&self.max_frame_bytes) {
+            bail!("max_frame_bytes: must be between 1 KiB and 1 GiB");
+        }
+        if self.request_timeout_ms == 0 {
+            bail!("request_timeout_ms: must be positive");
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections: must be positive");
+        }
+        if !(self.ready_ring_fraction > 0.0 && self.ready_ring_fraction <= 1.0) {
+            bail!("ready_ring_fraction: must be in (0, 1]");
+        }
+        for (i, k) in self.api_keys.iter().enumerate() {
+            k.validate().with_context(|| format!("api_keys[{i}]"))?;
+        }
+        Ok(())
+    }
+
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `shutdown_timeout_ms` as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// Whether `scope` needs a key.
+    pub fn needs_key(&self, scope: Scope) -> bool {
+        !self.api_keys.is_empty() && (scope != Scope::Read || self.auth_reads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> DaemonConfig {
+        DaemonConfig {
+            database_url: Some("postgres://u@h/db".into()),
+            ..DaemonConfig::default()
+        }
+    }
+
+    #[test]
+    fn files_parse_and_unknown_keys_are_refused() {
+        let c: DaemonConfig = toml::from_str(
+            r#"
+            http_addr = "0.0.0.0:80"
+            shards = 4
+            [[api_keys]]
+            name = "feed"
+            sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+            scopes = ["ingest"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.shards, 4);
+        assert_eq!(c.api_keys[0].scopes, vec![Scope::Ingest]);
+        assert!(toml::from_str::<DaemonConfig>("shard = 4").is_err());
+    }
+
+    #[test]
+    fn environment_wins_and_errors_name_the_field() {
+        let mut c = base();
+        c.apply_env(|k| match k {
+            "REDIS_URL" => Some("redis://h:1/".into()),
+            "CHRISTMAS_SHARDS" => Some("3".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            (c.redis_url.as_deref(), c.shards),
+            (Some("redis://h:1/"), 3)
+        );
+        c.validate().unwrap();
+        let bad = [
+            DaemonConfig {
+                database_url: None,
+                ..base()
+            },
+            DaemonConfig {
+                http_addr: "nowhere".into(),
+                ..base()
+            },
+            DaemonConfig {
+                shards: 0,
+                ..base()
+            },
+            DaemonConfig {
+                redis_url: Some("http://x".into()),
+                ..base()
+            },
+            DaemonConfig {
+                fanout_format: "xml".into(),
+                ..base()
+            },
+        ];
+        let fields = [
+            "database_url",
+            "http_addr",
+            "shards",
+            "redis_url",
+            "fanout_format",
+        ];
+        for (c, f) in bad.iter().zip(fields) {
+            let e = format!("{:#}", c.validate().unwrap_err());
+            assert!(e.starts_with(f), "{f}: {e}");
+        }
+        assert!(!format!("{:?}", base()).contains("postgres://"));
+    }
+}

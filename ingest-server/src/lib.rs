@@ -1,0 +1,33 @@
+//! # christmas-ingest
+//!
+//! The daemon around `christmas-core`: HTTP and TCP ingest, market-data reads, health,
+//! readiness and Prometheus metrics, file replay, migrations and a demo market. The binary
+//! only parses flags and config, binds, and calls [`server::run`]; everything here is also
+//! usable (and tested) as a library.
+//!
+//! ## Layout
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`config`] | [`DaemonConfig`](config::DaemonConfig): TOML file + environment, validated |
+//! | [`server`] | [`AppState`](server::AppState) (the engine behind the daemon) and [`run`](server::run) |
+//! | [`http`] | the HTTP routes ([`router`](http::router)) and their JSON errors |
+//! | [`ticks`] | the JSON / NDJSON tick format of `POST /api/ticks` |
+//! | [`tcp`] | the TCP ingest listener (rkyv frames, acks) |
+//! | [`auth`] | API keys: hashed, scoped |
+//! | [`metrics_text`] | `/metrics` in the Prometheus text format |
+//! | [`replay`] | `replay FILE`: DBN or CSV into the engine |
+//! | [`migrate`], [`demo`] | the `migrate` and `demo` commands |
+//! | [`timefmt`] | RFC 3339 / nanosecond timestamps |
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod metrics_text;
+pub mod migrate;
+pub mod replay;
+pub mod server;
+pub mod tcp;
+pub mod ticks;
+pub mod timefmt;

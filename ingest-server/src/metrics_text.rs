@@ -1,0 +1,185 @@
+//! `/metrics` in the Prometheus text format: the engine's counters, gauges and latency
+//! summaries per record kind, the fan-out's, and HTTP request counts and latency.
+
+use std::fmt::Write;
+
+use christmas_core::{MetricsSnapshot, Summary};
+use hdrhistogram::Histogram;
+
+use crate::server::AppState;
+
+fn summary(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram<u64>, scale: f64) {
+    let s = Summary::of(h);
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+    for (q, v) in [
+        ("0.5", s.p50),
+        ("0.9", s.p90),
+        ("0.99", s.p99),
+        ("0.999", s.p999),
+    ] {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let _ = writeln!(
+            out,
+            "{name}{{{labels}{sep}quantile=\"{q}\"}} {}",
+            v as f64 * scale
+        );
+    }
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(
+        out,
+        "{name}_sum{braces} {}",
+        s.mean * s.count as f64 * scale
+    );
+    let _ = writeln!(out, "{name}_count{braces} {}", s.count);
+}
+
+/// Name, help, and how to read a counter from a snapshot.
+type Counter = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
+
+fn engine(out: &mut String, kinds: &[(&str, MetricsSnapshot)]) {
+    let counters: [Counter; 8] = [
+        (
+            "christmas_accepted_total",
+            "Records accepted into the rings.",
+            MetricsSnapshot::accepted,
+        ),
+        (
+            "christmas_rows_committed_total",
+            "Rows committed to PostgreSQL.",
+            MetricsSnapshot::rows_committed,
+        ),
+        (
+            "christmas_batches_committed_total",
+            "Batches committed.",
+            MetricsSnapshot::batches_committed,
+        ),
+        (
+            "christmas_dropped_total",
+            "Records evicted by drop-oldest backpressure.",
+            MetricsSnapshot::dropped,
+        ),
+        (
+            "christmas_rejected_full_total",
+            "Pushes refused because a ring was full.",
+            MetricsSnapshot::rejected_full,
+        ),
+        (
+            "christmas_retries_total",
+            "Commit attempts retried.",
+            MetricsSnapshot::retries,
+        ),
+        (
+            "christmas_dead_lettered_total",
+            "Rows PostgreSQL rejected.",
+            MetricsSnapshot::dead_lettered,
+        ),
+        (
+            "christmas_ledger_hits_total",
+            "Ambiguous failures the ledger resolved as committed.",
+            MetricsSnapshot::ledger_hits,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (kind, m) in kinds {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", get(m));
+        }
+    }
+    let _ = writeln!(out, "# HELP christmas_ring_depth Records waiting in a shard's ring.\n# TYPE christmas_ring_depth gauge");
+    for (kind, m) in kinds {
+        for (i, sh) in m.shards.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "christmas_ring_depth{{kind=\"{kind}\",shard=\"{i}\"}} {}",
+                sh.ring_depth
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP christmas_ring_capacity Records a shard's ring holds.\n# TYPE christmas_ring_capacity gauge");
+    for (kind, m) in kinds {
+        for (i, sh) in m.shards.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "christmas_ring_capacity{{kind=\"{kind}\",shard=\"{i}\"}} {}",
+                sh.ring_capacity
+            );
+        }
+    }
+    for (kind, m) in kinds {
+        let labels = format!("kind=\"{kind}\"");
+        summary(
+            out,
+            "christmas_push_to_commit_seconds",
+            "Push to commit latency.",
+            &labels,
+            &m.push_to_commit_us,
+            1e-6,
+        );
+        summary(
+            out,
+            "christmas_batch_commit_seconds",
+            "Time to commit one batch.",
+            &labels,
+            &m.batch_commit_us,
+            1e-6,
+        );
+        if let Some(r) = &m.maintenance {
+            let _ = writeln!(
+                out,
+                "christmas_rows_in_default_partition{{{labels}}} {}",
+                r.rows_in_default
+            );
+        }
+        if let Some(f) = &m.fanout {
+            for (name, v) in [
+                ("christmas_fanout_published_total", f.published),
+                ("christmas_fanout_dropped_total", f.dropped),
+                ("christmas_fanout_messages_total", f.messages),
+                ("christmas_fanout_errors_total", f.errors),
+                ("christmas_fanout_queue_depth", f.queue_depth),
+                ("christmas_fanout_connected", u64::from(f.connected)),
+            ] {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+    }
+}
+
+/// The whole `/metrics` page.
+pub fn render(s: &AppState) -> String {
+    let mut out = String::with_capacity(8 << 10);
+    engine(
+        &mut out,
+        &[("trade", s.trades.metrics()), ("quote", s.quotes.metrics())],
+    );
+    let _ = writeln!(out, "# HELP christmas_http_requests_total HTTP requests by route and status.\n# TYPE christmas_http_requests_total counter");
+    for ((method, route, status), n) in s
+        .http
+        .counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        let _ = writeln!(out, "christmas_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
+    }
+    let h = s
+        .http
+        .latency_us
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    summary(
+        &mut out,
+        "christmas_http_request_duration_seconds",
+        "HTTP request latency.",
+        "",
+        &h,
+        1e-6,
+    );
+    let _ = writeln!(out, "# HELP christmas_uptime_seconds Seconds since start.\n# TYPE christmas_uptime_seconds gauge\nchristmas_uptime_seconds {}", s.started.elapsed().as_secs());
+    out
+}

@@ -1,0 +1,296 @@
+//! Wiring: the engine behind the daemon ([`AppState`]), and [`run`], which serves HTTP and
+//! TCP until `shutdown` resolves, then drains and flushes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use christmas_core::fanout::{FanoutConfig, LatestCache};
+use christmas_core::query::MarketDataReader;
+use christmas_core::{Ingestor, Quote, Trade};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::DaemonConfig;
+use crate::{http, tcp};
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(pub Arc<Inner>);
+
+/// The shared state behind [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    /// The validated config.
+    pub config: DaemonConfig,
+    /// Trades pipeline.
+    pub trades: Ingestor<Trade>,
+    /// Quotes pipeline.
+    pub quotes: Ingestor<Quote>,
+    /// Market-data reads (the replica when configured).
+    pub reader: MarketDataReader,
+    /// The fan-out's latest-tick hashes, when Redis is configured.
+    pub cache: Option<LatestCache>,
+    /// HTTP request counters and latency.
+    pub http: HttpMetrics,
+    /// Process start.
+    pub started: Instant,
+    /// Request ids: `<boot>-<n>`.
+    pub boot: u32,
+    /// Next request number.
+    pub requests: AtomicU64,
+    /// Connections allowed at once (HTTP and TCP together).
+    pub connections: Arc<Semaphore>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Request counts by (method, route, status) and request latency.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    /// Counts.
+    pub counts: Mutex<std::collections::BTreeMap<(String, String, u16), u64>>,
+    /// Latency, microseconds.
+    pub latency_us: Mutex<Histogram<u64>>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let mut h = Histogram::new(3).expect("3 significant figures is valid");
+        h.auto(true);
+        HttpMetrics {
+            counts: Mutex::default(),
+            latency_us: Mutex::new(h),
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Counts one request.
+    pub fn record(&self, method: &str, route: &str, status: u16, micros: u64) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((method.to_string(), route.to_string(), status))
+            .or_insert(0) += 1;
+        let _ = self
+            .latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(micros);
+    }
+}
+
+impl AppState {
+    /// Starts the engine the config describes: both pipelines (with fan-out when Redis is
+    /// configured), the reader and the latest-tick cache.
+    pub async fn start(config: DaemonConfig) -> Result<AppState> {
+        config.validate()?;
+        let url = config.database_url.clone().context("database_url")?;
+        let fanout = match &config.redis_url {
+            Some(r) => Some(FanoutConfig {
+                format: config.fanout_format.parse()?,
+                ..FanoutConfig::new(r)
+            }),
+            None => None,
+        };
+        let mut trades = Ingestor::<Trade>::builder()
+            .database_url(&url)
+            .shards(config.shards)
+            .stream("daemon");
+        let mut quotes = Ingestor::<Quote>::builder()
+            .database_url(&url)
+            .shards(config.shards)
+            .stream("daemon");
+        if let Some(f) = fanout {
+            trades = trades.fanout(f.clone());
+            quotes = quotes.fanout(f);
+        }
+        let trades = trades
+            .start()
+            .await
+            .context("starting the trade pipeline")?;
+        let quotes = quotes
+            .start()
+            .await
+            .context("starting the quote pipeline")?;
+        let read_url = config.read_database_url.as_deref().unwrap_or(&url);
+        let reader = MarketDataReader::connect(read_url)
+            .await
+            .context("connecting the market-data reader")?;
+        let cache = config
+            .redis_url
+            .as_deref()
+            .map(LatestCache::new)
+            .transpose()?;
+        if config.api_keys.is_empty() {
+            tracing::warn!("no api_keys configured: every endpoint is open");
+        }
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+        Ok(AppState(Arc::new(Inner {
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            trades,
+            quotes,
+            reader,
+            cache,
+            http: HttpMetrics::default(),
+            started: Instant::now(),
+            boot,
+            requests: AtomicU64::new(0),
+        })))
+    }
+}
+
+/// A TCP connection holding one of the daemon's connection permits.
+#[derive(Debug)]
+pub struct CappedStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for CappedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CappedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// An HTTP listener that accepts at most `max_connections` connections at once.
+#[derive(Debug)]
+pub struct CappedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = CappedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let permit = match self.permits.clone().acquire_owned().await {
+                Ok(p) => p,
+                // The semaphore is never closed; if it were, accept nothing more.
+                Err(_) => return std::future::pending().await,
+            };
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (
+                        CappedStream {
+                            stream,
+                            _permit: permit,
+                        },
+                        addr,
+                    );
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// Serves `http` (and `tcp`, when given) until `shutdown` resolves; then stops accepting,
+/// finishes in-flight requests and frames, and flushes every accepted record to PostgreSQL
+/// (within `shutdown_timeout`).
+pub async fn run(
+    http: TcpListener,
+    tcp: Option<TcpListener>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tcp_task = tcp.map(|l| tokio::spawn(tcp::serve(l, state.clone(), stop_rx.clone())));
+    let listener = CappedListener {
+        inner: http,
+        permits: state.connections.clone(),
+    };
+    tracing::info!(
+        http = %listener.inner.local_addr()?,
+        "christmas-ingest serving"
+    );
+    let mut http_stop = stop_rx.clone();
+    let server =
+        axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.await;
+    tracing::info!("shutting down: no new requests; draining");
+    let _ = stop_tx.send(true);
+    let deadline = state.config.shutdown_timeout();
+    let drained = tokio::time::timeout(deadline, async {
+        let _ = server.await;
+        if let Some(t) = tcp_task {
+            let _ = t.await;
+        }
+        let t = state.trades.shutdown().await;
+        let q = state.quotes.shutdown().await;
+        (t, q)
+    })
+    .await;
+    match drained {
+        Ok((Ok(t), Ok(q))) => {
+            tracing::info!(
+                trades = t.rows_committed(),
+                quotes = q.rows_committed(),
+                "stopped; everything accepted is committed"
+            );
+            Ok(())
+        }
+        Ok((t, q)) => {
+            t?;
+            q?;
+            Ok(())
+        }
+        Err(_) => anyhow::bail!(
+            "shutdown took longer than {deadline:?}; some records may not be committed"
+        ),
+    }
+}
