@@ -2,6 +2,7 @@
 
 mod core_faults;
 mod core_ingest;
+mod daemon;
 mod fanout;
 mod harness;
 mod schema;
