@@ -17,12 +17,14 @@
 //! | [`auth`] | API keys: hashed, scoped |
 //! | [`metrics_text`] | `/metrics` in the Prometheus text format |
 //! | [`replay`] | `replay FILE`: DBN or CSV into the engine |
-//! | [`migrate`], [`demo`] | the `migrate` and `demo` commands |
+//! | [`feed`] | `feed`: a synthetic market sent to a daemon over TCP, like a feed handler |
+//! | [`migrate`], [`demo`] | the `migrate` and `demo` (engine in-process) commands |
 //! | [`timefmt`] | RFC 3339 / nanosecond timestamps |
 
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod feed;
 pub mod http;
 pub mod metrics_text;
 pub mod migrate;

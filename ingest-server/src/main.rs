@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use christmas_ingest::config::DaemonConfig;
-use christmas_ingest::{auth, demo, migrate, replay, server};
+use christmas_ingest::{auth, demo, feed, migrate, replay, server};
 use clap::{Parser, Subcommand};
 
 /// The Christmas market-data ingest daemon.
@@ -46,8 +46,10 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Replay a DBN (.dbn, .dbn.zst) or CSV file into the database.
     Replay(replay::ReplayArgs),
-    /// Run the engine fed by a synthetic market, printing live throughput every second.
+    /// Run the engine in this process fed by a synthetic market, printing live throughput.
     Demo(demo::DemoArgs),
+    /// Send a synthetic market to a running daemon's TCP port, as a feed handler would.
+    Feed(feed::FeedArgs),
 }
 
 fn config(cli: &Cli) -> anyhow::Result<DaemonConfig> {
@@ -122,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(&url()?, args.clone(), shutdown_signal()).await,
+        Command::Feed(args) => feed::run(args.clone(), shutdown_signal()).await,
     }
 }
 
