@@ -42,6 +42,7 @@
 //! | [`ingestor`] | [`Ingestor`]: push, receipts, metrics, shutdown |
 //! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
 //! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper |
+//! | [`orders`] | orders: group-committed and idempotent ([`OrderDesk`](orders::OrderDesk)), events to workers ([`OrderWorker`](orders::OrderWorker)) |
 //! | [`frame`] | the daemon's TCP ingest protocol: length-prefixed rkyv frames and acks |
 //! | [`schema`] | the versioned schema (`sql/`), its migrator and partition maintenance |
 //! | [`query`] | [`MarketDataReader`](query::MarketDataReader): latest tick, trades, quotes, OHLCV bars |
@@ -79,6 +80,7 @@ pub mod fanout;
 pub mod frame;
 pub mod ingestor;
 pub mod metrics;
+pub mod orders;
 mod partition_task;
 pub mod query;
 pub mod record;

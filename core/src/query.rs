@@ -147,7 +147,7 @@ impl MarketDataReader {
         Ok(reader)
     }
 
-    async fn client(&self) -> Result<Arc<Client>> {
+    pub(crate) async fn client(&self) -> Result<Arc<Client>> {
         if let Some(c) = self.lock().as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
@@ -170,7 +170,7 @@ impl MarketDataReader {
         self.client.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn query(
+    pub(crate) async fn query(
         &self,
         context: &'static str,
         sql: &str,

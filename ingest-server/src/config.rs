@@ -48,6 +48,15 @@ pub struct DaemonConfig {
     pub auth_reads: bool,
     /// API keys; none configured means no authentication (a warning is logged).
     pub api_keys: Vec<ApiKey>,
+    /// Order writer connections, each committing one group of orders at a time (default 2).
+    pub order_connections: usize,
+    /// Most orders committed in one transaction (default 1,024).
+    pub order_max_group: usize,
+    /// Orders per second each account (API key) may submit; beyond, 429 with Retry-After
+    /// (default 50,000).
+    pub order_rate_per_second: f64,
+    /// Orders an account may send in a burst above the rate (default 10,000).
+    pub order_rate_burst: f64,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -70,6 +79,10 @@ impl std::fmt::Debug for DaemonConfig {
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("auth_reads", &self.auth_reads)
             .field("api_keys", &self.api_keys.len())
+            .field("order_connections", &self.order_connections)
+            .field("order_max_group", &self.order_max_group)
+            .field("order_rate_per_second", &self.order_rate_per_second)
+            .field("order_rate_burst", &self.order_rate_burst)
             .finish()
     }
 }
@@ -92,6 +105,10 @@ impl Default for DaemonConfig {
             shutdown_timeout_ms: 30_000,
             auth_reads: false,
             api_keys: Vec::new(),
+            order_connections: 2,
+            order_max_group: 1_024,
+            order_rate_per_second: 50_000.0,
+            order_rate_burst: 10_000.0,
         }
     }
 }
@@ -184,6 +201,15 @@ impl DaemonConfig {
         }
         if !(self.ready_ring_fraction > 0.0 && self.ready_ring_fraction <= 1.0) {
             bail!("ready_ring_fraction: must be in (0, 1]");
+        }
+        if !(1..=64).contains(&self.order_connections) {
+            bail!("order_connections: must be between 1 and 64");
+        }
+        if !(1..=65_536).contains(&self.order_max_group) {
+            bail!("order_max_group: must be between 1 and 65,536");
+        }
+        if !(self.order_rate_per_second > 0.0 && self.order_rate_burst >= 1.0) {
+            bail!("order_rate_per_second / order_rate_burst: must be > 0 and ≥ 1");
         }
         for (i, k) in self.api_keys.iter().enumerate() {
             k.validate().with_context(|| format!("api_keys[{i}]"))?;

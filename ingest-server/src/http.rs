@@ -2,10 +2,6 @@
 //!
 //! Every error is JSON: `{"error": "...", "field": "..."}` (plus `index` for a bad tick).
 
-// Helpers return the error response itself; boxing it to shrink the `Err` arm buys nothing
-// on a path that builds one response per request.
-#![allow(clippy::result_large_err)]
-
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -38,6 +34,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/market-data", get(latest))
         .route("/api/market-data/{symbol}/trades", get(trades))
         .route("/api/market-data/{symbol}/bars", get(bars))
+        .route(
+            "/api/orders",
+            post(crate::orders::submit).get(crate::orders::list),
+        )
+        .route(
+            "/api/orders/{id}",
+            get(crate::orders::get).delete(crate::orders::cancel),
+        )
         .route("/api/openapi.json", get(openapi))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -99,13 +103,18 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
 }
 
 /// 401/403 unless the request's key has `scope` (or no key is needed).
-fn authorize(s: &AppState, headers: &HeaderMap, scope: Scope) -> Result<(), Response> {
+pub fn authorize(s: &AppState, headers: &HeaderMap, scope: Scope) -> Result<(), Response> {
+    account(s, headers, scope).map(|_| ())
+}
+
+/// The account (key name) the request acts for: `default` when no keys are configured.
+pub fn account(s: &AppState, headers: &HeaderMap, scope: Scope) -> Result<String, Response> {
     if !s.config.needs_key(scope) {
-        return Ok(());
+        return Ok("default".to_string());
     }
     let header = headers.get("authorization").and_then(|v| v.to_str().ok());
     match auth::check(&s.config.api_keys, header, scope) {
-        Access::Allowed(_) => Ok(()),
+        Access::Allowed(name) => Ok(name.unwrap_or_else(|| "default".to_string())),
         Access::Unauthenticated => Err(error(
             StatusCode::UNAUTHORIZED,
             Some("authorization"),
@@ -119,7 +128,7 @@ fn authorize(s: &AppState, headers: &HeaderMap, scope: Scope) -> Result<(), Resp
     }
 }
 
-fn engine_error(e: christmas_core::Error) -> Response {
+pub fn engine_error(e: christmas_core::Error) -> Response {
     match e {
         christmas_core::Error::Closed => {
             error(StatusCode::SERVICE_UNAVAILABLE, None, "shutting down")

@@ -19,7 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::DaemonConfig;
+use crate::ratelimit::RateLimiter;
 use crate::{http, tcp};
+use christmas_core::orders::{OrderDesk, OrderDeskConfig};
 
 /// Everything a request handler needs. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -48,6 +50,10 @@ pub struct Inner {
     pub requests: AtomicU64,
     /// Connections allowed at once (HTTP and TCP together).
     pub connections: Arc<Semaphore>,
+    /// Orders: group commit, idempotency, events.
+    pub orders: OrderDesk,
+    /// Per-account order rate.
+    pub order_limiter: RateLimiter,
 }
 
 impl std::ops::Deref for AppState {
@@ -137,6 +143,15 @@ impl AppState {
             .as_deref()
             .map(LatestCache::new)
             .transpose()?;
+        let orders = OrderDesk::start(OrderDeskConfig {
+            read_database_url: config.read_database_url.clone(),
+            redis_url: config.redis_url.clone(),
+            connections: config.order_connections,
+            max_group: config.order_max_group,
+            ..OrderDeskConfig::new(&url)
+        })
+        .await
+        .context("starting the order desk")?;
         if config.api_keys.is_empty() {
             tracing::warn!("no api_keys configured: every endpoint is open");
         }
@@ -145,6 +160,8 @@ impl AppState {
             .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
         Ok(AppState(Arc::new(Inner {
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            order_limiter: RateLimiter::new(config.order_rate_per_second, config.order_rate_burst),
+            orders,
             config,
             trades,
             quotes,
@@ -270,6 +287,7 @@ pub async fn run(
         if let Some(t) = tcp_task {
             let _ = t.await;
         }
+        state.orders.shutdown().await;
         let t = state.trades.shutdown().await;
         let q = state.quotes.shutdown().await;
         (t, q)

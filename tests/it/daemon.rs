@@ -20,17 +20,17 @@ use tokio_postgres::Client;
 use crate::support::{count, fresh_core_db};
 
 /// A daemon on loopback ports, with its own database.
-struct Daemon {
+pub(crate) struct Daemon {
     url: String,
-    http: SocketAddr,
+    pub(crate) http: SocketAddr,
     tcp: SocketAddr,
-    db: Client,
+    pub(crate) db: Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Daemon {
-    async fn start(tweak: impl FnOnce(&mut DaemonConfig)) -> Daemon {
+    pub(crate) async fn start(tweak: impl FnOnce(&mut DaemonConfig)) -> Daemon {
         let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
         let mut config = DaemonConfig {
             database_url: Some(url.clone()),
@@ -56,7 +56,7 @@ impl Daemon {
     }
 
     /// SIGTERM's path: stop, drain, flush; the run's result.
-    async fn shutdown(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -71,11 +71,11 @@ impl Daemon {
         assert_eq!(count(&client, "market_data").await, rows);
     }
 
-    fn db_url(&self) -> String {
+    pub(crate) fn db_url(&self) -> String {
         self.url.clone()
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -88,18 +88,18 @@ impl Daemon {
         (status, v)
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.call("GET", path, &[], b"").await
     }
 
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.call("POST", path, &[], body.to_string().as_bytes())
             .await
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection: (status, body).
-async fn http(
+pub(crate) async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,

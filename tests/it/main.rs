@@ -5,5 +5,6 @@ mod core_ingest;
 mod daemon;
 mod fanout;
 mod harness;
+mod orders;
 mod schema;
 mod support;

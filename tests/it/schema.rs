@@ -104,8 +104,8 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     let config = keep_everything();
     let first = schema::migrate_url(&url, &config).await.unwrap();
     assert_eq!(first.variant, Variant::Postgres);
-    assert_eq!(first.applied, vec![1, 2, 3]);
-    assert_eq!(first.version, 3);
+    assert_eq!(first.applied, vec![1, 2, 3, 4]);
+    assert_eq!(first.version, 4);
     let client = connect(&url).await;
     for t in [
         "market_data",
@@ -129,8 +129,8 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
 
     let second = schema::migrate_url(&url, &config).await.unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
-    assert_eq!(second.version, 3);
-    assert_eq!(count(&client, "christmas_migrations").await, 3);
+    assert_eq!(second.version, 4);
+    assert_eq!(count(&client, "christmas_migrations").await, 4);
     assert_eq!(
         count(&client, "pg_class WHERE relkind IN ('r', 'p')").await,
         tables_before
@@ -164,7 +164,7 @@ async fn a_database_from_before_versioned_migrations_is_upgraded_with_its_rows()
         .await
         .unwrap();
     let report = schema::migrate_url(&url, &keep_everything()).await.unwrap();
-    assert_eq!(report.applied, vec![1, 2, 3]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4]);
     assert_eq!(count(&client, "market_data").await, 100);
     assert_eq!(count(&client, "quotes").await, 50);
     assert_eq!(count(&client, "ingest_batches").await, 1);
@@ -194,9 +194,9 @@ async fn concurrent_migrators_do_not_collide() {
         applied.push(r.await.unwrap().unwrap().applied);
     }
     applied.sort();
-    assert_eq!(applied, vec![vec![], vec![], vec![], vec![1, 2, 3]]);
+    assert_eq!(applied, vec![vec![], vec![], vec![], vec![1, 2, 3, 4]]);
     let client = connect(&url).await;
-    assert_eq!(count(&client, "christmas_migrations").await, 3);
+    assert_eq!(count(&client, "christmas_migrations").await, 4);
     assert_eq!(count(&client, "christmas_partitions").await, 10);
 }
 
@@ -661,7 +661,7 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
         .await
         .unwrap();
     assert_eq!(report.variant, Variant::TimescaleDb);
-    assert_eq!(report.applied, vec![1, 2, 3]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4]);
     let again = schema::migrate_url(&url, &SchemaConfig::default())
         .await
         .unwrap();

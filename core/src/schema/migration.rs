@@ -43,6 +43,12 @@ const CORE_TABLES: Migration = Migration {
     sql: include_str!("../../../sql/0001_core_tables.sql"),
 };
 
+const ORDER_WORKFLOW: Migration = Migration {
+    version: 4,
+    name: "order_workflow",
+    sql: include_str!("../../../sql/0004_order_workflow.sql"),
+};
+
 const POSTGRES: &[Migration] = &[
     CORE_TABLES,
     Migration {
@@ -55,6 +61,7 @@ const POSTGRES: &[Migration] = &[
         name: "bars",
         sql: include_str!("../../../sql/postgres/0003_bars.sql"),
     },
+    ORDER_WORKFLOW,
 ];
 
 const TIMESCALEDB: &[Migration] = &[
@@ -69,6 +76,7 @@ const TIMESCALEDB: &[Migration] = &[
         name: "bars",
         sql: include_str!("../../../sql/timescaledb/0003_market_data_1m.sql"),
     },
+    ORDER_WORKFLOW,
 ];
 
 /// The migrations of `variant`, oldest first.

@@ -1,0 +1,270 @@
+//! [`OrderWorker`]: the consumer side of the order events stream.
+//!
+//! Workers of one consumer group share the stream: each event goes to one of them and stays
+//! pending until acknowledged. A worker that dies before `ack` leaves its events pending;
+//! after `claim_idle` another worker claims them (`XAUTOCLAIM`) before reading new ones.
+//! [`OrderWorker::transition`] changes an order's status only from the statuses given, so an
+//! event handled twice moves the order once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::Value;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls};
+
+use crate::fanout::config::RedisTarget;
+use crate::fanout::connection::{self, redis_error, RedisConn};
+use crate::orders::OrderStatus;
+use crate::{Error, Result};
+
+/// How an [`OrderWorker`] connects and consumes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OrderWorkerConfig {
+    /// Redis holding the stream (`redis://`, `redis+sentinel://`, `redis+cluster://`).
+    pub redis_url: String,
+    /// PostgreSQL holding the orders (the primary).
+    pub database_url: String,
+    /// The events stream (default `orders:events`).
+    pub stream: String,
+    /// The consumer group (default `order-workers`); created if missing.
+    pub group: String,
+    /// This worker's name within the group.
+    pub consumer: String,
+    /// An event pending this long with a dead worker is claimed by this one (default 30 s).
+    pub claim_idle: Duration,
+    /// How long `next` waits for a new event (default 1 s).
+    pub block: Duration,
+}
+
+impl std::fmt::Debug for OrderWorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderWorkerConfig")
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .field("claim_idle", &self.claim_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrderWorkerConfig {
+    /// A worker named `consumer` with the defaults.
+    pub fn new(
+        redis_url: impl Into<String>,
+        database_url: impl Into<String>,
+        consumer: impl Into<String>,
+    ) -> Self {
+        OrderWorkerConfig {
+            redis_url: redis_url.into(),
+            database_url: database_url.into(),
+            stream: "orders:events".into(),
+            group: "order-workers".into(),
+            consumer: consumer.into(),
+            claim_idle: Duration::from_secs(30),
+            block: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One `order.accepted` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderEvent {
+    /// The stream entry id (what `ack` acknowledges).
+    pub stream_id: String,
+    /// The event type (`order.accepted`).
+    pub kind: String,
+    /// The order's id.
+    pub order_id: i64,
+    /// The order as JSON, as it was when accepted.
+    pub order: serde_json::Value,
+    /// True when this worker claimed it from another that did not acknowledge it.
+    pub claimed: bool,
+}
+
+/// Consumes order events; see the module docs.
+pub struct OrderWorker {
+    config: OrderWorkerConfig,
+    redis: RedisConn,
+    db: Client,
+}
+
+impl std::fmt::Debug for OrderWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderWorker")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `[id, [field, value, …]]` → an event.
+fn entry(v: &Value, claimed: bool) -> Result<Option<OrderEvent>> {
+    let Value::Array(parts) = v else {
+        return Ok(None);
+    };
+    let (Some(id), Some(Value::Array(kv))) = (parts.first().and_then(text), parts.get(1)) else {
+        return Ok(None);
+    };
+    let mut fields = HashMap::new();
+    for pair in kv.chunks(2) {
+        if let (Some(k), Some(v)) = (pair.first().and_then(text), pair.get(1).and_then(text)) {
+            fields.insert(k, v);
+        }
+    }
+    let bad = |what: &str| Error::field("order event", format!("entry {id}: {what}"));
+    Ok(Some(OrderEvent {
+        kind: fields.get("type").cloned().ok_or_else(|| bad("no type"))?,
+        order_id: fields
+            .get("order_id")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("no order_id"))?,
+        order: fields
+            .get("order")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| bad("no order"))?,
+        stream_id: id,
+        claimed,
+    }))
+}
+
+impl OrderWorker {
+    /// Connects to Redis and PostgreSQL and creates the consumer group if needed.
+    pub async fn connect(config: OrderWorkerConfig) -> Result<OrderWorker> {
+        let mut redis = connection::connect(&RedisTarget::parse(&config.redis_url)?).await?;
+        let created: Result<Value> = query(
+            &mut redis,
+            redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&config.stream)
+                .arg(&config.group)
+                .arg("0")
+                .arg("MKSTREAM"),
+        )
+        .await;
+        match created {
+            Ok(_) => {}
+            Err(Error::Redis { reason, .. }) if reason.contains("BUSYGROUP") => {}
+            Err(e) => return Err(e),
+        }
+        let (db, conn) = tokio_postgres::connect(&config.database_url, NoTls)
+            .await
+            .map_err(|e| Error::pg("connecting the order worker", e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(OrderWorker { config, redis, db })
+    }
+
+    /// The next event: one a dead worker left pending for `claim_idle`, else a new one
+    /// (waiting up to `block`). `None` when there is none.
+    pub async fn next(&mut self) -> Result<Option<OrderEvent>> {
+        let idle = self.config.claim_idle.as_millis() as u64;
+        let claimed: Value = query(
+            &mut self.redis,
+            redis::cmd("XAUTOCLAIM")
+                .arg(&self.config.stream)
+                .arg(&self.config.group)
+                .arg(&self.config.consumer)
+                .arg(idle)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(1),
+        )
+        .await?;
+        if let Value::Array(parts) = &claimed {
+            if let Some(Value::Array(entries)) = parts.get(1) {
+                if let Some(e) = entries.first() {
+                    if let Some(ev) = entry(e, true)? {
+                        return Ok(Some(ev));
+                    }
+                }
+            }
+        }
+        let read: Value = query(
+            &mut self.redis,
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&self.config.group)
+                .arg(&self.config.consumer)
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                // Below the connection's 2 s reply timeout.
+                .arg(
+                    self.config
+                        .block
+                        .min(Duration::from_millis(1_500))
+                        .as_millis() as u64,
+                )
+                .arg("STREAMS")
+                .arg(&self.config.stream)
+                .arg(">"),
+        )
+        .await?;
+        // RESP2: [[stream, [[id, [k, v, …]], …]]]; RESP3 may answer a map.
+        let streams = match read {
+            Value::Nil => return Ok(None),
+            Value::Array(s) => s,
+            Value::Map(m) => m
+                .into_iter()
+                .map(|(k, v)| Value::Array(vec![k, v]))
+                .collect(),
+            _ => return Ok(None),
+        };
+        for s in &streams {
+            if let Value::Array(kv) = s {
+                if let Some(Value::Array(entries)) = kv.get(1) {
+                    if let Some(e) = entries.first() {
+                        return entry(e, false);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Moves order `id` to `to` if its status is one of `from`; true when it moved. An event
+    /// handled twice therefore moves the order once.
+    pub async fn transition(&self, id: i64, from: &[OrderStatus], to: OrderStatus) -> Result<bool> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let rows = self
+            .db
+            .query_typed(
+                "UPDATE orders SET status = $2, status_changes = status_changes + 1, updated_at = now() \
+                 WHERE id = $1 AND status = ANY($3) RETURNING id",
+                &[(&id, Type::INT8), (&to.as_str(), Type::TEXT), (&from, Type::TEXT_ARRAY)],
+            )
+            .await
+            .map_err(|e| Error::pg("moving an order", e))?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Acknowledges `event`: it will not be delivered again.
+    pub async fn ack(&mut self, event: &OrderEvent) -> Result<()> {
+        let _: Value = query(
+            &mut self.redis,
+            redis::cmd("XACK")
+                .arg(&self.config.stream)
+                .arg(&self.config.group)
+                .arg(&event.stream_id),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn query<T: redis::FromRedisValue>(conn: &mut RedisConn, cmd: &redis::Cmd) -> Result<T> {
+    let r = match conn {
+        RedisConn::Node(c) => cmd.query_async(c).await,
+        RedisConn::Cluster(c) => cmd.query_async(c).await,
+    };
+    r.map_err(|e| redis_error("consuming order events", e))
+}

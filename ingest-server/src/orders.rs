@@ -1,0 +1,233 @@
+//! The order endpoints.
+//!
+//! ```json
+//! POST /api/orders
+//! {"client_order_id":"c-1","symbol":"ESZ6","side":"buy","type":"limit","quantity":2,
+//!  "limit_price":6000.25,"time_in_force":"day"}
+//! ```
+//!
+//! 201 with the order once it is committed; 200 with the original when this account
+//! already sent this `client_order_id` with the same body; 409 when with another body. The
+//! account is the API key's name (`default` without keys).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use christmas_core::orders::{
+    CancelOutcome, NewOrder, OrderFilter, OrderStatus, SubmitOutcome, TimeInForce,
+};
+use christmas_core::Symbol;
+use serde_json::{json, Map, Value};
+
+use crate::auth::Scope;
+use crate::http::{account, engine_error, error};
+use crate::server::AppState;
+
+/// An order body is small; anything larger is refused with 413.
+const MAX_ORDER_BYTES: usize = 16 << 10;
+
+const FIELDS: &[&str] = &[
+    "client_order_id",
+    "symbol",
+    "side",
+    "type",
+    "quantity",
+    "limit_price",
+    "time_in_force",
+];
+
+fn bad(field: &str, reason: impl std::fmt::Display) -> Response {
+    error(StatusCode::BAD_REQUEST, Some(field), reason)
+}
+
+fn string<'a>(o: &'a Map<String, Value>, field: &str) -> Result<&'a str, Response> {
+    o.get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(field, "required string"))
+}
+
+/// Parses and validates an order body for `account`.
+pub fn parse_order(account: String, body: &[u8]) -> Result<NewOrder, Response> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| bad("body", format!("not JSON: {e}")))?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| bad("body", "an order is a JSON object"))?;
+    if let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(bad(k, "unknown field"));
+    }
+    let symbol = Symbol::new(string(o, "symbol")?).map_err(|e| bad("symbol", e))?;
+    let side = string(o, "side")?.parse().map_err(|e| bad("side", e))?;
+    let order_type = string(o, "type")?.parse().map_err(|e| bad("type", e))?;
+    let quantity = o
+        .get("quantity")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| bad("quantity", "required number"))?;
+    let limit_price = match o.get("limit_price") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(
+            p.as_f64()
+                .ok_or_else(|| bad("limit_price", "must be a number"))?,
+        ),
+    };
+    let time_in_force = match o.get("time_in_force") {
+        None => TimeInForce::Day,
+        Some(Value::String(t)) => t.parse().map_err(|e| bad("time_in_force", e))?,
+        Some(_) => return Err(bad("time_in_force", "must be a string")),
+    };
+    let order = NewOrder {
+        account,
+        client_order_id: string(o, "client_order_id")?.to_string(),
+        symbol,
+        side,
+        order_type,
+        quantity,
+        limit_price,
+        time_in_force,
+    };
+    order.validate().map_err(|e| match e {
+        christmas_core::Error::InvalidField { field, reason } => bad(field, reason),
+        other => bad("body", other),
+    })?;
+    Ok(order)
+}
+
+/// `POST /api/orders`
+pub async fn submit(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let account = match account(&s, &headers, Scope::Orders) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if let Err(wait) = s.order_limiter.take(&account) {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            format!("account {account:?} is over its order rate; retry in {secs} s"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert("retry-after", v);
+        }
+        return r;
+    }
+    let body = match axum::body::to_bytes(body, MAX_ORDER_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some("body"),
+                format!("an order is at most {MAX_ORDER_BYTES} bytes"),
+            )
+        }
+    };
+    let order = match parse_order(account, &body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    match s.orders.submit(order).await {
+        Ok(SubmitOutcome::Created(o)) => (StatusCode::CREATED, Json(o.to_json())).into_response(),
+        Ok(SubmitOutcome::Existing(o)) => (StatusCode::OK, Json(o.to_json())).into_response(),
+        Ok(SubmitOutcome::Conflict(o)) => (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": "this client_order_id was used for a different order",
+                "field": "client_order_id",
+                "order": o.to_json(),
+            })),
+        )
+            .into_response(),
+        Err(christmas_core::Error::InvalidField { field, reason }) => bad(field, reason),
+        Err(e) => engine_error(e),
+    }
+}
+
+fn order_id(id: &str) -> Result<i64, Response> {
+    id.parse().map_err(|_| bad("id", "must be an integer"))
+}
+
+/// `GET /api/orders/{id}`
+pub async fn get(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (account, id) = match (account(&s, &headers, Scope::Orders), order_id(&id)) {
+        (Ok(a), Ok(i)) => (a, i),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    match s.orders.get(&account, id).await {
+        Ok(Some(o)) => Json(o.to_json()).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, Some("id"), "no such order"),
+        Err(e) => engine_error(e),
+    }
+}
+
+/// `GET /api/orders?status=&symbol=&limit=`
+pub async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let account = match account(&s, &headers, Scope::Orders) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let status = match q
+        .get("status")
+        .map(|v| v.parse::<OrderStatus>())
+        .transpose()
+    {
+        Ok(st) => st,
+        Err(e) => return bad("status", e),
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(l)) if (1..=10_000).contains(&l) => l,
+        Some(_) => return bad("limit", "must be 1 to 10000"),
+    };
+    let filter = OrderFilter {
+        status,
+        symbol: q.get("symbol").cloned(),
+        limit,
+    };
+    match s.orders.list(&account, &filter).await {
+        Ok(orders) => Json(json!({
+            "orders": orders.iter().map(|o| o.to_json()).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => engine_error(e),
+    }
+}
+
+/// `DELETE /api/orders/{id}`: cancel unless final.
+pub async fn cancel(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (account, id) = match (account(&s, &headers, Scope::Orders), order_id(&id)) {
+        (Ok(a), Ok(i)) => (a, i),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    match s.orders.cancel(&account, id).await {
+        Ok(CancelOutcome::Cancelled(o)) => Json(o.to_json()).into_response(),
+        Ok(CancelOutcome::Final(o)) => (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": format!("the order is {} and cannot be cancelled", o.status),
+                "field": "id",
+                "order": o.to_json(),
+            })),
+        )
+            .into_response(),
+        Ok(CancelOutcome::NotFound) => error(StatusCode::NOT_FOUND, Some("id"), "no such order"),
+        Err(e) => engine_error(e),
+    }
+}

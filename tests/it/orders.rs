@@ -1,0 +1,470 @@
+//! Orders over HTTP and through the library: group commit, idempotency under concurrency,
+//! validation, reads and cancels, rate limits, a killed connection mid-commit, and workers
+//! that crash before acknowledging.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use christmas_core::orders::{
+    NewOrder, OrderDesk, OrderDeskConfig, OrderSide, OrderStatus, OrderType, OrderWorker,
+    OrderWorkerConfig, SubmitOutcome, TimeInForce,
+};
+use christmas_core::Symbol;
+use christmas_ingest::auth::{hash_key, ApiKey};
+use christmas_tests::RedisServer;
+use serde_json::{json, Value};
+
+use crate::daemon::{http, Daemon};
+use crate::support::{connect, count, fresh_core_db};
+
+fn order_json(id: &str, quantity: f64) -> Value {
+    json!({"client_order_id": id, "symbol": "ESZ6", "side": "buy", "type": "limit",
+           "quantity": quantity, "limit_price": 6000.25, "time_in_force": "gtc"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_orders_with_a_fifth_repeated_make_eight_thousand_rows() {
+    let d = Daemon::start(|_| {}).await;
+    // 8,000 ids; 2,000 of them sent twice, the repeat shuffled among the rest.
+    let mut ids: Vec<String> = (0..8_000).map(|i| format!("c-{i}")).collect();
+    ids.extend((0..2_000).map(|i| format!("c-{}", i * 4)));
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..ids.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ids.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    let queue = Arc::new(std::sync::Mutex::new(ids));
+    let results = Arc::new(std::sync::Mutex::new(Vec::<(String, u16, i64)>::new()));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (queue, results, addr) = (queue.clone(), results.clone(), d.http);
+            tokio::spawn(async move {
+                loop {
+                    let Some(id) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let body = order_json(&id, 2.0).to_string();
+                    let (status, body) =
+                        http(addr, "POST", "/api/orders", &[], body.as_bytes()).await;
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    results
+                        .lock()
+                        .unwrap()
+                        .push((id, status, v["id"].as_i64().unwrap_or(-1)));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let results = results.lock().unwrap().clone();
+    assert_eq!(results.len(), 10_000);
+    let created = results.iter().filter(|r| r.1 == 201).count();
+    let repeated = results.iter().filter(|r| r.1 == 200).count();
+    assert_eq!(
+        (created, repeated),
+        (8_000, 2_000),
+        "other statuses: {:?}",
+        results.iter().find(|r| r.1 != 201 && r.1 != 200)
+    );
+    // Every answer for an id carries the one order it created.
+    let mut by_id: HashMap<&str, i64> = HashMap::new();
+    for (id, _, order) in &results {
+        assert_eq!(
+            *by_id.entry(id).or_insert(*order),
+            *order,
+            "{id} answered with two orders"
+        );
+    }
+    assert_eq!(count(&d.db, "orders").await, 8_000);
+    let accepted = count(
+        &d.db,
+        "orders WHERE status = 'accepted' AND account = 'default'",
+    )
+    .await;
+    assert_eq!(accepted, 8_000);
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_body_is_409_and_bad_orders_are_400_naming_the_field() {
+    let d = Daemon::start(|_| {}).await;
+    let (status, first) = d.post("/api/orders", &order_json("c-1", 2.0)).await;
+    assert_eq!((status, first["status"].as_str()), (201, Some("accepted")));
+    let (status, again) = d.post("/api/orders", &order_json("c-1", 2.0)).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]));
+    let (status, v) = d.post("/api/orders", &order_json("c-1", 3.0)).await;
+    assert_eq!(
+        (status, v["field"].as_str(), &v["order"]["id"]),
+        (409, Some("client_order_id"), &first["id"])
+    );
+    let market = json!({"client_order_id": "m", "symbol": "ESZ6", "side": "sell", "type": "market", "quantity": 1});
+    assert_eq!(d.post("/api/orders", &market).await.0, 201);
+    let cases = [
+        (
+            json!({"client_order_id": "x", "symbol": "ESZ6", "side": "hold", "type": "market", "quantity": 1}),
+            "side",
+        ),
+        (
+            json!({"client_order_id": "x", "symbol": "ESZ6", "side": "buy", "type": "market", "quantity": 0}),
+            "quantity",
+        ),
+        (
+            json!({"client_order_id": "x", "symbol": "ESZ6", "side": "buy", "type": "market", "quantity": -2}),
+            "quantity",
+        ),
+        (
+            json!({"client_order_id": "x", "symbol": "ESZ6", "side": "buy", "type": "limit", "quantity": 1}),
+            "limit_price",
+        ),
+        (
+            json!({"client_order_id": "x", "symbol": "ESZ6", "side": "buy", "type": "market", "quantity": 1, "limit_price": 5}),
+            "limit_price",
+        ),
+        (
+            json!({"client_order_id": "x", "symbol": "this symbol is far too long to be one", "side": "buy", "type": "market", "quantity": 1}),
+            "symbol",
+        ),
+        (
+            json!({"client_order_id": "x", "symbol": "ESZ6", "side": "buy", "type": "market", "quantity": 1, "venue": "X"}),
+            "venue",
+        ),
+        (
+            json!({"client_order_id": "x", "symbol": "ESZ6", "side": "buy", "type": "stop", "quantity": 1}),
+            "type",
+        ),
+        (
+            json!({"client_order_id": "x", "symbol": "ESZ6", "side": "buy", "type": "market", "quantity": 1, "time_in_force": "forever"}),
+            "time_in_force",
+        ),
+        (
+            json!({"symbol": "ESZ6", "side": "buy", "type": "market", "quantity": 1}),
+            "client_order_id",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, v) = d.post("/api/orders", &body).await;
+        assert_eq!(
+            (status, v["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    assert_eq!(count(&d.db, "orders").await, 2);
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_read_listed_and_cancelled_per_account() {
+    let keys = vec![
+        ApiKey::parse(&format!("alice:{}:orders", hash_key("alice-key"))).unwrap(),
+        ApiKey::parse(&format!("bob:{}:orders", hash_key("bob-key"))).unwrap(),
+        ApiKey::parse(&format!("feed:{}:ingest", hash_key("feed-key"))).unwrap(),
+    ];
+    let d = Daemon::start(|c| c.api_keys = keys).await;
+    let as_ = |key: &'static str| [("authorization", format!("Bearer {key}"))];
+    let call = |method: &'static str, path: String, key: &'static str, body: Value| {
+        let addr = d.http;
+        async move {
+            let h = as_(key);
+            let headers: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let body = if body.is_null() {
+                Vec::new()
+            } else {
+                body.to_string().into_bytes()
+            };
+            let (status, b) = http(addr, method, &path, &headers, &body).await;
+            (
+                status,
+                serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(
+        call(
+            "POST",
+            "/api/orders".into(),
+            "feed-key",
+            order_json("a", 1.0)
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(d.post("/api/orders", &order_json("a", 1.0)).await.0, 401);
+    let (status, a1) = call(
+        "POST",
+        "/api/orders".into(),
+        "alice-key",
+        order_json("a-1", 1.0),
+    )
+    .await;
+    assert_eq!(status, 201);
+    call("POST", "/api/orders".into(), "alice-key", json!({"client_order_id": "a-2", "symbol": "NQZ6", "side": "sell", "type": "market", "quantity": 5})).await;
+    // The same client id from another account is another order.
+    let (status, b1) = call(
+        "POST",
+        "/api/orders".into(),
+        "bob-key",
+        order_json("a-1", 1.0),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_ne!(a1["id"], b1["id"]);
+    let id = a1["id"].as_i64().unwrap();
+    let (status, v) = call("GET", format!("/api/orders/{id}"), "alice-key", Value::Null).await;
+    assert_eq!((status, v["client_order_id"].as_str()), (200, Some("a-1")));
+    assert_eq!(
+        call("GET", format!("/api/orders/{id}"), "bob-key", Value::Null)
+            .await
+            .0,
+        404
+    );
+    let (_, v) = call(
+        "GET",
+        "/api/orders?symbol=NQZ6".into(),
+        "alice-key",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(v["orders"].as_array().unwrap().len(), 1);
+    let (_, v) = call(
+        "GET",
+        "/api/orders?status=accepted&limit=10".into(),
+        "alice-key",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(v["orders"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        call(
+            "GET",
+            "/api/orders?status=sleeping".into(),
+            "alice-key",
+            Value::Null
+        )
+        .await
+        .1["field"],
+        "status"
+    );
+    let (status, v) = call(
+        "DELETE",
+        format!("/api/orders/{id}"),
+        "alice-key",
+        Value::Null,
+    )
+    .await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("cancelled")));
+    let (status, v) = call(
+        "DELETE",
+        format!("/api/orders/{id}"),
+        "alice-key",
+        Value::Null,
+    )
+    .await;
+    assert_eq!((status, v["field"].as_str()), (409, Some("id")));
+    assert_eq!(
+        call(
+            "DELETE",
+            format!("/api/orders/{id}"),
+            "bob-key",
+            Value::Null
+        )
+        .await
+        .0,
+        404
+    );
+    d.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_over_its_rate_gets_429_with_retry_after() {
+    let d = Daemon::start(|c| {
+        c.order_rate_per_second = 0.5;
+        c.order_rate_burst = 2.0;
+    })
+    .await;
+    assert_eq!(d.post("/api/orders", &order_json("r-1", 1.0)).await.0, 201);
+    assert_eq!(d.post("/api/orders", &order_json("r-2", 1.0)).await.0, 201);
+    let body = order_json("r-3", 1.0).to_string();
+    let mut s = tokio::net::TcpStream::connect(d.http).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("POST /api/orders HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 429"), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("retry-after: 2"), "{raw}");
+    assert_eq!(count(&d.db, "orders").await, 2);
+    d.shutdown().await.unwrap();
+}
+
+fn new_order(i: usize) -> NewOrder {
+    NewOrder {
+        account: "desk".into(),
+        client_order_id: format!("k-{i}"),
+        symbol: Symbol::new("ESZ6").unwrap(),
+        side: if i % 2 == 0 {
+            OrderSide::Buy
+        } else {
+            OrderSide::Sell
+        },
+        order_type: OrderType::Market,
+        quantity: 1.0 + (i % 5) as f64,
+        limit_price: None,
+        time_in_force: TimeInForce::Ioc,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_writer_connection_mid_commit_loses_and_duplicates_nothing() {
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let desk = Arc::new(OrderDesk::start(OrderDeskConfig::new(&url)).await.unwrap());
+    let killer = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let c = connect(&url).await;
+            let mut killed = 0i64;
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                let n: i64 = c
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                          WHERE application_name LIKE 'christmas-orders-%' AND datname = current_database()",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                killed += n;
+            }
+            killed
+        })
+    };
+    let submitters: Vec<_> = (0..40)
+        .map(|t| {
+            let desk = desk.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in (t..4_000).step_by(40) {
+                    match desk.submit(new_order(i)).await {
+                        Ok(SubmitOutcome::Created(o) | SubmitOutcome::Existing(o)) => {
+                            acked.push((i, o.id))
+                        }
+                        other => panic!("order {i}: {other:?}"),
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for s in submitters {
+        acked.extend(s.await.unwrap());
+    }
+    let killed = killer.await.unwrap();
+    assert!(killed > 0, "no connection was killed");
+    assert_eq!(acked.len(), 4_000);
+    assert_eq!(count(&db, "orders").await, 4_000);
+    let stored: HashMap<String, i64> = db
+        .query("SELECT client_order_id, id FROM orders", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (i, id) in acked {
+        assert_eq!(stored.get(&format!("k-{i}")), Some(&id), "order k-{i}");
+    }
+    desk.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once() {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let desk = OrderDesk::start(OrderDeskConfig {
+        redis_url: Some(redis.url()),
+        ..OrderDeskConfig::new(&url)
+    })
+    .await
+    .unwrap();
+    let config = |name: &str| OrderWorkerConfig {
+        claim_idle: Duration::from_millis(300),
+        block: Duration::from_millis(200),
+        ..OrderWorkerConfig::new(redis.url(), &url, name)
+    };
+    let mut a = OrderWorker::connect(config("a")).await.unwrap();
+    let SubmitOutcome::Created(order) = desk.submit(new_order(1)).await.unwrap() else {
+        panic!()
+    };
+    let mut event = None;
+    for _ in 0..50 {
+        event = a.next().await.unwrap();
+        if event.is_some() {
+            break;
+        }
+    }
+    let event = event.expect("the order.accepted event");
+    assert_eq!(
+        (event.order_id, event.kind.as_str(), event.claimed),
+        (order.id, "order.accepted", false)
+    );
+    assert_eq!(event.order["client_order_id"], "k-1");
+    assert!(a
+        .transition(order.id, &[OrderStatus::Accepted], OrderStatus::Working)
+        .await
+        .unwrap());
+    drop(a); // dies before acknowledging
+
+    let mut b = OrderWorker::connect(config("b")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = b
+        .next()
+        .await
+        .unwrap()
+        .expect("the event, claimed from the dead worker");
+    assert_eq!(
+        (again.stream_id.as_str(), again.claimed),
+        (event.stream_id.as_str(), true)
+    );
+    // The step the dead worker already made does not happen twice.
+    assert!(!b
+        .transition(order.id, &[OrderStatus::Accepted], OrderStatus::Working)
+        .await
+        .unwrap());
+    assert!(b
+        .transition(order.id, &[OrderStatus::Working], OrderStatus::Filled)
+        .await
+        .unwrap());
+    b.ack(&again).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        b.next().await.unwrap().is_none(),
+        "an acknowledged event came back"
+    );
+    let row = db
+        .query_one(
+            "SELECT status, status_changes, published FROM orders WHERE id = $1",
+            &[&order.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0).as_str(),
+            row.get::<_, i32>(1),
+            row.get::<_, bool>(2)
+        ),
+        ("filled", 2, true)
+    );
+    let pending = redis
+        .cli(&["XPENDING", "orders:events", "order-workers"])
+        .unwrap();
+    assert!(pending.starts_with('0'), "{pending}");
+    desk.shutdown().await;
+}
