@@ -308,7 +308,7 @@ fn new_order(i: usize) -> NewOrder {
         account: "desk".into(),
         client_order_id: format!("k-{i}"),
         symbol: Symbol::new("ESZ6").unwrap(),
-        side: if i % 2 == 0 {
+        side: if i.is_multiple_of(2) {
             OrderSide::Buy
         } else {
             OrderSide::Sell
