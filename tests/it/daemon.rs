@@ -393,6 +393,8 @@ async fn health_ready_metrics_and_openapi() {
     let (status, v) = d.get("/api/openapi.json").await;
     assert_eq!(status, 200);
     for p in [
+        "/api/orders",
+        "/api/orders/{id}",
         "/api/ticks",
         "/api/market-data",
         "/api/market-data/{symbol}/trades",
