@@ -51,7 +51,6 @@ CREATE TABLE IF NOT EXISTS orders (
     UNIQUE (account, client_order_id),
     CHECK ((type = 'limit') = (limit_price IS NOT NULL))
 );
-CREATE INDEX IF NOT EXISTS orders_status_created_at_idx ON orders (status, created_at);
 
 -- Deletes ledger rows older than the configured window; returns how many. Runs as the
 -- schema owner so the daemon's role needs no DELETE on the ledger.

@@ -10,11 +10,15 @@ ALTER TABLE orders ALTER COLUMN status SET DEFAULT 'accepted';
 
 -- A hash of the request: the same client_order_id with another body is a conflict (409).
 ALTER TABLE orders ADD COLUMN request_hash text NOT NULL DEFAULT '';
--- The order.accepted event is in the Redis stream (an outbox flag: unpublished rows are
--- published again until they are).
-ALTER TABLE orders ADD COLUMN published boolean NOT NULL DEFAULT false;
 -- How many status transitions the order went through (workers move it once per event).
 ALTER TABLE orders ADD COLUMN status_changes integer NOT NULL DEFAULT 0;
 
-CREATE INDEX orders_unpublished_idx ON orders (created_at) WHERE NOT published;
+-- The transactional outbox of order.accepted events: a row is written in the same statement
+-- as its order and deleted once the event is in the Redis stream, so an event Redis missed
+-- (or a crash between commit and publish) is sent later. A narrow table that stays small,
+-- instead of a flag that would rewrite every wide order row.
+CREATE TABLE order_outbox (
+    order_id   bigint      PRIMARY KEY REFERENCES orders (id) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE INDEX orders_account_created_idx ON orders (account, created_at DESC);

@@ -7,6 +7,7 @@
 GRANT USAGE ON SCHEMA public TO {{role}};
 GRANT SELECT, INSERT ON market_data, quotes, ingest_batches, ingest_dead_letters TO {{role}};
 GRANT SELECT, INSERT, UPDATE ON orders TO {{role}};
+GRANT SELECT, INSERT, DELETE ON order_outbox TO {{role}};
 GRANT SELECT ON market_data_1m, christmas_settings, christmas_migrations TO {{role}};
 GRANT USAGE ON SEQUENCE ingest_dead_letters_id_seq TO {{role}};
 GRANT EXECUTE ON FUNCTION christmas_prune_ledger(timestamptz),

@@ -2,12 +2,17 @@
 //! and writes the figures to `bench/RESULTS.md` and `bench/results/*.json`.
 
 use anyhow::Result;
+
+// The daemon's allocator, so the orders scenario measures what christmas-ingest runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 mod core_benches;
 mod fanout;
 mod ingest;
 mod machine;
+mod orders;
 mod report;
 
 #[derive(Debug, Parser)]
@@ -25,6 +30,9 @@ enum Command {
     /// Redis fan-out: ticks/s delivered to one subscriber vs redis-benchmark PUBLISH of the
     /// same payload size; push → subscriber latency; PostgreSQL throughput with Redis down.
     Fanout(fanout::FanoutArgs),
+    /// POST /api/orders under wrk against a naive one-INSERT-per-request baseline, and
+    /// siege on GET /api/market-data.
+    Orders(orders::OrdersArgs),
     /// Run the criterion benches of christmas-core and summarise them against the floors.
     Core,
     /// (internal) Run the engine at full speed with default settings and print peak RSS.
@@ -37,6 +45,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Ingest(args) => ingest::run(args),
         Command::Fanout(args) => fanout::run(args),
+        Command::Orders(args) => orders::run(args),
         Command::Core => core_benches::run(),
         Command::RssProbe(args) => ingest::rss_probe(args),
     }

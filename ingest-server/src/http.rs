@@ -76,12 +76,9 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
             )
         });
     let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let start = Instant::now();
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     let span = tracing::info_span!("request", %id, %method, %route);
     let mut resp = match tokio::time::timeout(
         s.config.request_timeout(),
@@ -97,7 +94,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     }
     let micros = start.elapsed().as_micros() as u64;
     let status = resp.status().as_u16();
-    s.http.record(&method, &route, status, micros);
+    s.http.record(&method, route, status, micros);
     tracing::info!(%id, %method, %route, status, micros, "request");
     resp
 }

@@ -49,8 +49,57 @@ fn string<'a>(o: &'a Map<String, Value>, field: &str) -> Result<&'a str, Respons
         .ok_or_else(|| bad(field, "required string"))
 }
 
+/// The body's shape, for the fast path: a well-formed body parses straight into it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderBody<'a> {
+    #[serde(borrow)]
+    client_order_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    symbol: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    side: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    order_type: std::borrow::Cow<'a, str>,
+    quantity: f64,
+    limit_price: Option<f64>,
+    #[serde(borrow)]
+    time_in_force: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// Parses and validates an order body for `account`.
 pub fn parse_order(account: String, body: &[u8]) -> Result<NewOrder, Response> {
+    match serde_json::from_slice::<OrderBody<'_>>(body) {
+        Ok(b) => {
+            let order = NewOrder {
+                account,
+                client_order_id: b.client_order_id.into_owned(),
+                symbol: Symbol::new(&b.symbol).map_err(|e| bad("symbol", e))?,
+                side: b.side.parse().map_err(|e| bad("side", e))?,
+                order_type: b.order_type.parse().map_err(|e| bad("type", e))?,
+                quantity: b.quantity,
+                limit_price: b.limit_price,
+                time_in_force: match b.time_in_force {
+                    Some(t) => t.parse().map_err(|e| bad("time_in_force", e))?,
+                    None => TimeInForce::Day,
+                },
+            };
+            validated(order)
+        }
+        // Anything else goes the slow way, which names the offending field.
+        Err(_) => parse_order_slowly(account, body),
+    }
+}
+
+fn validated(order: NewOrder) -> Result<NewOrder, Response> {
+    order.validate().map_err(|e| match e {
+        christmas_core::Error::InvalidField { field, reason } => bad(field, reason),
+        other => bad("body", other),
+    })?;
+    Ok(order)
+}
+
+fn parse_order_slowly(account: String, body: &[u8]) -> Result<NewOrder, Response> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| bad("body", format!("not JSON: {e}")))?;
     let o = v
@@ -88,11 +137,16 @@ pub fn parse_order(account: String, body: &[u8]) -> Result<NewOrder, Response> {
         limit_price,
         time_in_force,
     };
-    order.validate().map_err(|e| match e {
-        christmas_core::Error::InvalidField { field, reason } => bad(field, reason),
-        other => bad("body", other),
-    })?;
-    Ok(order)
+    validated(order)
+}
+
+fn order_response(status: StatusCode, o: &christmas_core::orders::Order) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        o.json_bytes(),
+    )
+        .into_response()
 }
 
 /// `POST /api/orders`
@@ -132,8 +186,8 @@ pub async fn submit(
         Err(r) => return r,
     };
     match s.orders.submit(order).await {
-        Ok(SubmitOutcome::Created(o)) => (StatusCode::CREATED, Json(o.to_json())).into_response(),
-        Ok(SubmitOutcome::Existing(o)) => (StatusCode::OK, Json(o.to_json())).into_response(),
+        Ok(SubmitOutcome::Created(o)) => order_response(StatusCode::CREATED, &o),
+        Ok(SubmitOutcome::Existing(o)) => order_response(StatusCode::OK, &o),
         Ok(SubmitOutcome::Conflict(o)) => (
             StatusCode::CONFLICT,
             Json(json!({

@@ -64,11 +64,14 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// (method, route, status) and how many requests had them.
+pub type RequestCount = ((String, String, u16), u64);
+
 /// Request counts by (method, route, status) and request latency.
 #[derive(Debug)]
 pub struct HttpMetrics {
-    /// Counts.
-    pub counts: Mutex<std::collections::BTreeMap<(String, String, u16), u64>>,
+    /// Counts; a handful of entries, searched in place so counting allocates nothing.
+    pub counts: Mutex<Vec<RequestCount>>,
     /// Latency, microseconds.
     pub latency_us: Mutex<Histogram<u64>>,
 }
@@ -87,12 +90,18 @@ impl Default for HttpMetrics {
 impl HttpMetrics {
     /// Counts one request.
     pub fn record(&self, method: &str, route: &str, status: u16, micros: u64) {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((method.to_string(), route.to_string(), status))
-            .or_insert(0) += 1;
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match counts
+            .iter_mut()
+            .find(|((m, r, s), _)| *s == status && m == method && r == route)
+        {
+            Some((_, n)) => *n += 1,
+            None => {
+                counts.push(((method.to_string(), route.to_string(), status), 1));
+                counts.sort();
+            }
+        }
+        drop(counts);
         let _ = self
             .latency_us
             .lock()

@@ -449,7 +449,7 @@ async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once(
     );
     let row = db
         .query_one(
-            "SELECT status, status_changes, published FROM orders WHERE id = $1",
+            "SELECT status, status_changes, (SELECT count(*) = 0 FROM order_outbox) FROM orders WHERE id = $1",
             &[&order.id],
         )
         .await

@@ -175,6 +175,7 @@ impl OrderDesk {
                 rx.clone(),
                 events_tx.clone(),
             )));
+            // (The outbox is written only when events are on: see write_group.)
         }
         let events = match target {
             Some(t) => {
@@ -338,7 +339,7 @@ async fn write_groups(
                     }
                 }
             }
-            match write_group(&client, &group).await {
+            match write_group(&client, &group, events.is_some()).await {
                 Ok(o) => break o,
                 // The group is written again after reconnecting: rows that did commit are
                 // found by their unique key, so nothing is stored twice.
@@ -356,12 +357,14 @@ async fn write_groups(
                     let mut one_by_one = Vec::with_capacity(group.len());
                     for p in group.iter() {
                         let single = std::slice::from_ref(p);
-                        one_by_one.push(match write_group(&client, single).await {
-                            Ok(mut o) => o
-                                .pop()
-                                .unwrap_or_else(|| Err(Error::Task("no outcome".into()))),
-                            Err(e) => Err(Error::field("order", e.to_string())),
-                        });
+                        one_by_one.push(
+                            match write_group(&client, single, events.is_some()).await {
+                                Ok(mut o) => o
+                                    .pop()
+                                    .unwrap_or_else(|| Err(Error::Task("no outcome".into()))),
+                                Err(e) => Err(Error::field("order", e.to_string())),
+                            },
+                        );
                     }
                     break one_by_one;
                 }
@@ -385,10 +388,14 @@ async fn write_groups(
     }
 }
 
+/// What the insert returns for a new order; the rest is the request.
+const CREATED_COLUMNS: &str = "id, account, client_order_id, created_at";
+
 /// One statement inserts the group's new orders; a second reads the ones that existed.
 async fn write_group(
     client: &Client,
     group: &[Pending],
+    outbox: bool,
 ) -> std::result::Result<Vec<Result<SubmitOutcome>>, tokio_postgres::Error> {
     // The first submission of each key in the group is the one inserted.
     let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(group.len());
@@ -415,13 +422,21 @@ async fn write_group(
         .iter()
         .map(|&i| group[i].order.limit_price)
         .collect();
-    let insert = format!(
-        "INSERT INTO orders (account, client_order_id, symbol, side, type, quantity, limit_price, \
-         time_in_force, request_hash) \
+    let insert_orders = "INSERT INTO orders (account, client_order_id, symbol, side, type, \
+         quantity, limit_price, time_in_force, request_hash) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                               $6::float8[], $7::float8[], $8::text[], $9::text[]) \
-         ON CONFLICT (account, client_order_id) DO NOTHING RETURNING {ORDER_COLUMNS}"
-    );
+         ON CONFLICT (account, client_order_id) DO NOTHING";
+    // With events on, the outbox rows go in with the orders, in the same statement.
+    let insert = if outbox {
+        format!(
+            "WITH ins AS ({insert_orders} RETURNING {CREATED_COLUMNS}), \
+             outbox AS (INSERT INTO order_outbox (order_id) SELECT id FROM ins) \
+             SELECT {CREATED_COLUMNS} FROM ins"
+        )
+    } else {
+        format!("{insert_orders} RETURNING {CREATED_COLUMNS}")
+    };
     let text_array = Type::TEXT_ARRAY;
     let rows = client
         .query_typed(
@@ -439,11 +454,34 @@ async fn write_group(
             ],
         )
         .await?;
+    // A new order is the request plus what the database assigned: fewer columns to send
+    // back and decode.
     let mut created: HashMap<(String, String), Order> = HashMap::with_capacity(rows.len());
     for r in &rows {
-        if let Ok((o, _)) = Order::from_row(r) {
-            created.insert((o.account.clone(), o.client_order_id.clone()), o);
-        }
+        let (id, account, client_order_id, at): (i64, String, String, std::time::SystemTime) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let key = (account.as_str(), client_order_id.as_str());
+        let Some(&i) = first.get(&key) else { continue };
+        let o = &group[i].order;
+        let at = crate::query::unix_ns(at);
+        created.insert(
+            (account.clone(), client_order_id.clone()),
+            Order {
+                id,
+                account,
+                client_order_id,
+                symbol: o.symbol.as_str().to_string(),
+                side: o.side,
+                order_type: o.order_type,
+                quantity: o.quantity,
+                limit_price: o.limit_price,
+                time_in_force: o.time_in_force,
+                status: OrderStatus::Accepted,
+                created_at_ns: at,
+                updated_at_ns: at,
+                status_changes: 0,
+            },
+        );
     }
     let mut existing: HashMap<(String, String), (Order, String)> = HashMap::new();
     if created.len() < uniques.len() {
@@ -500,7 +538,7 @@ async fn write_group(
 }
 
 /// Publishes `order.accepted` events: each committed group as it comes, and every few
-/// seconds whatever the outbox (`published = false`) still holds.
+/// seconds whatever the outbox still holds.
 async fn publish_events(
     target: RedisTarget,
     stream: String,
@@ -511,8 +549,13 @@ async fn publish_events(
     let mut conn: Option<RedisConn> = None;
     let mut sweep = tokio::time::interval(Duration::from_secs(2));
     let select = format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE NOT published \
-         AND created_at < now() - interval '2 seconds' ORDER BY created_at LIMIT 1000"
+        "SELECT {} FROM order_outbox b JOIN orders o ON o.id = b.order_id \
+         WHERE b.created_at < now() - interval '2 seconds' ORDER BY b.created_at LIMIT 1000",
+        ORDER_COLUMNS
+            .split(", ")
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     loop {
         if db.is_closed() {
@@ -557,7 +600,7 @@ async fn publish_events(
                 .arg("order_id")
                 .arg(o.id)
                 .arg("order")
-                .arg(o.to_json().to_string())
+                .arg(o.json_bytes())
                 .ignore();
         }
         if let Err(e) = c.run(&pipe).await {
@@ -568,14 +611,14 @@ async fn publish_events(
         let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
         if let Err(e) = db
             .query_typed(
-                "UPDATE orders SET published = true WHERE id = ANY($1)",
+                "DELETE FROM order_outbox WHERE order_id = ANY($1)",
                 &[(&ids, Type::INT8_ARRAY)],
             )
             .await
         {
-            // Published but not marked: the sweep sends them again; workers see the
-            // order's status and handle each once.
-            tracing::warn!(error = %e, "order events: marking published failed");
+            // Published but still in the outbox: the sweep sends them again; workers see
+            // the order's status and handle each once.
+            tracing::warn!(error = %e, "order events: clearing the outbox failed");
         }
     }
 }

@@ -10,7 +10,8 @@
 //! Group commit: submissions queue in a channel; each of the desk's connections takes
 //! everything waiting (up to `max_group`) and writes it with one statement,
 //! `INSERT … SELECT FROM unnest(…) ON CONFLICT (account, client_order_id) DO NOTHING
-//! RETURNING …`, then reads the rows that already existed. One commit (one fsync) answers
+//! RETURNING …` (plus the events' outbox rows, in the same statement), then reads the rows
+//! that already existed. One commit (one fsync) answers
 //! the whole group, so throughput follows the group size, not the fsync rate. All
 //! statements are unnamed (`query_typed`), so PgBouncer in transaction mode works.
 
@@ -278,6 +279,41 @@ impl Order {
             },
             r.get(13),
         ))
+    }
+
+    /// [`Order::to_json`], serialised straight to bytes (no intermediate map).
+    pub fn json_bytes(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct View<'a> {
+            id: i64,
+            account: &'a str,
+            client_order_id: &'a str,
+            symbol: &'a str,
+            side: &'a str,
+            #[serde(rename = "type")]
+            order_type: &'a str,
+            quantity: f64,
+            limit_price: Option<f64>,
+            time_in_force: &'a str,
+            status: &'a str,
+            created_at_ns: i64,
+            updated_at_ns: i64,
+        }
+        serde_json::to_vec(&View {
+            id: self.id,
+            account: &self.account,
+            client_order_id: &self.client_order_id,
+            symbol: &self.symbol,
+            side: self.side.as_str(),
+            order_type: self.order_type.as_str(),
+            quantity: self.quantity,
+            limit_price: self.limit_price,
+            time_in_force: self.time_in_force.as_str(),
+            status: self.status.as_str(),
+            created_at_ns: self.created_at_ns,
+            updated_at_ns: self.updated_at_ns,
+        })
+        .unwrap_or_default()
     }
 
     /// The order as JSON (the HTTP API's and the events' form).
