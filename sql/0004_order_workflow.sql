@@ -13,12 +13,13 @@ ALTER TABLE orders ADD COLUMN request_hash text NOT NULL DEFAULT '';
 -- How many status transitions the order went through (workers move it once per event).
 ALTER TABLE orders ADD COLUMN status_changes integer NOT NULL DEFAULT 0;
 
--- The transactional outbox of order.accepted events: a row is written in the same statement
--- as its order and deleted once the event is in the Redis stream, so an event Redis missed
--- (or a crash between commit and publish) is sent later. A narrow table that stays small,
--- instead of a flag that would rewrite every wide order row.
+-- The transactional outbox of order.accepted events: one row per committed group of orders,
+-- written in the same statement as the orders and deleted once their events are in the
+-- Redis stream, so events Redis missed (or a crash between commit and publish) are sent
+-- later. One narrow row per group, instead of a flag rewriting every wide order row.
 CREATE TABLE order_outbox (
-    order_id   bigint      PRIMARY KEY REFERENCES orders (id) ON DELETE CASCADE,
+    group_id   bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    order_ids  bigint[]    NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX orders_account_created_idx ON orders (account, created_at DESC);

@@ -163,7 +163,7 @@ impl OrderDesk {
             .transpose()?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let rx = Arc::new(AsyncMutex::new(rx));
-        let (events_tx, events_rx) = mpsc::channel::<Vec<Order>>(1_024);
+        let (events_tx, events_rx) = mpsc::channel::<OutboxBatch>(1_024);
         let events_tx = target.as_ref().map(|_| events_tx);
         let mut writers = Vec::with_capacity(config.connections);
         for i in 0..config.connections {
@@ -309,7 +309,7 @@ async fn write_groups(
     config: OrderDeskConfig,
     index: usize,
     rx: Arc<AsyncMutex<mpsc::Receiver<Pending>>>,
-    events: Option<mpsc::Sender<Vec<Order>>>,
+    events: Option<mpsc::Sender<OutboxBatch>>,
 ) {
     let mut group: Vec<Pending> = Vec::with_capacity(config.max_group);
     loop {
@@ -327,7 +327,7 @@ async fn write_groups(
             }
         }
         let mut backoff = Duration::from_millis(50);
-        let outcomes = loop {
+        let (outcomes, outbox_groups) = loop {
             if client.is_closed() {
                 match connect(&config.database_url, &format!("christmas-orders-{index}")).await {
                     Ok(c) => client = c,
@@ -340,7 +340,7 @@ async fn write_groups(
                 }
             }
             match write_group(&client, &group, events.is_some()).await {
-                Ok(o) => break o,
+                Ok((o, g)) => break (o, g.into_iter().collect::<Vec<i64>>()),
                 // The group is written again after reconnecting: rows that did commit are
                 // found by their unique key, so nothing is stored twice.
                 Err(e) if is_connection_error(&e) => {
@@ -355,18 +355,21 @@ async fn write_groups(
                     // Refused data the validation missed: answer each order on its own.
                     tracing::warn!(error = %e, "order group refused; writing one by one");
                     let mut one_by_one = Vec::with_capacity(group.len());
+                    let mut groups = Vec::new();
                     for p in group.iter() {
                         let single = std::slice::from_ref(p);
                         one_by_one.push(
                             match write_group(&client, single, events.is_some()).await {
-                                Ok(mut o) => o
-                                    .pop()
-                                    .unwrap_or_else(|| Err(Error::Task("no outcome".into()))),
+                                Ok((mut o, g)) => {
+                                    groups.extend(g);
+                                    o.pop()
+                                        .unwrap_or_else(|| Err(Error::Task("no outcome".into())))
+                                }
                                 Err(e) => Err(Error::field("order", e.to_string())),
                             },
                         );
                     }
-                    break one_by_one;
+                    break (one_by_one, groups);
                 }
             }
         };
@@ -383,10 +386,13 @@ async fn write_groups(
         }
         if let (Some(tx), false) = (&events, created.is_empty()) {
             // Full: the outbox sweep publishes them later.
-            let _ = tx.try_send(created);
+            let _ = tx.try_send((outbox_groups, created));
         }
     }
 }
+
+/// Outbox groups (rows of `order_outbox`) and the new orders they hold.
+type OutboxBatch = (Vec<i64>, Vec<Order>);
 
 /// What the insert returns for a new order; the rest is the request.
 const CREATED_COLUMNS: &str = "id, account, client_order_id, created_at";
@@ -396,7 +402,7 @@ async fn write_group(
     client: &Client,
     group: &[Pending],
     outbox: bool,
-) -> std::result::Result<Vec<Result<SubmitOutcome>>, tokio_postgres::Error> {
+) -> std::result::Result<(Vec<Result<SubmitOutcome>>, Option<i64>), tokio_postgres::Error> {
     // The first submission of each key in the group is the one inserted.
     let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(group.len());
     let mut uniques = Vec::with_capacity(group.len());
@@ -431,8 +437,9 @@ async fn write_group(
     let insert = if outbox {
         format!(
             "WITH ins AS ({insert_orders} RETURNING {CREATED_COLUMNS}), \
-             outbox AS (INSERT INTO order_outbox (order_id) SELECT id FROM ins) \
-             SELECT {CREATED_COLUMNS} FROM ins"
+             outbox AS (INSERT INTO order_outbox (order_ids) \
+                        SELECT array_agg(id) FROM ins HAVING count(*) > 0 RETURNING group_id) \
+             SELECT {CREATED_COLUMNS}, (SELECT group_id FROM outbox) FROM ins"
         )
     } else {
         format!("{insert_orders} RETURNING {CREATED_COLUMNS}")
@@ -457,6 +464,10 @@ async fn write_group(
     // A new order is the request plus what the database assigned: fewer columns to send
     // back and decode.
     let mut created: HashMap<(String, String), Order> = HashMap::with_capacity(rows.len());
+    let outbox_group: Option<i64> = match (outbox, rows.first()) {
+        (true, Some(r)) => r.get(4),
+        _ => None,
+    };
     for r in &rows {
         let (id, account, client_order_id, at): (i64, String, String, std::time::SystemTime) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
@@ -510,7 +521,7 @@ async fn write_group(
             }
         }
     }
-    Ok(group
+    let outcomes = group
         .iter()
         .enumerate()
         .map(|(i, p)| {
@@ -534,7 +545,8 @@ async fn write_group(
                 ))),
             }
         })
-        .collect())
+        .collect();
+    Ok((outcomes, outbox_group))
 }
 
 /// Publishes `order.accepted` events: each committed group as it comes, and every few
@@ -544,19 +556,15 @@ async fn publish_events(
     stream: String,
     url: String,
     mut db: Client,
-    mut rx: mpsc::Receiver<Vec<Order>>,
+    mut rx: mpsc::Receiver<OutboxBatch>,
 ) {
     let mut conn: Option<RedisConn> = None;
     let mut sweep = tokio::time::interval(Duration::from_secs(2));
-    let select = format!(
-        "SELECT {} FROM order_outbox b JOIN orders o ON o.id = b.order_id \
-         WHERE b.created_at < now() - interval '2 seconds' ORDER BY b.created_at LIMIT 1000",
-        ORDER_COLUMNS
-            .split(", ")
-            .map(|c| format!("o.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    // Groups older than this were not published as they committed (Redis was down, the
+    // channel was full, or the process died): the sweep sends them.
+    let stale = "SELECT group_id, order_ids FROM order_outbox \
+                 WHERE created_at < now() - interval '2 seconds' ORDER BY group_id LIMIT 16";
+    let select = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) ORDER BY id");
     loop {
         if db.is_closed() {
             match connect(&url, "christmas-orders-events").await {
@@ -564,20 +572,39 @@ async fn publish_events(
                 Err(e) => tracing::debug!(error = %e, "order events: database reconnect failed"),
             }
         }
-        let orders: Vec<Order> = tokio::select! {
+        let (groups, orders): OutboxBatch = tokio::select! {
             batch = rx.recv() => match batch {
                 Some(b) => b,
                 None => return,
             },
-            _ = sweep.tick() => match db.query_typed(&select, &[]).await {
-                Ok(rows) => rows.iter().filter_map(|r| Order::from_row(r).ok().map(|(o, _)| o)).collect(),
-                Err(e) => {
-                    tracing::debug!(error = %e, "order outbox sweep failed");
-                    continue;
+            _ = sweep.tick() => {
+                let swept = async {
+                    let rows = db.query_typed(stale, &[]).await?;
+                    let groups: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+                    let ids: Vec<i64> = rows.iter().flat_map(|r| r.get::<_, Vec<i64>>(1)).collect();
+                    let orders = db.query_typed(&select, &[(&ids, Type::INT8_ARRAY)]).await?;
+                    let orders = orders.iter().filter_map(|r| Order::from_row(r).ok().map(|(o, _)| o)).collect();
+                    Ok::<_, tokio_postgres::Error>((groups, orders))
+                };
+                match swept.await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "order outbox sweep failed");
+                        continue;
+                    }
                 }
-            },
+            }
         };
         if orders.is_empty() {
+            // Groups whose orders are gone (deleted by hand): nothing left to announce.
+            if !groups.is_empty() {
+                let _ = db
+                    .query_typed(
+                        "DELETE FROM order_outbox WHERE group_id = ANY($1)",
+                        &[(&groups, Type::INT8_ARRAY)],
+                    )
+                    .await;
+            }
             continue;
         }
         let c = match conn.as_mut() {
@@ -608,11 +635,10 @@ async fn publish_events(
             conn = None;
             continue;
         }
-        let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
         if let Err(e) = db
             .query_typed(
-                "DELETE FROM order_outbox WHERE order_id = ANY($1)",
-                &[(&ids, Type::INT8_ARRAY)],
+                "DELETE FROM order_outbox WHERE group_id = ANY($1)",
+                &[(&groups, Type::INT8_ARRAY)],
             )
             .await
         {
