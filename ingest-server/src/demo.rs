@@ -46,27 +46,10 @@ pub async fn run(url: &str, args: DemoArgs, stop: impl Future<Output = ()>) -> a
         }),
         None => None,
     };
-    let mut trades = Ingestor::<Trade>::builder()
-        .database_url(url)
-        .shards(args.shards)
-        .stream("demo");
-    let mut quotes = Ingestor::<Quote>::builder()
-        .database_url(url)
-        .shards(args.shards)
-        .stream("demo");
-    if let Some(f) = fanout {
+    if let Some(f) = &fanout {
         println!("fanning out to Redis ({:?}); watch with: cargo run --release -p christmas-core --example live_ticks -- SYM0000 SYM0001", f.format);
-        trades = trades.fanout(f.clone());
-        quotes = quotes.fanout(f);
     }
-    let trades = trades
-        .start()
-        .await
-        .context("starting the trade pipeline")?;
-    let quotes = quotes
-        .start()
-        .await
-        .context("starting the quote pipeline")?;
+    let (trades, quotes) = crate::pipelines::start(url, args.shards, "demo", fanout).await?;
 
     let producer = tokio::spawn(produce(trades.clone(), quotes.clone(), args));
     let report = tokio::spawn(report_every_second(trades.clone(), quotes.clone()));

@@ -18,6 +18,7 @@
 //! | [`orders`] | the order endpoints (over `christmas_core::orders::OrderDesk`) |
 //! | [`ratelimit`] | per-account token buckets (429) |
 //! | [`metrics_text`] | `/metrics` in the Prometheus text format |
+//! | [`pipelines`] | the trade and quote pipelines every command starts |
 //! | [`replay`] | `replay FILE`: DBN or CSV into the engine |
 //! | [`feed`] | `feed`: a synthetic market sent to a daemon over TCP, like a feed handler |
 //! | [`migrate`], [`demo`] | the `migrate` and `demo` (engine in-process) commands |
@@ -35,6 +36,7 @@ pub mod http;
 pub mod metrics_text;
 pub mod migrate;
 pub mod orders;
+pub mod pipelines;
 pub mod ratelimit;
 pub mod replay;
 pub mod server;

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use christmas_core::dbn_file::Mbp1Reader;
 use christmas_core::fanout::FanoutConfig;
 use christmas_core::synthetic::Tick;
-use christmas_core::{Ingestor, Quote, Side, Symbol, Trade};
+use christmas_core::{Quote, Side, Symbol, Trade};
 
 use crate::timefmt::parse_ns;
 
@@ -351,26 +351,7 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     }
     let mut source = open(args)?;
     let fanout = args.redis_url.as_deref().map(FanoutConfig::new);
-    let mut trades = Ingestor::<Trade>::builder()
-        .database_url(url)
-        .shards(args.shards)
-        .stream("replay");
-    let mut quotes = Ingestor::<Quote>::builder()
-        .database_url(url)
-        .shards(args.shards)
-        .stream("replay");
-    if let Some(f) = fanout {
-        trades = trades.fanout(f.clone());
-        quotes = quotes.fanout(f);
-    }
-    let trades = trades
-        .start()
-        .await
-        .context("starting the trade pipeline")?;
-    let quotes = quotes
-        .start()
-        .await
-        .context("starting the quote pipeline")?;
+    let (trades, quotes) = crate::pipelines::start(url, args.shards, "replay", fanout).await?;
     let mut summary = ReplaySummary::default();
     let mut progress = Progress::new();
     let wall_start = Instant::now();

@@ -123,26 +123,8 @@ impl AppState {
             }),
             None => None,
         };
-        let mut trades = Ingestor::<Trade>::builder()
-            .database_url(&url)
-            .shards(config.shards)
-            .stream("daemon");
-        let mut quotes = Ingestor::<Quote>::builder()
-            .database_url(&url)
-            .shards(config.shards)
-            .stream("daemon");
-        if let Some(f) = fanout {
-            trades = trades.fanout(f.clone());
-            quotes = quotes.fanout(f);
-        }
-        let trades = trades
-            .start()
-            .await
-            .context("starting the trade pipeline")?;
-        let quotes = quotes
-            .start()
-            .await
-            .context("starting the quote pipeline")?;
+        let (trades, quotes) =
+            crate::pipelines::start(&url, config.shards, "daemon", fanout).await?;
         let read_url = config.read_database_url.as_deref().unwrap_or(&url);
         let reader = MarketDataReader::connect(read_url)
             .await

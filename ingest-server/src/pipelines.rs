@@ -1,0 +1,36 @@
+//! The trade and quote pipelines every command runs (serve, replay, demo).
+
+use anyhow::{Context, Result};
+use christmas_core::fanout::FanoutConfig;
+use christmas_core::{Ingestor, Quote, Trade};
+
+/// Both pipelines into the database at `url`, named `stream` in the ledger, fanning out when
+/// `fanout` is given.
+pub async fn start(
+    url: &str,
+    shards: usize,
+    stream: &str,
+    fanout: Option<FanoutConfig>,
+) -> Result<(Ingestor<Trade>, Ingestor<Quote>)> {
+    let mut trades = Ingestor::<Trade>::builder()
+        .database_url(url)
+        .shards(shards)
+        .stream(stream);
+    let mut quotes = Ingestor::<Quote>::builder()
+        .database_url(url)
+        .shards(shards)
+        .stream(stream);
+    if let Some(f) = fanout {
+        trades = trades.fanout(f.clone());
+        quotes = quotes.fanout(f);
+    }
+    let trades = trades
+        .start()
+        .await
+        .context("starting the trade pipeline")?;
+    let quotes = quotes
+        .start()
+        .await
+        .context("starting the quote pipeline")?;
+    Ok((trades, quotes))
+}
