@@ -307,6 +307,24 @@ async fn latest(
     }
 }
 
+/// The common part of the ranged reads: the key, the path's symbol, `from` and `to`.
+fn range_read(
+    s: &AppState,
+    headers: &HeaderMap,
+    symbol: &str,
+    q: &HashMap<String, String>,
+    default_from: i64,
+    default_to: i64,
+) -> Result<(Symbol, i64, i64), Response> {
+    authorize(s, headers, Scope::Read)?;
+    let symbol = symbol_param(Some(&symbol.to_string()))?;
+    Ok((
+        symbol,
+        time_param(q, "from", default_from)?,
+        time_param(q, "to", default_to)?,
+    ))
+}
+
 /// `GET /api/market-data/{symbol}/trades?from&to&limit`
 async fn trades(
     State(s): State<AppState>,
@@ -314,19 +332,10 @@ async fn trades(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Scope::Read) {
-        return r;
-    }
-    let symbol = match symbol_param(Some(&symbol)) {
-        Ok(s) => s,
+    let (symbol, from, to) = match range_read(&s, &headers, &symbol, &q, i64::MIN / 2, i64::MAX / 2)
+    {
+        Ok(r) => r,
         Err(r) => return r,
-    };
-    let (from, to) = match (
-        time_param(&q, "from", i64::MIN / 2),
-        time_param(&q, "to", i64::MAX / 2),
-    ) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
     };
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 1_000,
@@ -356,27 +365,18 @@ async fn bars(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, Scope::Read) {
-        return r;
-    }
-    let symbol = match symbol_param(Some(&symbol)) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let now = christmas_core::query::unix_ns(std::time::SystemTime::now());
+    let (symbol, from, to) =
+        match range_read(&s, &headers, &symbol, &q, now - 86_400_000_000_000, now) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
     let interval = match q
         .get("interval")
         .map_or(Ok(BarInterval::Minute1), |i| i.parse())
     {
         Ok(i) => i,
         Err(e) => return error(StatusCode::BAD_REQUEST, Some("interval"), e),
-    };
-    let now = christmas_core::query::unix_ns(std::time::SystemTime::now());
-    let (from, to) = match (
-        time_param(&q, "from", now - 86_400_000_000_000),
-        time_param(&q, "to", now),
-    ) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
     };
     if from > to {
         return error(
