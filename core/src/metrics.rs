@@ -189,6 +189,10 @@ impl MetricsSnapshot {
     pub fn retries(&self) -> u64 {
         self.sum(|s| s.retries)
     }
+    /// Database connections made (first ones included), all shards.
+    pub fn connects(&self) -> u64 {
+        self.sum(|s| s.connects)
+    }
     /// Rows dead-lettered, all shards.
     pub fn dead_lettered(&self) -> u64 {
         self.sum(|s| s.dead_lettered)

@@ -78,7 +78,10 @@ async fn terminated_backends_lose_and_duplicate_nothing() {
     let killed = killer.await.unwrap();
     let report = ingestor.shutdown().await.unwrap();
     assert!(killed >= 5, "the test killed only {killed} backends");
-    assert!(report.retries() > 0, "no commit was interrupted");
+    assert!(
+        report.connects() > report.shards.len() as u64,
+        "the writers never reconnected after their backends were killed"
+    );
     assert_eq!(report.rows_committed(), TOTAL);
     assert_exactly(&client, TOTAL as i64).await;
     // Every batch (including ones resolved by the ledger) has exactly one ledger row.
@@ -125,7 +128,12 @@ async fn postgres_restarts_lose_and_duplicate_nothing() {
     pusher.await.unwrap();
     ingestor.flush().await.unwrap();
     let report = ingestor.shutdown().await.unwrap();
-    assert!(report.retries() > 0, "no commit was interrupted");
+    // Whether a commit was in flight at the very moment the server went is timing; that the
+    // writers had to reconnect is not.
+    assert!(
+        report.connects() > 2,
+        "the writers never reconnected: the outages missed the run"
+    );
     assert_eq!(report.rows_committed(), TOTAL);
     let client = connect(&url).await;
     assert_exactly(&client, TOTAL as i64).await;
