@@ -109,6 +109,22 @@ pub struct OrderDesk {
     primary: MarketDataReader,
     writers: std::sync::Mutex<Vec<JoinHandle<()>>>,
     events: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Where the writers and the event publisher run.
+    runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl Drop for OrderDesk {
+    fn drop(&mut self) {
+        // Dropped from async code too, where a runtime may not block.
+        if let Some(rt) = self
+            .runtime
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for OrderDesk {
@@ -161,45 +177,75 @@ impl OrderDesk {
             .as_deref()
             .map(RedisTarget::parse)
             .transpose()?;
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let rx = Arc::new(AsyncMutex::new(rx));
-        let (events_tx, events_rx) = mpsc::channel::<OutboxBatch>(1_024);
-        let events_tx = target.as_ref().map(|_| events_tx);
-        let mut writers = Vec::with_capacity(config.connections);
-        for i in 0..config.connections {
-            let client = connect(&config.database_url, &format!("christmas-orders-{i}")).await?;
-            writers.push(tokio::spawn(write_groups(
-                client,
-                config.clone(),
-                i,
-                rx.clone(),
-                events_tx.clone(),
-            )));
-            // (The outbox is written only when events are on: see write_group.)
-        }
-        let events = match target {
-            Some(t) => {
-                let db = connect(&config.database_url, "christmas-orders-events").await?;
-                Some(tokio::spawn(publish_events(
-                    t,
-                    config.events_stream.clone(),
-                    config.database_url.clone(),
-                    db,
-                    events_rx,
-                )))
-            }
-            None => None,
-        };
         let read_url = config
             .read_database_url
             .as_deref()
             .unwrap_or(&config.database_url);
+        let reader = MarketDataReader::connect(read_url).await?;
+        let primary = MarketDataReader::connect(&config.database_url).await?;
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let rx = Arc::new(AsyncMutex::new(rx));
+        // The writers and their connections run on a thread of their own: a commit's reply
+        // is read and the group answered at once, not after the HTTP tasks queued before it
+        // on a busy runtime. That is most of the tail latency under load.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("christmas-orders")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Task(format!("starting the order runtime: {e}")))?;
+        let setup = {
+            let config = config.clone();
+            async move {
+                let (events_tx, events_rx) = mpsc::channel::<OutboxBatch>(1_024);
+                let events_tx = target.as_ref().map(|_| events_tx);
+                let mut writers = Vec::with_capacity(config.connections);
+                for i in 0..config.connections {
+                    let client =
+                        connect(&config.database_url, &format!("christmas-orders-{i}")).await?;
+                    writers.push(tokio::spawn(write_groups(
+                        client,
+                        config.clone(),
+                        i,
+                        rx.clone(),
+                        events_tx.clone(),
+                    )));
+                    // (The outbox is written only when events are on: see write_group.)
+                }
+                let events = match target {
+                    Some(t) => {
+                        let db = connect_events(&config.database_url).await?;
+                        Some(tokio::spawn(publish_events(
+                            t,
+                            config.events_stream.clone(),
+                            config.database_url.clone(),
+                            db,
+                            events_rx,
+                        )))
+                    }
+                    None => None,
+                };
+                Ok::<_, Error>((writers, events))
+            }
+        };
+        let started = runtime
+            .spawn(setup)
+            .await
+            .unwrap_or_else(|e| Err(Error::Task(format!("starting the order writers: {e}"))));
+        let (writers, events) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
         Ok(OrderDesk {
             tx: std::sync::Mutex::new(Some(tx)),
-            reader: MarketDataReader::connect(read_url).await?,
-            primary: MarketDataReader::connect(&config.database_url).await?,
+            reader,
+            primary,
             writers: std::sync::Mutex::new(writers),
             events: std::sync::Mutex::new(events),
+            runtime: std::sync::Mutex::new(Some(runtime)),
         })
     }
 
@@ -549,6 +595,20 @@ async fn write_group(
     Ok((outcomes, outbox_group))
 }
 
+/// Most events published in one pipeline (more wait for the next round).
+const MAX_EVENTS_PER_ROUND: usize = 8_192;
+
+/// The event publisher's connection. Its commits (outbox deletes) do not wait for the WAL
+/// flush: a delete lost in a crash only means the sweep announces those orders again,
+/// which workers already tolerate (delivery is at least once).
+async fn connect_events(url: &str) -> Result<Client> {
+    let db = connect(url, "christmas-orders-events").await?;
+    db.batch_execute("SET synchronous_commit = off")
+        .await
+        .map_err(|e| Error::pg("configuring the order event connection", e))?;
+    Ok(db)
+}
+
 /// Publishes `order.accepted` events: each committed group as it comes, and every few
 /// seconds whatever the outbox still holds.
 async fn publish_events(
@@ -567,14 +627,26 @@ async fn publish_events(
     let select = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) ORDER BY id");
     loop {
         if db.is_closed() {
-            match connect(&url, "christmas-orders-events").await {
+            match connect_events(&url).await {
                 Ok(c) => db = c,
                 Err(e) => tracing::debug!(error = %e, "order events: database reconnect failed"),
             }
         }
         let (groups, orders): OutboxBatch = tokio::select! {
             batch = rx.recv() => match batch {
-                Some(b) => b,
+                Some((mut groups, mut orders)) => {
+                    // Everything queued behind the last round goes out in one round.
+                    while orders.len() < MAX_EVENTS_PER_ROUND {
+                        match rx.try_recv() {
+                            Ok((g, o)) => {
+                                groups.extend(g);
+                                orders.extend(o);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    (groups, orders)
+                }
                 None => return,
             },
             _ = sweep.tick() => {
