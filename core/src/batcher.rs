@@ -30,9 +30,49 @@ pub(crate) struct SealedBatch {
     pub pushed_at: Vec<u64>,
     /// Producers waiting for this batch (and every earlier one) to commit.
     pub waiters: Vec<oneshot::Sender<Result<BatchReport>>>,
+    /// Producers waiting for this batch (and every earlier one) to be fsynced in the spool.
+    pub durable_waiters: Vec<oneshot::Sender<Result<BatchReport>>>,
+    /// The ledger identity (stream, shard) when it is not this run's: a batch an earlier
+    /// run spooled. Such a batch may have committed before the crash, so the writer asks
+    /// the ledger first.
+    pub foreign: Option<(Arc<str>, usize)>,
+    /// Where the batch is in the spool, when there is one.
+    pub spooled: Option<Spooled>,
+}
+
+/// A batch's place in the spool.
+#[derive(Debug)]
+pub(crate) struct Spooled {
+    /// Index of the shard spool that holds it.
+    pub owner: usize,
+    /// Its entry number there.
+    pub entry: u64,
+    /// Bytes it holds in memory against the spool's memory budget (0 when on disk).
+    pub memory_bytes: u64,
+    /// Set when the body was left on disk: the writer reads it back from here.
+    pub on_disk: Option<crate::spool::SpoolRef>,
 }
 
 impl SealedBatch {
+    /// A batch an earlier run left in spool `owner`, read back by the writer.
+    pub fn on_disk(owner: usize, at: crate::spool::SpoolRef) -> Self {
+        SealedBatch {
+            seq: 0,
+            body: bytes::Bytes::new(),
+            row_ends: Vec::new(),
+            pushed_at: Vec::new(),
+            waiters: Vec::new(),
+            durable_waiters: Vec::new(),
+            foreign: None,
+            spooled: Some(Spooled {
+                owner,
+                entry: at.entry,
+                memory_bytes: 0,
+                on_disk: Some(at),
+            }),
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.row_ends.len()
     }
@@ -66,6 +106,7 @@ struct OpenBatch<R> {
     row_ends: Vec<u32>,
     pushed_at: Vec<u64>,
     waiters: Vec<oneshot::Sender<Result<BatchReport>>>,
+    durable_waiters: Vec<oneshot::Sender<Result<BatchReport>>>,
     opened: Option<Instant>,
     /// The records and their fan-out sequences (empty when fan-out is off).
     fanout: Vec<(R, u64)>,
@@ -78,13 +119,14 @@ impl<R> OpenBatch<R> {
             row_ends: Vec::with_capacity(rows),
             pushed_at: Vec::with_capacity(rows),
             waiters: Vec::new(),
+            durable_waiters: Vec::new(),
             opened: None,
             fanout: Vec::with_capacity(fanout_rows),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.row_ends.is_empty() && self.waiters.is_empty()
+        self.row_ends.is_empty() && self.waiters.is_empty() && self.durable_waiters.is_empty()
     }
 }
 
@@ -165,8 +207,12 @@ pub(crate) async fn run<R: Record>(
                         }
                     }
                 }
-                Slot::Barrier(waiter) => {
-                    open.waiters.push(waiter);
+                Slot::Barrier { waiter, durable } => {
+                    if durable {
+                        open.durable_waiters.push(waiter);
+                    } else {
+                        open.waiters.push(waiter);
+                    }
                     barriers += 1;
                     barrier_seen = true;
                 }
@@ -222,6 +268,9 @@ fn seal<R>(open: OpenBatch<R>, seq: u64) -> (SealedBatch, Vec<(R, u64)>) {
         row_ends: open.row_ends,
         pushed_at: open.pushed_at,
         waiters: open.waiters,
+        durable_waiters: open.durable_waiters,
+        foreign: None,
+        spooled: None,
     };
     (batch, open.fanout)
 }
@@ -233,7 +282,7 @@ async fn send<R>(tx: &mpsc::Sender<Sealed<R>>, sealed: Sealed<R>) -> bool {
         Ok(()) => true,
         Err(mpsc::error::SendError(Sealed { batch, .. })) => {
             tracing::error!(seq = batch.seq, "writer stopped; batch not written");
-            for w in batch.waiters {
+            for w in batch.waiters.into_iter().chain(batch.durable_waiters) {
                 let _ = w.send(Err(crate::Error::Task("writer stopped".into())));
             }
             false

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::fanout::FanoutConfig;
+use crate::spool::SpoolConfig;
 
 /// What a producer experiences when its shard's ring is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,6 +39,15 @@ impl fmt::Debug for Sink {
             Sink::Discard => f.write_str("Discard"),
         }
     }
+}
+
+/// A ledger stream name: 1-64 characters of `A-Z a-z 0-9 _ . : -` (the configured part is
+/// at most 40; the boot id adds 17).
+pub(crate) fn valid_stream(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
 }
 
 /// A callback told about every row PostgreSQL rejected (after it went to the dead-letter
@@ -89,6 +99,9 @@ pub struct IngestorConfig {
     pub partition_maintenance: Option<Duration>,
     /// Redis fan-out of every batch (default `None`: off). See [`crate::fanout`].
     pub fanout: Option<FanoutConfig>,
+    /// A local spool of sealed batches before PostgreSQL (default `None`: off). Needed for
+    /// [`Ingestor::push_durable`](crate::Ingestor::push_durable); see [`crate::spool`].
+    pub spool: Option<SpoolConfig>,
 }
 
 impl Default for IngestorConfig {
@@ -111,6 +124,7 @@ impl Default for IngestorConfig {
             on_dead_letter: None,
             partition_maintenance: Some(Duration::from_secs(60)),
             fanout: None,
+            spool: None,
         }
     }
 }
@@ -135,6 +149,7 @@ impl fmt::Debug for IngestorConfig {
             .field("on_dead_letter", &self.on_dead_letter.is_some())
             .field("partition_maintenance", &self.partition_maintenance)
             .field("fanout", &self.fanout)
+            .field("spool", &self.spool)
             .finish()
     }
 }
@@ -178,18 +193,15 @@ impl IngestorConfig {
                 "must be between 1 and 64",
             ));
         }
+        if let Some(spool) = &self.spool {
+            spool.validate(self.batch_max_bytes)?;
+        }
         if let Some(t) = &self.table {
             check_table_name("table", t)?;
         }
         check_table_name("ledger_table", &self.ledger_table)?;
         check_table_name("dead_letter_table", &self.dead_letter_table)?;
-        let stream_ok = !self.stream.is_empty()
-            && self.stream.len() <= 40
-            && self
-                .stream
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
-        if !stream_ok {
+        if !valid_stream(&self.stream) || self.stream.len() > 40 {
             return Err(Error::config(
                 "stream",
                 "must be 1-40 characters of A-Z a-z 0-9 _ . : -",

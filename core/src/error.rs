@@ -78,6 +78,13 @@ pub enum Error {
         /// The driver's error.
         reason: String,
     },
+    /// The spool's files could not be read or written (I/O error, in use by another
+    /// process, a batch too large), or it is needed and not configured.
+    #[error("spool: {reason}")]
+    Spool {
+        /// What went wrong, with the path.
+        reason: String,
+    },
     /// A pipeline task stopped unexpectedly.
     #[error("pipeline task failed: {0}")]
     Task(String),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use crate::batcher::{Sealed, SealedBatch};
 use crate::clock::PipelineClock;
 use crate::config::{Backpressure, DeadLetterHook, IngestorConfig, Sink};
 use crate::fanout::publisher::{self, FanoutQueue};
@@ -19,8 +20,9 @@ use crate::record::Record;
 use crate::ring::{ShardRing, Slot};
 use crate::router::ShardRouter;
 use crate::schema::MaintenanceReport;
-use crate::writer::{BatchReport, PgWriter};
-use crate::{batcher, writer, Error, Result};
+use crate::spool::{Appender, ShardSpool, SpoolConfig};
+use crate::writer::{BatchReport, BatchRx, PgWriter};
+use crate::{batcher, spooler, writer, Error, Result};
 
 /// State shared by producers, batchers and writers.
 #[derive(Debug)]
@@ -40,6 +42,9 @@ pub(crate) struct Shared<R> {
     pub stop: Notify,
     /// The Redis fan-out queue, when fan-out is on.
     pub fanout: Option<Arc<FanoutQueue<R>>>,
+    /// Each shard's spool, then the spools of shards an earlier run had beyond this run's
+    /// count (recovered only). Empty without a spool.
+    pub spools: Box<[Arc<ShardSpool>]>,
 }
 
 /// The owner of the pipeline's tasks; when the last [`Ingestor`] clone is dropped without
@@ -220,6 +225,14 @@ impl<R: Record> IngestorBuilder<R> {
         self
     }
 
+    /// Spools sealed batches on local disk before PostgreSQL (default: off): enables
+    /// [`Ingestor::push_durable`] and accepting while the database is away. See
+    /// [`crate::spool`].
+    pub fn spool(mut self, config: SpoolConfig) -> Self {
+        self.config.spool = Some(config);
+        self
+    }
+
     /// Called for every dead-lettered row, after it is stored.
     pub fn on_dead_letter(mut self, hook: DeadLetterHook) -> Self {
         self.config.on_dead_letter = Some(hook);
@@ -247,6 +260,16 @@ impl<R: Record> Ingestor<R> {
         };
         let n = config.shards;
         let stream: Arc<str> = format!("{}-{:016x}", config.stream, boot_id()).into();
+        // The spool is read back before anything new is accepted.
+        let mut spools = Vec::new();
+        let mut recovered = Vec::new();
+        if let Some(sc) = &config.spool {
+            for k in 0..spool_dirs(sc, R::KIND, n) {
+                let (spool, r) = ShardSpool::open(sc, R::KIND, k)?;
+                spools.push(Arc::new(spool));
+                recovered.push(r);
+            }
+        }
         let shared = Arc::new(Shared {
             router: ShardRouter::new(n),
             rings: (0..n)
@@ -261,6 +284,7 @@ impl<R: Record> Ingestor<R> {
             fanout: fanout
                 .as_ref()
                 .map(|(f, _)| Arc::new(FanoutQueue::new(f.queue_batches))),
+            spools: spools.into(),
             config,
         });
         let publisher = match (&shared.fanout, fanout) {
@@ -285,16 +309,63 @@ impl<R: Record> Ingestor<R> {
         {
             // The first pass runs now, so today's and the coming partitions exist before the
             // first batch; its failure is not fatal (the default partition holds rows).
-            if let Some(mut task) = PartitionTask::connect(&shared, url).await? {
-                if let Err(e) = task.pass(&shared).await {
-                    tracing::warn!(error = %e, "first partition maintenance pass failed");
+            match PartitionTask::connect(&shared, url).await {
+                Ok(Some(mut task)) => {
+                    if let Err(e) = task.pass(&shared).await {
+                        tracing::warn!(error = %e, "first partition maintenance pass failed");
+                    }
+                    handles.push(tokio::spawn(task.run(shared.clone(), every)));
                 }
-                handles.push(tokio::spawn(task.run(shared.clone(), every)));
+                Ok(None) => {}
+                // With a spool the pipeline starts without PostgreSQL; maintenance starts
+                // when it is back.
+                Err(e) if shared.config.spool.is_some() => {
+                    tracing::warn!(error = %e, "partition maintenance waits for PostgreSQL");
+                    let (shared, url) = (shared.clone(), url.clone());
+                    handles.push(tokio::spawn(async move {
+                        while !shared.closed.load(Ordering::SeqCst) {
+                            tokio::select! {
+                                _ = tokio::time::sleep(every) => {}
+                                _ = shared.stop.notified() => return,
+                            }
+                            match PartitionTask::connect(&shared, &url).await {
+                                Ok(Some(task)) => return task.run(shared.clone(), every).await,
+                                Ok(None) => return,
+                                Err(_) => {}
+                            }
+                        }
+                    }));
+                }
+                Err(e) => return Err(e),
             }
         }
-        for (shard, pg) in writers.into_iter().enumerate() {
+        // Recovered batches, each to the writer of its old shard (modulo this run's count).
+        let mut replay: Vec<Vec<Sealed<R>>> = (0..n).map(|_| Vec::new()).collect();
+        for (owner, r) in recovered.iter().enumerate() {
+            for at in &r.entries {
+                replay[owner % n].push(Sealed {
+                    batch: SealedBatch::on_disk(owner, at.clone()),
+                    fanout: None,
+                });
+            }
+        }
+        for ((shard, pg), old) in writers.into_iter().enumerate().zip(replay) {
             let (tx, rx) = mpsc::channel(shared.config.in_flight_batches);
             handles.push(tokio::spawn(batcher::run(shared.clone(), shard, tx)));
+            let rx = if shared.spools.is_empty() {
+                BatchRx::Direct(rx)
+            } else {
+                let (to_writer, from_spool) = mpsc::unbounded_channel();
+                for sealed in old {
+                    let _ = to_writer.send(sealed);
+                }
+                let appender = Appender::new(shared.spools[shard].clone(), &recovered[shard]);
+                let (spool, stream) = (shared.spools[shard].clone(), shared.stream.clone());
+                handles.push(tokio::task::spawn_blocking(move || {
+                    spooler::run(spool, appender, shard, stream, shard, rx, to_writer)
+                }));
+                BatchRx::Spooled(from_spool)
+            };
             handles.push(tokio::spawn(writer::run(shared.clone(), shard, rx, pg)));
         }
         tracing::info!(stream = %shared.stream, kind = R::KIND, shards = n, "ingestor started");
@@ -401,7 +472,7 @@ impl<R: Record> Ingestor<R> {
             Slot::Record { .. } => {
                 metrics::add(&self.shared.rings[shard].counters.dropped, 1);
             }
-            Slot::Barrier(waiter) => {
+            Slot::Barrier { waiter, .. } => {
                 let _ = waiter.send(Err(Error::Dropped { shard }));
             }
         }
@@ -460,13 +531,32 @@ impl<R: Record> Ingestor<R> {
             touched.insert(shard);
             self.push_async_to(shard, *record, i).await?;
         }
-        self.barriers(touched.iter()).await
+        self.barriers(touched.iter(), false).await
+    }
+
+    /// Pushes `records` (as [`Ingestor::push_batch_async`]) and returns a [`Receipt`] that
+    /// resolves once all of them are fsynced in the spool: they survive a crash of this
+    /// process and are committed after the next start if not before. Needs a spool
+    /// ([`IngestorBuilder::spool`]); without one, [`Error::Spool`] before anything is pushed.
+    pub async fn push_durable(&self, records: &[R]) -> Result<Receipt> {
+        if self.shared.spools.is_empty() {
+            return Err(Error::Spool {
+                reason: "the durable ack level needs a spool; none is configured".into(),
+            });
+        }
+        let mut touched = ShardSet::default();
+        for (i, record) in records.iter().enumerate() {
+            let shard = self.shared.router.shard_for(record.symbol());
+            touched.insert(shard);
+            self.push_async_to(shard, *record, i).await?;
+        }
+        self.barriers(touched.iter(), true).await
     }
 
     /// A receipt for everything pushed so far by this caller, on every shard: resolves when
     /// all of it is committed.
     pub async fn receipt(&self) -> Result<Receipt> {
-        self.barriers(0..self.shards()).await
+        self.barriers(0..self.shards(), false).await
     }
 
     /// Waits until everything pushed so far by this caller is committed.
@@ -474,14 +564,22 @@ impl<R: Record> Ingestor<R> {
         self.receipt().await?.wait().await
     }
 
-    async fn barriers(&self, shards: impl Iterator<Item = usize>) -> Result<Receipt> {
+    async fn barriers(
+        &self,
+        shards: impl Iterator<Item = usize>,
+        durable: bool,
+    ) -> Result<Receipt> {
         let mut waits = Vec::new();
         for shard in shards {
             let ring = &self.shared.rings[shard];
             let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
             let (tx, rx) = oneshot::channel();
             // Barriers always wait for space: evicting a record for one would lose data.
-            ring.push_waiting(Slot::Barrier(tx)).await;
+            ring.push_waiting(Slot::Barrier {
+                waiter: tx,
+                durable,
+            })
+            .await;
             waits.push((shard, rx));
         }
         Ok(Receipt { waits })
@@ -514,6 +612,13 @@ impl<R: Record> Ingestor<R> {
             let _ = snap.batch_rows.add(&h.batch_rows);
         }
         snap.fanout = self.shared.fanout.as_ref().map(|q| q.snapshot());
+        if !self.shared.spools.is_empty() {
+            let mut spool = crate::spool::SpoolSnapshot::default();
+            for s in self.shared.spools.iter() {
+                s.snapshot(&mut spool);
+            }
+            snap.spool = Some(spool);
+        }
         snap.maintenance = self
             .shared
             .maintenance
@@ -615,6 +720,24 @@ impl ShardSet {
     fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         (0..256).filter(|&s| self.0[s / 64] & (1 << (s % 64)) != 0)
     }
+}
+
+/// How many shard spools to open: this run's shards, and any beyond them an earlier run with
+/// more shards left segments in.
+fn spool_dirs(config: &SpoolConfig, kind: &str, shards: usize) -> usize {
+    let dir = config.dir.join(kind);
+    let left = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            name.to_str()?.strip_prefix("shard-")?.parse::<usize>().ok()
+        })
+        .map(|k| k + 1)
+        .max()
+        .unwrap_or(0);
+    shards.max(left)
 }
 
 /// A per-run random id, so two runs never share ledger batch ids.

@@ -87,6 +87,8 @@ pub mod record;
 mod ring;
 pub mod router;
 pub mod schema;
+pub mod spool;
+mod spooler;
 pub mod symbol;
 pub mod synthetic;
 mod writer;

@@ -142,6 +142,8 @@ pub struct MetricsSnapshot {
     pub maintenance: Option<crate::schema::MaintenanceReport>,
     /// The Redis fan-out's counters (`None` when fan-out is off).
     pub fanout: Option<crate::fanout::FanoutSnapshot>,
+    /// The spool's state and counters, when there is a spool.
+    pub spool: Option<crate::spool::SpoolSnapshot>,
 }
 
 impl MetricsSnapshot {
@@ -154,6 +156,7 @@ impl MetricsSnapshot {
             batch_rows: h.batch_rows,
             maintenance: None,
             fanout: None,
+            spool: None,
         }
     }
 

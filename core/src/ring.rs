@@ -21,8 +21,12 @@ use crate::Result;
 pub(crate) enum Slot<R> {
     /// A record and the time it was pushed (ns since the ingestor started).
     Record { record: R, pushed_at: u64 },
-    /// A producer waiting until everything it pushed to this shard before is committed.
-    Barrier(oneshot::Sender<Result<BatchReport>>),
+    /// A producer waiting until everything it pushed to this shard before is committed
+    /// (`durable: false`) or fsynced in the spool (`durable: true`).
+    Barrier {
+        waiter: oneshot::Sender<Result<BatchReport>>,
+        durable: bool,
+    },
 }
 
 /// One shard's ring.

@@ -50,15 +50,62 @@ pub struct BatchReport {
     pub rows_dead_lettered: u64,
 }
 
-/// Runs one shard's writer until the batcher hangs up.
+/// Where a writer's batches come from: the batcher, or the spool stage.
+#[derive(Debug)]
+pub(crate) enum BatchRx<R> {
+    Direct(mpsc::Receiver<Sealed<R>>),
+    Spooled(mpsc::UnboundedReceiver<Sealed<R>>),
+}
+
+impl<R> BatchRx<R> {
+    async fn recv(&mut self) -> Option<Sealed<R>> {
+        match self {
+            BatchRx::Direct(rx) => rx.recv().await,
+            BatchRx::Spooled(rx) => rx.recv().await,
+        }
+    }
+}
+
+/// Brings a batch left on disk by the spool back into memory, with its ledger identity
+/// when an earlier run wrote it. False when it cannot be read (reported; skipped).
+fn load_spooled<R: Record>(shared: &Shared<R>, batch: &mut SealedBatch) -> bool {
+    let Some(sp) = &batch.spooled else {
+        return true;
+    };
+    let Some(at) = &sp.on_disk else { return true };
+    match shared.spools[sp.owner].read(at) {
+        Ok(entry) => {
+            if *entry.stream != *shared.stream {
+                if !crate::config::valid_stream(&entry.stream) {
+                    tracing::error!(segment = %at.path.display(), offset = at.offset, "spool entry names an invalid stream; skipped");
+                    return false;
+                }
+                batch.foreign = Some((entry.stream.as_str().into(), entry.shard as usize));
+                batch.seq = entry.seq;
+            }
+            batch.body = Bytes::from(entry.body);
+            batch.row_ends = entry.row_ends;
+            true
+        }
+        Err(e) => {
+            tracing::error!(segment = %at.path.display(), offset = at.offset, error = %e, "spooled batch unreadable; skipped");
+            false
+        }
+    }
+}
+
+/// Runs one shard's writer until the batcher (or the spool stage) hangs up.
 pub(crate) async fn run<R: Record>(
     shared: Arc<Shared<R>>,
     shard: usize,
-    mut rx: mpsc::Receiver<Sealed<R>>,
+    mut rx: BatchRx<R>,
     mut pg: Option<PgWriter>,
 ) {
     let ring = &shared.rings[shard];
     while let Some(Sealed { mut batch, fanout }) = rx.recv().await {
+        if !load_spooled(&shared, &mut batch) {
+            batch.row_ends.clear();
+        }
         let started = Instant::now();
         let rows = batch.rows() as u64;
         let mut report = BatchReport {
@@ -71,7 +118,9 @@ pub(crate) async fn run<R: Record>(
         let mut dead_rows = Vec::new();
         if rows > 0 {
             if let Some(pg) = pg.as_mut() {
+                pg.identity(batch.foreign.as_ref());
                 dead_rows = pg.write(&shared, &batch).await;
+                pg.identity(None);
                 let dead = dead_rows.len() as u64;
                 report.rows_committed = rows - dead;
                 report.rows_dead_lettered = dead;
@@ -102,7 +151,15 @@ pub(crate) async fn run<R: Record>(
             }
             q.push(f);
         }
-        for w in batch.waiters.drain(..) {
+        if let Some(sp) = &batch.spooled {
+            shared.spools[sp.owner].committed(sp.entry, sp.memory_bytes);
+        }
+        // Without a spool, committed is the strongest point there is.
+        for w in batch
+            .waiters
+            .drain(..)
+            .chain(batch.durable_waiters.drain(..))
+        {
             let _ = w.send(Ok(report));
         }
     }
@@ -130,6 +187,11 @@ pub(crate) struct PgWriter {
     client: Option<Client>,
     shard: usize,
     stream: Arc<str>,
+    /// The ledger identity of the batch being written: this run's (stream, shard), or an
+    /// earlier run's for a batch recovered from the spool, whose ledger is checked first.
+    ledger_stream: Arc<str>,
+    ledger_shard: usize,
+    ledger_first: bool,
     table: String,
     copy_sql: String,
     ledger_table: String,
@@ -168,6 +230,9 @@ impl PgWriter {
             client: None,
             shard,
             stream: shared.stream.clone(),
+            ledger_stream: shared.stream.clone(),
+            ledger_shard: shard,
+            ledger_first: false,
             copy_sql: format!("COPY {table} ({columns}) FROM STDIN (FORMAT binary)"),
             table,
             ledger_table: cfg.ledger_table.clone(),
@@ -176,8 +241,32 @@ impl PgWriter {
             reconnect_max: cfg.reconnect_max,
             on_dead_letter: cfg.on_dead_letter.clone(),
         };
-        w.open(shared, shard).await?;
+        match w.open(shared, shard).await {
+            Ok(()) => {}
+            // With a spool the daemon takes data while PostgreSQL is away, from the start
+            // too: the writer connects when it can.
+            Err(e) if cfg.spool.is_some() => {
+                tracing::warn!(shard, error = %e, "PostgreSQL unreachable at start; spooling until it is back");
+            }
+            Err(e) => return Err(e),
+        }
         Ok(w)
+    }
+
+    /// Writes the next batches under `foreign`'s ledger identity (`None`: this run's).
+    fn identity(&mut self, foreign: Option<&(Arc<str>, usize)>) {
+        match foreign {
+            Some((stream, shard)) => {
+                self.ledger_stream = stream.clone();
+                self.ledger_shard = *shard;
+                self.ledger_first = true;
+            }
+            None => {
+                self.ledger_stream = self.stream.clone();
+                self.ledger_shard = self.shard;
+                self.ledger_first = false;
+            }
+        }
     }
 
     async fn open<R: Record>(&mut self, shared: &Shared<R>, shard: usize) -> Result<()> {
@@ -270,8 +359,8 @@ impl PgWriter {
         };
         DeadLetter {
             table: self.table.clone(),
-            stream: self.stream.to_string(),
-            shard: self.shard,
+            stream: self.ledger_stream.to_string(),
+            shard: self.ledger_shard,
             seq: batch.seq,
             row_index: row,
             row: batch.rows_bytes(row..row + 1),
@@ -292,7 +381,7 @@ impl PgWriter {
     ) -> Result<(), tokio_postgres::Error> {
         let counters = &shared.rings[self.shard].counters;
         let mut backoff = self.reconnect_min;
-        let mut failed_before = false;
+        let mut failed_before = self.ledger_first;
         loop {
             if self.client.as_ref().is_none_or(|c| c.is_closed()) {
                 self.client = None;
@@ -372,8 +461,8 @@ impl PgWriter {
             .query_opt(
                 &sql,
                 &[
-                    &&*self.stream,
-                    &(self.shard as i32),
+                    &&*self.ledger_stream,
+                    &(self.ledger_shard as i32),
                     &(seq as i64),
                     &(first_row as i32),
                 ],
@@ -402,7 +491,7 @@ impl PgWriter {
         // one simple query saves a round trip per batch.
         let begin = format!(
             "BEGIN; INSERT INTO {} (stream, shard, seq, first_row, rows) VALUES ('{}', {}, {}, {}, {})",
-            self.ledger_table, self.stream, self.shard, seq, first_row, rows
+            self.ledger_table, self.ledger_stream, self.ledger_shard, seq, first_row, rows
         );
         client.batch_execute(&begin).await.map_err(classify)?;
         match work {

@@ -3,7 +3,7 @@
 //! Every field has a default; a file may set any of them (unknown keys are refused). Then
 //! the environment wins: `DATABASE_URL`, `READ_DATABASE_URL`, `REDIS_URL`,
 //! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_OPEN_READS`,
-//! `CHRISTMAS_API_KEYS` (`name:sha256hex:scope+scope,…`).
+//! `CHRISTMAS_API_KEYS` (`name:sha256hex:scope+scope,…`), `CHRISTMAS_SPOOL_DIR`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -57,6 +57,17 @@ pub struct DaemonConfig {
     pub order_rate_per_second: f64,
     /// Orders an account may send in a burst above the rate (default 10,000).
     pub order_rate_burst: f64,
+    /// Directory of the spool (unset: no spool, and `ack=durable` is refused). With it,
+    /// `ack=durable` answers once the ticks are fsynced there, the daemon keeps accepting
+    /// while PostgreSQL is down (up to `spool_max_bytes`), and what a crash left is
+    /// written on the next start.
+    pub spool_dir: Option<String>,
+    /// fsync the spool after every batch (0, the default) or at most this many ms after a
+    /// batch (fewer fsyncs; durable acks wait that long).
+    pub spool_fsync_ms: u64,
+    /// Most bytes of spool per shard and record kind (default 1 GiB); when full, ingest
+    /// waits (then 503s) until PostgreSQL catches up.
+    pub spool_max_bytes: u64,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -83,6 +94,9 @@ impl std::fmt::Debug for DaemonConfig {
             .field("order_max_group", &self.order_max_group)
             .field("order_rate_per_second", &self.order_rate_per_second)
             .field("order_rate_burst", &self.order_rate_burst)
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_fsync_ms", &self.spool_fsync_ms)
+            .field("spool_max_bytes", &self.spool_max_bytes)
             .finish()
     }
 }
@@ -109,6 +123,9 @@ impl Default for DaemonConfig {
             order_max_group: 1_024,
             order_rate_per_second: 50_000.0,
             order_rate_burst: 10_000.0,
+            spool_dir: None,
+            spool_fsync_ms: 0,
+            spool_max_bytes: 1 << 30,
         }
     }
 }
@@ -153,6 +170,9 @@ impl DaemonConfig {
             self.auth_reads = v
                 .parse()
                 .context("CHRISTMAS_AUTH_READS must be true or false")?;
+        }
+        if let Some(v) = var("CHRISTMAS_SPOOL_DIR") {
+            self.spool_dir = Some(v).filter(|d| !d.is_empty());
         }
         if let Some(v) = var("CHRISTMAS_API_KEYS") {
             self.api_keys = v
@@ -211,10 +231,34 @@ impl DaemonConfig {
         if !(self.order_rate_per_second > 0.0 && self.order_rate_burst >= 1.0) {
             bail!("order_rate_per_second / order_rate_burst: must be > 0 and ≥ 1");
         }
+        if let Some(spool) = self.spool()? {
+            spool
+                .validate(christmas_core::IngestorConfig::default().batch_max_bytes)
+                .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("spool.", "spool_")))?;
+        }
         for (i, k) in self.api_keys.iter().enumerate() {
             k.validate().with_context(|| format!("api_keys[{i}]"))?;
         }
         Ok(())
+    }
+
+    /// The spool, when `spool_dir` is set.
+    pub fn spool(&self) -> Result<Option<christmas_core::spool::SpoolConfig>> {
+        use christmas_core::spool::{FsyncPolicy, SpoolConfig};
+        let Some(dir) = &self.spool_dir else {
+            return Ok(None);
+        };
+        if self.spool_fsync_ms > 10_000 {
+            bail!("spool_fsync_ms: must be at most 10,000");
+        }
+        Ok(Some(SpoolConfig {
+            fsync: match self.spool_fsync_ms {
+                0 => FsyncPolicy::EveryBatch,
+                ms => FsyncPolicy::Every(Duration::from_millis(ms)),
+            },
+            max_bytes: self.spool_max_bytes,
+            ..SpoolConfig::new(dir)
+        }))
     }
 
     /// `request_timeout_ms` as a duration.

@@ -148,11 +148,11 @@ async fn post_ticks(
         Ok(a) => a.unwrap_or_default(),
         Err(e) => return error(StatusCode::BAD_REQUEST, Some("ack"), e),
     };
-    if ack == AckLevel::Durable {
+    if ack == AckLevel::Durable && s.config.spool_dir.is_none() {
         return error(
             StatusCode::BAD_REQUEST,
             Some("ack"),
-            "ack=durable needs the spool, which this daemon does not have; use accepted or committed",
+            "ack=durable needs a spool (spool_dir / CHRISTMAS_SPOOL_DIR), which this daemon does not have; use accepted or committed",
         );
     }
     let limit = s.config.max_body_bytes;
@@ -188,15 +188,18 @@ async fn post_ticks(
     }
     let (n_trades, n_quotes) = (parsed.trades.len(), parsed.quotes.len());
     match ack {
-        AckLevel::Committed => {
+        AckLevel::Committed | AckLevel::Durable => {
+            let durable = ack == AckLevel::Durable;
             let receipts = async {
-                let t = match n_trades {
-                    0 => None,
-                    _ => Some(s.trades.push_with_receipt(&parsed.trades).await?),
+                let t = match (n_trades, durable) {
+                    (0, _) => None,
+                    (_, true) => Some(s.trades.push_durable(&parsed.trades).await?),
+                    (_, false) => Some(s.trades.push_with_receipt(&parsed.trades).await?),
                 };
-                let q = match n_quotes {
-                    0 => None,
-                    _ => Some(s.quotes.push_with_receipt(&parsed.quotes).await?),
+                let q = match (n_quotes, durable) {
+                    (0, _) => None,
+                    (_, true) => Some(s.quotes.push_durable(&parsed.quotes).await?),
+                    (_, false) => Some(s.quotes.push_with_receipt(&parsed.quotes).await?),
                 };
                 if let Some(t) = t {
                     t.wait().await?;
@@ -206,10 +209,13 @@ async fn post_ticks(
                 }
                 christmas_core::Result::Ok(())
             };
+            let key = if durable { "durable" } else { "committed" };
             match receipts.await {
                 Ok(_) => (
                     StatusCode::CREATED,
-                    Json(json!({ "committed": n_trades + n_quotes, "trades": n_trades, "quotes": n_quotes })),
+                    Json(
+                        json!({ key: n_trades + n_quotes, "trades": n_trades, "quotes": n_quotes }),
+                    ),
                 )
                     .into_response(),
                 Err(e) => engine_error(e),

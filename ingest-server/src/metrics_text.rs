@@ -146,6 +146,21 @@ fn engine(out: &mut String, kinds: &[(&str, MetricsSnapshot)]) {
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
         }
+        if let Some(sp) = &m.spool {
+            for (name, v) in [
+                ("christmas_spool_disk_bytes", sp.disk_bytes),
+                ("christmas_spool_max_bytes", sp.max_bytes),
+                ("christmas_spool_segments", sp.segments),
+                ("christmas_spool_appended_total", sp.appended),
+                ("christmas_spool_fsyncs_total", sp.fsyncs),
+                ("christmas_spool_read_back_total", sp.read_back),
+                ("christmas_spool_recovered_batches", sp.recovered),
+                ("christmas_spool_truncated_bytes", sp.truncated_bytes),
+                ("christmas_spool_full_waits_total", sp.full_waits),
+            ] {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
     }
 }
 

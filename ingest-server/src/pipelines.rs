@@ -2,15 +2,17 @@
 
 use anyhow::{Context, Result};
 use christmas_core::fanout::FanoutConfig;
+use christmas_core::spool::SpoolConfig;
 use christmas_core::{Ingestor, Quote, Trade};
 
 /// Both pipelines into the database at `url`, named `stream` in the ledger, fanning out when
-/// `fanout` is given.
+/// `fanout` is given, spooling when `spool` is (each record kind in its own subdirectory).
 pub async fn start(
     url: &str,
     shards: usize,
     stream: &str,
     fanout: Option<FanoutConfig>,
+    spool: Option<SpoolConfig>,
 ) -> Result<(Ingestor<Trade>, Ingestor<Quote>)> {
     let mut trades = Ingestor::<Trade>::builder()
         .database_url(url)
@@ -23,6 +25,10 @@ pub async fn start(
     if let Some(f) = fanout {
         trades = trades.fanout(f.clone());
         quotes = quotes.fanout(f);
+    }
+    if let Some(s) = spool {
+        trades = trades.spool(s.clone());
+        quotes = quotes.spool(s);
     }
     let trades = trades
         .start()

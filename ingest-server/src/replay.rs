@@ -102,8 +102,8 @@ struct Columns {
     quote: Option<(usize, usize, Option<usize>, Option<usize>)>,
 }
 
-struct CsvSource {
-    reader: csv::Reader<std::fs::File>,
+struct CsvSource<R = std::fs::File> {
+    reader: csv::Reader<R>,
     cols: Columns,
     symbol: Option<Symbol>,
     size: u64,
@@ -114,10 +114,35 @@ struct CsvSource {
 impl CsvSource {
     fn open(path: &Path, symbol: Option<&str>) -> Result<Self> {
         let size = std::fs::metadata(path)?.len();
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // Only used when the file has no symbol column.
+        let symbol = match symbol {
+            Some(s) => Some(Symbol::new(s)?),
+            None => symbol_from_file_name(path),
+        };
+        CsvSource::from_reader(file, size, symbol)
+            .with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+/// Parses a whole CSV of ticks held in memory, in the format of `replay` (see the module
+/// docs); `symbol` is for a file without a symbol column. Stops at the first bad line.
+pub fn parse_csv(bytes: &[u8], symbol: Option<Symbol>) -> Result<Vec<Tick>> {
+    let mut source = CsvSource::from_reader(bytes, bytes.len() as u64, symbol)?;
+    let mut ticks = Vec::new();
+    while let Some(t) = source.next_tick()? {
+        ticks.push(t);
+    }
+    Ok(ticks)
+}
+
+impl<R: std::io::Read> CsvSource<R> {
+    /// Reads the header; `size` is the input's length in bytes (for progress).
+    fn from_reader(reader: R, size: u64, symbol: Option<Symbol>) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
-            .from_path(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .from_reader(reader);
         let header: Vec<String> = reader
             .headers()
             .context("reading the CSV header")?
@@ -147,10 +172,8 @@ impl CsvSource {
         let symbol_col = col(&["symbol", "instrument", "pair"]);
         let symbol = match (symbol_col, symbol) {
             (Some(_), _) => None,
-            (None, Some(s)) => Some(Symbol::new(s)?),
-            (None, None) => Some(symbol_from_file_name(path).with_context(|| {
-                format!("{} has no symbol column; pass --symbol", path.display())
-            })?),
+            (None, Some(s)) => Some(s),
+            (None, None) => bail!("the CSV has no symbol column; pass --symbol"),
         };
         Ok(CsvSource {
             reader,
@@ -189,7 +212,7 @@ fn symbol_from_file_name(path: &Path) -> Option<Symbol> {
     Symbol::new(&pair.to_ascii_uppercase()).ok()
 }
 
-impl TickSource for CsvSource {
+impl<R: std::io::Read> TickSource for CsvSource<R> {
     fn next_tick(&mut self) -> Result<Option<Tick>> {
         if !self.reader.read_record(&mut self.record)? {
             return Ok(None);
@@ -351,7 +374,8 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     }
     let mut source = open(args)?;
     let fanout = args.redis_url.as_deref().map(FanoutConfig::new);
-    let (trades, quotes) = crate::pipelines::start(url, args.shards, "replay", fanout).await?;
+    let (trades, quotes) =
+        crate::pipelines::start(url, args.shards, "replay", fanout, None).await?;
     let mut summary = ReplaySummary::default();
     let mut progress = Progress::new();
     let wall_start = Instant::now();
@@ -407,5 +431,20 @@ mod tests {
         assert_eq!(s("eurusd.csv").as_deref(), Some("EURUSD"));
         assert_eq!(s("ticks.csv"), None);
         assert_eq!(s("eurusd-usdjpy.csv"), None);
+    }
+
+    #[test]
+    fn csv_from_memory() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/truefx-usdjpy-ticks.csv");
+        let bytes = std::fs::read(path).unwrap();
+        let usdjpy = Symbol::new("USDJPY").unwrap();
+        let ticks = parse_csv(&bytes, Some(usdjpy)).unwrap();
+        assert_eq!(ticks.len(), 1_000);
+        assert!(matches!(ticks[0], Tick::Quote(q) if q.symbol == usdjpy && q.bid == 86.655));
+        let e = parse_csv(&bytes, None).unwrap_err().to_string();
+        assert!(e.contains("no symbol column"), "{e}");
+        let bad = b"time_ns,symbol,price,volume\n1,ES,NaN,1\n";
+        assert!(parse_csv(bad, None).is_err());
     }
 }

@@ -124,7 +124,7 @@ impl AppState {
             None => None,
         };
         let (trades, quotes) =
-            crate::pipelines::start(&url, config.shards, "daemon", fanout).await?;
+            crate::pipelines::start(&url, config.shards, "daemon", fanout, config.spool()?).await?;
         let read_url = config.read_database_url.as_deref().unwrap_or(&url);
         let reader = MarketDataReader::connect(read_url)
             .await

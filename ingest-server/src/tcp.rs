@@ -182,27 +182,35 @@ async fn connection(
 /// Checks and pushes one frame's records.
 async fn process(s: &AppState, f: &IngestFrame) -> Result<Pending, String> {
     let ack = AckLevel::from_code(f.ack).map_err(|e| e.to_string())?;
-    if ack == AckLevel::Durable {
-        return Err("ack level durable needs the spool, which this daemon does not have".into());
+    if ack == AckLevel::Durable && s.config.spool_dir.is_none() {
+        return Err(
+            "ack level durable needs a spool (spool_dir / CHRISTMAS_SPOOL_DIR), which this daemon does not have"
+                .into(),
+        );
     }
     let (trades, quotes) = frame::to_records(f)?;
     let records = (trades.len() + quotes.len()) as u32;
-    if ack == AckLevel::Committed {
+    if ack == AckLevel::Committed || ack == AckLevel::Durable {
+        let durable = ack == AckLevel::Durable;
         let mut receipts = Vec::with_capacity(2);
         if !trades.is_empty() {
             receipts.push(
-                s.trades
-                    .push_with_receipt(&trades)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                if durable {
+                    s.trades.push_durable(&trades).await
+                } else {
+                    s.trades.push_with_receipt(&trades).await
+                }
+                .map_err(|e| e.to_string())?,
             );
         }
         if !quotes.is_empty() {
             receipts.push(
-                s.quotes
-                    .push_with_receipt(&quotes)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                if durable {
+                    s.quotes.push_durable(&quotes).await
+                } else {
+                    s.quotes.push_with_receipt(&quotes).await
+                }
+                .map_err(|e| e.to_string())?,
             );
         }
         return Ok(Pending::Commit {

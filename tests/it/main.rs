@@ -7,4 +7,5 @@ mod fanout;
 mod harness;
 mod orders;
 mod schema;
+mod spool;
 mod support;

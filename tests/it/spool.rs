@@ -1,0 +1,358 @@
+//! The spool (`ack=durable`): durable receipts, accepting while PostgreSQL is away, what a
+//! crash leaves written exactly once at the next start, torn tails, a full spool.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use christmas_core::spool::{scan_segment, SpoolConfig};
+use christmas_core::{Backpressure, Error, Ingestor, Trade};
+use christmas_tests::PgServer;
+
+use crate::support::{self, connect, count, fresh_core_db, symbols, trade};
+
+fn spool_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(christmas_tests::unique_name(name));
+    std::fs::create_dir_all(&dir).expect("spool dir");
+    dir
+}
+
+/// Every segment file under `dir`, sorted.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "seg") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A PostgreSQL URL nothing listens on: every batch stays in the spool.
+fn nowhere() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    format!("postgres://christmas@127.0.0.1:{port}/christmas?connect_timeout=1")
+}
+
+fn small_spool(dir: &Path) -> SpoolConfig {
+    SpoolConfig {
+        segment_bytes: 1 << 20,
+        max_bytes: 64 << 20,
+        ..SpoolConfig::new(dir)
+    }
+}
+
+/// `n` trades over 20 symbols, in push order per symbol.
+fn trades(n: u64) -> Vec<Trade> {
+    let syms = symbols(20);
+    (0..n).map(|k| trade(syms[(k % 20) as usize], k)).collect()
+}
+
+/// Sum of `exchange_seq` and count in `market_data`: with distinct seqs, equal sums and
+/// counts mean the same rows.
+async fn checksum(client: &tokio_postgres::Client) -> (i64, i64) {
+    let r = client
+        .query_one(
+            "SELECT count(*), coalesce(sum(exchange_seq), 0)::bigint FROM market_data",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_receipts_resolve_and_committed_segments_are_deleted() {
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let dir = spool_dir("spool-basic");
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .shards(2)
+        .batch_max_rows(1_000)
+        .spool(small_spool(&dir))
+        .start()
+        .await
+        .unwrap();
+    let all = trades(20_000);
+    for chunk in all.chunks(500) {
+        ingestor
+            .push_durable(chunk)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+    let m = ingestor.metrics();
+    let sp = m.spool.clone().expect("spool metrics");
+    assert!(sp.appended >= 20, "appended {}", sp.appended);
+    assert!(sp.fsyncs >= sp.appended, "every batch fsynced: {sp:?}");
+    ingestor.flush().await.unwrap();
+    let snap = ingestor.shutdown().await.unwrap();
+    assert_eq!(count(&client, "market_data").await, 20_000);
+    assert_eq!(
+        checksum(&client).await,
+        (20_000, (0..20_000).sum::<u64>() as i64)
+    );
+    let sp = snap.spool.expect("spool metrics");
+    assert_eq!(sp.disk_bytes, 0, "committed segments deleted: {sp:?}");
+    assert!(segments(&dir).is_empty(), "left: {:?}", segments(&dir));
+
+    // Without a spool, durable is refused before anything is pushed.
+    let plain = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .start()
+        .await
+        .unwrap();
+    assert!(matches!(
+        plain.push_durable(&all[..10]).await,
+        Err(Error::Spool { .. })
+    ));
+    plain.shutdown().await.unwrap();
+    assert_eq!(count(&client, "market_data").await, 20_000);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ingestor_per_spool_directory() {
+    let (url, _client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let dir = spool_dir("spool-lock");
+    let first = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .spool(small_spool(&dir))
+        .start()
+        .await
+        .unwrap();
+    let second = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .spool(small_spool(&dir))
+        .start()
+        .await;
+    match second {
+        Err(Error::Spool { reason }) => assert!(reason.contains("in use"), "{reason}"),
+        other => panic!("a second ingestor on the same spool: {other:?}"),
+    }
+    first.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs an ingestor on a runtime of its own, pushes `rows` with durable receipts (all
+/// acknowledged), waits for their commit when `commit_first`, then drops the runtime
+/// without shutting down: a crash, as far as the pipeline knows.
+fn durable_then_crash(url: &str, dir: &Path, rows: &[Trade], commit_first: bool) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ingestor = Ingestor::<Trade>::builder()
+            .database_url(url)
+            .shards(2)
+            .batch_max_rows(1_000)
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100))
+            .spool(small_spool(dir))
+            .start()
+            .await
+            .unwrap();
+        for chunk in rows.chunks(700) {
+            ingestor
+                .push_durable(chunk)
+                .await
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+        }
+        if commit_first {
+            ingestor.flush().await.unwrap();
+        }
+        // No shutdown: the runtime goes down with the tasks mid-flight.
+        drop(ingestor);
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    // The spool's blocking threads let go of the directory lock.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_crash_left_in_the_spool_is_written_exactly_once_at_the_next_start() {
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    support::track_arrival(&client).await;
+    let dir = spool_dir("spool-crash");
+    let all = trades(30_000);
+    // The first half commits; then PostgreSQL is out of reach, so the second half is only
+    // in the spool (acknowledged durable) when the process "dies".
+    let first = all[..15_000].to_vec();
+    let second = all[15_000..].to_vec();
+    {
+        let (url, dir) = (url.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || durable_then_crash(&url, &dir, &first, true))
+            .await
+            .unwrap();
+    }
+    let committed = count(&client, "market_data").await;
+    assert_eq!(committed, 15_000, "the first run committed its rows");
+    {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || durable_then_crash(&nowhere(), &dir, &second, false))
+            .await
+            .unwrap();
+    }
+    assert!(!segments(&dir).is_empty(), "the crash left segments");
+    assert_eq!(count(&client, "market_data").await, 15_000);
+
+    let next = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .shards(2)
+        .spool(small_spool(&dir))
+        .start()
+        .await
+        .unwrap();
+    next.flush().await.unwrap();
+    let snap = next.shutdown().await.unwrap();
+    let sp = snap.spool.clone().unwrap();
+    assert!(sp.recovered > 0, "{sp:?}");
+    assert_eq!(
+        checksum(&client).await,
+        (30_000, (0..30_000).sum::<u64>() as i64),
+        "every acknowledged row exactly once"
+    );
+    let (misordered, duplicates) = support::order_violations_and_duplicates(&client).await;
+    assert_eq!((misordered, duplicates), (0, 0));
+    assert!(segments(&dir).is_empty(), "left: {:?}", segments(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_is_cut_and_reported_and_the_rest_is_written() {
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let dir = spool_dir("spool-torn");
+    let nowhere = nowhere();
+    let all = trades(10_000);
+    {
+        let (dir, rows) = (dir.clone(), all.clone());
+        tokio::task::spawn_blocking(move || durable_then_crash(&nowhere, &dir, &rows, false))
+            .await
+            .unwrap();
+    }
+    let segs = segments(&dir);
+    assert!(!segs.is_empty());
+    // Tear the last entry of the last segment: a crash in the middle of an append.
+    let victim = segs.last().unwrap();
+    let bytes = std::fs::read(victim).unwrap();
+    let (entries, valid) = scan_segment(&bytes);
+    assert_eq!(valid, bytes.len(), "the segment was whole");
+    let (offset, len) = *entries.last().unwrap();
+    std::fs::write(victim, &bytes[..bytes.len() - 10]).unwrap();
+    let torn = 8 + len as u64 - 10;
+    assert_eq!(offset + 8 + len as u64, bytes.len() as u64);
+    // And garbage after a whole segment's last entry.
+    let other = &segs[0];
+    if other != victim {
+        let mut b = std::fs::read(other).unwrap();
+        b.extend_from_slice(b"\x07\x00\x00\x00garbage!");
+        std::fs::write(other, b).unwrap();
+    }
+
+    let next = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .shards(2)
+        .spool(small_spool(&dir))
+        .start()
+        .await
+        .unwrap();
+    next.flush().await.unwrap();
+    let snap = next.shutdown().await.unwrap();
+    let sp = snap.spool.unwrap();
+    let garbage = if other != victim { 12 } else { 0 };
+    assert_eq!(sp.truncated_bytes, torn + garbage, "{sp:?}");
+    let stored = count(&client, "market_data").await;
+    assert!(
+        (10_000 - 1_000..10_000).contains(&stored),
+        "only the torn batch is missing: {stored}"
+    );
+    let duplicates: i64 = client
+        .query_one(
+            "SELECT count(*) - count(DISTINCT (symbol, exchange_seq)) FROM market_data",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(duplicates, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_the_spool_takes_ticks_until_full_then_everything_lands() {
+    let mut pg = PgServer::start().unwrap();
+    let (url, client) = fresh_core_db(&pg.url()).await;
+    drop(client);
+    let dir = spool_dir("spool-down");
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .shards(1)
+        .batch_max_rows(2_000)
+        .batch_max_bytes(256 << 10)
+        .ring_capacity(4_096)
+        .backpressure(Backpressure::Reject)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .spool(SpoolConfig {
+            segment_bytes: 1 << 20,
+            max_bytes: 3 << 20,
+            memory_bytes: 1 << 20,
+            ..SpoolConfig::new(&dir)
+        })
+        .start()
+        .await
+        .unwrap();
+    pg.stop().unwrap();
+    // Push until the spool (3 MiB) and then the ring are full.
+    let syms = symbols(20);
+    let mut accepted: u64 = 0;
+    let mut full = false;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let batch: Vec<Trade> = (accepted..accepted + 500)
+            .map(|k| trade(syms[(k % 20) as usize], k))
+            .collect();
+        match ingestor.push_batch(&batch) {
+            Ok(()) => accepted += 500,
+            Err(Error::Full { accepted: a, .. }) => {
+                accepted += a as u64;
+                full = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(full, "a 3 MiB spool cannot take a minute of ticks");
+    let sp = ingestor.metrics().spool.unwrap();
+    assert!(sp.full_waits > 0, "{sp:?}");
+    assert!(sp.disk_bytes <= (3 << 20) + (256 << 10), "{sp:?}");
+    // Far more than fits in the ring: the spool held them.
+    assert!(accepted > 20_000, "accepted {accepted}");
+
+    pg.start_again().unwrap();
+    ingestor.flush().await.unwrap();
+    let snap = ingestor.shutdown().await.unwrap();
+    let client = connect(&url).await;
+    assert_eq!(
+        checksum(&client).await,
+        (accepted as i64, (0..accepted).sum::<u64>() as i64),
+        "everything accepted while PostgreSQL was down, exactly once"
+    );
+    let sp = snap.spool.unwrap();
+    assert!(sp.read_back > 0, "the memory budget was exceeded: {sp:?}");
+    assert_eq!(sp.disk_bytes, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
