@@ -4,6 +4,7 @@ mod core_faults;
 mod core_ingest;
 mod daemon;
 mod fanout;
+mod faults;
 mod harness;
 mod orders;
 mod schema;

@@ -1,0 +1,307 @@
+//! The daemon and the engine when the database misbehaves: PostgreSQL stopped for 30 s
+//! under load, a partition missing, the disk full. Nothing acknowledged is lost, nothing
+//! is written twice, and nothing is dropped without a trace.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use christmas_core::{Ingestor, Trade};
+use christmas_ingest::config::DaemonConfig;
+use christmas_ingest::server::{self, AppState};
+use christmas_tests::PgServer;
+use tokio::net::TcpListener;
+
+use crate::daemon::http;
+use crate::support::{connect, count, fresh_core_db, symbols, trade};
+
+/// POSTs batches of 50 trades with `ack=durable` until `stop`; records every acknowledged
+/// `exchange_seq`. Failed requests (503 while shutting down) are not counted.
+async fn durable_client(
+    addr: SocketAddr,
+    next: Arc<AtomicI64>,
+    acked: Arc<Mutex<Vec<i64>>>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let base = next.fetch_add(50, Ordering::SeqCst);
+        let ticks: Vec<String> = (base..base + 50)
+            .map(|k| {
+                format!(
+                    r#"{{"kind":"trade","symbol":"S{:02}","time_ns":{},"price":1,"volume":1,"exchange_seq":{k}}}"#,
+                    k % 20,
+                    1_795_600_000_000_000_000i64 + k
+                )
+            })
+            .collect();
+        let body = format!("[{}]", ticks.join(","));
+        let (status, _) = http(addr, "POST", "/api/ticks?ack=durable", &[], body.as_bytes()).await;
+        if status == 201 {
+            acked.lock().unwrap().extend(base..base + 50);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn ready(addr: SocketAddr) -> u16 {
+    http(addr, "GET", "/ready", &[], b"").await.0
+}
+
+async fn wait_ready(addr: SocketAddr, want: u16, within: Duration) {
+    let started = Instant::now();
+    while ready(addr).await != want {
+        assert!(
+            started.elapsed() < within,
+            "/ready did not answer {want} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_30_s_under_load_loses_nothing_and_ready_says_so() {
+    let mut pg = PgServer::start().unwrap();
+    let (url, _) = fresh_core_db(&pg.url()).await;
+    let spool = std::env::temp_dir().join(christmas_tests::unique_name("faults-spool"));
+    let config = DaemonConfig {
+        database_url: Some(url.clone()),
+        spool_dir: Some(spool.display().to_string()),
+        ..DaemonConfig::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::start(config).await.unwrap();
+    let (stop_daemon, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(server::run(listener, None, state, async move {
+        let _ = stopped.await;
+    }));
+    wait_ready(addr, 200, Duration::from_secs(10)).await;
+
+    let next = Arc::new(AtomicI64::new(0));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(durable_client(
+                addr,
+                next.clone(),
+                acked.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| pg.stop()).unwrap();
+    let down_at = acked.lock().unwrap().len();
+    wait_ready(addr, 503, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (status, body) = http(addr, "GET", "/ready", &[], b"").await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    let during = acked.lock().unwrap().len() - down_at;
+    assert!(
+        during > 1_000,
+        "the spool kept taking durable ticks while PostgreSQL was down: {during}"
+    );
+    tokio::task::block_in_place(|| pg.start_again()).unwrap();
+    wait_ready(addr, 200, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let _ = stop_daemon.send(());
+    daemon.await.unwrap().unwrap();
+
+    let client = connect(&url).await;
+    let rows: Vec<i64> = client
+        .query("SELECT exchange_seq FROM market_data", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let stored: HashSet<i64> = rows.iter().copied().collect();
+    assert_eq!(stored.len(), rows.len(), "duplicated ticks");
+    let acked = acked.lock().unwrap().clone();
+    let missing = acked.iter().filter(|k| !stored.contains(k)).count();
+    assert_eq!(missing, 0, "{missing} of {} acknowledged lost", acked.len());
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_for_a_missing_partition_are_dead_lettered_and_the_rest_commits() {
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    // Only 2024-07-02 has a partition, and there is no default one.
+    client
+        .batch_execute(
+            "CREATE TABLE md_strict (LIKE market_data INCLUDING DEFAULTS) PARTITION BY RANGE (time);
+             CREATE TABLE md_strict_0702 PARTITION OF md_strict
+                 FOR VALUES FROM ('2024-07-02') TO ('2024-07-03');",
+        )
+        .await
+        .unwrap();
+    let letters = Arc::new(AtomicI64::new(0));
+    let hook = {
+        let letters = letters.clone();
+        Arc::new(move |_: &christmas_core::DeadLetter| {
+            letters.fetch_add(1, Ordering::SeqCst);
+        })
+    };
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .table("md_strict")
+        .partition_maintenance(None)
+        .batch_max_rows(500)
+        .on_dead_letter(hook)
+        .start()
+        .await
+        .unwrap();
+    let syms = symbols(10);
+    let day = 86_400_000_000_000i64;
+    // trade(.., k) is on 2024-07-02 00:00 UTC plus k µs; every 10th goes a day later.
+    let mut outside = 0;
+    let rows: Vec<Trade> = (0..5_000u64)
+        .map(|k| {
+            let mut t = trade(syms[(k % 10) as usize], k);
+            if k % 10 == 3 {
+                t.time_ns += day;
+                outside += 1;
+            }
+            t
+        })
+        .collect();
+    ingestor.push_batch(&rows).unwrap();
+    ingestor.flush().await.unwrap();
+    let snap = ingestor.shutdown().await.unwrap();
+    assert_eq!(count(&client, "md_strict").await, 5_000 - outside);
+    assert_eq!(snap.dead_lettered(), outside as u64);
+    assert_eq!(letters.load(Ordering::SeqCst), outside);
+    let r = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE sqlstate = '23514'), min(reason)
+             FROM ingest_dead_letters WHERE target_table = 'md_strict'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (n, check, reason): (i64, i64, String) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!((n, check), (outside, outside), "{reason}");
+    assert!(reason.contains("no partition"), "a clear reason: {reason}");
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn run(cmd: &[&str]) -> bool {
+    std::process::Command::new(cmd[0])
+        .args(&cmd[1..])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_retried_until_there_is_room_and_nothing_is_lost() {
+    // The table lives in a tablespace on a 2 MiB tmpfs: mounting needs root.
+    let mount = std::env::temp_dir().join(christmas_tests::unique_name("tiny-disk"));
+    std::fs::create_dir_all(&mount).unwrap();
+    let m = mount.display().to_string();
+    if !is_root() || !run(&["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", &m]) {
+        eprintln!(
+            "skipped: mounting a small tmpfs needs root (and a mount namespace that allows it)"
+        );
+        return;
+    }
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            run(&["umount", "-l", &self.0]);
+        }
+    }
+    let _unmount = Unmount(m.clone());
+    let pg = PgServer::start().unwrap();
+    let (url, client) = fresh_core_db(&pg.url()).await;
+    // PostgreSQL's own user must own a tablespace directory.
+    let data: String = client
+        .query_one("SHOW data_directory", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&data).unwrap().uid()
+    };
+    let space = mount.join("ts");
+    std::fs::create_dir(&space).unwrap();
+    std::os::unix::fs::chown(&space, Some(owner), None).unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLESPACE tiny LOCATION '{}'",
+            space.display()
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute("CREATE TABLE md_tiny (LIKE market_data INCLUDING DEFAULTS) TABLESPACE tiny")
+        .await
+        .unwrap();
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .table("md_tiny")
+        .partition_maintenance(None)
+        .batch_max_rows(2_000)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    // About 10 MiB of rows: far more than 2 MiB.
+    const TOTAL: u64 = 100_000;
+    let syms = symbols(10);
+    let rows: Vec<Trade> = (0..TOTAL)
+        .map(|k| trade(syms[(k % 10) as usize], k))
+        .collect();
+    let pusher = {
+        let ingestor = ingestor.clone();
+        tokio::spawn(async move { ingestor.push_batch_async(&rows).await })
+    };
+    let started = Instant::now();
+    while ingestor.metrics().retries() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a full disk was never hit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stuck = count(&client, "md_tiny").await;
+    assert!((stuck as u64) < TOTAL, "{stuck}");
+    // Room again: the retried batches go in.
+    assert!(run(&["mount", "-o", "remount,size=256m", &m]));
+    pusher.await.unwrap().unwrap();
+    ingestor.flush().await.unwrap();
+    let snap = ingestor.shutdown().await.unwrap();
+    assert_eq!(
+        snap.dead_lettered(),
+        0,
+        "a full disk is not the rows' fault"
+    );
+    assert_eq!(count(&client, "md_tiny").await, TOTAL as i64);
+    let dup: i64 = client
+        .query_one(
+            "SELECT count(*) - count(DISTINCT (symbol, exchange_seq)) FROM md_tiny",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dup, 0);
+    drop(client);
+    drop(pg);
+}
