@@ -38,6 +38,9 @@ cmd_install() {
     local need=()
     [ -n "$(pg_bindir || true)" ] || need+=(postgresql)
     command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+    # The scale-out tests put PgBouncer and nginx in front of daemons.
+    [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
+    [ -x /usr/sbin/nginx ] || need+=(nginx-light)
     if [ ${#need[@]} -gt 0 ]; then
         say "installing ${need[*]} from Debian's packages"
         local sudo=()

@@ -34,14 +34,15 @@ impl PartitionTask {
             return Ok(None);
         }
         let client = connect(url).await?;
-        let present: bool = client
-            .query_one(
+        let present = client
+            .query_typed(
                 "SELECT to_regprocedure('christmas_partitions_needed(text,timestamptz)') IS NOT NULL",
                 &[],
             )
             .await
             .map_err(|e| Error::pg("looking for the maintenance functions", e))?
-            .get(0);
+            .first()
+            .is_some_and(|r| r.get::<_, bool>(0));
         if !present {
             tracing::debug!(table, "no christmas schema here: partition maintenance off");
             return Ok(None);

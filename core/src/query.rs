@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row};
@@ -118,7 +118,19 @@ pub struct Latest {
 pub struct MarketDataReader {
     config: tokio_postgres::Config,
     client: Mutex<Option<Arc<Client>>>,
+    /// For a replica: the primary, read instead while the replica is down or lags.
+    fallback: Option<Fallback>,
 }
+
+struct Fallback {
+    primary: Box<MarketDataReader>,
+    max_lag: Duration,
+    /// When the replica was last judged, and whether it was fit to read from.
+    verdict: Mutex<Option<(Instant, bool)>>,
+}
+
+/// How long a judgement of the replica holds.
+const REPLICA_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl fmt::Debug for MarketDataReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -142,9 +154,64 @@ impl MarketDataReader {
         let reader = MarketDataReader {
             config,
             client: Mutex::new(None),
+            fallback: None,
         };
         reader.client().await?;
         Ok(reader)
+    }
+
+    /// Reads from the replica at `replica_url` while it is up and at most `max_lag`
+    /// behind, else from the primary at `primary_url` (judged again every second). Only
+    /// the primary must be reachable now.
+    pub async fn with_fallback(
+        replica_url: &str,
+        primary_url: &str,
+        max_lag: Duration,
+    ) -> Result<Self> {
+        let config: tokio_postgres::Config = replica_url
+            .parse()
+            .map_err(|e| Error::pg("parsing the read database URL", e))?;
+        let primary = MarketDataReader::connect(primary_url).await?;
+        Ok(MarketDataReader {
+            config,
+            client: Mutex::new(None),
+            fallback: Some(Fallback {
+                primary: Box::new(primary),
+                max_lag,
+                verdict: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Whether reads go to the replica now (`false` for a reader without one).
+    pub async fn on_replica(&self) -> bool {
+        let Some(f) = &self.fallback else {
+            return false;
+        };
+        let fresh = *f.verdict.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, fit)) = fresh.filter(|(at, _)| at.elapsed() < REPLICA_CHECK_EVERY) {
+            return fit;
+        }
+        // Caught up when everything received is replayed; otherwise the replay's age.
+        let lag = "SELECT CASE WHEN NOT pg_is_in_recovery() \
+                   OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0::float8 \
+                   ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 0) END";
+        let fit = match self.query_here("measuring replica lag", lag, &[]).await {
+            Ok(rows) => {
+                let secs: f64 = rows.first().map_or(f64::MAX, |r| r.get(0));
+                let fit = secs <= f.max_lag.as_secs_f64();
+                if !fit {
+                    tracing::warn!(lag_s = secs, "replica lags: reading from the primary");
+                }
+                fit
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "replica unreachable: reading from the primary");
+                false
+            }
+        };
+        *f.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), fit));
+        fit
     }
 
     pub(crate) async fn client(&self) -> Result<Arc<Client>> {
@@ -171,6 +238,28 @@ impl MarketDataReader {
     }
 
     pub(crate) async fn query(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>> {
+        let Some(f) = &self.fallback else {
+            return self.query_here(context, sql, params).await;
+        };
+        if self.on_replica().await {
+            match self.query_here(context, sql, params).await {
+                Ok(rows) => return Ok(rows),
+                Err(e) => {
+                    tracing::warn!(error = %e, "replica read failed: reading from the primary");
+                    *f.verdict.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((Instant::now(), false));
+                }
+            }
+        }
+        f.primary.query_here(context, sql, params).await
+    }
+
+    async fn query_here(
         &self,
         context: &'static str,
         sql: &str,

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
 use crate::batcher::{Sealed, SealedBatch};
@@ -457,17 +458,20 @@ impl PgWriter {
             "SELECT rows FROM {} WHERE stream = $1 AND shard = $2 AND seq = $3 AND first_row = $4",
             self.ledger_table
         );
+        // Unnamed statements throughout: safe behind PgBouncer in transaction mode.
         let row = client
-            .query_opt(
+            .query_typed(
                 &sql,
                 &[
-                    &&*self.ledger_stream,
-                    &(self.ledger_shard as i32),
-                    &(seq as i64),
-                    &(first_row as i32),
+                    (&&*self.ledger_stream, Type::TEXT),
+                    (&(self.ledger_shard as i32), Type::INT4),
+                    (&(seq as i64), Type::INT8),
+                    (&(first_row as i32), Type::INT4),
                 ],
             )
-            .await?;
+            .await?
+            .into_iter()
+            .next();
         Ok(match row {
             Some(r) => {
                 let stored: i32 = r.get(0);
@@ -524,17 +528,17 @@ impl PgWriter {
                     self.dead_letter_table
                 );
                 client
-                    .execute(
+                    .query_typed(
                         &sql,
                         &[
-                            &letter.stream,
-                            &(letter.shard as i32),
-                            &(letter.seq as i64),
-                            &(letter.row_index as i32),
-                            &letter.table,
-                            &&letter.row[..],
-                            &letter.reason,
-                            &letter.sqlstate,
+                            (&letter.stream, Type::TEXT),
+                            (&(letter.shard as i32), Type::INT4),
+                            (&(letter.seq as i64), Type::INT8),
+                            (&(letter.row_index as i32), Type::INT4),
+                            (&letter.table, Type::TEXT),
+                            (&&letter.row[..], Type::BYTEA),
+                            (&letter.reason, Type::TEXT),
+                            (&letter.sqlstate, Type::TEXT),
                         ],
                     )
                     .await

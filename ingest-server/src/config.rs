@@ -2,7 +2,7 @@
 //!
 //! Every field has a default; a file may set any of them (unknown keys are refused). Then
 //! the environment wins: `DATABASE_URL`, `READ_DATABASE_URL`, `REDIS_URL`,
-//! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_OPEN_READS`,
+//! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_AUTH_READS`,
 //! `CHRISTMAS_API_KEYS` (`name:sha256hex:scope+scope,…`), `CHRISTMAS_SPOOL_DIR`.
 
 use std::path::Path;
@@ -23,8 +23,12 @@ pub struct DaemonConfig {
     pub tcp_addr: String,
     /// PostgreSQL to write to. Required.
     pub database_url: Option<String>,
-    /// PostgreSQL to read market data from (a replica); default: `database_url`.
+    /// PostgreSQL to read market data and orders from (a replica); default:
+    /// `database_url`. While it is down or lags more than `replica_max_lag_ms`, reads go to
+    /// the primary.
     pub read_database_url: Option<String>,
+    /// How far the replica may lag before reads go to the primary (default 5,000 ms).
+    pub replica_max_lag_ms: u64,
     /// Redis for the fan-out and the latest-tick cache; unset turns both off.
     pub redis_url: Option<String>,
     /// Fan-out payload: `json` or `rkyv`.
@@ -79,6 +83,7 @@ impl std::fmt::Debug for DaemonConfig {
             .field("tcp_addr", &self.tcp_addr)
             .field("database_url", &set(&self.database_url))
             .field("read_database_url", &set(&self.read_database_url))
+            .field("replica_max_lag_ms", &self.replica_max_lag_ms)
             .field("redis_url", &set(&self.redis_url))
             .field("fanout_format", &self.fanout_format)
             .field("shards", &self.shards)
@@ -108,6 +113,7 @@ impl Default for DaemonConfig {
             tcp_addr: "127.0.0.1:9090".into(),
             database_url: None,
             read_database_url: None,
+            replica_max_lag_ms: 5_000,
             redis_url: None,
             fanout_format: "json".into(),
             shards: 2,

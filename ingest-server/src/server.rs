@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use christmas_core::fanout::{FanoutConfig, LatestCache};
@@ -125,10 +125,12 @@ impl AppState {
         };
         let (trades, quotes) =
             crate::pipelines::start(&url, config.shards, "daemon", fanout, config.spool()?).await?;
-        let read_url = config.read_database_url.as_deref().unwrap_or(&url);
-        let reader = MarketDataReader::connect(read_url)
-            .await
-            .context("connecting the market-data reader")?;
+        let max_lag = Duration::from_millis(config.replica_max_lag_ms);
+        let reader = match &config.read_database_url {
+            Some(replica) => MarketDataReader::with_fallback(replica, &url, max_lag).await,
+            None => MarketDataReader::connect(&url).await,
+        }
+        .context("connecting the market-data reader")?;
         let cache = config
             .redis_url
             .as_deref()
@@ -139,6 +141,7 @@ impl AppState {
             redis_url: config.redis_url.clone(),
             connections: config.order_connections,
             max_group: config.order_max_group,
+            max_replica_lag: max_lag,
             ..OrderDeskConfig::new(&url)
         })
         .await

@@ -7,6 +7,7 @@ mod fanout;
 mod faults;
 mod harness;
 mod orders;
+mod scale;
 mod schema;
 mod spool;
 mod support;

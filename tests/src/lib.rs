@@ -262,6 +262,179 @@ impl Drop for PgServer {
     }
 }
 
+impl PgServer {
+    /// A streaming replica of `self` (`pg_basebackup -R`) on its own port, started and
+    /// caught up.
+    pub fn start_replica(&self) -> Result<PgServer> {
+        let dir = temp_dir("christmas-replica")?;
+        let data = dir.join("data");
+        run(as_service_user(&self.bindir.join("pg_basebackup"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "christmas",
+            ])
+            .arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]))?;
+        let port = free_port()?;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .and_then(|mut f| {
+                use std::io::Write;
+                writeln!(
+                    f,
+                    "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on",
+                    dir.display()
+                )
+            })?;
+        let replica = PgServer {
+            bindir: self.bindir.clone(),
+            dir,
+            port,
+        };
+        replica.pg_ctl_start()?;
+        Ok(replica)
+    }
+}
+
+/// PgBouncer in transaction mode in front of a PostgreSQL server, owned by one test.
+#[derive(Debug)]
+pub struct PgBouncer {
+    dir: PathBuf,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PgBouncer {
+    /// Debian's `pgbouncer` on a free loopback port, pooling every database of the server
+    /// on `pg_port` as user `christmas`, `pool_mode = transaction`.
+    pub fn start(pg_port: u16) -> Result<PgBouncer> {
+        ensure_service_user()?;
+        let dir = temp_dir("christmas-pgbouncer")?;
+        let port = free_port()?;
+        let conf = dir.join("pgbouncer.ini");
+        std::fs::write(
+            &conf,
+            format!(
+                "[databases]\n* = host=127.0.0.1 port={pg_port} user=christmas\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = any\npool_mode = transaction\nmax_client_conn = 1000\n\
+                 default_pool_size = 20\nserver_reset_query = DISCARD ALL\n\
+                 server_reset_query_always = 1\n\
+                 ignore_startup_parameters = extra_float_digits,options\n\
+                 logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+                dir = dir.display()
+            ),
+        )?;
+        if is_root() {
+            run(Command::new("chown").arg(SERVICE_USER).arg(&conf))?;
+        }
+        let child = as_service_user(Path::new("/usr/sbin/pgbouncer"))
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting pgbouncer (apt-get install pgbouncer)")?;
+        let bouncer = PgBouncer { dir, port, child };
+        wait_for("PgBouncer", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
+        Ok(bouncer)
+    }
+
+    /// The URL of `database` through the pooler.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://christmas@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Its log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // runuser forwards the signal to pgbouncer.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// nginx in front of daemons on loopback, with the project's own configuration
+/// (`deploy/nginx/nginx.conf`), owned by one test.
+#[derive(Debug)]
+pub struct Nginx {
+    dir: PathBuf,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Nginx {
+    /// Runs `nginx -g 'daemon off;'` with `conf_dir/nginx.conf`, its `listen.conf` on a free
+    /// loopback port and its `servers.conf` listing `backends` (host:port).
+    pub fn start(conf_dir: &Path, backends: &[String]) -> Result<Nginx> {
+        let dir = std::env::temp_dir().join(unique_name("christmas-nginx"));
+        std::fs::create_dir_all(&dir)?;
+        // Worker processes drop root: let them use the temp directories under the prefix.
+        run(Command::new("chmod").arg("777").arg(&dir))?;
+        std::fs::copy(conf_dir.join("nginx.conf"), dir.join("nginx.conf"))
+            .context("deploy/nginx/nginx.conf")?;
+        let port = free_port()?;
+        std::fs::write(
+            dir.join("listen.conf"),
+            format!("listen 127.0.0.1:{port};\n"),
+        )?;
+        let servers: String = backends
+            .iter()
+            .map(|b| format!("server {b} max_fails=1 fail_timeout=2s;\n"))
+            .collect();
+        std::fs::write(dir.join("servers.conf"), servers)?;
+        let mut prefix = dir.display().to_string();
+        prefix.push('/');
+        let child = Command::new("/usr/sbin/nginx")
+            .args(["-p", &prefix, "-e", "stderr", "-g", "daemon off;"])
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("error.log"))?)
+            .spawn()
+            .context("starting nginx (apt-get install nginx-light)")?;
+        let nginx = Nginx { dir, port, child };
+        wait_for("nginx", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .with_context(|| nginx.error_log())?;
+        Ok(nginx)
+    }
+
+    /// Where nginx listens.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The error log, for failure messages.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A private Redis server owned by one test.
 #[derive(Debug)]
 pub struct RedisServer {

@@ -33,6 +33,8 @@ pub struct OrderDeskConfig {
     pub max_group: usize,
     /// Submissions queued before `submit` waits (default 65,536).
     pub queue: usize,
+    /// Reads go to the primary while the replica lags more than this (default 5 s).
+    pub max_replica_lag: Duration,
 }
 
 impl std::fmt::Debug for OrderDeskConfig {
@@ -57,6 +59,7 @@ impl OrderDeskConfig {
             connections: 2,
             max_group: 1_024,
             queue: 65_536,
+            max_replica_lag: Duration::from_secs(5),
         }
     }
 }
@@ -177,11 +180,17 @@ impl OrderDesk {
             .as_deref()
             .map(RedisTarget::parse)
             .transpose()?;
-        let read_url = config
-            .read_database_url
-            .as_deref()
-            .unwrap_or(&config.database_url);
-        let reader = MarketDataReader::connect(read_url).await?;
+        let reader = match &config.read_database_url {
+            Some(replica) => {
+                MarketDataReader::with_fallback(
+                    replica,
+                    &config.database_url,
+                    config.max_replica_lag,
+                )
+                .await?
+            }
+            None => MarketDataReader::connect(&config.database_url).await?,
+        };
         let primary = MarketDataReader::connect(&config.database_url).await?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let rx = Arc::new(AsyncMutex::new(rx));
@@ -598,15 +607,32 @@ async fn write_group(
 /// Most events published in one pipeline (more wait for the next round).
 const MAX_EVENTS_PER_ROUND: usize = 8_192;
 
-/// The event publisher's connection. Its commits (outbox deletes) do not wait for the WAL
-/// flush: a delete lost in a crash only means the sweep announces those orders again,
-/// which workers already tolerate (delivery is at least once).
+/// The event publisher's connection.
 async fn connect_events(url: &str) -> Result<Client> {
-    let db = connect(url, "christmas-orders-events").await?;
-    db.batch_execute("SET synchronous_commit = off")
-        .await
-        .map_err(|e| Error::pg("configuring the order event connection", e))?;
-    Ok(db)
+    connect(url, "christmas-orders-events").await
+}
+
+/// Deletes published outbox groups. The commit does not wait for the WAL flush: a delete
+/// lost in a crash only means the sweep announces those orders again, which workers
+/// already tolerate (delivery is at least once). `SET LOCAL` in one simple query, so no
+/// session setting leaks into a PgBouncer pool.
+async fn clear_outbox(
+    db: &Client,
+    groups: &[i64],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let ids: Vec<String> = groups.iter().map(i64::to_string).collect();
+    let done = db
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL synchronous_commit = off; \
+         DELETE FROM order_outbox WHERE group_id = ANY('{{{}}}'::bigint[]); COMMIT",
+            ids.join(",")
+        ))
+        .await;
+    if done.is_err() {
+        // Leave no aborted transaction block behind on this connection.
+        let _ = db.batch_execute("ROLLBACK").await;
+    }
+    done
 }
 
 /// Publishes `order.accepted` events: each committed group as it comes, and every few
@@ -670,12 +696,7 @@ async fn publish_events(
         if orders.is_empty() {
             // Groups whose orders are gone (deleted by hand): nothing left to announce.
             if !groups.is_empty() {
-                let _ = db
-                    .query_typed(
-                        "DELETE FROM order_outbox WHERE group_id = ANY($1)",
-                        &[(&groups, Type::INT8_ARRAY)],
-                    )
-                    .await;
+                let _ = clear_outbox(&db, &groups).await;
             }
             continue;
         }
@@ -707,13 +728,7 @@ async fn publish_events(
             conn = None;
             continue;
         }
-        if let Err(e) = db
-            .query_typed(
-                "DELETE FROM order_outbox WHERE group_id = ANY($1)",
-                &[(&groups, Type::INT8_ARRAY)],
-            )
-            .await
-        {
+        if let Err(e) = clear_outbox(&db, &groups).await {
             // Published but still in the outbox: the sweep sends them again; workers see
             // the order's status and handle each once.
             tracing::warn!(error = %e, "order events: clearing the outbox failed");

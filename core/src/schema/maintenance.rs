@@ -7,6 +7,7 @@
 
 use std::time::SystemTime;
 
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::{Error, Result};
@@ -55,9 +56,9 @@ pub async fn maintain_at(
     // Each call returns at most 64 bounds; a few rounds cover a long replay of history.
     for _ in 0..16 {
         let needed: Vec<SystemTime> = client
-            .query(
+            .query_typed(
                 "SELECT b FROM christmas_partitions_needed($1, $2) AS b",
-                &[&table, &at],
+                &[(&table, Type::TEXT), (&at, Type::TIMESTAMPTZ)],
             )
             .await
             .map_err(|e| Error::pg("listing partitions to create", e))?
@@ -68,34 +69,40 @@ pub async fn maintain_at(
             break;
         }
         for lower in needed {
-            let moved: i64 = client
-                .query_one(
-                    "SELECT christmas_create_partition($1, $2)",
-                    &[&table, &lower],
-                )
-                .await
-                .map_err(|e| Error::pg("creating a partition", e))?
-                .get(0);
+            let moved: i64 = one(
+                client
+                    .query_typed(
+                        "SELECT christmas_create_partition($1, $2)",
+                        &[(&table, Type::TEXT), (&lower, Type::TIMESTAMPTZ)],
+                    )
+                    .await,
+                "creating a partition",
+            )?
+            .get(0);
             if moved >= 0 {
                 report.partitions_created += 1;
                 report.rows_moved += moved as u64;
             }
         }
     }
-    let row = client
-        .query_one(
-            "SELECT dropped, expired FROM christmas_apply_retention($1, $2)",
-            &[&table, &at],
-        )
-        .await
-        .map_err(|e| Error::pg("applying retention", e))?;
+    let row = one(
+        client
+            .query_typed(
+                "SELECT dropped, expired FROM christmas_apply_retention($1, $2)",
+                &[(&table, Type::TEXT), (&at, Type::TIMESTAMPTZ)],
+            )
+            .await,
+        "applying retention",
+    )?;
     report.partitions_dropped = row.get::<_, i32>(0) as u32;
     report.rows_expired = row.get::<_, i64>(1) as u64;
-    report.rows_in_default = client
-        .query_one("SELECT christmas_default_rows($1)", &[&table])
-        .await
-        .map_err(|e| Error::pg("counting rows in the default partition", e))?
-        .get::<_, i64>(0) as u64;
+    report.rows_in_default = one(
+        client
+            .query_typed("SELECT christmas_default_rows($1)", &[(&table, Type::TEXT)])
+            .await,
+        "counting rows in the default partition",
+    )?
+    .get::<_, i64>(0) as u64;
     if report.partitions_created > 0 || report.partitions_dropped > 0 || report.rows_expired > 0 {
         tracing::info!(?report, "partitions maintained");
     }
@@ -105,10 +112,24 @@ pub async fn maintain_at(
 /// Deletes exactly-once ledger rows older than `christmas_settings.ledger_retention`;
 /// returns how many went.
 pub async fn prune_ledger(client: &Client) -> Result<u64> {
-    let n: i64 = client
-        .query_one("SELECT christmas_prune_ledger()", &[])
-        .await
-        .map_err(|e| Error::pg("pruning the ledger", e))?
-        .get(0);
+    let n: i64 = one(
+        client
+            .query_typed("SELECT christmas_prune_ledger()", &[])
+            .await,
+        "pruning the ledger",
+    )?
+    .get(0);
     Ok(n as u64)
+}
+
+/// The one row of a `query_typed` (unnamed statements: safe behind PgBouncer in
+/// transaction mode).
+fn one(
+    rows: std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+    context: &'static str,
+) -> Result<tokio_postgres::Row> {
+    rows.map_err(|e| Error::pg(context, e))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Task(format!("{context}: no row")))
 }

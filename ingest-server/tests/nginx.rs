@@ -1,0 +1,199 @@
+//! Three real daemons behind nginx with the project's own configuration
+//! (`deploy/nginx/nginx.conf`), one killed with SIGKILL under load: no acknowledged tick is
+//! lost or doubled, every read succeeds (nginx retries idempotent requests elsewhere), and
+//! only requests in flight on the killed daemon fail.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use christmas_tests::Nginx;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(url: &str, addr: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_christmas-ingest"))
+        .args(["serve", "--http-addr", addr, "--tcp-addr", ""])
+        .env("DATABASE_URL", url)
+        .env_remove("REDIS_URL")
+        .env_remove("CHRISTMAS_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// One request on a fresh connection: the status (0 when the connection failed).
+async fn request(addr: &str, method: &str, path: &str, body: &str) -> u16 {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    std::str::from_utf8(&raw)
+        .ok()
+        .and_then(|r| r.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_three_daemons_killed_behind_nginx_costs_no_acknowledged_tick_and_no_read() {
+    let url = christmas_tests::fresh_database(&christmas_tests::shared_pg_url())
+        .await
+        .unwrap();
+    let keep = christmas_core::schema::SchemaConfig {
+        retention: None,
+        ..Default::default()
+    };
+    christmas_core::schema::migrate_url(&url, &keep)
+        .await
+        .unwrap();
+    let backends: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut daemons: Vec<Child> = backends.iter().map(|a| spawn(&url, a)).collect();
+    for a in &backends {
+        let started = Instant::now();
+        while TcpStream::connect(a).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{a} did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx");
+    let nginx = Nginx::start(&conf, &backends).unwrap();
+    let front = nginx.addr();
+    assert_eq!(
+        request(&front, "GET", "/ready", "").await,
+        200,
+        "{}",
+        nginx.error_log()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicI64::new(0));
+    let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let post_failures = Arc::new(AtomicU64::new(0));
+    let get_failures = Arc::new(AtomicU64::new(0));
+    let gets = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (front, stop, next, acked, failures) = (
+            front.clone(),
+            stop.clone(),
+            next.clone(),
+            acked.clone(),
+            post_failures.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let base = next.fetch_add(20, Ordering::SeqCst);
+                let symbol = format!("S{:02}", (base / 20) % 16);
+                let ticks: Vec<String> = (base..base + 20)
+                    .map(|k| format!(r#"{{"kind":"trade","symbol":"{symbol}","time_ns":{},"price":1,"volume":1,"exchange_seq":{k}}}"#, 1_795_600_000_000_000_000i64 + k))
+                    .collect();
+                let path = format!("/api/ticks?ack=committed&symbol={symbol}");
+                match request(&front, "POST", &path, &format!("[{}]", ticks.join(","))).await {
+                    201 => acked.lock().unwrap().extend(base..base + 20),
+                    _ => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let (front, stop, failures, gets) = (
+            front.clone(),
+            stop.clone(),
+            get_failures.clone(),
+            gets.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let path = format!("/api/market-data/S{:02}/trades?limit=10", i % 16);
+                if request(&front, "GET", &path, "").await != 200 {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                gets.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before_kill = acked.lock().unwrap().len();
+    let killed = Command::new("kill")
+        .args(["-KILL", &daemons[1].id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after_kill = acked.lock().unwrap().len() - before_kill;
+    assert!(
+        after_kill > 200,
+        "two daemons kept taking ticks: {after_kill}"
+    );
+    assert_eq!(
+        get_failures.load(Ordering::SeqCst),
+        0,
+        "reads failed (of {}): {}",
+        gets.load(Ordering::SeqCst),
+        nginx.error_log()
+    );
+    // Only POSTs in flight on the killed daemon may fail: nginx does not resend them.
+    assert!(
+        post_failures.load(Ordering::SeqCst) <= 4,
+        "{} ingest requests failed",
+        post_failures.load(Ordering::SeqCst)
+    );
+    for (i, d) in daemons.iter_mut().enumerate() {
+        if i != 1 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &d.id().to_string()])
+                .status();
+        }
+        let _ = d.wait();
+    }
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows: Vec<i64> = client
+        .query("SELECT exchange_seq FROM market_data", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let stored: HashSet<i64> = rows.iter().copied().collect();
+    assert_eq!(stored.len(), rows.len(), "a tick was written twice");
+    let acked = acked.lock().unwrap().clone();
+    let missing = acked.iter().filter(|k| !stored.contains(k)).count();
+    assert_eq!(missing, 0, "{missing} of {} acknowledged lost", acked.len());
+}

@@ -1,0 +1,243 @@
+//! Scale-out with real servers on loopback: PgBouncer in transaction mode between the
+//! daemon and PostgreSQL, a streaming read replica with fallback to the primary, and three
+//! daemons behind nginx with one killed under load.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use christmas_ingest::config::DaemonConfig;
+use christmas_ingest::server::{self, AppState};
+use christmas_tests::{PgBouncer, PgServer};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::daemon::http;
+use crate::support::{connect, count, fresh_core_db};
+
+/// A daemon on a loopback port; the handle stops it (SIGTERM's path) and returns its result.
+struct Running {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn start(config: DaemonConfig) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::start(config).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(listener, None, state, async move {
+            let _ = stopped.await;
+        }));
+        Running { addr, stop, task }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let (status, b) = http(self.addr, method, path, &[], &body).await;
+        (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn ticks(symbol: &str, from: i64, n: i64) -> Value {
+    Value::Array(
+        (from..from + n)
+            .map(|k| {
+                json!({"kind": "trade", "symbol": symbol, "time_ns": 1_795_600_000_000_000_000i64 + k,
+                       "price": 100.0 + (k % 8) as f64 * 0.25, "volume": 1, "exchange_seq": k})
+            })
+            .collect(),
+    )
+}
+
+fn port_of(url: &str) -> u16 {
+    let after_at = url.rsplit('@').next().unwrap();
+    let host_port = after_at.split('/').next().unwrap();
+    host_port.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn db_of(url: &str) -> String {
+    let path = url.rsplit('/').next().unwrap();
+    path.split('?').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_orders_and_reads_work_through_pgbouncer_in_transaction_mode() {
+    let base = christmas_tests::shared_pg_url();
+    let (url, client) = fresh_core_db(&base).await;
+    let bouncer = PgBouncer::start(port_of(&base)).unwrap();
+    let pooled = bouncer.url(&db_of(&url));
+    let d = Running::start(DaemonConfig {
+        database_url: Some(pooled.clone()),
+        ..DaemonConfig::default()
+    })
+    .await;
+
+    // Ingest, with the commit acknowledged, in several requests so the pool mixes them.
+    for i in 0..10 {
+        let (status, v) = d
+            .call(
+                "POST",
+                "/api/ticks?ack=committed",
+                &ticks("ESZ6", i * 500, 500),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}\n{}", bouncer.log());
+    }
+    assert_eq!(count(&client, "market_data").await, 5_000);
+
+    // Orders: created, repeated, read, listed, cancelled.
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let body = json!({"client_order_id": format!("pb-{i}"), "symbol": "ESZ6", "side": "buy",
+                          "type": "limit", "quantity": 1 + i % 3, "limit_price": 6000.25,
+                          "time_in_force": "day"});
+        let (status, v) = d.call("POST", "/api/orders", &body).await;
+        assert_eq!(status, 201, "{v}");
+        ids.push(v["id"].as_i64().unwrap());
+        if i % 10 == 0 {
+            let (again, w) = d.call("POST", "/api/orders", &body).await;
+            assert_eq!((again, &w["id"]), (200, &v["id"]));
+        }
+    }
+    let orders: i64 = client
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orders, 50);
+    let (status, v) = d
+        .call("GET", &format!("/api/orders/{}", ids[7]), &Value::Null)
+        .await;
+    assert_eq!((status, v["client_order_id"].as_str()), (200, Some("pb-7")));
+    let (status, v) = d
+        .call("GET", "/api/orders?symbol=ESZ6&limit=100", &Value::Null)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["orders"].as_array().map(Vec::len), Some(50), "{v}");
+    let (status, v) = d
+        .call("DELETE", &format!("/api/orders/{}", ids[3]), &Value::Null)
+        .await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("cancelled")));
+
+    // Reads.
+    let (status, v) = d
+        .call("GET", "/api/market-data?symbol=ESZ6", &Value::Null)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["trade"]["exchange_seq"], json!(4_999), "{v}");
+    let (status, v) = d
+        .call(
+            "GET",
+            "/api/market-data/ESZ6/trades?limit=100000",
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["trades"].as_array().map(Vec::len), Some(5_000));
+    d.stop().await;
+    drop(bouncer);
+}
+
+async fn wait_until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !ok().await {
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_replica_and_to_the_primary_while_it_is_down() {
+    let primary = PgServer::start().unwrap();
+    let (url, client) = fresh_core_db(&primary.url()).await;
+    let mut replica = tokio::task::block_in_place(|| primary.start_replica()).unwrap();
+    let replica_url = url.replace(&primary.port().to_string(), &replica.port().to_string());
+    let d = Running::start(DaemonConfig {
+        database_url: Some(url.clone()),
+        read_database_url: Some(replica_url.clone()),
+        replica_max_lag_ms: 8_000,
+        ..DaemonConfig::default()
+    })
+    .await;
+    let (status, _) = d
+        .call("POST", "/api/ticks?ack=committed", &ticks("NQZ6", 0, 1_000))
+        .await;
+    assert_eq!(status, 201);
+    // The replica is read-only and streams from the primary: the rows arrive there.
+    let standby = connect(&replica_url).await;
+    let in_recovery: bool = standby
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(in_recovery);
+    wait_until("rows replicated", Duration::from_secs(20), async || {
+        count(&standby, "market_data").await == 1_000
+    })
+    .await;
+    let trades = async |d: &Running| {
+        let (status, v) = d
+            .call(
+                "GET",
+                "/api/market-data/NQZ6/trades?limit=100000",
+                &Value::Null,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["trades"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(trades(&d).await, 1_000);
+    // Proof the reads are the replica's: with its replay paused, a write on the primary is
+    // not seen while the lag is within bounds (8 s here).
+    standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let (status, _) = d
+        .call(
+            "POST",
+            "/api/ticks?ack=committed",
+            &ticks("NQZ6", 1_000, 500),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(count(&client, "market_data").await, 1_500);
+    assert_eq!(trades(&d).await, 1_000, "read from the paused replica");
+    // Lagging past the bound: reads go to the primary.
+    wait_until(
+        "reads fall back to the primary",
+        Duration::from_secs(30),
+        async || trades(&d).await == 1_500,
+    )
+    .await;
+    standby
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    drop(standby);
+    // Down: the primary answers, at once after the failed attempt.
+    tokio::task::block_in_place(|| replica.stop()).unwrap();
+    let (status, _) = d
+        .call(
+            "POST",
+            "/api/ticks?ack=committed",
+            &ticks("NQZ6", 1_500, 500),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(trades(&d).await, 2_000);
+    let (status, v) = d.call("GET", "/ready", &Value::Null).await;
+    assert_eq!(status, 200, "reads still served: {v}");
+    d.stop().await;
+}
