@@ -229,11 +229,16 @@ pub(crate) async fn run<R: Record>(
         // Group commit: a lingered batch is sealed only when no sealed batch is already
         // waiting, so it waits for at most the commit in progress. While the writer is busy
         // the batch keeps growing (up to max rows/bytes), and batch size follows commit time.
-        let writer_free = tx.capacity() == tx.max_capacity();
+        let writer_free =
+            tx.capacity() == tx.max_capacity() && ring.spool_queued.load(Ordering::Relaxed) == 0;
         // A barrier with no rows behind it only waits for earlier batches: pass it on now.
         let barrier_only = barrier_seen && open.row_ends.is_empty();
         let ring_empty = ring.queue.is_empty();
-        let seal_now = (lingered && writer_free) || barrier_only || (closing && ring_empty);
+        // Someone waits for the spool's fsync: seal at linger even while PostgreSQL is busy
+        // (or away), so durable acks do not wait for commits.
+        let durable_wait = !open.durable_waiters.is_empty();
+        let seal_now =
+            (lingered && (writer_free || durable_wait)) || barrier_only || (closing && ring_empty);
         if !open.is_empty() && seal_now {
             seq += 1;
             let batch = std::mem::replace(&mut open, fresh());

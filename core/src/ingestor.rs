@@ -357,12 +357,15 @@ impl<R: Record> Ingestor<R> {
             } else {
                 let (to_writer, from_spool) = mpsc::unbounded_channel();
                 for sealed in old {
+                    shared.rings[shard]
+                        .spool_queued
+                        .fetch_add(1, Ordering::Relaxed);
                     let _ = to_writer.send(sealed);
                 }
                 let appender = Appender::new(shared.spools[shard].clone(), &recovered[shard]);
-                let (spool, stream) = (shared.spools[shard].clone(), shared.stream.clone());
+                let (shared, spool) = (shared.clone(), shared.spools[shard].clone());
                 handles.push(tokio::task::spawn_blocking(move || {
-                    spooler::run(spool, appender, shard, stream, shard, rx, to_writer)
+                    spooler::run(shared, spool, appender, shard, rx, to_writer)
                 }));
                 BatchRx::Spooled(from_spool)
             };

@@ -46,6 +46,9 @@ pub(crate) struct ShardRing<R> {
     space_waiters: AtomicUsize,
     space: Notify,
     pub counters: ShardCounters,
+    /// Spooled batches handed on and not yet taken by the writer (with a spool, the
+    /// batcher's "writer free" test for group commit).
+    pub spool_queued: AtomicUsize,
 }
 
 /// A producer's ticket into a ring; dropping it leaves the ring.
@@ -69,6 +72,7 @@ impl<R> ShardRing<R> {
             space_waiters: AtomicUsize::new(0),
             space: Notify::new(),
             counters: ShardCounters::default(),
+            spool_queued: AtomicUsize::new(0),
         }
     }
 

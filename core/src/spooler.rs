@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use std::sync::atomic::Ordering;
+
 use crate::batcher::{Sealed, Spooled};
+use crate::ingestor::Shared;
 use crate::record::Record;
 use crate::spool::{encode_entry, Appender, Entry, Placed, ShardSpool};
 use crate::writer::BatchReport;
@@ -15,14 +18,20 @@ use crate::Error;
 
 /// Runs until the batcher hangs up; then syncs, answers and lets the writer finish.
 pub(crate) fn run<R: Record>(
+    shared: Arc<Shared<R>>,
     spool: Arc<ShardSpool>,
     mut appender: Appender,
-    owner: usize,
-    stream: Arc<str>,
     shard: usize,
     mut rx: mpsc::Receiver<Sealed<R>>,
     tx: mpsc::UnboundedSender<Sealed<R>>,
 ) {
+    let owner = shard;
+    let stream = shared.stream.clone();
+    let queued = &shared.rings[shard].spool_queued;
+    let send = |sealed: Sealed<R>| {
+        queued.fetch_add(1, Ordering::Relaxed);
+        tx.send(sealed).is_ok()
+    };
     let handle = tokio::runtime::Handle::current();
     // Durable receipts waiting for the next fsync (interval policy).
     let mut unsynced: Vec<(
@@ -45,19 +54,29 @@ pub(crate) fn run<R: Record>(
                 if !waiters.is_empty() {
                     unsynced.push((sealed.batch.seq, waiters));
                 }
-                if tx.send(sealed).is_err() {
+                if !send(sealed) {
                     return;
                 }
             }
             Some(mut sealed) => {
                 let rows = sealed.batch.rows() as u64;
-                let encoded = encode_entry(&Entry {
+                // The batcher allocated for a full batch; what travels on (and may wait long
+                // for PostgreSQL) is cut to size.
+                let entry = Entry {
                     stream: stream.to_string(),
                     shard: shard as u32,
                     seq: sealed.batch.seq,
-                    row_ends: sealed.batch.row_ends.clone(),
+                    row_ends: std::mem::take(&mut sealed.batch.row_ends),
                     body: sealed.batch.body.to_vec(),
-                });
+                };
+                let encoded = encode_entry(&entry);
+                sealed.batch.body = bytes::Bytes::from(entry.body);
+                sealed.batch.row_ends = entry.row_ends;
+                sealed.batch.row_ends.shrink_to_fit();
+                sealed.batch.pushed_at.shrink_to_fit();
+                if let Some(f) = sealed.fanout.as_mut() {
+                    f.ticks.shrink_to_fit();
+                }
                 match encoded.and_then(|e| appender.append(&e)) {
                     Ok(placed) => {
                         let (entry, memory_bytes, on_disk) = match placed {
@@ -92,7 +111,7 @@ pub(crate) fn run<R: Record>(
                         }
                     }
                 }
-                if tx.send(sealed).is_err() {
+                if !send(sealed) {
                     tracing::error!(
                         shard,
                         "writer stopped; spooled batches wait for the next start"

@@ -59,10 +59,17 @@ pub(crate) enum BatchRx<R> {
 }
 
 impl<R> BatchRx<R> {
-    async fn recv(&mut self) -> Option<Sealed<R>> {
+    async fn recv(&mut self, ring: &crate::ring::ShardRing<R>) -> Option<Sealed<R>> {
         match self {
             BatchRx::Direct(rx) => rx.recv().await,
-            BatchRx::Spooled(rx) => rx.recv().await,
+            BatchRx::Spooled(rx) => {
+                let got = rx.recv().await;
+                if got.is_some() {
+                    ring.spool_queued
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                got
+            }
         }
     }
 }
@@ -103,7 +110,7 @@ pub(crate) async fn run<R: Record>(
     mut pg: Option<PgWriter>,
 ) {
     let ring = &shared.rings[shard];
-    while let Some(Sealed { mut batch, fanout }) = rx.recv().await {
+    while let Some(Sealed { mut batch, fanout }) = rx.recv(ring).await {
         if !load_spooled(&shared, &mut batch) {
             batch.row_ends.clear();
         }

@@ -418,9 +418,17 @@ async fn health(State(s): State<AppState>) -> Response {
 
 /// `GET /ready`: database and Redis reachable, rings below the high-water mark.
 async fn ready(State(s): State<AppState>) -> Response {
-    let database = s.reader.ping().await.is_ok();
+    // A silent network (a cut link, no RST) must not hang the probe.
+    let within = std::time::Duration::from_secs(2);
+    let database = matches!(
+        tokio::time::timeout(within, s.reader.ping()).await,
+        Ok(Ok(()))
+    );
     let redis = match &s.cache {
-        Some(c) => Some(c.ping().await.is_ok()),
+        Some(c) => Some(matches!(
+            tokio::time::timeout(within, c.ping()).await,
+            Ok(Ok(()))
+        )),
         None => None,
     };
     let fullest = [s.trades.metrics(), s.quotes.metrics()]

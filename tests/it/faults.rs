@@ -305,3 +305,84 @@ async fn a_full_disk_is_retried_until_there_is_room_and_nothing_is_lost() {
     drop(client);
     drop(pg);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_cut_between_daemon_and_postgres_loses_nothing_acknowledged() {
+    // PostgreSQL in a network namespace of its own, reached over a veth pair the test cuts.
+    let ns = match christmas_tests::NetNs::create() {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!(
+                "skipped: this machine does not allow network namespaces and veth pairs ({e:#})"
+            );
+            return;
+        }
+    };
+    // (netem latency and loss need the sch_netem module; the cut needs only the link.)
+    let pg = PgServer::start_in_netns(ns.name(), &ns.ns_ip).unwrap();
+    let (url, _) = fresh_core_db(&pg.url()).await;
+    let spool = std::env::temp_dir().join(christmas_tests::unique_name("netcut-spool"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::start(DaemonConfig {
+        database_url: Some(url.clone()),
+        spool_dir: Some(spool.display().to_string()),
+        ..DaemonConfig::default()
+    })
+    .await
+    .unwrap();
+    let (stop_daemon, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(server::run(listener, None, state, async move {
+        let _ = stopped.await;
+    }));
+    wait_ready(addr, 200, Duration::from_secs(10)).await;
+    let next = Arc::new(AtomicI64::new(0));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(durable_client(
+                addr,
+                next.clone(),
+                acked.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ns.link(false).unwrap();
+    let cut_at = acked.lock().unwrap().len();
+    wait_ready(addr, 503, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let during = acked.lock().unwrap().len() - cut_at;
+    assert!(
+        during > 500,
+        "durable ticks acknowledged during the cut: {during}"
+    );
+    ns.link(true).unwrap();
+    wait_ready(addr, 200, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let _ = stop_daemon.send(());
+    daemon.await.unwrap().unwrap();
+    let client = connect(&url).await;
+    let rows: Vec<i64> = client
+        .query("SELECT exchange_seq FROM market_data", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let stored: HashSet<i64> = rows.iter().copied().collect();
+    assert_eq!(stored.len(), rows.len(), "duplicated ticks");
+    let acked = acked.lock().unwrap().clone();
+    let missing = acked.iter().filter(|k| !stored.contains(k)).count();
+    assert_eq!(missing, 0, "{missing} of {} acknowledged lost", acked.len());
+    drop(client);
+    drop(pg);
+    drop(ns);
+    let _ = std::fs::remove_dir_all(&spool);
+}

@@ -143,6 +143,10 @@ pub struct PgServer {
     bindir: PathBuf,
     dir: PathBuf,
     port: u16,
+    /// Where it listens (127.0.0.1 unless started in a network namespace).
+    host: String,
+    /// The network namespace it runs in, if any.
+    netns: Option<String>,
 }
 
 impl PgServer {
@@ -150,6 +154,16 @@ impl PgServer {
     /// superuser and database `christmas`, `fsync=off` (the OS never crashes in a test, so a
     /// killed server still recovers everything it acknowledged).
     pub fn start() -> Result<PgServer> {
+        PgServer::start_at(None, "127.0.0.1")
+    }
+
+    /// [`PgServer::start`] inside network namespace `netns`, listening on `host` (an
+    /// address of that namespace), accepting trust connections from anywhere.
+    pub fn start_in_netns(netns: &str, host: &str) -> Result<PgServer> {
+        PgServer::start_at(Some(netns), host)
+    }
+
+    fn start_at(netns: Option<&str>, host: &str) -> Result<PgServer> {
         ensure_service_user()?;
         let bindir = pg_bindir()?;
         let dir = temp_dir("christmas-pg")?;
@@ -173,16 +187,31 @@ impl PgServer {
                 use std::io::Write;
                 writeln!(
                     f,
-                    "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+                    "listen_addresses = '{host}'\nport = {port}\nunix_socket_directories = '{}'\n\
                      fsync = off\nsynchronous_commit = on\nfull_page_writes = off\nmax_connections = 100\n\
                      shared_buffers = 128MB",
                     dir.display()
                 )
             })?;
-        let server = PgServer { bindir, dir, port };
+        if netns.is_some() {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))
+                .and_then(|mut f| {
+                    use std::io::Write;
+                    writeln!(f, "host all all 0.0.0.0/0 trust")
+                })?;
+        }
+        let server = PgServer {
+            bindir,
+            dir,
+            port,
+            host: host.to_string(),
+            netns: netns.map(str::to_string),
+        };
         server.pg_ctl_start()?;
         run(Command::new(server.bindir.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-h", host, "-p", &port.to_string()])
             .args(["-U", "christmas", "-d", "postgres", "-qc"])
             .arg("CREATE DATABASE christmas"))?;
         Ok(server)
@@ -192,8 +221,25 @@ impl PgServer {
         self.dir.join("data")
     }
 
+    /// `pg_ctl` as the service user, in the server's namespace.
+    fn pg_ctl(&self) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]);
+                if is_root() {
+                    c.args(["runuser", "-u", SERVICE_USER, "--"]);
+                }
+                c.arg(self.bindir.join("pg_ctl"));
+                c
+            }
+            None => as_service_user(&self.bindir.join("pg_ctl")),
+        }
+    }
+
     fn pg_ctl_start(&self) -> Result<()> {
-        run(as_service_user(&self.bindir.join("pg_ctl"))
+        run(self
+            .pg_ctl()
             .arg("-D")
             .arg(self.data())
             .arg("-l")
@@ -207,7 +253,7 @@ impl PgServer {
         let port = self.port.to_string();
         wait_for("PostgreSQL", Duration::from_secs(30), || {
             Command::new(&isready)
-                .args(["-h", "127.0.0.1", "-p", &port, "-q"])
+                .args(["-h", &self.host, "-p", &port, "-q"])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false)
@@ -215,15 +261,16 @@ impl PgServer {
     }
 
     fn pg_ctl_stop(&self, mode: &str) -> Result<()> {
-        run(as_service_user(&self.bindir.join("pg_ctl"))
+        run(self
+            .pg_ctl()
             .arg("-D")
             .arg(self.data())
             .args(["-m", mode, "-w", "stop"]))
     }
 
-    /// `postgres://christmas@127.0.0.1:PORT/christmas`
+    /// `postgres://christmas@HOST:PORT/christmas`
     pub fn url(&self) -> String {
-        format!("postgres://christmas@127.0.0.1:{}/christmas", self.port)
+        format!("postgres://christmas@{}:{}/christmas", self.host, self.port)
     }
 
     /// The server's port.
@@ -296,9 +343,81 @@ impl PgServer {
             bindir: self.bindir.clone(),
             dir,
             port,
+            host: "127.0.0.1".into(),
+            netns: None,
         };
         replica.pg_ctl_start()?;
         Ok(replica)
+    }
+}
+
+/// A network namespace joined to the host by a veth pair: the host end has `HOST/30`, the
+/// namespace end `NS/30`. Removed on drop.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+    host_if: String,
+    /// The host end's address.
+    pub host_ip: String,
+    /// The namespace end's address.
+    pub ns_ip: String,
+}
+
+impl NetNs {
+    /// Creates it; an error (not root, no `ip`, no namespaces here) means the machine
+    /// does not allow it.
+    pub fn create() -> Result<NetNs> {
+        let id = std::process::id() % 60_000;
+        let name = format!("chr{id}");
+        let host_if = format!("vchr{id}a");
+        let ns_if = format!("vchr{id}b");
+        let (a, b) = ((id / 64) % 250, (id % 64) * 4);
+        let host_ip = format!("10.{}.{a}.{}", 200 + (id % 50), b + 1);
+        let ns_ip = format!("10.{}.{a}.{}", 200 + (id % 50), b + 2);
+        let ip = |args: &[&str]| run(Command::new("ip").args(args));
+        ip(&["netns", "add", &name])?;
+        let ns = NetNs {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip: host_ip.clone(),
+            ns_ip: ns_ip.clone(),
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ])?;
+        ip(&["link", "set", &ns_if, "netns", &name])?;
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        let inside = |args: &[&str]| {
+            run(Command::new("ip")
+                .args(["netns", "exec", &name, "ip"])
+                .args(args))
+        };
+        inside(&["addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if])?;
+        inside(&["link", "set", &ns_if, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name (for `ip netns exec`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Cuts (`false`) or restores (`true`) the link.
+    pub fn link(&self, up: bool) -> Result<()> {
+        run(Command::new("ip").args(["link", "set", &self.host_if, if up { "up" } else { "down" }]))
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
