@@ -1,7 +1,8 @@
 //! Three real daemons behind nginx with the project's own configuration
 //! (`deploy/nginx/nginx.conf`), one killed with SIGKILL under load: no acknowledged tick is
 //! lost or doubled, every read succeeds (nginx retries idempotent requests elsewhere), and
-//! only requests in flight on the killed daemon fail.
+//! only requests in flight on the killed daemon fail. The daemons fan out to Redis through
+//! Sentinel.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -22,11 +23,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(url: &str, addr: &str) -> Child {
+fn spawn(url: &str, redis: &str, addr: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_christmas-ingest"))
         .args(["serve", "--http-addr", addr, "--tcp-addr", ""])
         .env("DATABASE_URL", url)
-        .env_remove("REDIS_URL")
+        .env("REDIS_URL", redis)
         .env_remove("CHRISTMAS_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -70,7 +71,11 @@ async fn one_of_three_daemons_killed_behind_nginx_costs_no_acknowledged_tick_and
     let backends: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
-    let mut daemons: Vec<Child> = backends.iter().map(|a| spawn(&url, a)).collect();
+    // The daemons fan out through Redis Sentinel (they ask it for the master).
+    let master = christmas_tests::RedisServer::start().unwrap();
+    let sentinel = christmas_tests::RedisServer::start_sentinel("md", master.port()).unwrap();
+    let redis = format!("redis+sentinel://127.0.0.1:{}/md", sentinel.port());
+    let mut daemons: Vec<Child> = backends.iter().map(|a| spawn(&url, &redis, a)).collect();
     for a in &backends {
         let started = Instant::now();
         while TcpStream::connect(a).await.is_err() {
@@ -180,6 +185,10 @@ async fn one_of_three_daemons_killed_behind_nginx_costs_no_acknowledged_tick_and
         }
         let _ = d.wait();
     }
+    // The latest tick of a symbol, through nginx, from the Redis cache the daemons filled
+    // through Sentinel.
+    let latest = master.cli(&["HGETALL", "md:{S03}:latest"]).unwrap();
+    assert!(latest.contains("trade_price"), "latest hash: {latest}");
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
