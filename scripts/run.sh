@@ -20,7 +20,9 @@ echo "==> migrating"
 
 http_addr="${CHRISTMAS_HTTP_ADDR:-127.0.0.1:8080}"
 tcp_addr="${CHRISTMAS_TCP_ADDR:-127.0.0.1:9090}"
-echo "==> starting the daemon (HTTP $http_addr, TCP $tcp_addr; log in .state/daemon.log)"
+# The spool makes ack=durable available and keeps ticks while PostgreSQL is away.
+export CHRISTMAS_SPOOL_DIR="${CHRISTMAS_SPOOL_DIR:-$root/.state/spool}"
+echo "==> starting the daemon (HTTP $http_addr, TCP $tcp_addr, spool $CHRISTMAS_SPOOL_DIR; log in .state/daemon.log)"
 "$bin" serve --http-addr "$http_addr" --tcp-addr "$tcp_addr" > .state/daemon.log 2>&1 &
 daemon=$!
 stop_daemon() {
@@ -54,6 +56,7 @@ echo "==> replaying the bundled CME sample (timestamps moved to now)"
 echo "==> feeding a synthetic market over TCP (Ctrl-C to stop)"
 echo "    try: curl -s 'http://$http_addr/api/market-data?symbol=ESU4'"
 echo "         curl -s 'http://$http_addr/api/market-data/SYM0000/bars?interval=1m'"
-echo "         curl -s http://$http_addr/metrics | grep rows_committed"
+echo "         curl -s http://$http_addr/metrics | grep -E 'rows_committed|spool_disk'"
+echo "         curl -s -XPOST 'http://$http_addr/api/ticks?ack=durable' -d '{\"kind\":\"trade\",\"symbol\":\"ESZ6\",\"time_ns\":$(date +%s)000000000,\"price\":6000.25,\"volume\":1}'"
 "$bin" feed --tcp "$tcp_addr" --seconds "${DEMO_SECONDS:-0}" \
     --symbols "${DEMO_SYMBOLS:-500}" --rate "${DEMO_RATE:-200000}" || true
