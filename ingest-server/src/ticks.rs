@@ -261,4 +261,13 @@ mod tests {
         }
         assert_eq!(parse(b"[{]").unwrap_err().field, "body");
     }
+
+    #[test]
+    fn a_multi_byte_character_in_the_offset_is_an_error() {
+        // Found by fuzzing (tick_parse): it used to panic slicing inside the character.
+        let body =
+            "{\"kind\":\"\",\"symbol\":\"1\",\"time\":\"2013-01-01 22:00:10+0\u{703}0\",\"\":3}";
+        let e = parse(body.as_bytes()).unwrap_err();
+        assert_eq!((e.index, e.field.as_str()), (0, "time"), "{e:?}");
+    }
 }

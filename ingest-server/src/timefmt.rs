@@ -81,7 +81,8 @@ pub fn parse_ns(s: &str) -> Result<i64, String> {
                 _ => return Err(bad()),
             };
             let digits: String = tz[1..].chars().filter(|c| *c != ':').collect();
-            if digits.len() != 4 {
+            // ASCII digits only: the slices below must fall on char boundaries.
+            if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad());
             }
             let hh: i64 = digits[..2].parse().map_err(|_| bad())?;
@@ -137,6 +138,10 @@ mod tests {
             "yesterday",
             "2024-13-01T00:00:00Z",
             "2024-07-02T00:00:00+2",
+            // Found by fuzzing (tick_parse): a multi-byte character in the offset panicked.
+            "2013-01-01 22:00:10+0\u{703}0",
+            "2024-07-02T00:00:00+€1",
+            "2024-07-02T00:00:00+-900",
         ] {
             assert!(parse_ns(bad).is_err(), "{bad}");
         }
