@@ -1,9 +1,12 @@
 //! Scenario `core`: the criterion benches of christmas-core, summarised against the floors.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{ensure, Result};
+use serde_json::json;
 
+use crate::chart::{self, Bar};
+use crate::run::{Headline, Outcome, RunContext};
 use crate::{machine, report};
 
 /// (bench id prefix, floor in elements/s, what the floor is)
@@ -24,25 +27,39 @@ const FLOORS: &[(&str, f64, &str)] = &[
     ("pipeline_null_sink/PushBatch/1_producers", 0.0, ""),
 ];
 
-pub fn run() -> Result<()> {
-    let cmd = "cargo bench -p christmas-core --bench encode --bench pipeline";
+/// Criterion's flags for `--quick`: shorter warm-up and measurement (criterion still takes
+/// its samples, so the pipeline benches keep ≥ 55 iterations of 1 M records).
+const QUICK_FLAGS: &[&str] = &["--warm-up-time", "0.5", "--measurement-time", "1"];
+
+pub fn run(ctx: &RunContext) -> Result<Outcome> {
+    let mut cargo_args = vec![
+        "bench",
+        "-p",
+        "christmas-core",
+        "--bench",
+        "encode",
+        "--bench",
+        "pipeline",
+        "--",
+        "--noplot",
+    ];
+    if ctx.quick {
+        cargo_args.extend(QUICK_FLAGS);
+    }
+    let cmd = format!("cargo {}", cargo_args.join(" "));
+    let bar = ctx.steps("core", 1);
+    bar.set_message(format!("{cmd} (builds the benches first if needed)"));
     let out = Command::new("cargo")
-        .args([
-            "bench",
-            "-p",
-            "christmas-core",
-            "--bench",
-            "encode",
-            "--bench",
-            "pipeline",
-        ])
+        .args(&cargo_args)
         .current_dir(report::bench_dir().join(".."))
+        .stdin(Stdio::null())
         .output()?;
     ensure!(
         out.status.success(),
         "cargo bench failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    bar.inc(1);
     let text = String::from_utf8_lossy(&out.stdout);
     // criterion prints "<id>\n   time: [...]\n   thrpt: [lo mid hi]" (id and time may share a line).
     let mut rows = Vec::new();
@@ -74,23 +91,76 @@ pub fn run() -> Result<()> {
         !rows.is_empty(),
         "no criterion throughput found in the output"
     );
+    bar.finish_with_message(format!("{} benches", rows.len()));
     let mut md = format!(
-        "## core — criterion benches of christmas-core\n\n{} · `{cmd}` · {}\n\n\
+        "## core — criterion benches of christmas-core\n\n{} · `{cmd}` (run by `{}`) · {}\n\n\
          | bench | elements/s | floor | ratio to floor |\n|---|---|---|---|\n",
-        machine::utc_now(),
+        ctx.stamp,
+        ctx.command,
         machine::describe()
     );
+    let mut headlines = Vec::new();
     for (id, eps) in &rows {
         let floor = FLOORS.iter().find(|f| id.starts_with(f.0));
         match floor {
-            Some((_, f, what)) if *f > 0.0 => md.push_str(&format!(
-                "| `{id}` | {:.1} M | {what} | {:.1}× |\n",
-                eps / 1e6,
-                eps / f
-            )),
+            Some((_, f, what)) if *f > 0.0 => {
+                md.push_str(&format!(
+                    "| `{id}` | {:.1} M | {what} | {:.1}× |\n",
+                    eps / 1e6,
+                    eps / f
+                ));
+                if id.starts_with("encode/trades")
+                    || id.starts_with("pipeline_null_sink/PushBatch/2")
+                {
+                    headlines.push(Headline {
+                        figure: format!("`{id}` elements/s"),
+                        value: *eps,
+                        unit: "elements/s".into(),
+                        against: format!("floor ({what})"),
+                        against_value: *f,
+                    });
+                }
+            }
             _ => md.push_str(&format!("| `{id}` | {:.1} M | | |\n", eps / 1e6)),
         }
     }
-    println!("{md}");
-    report::update_results("core", &md)
+    md.push('\n');
+    let bars: Vec<Bar> = rows
+        .iter()
+        .map(|(id, eps)| Bar {
+            label: id
+                .replace("pipeline_null_sink/", "")
+                .replace("encode/", "enc/")
+                .replace("_producers", "p")
+                .replace("/10000", ""),
+            value: *eps,
+            color: usize::from(id.starts_with("pipeline")),
+        })
+        .collect();
+    let charts = vec![(
+        "elements/s".to_string(),
+        ctx.write_chart(
+            "core",
+            &chart::bar_chart(
+                "core: criterion throughput (elements/s)",
+                "elements/s",
+                &bars,
+                &["encode (1 core)", "pipeline → null sink"],
+            ),
+        )?,
+    )];
+    let outcome = Outcome {
+        scenario: "core",
+        headlines,
+        json: json!({
+            "scenario": "core",
+            "date": ctx.stamp,
+            "command": cmd,
+            "machine": machine::describe(),
+            "benches": rows.iter().map(|(id, eps)| json!({"id": id, "elements_per_s": eps.round()})).collect::<Vec<_>>(),
+        }),
+        charts,
+        markdown: String::new(),
+    };
+    outcome.publish(md)
 }

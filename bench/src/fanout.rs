@@ -12,58 +12,60 @@ use christmas_core::synthetic::SyntheticMarket;
 use christmas_core::{Ingestor, ShardRouter, Summary, Symbol, Trade};
 use hdrhistogram::Histogram;
 
-use crate::{machine, report};
+use crate::chart::{self, LineChart, Series};
+use crate::machine;
+use crate::run::{median, runtime, Headline, Outcome, RunContext};
 
 /// Flags of `christmas-bench fanout`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct FanoutArgs {
     /// Redis to publish to (a plain `redis://host:port/`; redis-benchmark runs against it).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    redis_url: String,
-    /// PostgreSQL URL, for PostgreSQL's throughput with Redis down.
+    pub redis_url: String,
+    /// PostgreSQL URL, for PostgreSQL's throughput with Redis down; the bench creates its own
+    /// database (christmas_bench_fanout) there.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    url: String,
+    pub url: String,
     /// Ticks per delivery run.
     #[arg(long, default_value_t = 2_000_000)]
-    ticks: usize,
+    pub ticks: usize,
     /// Symbols in the synthetic market.
     #[arg(long, default_value_t = 500)]
-    symbols: usize,
+    pub symbols: usize,
     /// Ticks/s of the latency run.
     #[arg(long, default_value_t = 200_000)]
-    latency_rate: u64,
+    pub latency_rate: u64,
     /// Seconds of the latency run.
     #[arg(long, default_value_t = 10)]
-    latency_seconds: u64,
+    pub latency_seconds: u64,
     /// Batcher linger of the latency run, microseconds (0: seal whatever each drain finds;
     /// the publisher merges what queues up behind a round trip).
     #[arg(long, default_value_t = 0)]
-    latency_linger_us: u64,
+    pub latency_linger_us: u64,
     /// Rows per PostgreSQL run (Redis up vs down vs no fan-out).
     #[arg(long, default_value_t = 2_000_000)]
-    pg_rows: usize,
+    pub pg_rows: usize,
     /// Runs of each delivery and PostgreSQL measurement; the median is reported.
     #[arg(long, default_value_t = 3)]
-    repeats: usize,
+    pub repeats: usize,
     /// Fewer ticks, one run, a 3 s latency run.
     #[arg(long)]
-    quick: bool,
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    pub quick: bool,
 }
 
 fn now_ns() -> i64 {
     unix_ns(SystemTime::now())
+}
+
+/// The synthetic market with symbols of this process only (`F<pid>_0000`…): anything else
+/// publishing the usual `SYM0000`… names to the same Redis (a demo, a test, another bench)
+/// would otherwise reach the bench's subscriber.
+fn market(seed: u64, symbols: usize) -> SyntheticMarket {
+    let tag = std::process::id() % 100_000;
+    let names = (0..symbols.max(1))
+        .map(|i| Symbol::new(&format!("F{tag}_{i:04}")).expect("a short ASCII symbol is valid"))
+        .collect();
+    SyntheticMarket::with_symbols(seed, names)
 }
 
 /// `(host, port)` of a `redis://host:port/…` URL.
@@ -87,8 +89,8 @@ struct Delivery {
 /// Pushes `ticks` trades as fast as two threads can into a null-sink ingestor fanning out
 /// in `format`, and times until one subscriber of every symbol has all of them.
 async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Result<Delivery> {
-    let market = SyntheticMarket::new(seed, args.symbols);
-    let symbols: Vec<Symbol> = market.symbols().to_vec();
+    let first = market(seed, args.symbols);
+    let symbols: Vec<Symbol> = first.symbols().to_vec();
     let (host, port) = host_port(&args.redis_url)?;
     clear_keys(&host, port, &symbols)?;
     let mut sub = TickSubscription::live(&args.redis_url, format, &symbols).await?;
@@ -106,7 +108,7 @@ async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Re
     // symbol has one producer.
     let router = ShardRouter::new(2);
     let halves: Vec<Vec<Trade>> = {
-        let mut m = SyntheticMarket::new(seed, args.symbols).starting_at(now_ns());
+        let mut m = market(seed, args.symbols).starting_at(now_ns());
         let mut h = vec![
             Vec::with_capacity(args.ticks / 2),
             Vec::with_capacity(args.ticks / 2),
@@ -158,6 +160,8 @@ async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Re
             .map_err(|_| anyhow::anyhow!("producer panicked"))??;
     }
     let snap = ingestor.shutdown().await?;
+    // The keys of this process's symbols go with it.
+    clear_keys(&host, port, &symbols)?;
     let f = snap.fanout.unwrap_or_default();
     Ok(Delivery {
         ticks_per_s: received as f64 / elapsed,
@@ -169,7 +173,7 @@ async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Re
 /// Mean encoded size of the messages a run of `ticks` produces (per-symbol groups of
 /// 50,000-row batches), for the redis-benchmark ceiling.
 fn mean_payload(args: &FanoutArgs, format: PayloadFormat) -> Result<usize> {
-    let mut m = SyntheticMarket::new(99, args.symbols).starting_at(now_ns());
+    let mut m = market(99, args.symbols).starting_at(now_ns());
     let batch: Vec<Trade> = (0..50_000).map(|_| m.next_trade()).collect();
     let mut groups: std::collections::HashMap<Symbol, christmas_core::fanout::TickMessage> =
         std::collections::HashMap::new();
@@ -246,8 +250,8 @@ fn redis_benchmark_publish(host: &str, port: u16, size: usize, requests: usize) 
 /// Push → subscriber latency (µs) while pushing `rate` ticks/s, published at seal with
 /// `--latency-linger-us` and a null sink: the fan-out path alone.
 async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogram<u64>> {
-    let market = SyntheticMarket::new(5, args.symbols);
-    let symbols: Vec<Symbol> = market.symbols().to_vec();
+    let first = market(5, args.symbols);
+    let symbols: Vec<Symbol> = first.symbols().to_vec();
     let (host, port) = host_port(&args.redis_url)?;
     clear_keys(&host, port, &symbols)?;
     let rate = args.latency_rate;
@@ -300,8 +304,9 @@ async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogr
         .await?;
     let producer = {
         let ingestor = ingestor.clone();
+        let n = symbols.len();
         tokio::spawn(async move {
-            let mut m = SyntheticMarket::new(5, symbols.len());
+            let mut m = market(5, n);
             let start = Instant::now();
             let mut sent = 0u64;
             let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -323,6 +328,8 @@ async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogr
     let (h, received) = tokio::task::block_in_place(|| subscriber.join())
         .map_err(|_| anyhow::anyhow!("the subscriber panicked"))??;
     let snap = ingestor.shutdown().await?;
+    // The keys of this process's symbols go with it.
+    clear_keys(&host, port, &symbols)?;
     let dropped = snap.fanout.map_or(0, |f| f.dropped);
     ensure!(
         received == sent && dropped == 0,
@@ -331,16 +338,13 @@ async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogr
     Ok(h)
 }
 
-/// Rows/s of `rows` trades into PostgreSQL with fan-out off, on, or pointed at a dead port.
-async fn pg_run(args: &FanoutArgs, fanout: Option<&str>) -> Result<f64> {
-    let (client, conn) = tokio_postgres::connect(&args.url, tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
-    client
-        .batch_execute("TRUNCATE market_data, ingest_batches; CHECKPOINT")
-        .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+/// Rows/s of `rows` trades into PostgreSQL (the database at `url`) with fan-out off, on, or
+/// pointed at a dead port.
+async fn pg_run(args: &FanoutArgs, url: &str, fanout: Option<&str>) -> Result<f64> {
+    let client = crate::pg::connect(url).await?;
+    crate::pg::reset(&client, Duration::from_secs(2)).await?;
     let mut b = Ingestor::<Trade>::builder()
-        .database_url(&args.url)
+        .database_url(url)
         .stream("bench");
     if let Some(url) = fanout {
         b = b.fanout(FanoutConfig::new(url));
@@ -373,8 +377,9 @@ async fn pg_run(args: &FanoutArgs, fanout: Option<&str>) -> Result<f64> {
     Ok(snap.rows_committed() as f64 / elapsed)
 }
 
-pub fn run(mut args: FanoutArgs) -> Result<()> {
-    if args.quick {
+pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
+    if args.quick || ctx.quick {
+        args.quick = true;
         args.ticks = args.ticks.min(400_000);
         args.pg_rows = args.pg_rows.min(500_000);
         args.repeats = 1;
@@ -383,51 +388,103 @@ pub fn run(mut args: FanoutArgs) -> Result<()> {
     ensure!(args.repeats >= 1, "repeats must be ≥ 1");
     let (host, port) = host_port(&args.redis_url)?;
     let rt = runtime()?;
+    // Per format: a warm-up delivery run, the measured ones, redis-benchmark, latency; then
+    // the PostgreSQL runs.
+    let bar = ctx.steps("fanout", (2 * (args.repeats + 3) + args.repeats) as u64);
     let mut rows = Vec::new();
     let mut json = Vec::new();
+    let mut headlines = Vec::new();
+    let mut cdfs = Vec::new();
     for format in [PayloadFormat::Json, PayloadFormat::Rkyv] {
+        let name = match format {
+            PayloadFormat::Json => "JSON",
+            PayloadFormat::Rkyv => "rkyv",
+        };
+        bar.set_message(format!("{name}: warm-up delivery run"));
+        let w = rt.block_on(delivery_run(&args, format, 6))?;
+        crate::run::say(
+            &bar,
+            format!(
+                "fanout {name} warm-up (not recorded): {:.0} ticks/s",
+                w.ticks_per_s
+            ),
+        );
+        bar.inc(1);
         let mut runs = Vec::new();
         for r in 0..args.repeats {
-            let d = rt.block_on(delivery_run(&args, format, 7 + r as u64))?;
-            println!(
-                "{format:?} run {}: {:.0} ticks/s, {:.0} messages/s delivered, dropped {}",
+            bar.set_message(format!(
+                "{name}: delivery run {}/{}, {} ticks",
                 r + 1,
-                d.ticks_per_s,
-                d.messages_per_s,
-                d.dropped
+                args.repeats,
+                args.ticks
+            ));
+            let d = rt.block_on(delivery_run(&args, format, 7 + r as u64))?;
+            crate::run::say(
+                &bar,
+                format!(
+                    "fanout {name} run {}: {:.0} ticks/s, {:.0} messages/s delivered, dropped {}",
+                    r + 1,
+                    d.ticks_per_s,
+                    d.messages_per_s,
+                    d.dropped
+                ),
             );
             ensure!(
                 d.dropped == 0,
                 "the fan-out dropped ticks in a delivery run"
             );
             runs.push(d);
+            bar.inc(1);
         }
         let ticks = median(runs.iter().map(|d| d.ticks_per_s).collect());
         let msgs = median(runs.iter().map(|d| d.messages_per_s).collect());
         let size = mean_payload(&args, format)?;
+        bar.set_message(format!("{name}: redis-benchmark -P 64 PUBLISH of {size} B"));
         let ceiling = redis_benchmark_publish(&host, port, size, 200_000)?;
+        bar.inc(1);
         let ticks_per_msg = ticks / msgs.max(1.0);
-        println!("{format:?}: redis-benchmark -P 64 PUBLISH of {size} B: {ceiling:.0}/s");
+        crate::run::say(
+            &bar,
+            format!("fanout {name}: redis-benchmark -P 64 PUBLISH of {size} B: {ceiling:.0}/s"),
+        );
+        bar.set_message(format!(
+            "{name}: latency at {}/s for {} s",
+            args.latency_rate, args.latency_seconds
+        ));
         let lat = rt.block_on(latency_run(&args, format))?;
+        bar.inc(1);
         let s = Summary::of(&lat);
-        println!(
-            "{format:?}: latency at {}/s p50 {} µs p99 {} µs",
-            args.latency_rate, s.p50, s.p99
+        crate::run::say(
+            &bar,
+            format!(
+                "fanout {name}: latency at {}/s p50 {} µs p99 {} µs",
+                args.latency_rate, s.p50, s.p99
+            ),
         );
         rows.push(format!(
-            "| {f} | {ticks:.0} | {msgs:.0} ({ticks_per_msg:.0} ticks each, mean {size} B) | {ceiling:.0} | **{ratio:.2}** | {p50:.2} / {p99:.2} ms |",
-            f = match format {
-                PayloadFormat::Json => "JSON",
-                PayloadFormat::Rkyv => "rkyv",
-            },
+            "| {name} | {ticks:.0} | {msgs:.0} ({ticks_per_msg:.0} ticks each, mean {size} B) | {ceiling:.0} | **{ratio:.2}** | {p50:.2} / {p99:.2} ms |",
             ratio = msgs / ceiling,
             p50 = s.p50 as f64 / 1e3,
             p99 = s.p99 as f64 / 1e3,
         ));
-        json.push(format!(
-            r#"{{"format":"{format:?}","ticks_per_s":{ticks:.0},"messages_per_s":{msgs:.0},"mean_payload_bytes":{size},"redis_benchmark_publish_per_s":{ceiling:.0},"latency_p50_us":{},"latency_p99_us":{},"latency_p999_us":{}}}"#,
-            s.p50, s.p99, s.p999
-        ));
+        json.push(serde_json::json!({
+            "format": name, "ticks_per_s": ticks.round(), "messages_per_s": msgs.round(),
+            "mean_payload_bytes": size, "redis_benchmark_publish_per_s": ceiling.round(),
+            "ratio": msgs / ceiling,
+            "latency_p50_us": s.p50, "latency_p99_us": s.p99, "latency_p999_us": s.p999,
+        }));
+        headlines.push(Headline {
+            figure: format!("messages/s delivered to a subscriber, {name} ({ticks:.0} ticks/s)"),
+            value: msgs,
+            unit: "messages/s".into(),
+            against: format!("`redis-benchmark -P 64` PUBLISH of {size} B, ceiling"),
+            against_value: ceiling,
+        });
+        cdfs.push(Series {
+            name: format!("{name}, {} ticks/s", args.latency_rate),
+            points: chart::cdf_points(&lat),
+            dashed: format == PayloadFormat::Rkyv,
+        });
     }
 
     // PostgreSQL alone, with fan-out to a live Redis, and with Redis down (a closed port).
@@ -435,27 +492,64 @@ pub fn run(mut args: FanoutArgs) -> Result<()> {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         format!("redis://127.0.0.1:{}/", l.local_addr()?.port())
     };
+    let pg_url = rt.block_on(crate::pg::fresh_database(
+        &args.url,
+        "christmas_bench_fanout",
+    ))?;
     let (mut off, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..args.repeats {
-        off.push(rt.block_on(pg_run(&args, None))?);
-        up.push(rt.block_on(pg_run(&args, Some(&args.redis_url)))?);
-        down.push(rt.block_on(pg_run(&args, Some(&dead)))?);
-        println!(
-            "PostgreSQL run {}: {:.0} rows/s without fan-out, {:.0} with Redis up, {:.0} with Redis down",
+        bar.set_message(format!(
+            "PostgreSQL run {}/{}: without fan-out, Redis up, Redis down",
+            r + 1,
+            args.repeats
+        ));
+        off.push(rt.block_on(pg_run(&args, &pg_url, None))?);
+        up.push(rt.block_on(pg_run(&args, &pg_url, Some(&args.redis_url)))?);
+        down.push(rt.block_on(pg_run(&args, &pg_url, Some(&dead)))?);
+        crate::run::say(&bar, format!(
+            "fanout PostgreSQL run {}: {:.0} rows/s without fan-out, {:.0} with Redis up, {:.0} with Redis down",
             r + 1,
             off[r],
             up[r],
             down[r]
-        );
+        ));
+        bar.inc(1);
     }
     let (off, up, down) = (median(off), median(up), median(down));
+    bar.finish_with_message(format!(
+        "Redis down keeps {:.2} of PostgreSQL's rows/s",
+        down / off
+    ));
+    headlines.push(Headline {
+        figure: "PostgreSQL rows/s with Redis down".into(),
+        value: down,
+        unit: "rows/s".into(),
+        against: "the same without fan-out".into(),
+        against_value: off,
+    });
+    let charts = vec![(
+        "push → subscriber latency CDF".to_string(),
+        ctx.write_chart(
+            "fanout-latency-cdf",
+            &chart::line_chart(&LineChart {
+                title: "fanout: push → subscriber latency".into(),
+                x_label: "milliseconds (log scale)".into(),
+                y_label: "fraction of ticks".into(),
+                x_log: true,
+                x_ticks: None,
+                y_format: chart::percent,
+                y_from_zero: true,
+                series: cdfs,
+            }),
+        )?,
+    )];
 
-    let stamp = machine::utc_now();
     let body = format!(
         "## fanout — Redis pub/sub, streams and latest hash\n\n\
-         {stamp} · `./target/release/christmas-bench fanout` · {machine} · Redis on the same host\n\n\
+         {stamp} · `{cmd}` · {machine} · {redis} on the same host\n\n\
          {ticks} trades, {symbols} symbols (Zipf), null sink, batches of up to 50,000 rows; one \
-         subscriber of every symbol's channel; median of {repeats} runs. Each message is one \
+         subscriber of every symbol's channel; one unrecorded warm-up run per format, then the \
+         median of {repeats} run{s}. Each message is one \
          symbol's ticks from one batch; per message the engine also sends `XADD` and `HSET`, \
          which redis-benchmark does not.\n\n\
          | payload | ticks/s delivered | messages/s | ceiling: redis-benchmark -P 64 PUBLISH/s, same size | ratio (messages) | push → subscriber p50 / p99 at {rate}/s |\n\
@@ -465,11 +559,15 @@ pub fn run(mut args: FanoutArgs) -> Result<()> {
          Targets: ≥ 1 M ticks/s delivered, p99 ≤ 5 ms.\n\n\
          PostgreSQL rows/s ({pg_rows} rows, 2 producers, default settings): {off:.0} without \
          fan-out, {up:.0} with fan-out to Redis ({up_ratio:.2}), {down:.0} with Redis down \
-         ({down_ratio:.2}; floor 0.90).\n",
+         ({down_ratio:.2}; floor 0.90).\n\n",
+        stamp = ctx.stamp,
+        cmd = ctx.command,
         machine = machine::describe(),
+        redis = machine::redis_version(&args.redis_url),
         ticks = args.ticks,
         symbols = args.symbols,
         repeats = args.repeats,
+        s = if args.repeats == 1 { "" } else { "s" },
         rate = args.latency_rate,
         linger = args.latency_linger_us,
         rows = rows.join("\n"),
@@ -477,15 +575,21 @@ pub fn run(mut args: FanoutArgs) -> Result<()> {
         up_ratio = up / off,
         down_ratio = down / off,
     );
-    report::update_results("fanout", &body)?;
-    let path = report::write_json(
-        "fanout",
-        &stamp,
-        &format!(
-            r#"{{"stamp":"{stamp}","formats":[{}],"pg_rows_per_s":{{"no_fanout":{off:.0},"redis_up":{up:.0},"redis_down":{down:.0}}}}}"#,
-            json.join(",")
-        ),
-    )?;
-    println!("wrote bench/RESULTS.md and {}", path.display());
-    Ok(())
+    let outcome = Outcome {
+        scenario: "fanout",
+        headlines,
+        json: serde_json::json!({
+            "scenario": "fanout",
+            "date": ctx.stamp,
+            "command": ctx.command,
+            "machine": machine::describe(),
+            "ticks": args.ticks,
+            "repeats": args.repeats,
+            "formats": json,
+            "pg_rows_per_s": {"no_fanout": off.round(), "redis_up": up.round(), "redis_down": down.round()},
+        }),
+        charts,
+        markdown: String::new(),
+    };
+    outcome.publish(body)
 }

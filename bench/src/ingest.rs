@@ -1,49 +1,68 @@
 //! Scenario `ingest`: the embedded engine into PostgreSQL against the ceiling of the same
-//! rows, pre-encoded, loaded by parallel `psql \copy … (FORMAT binary)` streams.
+//! rows, pre-encoded, loaded by parallel `psql \copy … (FORMAT binary)` streams, and against
+//! the Python loaders a user would write instead (asyncpg, psycopg 3), over a sweep of shard
+//! counts and batch sizes.
 
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use bytes::BytesMut;
-use christmas_core::binary_copy::{HEADER, TRAILER};
 use christmas_core::synthetic::SyntheticMarket;
-use christmas_core::{Ingestor, Record, ShardRouter, Summary, Trade};
-use tokio_postgres::{Client, NoTls};
+use christmas_core::{Ingestor, Quote, Trade};
+use hdrhistogram::Histogram;
+use serde_json::json;
 
-use crate::{machine, report};
+use crate::chart::{self, LineChart, Series};
+use crate::market::{self, BenchRecord, Kind, MarketArgs, TempDir};
+use crate::run::{median, runtime, Headline, Outcome, RunContext};
+use crate::{machine, peers, pg};
 
 /// Flags of `christmas-bench ingest`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
-    /// PostgreSQL URL (a database the bench may TRUNCATE market_data in).
+    /// PostgreSQL URL; the bench creates its own database (christmas_bench_ingest) there.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    url: String,
+    pub url: String,
+    #[command(flatten)]
+    pub market: MarketArgs,
     /// Rows per run.
-    #[arg(long, default_value_t = 4_000_000)]
-    rows: usize,
-    /// Symbols in the synthetic market.
-    #[arg(long, default_value_t = 500)]
-    symbols: usize,
-    /// Shards = producer threads = parallel psql streams of the ceiling.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub rows: usize,
+    /// Shard counts of the sweep (= producer threads = parallel psql streams = peer
+    /// connections).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    pub shards: Vec<usize>,
+    /// Engine batch sizes of the sweep, in rows.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000")]
+    pub batch_rows: Vec<usize>,
+    /// The headline configuration's shard count (the daemon's default).
     #[arg(long, default_value_t = 2)]
-    shards: usize,
-    /// Engine batch size in rows.
+    pub headline_shards: usize,
+    /// The headline configuration's batch size (the library's default).
     #[arg(long, default_value_t = 50_000)]
-    batch_rows: usize,
-    /// Runs of each side; the median is reported.
+    pub headline_batch_rows: usize,
+    /// Measured runs of every point; the median is reported.
     #[arg(long, default_value_t = 3)]
-    repeats: usize,
+    pub repeats: usize,
+    /// Skip the unrecorded warm-up run of each side.
+    #[arg(long)]
+    pub no_warmup: bool,
+    /// Skip the Python peers.
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Pause after each TRUNCATE + CHECKPOINT, milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub settle_ms: u64,
     /// Seconds of the 50 %-load latency run.
     #[arg(long, default_value_t = 10)]
-    latency_seconds: u64,
+    pub latency_seconds: u64,
     /// Rows/s of the latency run (default: 50 % of the engine's measured maximum).
     #[arg(long)]
-    latency_rate: Option<f64>,
-    /// Smaller and shorter: 500k rows, 1 repeat, 5 s latency run.
+    pub latency_rate: Option<f64>,
+    /// 300k rows, one repeat, shards {1,2,4} × batches {1k,50k}, 3 s latency run.
     #[arg(long)]
-    quick: bool,
+    pub quick: bool,
 }
 
 /// Flags of the hidden `rss-probe` subcommand.
@@ -55,209 +74,539 @@ pub struct RssProbeArgs {
     rows: usize,
 }
 
-const COLUMNS: &str = "time, symbol, price, volume, side, exchange_seq";
+const SETTINGS: &[&str] = &[
+    "server_version",
+    "fsync",
+    "synchronous_commit",
+    "shared_buffers",
+];
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
-async fn connect(url: &str) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .context("connecting to PostgreSQL")?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
-async fn reset(client: &Client) -> Result<()> {
-    client
-        .batch_execute("TRUNCATE market_data, ingest_batches; CHECKPOINT")
-        .await?;
-    // Let the server's background writes of the previous run settle, so each run starts
-    // from the same idle state on both sides.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(())
-}
-
-async fn count(client: &Client) -> Result<i64> {
-    Ok(client
-        .query_one("SELECT count(*) FROM market_data", &[])
-        .await?
-        .get(0))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-pub fn run(mut args: IngestArgs) -> Result<()> {
-    if args.quick {
-        args.rows = args.rows.min(500_000);
+pub fn run(ctx: &RunContext, mut args: IngestArgs) -> Result<Outcome> {
+    if args.quick || ctx.quick {
+        args.quick = true;
+        args.rows = args.rows.min(300_000);
         args.repeats = 1;
-        args.latency_seconds = args.latency_seconds.min(5);
+        args.batch_rows.retain(|b| *b != 10_000);
+        args.latency_seconds = args.latency_seconds.min(3);
+        args.settle_ms = args.settle_ms.min(1_000);
+    }
+    args.shards.sort_unstable();
+    args.shards.dedup();
+    args.batch_rows.sort_unstable();
+    args.batch_rows.dedup();
+    if !args.shards.contains(&args.headline_shards) {
+        args.shards.push(args.headline_shards);
+        args.shards.sort_unstable();
+    }
+    if !args.batch_rows.contains(&args.headline_batch_rows) {
+        args.batch_rows.push(args.headline_batch_rows);
+        args.batch_rows.sort_unstable();
     }
     ensure!(
-        args.repeats >= 1 && args.shards >= 1,
-        "repeats and shards must be ≥ 1"
+        args.repeats >= 1 && args.shards.iter().all(|s| *s >= 1) && args.rows >= 1,
+        "repeats, shards and rows must be ≥ 1"
     );
+    match args.market.kind {
+        Kind::Trade => measure::<Trade>(ctx, &args),
+        Kind::Quote => measure::<Quote>(ctx, &args),
+    }
+}
+
+/// Medians of one shard count.
+#[derive(Debug, Default, Clone)]
+struct ShardPoint {
+    ceiling: Vec<f64>,
+    /// By batch size.
+    engine: BTreeMap<usize, Vec<f64>>,
+}
+
+/// What one Python peer measured: rows/s of every run, by connection count.
+#[derive(Debug, Clone)]
+struct PeerRun {
+    peer: String,
+    /// `asyncpg 0.32.0, Python 3.11.7`.
+    version: String,
+    rates: BTreeMap<usize, Vec<f64>>,
+}
+
+fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcome> {
+    let n_peers = if args.no_peers { 0 } else { peers::PEERS.len() };
+    let points_per_repeat = args.shards.len() * (1 + args.batch_rows.len() + n_peers);
+    let steps =
+        2 + if args.no_warmup { 0 } else { 2 + n_peers } + args.repeats * points_per_repeat + 2;
+    let bar = ctx.steps("ingest", steps as u64);
+    bar.set_message("fresh database christmas_bench_ingest; generating rows");
     let rt = runtime()?;
-    let client = rt.block_on(async {
-        christmas_core::schema::migrate_url(&args.url, &Default::default()).await?;
-        connect(&args.url).await
-    })?;
-    let settings = rt.block_on(async {
-        let mut s = Vec::new();
-        for name in [
-            "server_version",
-            "fsync",
-            "synchronous_commit",
-            "shared_buffers",
-        ] {
-            let v: String = client.query_one(&format!("SHOW {name}"), &[]).await?.get(0);
-            s.push(format!("{name}={v}"));
+    let url = rt.block_on(pg::fresh_database(&args.url, "christmas_bench_ingest"))?;
+    let client = rt.block_on(pg::connect(&url))?;
+    let settings = rt.block_on(pg::settings(&client, SETTINGS))?;
+    let settle = Duration::from_millis(args.settle_ms);
+    let table = R::DEFAULT_TABLE;
+
+    // The same rows for every contender: split by shard for the engine's producers and the
+    // psql streams; one file in row order for the Python peers.
+    let rows: Vec<R> = market::generate(&args.market, args.rows)?;
+    let tmp = TempDir::new("ingest")?;
+    let mut split = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    for &s in &args.shards {
+        let per_shard = market::split_by_shard(&rows, s);
+        files.insert(
+            s,
+            market::write_copy_files(&tmp.0, &format!("s{s}"), &per_shard)?,
+        );
+        split.insert(s, per_shard);
+    }
+    let rows_file = tmp.0.join("rows.bin");
+    bar.inc(1);
+
+    // The peers read the rows once, before any clock starts, then load them on request.
+    let mut peer_procs = Vec::new();
+    let mut peer_notes = Vec::new();
+    if n_peers > 0 {
+        bar.set_message("Python peers: reading the rows");
+        market::write_python_rows(&rows_file, &rows)?;
+        match peers::python() {
+            Ok(py) => {
+                for (name, script) in peers::PEERS {
+                    match peers::Peer::start(&py, name, script, &url, &rows_file) {
+                        Ok(p) => peer_procs.push(p),
+                        Err(e) => {
+                            crate::run::say(&bar, format!("ingest: peer {name} failed: {e:#}"));
+                            peer_notes.push(format!("{name} failed: {e:#}"));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                crate::run::say(&bar, format!("ingest: no Python peers: {e:#}"));
+                peer_notes.push(format!("peers skipped: {e:#}"));
+            }
         }
-        anyhow::Ok(s.join(", "))
-    })?;
-
-    // The same rows for both sides, split by shard so each producer / psql stream owns its
-    // symbols and per-symbol order is the same.
-    let router = ShardRouter::new(args.shards);
-    let mut market = SyntheticMarket::new(7, args.symbols)
-        .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
-    let mut per_shard: Vec<Vec<Trade>> = vec![Vec::new(); args.shards];
-    for _ in 0..args.rows {
-        let t = market.next_trade();
-        per_shard[router.shard_for(&t.symbol)].push(t);
     }
-    let files = write_copy_files(&per_shard)?;
+    bar.inc(1);
 
-    let (mut ceiling, mut engine) = (Vec::new(), Vec::new());
+    let n = args.rows as i64;
+    let check = |what: &str| -> Result<()> {
+        let got = rt.block_on(pg::count(&client, table))?;
+        ensure!(got == n, "{what} left {got} rows in {table}, expected {n}");
+        Ok(())
+    };
+    let ceiling_once = |s: usize| -> Result<f64> {
+        rt.block_on(pg::reset(&client, settle))?;
+        let secs = ceiling_run::<R>(&url, &files[&s])?;
+        check("the psql ceiling")?;
+        Ok(args.rows as f64 / secs)
+    };
+    let engine_once = |s: usize, b: usize| -> Result<f64> {
+        rt.block_on(pg::reset(&client, settle))?;
+        let secs = rt.block_on(engine_run(&url, s, b, &split[&s]))?;
+        check("the engine")?;
+        Ok(args.rows as f64 / secs)
+    };
+    let peer_once = |p: &mut peers::Peer, s: usize| -> Result<f64> {
+        rt.block_on(pg::reset(&client, settle))?;
+        let secs = p.load(s)?;
+        check(&p.name)?;
+        Ok(args.rows as f64 / secs)
+    };
+    let (hs, hb) = (args.headline_shards, args.headline_batch_rows);
+    if !args.no_warmup {
+        bar.set_message(format!("warm-up: psql ceiling, {hs} streams"));
+        let c = ceiling_once(hs)?;
+        bar.inc(1);
+        bar.set_message(format!("warm-up: engine, {hs} shards, batches of {hb}"));
+        let e = engine_once(hs, hb)?;
+        bar.inc(1);
+        let mut line =
+            format!("ingest warm-up (not recorded): ceiling {c:.0} rows/s, engine {e:.0} rows/s");
+        for p in &mut peer_procs {
+            bar.set_message(format!("warm-up: {}, {hs} connections", p.name));
+            let v = peer_once(p, hs)?;
+            line.push_str(&format!(", {} {v:.0} rows/s", p.name));
+            bar.inc(1);
+        }
+        bar.inc((n_peers - peer_procs.len()) as u64);
+        crate::run::say(&bar, line);
+    }
+    // Every contender at every shard count in each repeat: they share the same minutes of
+    // a machine whose background load drifts.
+    let mut points: BTreeMap<usize, ShardPoint> = BTreeMap::new();
+    let mut peer_runs: Vec<PeerRun> = peer_procs
+        .iter()
+        .map(|p| PeerRun {
+            peer: p.name.clone(),
+            version: p.version.clone(),
+            rates: BTreeMap::new(),
+        })
+        .collect();
     for r in 0..args.repeats {
-        rt.block_on(reset(&client))?;
-        let secs = ceiling_run(&args.url, &files)?;
-        ensure!(
-            rt.block_on(count(&client))? == args.rows as i64,
-            "ceiling loaded a wrong row count"
-        );
-        ceiling.push(args.rows as f64 / secs);
-
-        rt.block_on(reset(&client))?;
-        let secs = rt.block_on(engine_run(&args, &per_shard))?;
-        ensure!(
-            rt.block_on(count(&client))? == args.rows as i64,
-            "engine committed a wrong row count"
-        );
-        engine.push(args.rows as f64 / secs);
-        eprintln!(
-            "run {}: ceiling {:.0} rows/s, engine {:.0} rows/s",
-            r + 1,
-            ceiling[r],
-            engine[r]
-        );
+        let msg = |what: String| format!("run {}/{}: {what}", r + 1, args.repeats);
+        for &s in &args.shards {
+            bar.set_message(msg(format!("psql ceiling, {s} streams")));
+            let c = ceiling_once(s)?;
+            bar.inc(1);
+            let p = points.entry(s).or_default();
+            p.ceiling.push(c);
+            let mut line = format!("ingest run {}, {s} shards: ceiling {c:.0}", r + 1);
+            for &b in &args.batch_rows {
+                bar.set_message(msg(format!("engine, {s} shards, batches of {b}")));
+                let e = engine_once(s, b)?;
+                bar.inc(1);
+                if let Some(p) = points.get_mut(&s) {
+                    p.engine.entry(b).or_default().push(e);
+                }
+                line.push_str(&format!(", engine@{b} {e:.0}"));
+            }
+            for (p, run) in peer_procs.iter_mut().zip(&mut peer_runs) {
+                bar.set_message(msg(format!("{}, {s} connections", p.name)));
+                let v = peer_once(p, s)?;
+                bar.inc(1);
+                run.rates.entry(s).or_default().push(v);
+                line.push_str(&format!(", {} {v:.0}", p.name));
+            }
+            bar.inc((n_peers - peer_procs.len()) as u64);
+            crate::run::say(&bar, format!("{line} rows/s"));
+        }
     }
-    for f in &files {
-        let _ = std::fs::remove_file(f);
-    }
-    let (ceiling, engine) = (median(ceiling), median(engine));
-    let ratio = engine / ceiling;
-
-    rt.block_on(reset(&client))?;
+    drop(peer_procs);
+    let med = |v: &Vec<f64>| median(v.clone());
+    let engine = med(&points[&hs].engine[&hb]);
+    let ceiling = med(&points[&hs].ceiling);
+    bar.set_message("latency at 50 % load");
+    rt.block_on(pg::reset(&client, settle))?;
     let rate = args.latency_rate.unwrap_or(engine * 0.5);
-    let [latency, commit, batch_rows] = rt.block_on(latency_run(&args, rate))?;
-    rt.block_on(reset(&client))?;
-    let rss = rss_of_probe(&args.url, if args.quick { 1_000_000 } else { 5_000_000 })?;
-    rt.block_on(reset(&client))?;
+    let lat = rt.block_on(latency_run(&url, hs, args.latency_seconds, rate, &rows))?;
+    bar.inc(1);
+    bar.set_message("peak RSS probe");
+    rt.block_on(pg::reset(&client, settle))?;
+    let rss = rss_of_probe(&url, if args.quick { 1_000_000 } else { 5_000_000 })?;
+    rt.block_on(pg::reset(&client, settle))?;
+    bar.inc(1);
+    bar.finish_with_message(format!(
+        "engine {engine:.0} rows/s, ceiling {ceiling:.0} ({:.2})",
+        engine / ceiling
+    ));
 
-    let stamp = machine::utc_now();
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let command = command.replace(&args.url, "$DATABASE_URL");
-    let md = format!(
+    report_ingest::<R>(
+        ctx,
+        args,
+        &settings,
+        &points,
+        &peer_runs,
+        &peer_notes,
+        rate,
+        &lat,
+        rss,
+    )
+}
+
+/// The latency run's histograms.
+struct Latency {
+    push_to_commit_us: Histogram<u64>,
+    batch_commit_us: Histogram<u64>,
+    batch_rows: Histogram<u64>,
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+fn report_ingest<R: BenchRecord>(
+    ctx: &RunContext,
+    args: &IngestArgs,
+    settings: &str,
+    points: &BTreeMap<usize, ShardPoint>,
+    peer_runs: &[PeerRun],
+    peer_notes: &[String],
+    rate: f64,
+    lat: &Latency,
+    rss: f64,
+) -> Result<Outcome> {
+    let (hs, hb) = (args.headline_shards, args.headline_batch_rows);
+    let med = |v: &Vec<f64>| median(v.clone());
+    let ceiling = med(&points[&hs].ceiling);
+    let engine = med(&points[&hs].engine[&hb]);
+    let ratio = engine / ceiling;
+    let l = christmas_core::Summary::of(&lat.push_to_commit_us);
+    let c = christmas_core::Summary::of(&lat.batch_commit_us);
+    let br = christmas_core::Summary::of(&lat.batch_rows);
+    let table = R::DEFAULT_TABLE;
+
+    let mut headlines = vec![Headline {
+        figure: format!("committed rows/s, embedded engine ({hs} shards, batches of {hb})"),
+        value: engine,
+        unit: "rows/s".into(),
+        against: format!("parallel `psql \\copy` binary ({hs} streams), ceiling"),
+        against_value: ceiling,
+    }];
+    let peer_at = |p: &PeerRun, s: usize| p.rates.get(&s).map(|v| median(v.clone()));
+    for p in peer_runs {
+        if let Some(v) = peer_at(p, hs) {
+            headlines.push(Headline {
+                figure: format!("committed rows/s, embedded engine ({hs} shards)"),
+                value: engine,
+                unit: "rows/s".into(),
+                against: format!("{} ({hs} connections), peer", p.version),
+                against_value: v,
+            });
+        }
+    }
+
+    // Charts.
+    let mut charts = Vec::new();
+    let mut sweep = Vec::new();
+    for (s, p) in points {
+        sweep.push(Series {
+            name: format!("engine, {s} shard{}", if *s == 1 { "" } else { "s" }),
+            points: p.engine.iter().map(|(b, v)| (*b as f64, med(v))).collect(),
+            dashed: false,
+        });
+    }
+    let (b0, b1) = (
+        *args.batch_rows.first().unwrap_or(&hb) as f64,
+        *args.batch_rows.last().unwrap_or(&hb) as f64,
+    );
+    for (s, p) in points {
+        sweep.push(Series {
+            name: format!("psql \\copy, {s} stream{}", if *s == 1 { "" } else { "s" }),
+            points: vec![(b0, med(&p.ceiling)), (b1, med(&p.ceiling))],
+            dashed: true,
+        });
+    }
+    charts.push((
+        "throughput vs batch size".to_string(),
+        ctx.write_chart(
+            "ingest-batch-size",
+            &chart::line_chart(&LineChart {
+                title: format!(
+                    "ingest: committed rows/s vs batch size ({} rows)",
+                    args.rows
+                ),
+                x_label: "engine batch size (rows, log scale)".into(),
+                y_label: "rows/s".into(),
+                x_log: true,
+                x_ticks: Some(args.batch_rows.iter().map(|b| *b as f64).collect()),
+                y_format: chart::si,
+                y_from_zero: true,
+                series: sweep,
+            }),
+        )?,
+    ));
+    let mut by_shards = vec![
+        Series {
+            name: format!("engine, {} batches", chart::si(hb as f64)),
+            points: points
+                .iter()
+                .map(|(s, p)| (*s as f64, med(&p.engine[&hb])))
+                .collect(),
+            dashed: false,
+        },
+        Series {
+            name: "psql \\copy binary".into(),
+            points: points
+                .iter()
+                .map(|(s, p)| (*s as f64, med(&p.ceiling)))
+                .collect(),
+            dashed: true,
+        },
+    ];
+    for p in peer_runs {
+        by_shards.push(Series {
+            name: p.peer.clone(),
+            points: p
+                .rates
+                .iter()
+                .map(|(s, v)| (*s as f64, median(v.clone())))
+                .collect(),
+            dashed: true,
+        });
+    }
+    charts.push((
+        "throughput vs shard count".to_string(),
+        ctx.write_chart(
+            "ingest-shards",
+            &chart::line_chart(&LineChart {
+                title: "ingest: committed rows/s vs shards / streams / connections".into(),
+                x_label: "shards (engine) = streams (psql) = connections (peers), log scale".into(),
+                y_label: "rows/s".into(),
+                x_log: true,
+                x_ticks: Some(points.keys().map(|s| *s as f64).collect()),
+                y_format: chart::si,
+                y_from_zero: true,
+                series: by_shards,
+            }),
+        )?,
+    ));
+    charts.push((
+        "push → commit latency CDF".to_string(),
+        ctx.write_chart(
+            "ingest-latency-cdf",
+            &chart::line_chart(&LineChart {
+                title: format!("ingest: latency at 50 % load ({rate:.0} rows/s)"),
+                x_label: "milliseconds (log scale)".into(),
+                y_label: "fraction of rows / batches".into(),
+                x_log: true,
+                x_ticks: None,
+                y_format: chart::percent,
+                y_from_zero: true,
+                series: vec![
+                    Series {
+                        name: "push → commit".into(),
+                        points: chart::cdf_points(&lat.push_to_commit_us),
+                        dashed: false,
+                    },
+                    Series {
+                        name: "batch commit".into(),
+                        points: chart::cdf_points(&lat.batch_commit_us),
+                        dashed: true,
+                    },
+                ],
+            }),
+        )?,
+    ));
+
+    // Markdown.
+    let mut md = format!(
         "## ingest — embedded engine → PostgreSQL\n\n\
-         {stamp} · `{command}` · {} · PostgreSQL {settings}\n\n\
-         {} rows of trades, {} symbols (Zipf), {} shards, batches of {} rows, `(symbol, time)` index present; \
-         median of {} runs.\n\n\
-         | figure | value | ceiling / target | ratio |\n|---|---|---|---|\n\
-         | committed rows/s (engine) | {:.0} | {:.0} (parallel `psql \\copy` binary) | **{:.2}** (floor 0.90) |\n\
-         | push → commit p50 at 50 % load ({:.0} rows/s) | {:.1} ms | | |\n\
+         {stamp} · `{cmd}` · {machine} · PostgreSQL {settings}\n\n\
+         {rows} {kind}s from the {market}, into `{table}` (with its `(symbol, time)` index) in a \
+         fresh database; `TRUNCATE` + `CHECKPOINT` + {settle} ms pause before every run; \
+         {warm}median of {repeats} run{s}.\n\n\
+         | figure | value | ceiling / peer | ratio |\n|---|---|---|---|\n\
+         | committed rows/s, engine, {hs} shards, batches of {hb} | {engine:.0} | {ceiling:.0} \
+         (parallel `psql \\copy` binary, {hs} streams) | **{ratio:.2}** (floor 0.90) |\n",
+        stamp = ctx.stamp,
+        cmd = ctx.command,
+        machine = machine::describe(),
+        rows = args.rows,
+        kind = R::NAME,
+        market = args.market.describe(),
+        settle = args.settle_ms,
+        warm = if args.no_warmup {
+            ""
+        } else {
+            "one unrecorded warm-up run of each side first; "
+        },
+        repeats = args.repeats,
+        s = if args.repeats == 1 { "" } else { "s" },
+    );
+    for p in peer_runs {
+        if let Some(v) = peer_at(p, hs) {
+            md.push_str(&format!(
+                "| committed rows/s, engine, {hs} shards | {engine:.0} | {v:.0} ({}, {hs} \
+                 connections) | **{:.2}×** |\n",
+                p.version,
+                engine / v
+            ));
+        }
+    }
+    md.push_str(&format!(
+        "| push → commit p50 at 50 % load ({rate:.0} rows/s) | {:.1} ms | | |\n\
          | push → commit p99 at 50 % load | {:.1} ms | ≤ 50 ms | |\n\
          | push → commit p99.9 at 50 % load | {:.1} ms | | |\n\
          | batch commit time p50 / p99 at 50 % load | {:.1} / {:.1} ms | | |\n\
          | rows per batch p50 / p99 at 50 % load | {} / {} | | |\n\
-         | peak RSS, default settings, full speed | {:.0} MiB | ≤ 256 MiB | |\n",
-        machine::describe(),
-        args.rows,
-        args.symbols,
-        args.shards,
-        args.batch_rows,
-        args.repeats,
-        engine,
-        ceiling,
-        ratio,
-        rate,
-        latency.p50 as f64 / 1e3,
-        latency.p99 as f64 / 1e3,
-        latency.p999 as f64 / 1e3,
-        commit.p50 as f64 / 1e3,
-        commit.p99 as f64 / 1e3,
-        batch_rows.p50,
-        batch_rows.p99,
-        rss,
-    );
-    println!("{md}");
-    report::update_results("ingest", &md)?;
-    let json = format!(
-        "{{\"scenario\":\"ingest\",\"date\":\"{stamp}\",\"machine\":\"{}\",\"postgres\":\"{settings}\",\
-         \"rows\":{},\"symbols\":{},\"shards\":{},\"batch_rows\":{},\"repeats\":{},\
-         \"engine_rows_per_s\":{engine:.0},\"ceiling_rows_per_s\":{ceiling:.0},\"ratio\":{ratio:.4},\
-         \"latency_rate\":{rate:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"peak_rss_mib\":{rss:.1}}}\n",
-        machine::describe(),
-        args.rows,
-        args.symbols,
-        args.shards,
-        args.batch_rows,
-        args.repeats,
-        latency.p50,
-        latency.p99,
-        latency.p999,
-    );
-    let path = report::write_json("ingest", &stamp, &json)?;
-    eprintln!("wrote bench/RESULTS.md and {}", path.display());
-    Ok(())
-}
-
-/// One binary COPY file per shard: header, rows, trailer.
-fn write_copy_files(per_shard: &[Vec<Trade>]) -> Result<Vec<std::path::PathBuf>> {
-    let mut files = Vec::new();
-    for (i, rows) in per_shard.iter().enumerate() {
-        let mut buf = BytesMut::with_capacity(rows.len() * Trade::MAX_ROW_BYTES + 32);
-        buf.extend_from_slice(HEADER);
-        for t in rows {
-            t.encode_row(&mut buf);
-        }
-        buf.extend_from_slice(TRAILER);
-        let path =
-            std::env::temp_dir().join(format!("christmas-bench-{}-{i}.copy", std::process::id()));
-        std::fs::File::create(&path)?.write_all(&buf)?;
-        files.push(path);
+         | peak RSS, default settings, full speed | {rss:.0} MiB | ≤ 256 MiB | |\n\n",
+        l.p50 as f64 / 1e3,
+        l.p99 as f64 / 1e3,
+        l.p999 as f64 / 1e3,
+        c.p50 as f64 / 1e3,
+        c.p99 as f64 / 1e3,
+        br.p50,
+        br.p99,
+    ));
+    // The sweep.
+    md.push_str("Sweep (rows/s, medians; ratio = engine / ceiling of the same shard count):\n\n| shards | psql ceiling |");
+    for b in &args.batch_rows {
+        md.push_str(&format!(" engine, batches of {b} |"));
     }
-    Ok(files)
+    for p in peer_runs {
+        md.push_str(&format!(" {} |", p.peer));
+    }
+    md.push_str("\n|---|---|");
+    for _ in args
+        .batch_rows
+        .iter()
+        .map(|_| ())
+        .chain(peer_runs.iter().map(|_| ()))
+    {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for (s, p) in points {
+        let c = med(&p.ceiling);
+        md.push_str(&format!("| {s} | {c:.0} |"));
+        for b in &args.batch_rows {
+            let e = med(&p.engine[b]);
+            md.push_str(&format!(" {e:.0} ({:.2}) |", e / c));
+        }
+        for pr in peer_runs {
+            match peer_at(pr, *s) {
+                Some(v) => md.push_str(&format!(" {v:.0} ({:.2}) |", v / c)),
+                None => md.push_str(" |"),
+            }
+        }
+        md.push('\n');
+    }
+    md.push_str(
+        "\nPeers: the same rows (read from a file and turned into Python tuples before any clock \
+         starts), split into one contiguous slice per connection and loaded concurrently \
+         (bench/peers/: asyncpg `copy_records_to_table`; psycopg 3 binary `COPY` with \
+         `write_row`, one thread per connection); only the load is timed, by the script, after \
+         connecting. Each repeat runs every contender at every shard count in turn, so all \
+         share the same minutes of the machine.",
+    );
+    for n in peer_notes {
+        md.push_str(&format!(" {n}."));
+    }
+    md.push_str("\n\n");
+    let outcome_json = json!({
+        "scenario": "ingest",
+        "date": ctx.stamp,
+        "command": ctx.command,
+        "machine": machine::describe(),
+        "postgres": settings,
+        "kind": R::NAME,
+        "market": args.market.describe(),
+        "rows": args.rows,
+        "repeats": args.repeats,
+        "headline": {"shards": hs, "batch_rows": hb, "engine_rows_per_s": engine.round(),
+                     "ceiling_rows_per_s": ceiling.round(), "ratio": ratio},
+        "sweep": points.iter().map(|(s, p)| json!({
+            "shards": s,
+            "ceiling_runs": p.ceiling,
+            "engine_runs": p.engine.iter().map(|(b, v)| (b.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        })).collect::<Vec<_>>(),
+        "peers": peer_runs.iter().map(|p| json!({
+            "peer": p.peer, "version": p.version,
+            "runs": p.rates.iter().map(|(s, v)| (s.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        })).collect::<Vec<_>>(),
+        "peer_notes": peer_notes,
+        "latency": {"rate": rate.round(), "p50_us": l.p50, "p99_us": l.p99, "p999_us": l.p999,
+                    "batch_commit_p50_us": c.p50, "batch_commit_p99_us": c.p99},
+        "peak_rss_mib": rss,
+    });
+    let outcome = Outcome {
+        scenario: "ingest",
+        headlines,
+        json: outcome_json,
+        charts,
+        markdown: String::new(),
+    };
+    outcome.publish(md)
 }
 
 /// Seconds for parallel `psql \copy` of every file.
-fn ceiling_run(url: &str, files: &[std::path::PathBuf]) -> Result<f64> {
+pub fn ceiling_run<R: BenchRecord>(url: &str, files: &[std::path::PathBuf]) -> Result<f64> {
+    let columns = R::COLUMNS.join(", ");
     let start = Instant::now();
     let children = files
         .iter()
         .map(|f| {
             Command::new("psql")
                 .arg(url)
-                .args(["-v", "ON_ERROR_STOP=1", "-qc"])
+                .args(["-X", "-v", "ON_ERROR_STOP=1", "-qc"])
                 .arg(format!(
-                    "\\copy market_data ({COLUMNS}) FROM '{}' WITH (FORMAT binary)",
+                    "\\copy {} ({columns}) FROM '{}' WITH (FORMAT binary)",
+                    R::DEFAULT_TABLE,
                     f.display()
                 ))
                 .stdout(Stdio::null())
@@ -273,12 +622,19 @@ fn ceiling_run(url: &str, files: &[std::path::PathBuf]) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Seconds from the first push to every row committed.
-async fn engine_run(args: &IngestArgs, per_shard: &[Vec<Trade>]) -> Result<f64> {
-    let ingestor = Ingestor::<Trade>::builder()
-        .database_url(&args.url)
-        .shards(args.shards)
-        .batch_max_rows(args.batch_rows)
+/// Seconds from the first push to every row committed: one producer thread per shard
+/// pushes its rows (`push_batch` of 1,024) into an engine of `shards` shards sealing at
+/// `batch_rows`.
+pub async fn engine_run<R: BenchRecord>(
+    url: &str,
+    shards: usize,
+    batch_rows: usize,
+    per_shard: &[Vec<R>],
+) -> Result<f64> {
+    let ingestor = Ingestor::<R>::builder()
+        .database_url(url)
+        .shards(shards)
+        .batch_max_rows(batch_rows)
         .stream("bench")
         .start()
         .await?;
@@ -296,10 +652,10 @@ async fn engine_run(args: &IngestArgs, per_shard: &[Vec<Trade>]) -> Result<f64> 
 }
 
 /// Runs `work(ingestor, input)` on one producer thread per input and waits for them all.
-fn on_threads<I: Send + 'static>(
-    ingestor: &Ingestor<Trade>,
+fn on_threads<R: BenchRecord, I: Send + 'static>(
+    ingestor: &Ingestor<R>,
     inputs: Vec<I>,
-    work: fn(&Ingestor<Trade>, I) -> christmas_core::Result<()>,
+    work: fn(&Ingestor<R>, I) -> christmas_core::Result<()>,
 ) -> Result<()> {
     let threads: Vec<_> = inputs
         .into_iter()
@@ -315,35 +671,42 @@ fn on_threads<I: Send + 'static>(
     Ok(())
 }
 
-/// Push → commit latency with default settings while pushing `rate` rows/s.
-async fn latency_run(args: &IngestArgs, rate: f64) -> Result<[Summary; 3]> {
-    let ingestor = Ingestor::<Trade>::builder()
-        .database_url(&args.url)
-        .shards(args.shards)
+/// Push → commit latency with default settings while pushing `rate` rows/s (the run's rows,
+/// cycled).
+async fn latency_run<R: BenchRecord>(
+    url: &str,
+    shards: usize,
+    seconds: u64,
+    rate: f64,
+    rows: &[R],
+) -> Result<Latency> {
+    let ingestor = Ingestor::<R>::builder()
+        .database_url(url)
+        .shards(shards)
         .stream("bench")
         .start()
         .await?;
-    let mut market = SyntheticMarket::new(11, args.symbols)
-        .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
     let start = Instant::now();
-    let duration = Duration::from_secs(args.latency_seconds);
+    let duration = Duration::from_secs(seconds);
     let mut sent = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     while start.elapsed() < duration {
         tick.tick().await;
         let due = (start.elapsed().as_secs_f64() * rate) as u64;
         while sent < due {
-            ingestor.push_async(market.next_trade()).await?;
+            ingestor
+                .push_async(rows[sent as usize % rows.len()])
+                .await?;
             sent += 1;
         }
     }
     let m = ingestor.shutdown().await?;
     ensure!(m.rows_committed() == sent, "latency run lost rows");
-    Ok([
-        Summary::of(&m.push_to_commit_us),
-        Summary::of(&m.batch_commit_us),
-        Summary::of(&m.batch_rows),
-    ])
+    Ok(Latency {
+        push_to_commit_us: m.push_to_commit_us,
+        batch_commit_us: m.batch_commit_us,
+        batch_rows: m.batch_rows,
+    })
 }
 
 /// Peak RSS (MiB) of a child process running the engine flat out with default settings.

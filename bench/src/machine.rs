@@ -25,6 +25,58 @@ pub fn describe() -> String {
     )
 }
 
+/// `PostgreSQL 15.20` of the server at `url` (via psql), or `PostgreSQL ?`.
+pub fn postgres_version(url: &str) -> String {
+    Command::new("psql")
+        .arg(url)
+        .args(["-XAtqc", "SHOW server_version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            format!("PostgreSQL {}", v.split_whitespace().next().unwrap_or("?"))
+        })
+        .unwrap_or_else(|| "PostgreSQL ?".into())
+}
+
+/// `Redis 7.0.15` of the server at a `redis://host:port/` URL (via redis-cli), or `Redis ?`.
+pub fn redis_version(url: &str) -> String {
+    let hp = url
+        .trim_start_matches("redis://")
+        .rsplit('@')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let (h, p) = hp.rsplit_once(':').unwrap_or((hp, "6379"));
+    Command::new("redis-cli")
+        .args(["-h", h, "-p", p, "INFO", "server"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+                l.strip_prefix("redis_version:")
+                    .map(|v| v.trim().to_string())
+            })
+        })
+        .map_or_else(|| "Redis ?".into(), |v| format!("Redis {v}"))
+}
+
+/// The machine and the servers' versions, for a report's header line.
+pub fn describe_with_servers() -> String {
+    let mut parts = vec![describe()];
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        parts.push(postgres_version(&url));
+    }
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        parts.push(redis_version(&url));
+    }
+    parts.join(" · ")
+}
+
 /// `date -u` in ISO form.
 pub fn utc_now() -> String {
     Command::new("date")

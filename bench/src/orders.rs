@@ -2,140 +2,63 @@
 //! same run, to a naive baseline (axum + a pool of connections, one `INSERT` per request,
 //! the same durability); then `siege` on `GET /api/market-data`.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Result};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use christmas_ingest::config::DaemonConfig;
 use christmas_ingest::server::{self, AppState};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use crate::{machine, report};
+use crate::chart::{self, Bar};
+use crate::loadgen::{self, WrkRun};
+use crate::machine;
+use crate::pg::{self, connect};
+use crate::run::{runtime, Headline, Outcome, RunContext};
 
 /// Flags of `christmas-bench orders`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct OrdersArgs {
     /// PostgreSQL URL; the bench creates its own databases on that server.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    url: String,
+    pub url: String,
     /// Redis for order events and the latest-tick cache (unset: none).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    redis_url: Option<String>,
+    pub redis_url: Option<String>,
     /// Seconds of each wrk run.
     #[arg(long, default_value_t = 30)]
-    seconds: u64,
+    pub seconds: u64,
     /// wrk connections.
     #[arg(long, default_value_t = 400)]
-    connections: usize,
+    pub connections: usize,
     /// Seconds of the siege run.
     #[arg(long, default_value_t = 60)]
-    siege_seconds: u64,
+    pub siege_seconds: u64,
     /// The daemon's order writer connections.
     #[arg(long, default_value_t = 2)]
-    order_connections: usize,
+    pub order_connections: usize,
     /// Most orders the daemon commits in one transaction.
     #[arg(long, default_value_t = 1_024)]
-    order_max_group: usize,
+    pub order_max_group: usize,
     /// Connections in the naive baseline's pool.
     #[arg(long, default_value_t = 16)]
-    naive_pool: usize,
-    /// 5 s runs.
+    pub naive_pool: usize,
+    /// Measured wrk runs of each server; the run with the median orders/s is reported.
+    #[arg(long, default_value_t = 2)]
+    pub repeats: usize,
+    /// Seconds of the unrecorded wrk warm-up run before each server's measured runs.
+    #[arg(long, default_value_t = 5)]
+    pub warmup_seconds: u64,
+    /// 5 s runs, one repeat, 1 s warm-up.
     #[arg(long)]
-    quick: bool,
-}
-
-/// What one wrk run measured.
-#[derive(Debug, Default)]
-struct WrkRun {
-    created_per_s: f64,
-    created: u64,
-    other: u64,
-    socket_errors: u64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-}
-
-fn script() -> String {
-    format!("{}/wrk/orders.lua", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn wrk(addr: &str, args: &OrdersArgs) -> Result<WrkRun> {
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{}", args.connections),
-            &format!("-d{}s", args.seconds),
-        ])
-        .args(["--timeout", "10s", "-s", &script()])
-        .arg(format!("http://{addr}"))
-        .output()
-        .context("running wrk (apt-get install wrk)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success(),
-        "wrk failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("CHRISTMAS "))
-        .with_context(|| format!("no CHRISTMAS line in wrk's output: {text}"))?;
-    let field = |name: &str| -> Result<f64> {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("{name} missing in {line}"))
-    };
-    let secs = field("duration_us")? / 1e6;
-    Ok(WrkRun {
-        created_per_s: field("created")? / secs,
-        created: field("created")? as u64,
-        other: field("other")? as u64,
-        socket_errors: field("socket_errors")? as u64,
-        p50_ms: field("p50_us")? / 1e3,
-        p99_ms: field("p99_us")? / 1e3,
-        p999_ms: field("p999_us")? / 1e3,
-    })
-}
-
-async fn connect(url: &str) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
-/// A new database on the server of `base`, migrated; its URL.
-async fn fresh_database(base: &str, name: &str) -> Result<String> {
-    let admin = connect(base).await?;
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await?;
-    let (prefix, query) = match base.split_once('?') {
-        Some((u, q)) => (u, format!("?{q}")),
-        None => (base, String::new()),
-    };
-    let (server, _) = prefix
-        .rsplit_once('/')
-        .context("database URL has no path")?;
-    let url = format!("{server}/{name}{query}");
-    christmas_core::schema::migrate_url(&url, &Default::default()).await?;
-    Ok(url)
-}
-
-async fn count(url: &str, sql: &str) -> Result<i64> {
-    Ok(connect(url).await?.query_one(sql, &[]).await?.get(0))
+    pub quick: bool,
 }
 
 /// The baseline: each request takes a pooled connection and runs one INSERT.
@@ -171,53 +94,134 @@ async fn naive_order(State(n): State<Naive>, Json(o): Json<Value>) -> (StatusCod
     }
 }
 
-/// siege's JSON summary: (transactions/s, mean response s, longest s, failed).
-fn siege(url: &str, args: &OrdersArgs) -> Result<(f64, f64, f64, f64)> {
-    let out = Command::new("siege")
-        .args(["-c100", &format!("-t{}S", args.siege_seconds), "-b", "-q"])
-        .arg(url)
-        .output()
-        .context("running siege (apt-get install siege)")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (Some(a), Some(b)) = (text.find('{'), text.rfind('}')) else {
-        bail!("no JSON summary in siege's output: {text}");
-    };
-    let v: Value = serde_json::from_str(&text[a..=b]).context("siege's summary")?;
-    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
-    Ok((
-        f("transaction_rate"),
-        f("response_time"),
-        f("longest_transaction"),
-        f("failed_transactions"),
-    ))
+/// Rows in `orders` of the database at `url`.
+/// Rows in `orders` once the requests still in flight when wrk stopped have committed: the
+/// count after it stopped changing for 300 ms (at most 10 s), so they are not counted in
+/// the next run.
+async fn stored_settled(url: &str) -> Result<u64> {
+    let client = connect(url).await?;
+    let mut last = pg::count(&client, "orders").await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = pg::count(&client, "orders").await?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last as u64)
 }
 
-pub fn run(mut args: OrdersArgs) -> Result<()> {
-    if args.quick {
-        args.seconds = args.seconds.min(5);
-        args.siege_seconds = args.siege_seconds.min(5);
+/// Every 201 is a row; the rows beyond are the requests in flight when wrk stopped.
+fn check_stored(what: &str, stored: u64, run: &WrkRun, connections: usize) -> Result<()> {
+    ensure!(
+        stored >= run.created && stored - run.created <= connections as u64,
+        "{what}: {stored} rows for {} created answers",
+        run.created
+    );
+    Ok(())
+}
+
+/// How to load one server with wrk.
+#[derive(Debug, Clone, Copy)]
+pub struct WrkPlan {
+    pub connections: usize,
+    pub seconds: u64,
+    pub warmup_seconds: u64,
+    pub repeats: usize,
+}
+
+/// A wrk warm-up run (not recorded), then `plan.repeats` measured runs against `addr`, each
+/// checked against the rows the run added to `orders` at `url`; the run with the median
+/// orders/s, and the rows its run added.
+pub fn wrk_series(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    url: &str,
+    plan: WrkPlan,
+    what: &str,
+    bar: &indicatif::ProgressBar,
+) -> Result<(WrkRun, u64)> {
+    if plan.warmup_seconds > 0 {
+        bar.set_message(format!("{what}: wrk warm-up, {} s", plan.warmup_seconds));
+        loadgen::wrk_orders(addr, plan.connections, plan.warmup_seconds)?;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    // The daemon, as `christmas-ingest serve` runs it, with no rate limit in the way.
-    let url = rt.block_on(fresh_database(&args.url, "christmas_bench_orders"))?;
-    let config = DaemonConfig {
-        database_url: Some(url.clone()),
-        redis_url: args.redis_url.clone(),
+    let mut runs = Vec::new();
+    for r in 0..plan.repeats.max(1) {
+        bar.set_message(format!(
+            "{what}: wrk -t2 -c{} -d{}s POST /api/orders, run {}/{}",
+            plan.connections,
+            plan.seconds,
+            r + 1,
+            plan.repeats
+        ));
+        let before = rt.block_on(stored_settled(url))?;
+        let run = loadgen::wrk_orders(addr, plan.connections, plan.seconds)?;
+        let added = rt.block_on(stored_settled(url))? - before;
+        check_stored(what, added, &run, plan.connections)?;
+        crate::run::say(
+            bar,
+            format!(
+                "{what}, run {}: {:.0} orders/s, p99 {:.1} ms",
+                r + 1,
+                run.created_per_s,
+                run.p99_ms
+            ),
+        );
+        runs.push((run, added));
+    }
+    runs.sort_by(|a, b| a.0.created_per_s.total_cmp(&b.0.created_per_s));
+    let mid = runs.len() / 2;
+    Ok(runs.swap_remove(mid))
+}
+
+/// The daemon's config for the order scenarios: no rate limit in the way.
+pub fn daemon_config(
+    url: &str,
+    redis_url: Option<String>,
+    order_connections: usize,
+    order_max_group: usize,
+) -> DaemonConfig {
+    DaemonConfig {
+        database_url: Some(url.to_string()),
+        redis_url,
         tcp_addr: String::new(),
         max_connections: 4_096,
-        order_connections: args.order_connections,
-        order_max_group: args.order_max_group,
+        order_connections,
+        order_max_group,
         order_rate_per_second: 1e9,
         order_rate_burst: 1e9,
         ..DaemonConfig::default()
+    }
+}
+
+pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
+    if args.quick || ctx.quick {
+        args.quick = true;
+        args.seconds = args.seconds.min(5);
+        args.siege_seconds = args.siege_seconds.min(5);
+        args.repeats = 1;
+        args.warmup_seconds = args.warmup_seconds.min(1);
+    }
+    let plan = WrkPlan {
+        connections: args.connections,
+        seconds: args.seconds,
+        warmup_seconds: args.warmup_seconds,
+        repeats: args.repeats,
     };
+    let bar = ctx.steps("orders", 4);
+    let rt = runtime()?;
+    // The daemon, as `christmas-ingest serve` runs it, with no rate limit in the way.
+    bar.set_message("fresh database christmas_bench_orders; daemon start");
+    let url = rt.block_on(pg::fresh_database(&args.url, "christmas_bench_orders"))?;
+    let redis = args.redis_url.as_deref().map(crate::services::bench_redis);
+    let config = daemon_config(
+        &url,
+        redis.clone(),
+        args.order_connections,
+        args.order_max_group,
+    );
     let (addr, stop, task) = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
@@ -228,20 +232,9 @@ pub fn run(mut args: OrdersArgs) -> Result<()> {
         }));
         anyhow::Ok((addr, stop, task))
     })?;
-    println!(
-        "christmas: wrk -t2 -c{} -d{}s POST /api/orders",
-        args.connections, args.seconds
-    );
-    let ours = wrk(&addr, &args)?;
-    println!("  {ours:?}");
-    let stored = rt.block_on(count(&url, "SELECT count(*) FROM orders"))?;
-    // Requests still in flight when wrk stops are committed but not counted by wrk.
-    ensure!(
-        (stored as u64) >= ours.created
-            && (stored as u64) - ours.created <= args.connections as u64,
-        "{stored} rows for {} created answers",
-        ours.created
-    );
+    bar.inc(1);
+    let (ours, stored_ours) = wrk_series(&rt, &addr, &url, plan, "christmas-ingest", &bar)?;
+    bar.inc(1);
 
     // siege on the latest-tick read, with a tick to read.
     rt.block_on(async {
@@ -254,17 +247,27 @@ pub fn run(mut args: OrdersArgs) -> Result<()> {
         anyhow::Ok(())
     })?;
     std::thread::sleep(Duration::from_millis(200));
-    println!(
+    bar.set_message(format!(
         "siege -c100 -t{}S GET /api/market-data?symbol=ESZ6",
         args.siege_seconds
-    );
-    let (siege_rate, siege_mean, siege_longest, siege_failed) =
-        siege(&format!("http://{addr}/api/market-data?symbol=ESZ6"), &args)?;
+    ));
+    let sg = loadgen::siege(
+        &format!("http://{addr}/api/market-data?symbol=ESZ6"),
+        100,
+        args.siege_seconds,
+    )?;
     let _ = stop.send(());
     rt.block_on(task)??;
+    if let Some(r) = &redis {
+        crate::services::clear_bench_redis(r)?;
+    }
+    bar.inc(1);
 
     // The naive baseline on its own database.
-    let naive_url = rt.block_on(fresh_database(&args.url, "christmas_bench_orders_naive"))?;
+    let naive_url = rt.block_on(pg::fresh_database(
+        &args.url,
+        "christmas_bench_orders_naive",
+    ))?;
     let (naive_addr, naive_task) = rt.block_on(async {
         let mut pool = Vec::with_capacity(args.naive_pool);
         for _ in 0..args.naive_pool {
@@ -282,81 +285,111 @@ pub fn run(mut args: OrdersArgs) -> Result<()> {
         let task = tokio::spawn(async move { axum::serve(listener, app).await });
         anyhow::Ok((addr, task))
     })?;
-    println!(
-        "naive: wrk -t2 -c{} -d{}s POST /api/orders",
-        args.connections, args.seconds
-    );
-    let naive = wrk(&naive_addr, &args)?;
-    println!("  {naive:?}");
+    let (naive, naive_stored) =
+        wrk_series(&rt, &naive_addr, &naive_url, plan, "naive baseline", &bar)?;
     naive_task.abort();
-    let naive_stored = rt.block_on(count(&naive_url, "SELECT count(*) FROM orders"))?;
-    ensure!(
-        (naive_stored as u64) >= naive.created
-            && (naive_stored as u64) - naive.created <= args.connections as u64,
-        "naive: {naive_stored} rows for {} created answers",
-        naive.created
-    );
+    bar.inc(1);
+    let ratio = ours.created_per_s / naive.created_per_s.max(1e-9);
+    bar.finish_with_message(format!(
+        "{:.0} orders/s, {ratio:.1}× the naive baseline",
+        ours.created_per_s
+    ));
 
     let settings = rt.block_on(async {
-        let c = connect(&args.url).await?;
-        let mut s = Vec::new();
-        for name in ["fsync", "synchronous_commit"] {
-            let v: String = c.query_one(&format!("SHOW {name}"), &[]).await?.get(0);
-            s.push(format!("{name}={v}"));
-        }
-        anyhow::Ok(s.join(", "))
+        pg::settings(&connect(&args.url).await?, &["fsync", "synchronous_commit"]).await
     })?;
-    let stamp = machine::utc_now();
     let row = |name: &str, r: &WrkRun| {
         format!(
             "| {name} | {:.0} | {:.2} / {:.2} / {:.2} ms | {} | {} |",
             r.created_per_s, r.p50_ms, r.p99_ms, r.p999_ms, r.other, r.socket_errors
         )
     };
+    let charts = vec![(
+        "orders/s".to_string(),
+        ctx.write_chart(
+            "orders",
+            &chart::bar_chart(
+                &format!("orders: durable orders/s under wrk -c{}", args.connections),
+                "orders/s",
+                &[
+                    Bar {
+                        label: "christmas-ingest".into(),
+                        value: ours.created_per_s,
+                        color: 0,
+                    },
+                    Bar {
+                        label: "naive INSERT/request".into(),
+                        value: naive.created_per_s,
+                        color: 3,
+                    },
+                ],
+                &["christmas-ingest", "naive baseline"],
+            ),
+        )?,
+    )];
     let body = format!(
         "## orders — POST /api/orders under wrk, against a naive baseline\n\n\
-         {stamp} · `./target/release/christmas-bench orders` · {machine} · PostgreSQL {settings}; \
+         {stamp} · `{cmd}` · {machine} · PostgreSQL {settings}; \
          wrk, the daemon and PostgreSQL share the machine\n\n\
          `wrk -t2 -c{c} -d{s}s -s bench/wrk/orders.lua` (unique `client_order_id`s; every 201 is \
-         counted in the table afterwards: {stored} rows for {created} answers, the rest in flight \
-         when wrk stopped); the daemon with {oc} order writer connections.\n\n\
+         counted in the table afterwards: {stored_ours} rows for {created} answers, the rest in flight \
+         when wrk stopped); a {ws} s wrk warm-up first, then the run with the median orders/s of \
+         {repeats}; the daemon with {oc} order writer connections.\n\n\
          | server | durable orders/s | p50 / p99 / p99.9 | non-201 | socket errors |\n\
          |---|---|---|---|---|\n{ours_row}\n{naive_row}\n\n\
          Group commit vs one `INSERT` per request (pool of {pool} connections, same durability): \
          **{ratio:.1}×** (target ≥ 5×). Targets for the daemon: ≥ 20,000 orders/s, p99 ≤ 20 ms.\n\n\
          `siege -c100 -t{ss}S -b` on `GET /api/market-data?symbol=ESZ6` ({source}): {siege_rate:.0} \
-         requests/s, mean {mean:.2} ms, longest {longest:.0} ms, {siege_failed} failed.\n",
+         requests/s, mean {mean:.2} ms, longest {longest:.0} ms, {failed} failed. The same load \
+         for Locust: bench/locust/locustfile.py (not run by the harness).\n\n",
+        stamp = ctx.stamp,
+        cmd = ctx.command,
         machine = machine::describe(),
         c = args.connections,
         s = args.seconds,
         created = ours.created,
+        ws = args.warmup_seconds,
+        repeats = args.repeats,
         oc = args.order_connections,
         ours_row = row("christmas-ingest (group commit)", &ours),
         naive_row = row("naive axum + INSERT per request", &naive),
         pool = args.naive_pool,
-        ratio = ours.created_per_s / naive.created_per_s.max(1e-9),
         ss = args.siege_seconds,
-        source = if args.redis_url.is_some() { "Redis cache" } else { "database" },
-        mean = siege_mean * 1e3,
-        longest = siege_longest * 1e3,
+        source = if args.redis_url.is_some() { "Redis cache, database 9" } else { "database" },
+        siege_rate = sg.rate,
+        mean = sg.mean_s * 1e3,
+        longest = sg.longest_s * 1e3,
+        failed = sg.failed,
     );
-    report::update_results("orders", &body)?;
-    let path = report::write_json(
-        "orders",
-        &stamp,
-        &format!(
-            r#"{{"stamp":"{stamp}","christmas":{{"orders_per_s":{:.0},"p50_ms":{},"p99_ms":{},"p999_ms":{}}},"naive":{{"orders_per_s":{:.0},"p50_ms":{},"p99_ms":{},"p999_ms":{}}},"siege":{{"requests_per_s":{siege_rate:.0},"mean_ms":{:.2}}}}}"#,
-            ours.created_per_s,
-            ours.p50_ms,
-            ours.p99_ms,
-            ours.p999_ms,
-            naive.created_per_s,
-            naive.p50_ms,
-            naive.p99_ms,
-            naive.p999_ms,
-            siege_mean * 1e3
-        ),
-    )?;
-    println!("wrote bench/RESULTS.md and {}", path.display());
-    Ok(())
+    let outcome = Outcome {
+        scenario: "orders",
+        headlines: vec![Headline {
+            figure: "durable orders/s, POST /api/orders (group commit)".into(),
+            value: ours.created_per_s,
+            unit: "orders/s".into(),
+            against: format!(
+                "naive axum + one INSERT per request (pool of {}), peer",
+                args.naive_pool
+            ),
+            against_value: naive.created_per_s,
+        }],
+        json: json!({
+            "scenario": "orders",
+            "date": ctx.stamp,
+            "command": ctx.command,
+            "machine": machine::describe(),
+            "postgres": settings,
+            "wrk": {"connections": args.connections, "seconds": args.seconds},
+            "christmas": {"orders_per_s": ours.created_per_s.round(), "p50_ms": ours.p50_ms,
+                          "p99_ms": ours.p99_ms, "p999_ms": ours.p999_ms, "stored": stored_ours},
+            "naive": {"orders_per_s": naive.created_per_s.round(), "p50_ms": naive.p50_ms,
+                      "p99_ms": naive.p99_ms, "p999_ms": naive.p999_ms, "stored": naive_stored},
+            "ratio": ratio,
+            "siege": {"requests_per_s": sg.rate.round(), "mean_ms": sg.mean_s * 1e3,
+                      "longest_ms": sg.longest_s * 1e3, "failed": sg.failed},
+        }),
+        charts,
+        markdown: String::new(),
+    };
+    outcome.publish(body)
 }

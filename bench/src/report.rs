@@ -1,8 +1,13 @@
-//! Writing figures: a section of bench/RESULTS.md between markers, and a JSON file.
+//! Writing figures: a section of bench/RESULTS.md between markers, JSON files, and the
+//! summary of an `all` run.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::machine;
+use crate::run::{Outcome, RunContext};
 
 /// The bench/ folder of this workspace.
 pub fn bench_dir() -> PathBuf {
@@ -39,4 +44,120 @@ pub fn write_json(name: &str, stamp: &str, json: &str) -> Result<PathBuf> {
     let path = dir.join(format!("{name}-{}.json", stamp.replace(':', "")));
     std::fs::write(&path, json)?;
     Ok(path)
+}
+
+/// The summary table: one row per headline of every scenario.
+fn summary_table(outcomes: &[Result<Outcome, (String, String)>]) -> String {
+    let mut md = String::from(
+        "| scenario | figure | value | ceiling / peer | value | ratio |\n|---|---|---|---|---|---|\n",
+    );
+    for o in outcomes {
+        match o {
+            Ok(o) => {
+                for h in &o.headlines {
+                    md.push_str(&format!(
+                        "| {s} | {} | {:.0} {} | {} | {:.0} | **{:.2}** |\n",
+                        h.figure,
+                        h.value,
+                        h.unit,
+                        h.against,
+                        h.against_value,
+                        h.ratio(),
+                        s = o.scenario,
+                    ));
+                }
+            }
+            Err((name, e)) => md.push_str(&format!(
+                "| {name} | failed: {} | | | | |\n",
+                e.lines().next().unwrap_or("").replace('|', "\\|")
+            )),
+        }
+    }
+    md
+}
+
+/// Writes what an `all` run produced: bench/results/<date>.json (every figure),
+/// bench/results/<date>.md (the summary table and every section), and the summary section
+/// of bench/RESULTS.md.
+pub fn write_all(
+    ctx: &RunContext,
+    outcomes: &[Result<Outcome, (String, String)>],
+    durations: &[(String, f64)],
+    wall_seconds: f64,
+) -> Result<(PathBuf, PathBuf)> {
+    let times: Vec<String> = durations
+        .iter()
+        .map(|(n, s)| format!("{n} {s:.0} s"))
+        .collect();
+    let servers = machine::describe_with_servers();
+    let table = summary_table(outcomes);
+    let charts: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .flat_map(|o| {
+            o.charts
+                .iter()
+                .map(move |(t, p)| format!("[{} — {t}]({p})", o.scenario))
+        })
+        .collect();
+    let section = format!(
+        "## Summary of the last `all` run\n\n\
+         {stamp} · `{cmd}` · {servers} · {wall:.0} s wall time ({times}){quick}\n\n\
+         {table}\n\
+         Ratios are figure / ceiling or peer, both measured in the same run. Every figure: \
+         [results/{date}.json](results/{date}.json); this summary with every section: \
+         [results/{date}.md](results/{date}.md).\n\n\
+         Charts: {charts}.\n",
+        stamp = ctx.stamp,
+        cmd = ctx.command,
+        wall = wall_seconds,
+        times = times.join(", "),
+        quick = if ctx.quick {
+            " (`--quick`: shorter runs, one repeat, reduced sweep)"
+        } else {
+            ""
+        },
+        date = ctx.date(),
+        charts = charts.join(" · "),
+    );
+    update_results("summary", &section)?;
+    let dir = bench_dir().join("results");
+    std::fs::create_dir_all(&dir)?;
+    let md_path = dir.join(format!("{}.md", ctx.date()));
+    let mut md = format!(
+        "# christmas-bench all — {}\n\n{}\n",
+        ctx.stamp,
+        // Links in a file under results/ are relative to results/.
+        section
+            .replace("](results/", "](")
+            .replace("## Summary of the last `all` run\n\n", "")
+    );
+    for o in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
+        md.push_str(&format!("\n{}\n", o.markdown.replace("](results/", "](")));
+    }
+    std::fs::write(&md_path, md)?;
+    let mut scenarios = serde_json::Map::new();
+    for o in outcomes {
+        match o {
+            Ok(o) => scenarios.insert(o.scenario.to_string(), o.json.clone()),
+            Err((name, e)) => scenarios.insert(name.clone(), json!({ "error": e })),
+        };
+    }
+    let json_path = dir.join(format!("{}.json", ctx.date()));
+    let v = json!({
+        "date": ctx.stamp,
+        "command": ctx.command,
+        "machine": machine::describe(),
+        "servers": servers,
+        "quick": ctx.quick,
+        "wall_seconds": wall_seconds.round(),
+        "scenario_seconds": durations.iter().map(|(n, s)| (n.clone(), json!(s.round()))).collect::<serde_json::Map<_, _>>(),
+        "summary": outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|o| o.headlines.iter().map(move |h| json!({
+            "scenario": o.scenario, "figure": h.figure, "value": h.value.round(), "unit": h.unit,
+            "against": h.against, "against_value": h.against_value.round(), "ratio": h.ratio(),
+        }))).collect::<Vec<_>>(),
+        "scenarios": scenarios,
+    });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&v)? + "\n")?;
+    Ok((json_path, md_path))
 }

@@ -1,0 +1,574 @@
+//! Scenario `daemon`: the same rows as `ingest`, sent to a running christmas-ingest over
+//! `POST /api/ticks` (NDJSON) and over its TCP binary listener (rkyv frames), each
+//! acknowledged once committed; against the parallel `psql \copy` ceiling and the embedded
+//! engine, in the same run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
+use christmas_core::frame::{self, AckLevel};
+use christmas_core::{Quote, Trade};
+use christmas_ingest::config::DaemonConfig;
+use christmas_ingest::server::{self, AppState};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::chart::{self, Bar, LineChart, Series};
+use crate::ingest::{ceiling_run, engine_run};
+use crate::market::{self, BenchRecord, Kind, MarketArgs, TempDir};
+use crate::run::{median, runtime, Headline, Outcome, RunContext};
+use crate::{machine, pg};
+
+/// Flags of `christmas-bench daemon`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// PostgreSQL URL; the bench creates its own database (christmas_bench_daemon) there.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub url: String,
+    #[command(flatten)]
+    pub market: MarketArgs,
+    /// Rows per run.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub rows: usize,
+    /// The daemon's shards per record kind (and the embedded engine's, and psql streams).
+    #[arg(long, default_value_t = 2)]
+    pub shards: usize,
+    /// Records per `POST /api/ticks` request.
+    #[arg(long, default_value_t = 5_000)]
+    pub http_batch: usize,
+    /// Concurrent HTTP connections, each owning its symbols and sending its requests one
+    /// after another (`ack=committed`).
+    #[arg(long, default_value_t = 8)]
+    pub http_connections: usize,
+    /// Records per TCP frame.
+    #[arg(long, default_value_t = 5_000)]
+    pub frame_rows: usize,
+    /// TCP connections, each owning its symbols.
+    #[arg(long, default_value_t = 2)]
+    pub tcp_connections: usize,
+    /// Frames a TCP connection may have unacknowledged (`ack=committed`).
+    #[arg(long, default_value_t = 16)]
+    pub tcp_window: usize,
+    /// Measured runs of each path; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Skip the unrecorded warm-up run of each daemon path.
+    #[arg(long)]
+    pub no_warmup: bool,
+    /// Pause after each TRUNCATE + CHECKPOINT, milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub settle_ms: u64,
+    /// 300k rows, one repeat.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+pub fn run(ctx: &RunContext, mut args: DaemonArgs) -> Result<Outcome> {
+    if args.quick || ctx.quick {
+        args.quick = true;
+        args.rows = args.rows.min(300_000);
+        args.repeats = 1;
+        args.settle_ms = args.settle_ms.min(1_000);
+    }
+    ensure!(
+        args.repeats >= 1
+            && args.shards >= 1
+            && args.http_connections >= 1
+            && args.tcp_connections >= 1
+            && args.tcp_window >= 1,
+        "repeats, shards, connections and window must be ≥ 1"
+    );
+    match args.market.kind {
+        Kind::Trade => measure::<Trade>(ctx, &args),
+        Kind::Quote => measure::<Quote>(ctx, &args),
+    }
+}
+
+/// What one daemon run measured.
+struct PathRun {
+    rows_per_s: f64,
+    /// Request (HTTP) or frame (TCP) send → acknowledgement, microseconds.
+    latency_us: Histogram<u64>,
+}
+
+fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcome> {
+    let steps = 1 + if args.no_warmup { 0 } else { 2 } + 4 * args.repeats;
+    let bar = ctx.steps("daemon", steps as u64);
+    bar.set_message("fresh database christmas_bench_daemon; rows; daemon start");
+    let rt = runtime()?;
+    let url = rt.block_on(pg::fresh_database(&args.url, "christmas_bench_daemon"))?;
+    let client = rt.block_on(pg::connect(&url))?;
+    let settings = rt.block_on(pg::settings(&client, &["fsync", "synchronous_commit"]))?;
+    let settle = Duration::from_millis(args.settle_ms);
+    let table = R::DEFAULT_TABLE;
+
+    let rows: Vec<R> = market::generate(&args.market, args.rows)?;
+    let per_shard = market::split_by_shard(&rows, args.shards);
+    let tmp = TempDir::new("daemon")?;
+    let files = market::write_copy_files(&tmp.0, "daemon", &per_shard)?;
+    // Each HTTP and TCP connection owns its symbols, as partitioned feed handlers would.
+    let http_bodies: Vec<Vec<Bytes>> = market::split_by_shard(&rows, args.http_connections)
+        .iter()
+        .map(|part| market::ndjson_bodies(part, args.http_batch))
+        .collect();
+    let tcp_frames: Vec<Vec<Vec<u8>>> = market::split_by_shard(&rows, args.tcp_connections)
+        .iter()
+        .map(|part| market::frames(part, args.frame_rows, AckLevel::Committed))
+        .collect::<Result<_>>()?;
+    let http_bytes: usize = http_bodies.iter().flatten().map(Bytes::len).sum();
+    let tcp_bytes: usize = tcp_frames.iter().flatten().map(Vec::len).sum();
+
+    // The daemon, as `christmas-ingest serve` runs it, without Redis (the comparison is
+    // PostgreSQL ingest), in this process.
+    let (http_addr, tcp_addr, stop, task) = rt.block_on(async {
+        let http = TcpListener::bind("127.0.0.1:0").await?;
+        let tcp = TcpListener::bind("127.0.0.1:0").await?;
+        let (h, t) = (
+            http.local_addr()?.to_string(),
+            tcp.local_addr()?.to_string(),
+        );
+        let config = DaemonConfig {
+            database_url: Some(url.clone()),
+            redis_url: None,
+            http_addr: h.clone(),
+            tcp_addr: t.clone(),
+            shards: args.shards,
+            max_connections: 4_096,
+            ..DaemonConfig::default()
+        };
+        let state = AppState::start(config).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(http, Some(tcp), state, async move {
+            let _ = stopped.await;
+        }));
+        anyhow::Ok((h, t, stop, task))
+    })?;
+    bar.inc(1);
+
+    let n = args.rows as i64;
+    let check = |what: &str| -> Result<()> {
+        let got = rt.block_on(pg::count(&client, table))?;
+        ensure!(got == n, "{what} left {got} rows in {table}, expected {n}");
+        Ok(())
+    };
+    let http_once = || -> Result<PathRun> {
+        rt.block_on(pg::reset(&client, settle))?;
+        let r = rt.block_on(http_run(&http_addr, &http_bodies, args.rows))?;
+        check("POST /api/ticks")?;
+        Ok(r)
+    };
+    let tcp_once = || -> Result<PathRun> {
+        rt.block_on(pg::reset(&client, settle))?;
+        let r = rt.block_on(tcp_run(&tcp_addr, &tcp_frames, args.tcp_window, args.rows))?;
+        check("TCP frames")?;
+        Ok(r)
+    };
+    if !args.no_warmup {
+        bar.set_message("warm-up: POST /api/ticks");
+        let h = http_once()?;
+        bar.inc(1);
+        bar.set_message("warm-up: TCP frames");
+        let t = tcp_once()?;
+        bar.inc(1);
+        crate::run::say(
+            &bar,
+            format!(
+                "daemon warm-up (not recorded): HTTP {:.0} rows/s, TCP {:.0} rows/s",
+                h.rows_per_s, t.rows_per_s
+            ),
+        );
+    }
+    let (mut ceiling, mut engine, mut http, mut tcp) = (vec![], vec![], vec![], vec![]);
+    let mut http_lat = Histogram::<u64>::new(3)?;
+    let mut tcp_lat = Histogram::<u64>::new(3)?;
+    http_lat.auto(true);
+    tcp_lat.auto(true);
+    for r in 0..args.repeats {
+        let msg = |what: &str| format!("run {}/{}: {what}", r + 1, args.repeats);
+        bar.set_message(msg(&format!("psql ceiling, {} streams", args.shards)));
+        rt.block_on(pg::reset(&client, settle))?;
+        let secs = ceiling_run::<R>(&url, &files)?;
+        check("the psql ceiling")?;
+        ceiling.push(args.rows as f64 / secs);
+        bar.inc(1);
+        bar.set_message(msg("embedded engine"));
+        rt.block_on(pg::reset(&client, settle))?;
+        let secs = rt.block_on(engine_run(&url, args.shards, 50_000, &per_shard))?;
+        check("the embedded engine")?;
+        engine.push(args.rows as f64 / secs);
+        bar.inc(1);
+        bar.set_message(msg("POST /api/ticks"));
+        let h = http_once()?;
+        http.push(h.rows_per_s);
+        http_lat.add(&h.latency_us)?;
+        bar.inc(1);
+        bar.set_message(msg("TCP frames"));
+        let t = tcp_once()?;
+        tcp.push(t.rows_per_s);
+        tcp_lat.add(&t.latency_us)?;
+        bar.inc(1);
+        crate::run::say(
+            &bar,
+            format!(
+                "daemon run {}: ceiling {:.0}, engine {:.0}, HTTP {:.0}, TCP {:.0} rows/s",
+                r + 1,
+                ceiling[r],
+                engine[r],
+                http[r],
+                tcp[r]
+            ),
+        );
+    }
+    let _ = stop.send(());
+    rt.block_on(task)??;
+    rt.block_on(pg::reset(&client, Duration::ZERO))?;
+    let (ceiling_m, engine_m, http_m, tcp_m) = (
+        median(ceiling.clone()),
+        median(engine.clone()),
+        median(http.clone()),
+        median(tcp.clone()),
+    );
+    bar.finish_with_message(format!(
+        "HTTP {http_m:.0} rows/s ({:.2} of ceiling), TCP {tcp_m:.0} ({:.2})",
+        http_m / ceiling_m,
+        tcp_m / ceiling_m
+    ));
+
+    let hl = christmas_core::Summary::of(&http_lat);
+    let tl = christmas_core::Summary::of(&tcp_lat);
+    let charts = vec![
+        (
+            "rows/s by path".to_string(),
+            ctx.write_chart(
+                "daemon-throughput",
+                &chart::bar_chart(
+                    &format!("daemon: committed rows/s, {} rows", args.rows),
+                    "rows/s",
+                    &[
+                        Bar {
+                            label: "psql \\copy".into(),
+                            value: ceiling_m,
+                            color: 1,
+                        },
+                        Bar {
+                            label: "embedded engine".into(),
+                            value: engine_m,
+                            color: 2,
+                        },
+                        Bar {
+                            label: "POST /api/ticks".into(),
+                            value: http_m,
+                            color: 0,
+                        },
+                        Bar {
+                            label: "TCP frames".into(),
+                            value: tcp_m,
+                            color: 0,
+                        },
+                    ],
+                    &["daemon", "ceiling", "embedded"],
+                ),
+            )?,
+        ),
+        (
+            "ack latency CDF".to_string(),
+            ctx.write_chart(
+                "daemon-latency-cdf",
+                &chart::line_chart(&LineChart {
+                    title: "daemon: send → committed ack, at full speed".into(),
+                    x_label: "milliseconds (log scale)".into(),
+                    y_label: "fraction of requests / frames".into(),
+                    x_log: true,
+                    x_ticks: None,
+                    y_format: chart::percent,
+                    y_from_zero: true,
+                    series: vec![
+                        Series {
+                            name: format!("HTTP, {} rows/request", args.http_batch),
+                            points: chart::cdf_points(&http_lat),
+                            dashed: false,
+                        },
+                        Series {
+                            name: format!("TCP, {} rows/frame", args.frame_rows),
+                            points: chart::cdf_points(&tcp_lat),
+                            dashed: true,
+                        },
+                    ],
+                }),
+            )?,
+        ),
+    ];
+    let ceiling_name = format!(
+        "parallel `psql \\copy` binary ({} streams), ceiling",
+        args.shards
+    );
+    let headlines = vec![
+        Headline {
+            figure: "committed rows/s, POST /api/ticks (NDJSON)".into(),
+            value: http_m,
+            unit: "rows/s".into(),
+            against: ceiling_name.clone(),
+            against_value: ceiling_m,
+        },
+        Headline {
+            figure: "committed rows/s, TCP frames (rkyv)".into(),
+            value: tcp_m,
+            unit: "rows/s".into(),
+            against: ceiling_name,
+            against_value: ceiling_m,
+        },
+    ];
+    let mut md = format!(
+        "## daemon — the same rows through POST /api/ticks and the TCP listener\n\n\
+         {stamp} · `{cmd}` · {machine} · PostgreSQL {settings}; clients, daemon and PostgreSQL \
+         share the machine\n\n\
+         {rows} {kind}s from the {market}, into `{table}` of a fresh database. christmas-ingest \
+         runs in the bench process (`AppState` + `server::run`, what `serve` runs) with {shards} \
+         shards and no Redis; the clients were encoded before the clock starts. \
+         **HTTP**: {hc} keep-alive connections, each owning its symbols, sending NDJSON requests \
+         of {hb} ticks one after another with `ack=committed` ({hmb:.0} MB in all). **TCP**: \
+         {tc} connections, each owning its symbols, pipelining rkyv frames of {fr} ticks with \
+         ack level committed, at most {tw} unacknowledged ({tmb:.0} MB). The clock stops at the \
+         last acknowledgement; the table's row count is checked after every run. \
+         {warm}Median of {repeats} run{s}.\n\n\
+         | path | committed rows/s | ceiling: psql \\copy, {shards} streams | ratio | embedded \
+         engine, same run | ratio | send → ack p50 / p99 |\n|---|---|---|---|---|---|---|\n",
+        stamp = ctx.stamp,
+        cmd = ctx.command,
+        machine = machine::describe(),
+        rows = args.rows,
+        kind = R::NAME,
+        market = args.market.describe(),
+        shards = args.shards,
+        hc = args.http_connections,
+        hb = args.http_batch,
+        hmb = http_bytes as f64 / 1e6,
+        tc = args.tcp_connections,
+        fr = args.frame_rows,
+        tw = args.tcp_window,
+        tmb = tcp_bytes as f64 / 1e6,
+        warm = if args.no_warmup {
+            ""
+        } else {
+            "One unrecorded warm-up run of each daemon path first. "
+        },
+        repeats = args.repeats,
+        s = if args.repeats == 1 { "" } else { "s" },
+    );
+    for (name, v, l) in [
+        ("POST /api/ticks (NDJSON)", http_m, &hl),
+        ("TCP frames (rkyv)", tcp_m, &tl),
+    ] {
+        md.push_str(&format!(
+            "| {name} | {v:.0} | {ceiling_m:.0} | **{:.2}** | {engine_m:.0} | {:.2} | {:.1} / {:.1} ms |\n",
+            v / ceiling_m,
+            v / engine_m,
+            l.p50 as f64 / 1e3,
+            l.p99 as f64 / 1e3
+        ));
+    }
+    md.push('\n');
+    let outcome = Outcome {
+        scenario: "daemon",
+        headlines,
+        json: json!({
+            "scenario": "daemon",
+            "date": ctx.stamp,
+            "command": ctx.command,
+            "machine": machine::describe(),
+            "postgres": settings,
+            "kind": R::NAME,
+            "market": args.market.describe(),
+            "rows": args.rows,
+            "shards": args.shards,
+            "repeats": args.repeats,
+            "runs": {"ceiling": ceiling, "engine": engine, "http": http, "tcp": tcp},
+            "medians": {"ceiling": ceiling_m.round(), "engine": engine_m.round(),
+                        "http": http_m.round(), "tcp": tcp_m.round()},
+            "http": {"connections": args.http_connections, "rows_per_request": args.http_batch,
+                     "p50_us": hl.p50, "p99_us": hl.p99},
+            "tcp": {"connections": args.tcp_connections, "rows_per_frame": args.frame_rows,
+                    "window": args.tcp_window, "p50_us": tl.p50, "p99_us": tl.p99},
+        }),
+        charts,
+        markdown: String::new(),
+    };
+    outcome.publish(md)
+}
+
+/// A keep-alive HTTP/1.1 connection that POSTs and reads the status of each answer.
+struct HttpConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    async fn connect(addr: &str) -> Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(HttpConn {
+            stream,
+            buf: Vec::with_capacity(4_096),
+        })
+    }
+
+    /// Sends one request and returns the status and body of its answer.
+    async fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/x-ndjson\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).await?;
+        self.stream.write_all(body).await?;
+        self.buf.clear();
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4_096];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("the daemon closed the connection");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("bad status line: {head}"))?;
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .with_context(|| format!("no content-length in {head}"))?;
+        let mut body = self.buf[end..].to_vec();
+        while body.len() < len {
+            let mut chunk = vec![0u8; len - body.len()];
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("the daemon closed the connection mid-answer");
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        Ok((status, body))
+    }
+}
+
+/// Every body POSTed with `ack=committed`, one task per connection; rows/s until the last
+/// 201.
+async fn http_run(addr: &str, bodies: &[Vec<Bytes>], rows: usize) -> Result<PathRun> {
+    let mut conns = Vec::new();
+    for _ in bodies {
+        conns.push(HttpConn::connect(addr).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut conn, mine) in conns.into_iter().zip(bodies.iter().cloned()) {
+        tasks.spawn(async move {
+            let mut h = Histogram::<u64>::new(3)?;
+            h.auto(true);
+            for body in mine {
+                let t = Instant::now();
+                let (status, answer) = conn.post("/api/ticks?ack=committed", &body).await?;
+                ensure!(
+                    status == 201,
+                    "POST /api/ticks answered {status}: {}",
+                    String::from_utf8_lossy(&answer)
+                );
+                h.record(t.elapsed().as_micros() as u64)?;
+            }
+            anyhow::Ok(h)
+        });
+    }
+    let mut latency_us = Histogram::<u64>::new(3)?;
+    latency_us.auto(true);
+    while let Some(r) = tasks.join_next().await {
+        latency_us.add(&r??)?;
+    }
+    Ok(PathRun {
+        rows_per_s: rows as f64 / start.elapsed().as_secs_f64(),
+        latency_us,
+    })
+}
+
+/// Every frame sent over its connection with at most `window` unacknowledged; rows/s until
+/// the last ack.
+async fn tcp_run(
+    addr: &str,
+    frames: &[Vec<Vec<u8>>],
+    window: usize,
+    rows: usize,
+) -> Result<PathRun> {
+    let mut streams = Vec::new();
+    for _ in frames {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        streams.push(s);
+    }
+    let frames: Vec<Arc<Vec<Vec<u8>>>> = frames.iter().cloned().map(Arc::new).collect();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (stream, mine) in streams.into_iter().zip(frames) {
+        tasks.spawn(async move {
+            let (mut r, mut w) = stream.into_split();
+            let permits = Arc::new(tokio::sync::Semaphore::new(window));
+            let sent_at = Arc::new(std::sync::Mutex::new(BTreeMap::<u64, Instant>::new()));
+            let total = mine.len() as u64;
+            let reader = {
+                let (permits, sent_at) = (permits.clone(), sent_at.clone());
+                tokio::spawn(async move {
+                    let mut h = Histogram::<u64>::new(3)?;
+                    h.auto(true);
+                    for _ in 0..total {
+                        let mut len = [0u8; 4];
+                        r.read_exact(&mut len).await?;
+                        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                        r.read_exact(&mut body).await?;
+                        let ack = frame::decode_ack(&body)?;
+                        ensure!(ack.ok, "frame {} refused: {}", ack.seq, ack.error);
+                        let t = sent_at
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&ack.seq);
+                        if let Some(t) = t {
+                            h.record(t.elapsed().as_micros() as u64)?;
+                        }
+                        permits.add_permits(1);
+                    }
+                    anyhow::Ok(h)
+                })
+            };
+            for (i, f) in mine.iter().enumerate() {
+                permits.acquire().await?.forget();
+                sent_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(i as u64 + 1, Instant::now());
+                w.write_all(f).await?;
+            }
+            let h = reader.await??;
+            w.shutdown().await?;
+            anyhow::Ok(h)
+        });
+    }
+    let mut latency_us = Histogram::<u64>::new(3)?;
+    latency_us.auto(true);
+    while let Some(r) = tasks.join_next().await {
+        latency_us.add(&r??)?;
+    }
+    Ok(PathRun {
+        rows_per_s: rows as f64 / start.elapsed().as_secs_f64(),
+        latency_us,
+    })
+}

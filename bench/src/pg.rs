@@ -1,0 +1,70 @@
+//! PostgreSQL helpers shared by the scenarios: connections, a fresh migrated database per
+//! scenario, the reset between runs, row counts and the server's settings.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio_postgres::{Client, NoTls};
+
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The URL of database `name` on the server of `base`.
+pub fn database_url(base: &str, name: &str) -> Result<String> {
+    let (prefix, query) = match base.split_once('?') {
+        Some((u, q)) => (u, format!("?{q}")),
+        None => (base, String::new()),
+    };
+    let (server, _) = prefix
+        .rsplit_once('/')
+        .context("database URL has no path")?;
+    Ok(format!("{server}/{name}{query}"))
+}
+
+/// A new database `name` on the server of `base` (dropped first if it exists), migrated to
+/// the current schema; its URL. Each scenario gets its own, so nothing else's rows are
+/// touched and every run starts from the same empty tables.
+pub async fn fresh_database(base: &str, name: &str) -> Result<String> {
+    let admin = connect(base).await?;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let url = database_url(base, name)?;
+    christmas_core::schema::migrate_url(&url, &Default::default()).await?;
+    Ok(url)
+}
+
+/// Empties the tick tables and the batch ledger and takes a checkpoint, then lets the
+/// server's background writes settle, so each run starts from the same idle state.
+pub async fn reset(client: &Client, settle: Duration) -> Result<()> {
+    client
+        .batch_execute("TRUNCATE market_data, quotes, ingest_batches; CHECKPOINT")
+        .await?;
+    tokio::time::sleep(settle).await;
+    Ok(())
+}
+
+pub async fn count(client: &Client, table: &str) -> Result<i64> {
+    Ok(client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await?
+        .get(0))
+}
+
+/// `name=value, …` of the server settings a figure depends on.
+pub async fn settings(client: &Client, names: &[&str]) -> Result<String> {
+    let mut s = Vec::new();
+    for name in names {
+        let v: String = client.query_one(&format!("SHOW {name}"), &[]).await?.get(0);
+        s.push(format!("{name}={v}"));
+    }
+    Ok(s.join(", "))
+}

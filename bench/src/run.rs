@@ -1,0 +1,162 @@
+//! What every scenario gets ([`RunContext`]: the run's date, where its charts go, the
+//! progress display) and what it gives back ([`Outcome`]: headline figures, JSON, charts).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::{machine, report};
+
+/// One run of the harness: `all` or a single scenario.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// `2026-11-25T08:24:38Z`: when the run started.
+    pub stamp: String,
+    /// The command line, with URLs replaced by the names of their variables.
+    pub command: String,
+    /// Shorter runs and a reduced sweep.
+    pub quick: bool,
+    /// Progress bars (drawn on stderr when it is a terminal).
+    pub progress: MultiProgress,
+}
+
+impl RunContext {
+    pub fn new(quick: bool) -> Self {
+        let mut command = std::env::args().collect::<Vec<_>>().join(" ");
+        for var in ["DATABASE_URL", "REDIS_URL"] {
+            if let Ok(v) = std::env::var(var) {
+                if !v.is_empty() {
+                    command = command.replace(&v, &format!("${var}"));
+                }
+            }
+        }
+        // Name the binary as it is run from the repository root.
+        if let Some(rest) = command.split_once(' ').map(|(_, r)| r.to_string()) {
+            command = format!("./target/release/christmas-bench {rest}");
+        }
+        RunContext {
+            stamp: machine::utc_now(),
+            command,
+            quick,
+            progress: MultiProgress::new(),
+        }
+    }
+
+    /// `2026-11-25T082438Z`: the stamp as a file name.
+    pub fn date(&self) -> String {
+        self.stamp.replace(':', "")
+    }
+
+    /// bench/results/<date>/, created.
+    pub fn charts_dir(&self) -> Result<PathBuf> {
+        let dir = report::bench_dir().join("results").join(self.date());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Writes `svg` to bench/results/<date>/<name>.svg; returns the path relative to bench/.
+    pub fn write_chart(&self, name: &str, svg: &str) -> Result<String> {
+        let path = self.charts_dir()?.join(format!("{name}.svg"));
+        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        Ok(format!("results/{}/{name}.svg", self.date()))
+    }
+
+    /// A bar of `steps` steps for one scenario; its message says what runs now.
+    pub fn steps(&self, scenario: &str, steps: u64) -> ProgressBar {
+        let bar = self.progress.add(ProgressBar::new(steps));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>8} [{bar:30}] {pos:>2}/{len:2} {elapsed_precise} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(scenario.to_string());
+        bar.enable_steady_tick(Duration::from_millis(250));
+        bar
+    }
+}
+
+/// One headline figure of a scenario, next to its ceiling or peer.
+#[derive(Debug, Clone)]
+pub struct Headline {
+    /// What is measured (`committed rows/s, embedded engine`).
+    pub figure: String,
+    pub value: f64,
+    /// `rows/s`, `orders/s`…
+    pub unit: String,
+    /// The ceiling or peer it is compared with.
+    pub against: String,
+    pub against_value: f64,
+}
+
+impl Headline {
+    pub fn ratio(&self) -> f64 {
+        self.value / self.against_value.max(f64::MIN_POSITIVE)
+    }
+}
+
+/// What a scenario hands back to `all`.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub scenario: &'static str,
+    pub headlines: Vec<Headline>,
+    /// Every figure of the run.
+    pub json: Value,
+    /// (title, path relative to bench/) of each chart.
+    pub charts: Vec<(String, String)>,
+    /// The scenario's RESULTS.md section.
+    pub markdown: String,
+}
+
+impl Outcome {
+    /// Appends the chart links to `md`, prints it, writes it as the scenario's section of
+    /// bench/RESULTS.md and keeps it.
+    pub fn publish(mut self, mut md: String) -> Result<Self> {
+        md.push_str(&self.chart_links());
+        println!("{md}");
+        report::update_results(self.scenario, &md)?;
+        self.markdown = md;
+        Ok(self)
+    }
+
+    /// Markdown lines linking the charts, for a RESULTS.md section.
+    pub fn chart_links(&self) -> String {
+        if self.charts.is_empty() {
+            return String::new();
+        }
+        let links: Vec<String> = self
+            .charts
+            .iter()
+            .map(|(t, p)| format!("[{t}]({p})"))
+            .collect();
+        format!("Charts: {}.\n", links.join(" · "))
+    }
+}
+
+/// Prints a line above the progress bars, or on stderr when they are hidden (not a
+/// terminal), so the log of a run keeps every per-run figure.
+pub fn say(bar: &ProgressBar, line: impl AsRef<str>) {
+    if bar.is_hidden() {
+        eprintln!("{}", line.as_ref());
+    } else {
+        bar.println(line);
+    }
+}
+
+/// The median of `v` (which must not be empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A two-worker Tokio runtime, like the daemon's on this machine.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,548 @@
+//! Scenario `scale`: the same wrk load on POST /api/orders through nginx (`least_conn`) to
+//! one christmas-ingest process, then to three; all of them, nginx, wrk and the one
+//! PostgreSQL share the machine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::chart::{self, Bar};
+use crate::loadgen::WrkRun;
+use crate::market::TempDir;
+use crate::orders::{wrk_series, WrkPlan};
+use crate::run::{runtime, Headline, Outcome, RunContext};
+use crate::{machine, pg, report};
+
+/// Flags of `christmas-bench scale`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScaleArgs {
+    /// PostgreSQL URL; the bench creates its own database (christmas_bench_scale) there.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub url: String,
+    /// Redis for the daemons' order events (unset: none).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Daemon counts compared (the first is the baseline).
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    pub daemons: Vec<usize>,
+    /// Seconds of each wrk run.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// wrk connections.
+    #[arg(long, default_value_t = 400)]
+    pub connections: usize,
+    /// Measured wrk runs per configuration; the run with the median orders/s is reported.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// Seconds of the unrecorded wrk warm-up run of each configuration.
+    #[arg(long, default_value_t = 5)]
+    pub warmup_seconds: u64,
+    /// Order writer connections of each daemon.
+    #[arg(long, default_value_t = 2)]
+    pub order_connections: usize,
+    /// Skip the reference run of one daemon without nginx in front.
+    #[arg(long)]
+    pub no_direct: bool,
+    /// nginx worker processes of the generated config (deploy/nginx/nginx.conf, when it
+    /// exists, is used as it is: `worker_processes auto`).
+    #[arg(long, default_value_t = 2)]
+    pub nginx_workers: usize,
+    /// The christmas-ingest binary (default: next to this one, rebuilt with cargo first).
+    #[arg(long)]
+    pub daemon_bin: Option<PathBuf>,
+    /// 5 s runs, 1 s warm-up.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// A child process we started, stopped with SIGTERM (then waited for) when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Proc {
+    fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("{} did not stop in 30 s; killing it", self.name);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The status of `GET path` on `addr`, or None when nothing answers.
+async fn get_status(addr: &str, path: &str) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn wait_healthy(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    what: &str,
+    proc: &mut Proc,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if rt.block_on(get_status(addr, "/health")) == Some(200) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            bail!("{what} exited ({status}) before answering /health");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{what} did not answer GET /health with 200 within 30 s")
+}
+
+/// The christmas-ingest binary: `--daemon-bin`, else target/release/christmas-ingest after
+/// `cargo build --release -p christmas-ingest` (the one already there when that fails).
+fn daemon_binary(args: &ScaleArgs, bar: &indicatif::ProgressBar) -> Result<PathBuf> {
+    if let Some(p) = &args.daemon_bin {
+        return Ok(p.clone());
+    }
+    let bin = std::env::current_exe()?.with_file_name("christmas-ingest");
+    bar.set_message("cargo build --release -p christmas-ingest");
+    let built = Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "christmas-ingest",
+            "--bin",
+            "christmas-ingest",
+        ])
+        .current_dir(report::bench_dir().join(".."))
+        .stdin(Stdio::null())
+        .output();
+    match built {
+        Ok(o) if o.status.success() => {}
+        Ok(o) if bin.exists() => crate::run::say(
+            bar,
+            format!(
+                "scale: cargo build of christmas-ingest failed; using the binary already built: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+        ),
+        Ok(o) => bail!(
+            "cargo build of christmas-ingest failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) if bin.exists() => crate::run::say(
+            bar,
+            format!("scale: cannot run cargo ({e}); using {}", bin.display()),
+        ),
+        Err(e) => return Err(e).context("running cargo build"),
+    }
+    ensure!(bin.exists(), "{} does not exist", bin.display());
+    Ok(bin)
+}
+
+/// deploy/nginx/nginx.conf, the production config (it includes `listen.conf` and
+/// `servers.conf` from its own directory).
+fn deploy_nginx_conf() -> PathBuf {
+    report::bench_dir().join("../deploy/nginx/nginx.conf")
+}
+
+/// Writes the nginx config into `dir` and returns its path: deploy/nginx/nginx.conf with a
+/// `listen.conf` on loopback and a `servers.conf` of the daemons when that file exists
+/// (its `least_conn` upstream serves /api/orders), else a minimal `least_conn` config.
+fn write_nginx_conf(dir: &Path, listen: u16, upstreams: &[u16], workers: usize) -> Result<PathBuf> {
+    let conf = dir.join("nginx.conf");
+    let deploy = deploy_nginx_conf();
+    if deploy.is_file() {
+        std::fs::copy(&deploy, &conf).with_context(|| format!("copying {}", deploy.display()))?;
+        std::fs::write(
+            dir.join("listen.conf"),
+            format!("listen 127.0.0.1:{listen};\n"),
+        )?;
+        let servers: String = upstreams
+            .iter()
+            .map(|p| format!("server 127.0.0.1:{p} max_fails=3 fail_timeout=10s;\n"))
+            .collect();
+        std::fs::write(dir.join("servers.conf"), servers)?;
+    } else {
+        std::fs::write(&conf, nginx_conf(dir, listen, upstreams, workers))?;
+    }
+    Ok(conf)
+}
+
+/// A minimal nginx config: `least_conn` over `upstreams`, listening on `listen`, every path
+/// under `dir` (used when deploy/nginx/nginx.conf is not there).
+fn nginx_conf(dir: &Path, listen: u16, upstreams: &[u16], workers: usize) -> String {
+    let d = dir.display();
+    let servers: String = upstreams
+        .iter()
+        .map(|p| format!("        server 127.0.0.1:{p} max_fails=0;\n"))
+        .collect();
+    format!(
+        "worker_processes {workers};\n\
+         pid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\n\
+         events {{ worker_connections 8192; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   client_body_temp_path {d}/client_body;\n\
+         \x20   proxy_temp_path {d}/proxy;\n\
+         \x20   fastcgi_temp_path {d}/fastcgi;\n\
+         \x20   uwsgi_temp_path {d}/uwsgi;\n\
+         \x20   scgi_temp_path {d}/scgi;\n\
+         \x20   upstream christmas {{\n\
+         \x20       least_conn;\n\
+         {servers}\
+         \x20       keepalive 256;\n\
+         \x20   }}\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{listen};\n\
+         \x20       location / {{\n\
+         \x20           proxy_pass http://christmas;\n\
+         \x20           proxy_http_version 1.1;\n\
+         \x20           proxy_set_header Connection \"\";\n\
+         \x20       }}\n\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
+/// What one configuration measured.
+struct ScalePoint {
+    daemons: usize,
+    /// Through nginx (false: wrk straight to the one daemon).
+    nginx: bool,
+    run: WrkRun,
+    stored: u64,
+}
+
+impl ScalePoint {
+    fn label(&self) -> String {
+        match (self.daemons, self.nginx) {
+            (1, false) => "1 daemon, no nginx".into(),
+            (1, true) => "1 daemon".into(),
+            (n, _) => format!("{n} daemons"),
+        }
+    }
+}
+
+pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
+    if args.quick || ctx.quick {
+        args.quick = true;
+        args.seconds = args.seconds.min(5);
+        args.warmup_seconds = args.warmup_seconds.min(1);
+        args.repeats = 1;
+    }
+    ensure!(
+        !args.daemons.is_empty() && args.daemons.iter().all(|n| *n >= 1),
+        "--daemons must list counts ≥ 1"
+    );
+    let nginx = which("nginx").context("nginx is not installed (apt-get install -y nginx)")?;
+    let mut configs: Vec<(usize, bool)> = args.daemons.iter().map(|n| (*n, true)).collect();
+    if !args.no_direct {
+        configs.insert(0, (1, false));
+    }
+    let bar = ctx.steps("scale", 1 + configs.len() as u64);
+    let bin = daemon_binary(&args, &bar)?;
+    bar.inc(1);
+    let rt = runtime()?;
+    let tmp = TempDir::new("scale")?;
+    let daemon_toml = tmp.0.join("daemon.toml");
+    std::fs::write(
+        &daemon_toml,
+        format!(
+            "max_connections = 4096\norder_connections = {}\norder_rate_per_second = 1e9\norder_rate_burst = 1e9\n",
+            args.order_connections
+        ),
+    )?;
+    let plan = WrkPlan {
+        connections: args.connections,
+        seconds: args.seconds,
+        warmup_seconds: args.warmup_seconds,
+        repeats: args.repeats,
+    };
+    let mut points = Vec::new();
+    for &(n, via_nginx) in &configs {
+        bar.set_message(format!("{n} daemon(s): fresh database, start, nginx"));
+        let url = rt.block_on(pg::fresh_database(&args.url, "christmas_bench_scale"))?;
+        let mut daemons = Vec::new();
+        let mut ports = Vec::new();
+        for i in 0..n {
+            let port = free_port()?;
+            let log = std::fs::File::create(tmp.0.join(format!("daemon-{n}-{i}.log")))?;
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--config"])
+                .arg(&daemon_toml)
+                .arg("serve")
+                .env("DATABASE_URL", &url)
+                .env("CHRISTMAS_HTTP_ADDR", format!("127.0.0.1:{port}"))
+                .env("CHRISTMAS_TCP_ADDR", "")
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            match &args.redis_url {
+                Some(r) => cmd.env("REDIS_URL", crate::services::bench_redis(r)),
+                None => cmd.env_remove("REDIS_URL"),
+            };
+            let mut p = Proc {
+                name: format!("christmas-ingest :{port}"),
+                child: cmd
+                    .spawn()
+                    .with_context(|| format!("starting {}", bin.display()))?,
+            };
+            wait_healthy(&rt, &format!("127.0.0.1:{port}"), &p.name.clone(), &mut p)?;
+            daemons.push(p);
+            ports.push(port);
+        }
+        let what = format!(
+            "{n} daemon{}{}",
+            if n == 1 { "" } else { "s" },
+            if via_nginx {
+                " behind nginx"
+            } else {
+                ", no nginx"
+            }
+        );
+        if !via_nginx {
+            let addr = format!("127.0.0.1:{}", ports[0]);
+            let (run, stored) = wrk_series(&rt, &addr, &url, plan, &what, &bar)?;
+            for d in &mut daemons {
+                d.stop();
+            }
+            if let Some(r) = &args.redis_url {
+                crate::services::clear_bench_redis(r)?;
+            }
+            points.push(ScalePoint {
+                daemons: n,
+                nginx: false,
+                run,
+                stored,
+            });
+            bar.inc(1);
+            continue;
+        }
+        let ndir = tmp.0.join(format!("nginx-{n}"));
+        std::fs::create_dir_all(&ndir)?;
+        let listen = free_port()?;
+        let conf = write_nginx_conf(&ndir, listen, &ports, args.nginx_workers)?;
+        let mut nginx_proc = Proc {
+            name: "nginx".into(),
+            child: Command::new(&nginx)
+                // The trailing slash: deploy/nginx/nginx.conf's paths are relative to it.
+                .arg("-p")
+                .arg(format!("{}/", ndir.display()))
+                .arg("-c")
+                .arg(&conf)
+                .args(["-e", "stderr", "-g", "daemon off;"])
+                .stdin(Stdio::null())
+                // deploy/nginx/nginx.conf logs every request to stdout, as in a container.
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(ndir.join("error.log"))?)
+                .spawn()
+                .context("starting nginx")?,
+        };
+        let addr = format!("127.0.0.1:{listen}");
+        wait_healthy(&rt, &addr, "nginx", &mut nginx_proc)
+            .with_context(|| std::fs::read_to_string(ndir.join("error.log")).unwrap_or_default())?;
+        let (run, stored) = wrk_series(&rt, &addr, &url, plan, &what, &bar)?;
+        nginx_proc.stop();
+        for d in &mut daemons {
+            d.stop();
+        }
+        points.push(ScalePoint {
+            daemons: n,
+            nginx: true,
+            run,
+            stored,
+        });
+        if let Some(r) = &args.redis_url {
+            crate::services::clear_bench_redis(r)?;
+        }
+        bar.inc(1);
+    }
+    let behind: Vec<&ScalePoint> = points.iter().filter(|p| p.nginx).collect();
+    let base = behind[0];
+    let best = behind.last().copied().unwrap_or(base);
+    let ratio = best.run.created_per_s / base.run.created_per_s.max(1e-9);
+    bar.finish_with_message(format!(
+        "{} daemons / {}: {ratio:.2}",
+        best.daemons, base.daemons
+    ));
+
+    let nginx_version = Command::new(&nginx)
+        .arg("-v")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stderr)
+                .trim()
+                .replace("nginx version: ", "")
+        })
+        .unwrap_or_default();
+    let bars: Vec<Bar> = points
+        .iter()
+        .map(|p| Bar {
+            label: p.label(),
+            value: p.run.created_per_s,
+            color: if !p.nginx {
+                2
+            } else {
+                usize::from(p.daemons != base.daemons)
+            },
+        })
+        .collect();
+    let charts = vec![(
+        "orders/s by daemon count".to_string(),
+        ctx.write_chart(
+            "scale",
+            &chart::bar_chart(
+                "scale: orders/s through nginx least_conn",
+                "orders/s",
+                &bars,
+                &["1 behind nginx", "N behind nginx", "no nginx"],
+            ),
+        )?,
+    )];
+    let mut md = format!(
+        "## scale — 1 vs 3 daemons behind nginx `least_conn`\n\n\
+         {stamp} · `{cmd}` · {machine} · {nginx_version}, {pg}\n\n\
+         `wrk -t2 -c{c} -d{s}s -s bench/wrk/orders.lua` through nginx ({nginx_config}) to \
+         `christmas-ingest serve` processes (the release binary, {oc} order writer connections \
+         each, no rate limit, Redis database 9 for order events), all on one fresh database; a {ws} s \
+         warm-up first, then the run with the median orders/s of {repeats}. Every 201 is \
+         counted in the table afterwards. **All daemons, nginx, wrk and the one PostgreSQL \
+         share this machine's {cores} cores**, so more daemons add contention, not capacity: \
+         the ratio says what scaling out costs here, not what it gives on separate hosts.\n\n\
+         | configuration | durable orders/s | p50 / p99 / p99.9 | non-201 | socket errors | rows stored | ratio to {b} behind nginx |\n\
+         |---|---|---|---|---|---|---|\n",
+        stamp = ctx.stamp,
+        cmd = ctx.command,
+        machine = machine::describe(),
+        pg = machine::postgres_version(&args.url),
+        c = args.connections,
+        s = args.seconds,
+        nginx_config = if deploy_nginx_conf().is_file() {
+            "`deploy/nginx/nginx.conf` as it is, with a generated `listen.conf` on loopback and \
+             `servers.conf` of the daemons: `least_conn` upstream for /api/orders, HTTP/1.1 \
+             keep-alive to the daemons, `worker_processes auto`, a JSON access log line per \
+             request to stdout (/dev/null here)"
+                .to_string()
+        } else {
+            format!(
+                "a minimal config generated for the run: `least_conn`, HTTP/1.1 keep-alive to \
+                 the daemons, {} workers, no access log",
+                args.nginx_workers
+            )
+        },
+        oc = args.order_connections,
+        ws = args.warmup_seconds,
+        repeats = args.repeats,
+        cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        b = base.daemons,
+    );
+    for p in &points {
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.2} / {:.2} / {:.2} ms | {} | {} | {} | **{:.2}** |\n",
+            p.label(),
+            p.run.created_per_s,
+            p.run.p50_ms,
+            p.run.p99_ms,
+            p.run.p999_ms,
+            p.run.other,
+            p.run.socket_errors,
+            p.stored,
+            p.run.created_per_s / base.run.created_per_s.max(1e-9)
+        ));
+    }
+    md.push('\n');
+    let outcome = Outcome {
+        scenario: "scale",
+        headlines: vec![Headline {
+            figure: format!("durable orders/s, {} daemons behind nginx", best.daemons),
+            value: best.run.created_per_s,
+            unit: "orders/s".into(),
+            against: format!("{} daemon behind the same nginx, baseline", base.daemons),
+            against_value: base.run.created_per_s,
+        }],
+        json: json!({
+            "scenario": "scale",
+            "date": ctx.stamp,
+            "command": ctx.command,
+            "machine": machine::describe(),
+            "nginx": nginx_version,
+            "nginx_config": if deploy_nginx_conf().is_file() { "deploy/nginx/nginx.conf" } else { "generated" },
+            "wrk": {"connections": args.connections, "seconds": args.seconds},
+            "points": points.iter().map(|p| json!({
+                "daemons": p.daemons, "nginx": p.nginx, "orders_per_s": p.run.created_per_s.round(),
+                "p50_ms": p.run.p50_ms, "p99_ms": p.run.p99_ms, "p999_ms": p.run.p999_ms,
+                "non_201": p.run.other, "socket_errors": p.run.socket_errors, "stored": p.stored,
+            })).collect::<Vec<_>>(),
+            "ratio": ratio,
+        }),
+        charts,
+        markdown: String::new(),
+    };
+    outcome.publish(md)
+}
+
+/// The path of `program` on PATH (or the sbin directories, where Debian puts nginx).
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file());
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_conf_lists_every_upstream() {
+        let c = nginx_conf(Path::new("/tmp/x"), 8000, &[9001, 9002, 9003], 2);
+        assert!(c.contains("least_conn;"));
+        assert_eq!(c.matches("server 127.0.0.1:").count(), 3);
+        assert!(c.contains("listen 127.0.0.1:8000;"));
+        assert!(c.contains("pid /tmp/x/nginx.pid;"));
+    }
+}

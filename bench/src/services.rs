@@ -1,0 +1,100 @@
+//! Starts or reuses the local PostgreSQL and Redis of `scripts/services.sh`.
+
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+
+use crate::report;
+
+/// When `DATABASE_URL` or `REDIS_URL` is unset, runs `scripts/services.sh start` (which
+/// reuses servers already running) and sets the missing variables from
+/// `scripts/services.sh env`. With both set, the servers they name are used as they are.
+pub fn ensure() -> Result<()> {
+    let set = |v: &str| std::env::var(v).is_ok_and(|s| !s.is_empty());
+    if set("DATABASE_URL") && set("REDIS_URL") {
+        return Ok(());
+    }
+    let script = report::bench_dir().join("../scripts/services.sh");
+    eprintln!("starting (or reusing) the local services: bash scripts/services.sh start");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .status()
+        .context("running scripts/services.sh start")?;
+    ensure!(status.success(), "scripts/services.sh start failed");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("env")
+        .output()
+        .context("running scripts/services.sh env")?;
+    ensure!(out.status.success(), "scripts/services.sh env failed");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some((k, v)) = line
+            .trim()
+            .strip_prefix("export ")
+            .and_then(|l| l.split_once('='))
+        {
+            if (k == "DATABASE_URL" || k == "REDIS_URL") && !set(k) {
+                // Single-threaded here: main has not started any thread yet.
+                std::env::set_var(k, v.trim_matches('"'));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Redis logical database the order scenarios give their daemons (of a plain
+/// `redis://host:port/…` URL; other URLs are used as they are).
+const BENCH_REDIS_DB: u32 = 9;
+
+/// `redis://host:port/9` for `redis://host:port[/n]`: the daemons of the order scenarios
+/// append millions of entries to the `orders:events` stream (which nothing trims), so they
+/// get a database of their own that [`clear_bench_redis`] empties of what they wrote.
+pub fn bench_redis(url: &str) -> String {
+    match url.strip_prefix("redis://") {
+        Some(rest) => {
+            let hosts = rest.split('/').next().unwrap_or(rest);
+            format!("redis://{hosts}/{BENCH_REDIS_DB}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Deletes what the order scenarios' daemons left in the bench's Redis database: the order
+/// event stream and the latest-tick keys of the symbol siege reads.
+pub fn clear_bench_redis(url: &str) -> Result<()> {
+    let Some(rest) = bench_redis(url)
+        .strip_prefix("redis://")
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    let hp = rest.rsplit('@').next().unwrap_or(&rest);
+    let hp = hp.split('/').next().unwrap_or(hp);
+    let (h, p) = hp.rsplit_once(':').unwrap_or((hp, "6379"));
+    let out = Command::new("redis-cli")
+        .args(["-h", h, "-p", p, "-n", &BENCH_REDIS_DB.to_string(), "DEL"])
+        .args(["orders:events", "md:{ESZ6}:latest", "md:{ESZ6}:ticks"])
+        .output()
+        .context("running redis-cli")?;
+    ensure!(out.status.success(), "redis-cli DEL failed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_redis_has_its_own_database() {
+        assert_eq!(
+            bench_redis("redis://127.0.0.1:56379/"),
+            "redis://127.0.0.1:56379/9"
+        );
+        assert_eq!(bench_redis("redis://h:1/3"), "redis://h:1/9");
+        assert_eq!(
+            bench_redis("redis+cluster://a:1,b:2"),
+            "redis+cluster://a:1,b:2"
+        );
+    }
+}

@@ -1,0 +1,527 @@
+//! Scenario `soak`: the real daemon binary for a long run at half its measured ingest
+//! ceiling, with the Redis fan-out, the spool and a steady order flow, sampled every
+//! minute: RSS, tick commit latency (p50/p99), order latency (p99), rates, errors.
+//!
+//! The ceiling is measured first in the same run: ticks over TCP as fast as the daemon
+//! takes them for `--calibrate-seconds`. The soak then paces ticks at `--load` of it over
+//! TCP with `ack=committed` frames (each frame's send → ack time is a commit latency) and
+//! POSTs `--orders-per-second` orders. Verdict: RSS after the first minute grows by at
+//! most 10 %, no errors, p99 stable.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use christmas_core::frame::{self, AckLevel, FrameQuote, FrameTrade, IngestFrame};
+use christmas_core::synthetic::{SyntheticMarket, Tick};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{machine, report};
+
+/// Flags of `christmas-bench soak`.
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// PostgreSQL URL; the soak creates its own database on that server.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    url: String,
+    /// Redis for the fan-out and order events.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: String,
+    /// Minutes of soak.
+    #[arg(long, default_value_t = 30)]
+    minutes: u64,
+    /// Seconds of the ceiling measurement.
+    #[arg(long, default_value_t = 20)]
+    calibrate_seconds: u64,
+    /// Fraction of the ceiling to soak at.
+    #[arg(long, default_value_t = 0.5)]
+    load: f64,
+    /// Orders per second during the soak.
+    #[arg(long, default_value_t = 500)]
+    orders_per_second: u64,
+    /// Instruments in the synthetic market.
+    #[arg(long, default_value_t = 500)]
+    symbols: usize,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The daemon binary beside this one (both are built by `cargo build --release`).
+fn daemon_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .context("no directory for the bench binary")?
+        .join("christmas-ingest");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: cargo build --release -p christmas-ingest",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn push(f: &mut IngestFrame, t: Tick) {
+    match t {
+        Tick::Trade(t) => f.trades.push(FrameTrade {
+            symbol: t.symbol.as_str().into(),
+            time_ns: t.time_ns,
+            price: t.price,
+            volume: t.volume,
+            side: t.side.code(),
+            exchange_seq: t.exchange_seq,
+        }),
+        Tick::Quote(q) => f.quotes.push(FrameQuote {
+            symbol: q.symbol.as_str().into(),
+            time_ns: q.time_ns,
+            bid: q.bid,
+            ask: q.ask,
+            bid_size: q.bid_size,
+            ask_size: q.ask_size,
+        }),
+    }
+}
+
+/// What the tick sender saw.
+#[derive(Default)]
+struct TickStats {
+    committed: AtomicU64,
+    errors: AtomicU64,
+    latency_us: Mutex<Option<Histogram<u64>>>,
+}
+
+/// Sends ticks at `rate` per second (0: as fast as the daemon takes them) in frames of
+/// 1,000 with `ack`, until `stop`; acks are counted and timed per frame.
+async fn send_ticks(
+    addr: String,
+    rate: u64,
+    symbols: usize,
+    ack: AckLevel,
+    stats: Arc<TickStats>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let stream = TcpStream::connect(&addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut r, mut w) = stream.into_split();
+    let sent_at: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let reader = {
+        let (stats, sent_at) = (stats.clone(), sent_at.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut len = [0u8; 4];
+                if r.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                if r.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let Ok(a) = frame::decode_ack(&body) else {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                if !a.ok {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                stats
+                    .committed
+                    .fetch_add(u64::from(a.records), Ordering::Relaxed);
+                if let Some(t) = sent_at.lock().unwrap().remove(&a.seq) {
+                    if let Some(h) = stats.latency_us.lock().unwrap().as_mut() {
+                        let _ = h.record(t.elapsed().as_micros() as u64);
+                    }
+                }
+            }
+        })
+    };
+    let mut market = SyntheticMarket::new(7, symbols)
+        .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
+    let started = Instant::now();
+    let (mut sent, mut seq) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let due = if rate == 0 {
+            sent + 1_000
+        } else {
+            (started.elapsed().as_secs_f64() * rate as f64) as u64
+        };
+        while sent + 1_000 <= due {
+            seq += 1;
+            let mut f = IngestFrame {
+                seq,
+                ack: ack.code(),
+                ..IngestFrame::default()
+            };
+            for t in market.by_ref().take(1_000) {
+                push(&mut f, t);
+            }
+            sent += 1_000;
+            sent_at.lock().unwrap().insert(seq, Instant::now());
+            w.write_all(&frame::encode_ingest(&f)?).await?;
+        }
+        if rate > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    // The last acks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sent_at.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(w);
+    reader.abort();
+    Ok(())
+}
+
+/// What the order sender saw.
+#[derive(Default)]
+struct OrderStats {
+    created: AtomicU64,
+    errors: AtomicU64,
+    latency_us: Mutex<Option<Histogram<u64>>>,
+}
+
+/// POSTs `rate` orders per second over 4 keep-alive connections until `stop`.
+async fn send_orders(
+    addr: String,
+    rate: u64,
+    stats: Arc<OrderStats>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let per = (rate / 4).max(1);
+    let mut tasks = Vec::new();
+    for c in 0..4u64 {
+        let (addr, stats, stop) = (addr.clone(), stats.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(&addr).await?;
+            s.set_nodelay(true)?;
+            let started = Instant::now();
+            let mut n = 0u64;
+            let mut buf = vec![0u8; 64 << 10];
+            while !stop.load(Ordering::Relaxed) {
+                let due = (started.elapsed().as_secs_f64() * per as f64) as u64;
+                if n >= due {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                n += 1;
+                let body = format!(
+                    r#"{{"client_order_id":"soak-{c}-{n}","symbol":"ESZ6","side":"buy","type":"limit","quantity":1,"limit_price":6000.25,"time_in_force":"day"}}"#
+                );
+                let req = format!(
+                    "POST /api/orders HTTP/1.1\r\nhost: soak\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let t = Instant::now();
+                s.write_all(req.as_bytes()).await?;
+                // One response: head, then content-length bytes.
+                let mut got = 0usize;
+                let status;
+                loop {
+                    let k = s.read(&mut buf[got..]).await?;
+                    if k == 0 {
+                        bail!("the daemon closed an order connection");
+                    }
+                    got += k;
+                    let text = String::from_utf8_lossy(&buf[..got]);
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let len = text[..head_end]
+                            .lines()
+                            .find_map(|l| {
+                                let l = l.to_ascii_lowercase();
+                                l.strip_prefix("content-length:")
+                                    .and_then(|v| v.trim().parse::<usize>().ok())
+                            })
+                            .unwrap_or(0);
+                        if got >= head_end + 4 + len {
+                            status = text.split(' ').nth(1).unwrap_or("").to_string();
+                            break;
+                        }
+                    }
+                }
+                if status == "201" {
+                    stats.created.fetch_add(1, Ordering::Relaxed);
+                    if let Some(h) = stats.latency_us.lock().unwrap().as_mut() {
+                        let _ = h.record(t.elapsed().as_micros() as u64);
+                    }
+                } else {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+/// One minute of the soak.
+#[derive(Debug, Clone)]
+struct Minute {
+    minute: u64,
+    ticks_per_s: f64,
+    tick_p50_ms: f64,
+    tick_p99_ms: f64,
+    orders_per_s: f64,
+    order_p99_ms: f64,
+    rss_mib: f64,
+    errors: u64,
+}
+
+pub fn run(args: SoakArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(soak(args))
+}
+
+async fn soak(args: SoakArgs) -> Result<()> {
+    let url = crate::pg::fresh_database(&args.url, "christmas_bench_soak").await?;
+    let spool = std::env::temp_dir().join(format!("christmas-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+    let (http_port, tcp_port) = (free_port()?, free_port()?);
+    let log_path = std::env::temp_dir().join("christmas-soak-daemon.log");
+    let mut daemon: Child = Command::new(daemon_binary()?)
+        .args([
+            "serve",
+            "--http-addr",
+            &format!("127.0.0.1:{http_port}"),
+            "--tcp-addr",
+            &format!("127.0.0.1:{tcp_port}"),
+        ])
+        .env("DATABASE_URL", &url)
+        .env("REDIS_URL", &args.redis_url)
+        .env("CHRISTMAS_SPOOL_DIR", &spool)
+        .env("RUST_LOG", "warn")
+        .env_remove("CHRISTMAS_CONFIG")
+        .stdout(Stdio::from(std::fs::File::create(&log_path)?))
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting christmas-ingest")?;
+    let pid = daemon.id();
+    let (http, tcp) = (
+        format!("127.0.0.1:{http_port}"),
+        format!("127.0.0.1:{tcp_port}"),
+    );
+    let started = Instant::now();
+    while TcpStream::connect(&tcp).await.is_err() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = daemon.kill();
+            bail!("the daemon did not start; see {}", log_path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The ceiling: as fast as the daemon takes ticks (acks at `accepted` keep the pipe full;
+    // the rate is what it committed, read from its counters).
+    println!(
+        "soak: measuring the ceiling for {} s",
+        args.calibrate_seconds
+    );
+    let committed_total = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("christmas_rows_committed_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = committed_total(&get(&http, "/metrics").await?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(TickStats::default());
+    let cal = tokio::spawn(send_ticks(
+        tcp.clone(),
+        0,
+        args.symbols,
+        AckLevel::Accepted,
+        stats.clone(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(args.calibrate_seconds)).await;
+    let after = committed_total(&get(&http, "/metrics").await?);
+    stop.store(true, Ordering::SeqCst);
+    cal.await??;
+    let ceiling = (after - before) / args.calibrate_seconds as f64;
+    let rate = (ceiling * args.load) as u64;
+    println!(
+        "soak: ceiling {ceiling:.0} ticks/s; soaking at {rate} ticks/s and {} orders/s for {} min",
+        args.orders_per_second, args.minutes
+    );
+    // The calibration's backlog (rings, spool) drains before the soak starts.
+    let mut last = -1.0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = committed_total(&get(&http, "/metrics").await?);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticks = Arc::new(TickStats::default());
+    let orders = Arc::new(OrderStats::default());
+    *ticks.latency_us.lock().unwrap() = Some(histogram());
+    *orders.latency_us.lock().unwrap() = Some(histogram());
+    let tick_task = tokio::spawn(send_ticks(
+        tcp.clone(),
+        rate,
+        args.symbols,
+        AckLevel::Committed,
+        ticks.clone(),
+        stop.clone(),
+    ));
+    let order_task = tokio::spawn(send_orders(
+        http.clone(),
+        args.orders_per_second,
+        orders.clone(),
+        stop.clone(),
+    ));
+    let mut minutes = Vec::new();
+    let (mut last_ticks, mut last_orders) = (0u64, 0u64);
+    for m in 1..=args.minutes {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let th = ticks.latency_us.lock().unwrap().replace(histogram());
+        let oh = orders.latency_us.lock().unwrap().replace(histogram());
+        let (t, o) = (
+            ticks.committed.load(Ordering::Relaxed),
+            orders.created.load(Ordering::Relaxed),
+        );
+        let errors = ticks.errors.load(Ordering::Relaxed) + orders.errors.load(Ordering::Relaxed);
+        let row = Minute {
+            minute: m,
+            ticks_per_s: (t - last_ticks) as f64 / 60.0,
+            tick_p50_ms: th
+                .as_ref()
+                .map_or(0.0, |h| h.value_at_quantile(0.5) as f64 / 1e3),
+            tick_p99_ms: th
+                .as_ref()
+                .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1e3),
+            orders_per_s: (o - last_orders) as f64 / 60.0,
+            order_p99_ms: oh
+                .as_ref()
+                .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1e3),
+            rss_mib: rss_mib(pid),
+            errors,
+        };
+        println!("  {row:?}");
+        (last_ticks, last_orders) = (t, o);
+        minutes.push(row);
+        if tick_task.is_finished() || order_task.is_finished() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let tick_result = tick_task.await?;
+    let order_result = order_task.await?;
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = daemon.wait()?;
+    tick_result?;
+    order_result?;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let log_errors = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .count();
+    let _ = std::fs::remove_dir_all(&spool);
+    if minutes.len() < 2 {
+        bail!("the soak stopped after {} minute(s)", minutes.len());
+    }
+
+    // Verdict: after the first minute (warm-up: pools, caches, histograms fill).
+    let base = minutes[0].rss_mib;
+    let peak = minutes[1..].iter().map(|m| m.rss_mib).fold(0.0, f64::max);
+    let growth = (peak - base) / base * 100.0;
+    let p99s: Vec<f64> = minutes[1..].iter().map(|m| m.tick_p99_ms).collect();
+    let (p99_min, p99_max) = (
+        p99s.iter().copied().fold(f64::MAX, f64::min),
+        p99s.iter().copied().fold(0.0, f64::max),
+    );
+    let errors = minutes.last().map_or(0, |m| m.errors);
+    let verdict = growth <= 10.0 && errors == 0 && log_errors == 0 && status.success();
+    let stamp = machine::utc_now();
+    let mut table = String::from(
+        "| minute | ticks/s | tick commit p50 / p99 | orders/s | order p99 | daemon RSS |\n|---|---|---|---|---|---|\n",
+    );
+    for m in &minutes {
+        table.push_str(&format!(
+            "| {} | {:.0} | {:.1} / {:.1} ms | {:.0} | {:.1} ms | {:.0} MiB |\n",
+            m.minute,
+            m.ticks_per_s,
+            m.tick_p50_ms,
+            m.tick_p99_ms,
+            m.orders_per_s,
+            m.order_p99_ms,
+            m.rss_mib
+        ));
+    }
+    let body = format!(
+        "## soak — the daemon for {mins} minutes at {load:.0} % of its ceiling, with fan-out, spool and orders\n\n\
+         {stamp} · `./target/release/christmas-bench soak --minutes {mins}` · {machine}\n\n\
+         The release `christmas-ingest` with Redis fan-out (JSON), `spool_dir` (fsync per batch) and \
+         order events on. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
+         ({cal} s as fast as it takes them); soak at **{rate} ticks/s** in `ack=committed` frames \
+         of 1,000 (latency = frame sent → ack) plus {opr} orders/s over HTTP.\n\n{table}\n\
+         Verdict: RSS after the first minute {base:.0} MiB, peak {peak:.0} MiB (**{growth:+.1} %**, \
+         limit +10 %); tick commit p99 between {p99_min:.1} and {p99_max:.1} ms over minutes 2–{n}; \
+         errors: {errors} from the clients, {log_errors} ERROR lines in the daemon's log; daemon \
+         exit on SIGTERM: {status}. **{pass}**.\n",
+        mins = args.minutes,
+        load = args.load * 100.0,
+        machine = machine::describe_with_servers(),
+        cal = args.calibrate_seconds,
+        opr = args.orders_per_second,
+        n = minutes.len(),
+        pass = if verdict { "pass" } else { "FAIL" },
+    );
+    report::update_results("soak", &body)?;
+    let json = format!(
+        r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"rss_growth_pct":{growth:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#
+    );
+    report::write_json("soak", &stamp, &json)?;
+    println!("{body}");
+    if !verdict {
+        bail!("the soak failed its verdict");
+    }
+    Ok(())
+}
+
+async fn get(addr: &str, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: soak\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await?;
+    Ok(raw)
+}
