@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use christmas_core::frame::{self, AckLevel, FrameQuote, FrameTrade, IngestFrame};
-use christmas_core::synthetic::{SyntheticMarket, Tick};
+use christmas_core::frame::{self, AckLevel, IngestFrame};
+use christmas_core::synthetic::SyntheticMarket;
+use christmas_ingest::feed::push;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -81,27 +82,6 @@ fn rss_mib(pid: u32) -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn push(f: &mut IngestFrame, t: Tick) {
-    match t {
-        Tick::Trade(t) => f.trades.push(FrameTrade {
-            symbol: t.symbol.as_str().into(),
-            time_ns: t.time_ns,
-            price: t.price,
-            volume: t.volume,
-            side: t.side.code(),
-            exchange_seq: t.exchange_seq,
-        }),
-        Tick::Quote(q) => f.quotes.push(FrameQuote {
-            symbol: q.symbol.as_str().into(),
-            time_ns: q.time_ns,
-            bid: q.bid,
-            ask: q.ask,
-            bid_size: q.bid_size,
-            ask_size: q.ask_size,
-        }),
-    }
 }
 
 /// What the tick sender saw.

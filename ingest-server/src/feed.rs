@@ -40,7 +40,8 @@ pub struct FeedArgs {
     pub api_key: String,
 }
 
-fn push(f: &mut IngestFrame, t: Tick) {
+/// Adds a synthetic tick to a frame.
+pub fn push(f: &mut IngestFrame, t: Tick) {
     match t {
         Tick::Trade(t) => f.trades.push(FrameTrade {
             symbol: t.symbol.as_str().into(),

@@ -45,6 +45,22 @@ async fn durable_client(
     }
 }
 
+/// Every acknowledged `exchange_seq` is in `market_data`, and none is there twice.
+async fn assert_acknowledged_stored_once(url: &str, acked: &[i64]) {
+    let client = connect(url).await;
+    let rows: Vec<i64> = client
+        .query("SELECT exchange_seq FROM market_data", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let stored: HashSet<i64> = rows.iter().copied().collect();
+    assert_eq!(stored.len(), rows.len(), "duplicated ticks");
+    let missing = acked.iter().filter(|k| !stored.contains(k)).count();
+    assert_eq!(missing, 0, "{missing} of {} acknowledged lost", acked.len());
+}
+
 async fn ready(addr: SocketAddr) -> u16 {
     http(addr, "GET", "/ready", &[], b"").await.0
 }
@@ -114,19 +130,8 @@ async fn postgres_stopped_30_s_under_load_loses_nothing_and_ready_says_so() {
     let _ = stop_daemon.send(());
     daemon.await.unwrap().unwrap();
 
-    let client = connect(&url).await;
-    let rows: Vec<i64> = client
-        .query("SELECT exchange_seq FROM market_data", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let stored: HashSet<i64> = rows.iter().copied().collect();
-    assert_eq!(stored.len(), rows.len(), "duplicated ticks");
     let acked = acked.lock().unwrap().clone();
-    let missing = acked.iter().filter(|k| !stored.contains(k)).count();
-    assert_eq!(missing, 0, "{missing} of {} acknowledged lost", acked.len());
+    assert_acknowledged_stored_once(&url, &acked).await;
     let _ = std::fs::remove_dir_all(&spool);
 }
 
@@ -368,20 +373,8 @@ async fn a_network_cut_between_daemon_and_postgres_loses_nothing_acknowledged() 
     }
     let _ = stop_daemon.send(());
     daemon.await.unwrap().unwrap();
-    let client = connect(&url).await;
-    let rows: Vec<i64> = client
-        .query("SELECT exchange_seq FROM market_data", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let stored: HashSet<i64> = rows.iter().copied().collect();
-    assert_eq!(stored.len(), rows.len(), "duplicated ticks");
     let acked = acked.lock().unwrap().clone();
-    let missing = acked.iter().filter(|k| !stored.contains(k)).count();
-    assert_eq!(missing, 0, "{missing} of {} acknowledged lost", acked.len());
-    drop(client);
+    assert_acknowledged_stored_once(&url, &acked).await;
     drop(pg);
     drop(ns);
     let _ = std::fs::remove_dir_all(&spool);
