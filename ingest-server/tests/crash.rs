@@ -2,49 +2,25 @@
 //! the same spool each time: every tick it acknowledged is in PostgreSQL exactly once.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod common;
+use common::{free_addr, migrated_database, spawn_daemon, wait_exit, wait_listening};
+
 const SYMBOLS: i64 = 20;
 
 fn spawn(url: &str, addr: &str, spool: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_christmas-ingest"))
-        .args(["serve", "--http-addr", addr, "--tcp-addr", ""])
-        .env("DATABASE_URL", url)
-        .env("CHRISTMAS_SPOOL_DIR", spool)
-        .env_remove("REDIS_URL")
-        .env_remove("CHRISTMAS_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_listening(addr: &str) {
-    let started = Instant::now();
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the daemon did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    spawn_daemon(
+        url,
+        addr,
+        &[("CHRISTMAS_SPOOL_DIR", &spool.display().to_string())],
+    )
 }
 
 /// POSTs batches of 50 trades with `ack=durable` until the daemon goes away; records the
@@ -92,23 +68,9 @@ async fn get(addr: &str, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_durable_load_loses_and_duplicates_nothing_acknowledged() {
-    let url = christmas_tests::fresh_database(&christmas_tests::shared_pg_url())
-        .await
-        .unwrap();
-    let keep = christmas_core::schema::SchemaConfig {
-        retention: None,
-        ..Default::default()
-    };
-    christmas_core::schema::migrate_url(&url, &keep)
-        .await
-        .unwrap();
+    let url = migrated_database().await;
     let spool = std::env::temp_dir().join(christmas_tests::unique_name("crash-spool"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let next = Arc::new(AtomicI64::new(0));
     let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
     // A small deterministic generator for the kill moments (300-1,500 ms into each round).

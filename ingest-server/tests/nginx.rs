@@ -6,34 +6,17 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use christmas_tests::Nginx;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(url: &str, redis: &str, addr: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_christmas-ingest"))
-        .args(["serve", "--http-addr", addr, "--tcp-addr", ""])
-        .env("DATABASE_URL", url)
-        .env("REDIS_URL", redis)
-        .env_remove("CHRISTMAS_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
+mod common;
+use common::{free_addr, migrated_database, spawn_daemon, wait_listening};
 
 /// One request on a fresh connection: the status (0 when the connection failed).
 async fn request(addr: &str, method: &str, path: &str, body: &str) -> u16 {
@@ -58,33 +41,18 @@ async fn request(addr: &str, method: &str, path: &str, body: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_three_daemons_killed_behind_nginx_costs_no_acknowledged_tick_and_no_read() {
-    let url = christmas_tests::fresh_database(&christmas_tests::shared_pg_url())
-        .await
-        .unwrap();
-    let keep = christmas_core::schema::SchemaConfig {
-        retention: None,
-        ..Default::default()
-    };
-    christmas_core::schema::migrate_url(&url, &keep)
-        .await
-        .unwrap();
-    let backends: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
+    let url = migrated_database().await;
+    let backends: Vec<String> = (0..3).map(|_| free_addr()).collect();
     // The daemons fan out through Redis Sentinel (they ask it for the master).
     let master = christmas_tests::RedisServer::start().unwrap();
     let sentinel = christmas_tests::RedisServer::start_sentinel("md", master.port()).unwrap();
     let redis = format!("redis+sentinel://127.0.0.1:{}/md", sentinel.port());
-    let mut daemons: Vec<Child> = backends.iter().map(|a| spawn(&url, &redis, a)).collect();
+    let mut daemons: Vec<Child> = backends
+        .iter()
+        .map(|a| spawn_daemon(&url, a, &[("REDIS_URL", &redis)]))
+        .collect();
     for a in &backends {
-        let started = Instant::now();
-        while TcpStream::connect(a).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{a} did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_listening(a).await;
     }
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx");
     let nginx = Nginx::start(&conf, &backends).unwrap();

@@ -2,48 +2,22 @@
 //! acknowledged is in PostgreSQL. (The other daemon tests are in `tests/it/daemon.rs`; this
 //! one lives here because only this package's tests can name its binary.)
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod common;
+use common::{free_addr, migrated_database, spawn_daemon, wait_exit, wait_listening};
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_zero_and_loses_nothing_acknowledged() {
-    let url = christmas_tests::fresh_database(&christmas_tests::shared_pg_url())
-        .await
-        .unwrap();
-    let keep = christmas_core::schema::SchemaConfig {
-        retention: None,
-        ..Default::default()
-    };
-    christmas_core::schema::migrate_url(&url, &keep)
-        .await
-        .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_christmas-ingest"))
-        .args(["serve", "--http-addr", &addr, "--tcp-addr", ""])
-        .env("DATABASE_URL", &url)
-        .env_remove("REDIS_URL")
-        .env_remove("CHRISTMAS_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(&addr).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the daemon did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = migrated_database().await;
+    let addr = free_addr();
+    let mut daemon = spawn_daemon(&url, &addr, &[]);
+    wait_listening(&addr).await;
 
     let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
     let clients: Vec<_> = (0..4i64)
@@ -79,19 +53,7 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing_acknowledged() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let status = tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = daemon.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
+    let status = tokio::task::block_in_place(|| wait_exit(&mut daemon));
     assert!(status.success(), "exit status {status}");
     for c in clients {
         c.await.unwrap();

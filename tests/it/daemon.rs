@@ -98,6 +98,41 @@ impl Daemon {
     }
 }
 
+/// A daemon on a loopback port; the handle stops it (SIGTERM's path) and returns its result.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub(crate) async fn start(config: DaemonConfig) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::start(config).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(listener, None, state, async move {
+            let _ = stopped.await;
+        }));
+        Running { addr, stop, task }
+    }
+
+    pub(crate) async fn call(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let (status, b) = http(self.addr, method, path, &[], &body).await;
+        (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 /// One HTTP/1.1 request on a fresh connection: (status, body).
 pub(crate) async fn http(
     addr: SocketAddr,

@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 
 use christmas_core::{Ingestor, Trade};
 use christmas_ingest::config::DaemonConfig;
-use christmas_ingest::server::{self, AppState};
 use christmas_tests::PgServer;
-use tokio::net::TcpListener;
 
-use crate::daemon::http;
+use crate::daemon::{http, Running};
 use crate::support::{connect, count, fresh_core_db, symbols, trade};
 
 /// POSTs batches of 50 trades with `ack=durable` until `stop`; records every acknowledged
@@ -61,6 +59,62 @@ async fn assert_acknowledged_stored_once(url: &str, acked: &[i64]) {
     assert_eq!(missing, 0, "{missing} of {} acknowledged lost", acked.len());
 }
 
+/// Two [`durable_client`]s against `addr` until [`DurableLoad::finish`].
+struct DurableLoad {
+    acked: Arc<Mutex<Vec<i64>>>,
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DurableLoad {
+    fn start(addr: SocketAddr) -> DurableLoad {
+        let next = Arc::new(AtomicI64::new(0));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..2)
+            .map(|_| {
+                tokio::spawn(durable_client(
+                    addr,
+                    next.clone(),
+                    acked.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        DurableLoad {
+            acked,
+            stop,
+            clients,
+        }
+    }
+
+    /// Ticks acknowledged so far.
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Stops the clients; every acknowledged `exchange_seq`.
+    async fn finish(self) -> Vec<i64> {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.clients {
+            c.await.unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+/// A daemon with a spool on the database at `url`, ready.
+async fn spooling_daemon(url: &str, spool: &std::path::Path) -> Running {
+    let d = Running::start(DaemonConfig {
+        database_url: Some(url.to_string()),
+        spool_dir: Some(spool.display().to_string()),
+        ..DaemonConfig::default()
+    })
+    .await;
+    wait_ready(d.addr, 200, Duration::from_secs(10)).await;
+    d
+}
+
 async fn ready(addr: SocketAddr) -> u16 {
     http(addr, "GET", "/ready", &[], b"").await.0
 }
@@ -81,41 +135,17 @@ async fn postgres_stopped_30_s_under_load_loses_nothing_and_ready_says_so() {
     let mut pg = PgServer::start().unwrap();
     let (url, _) = fresh_core_db(&pg.url()).await;
     let spool = std::env::temp_dir().join(christmas_tests::unique_name("faults-spool"));
-    let config = DaemonConfig {
-        database_url: Some(url.clone()),
-        spool_dir: Some(spool.display().to_string()),
-        ..DaemonConfig::default()
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = AppState::start(config).await.unwrap();
-    let (stop_daemon, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(server::run(listener, None, state, async move {
-        let _ = stopped.await;
-    }));
-    wait_ready(addr, 200, Duration::from_secs(10)).await;
-
-    let next = Arc::new(AtomicI64::new(0));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            tokio::spawn(durable_client(
-                addr,
-                next.clone(),
-                acked.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let d = spooling_daemon(&url, &spool).await;
+    let addr = d.addr;
+    let load = DurableLoad::start(addr);
     tokio::time::sleep(Duration::from_secs(1)).await;
     tokio::task::block_in_place(|| pg.stop()).unwrap();
-    let down_at = acked.lock().unwrap().len();
+    let down_at = load.acked();
     wait_ready(addr, 503, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let (status, body) = http(addr, "GET", "/ready", &[], b"").await;
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
-    let during = acked.lock().unwrap().len() - down_at;
+    let during = load.acked() - down_at;
     assert!(
         during > 1_000,
         "the spool kept taking durable ticks while PostgreSQL was down: {during}"
@@ -123,14 +153,8 @@ async fn postgres_stopped_30_s_under_load_loses_nothing_and_ready_says_so() {
     tokio::task::block_in_place(|| pg.start_again()).unwrap();
     wait_ready(addr, 200, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let _ = stop_daemon.send(());
-    daemon.await.unwrap().unwrap();
-
-    let acked = acked.lock().unwrap().clone();
+    let acked = load.finish().await;
+    d.stop().await;
     assert_acknowledged_stored_once(&url, &acked).await;
     let _ = std::fs::remove_dir_all(&spool);
 }
@@ -327,39 +351,15 @@ async fn a_network_cut_between_daemon_and_postgres_loses_nothing_acknowledged() 
     let pg = PgServer::start_in_netns(ns.name(), &ns.ns_ip).unwrap();
     let (url, _) = fresh_core_db(&pg.url()).await;
     let spool = std::env::temp_dir().join(christmas_tests::unique_name("netcut-spool"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = AppState::start(DaemonConfig {
-        database_url: Some(url.clone()),
-        spool_dir: Some(spool.display().to_string()),
-        ..DaemonConfig::default()
-    })
-    .await
-    .unwrap();
-    let (stop_daemon, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(server::run(listener, None, state, async move {
-        let _ = stopped.await;
-    }));
-    wait_ready(addr, 200, Duration::from_secs(10)).await;
-    let next = Arc::new(AtomicI64::new(0));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            tokio::spawn(durable_client(
-                addr,
-                next.clone(),
-                acked.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let d = spooling_daemon(&url, &spool).await;
+    let addr = d.addr;
+    let load = DurableLoad::start(addr);
     tokio::time::sleep(Duration::from_secs(1)).await;
     ns.link(false).unwrap();
-    let cut_at = acked.lock().unwrap().len();
+    let cut_at = load.acked();
     wait_ready(addr, 503, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let during = acked.lock().unwrap().len() - cut_at;
+    let during = load.acked() - cut_at;
     assert!(
         during > 500,
         "durable ticks acknowledged during the cut: {during}"
@@ -367,13 +367,8 @@ async fn a_network_cut_between_daemon_and_postgres_loses_nothing_acknowledged() 
     ns.link(true).unwrap();
     wait_ready(addr, 200, Duration::from_secs(90)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let _ = stop_daemon.send(());
-    daemon.await.unwrap().unwrap();
-    let acked = acked.lock().unwrap().clone();
+    let acked = load.finish().await;
+    d.stop().await;
     assert_acknowledged_stored_once(&url, &acked).await;
     drop(pg);
     drop(ns);

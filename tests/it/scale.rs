@@ -2,52 +2,14 @@
 //! daemon and PostgreSQL, a streaming read replica with fallback to the primary, and three
 //! daemons behind nginx with one killed under load.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use christmas_ingest::config::DaemonConfig;
-use christmas_ingest::server::{self, AppState};
 use christmas_tests::{PgBouncer, PgServer};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
-use crate::daemon::http;
+use crate::daemon::Running;
 use crate::support::{connect, count, fresh_core_db};
-
-/// A daemon on a loopback port; the handle stops it (SIGTERM's path) and returns its result.
-struct Running {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn start(config: DaemonConfig) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = AppState::start(config).await.unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(listener, None, state, async move {
-            let _ = stopped.await;
-        }));
-        Running { addr, stop, task }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
-        let body = if body.is_null() {
-            Vec::new()
-        } else {
-            body.to_string().into_bytes()
-        };
-        let (status, b) = http(self.addr, method, path, &[], &body).await;
-        (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
 
 fn ticks(symbol: &str, from: i64, n: i64) -> Value {
     Value::Array(
