@@ -68,21 +68,17 @@ pub struct SiegeRun {
 
 /// `siege -c<concurrency> -t<seconds>S -b -q <url>`.
 pub fn siege(url: &str, concurrency: usize, seconds: u64) -> Result<SiegeRun> {
-    let out = Command::new("siege")
-        .args([
-            &format!("-c{concurrency}"),
-            &format!("-t{seconds}S"),
-            "-b",
-            "-q",
-        ])
-        .arg(url)
-        .output()
-        .context("running siege (apt-get install siege)")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // siege 4.0 sometimes deadlocks joining its threads after the run, before it prints the
+    // summary: such a run is killed after a grace period and run again, once.
+    let text = match siege_once(url, concurrency, seconds)? {
+        Some(text) => text,
+        None => {
+            eprintln!("siege hung after its run; killed it, running it again");
+            siege_once(url, concurrency, seconds)?.with_context(|| {
+                format!("siege hung twice (not done {SIEGE_GRACE_S} s after its -t{seconds}S)")
+            })?
+        }
+    };
     let (Some(a), Some(b)) = (text.find('{'), text.rfind('}')) else {
         bail!("no JSON summary in siege's output: {text}");
     };
@@ -94,4 +90,52 @@ pub fn siege(url: &str, concurrency: usize, seconds: u64) -> Result<SiegeRun> {
         longest_s: f("longest_transaction"),
         failed: f("failed_transactions"),
     })
+}
+
+/// Seconds past `-t` after which a siege still running is taken to be hung.
+const SIEGE_GRACE_S: u64 = 30;
+
+/// One siege run's output, or `None` when it hung and was killed.
+fn siege_once(url: &str, concurrency: usize, seconds: u64) -> Result<Option<String>> {
+    let out = tempfile_path("siege")?;
+    let mut child = Command::new("siege")
+        .args([
+            &format!("-c{concurrency}"),
+            &format!("-t{seconds}S"),
+            "-b",
+            "-q",
+        ])
+        .arg(url)
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(std::fs::File::create(out.with_extension("err"))?)
+        .spawn()
+        .context("running siege (apt-get install siege)")?;
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_secs(seconds + SIEGE_GRACE_S);
+    let finished = loop {
+        if child.try_wait()?.is_some() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+    );
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(out.with_extension("err"));
+    Ok(finished.then_some(text))
+}
+
+/// A fresh path in the temporary directory.
+fn tempfile_path(prefix: &str) -> Result<std::path::PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(std::env::temp_dir().join(format!("christmas-{prefix}-{}-{n}.out", std::process::id())))
 }

@@ -164,6 +164,83 @@ fn engine(out: &mut String, kinds: &[(&str, MetricsSnapshot)]) {
     }
 }
 
+/// The order desk's counters and latency.
+fn orders(out: &mut String, o: &christmas_core::orders::OrderDeskSnapshot) {
+    let _ = writeln!(
+        out,
+        "# HELP christmas_orders_total Order submissions by outcome.\n# TYPE christmas_orders_total counter"
+    );
+    for (outcome, n) in [
+        ("created", o.created),
+        ("existing", o.existing),
+        ("conflict", o.conflicts),
+        ("failed", o.failed),
+    ] {
+        let _ = writeln!(out, "christmas_orders_total{{outcome=\"{outcome}\"}} {n}");
+    }
+    for (name, kind, help, v) in [
+        (
+            "christmas_order_groups_total",
+            "counter",
+            "Order groups committed.",
+            o.groups,
+        ),
+        (
+            "christmas_order_retries_total",
+            "counter",
+            "Order group writes retried after a lost connection.",
+            o.retries,
+        ),
+        (
+            "christmas_order_queue_depth",
+            "gauge",
+            "Submissions waiting for an order writer.",
+            o.queued,
+        ),
+        (
+            "christmas_order_events_published_total",
+            "counter",
+            "order.accepted events added to the Redis stream.",
+            o.events_published,
+        ),
+        (
+            "christmas_order_event_failures_total",
+            "counter",
+            "Event rounds that failed (the outbox keeps their events).",
+            o.event_failures,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    summary(
+        out,
+        "christmas_order_group_commit_seconds",
+        "Time to write and commit one order group.",
+        "",
+        &o.group_commit_us,
+        1e-6,
+    );
+    summary(
+        out,
+        "christmas_order_group_orders",
+        "Orders per committed group.",
+        "",
+        &o.group_orders,
+        1.0,
+    );
+    summary(
+        out,
+        "christmas_order_submit_seconds",
+        "Submission to answer: the wait for a writer plus the group's commit.",
+        "",
+        &o.submit_us,
+        1e-6,
+    );
+}
+
 /// The whole `/metrics` page.
 pub fn render(s: &AppState) -> String {
     let mut out = String::with_capacity(8 << 10);
@@ -195,6 +272,7 @@ pub fn render(s: &AppState) -> String {
         &h,
         1e-6,
     );
+    orders(&mut out, &s.orders.metrics());
     let _ = writeln!(out, "# HELP christmas_uptime_seconds Seconds since start.\n# TYPE christmas_uptime_seconds gauge\nchristmas_uptime_seconds {}", s.started.elapsed().as_secs());
     out
 }

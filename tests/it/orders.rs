@@ -87,6 +87,23 @@ async fn ten_thousand_concurrent_orders_with_a_fifth_repeated_make_eight_thousan
     )
     .await;
     assert_eq!(accepted, 8_000);
+    // /metrics counts the same outcomes, and every group the writers committed.
+    let (status, metrics) = http(d.http, "GET", "/metrics", &[], b"").await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    let value = |line: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{line} missing from /metrics"))
+    };
+    assert_eq!(value("christmas_orders_total{outcome=\"created\"}"), 8_000.0);
+    assert_eq!(value("christmas_orders_total{outcome=\"existing\"}"), 2_000.0);
+    assert_eq!(value("christmas_orders_total{outcome=\"conflict\"}"), 0.0);
+    let groups = value("christmas_order_groups_total");
+    assert!((1.0..=10_000.0).contains(&groups), "{groups} groups");
+    assert_eq!(value("christmas_order_submit_seconds_count"), 10_000.0);
+    assert_eq!(value("christmas_order_group_orders_count"), groups);
     d.shutdown().await.unwrap();
 }
 

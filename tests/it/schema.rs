@@ -104,8 +104,8 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     let config = keep_everything();
     let first = schema::migrate_url(&url, &config).await.unwrap();
     assert_eq!(first.variant, Variant::Postgres);
-    assert_eq!(first.applied, vec![1, 2, 3, 4]);
-    assert_eq!(first.version, 4);
+    assert_eq!(first.applied, vec![1, 2, 3, 4, 5]);
+    assert_eq!(first.version, 5);
     let client = connect(&url).await;
     for t in [
         "market_data",
@@ -126,11 +126,19 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     let leaves = count(&client, "pg_partition_tree('market_data') WHERE isleaf").await;
     assert_eq!(leaves, 5 * 4 + 1);
     let tables_before = count(&client, "pg_class WHERE relkind IN ('r', 'p')").await;
+    // The queue tables are never truncated by vacuum (its lock would stall inserts).
+    let no_truncate = count(
+        &client,
+        "pg_class WHERE relname IN ('order_outbox', 'ingest_batches') \
+         AND 'vacuum_truncate=false' = ANY(reloptions)",
+    )
+    .await;
+    assert_eq!(no_truncate, 2);
 
     let second = schema::migrate_url(&url, &config).await.unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
-    assert_eq!(second.version, 4);
-    assert_eq!(count(&client, "christmas_migrations").await, 4);
+    assert_eq!(second.version, 5);
+    assert_eq!(count(&client, "christmas_migrations").await, 5);
     assert_eq!(
         count(&client, "pg_class WHERE relkind IN ('r', 'p')").await,
         tables_before
@@ -164,7 +172,7 @@ async fn a_database_from_before_versioned_migrations_is_upgraded_with_its_rows()
         .await
         .unwrap();
     let report = schema::migrate_url(&url, &keep_everything()).await.unwrap();
-    assert_eq!(report.applied, vec![1, 2, 3, 4]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5]);
     assert_eq!(count(&client, "market_data").await, 100);
     assert_eq!(count(&client, "quotes").await, 50);
     assert_eq!(count(&client, "ingest_batches").await, 1);
@@ -194,9 +202,9 @@ async fn concurrent_migrators_do_not_collide() {
         applied.push(r.await.unwrap().unwrap().applied);
     }
     applied.sort();
-    assert_eq!(applied, vec![vec![], vec![], vec![], vec![1, 2, 3, 4]]);
+    assert_eq!(applied, vec![vec![], vec![], vec![], vec![1, 2, 3, 4, 5]]);
     let client = connect(&url).await;
-    assert_eq!(count(&client, "christmas_migrations").await, 4);
+    assert_eq!(count(&client, "christmas_migrations").await, 5);
     assert_eq!(count(&client, "christmas_partitions").await, 10);
 }
 
@@ -661,7 +669,7 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
         .await
         .unwrap();
     assert_eq!(report.variant, Variant::TimescaleDb);
-    assert_eq!(report.applied, vec![1, 2, 3, 4]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5]);
     let again = schema::migrate_url(&url, &SchemaConfig::default())
         .await
         .unwrap();

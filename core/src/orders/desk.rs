@@ -2,10 +2,13 @@
 //! `order.accepted` events (with an outbox sweep, so an event Redis missed is sent later).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
+use hdrhistogram::Histogram;
+
+use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
@@ -102,6 +105,107 @@ struct Pending {
     order: NewOrder,
     hash: String,
     reply: oneshot::Sender<Result<SubmitOutcome>>,
+    queued_at: Instant,
+}
+
+/// The submissions' queue, shared by the writers.
+struct Intake {
+    /// Taken by one writer at a time, to gather a group.
+    rx: AsyncMutex<mpsc::Receiver<Pending>>,
+    /// Writers writing a group now.
+    busy: AtomicUsize,
+    /// Signalled when a writer finishes a group.
+    idle: Notify,
+}
+
+/// What an [`OrderDesk`] has done since it started ([`OrderDesk::metrics`]).
+#[derive(Debug, Clone)]
+pub struct OrderDeskSnapshot {
+    /// New orders stored (HTTP 201).
+    pub created: u64,
+    /// Repeats answered with the original (HTTP 200).
+    pub existing: u64,
+    /// Repeats with another body (HTTP 409).
+    pub conflicts: u64,
+    /// Submissions answered with an error.
+    pub failed: u64,
+    /// Groups committed.
+    pub groups: u64,
+    /// Group writes retried after a lost connection.
+    pub retries: u64,
+    /// Submissions waiting for a writer now.
+    pub queued: u64,
+    /// `order.accepted` events added to the Redis stream.
+    pub events_published: u64,
+    /// Event rounds Redis or the outbox refused (the outbox keeps their events).
+    pub event_failures: u64,
+    /// Writing and committing one group, microseconds.
+    pub group_commit_us: Histogram<u64>,
+    /// Orders per group.
+    pub group_orders: Histogram<u64>,
+    /// Submission to answer, microseconds: the wait for a writer plus the group's commit.
+    pub submit_us: Histogram<u64>,
+}
+
+/// The writers' and publisher's counters, shared with [`OrderDesk::metrics`].
+#[derive(Debug)]
+struct DeskStats {
+    created: AtomicU64,
+    existing: AtomicU64,
+    conflicts: AtomicU64,
+    failed: AtomicU64,
+    groups: AtomicU64,
+    retries: AtomicU64,
+    events_published: AtomicU64,
+    event_failures: AtomicU64,
+    /// Commit time, group size, submit time.
+    histograms: std::sync::Mutex<[Histogram<u64>; 3]>,
+}
+
+impl DeskStats {
+    fn new() -> DeskStats {
+        let h = || {
+            let mut h = Histogram::new(3).expect("3 significant figures is valid");
+            h.auto(true);
+            h
+        };
+        DeskStats {
+            created: AtomicU64::new(0),
+            existing: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            groups: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            events_published: AtomicU64::new(0),
+            event_failures: AtomicU64::new(0),
+            histograms: std::sync::Mutex::new([h(), h(), h()]),
+        }
+    }
+
+    /// Counts one answered group.
+    fn record(&self, group: &[Pending], outcomes: &[Result<SubmitOutcome>], commit: Duration) {
+        let (mut created, mut existing, mut conflicts, mut failed) = (0, 0, 0, 0);
+        for o in outcomes {
+            match o {
+                Ok(SubmitOutcome::Created(_)) => created += 1,
+                Ok(SubmitOutcome::Existing(_)) => existing += 1,
+                Ok(SubmitOutcome::Conflict(_)) => conflicts += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        self.created.fetch_add(created, Ordering::Relaxed);
+        self.existing.fetch_add(existing, Ordering::Relaxed);
+        self.conflicts.fetch_add(conflicts, Ordering::Relaxed);
+        self.failed.fetch_add(failed, Ordering::Relaxed);
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut h = self.histograms.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = h[0].record(commit.as_micros() as u64);
+        let _ = h[1].record(group.len() as u64);
+        for p in group {
+            let _ = h[2].record(now.duration_since(p.queued_at).as_micros() as u64);
+        }
+    }
 }
 
 /// Submits, reads and cancels orders. Cheap to share behind an `Arc`.
@@ -114,6 +218,7 @@ pub struct OrderDesk {
     events: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Where the writers and the event publisher run.
     runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+    stats: Arc<DeskStats>,
 }
 
 impl Drop for OrderDesk {
@@ -193,7 +298,11 @@ impl OrderDesk {
         };
         let primary = MarketDataReader::connect(&config.database_url).await?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let rx = Arc::new(AsyncMutex::new(rx));
+        let intake = Arc::new(Intake {
+            rx: AsyncMutex::new(rx),
+            busy: AtomicUsize::new(0),
+            idle: Notify::new(),
+        });
         // The writers and their connections run on a thread of their own: a commit's reply
         // is read and the group answered at once, not after the HTTP tasks queued before it
         // on a busy runtime. That is most of the tail latency under load.
@@ -203,8 +312,10 @@ impl OrderDesk {
             .enable_all()
             .build()
             .map_err(|e| Error::Task(format!("starting the order runtime: {e}")))?;
+        let stats = Arc::new(DeskStats::new());
         let setup = {
             let config = config.clone();
+            let stats = stats.clone();
             async move {
                 let (events_tx, events_rx) = mpsc::channel::<OutboxBatch>(1_024);
                 let events_tx = target.as_ref().map(|_| events_tx);
@@ -216,8 +327,9 @@ impl OrderDesk {
                         client,
                         config.clone(),
                         i,
-                        rx.clone(),
+                        intake.clone(),
                         events_tx.clone(),
+                        stats.clone(),
                     )));
                     // (The outbox is written only when events are on: see write_group.)
                 }
@@ -230,6 +342,7 @@ impl OrderDesk {
                             config.database_url.clone(),
                             db,
                             events_rx,
+                            stats,
                         )))
                     }
                     None => None,
@@ -255,6 +368,7 @@ impl OrderDesk {
             writers: std::sync::Mutex::new(writers),
             events: std::sync::Mutex::new(events),
             runtime: std::sync::Mutex::new(Some(runtime)),
+            stats,
         })
     }
 
@@ -270,9 +384,14 @@ impl OrderDesk {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or(Error::Closed)?;
-        tx.send(Pending { order, hash, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        tx.send(Pending {
+            order,
+            hash,
+            reply,
+            queued_at: Instant::now(),
+        })
+        .await
+        .map_err(|_| Error::Closed)?;
         rx.await
             .map_err(|_| Error::Task("order writer stopped".into()))?
     }
@@ -341,6 +460,36 @@ impl OrderDesk {
         })
     }
 
+    /// Counters and latency since the desk started.
+    pub fn metrics(&self) -> OrderDeskSnapshot {
+        let st = &self.stats;
+        let queued = self
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity()) as u64;
+        let [group_commit_us, group_orders, submit_us] = st
+            .histograms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        OrderDeskSnapshot {
+            created: st.created.load(Ordering::Relaxed),
+            existing: st.existing.load(Ordering::Relaxed),
+            conflicts: st.conflicts.load(Ordering::Relaxed),
+            failed: st.failed.load(Ordering::Relaxed),
+            groups: st.groups.load(Ordering::Relaxed),
+            retries: st.retries.load(Ordering::Relaxed),
+            queued,
+            events_published: st.events_published.load(Ordering::Relaxed),
+            event_failures: st.event_failures.load(Ordering::Relaxed),
+            group_commit_us,
+            group_orders,
+            submit_us,
+        }
+    }
+
     /// Stops taking orders (later submissions get [`Error::Closed`]), commits the ones
     /// queued and waits for the writers.
     pub async fn shutdown(&self) {
@@ -363,25 +512,49 @@ async fn write_groups(
     mut client: Client,
     config: OrderDeskConfig,
     index: usize,
-    rx: Arc<AsyncMutex<mpsc::Receiver<Pending>>>,
+    intake: Arc<Intake>,
     events: Option<mpsc::Sender<OutboxBatch>>,
+    stats: Arc<DeskStats>,
 ) {
     let mut group: Vec<Pending> = Vec::with_capacity(config.max_group);
+    // While another writer commits, a group starts only once this many orders wait: small
+    // groups side by side cost more (a statement and a commit each) than they save.
+    let parallel_min = (config.max_group / 4).max(1);
     loop {
         {
-            let mut rx = rx.lock().await;
+            let mut rx = intake.rx.lock().await;
             match rx.recv().await {
                 Some(p) => group.push(p),
                 None => return,
             }
-            while group.len() < config.max_group {
-                match rx.try_recv() {
-                    Ok(p) => group.push(p),
-                    Err(_) => break,
+            loop {
+                while group.len() < config.max_group {
+                    match rx.try_recv() {
+                        Ok(p) => group.push(p),
+                        Err(_) => break,
+                    }
+                }
+                if group.len() >= parallel_min || intake.busy.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                let idle = intake.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if intake.busy.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                tokio::select! {
+                    _ = idle => {}
+                    p = rx.recv() => match p {
+                        Some(p) => group.push(p),
+                        None => break,
+                    },
                 }
             }
+            intake.busy.fetch_add(1, Ordering::AcqRel);
         }
         let mut backoff = Duration::from_millis(50);
+        let started = Instant::now();
         let (outcomes, outbox_groups) = loop {
             if client.is_closed() {
                 match connect(&config.database_url, &format!("christmas-orders-{index}")).await {
@@ -399,6 +572,7 @@ async fn write_groups(
                 // The group is written again after reconnecting: rows that did commit are
                 // found by their unique key, so nothing is stored twice.
                 Err(e) if is_connection_error(&e) => {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, orders = group.len(), "order group failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -428,6 +602,9 @@ async fn write_groups(
                 }
             }
         };
+        intake.busy.fetch_sub(1, Ordering::AcqRel);
+        intake.idle.notify_waiters();
+        stats.record(&group, &outcomes, started.elapsed());
         let created: Vec<Order> = outcomes
             .iter()
             .filter_map(|o| match o {
@@ -468,16 +645,17 @@ async fn write_group(
             uniques.push(i);
         }
     }
-    let col = |f: fn(&NewOrder) -> String| -> Vec<String> {
+    // Borrowed columns: the arrays are encoded straight from the requests.
+    let col = |f: for<'a> fn(&'a NewOrder) -> &'a str| -> Vec<&str> {
         uniques.iter().map(|&i| f(&group[i].order)).collect()
     };
-    let accounts = col(|o| o.account.clone());
-    let ids = col(|o| o.client_order_id.clone());
-    let symbols = col(|o| o.symbol.as_str().to_string());
-    let sides = col(|o| o.side.code().to_string());
-    let types = col(|o| o.order_type.as_str().to_string());
-    let tifs = col(|o| o.time_in_force.as_str().to_string());
-    let hashes: Vec<String> = uniques.iter().map(|&i| group[i].hash.clone()).collect();
+    let accounts = col(|o| &o.account);
+    let ids = col(|o| &o.client_order_id);
+    let symbols = col(|o| o.symbol.as_str());
+    let sides = col(|o| o.side.code());
+    let types = col(|o| o.order_type.as_str());
+    let tifs = col(|o| o.time_in_force.as_str());
+    let hashes: Vec<&str> = uniques.iter().map(|&i| group[i].hash.as_str()).collect();
     let quantities: Vec<f64> = uniques.iter().map(|&i| group[i].order.quantity).collect();
     let prices: Vec<Option<f64>> = uniques
         .iter()
@@ -518,24 +696,26 @@ async fn write_group(
         .await?;
     // A new order is the request plus what the database assigned: fewer columns to send
     // back and decode.
-    let mut created: HashMap<(String, String), Order> = HashMap::with_capacity(rows.len());
+    // Keyed by the index of the key's first submission in the group.
+    let mut created: HashMap<usize, Order> = HashMap::with_capacity(rows.len());
     let outbox_group: Option<i64> = match (outbox, rows.first()) {
         (true, Some(r)) => r.get(4),
         _ => None,
     };
     for r in &rows {
-        let (id, account, client_order_id, at): (i64, String, String, std::time::SystemTime) =
+        let (id, account, client_order_id, at): (i64, &str, &str, std::time::SystemTime) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
-        let key = (account.as_str(), client_order_id.as_str());
-        let Some(&i) = first.get(&key) else { continue };
+        let Some(&i) = first.get(&(account, client_order_id)) else {
+            continue;
+        };
         let o = &group[i].order;
         let at = crate::query::unix_ns(at);
         created.insert(
-            (account.clone(), client_order_id.clone()),
+            i,
             Order {
                 id,
-                account,
-                client_order_id,
+                account: o.account.clone(),
+                client_order_id: o.client_order_id.clone(),
                 symbol: o.symbol.as_str().to_string(),
                 side: o.side,
                 order_type: o.order_type,
@@ -549,13 +729,15 @@ async fn write_group(
             },
         );
     }
-    let mut existing: HashMap<(String, String), (Order, String)> = HashMap::new();
+    let mut existing: HashMap<usize, (Order, String)> = HashMap::new();
     if created.len() < uniques.len() {
-        let (missing_accounts, missing_ids): (Vec<String>, Vec<String>) = uniques
+        let (missing_accounts, missing_ids): (Vec<&str>, Vec<&str>) = uniques
             .iter()
-            .map(|&i| &group[i].order)
-            .filter(|o| !created.contains_key(&(o.account.clone(), o.client_order_id.clone())))
-            .map(|o| (o.account.clone(), o.client_order_id.clone()))
+            .filter(|i| !created.contains_key(i))
+            .map(|&i| {
+                let o = &group[i].order;
+                (o.account.as_str(), o.client_order_id.as_str())
+            })
             .unzip();
         let select = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE (account, client_order_id) IN \
@@ -572,7 +754,10 @@ async fn write_group(
             .await?
         {
             if let Ok((o, h)) = Order::from_row(&r) {
-                existing.insert((o.account.clone(), o.client_order_id.clone()), (o, h));
+                let key = (o.account.as_str(), o.client_order_id.as_str());
+                if let Some(&i) = first.get(&key) {
+                    existing.insert(i, (o, h));
+                }
             }
         }
     }
@@ -580,18 +765,18 @@ async fn write_group(
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let key = (p.order.account.clone(), p.order.client_order_id.clone());
-            let is_first = first.get(&(key.0.as_str(), key.1.as_str())) == Some(&i);
-            if let Some(o) = created.get(&key) {
-                return Ok(if is_first {
+            let key = (p.order.account.as_str(), p.order.client_order_id.as_str());
+            let f = first.get(&key).copied().unwrap_or(i);
+            if let Some(o) = created.get(&f) {
+                return Ok(if f == i {
                     SubmitOutcome::Created(o.clone())
-                } else if group[first[&(key.0.as_str(), key.1.as_str())]].hash == p.hash {
+                } else if group[f].hash == p.hash {
                     SubmitOutcome::Existing(o.clone())
                 } else {
                     SubmitOutcome::Conflict(o.clone())
                 });
             }
-            match existing.get(&key) {
+            match existing.get(&f) {
                 Some((o, h)) if *h == p.hash => Ok(SubmitOutcome::Existing(o.clone())),
                 Some((o, _)) => Ok(SubmitOutcome::Conflict(o.clone())),
                 None => Err(Error::Task(format!(
@@ -643,6 +828,7 @@ async fn publish_events(
     url: String,
     mut db: Client,
     mut rx: mpsc::Receiver<OutboxBatch>,
+    stats: Arc<DeskStats>,
 ) {
     let mut conn: Option<RedisConn> = None;
     let mut sweep = tokio::time::interval(Duration::from_secs(2));
@@ -705,6 +891,7 @@ async fn publish_events(
             None => match connection::connect(&target).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
+                    stats.event_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "order events: Redis unreachable; the outbox keeps them");
                     continue;
                 }
@@ -724,11 +911,16 @@ async fn publish_events(
                 .ignore();
         }
         if let Err(e) = c.run(&pipe).await {
+            stats.event_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "order events: publish failed; the outbox keeps them");
             conn = None;
             continue;
         }
+        stats
+            .events_published
+            .fetch_add(orders.len() as u64, Ordering::Relaxed);
         if let Err(e) = clear_outbox(&db, &groups).await {
+            stats.event_failures.fetch_add(1, Ordering::Relaxed);
             // Published but still in the outbox: the sweep sends them again; workers see
             // the order's status and handle each once.
             tracing::warn!(error = %e, "order events: clearing the outbox failed");

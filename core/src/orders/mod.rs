@@ -21,11 +21,12 @@ mod worker;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::router::fnv1a;
 use crate::symbol::Symbol;
 use crate::{Error, Result};
 
-pub use desk::{CancelOutcome, OrderDesk, OrderDeskConfig, OrderFilter, SubmitOutcome};
+pub use desk::{
+    CancelOutcome, OrderDesk, OrderDeskConfig, OrderDeskSnapshot, OrderFilter, SubmitOutcome,
+};
 pub use worker::{OrderEvent, OrderWorker, OrderWorkerConfig};
 
 macro_rules! string_enum {
@@ -205,7 +206,22 @@ impl NewOrder {
     /// A hash of everything but the account and id: the same id with another body is a
     /// conflict.
     pub fn request_hash(&self) -> String {
-        let canonical = format!(
+        use std::fmt::Write as _;
+        // FNV-1a over `symbol|side|type|quantity bits|price bits|tif`, fed as it is
+        // formatted (no intermediate string): the stored hashes stay what they were.
+        struct Fnv(u64);
+        impl fmt::Write for Fnv {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                for &b in s.as_bytes() {
+                    self.0 ^= u64::from(b);
+                    self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+                }
+                Ok(())
+            }
+        }
+        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+        let _ = write!(
+            h,
             "{}|{}|{}|{}|{}|{}",
             self.symbol.as_str(),
             self.side,
@@ -214,7 +230,7 @@ impl NewOrder {
             self.limit_price.map_or(0, f64::to_bits),
             self.time_in_force
         );
-        format!("{:016x}", fnv1a(canonical.as_bytes()))
+        format!("{:016x}", h.0)
     }
 }
 
@@ -299,7 +315,8 @@ impl Order {
             created_at_ns: i64,
             updated_at_ns: i64,
         }
-        serde_json::to_vec(&View {
+        let mut out = Vec::with_capacity(320);
+        let view = View {
             id: self.id,
             account: &self.account,
             client_order_id: &self.client_order_id,
@@ -312,8 +329,11 @@ impl Order {
             status: self.status.as_str(),
             created_at_ns: self.created_at_ns,
             updated_at_ns: self.updated_at_ns,
-        })
-        .unwrap_or_default()
+        };
+        match serde_json::to_writer(&mut out, &view) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The order as JSON (the HTTP API's and the events' form).
@@ -429,6 +449,20 @@ mod tests {
             ..order()
         };
         assert_eq!(a.request_hash(), b.request_hash());
+        // Stored hashes must keep matching: the same FNV-1a over the same canonical text.
+        let canonical = format!(
+            "{}|{}|{}|{}|{}|{}",
+            a.symbol.as_str(),
+            a.side,
+            a.order_type,
+            a.quantity.to_bits(),
+            a.limit_price.map_or(0, f64::to_bits),
+            a.time_in_force
+        );
+        assert_eq!(
+            a.request_hash(),
+            format!("{:016x}", crate::router::fnv1a(canonical.as_bytes()))
+        );
         assert_ne!(a.request_hash(), c.request_hash());
     }
 }

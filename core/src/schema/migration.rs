@@ -49,6 +49,12 @@ const ORDER_WORKFLOW: Migration = Migration {
     sql: include_str!("../../../sql/0004_order_workflow.sql"),
 };
 
+const QUEUE_TABLES: Migration = Migration {
+    version: 5,
+    name: "queue_tables",
+    sql: include_str!("../../../sql/0005_queue_tables.sql"),
+};
+
 const POSTGRES: &[Migration] = &[
     CORE_TABLES,
     Migration {
@@ -62,6 +68,7 @@ const POSTGRES: &[Migration] = &[
         sql: include_str!("../../../sql/postgres/0003_bars.sql"),
     },
     ORDER_WORKFLOW,
+    QUEUE_TABLES,
 ];
 
 const TIMESCALEDB: &[Migration] = &[
@@ -77,6 +84,7 @@ const TIMESCALEDB: &[Migration] = &[
         sql: include_str!("../../../sql/timescaledb/0003_market_data_1m.sql"),
     },
     ORDER_WORKFLOW,
+    QUEUE_TABLES,
 ];
 
 /// The migrations of `variant`, oldest first.
