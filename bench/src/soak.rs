@@ -7,11 +7,18 @@
 //! TCP with `ack=committed` frames (each frame's send → ack time is a commit latency) and
 //! POSTs `--orders-per-second` orders. Verdict: RSS after the first minute grows by at
 //! most 10 %, no errors, p99 stable.
+//!
+//! Retention, as a deployment runs it: at half the ceiling a 30-minute store is tens of GB
+//! (about 110 bytes a row with its indexes), more than a test machine's disk, and a store
+//! growing past RAM measures PostgreSQL's cache, not the daemon. So the soak keeps about
+//! [`RETAINED_DAYS`] minutes of ticks: minute `m`'s ticks are stamped `m mod RETAINED_DAYS`
+//! days ahead (the daily partitions the migrator made ahead), and before minute `m` starts
+//! the partition it will fill, written `RETAINED_DAYS` minutes before, is truncated.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,8 +99,15 @@ struct TickStats {
     latency_us: Mutex<Option<Histogram<u64>>>,
 }
 
+/// Daily partitions the soak writes in turn, a minute each (today and the days after it the
+/// migrator creates ahead of time).
+const RETAINED_DAYS: u64 = 4;
+
+const DAY_NS: i64 = 86_400_000_000_000;
+
 /// Sends ticks at `rate` per second (0: as fast as the daemon takes them) in frames of
-/// 1,000 with `ack`, until `stop`; acks are counted and timed per frame.
+/// 1,000 with `ack`, until `stop`; acks are counted and timed per frame. Each tick is moved
+/// `day_offset` days ahead (see the retention note above).
 async fn send_ticks(
     addr: String,
     rate: u64,
@@ -101,6 +115,7 @@ async fn send_ticks(
     ack: AckLevel,
     stats: Arc<TickStats>,
     stop: Arc<AtomicBool>,
+    day_offset: Arc<AtomicI64>,
 ) -> Result<()> {
     let stream = TcpStream::connect(&addr).await?;
     stream.set_nodelay(true)?;
@@ -154,7 +169,12 @@ async fn send_ticks(
                 ack: ack.code(),
                 ..IngestFrame::default()
             };
-            for t in market.by_ref().take(1_000) {
+            let shift = day_offset.load(Ordering::Relaxed) * DAY_NS;
+            for mut t in market.by_ref().take(1_000) {
+                match &mut t {
+                    christmas_core::synthetic::Tick::Trade(x) => x.time_ns += shift,
+                    christmas_core::synthetic::Tick::Quote(x) => x.time_ns += shift,
+                }
                 push(&mut f, t);
             }
             sent += 1_000;
@@ -343,6 +363,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
         AckLevel::Accepted,
         stats.clone(),
         stop.clone(),
+        Arc::new(AtomicI64::new(0)),
     ));
     tokio::time::sleep(Duration::from_secs(args.calibrate_seconds)).await;
     let after = committed_total(&get(&http, "/metrics").await?);
@@ -365,6 +386,9 @@ async fn soak(args: SoakArgs) -> Result<()> {
         last = now;
     }
 
+    // The calibration's ticks went to today's partition, which minute RETAINED_DAYS truncates.
+    let db = crate::pg::connect(&url).await?;
+    let day_offset = Arc::new(AtomicI64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let ticks = Arc::new(TickStats::default());
     let orders = Arc::new(OrderStats::default());
@@ -377,6 +401,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
         AckLevel::Committed,
         ticks.clone(),
         stop.clone(),
+        day_offset.clone(),
     ));
     let order_task = tokio::spawn(send_orders(
         http.clone(),
@@ -386,8 +411,12 @@ async fn soak(args: SoakArgs) -> Result<()> {
     ));
     let mut minutes = Vec::new();
     let (mut last_ticks, mut last_orders) = (0u64, 0u64);
+    let mut truncated = 0u64;
+    let mut minute_started = Instant::now();
     for m in 1..=args.minutes {
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_secs(60).saturating_sub(minute_started.elapsed())).await;
+        let secs = minute_started.elapsed().as_secs_f64();
+        minute_started = Instant::now();
         let th = ticks.latency_us.lock().unwrap().replace(histogram());
         let oh = orders.latency_us.lock().unwrap().replace(histogram());
         let (t, o) = (
@@ -397,14 +426,14 @@ async fn soak(args: SoakArgs) -> Result<()> {
         let errors = ticks.errors.load(Ordering::Relaxed) + orders.errors.load(Ordering::Relaxed);
         let row = Minute {
             minute: m,
-            ticks_per_s: (t - last_ticks) as f64 / 60.0,
+            ticks_per_s: (t - last_ticks) as f64 / secs,
             tick_p50_ms: th
                 .as_ref()
                 .map_or(0.0, |h| h.value_at_quantile(0.5) as f64 / 1e3),
             tick_p99_ms: th
                 .as_ref()
                 .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1e3),
-            orders_per_s: (o - last_orders) as f64 / 60.0,
+            orders_per_s: (o - last_orders) as f64 / secs,
             order_p99_ms: oh
                 .as_ref()
                 .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1e3),
@@ -414,6 +443,23 @@ async fn soak(args: SoakArgs) -> Result<()> {
         println!("  {row:?}");
         (last_ticks, last_orders) = (t, o);
         minutes.push(row);
+        // Retention: the partition minute m + 1 fills was filled RETAINED_DAYS minutes ago
+        // (its time counts in minute m + 1).
+        let next = (m % RETAINED_DAYS) as i64;
+        if m + 1 > RETAINED_DAYS && m < args.minutes {
+            let day = db
+                .query_one(
+                    "SELECT to_char((now() AT TIME ZONE 'UTC')::date + $1::int, 'YYYYMMDD')",
+                    &[&(next as i32)],
+                )
+                .await?
+                .get::<_, String>(0);
+            db.batch_execute(&format!("TRUNCATE market_data_p{day}, quotes_p{day}"))
+                .await
+                .with_context(|| format!("truncating the partitions of {day}"))?;
+            truncated += 1;
+        }
+        day_offset.store(next, Ordering::Relaxed);
         if tick_task.is_finished() || order_task.is_finished() {
             break;
         }
@@ -470,7 +516,11 @@ async fn soak(args: SoakArgs) -> Result<()> {
          The release `christmas-ingest` with Redis fan-out (JSON), `spool_dir` (fsync per batch) and \
          order events on. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
          ({cal} s as fast as it takes them); soak at **{rate} ticks/s** in `ack=committed` frames \
-         of 1,000 (latency = frame sent → ack) plus {opr} orders/s over HTTP.\n\n{table}\n\
+         of 1,000 (latency = frame sent → ack) plus {opr} orders/s over HTTP. Retention as a \
+         deployment runs it: each minute's ticks go to the next of {RETAINED_DAYS} daily partitions \
+         in turn, and the partition a minute is about to fill is truncated first ({truncated} \
+         truncations), so the store holds about {RETAINED_DAYS} minutes of ticks instead of \
+         growing past this machine's disk.\n\n{table}\n\
          Verdict: RSS after the first minute {base:.0} MiB, peak {peak:.0} MiB (**{growth:+.1} %**, \
          limit +10 %); tick commit p99 between {p99_min:.1} and {p99_max:.1} ms over minutes 2–{n}; \
          errors: {errors} from the clients, {log_errors} ERROR lines in the daemon's log; daemon \

@@ -97,8 +97,14 @@ async fn ten_thousand_concurrent_orders_with_a_fifth_repeated_make_eight_thousan
             .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("{line} missing from /metrics"))
     };
-    assert_eq!(value("christmas_orders_total{outcome=\"created\"}"), 8_000.0);
-    assert_eq!(value("christmas_orders_total{outcome=\"existing\"}"), 2_000.0);
+    assert_eq!(
+        value("christmas_orders_total{outcome=\"created\"}"),
+        8_000.0
+    );
+    assert_eq!(
+        value("christmas_orders_total{outcome=\"existing\"}"),
+        2_000.0
+    );
     assert_eq!(value("christmas_orders_total{outcome=\"conflict\"}"), 0.0);
     let groups = value("christmas_order_groups_total");
     assert!((1.0..=10_000.0).contains(&groups), "{groups} groups");
