@@ -19,8 +19,8 @@
 //! Retention, as a deployment runs it: at half the ceiling a 30-minute store is tens of GB
 //! (about 110 bytes a row with its indexes), more than a test machine's disk, and a store
 //! growing past RAM measures PostgreSQL's cache, not the daemon. So the soak keeps about
-//! [`RETAINED_DAYS`] minutes of ticks: minute `m`'s ticks are stamped `m mod RETAINED_DAYS`
-//! days ahead (the daily partitions the migrator made ahead), and before minute `m` starts
+//! [`RETAINED_DAYS`] minutes of ticks: minute `m`'s ticks are stamped
+//! `(m - 1) mod RETAINED_DAYS` days ahead (the daily partitions the migrator made ahead), and before minute `m` starts
 //! the partition it will fill, written `RETAINED_DAYS` minutes before, is truncated.
 
 use std::collections::HashMap;
