@@ -179,10 +179,7 @@ async fn send_ticks(
             };
             let shift = day_offset.load(Ordering::Relaxed) * DAY_NS;
             for mut t in market.by_ref().take(1_000) {
-                match &mut t {
-                    christmas_core::synthetic::Tick::Trade(x) => x.time_ns += shift,
-                    christmas_core::synthetic::Tick::Quote(x) => x.time_ns += shift,
-                }
+                t.shift_time(shift);
                 push(&mut f, t);
             }
             sent += 1_000;

@@ -25,6 +25,23 @@ impl Tick {
             Tick::Quote(q) => &q.symbol,
         }
     }
+
+    /// The tick's event time, in nanoseconds since the Unix epoch.
+    pub fn time_ns(&self) -> i64 {
+        match self {
+            Tick::Trade(t) => t.time_ns,
+            Tick::Quote(q) => q.time_ns,
+        }
+    }
+
+    /// Moves the tick's event time by `by` nanoseconds (replays paced to now, a soak
+    /// spreading its minutes over daily partitions).
+    pub fn shift_time(&mut self, by: i64) {
+        match self {
+            Tick::Trade(t) => t.time_ns += by,
+            Tick::Quote(q) => q.time_ns += by,
+        }
+    }
 }
 
 /// SplitMix64: tiny, fast and good enough for synthetic data.
@@ -236,5 +253,18 @@ mod tests {
         }
         assert!(hot > 10 * cold, "hot {hot} cold {cold}");
         assert!((15_000..25_000).contains(&trades), "{trades}");
+    }
+
+    #[test]
+    fn shift_time_moves_trades_and_quotes() {
+        let ticks: Vec<Tick> = SyntheticMarket::new(3, 10).take(200).collect();
+        assert!(ticks.iter().any(|t| matches!(t, Tick::Trade(_))));
+        assert!(ticks.iter().any(|t| matches!(t, Tick::Quote(_))));
+        for tick in ticks {
+            let mut moved = tick;
+            moved.shift_time(-86_400_000_000_000);
+            assert_eq!(moved.time_ns(), tick.time_ns() - 86_400_000_000_000);
+            assert_eq!(moved.symbol(), tick.symbol());
+        }
     }
 }

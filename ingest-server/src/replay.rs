@@ -300,20 +300,6 @@ fn open(args: &ReplayArgs) -> Result<Box<dyn TickSource>> {
     }
 }
 
-fn time_of(t: &Tick) -> i64 {
-    match t {
-        Tick::Trade(t) => t.time_ns,
-        Tick::Quote(q) => q.time_ns,
-    }
-}
-
-fn shift(t: &mut Tick, by: i64) {
-    match t {
-        Tick::Trade(t) => t.time_ns += by,
-        Tick::Quote(q) => q.time_ns += by,
-    }
-}
-
 /// Draws `[#####.....]  45%  12,345 ticks  98,765/s` on stderr (or a line a second when it
 /// is not a terminal).
 struct Progress {
@@ -382,7 +368,7 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     let mut first: Option<i64> = None;
     let mut offset = 0i64;
     while let Some(mut tick) = source.next_tick()? {
-        let t = time_of(&tick);
+        let t = tick.time_ns();
         let t0 = *first.get_or_insert_with(|| {
             if args.rebase_to_now {
                 offset = christmas_core::query::unix_ns(std::time::SystemTime::now()) - t;
@@ -396,7 +382,7 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
                 tokio::time::sleep(ahead).await;
             }
         }
-        shift(&mut tick, offset);
+        tick.shift_time(offset);
         match tick {
             Tick::Trade(t) => {
                 trades.push_async(t).await?;
