@@ -88,15 +88,66 @@ fn daemon_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+/// One once-a-second look at the daemon: its memory from `/proc` and what it holds in
+/// flight from its own `/metrics`, so growth can be told from backlog.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    /// Resident set (`VmRSS`), MiB.
+    rss_mib: f64,
+    /// The anonymous part of it (`RssAnon`: the heap, not mapped files), MiB.
+    anon_mib: f64,
+    threads: f64,
+    /// Rows accepted and not yet committed, dropped or dead-lettered (rings, sealed
+    /// batches queued for the spool or a writer, the batch being written).
+    in_flight_rows: f64,
+    /// Batches waiting for the Redis fan-out, and orders waiting for a writer.
+    fanout_queue: f64,
+    order_queue: f64,
+}
+
+/// `VmRSS`, `RssAnon` (MiB) and `Threads` of `pid`.
+fn proc_status(pid: u32) -> (f64, f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        field("VmRSS:") / 1024.0,
+        field("RssAnon:") / 1024.0,
+        field("Threads:"),
+    )
+}
+
+/// The sum over labels of every series of metric `name` in a Prometheus text page.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
-        .map_or(0.0, |kb| kb / 1024.0)
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn sample(pid: u32, http: &str) -> Sample {
+    let (rss_mib, anon_mib, threads) = proc_status(pid);
+    let metrics = get(http, "/metrics").await.unwrap_or_default();
+    let m = |name| metric_sum(&metrics, name);
+    Sample {
+        rss_mib,
+        anon_mib,
+        threads,
+        in_flight_rows: m("christmas_accepted_total")
+            - m("christmas_rows_committed_total")
+            - m("christmas_dropped_total")
+            - m("christmas_dead_lettered_total"),
+        fanout_queue: m("christmas_fanout_queue_depth"),
+        order_queue: m("christmas_order_queue_depth"),
+    }
 }
 
 /// What the tick sender saw.
@@ -300,6 +351,12 @@ struct Minute {
     /// Median and largest of the minute's once-a-second RSS samples.
     rss_median_mib: f64,
     rss_max_mib: f64,
+    /// Medians of the minute's samples of `RssAnon` and of what the daemon holds in flight.
+    anon_median_mib: f64,
+    threads_max: f64,
+    in_flight_median: f64,
+    fanout_queue_median: f64,
+    order_queue_median: f64,
     errors: u64,
 }
 
@@ -331,6 +388,29 @@ fn slope(values: &[f64]) -> f64 {
     num / den
 }
 
+/// Pearson correlation of `a` and `b` (0 when either is constant or they are shorter than 2).
+fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let (a, b) = (&a[..n], &b[..n]);
+    let (ma, mb) = (
+        a.iter().sum::<f64>() / n as f64,
+        b.iter().sum::<f64>() / n as f64,
+    );
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    if saa == 0.0 || sbb == 0.0 {
+        return 0.0;
+    }
+    sab / (saa * sbb).sqrt()
+}
+
 pub fn run(args: SoakArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -345,6 +425,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&spool);
     let (http_port, tcp_port) = (free_port()?, free_port()?);
     let log_path = std::env::temp_dir().join("christmas-soak-daemon.log");
+    let log_file = std::fs::File::create(&log_path)?;
     let mut daemon: Child = Command::new(daemon_binary()?)
         .args([
             "serve",
@@ -358,8 +439,9 @@ async fn soak(args: SoakArgs) -> Result<()> {
         .env("CHRISTMAS_SPOOL_DIR", &spool)
         .env("RUST_LOG", "warn")
         .env_remove("CHRISTMAS_CONFIG")
-        .stdout(Stdio::from(std::fs::File::create(&log_path)?))
-        .stderr(Stdio::null())
+        // stderr too: a panic, or the allocator's statistics at exit, land in the log.
+        .stdout(Stdio::from(log_file.try_clone()?))
+        .stderr(Stdio::from(log_file))
         .spawn()
         .context("starting christmas-ingest")?;
     let pid = daemon.id();
@@ -382,12 +464,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
         "soak: measuring the ceiling for {} s",
         args.calibrate_seconds
     );
-    let committed_total = |text: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with("christmas_rows_committed_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let committed_total = |text: &str| metric_sum(text, "christmas_rows_committed_total");
     let before = committed_total(&get(&http, "/metrics").await?);
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(TickStats::default());
@@ -444,14 +521,15 @@ async fn soak(args: SoakArgs) -> Result<()> {
         orders.clone(),
         stop.clone(),
     ));
-    let rss_samples = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let sampler = {
-        let (samples, stop) = (rss_samples.clone(), stop.clone());
+        let (samples, stop, http) = (samples.clone(), stop.clone(), http.clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             while !stop.load(Ordering::Relaxed) {
                 every.tick().await;
-                samples.lock().unwrap().push(rss_mib(pid));
+                let s = sample(pid, &http).await;
+                samples.lock().unwrap().push(s);
             }
         })
     };
@@ -470,7 +548,8 @@ async fn soak(args: SoakArgs) -> Result<()> {
             orders.created.load(Ordering::Relaxed),
         );
         let errors = ticks.errors.load(Ordering::Relaxed) + orders.errors.load(Ordering::Relaxed);
-        let rss = std::mem::take(&mut *rss_samples.lock().unwrap());
+        let taken = std::mem::take(&mut *samples.lock().unwrap());
+        let of = |f: fn(&Sample) -> f64| median(&taken.iter().map(f).collect::<Vec<_>>());
         let row = Minute {
             minute: m,
             ticks_per_s: (t - last_ticks) as f64 / secs,
@@ -484,8 +563,13 @@ async fn soak(args: SoakArgs) -> Result<()> {
             order_p99_ms: oh
                 .as_ref()
                 .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1e3),
-            rss_median_mib: median(&rss),
-            rss_max_mib: rss.iter().copied().fold(0.0, f64::max),
+            rss_median_mib: of(|s| s.rss_mib),
+            rss_max_mib: taken.iter().map(|s| s.rss_mib).fold(0.0, f64::max),
+            anon_median_mib: of(|s| s.anon_mib),
+            threads_max: taken.iter().map(|s| s.threads).fold(0.0, f64::max),
+            in_flight_median: of(|s| s.in_flight_rows),
+            fanout_queue_median: of(|s| s.fanout_queue),
+            order_queue_median: of(|s| s.order_queue),
             errors,
         };
         println!("  {row:?}");
@@ -545,6 +629,16 @@ async fn soak(args: SoakArgs) -> Result<()> {
         .fold(0.0, f64::max);
     let peak_pct = (peak - base) / base * 100.0;
     let mib_per_hour = slope(&medians) * 60.0;
+    let anon: Vec<f64> = minutes[1..].iter().map(|m| m.anon_median_mib).collect();
+    let anon_per_hour = slope(&anon) * 60.0;
+    // What the medians follow: the clock (a leak, or an allocator that keeps what it
+    // freed) or the rows in flight (backlog that is freed when it drains).
+    let clock: Vec<f64> = (0..medians.len()).map(|i| i as f64).collect();
+    let in_flight: Vec<f64> = minutes[1..].iter().map(|m| m.in_flight_median).collect();
+    let (with_clock, with_flight) = (
+        correlation(&medians, &clock),
+        correlation(&medians, &in_flight),
+    );
     let p99s: Vec<f64> = minutes[1..].iter().map(|m| m.tick_p99_ms).collect();
     let (p99_min, p99_max) = (
         p99s.iter().copied().fold(f64::MAX, f64::min),
@@ -554,11 +648,11 @@ async fn soak(args: SoakArgs) -> Result<()> {
     let verdict = growth <= 10.0 && errors == 0 && log_errors == 0 && status.success();
     let stamp = machine::utc_now();
     let mut table = String::from(
-        "| minute | ticks/s | tick commit p50 / p99 | orders/s | order p99 | daemon RSS median / max |\n|---|---|---|---|---|---|\n",
+        "| minute | ticks/s | tick commit p50 / p99 | orders/s | order p99 | daemon RSS median / max | RssAnon median | rows in flight | fan-out / order queue | threads |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for m in &minutes {
         table.push_str(&format!(
-            "| {} | {:.0} | {:.1} / {:.1} ms | {:.0} | {:.1} ms | {:.0} / {:.0} MiB |\n",
+            "| {} | {:.0} | {:.1} / {:.1} ms | {:.0} | {:.1} ms | {:.0} / {:.0} MiB | {:.0} MiB | {:.0} | {:.0} / {:.0} | {:.0} |\n",
             m.minute,
             m.ticks_per_s,
             m.tick_p50_ms,
@@ -566,7 +660,12 @@ async fn soak(args: SoakArgs) -> Result<()> {
             m.orders_per_s,
             m.order_p99_ms,
             m.rss_median_mib,
-            m.rss_max_mib
+            m.rss_max_mib,
+            m.anon_median_mib,
+            m.in_flight_median,
+            m.fanout_queue_median,
+            m.order_queue_median,
+            m.threads_max
         ));
     }
     let body = format!(
@@ -582,7 +681,9 @@ async fn soak(args: SoakArgs) -> Result<()> {
          growing past this machine's disk.\n\n{table}\n\
          RSS is sampled once a second. Verdict: median RSS of minutes 2–{w1} {base:.0} MiB, of the \
          last {window} minutes {end:.0} MiB (**{growth:+.1} %**, limit +10 %); slope of the \
-         per-minute medians {mib_per_hour:+.1} MiB/hour; largest sample {peak:.0} MiB \
+         per-minute medians {mib_per_hour:+.1} MiB/hour ({anon_per_hour:+.1} MiB/hour for RssAnon); \
+         their correlation with the clock {with_clock:+.2} and with the rows in flight \
+         {with_flight:+.2}; largest sample {peak:.0} MiB \
          ({peak_pct:+.1} %, memory in flight); tick commit p99 between {p99_min:.1} and {p99_max:.1} ms over minutes 2–{n}; \
          errors: {errors} from the clients, {log_errors} ERROR lines in the daemon's log; daemon \
          exit on SIGTERM: {status}. **{pass}**.\n",
@@ -597,7 +698,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
     );
     report::update_results("soak", &body)?;
     let json = format!(
-        r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#
+        r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"anon_mib_per_hour":{anon_per_hour:.2},"rss_corr_clock":{with_clock:.2},"rss_corr_in_flight":{with_flight:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#
     );
     report::write_json("soak", &stamp, &json)?;
     println!("{body}");
@@ -620,7 +721,7 @@ async fn get(addr: &str, path: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{median, slope};
+    use super::{correlation, median, metric_sum, slope};
 
     #[test]
     fn median_of_odd_even_and_empty() {
@@ -634,5 +735,26 @@ mod tests {
         assert!((slope(&[1.0, 3.0, 5.0, 7.0]) - 2.0).abs() < 1e-12);
         assert_eq!(slope(&[5.0, 9.0, 5.0, 9.0, 5.0]), 0.0);
         assert_eq!(slope(&[4.0]), 0.0);
+    }
+
+    #[test]
+    fn correlation_of_lines_and_of_a_constant() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert!((correlation(&x, &[2.0, 4.0, 6.0, 8.0]) - 1.0).abs() < 1e-12);
+        assert!((correlation(&x, &[8.0, 6.0, 4.0, 2.0]) + 1.0).abs() < 1e-12);
+        assert_eq!(correlation(&x, &[5.0; 4]), 0.0);
+        assert_eq!(correlation(&[1.0], &[1.0]), 0.0);
+    }
+
+    #[test]
+    fn metric_sum_adds_labelled_series_of_that_name_only() {
+        let page = "# TYPE christmas_ring_depth gauge\n\
+                    christmas_ring_depth{kind=\"trade\",shard=\"0\"} 3\n\
+                    christmas_ring_depth{kind=\"quote\",shard=\"0\"} 4\n\
+                    christmas_ring_depth_max 100\n\
+                    christmas_uptime_seconds 9\n";
+        assert_eq!(metric_sum(page, "christmas_ring_depth"), 7.0);
+        assert_eq!(metric_sum(page, "christmas_uptime_seconds"), 9.0);
+        assert_eq!(metric_sum(page, "christmas_missing"), 0.0);
     }
 }
