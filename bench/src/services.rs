@@ -81,6 +81,33 @@ pub fn clear_bench_redis(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// Deletes every key matching `pattern` in the bench's Redis database (what a soak's
+/// fan-out left: one stream per symbol, gigabytes after half an hour).
+pub fn clear_bench_redis_keys(url: &str, pattern: &str) -> Result<()> {
+    let Some(rest) = bench_redis(url)
+        .strip_prefix("redis://")
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    let hp = rest.rsplit('@').next().unwrap_or(&rest);
+    let hp = hp.split('/').next().unwrap_or(hp);
+    let (h, p) = hp.rsplit_once(':').unwrap_or((hp, "6379"));
+    let script = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+                  n = n + redis.call('DEL', k) end return n";
+    let out = Command::new("redis-cli")
+        .args(["-h", h, "-p", p, "-n", &BENCH_REDIS_DB.to_string()])
+        .args(["EVAL", script, "0", pattern])
+        .output()
+        .context("running redis-cli")?;
+    ensure!(
+        out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("ERR"),
+        "redis-cli EVAL (deleting {pattern}) failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,7 +46,8 @@ pub struct SoakArgs {
     /// PostgreSQL URL; the soak creates its own database on that server.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     url: String,
-    /// Redis for the fan-out and order events.
+    /// Redis for the fan-out and order events (the soak writes to its database 9 and
+    /// deletes what it wrote afterwards).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: String,
     /// Minutes of soak.
@@ -435,7 +436,8 @@ async fn soak(args: SoakArgs) -> Result<()> {
             &format!("127.0.0.1:{tcp_port}"),
         ])
         .env("DATABASE_URL", &url)
-        .env("REDIS_URL", &args.redis_url)
+        // The bench's own Redis database, emptied afterwards.
+        .env("REDIS_URL", crate::services::bench_redis(&args.redis_url))
         .env("CHRISTMAS_SPOOL_DIR", &spool)
         .env("RUST_LOG", "warn")
         .env_remove("CHRISTMAS_CONFIG")
@@ -612,6 +614,8 @@ async fn soak(args: SoakArgs) -> Result<()> {
         .filter(|l| l.contains("\"level\":\"ERROR\""))
         .count();
     let _ = std::fs::remove_dir_all(&spool);
+    crate::services::clear_bench_redis_keys(&args.redis_url, "md:*")?;
+    crate::services::clear_bench_redis(&args.redis_url)?;
     if minutes.len() < 2 {
         bail!("the soak stopped after {} minute(s)", minutes.len());
     }
