@@ -60,51 +60,53 @@ pub fn bench_redis(url: &str) -> String {
     }
 }
 
-/// Deletes what the order scenarios' daemons left in the bench's Redis database: the order
-/// event stream and the latest-tick keys of the symbol siege reads.
-pub fn clear_bench_redis(url: &str) -> Result<()> {
+/// `redis-cli` on the bench's Redis database, run with `args`; `None` for a URL that is not
+/// plain `redis://` (a cluster: nothing to clear).
+fn bench_redis_cli(url: &str, args: &[&str]) -> Result<Option<String>> {
     let Some(rest) = bench_redis(url)
         .strip_prefix("redis://")
         .map(str::to_string)
     else {
-        return Ok(());
+        return Ok(None);
     };
     let hp = rest.rsplit('@').next().unwrap_or(&rest);
     let hp = hp.split('/').next().unwrap_or(hp);
     let (h, p) = hp.rsplit_once(':').unwrap_or((hp, "6379"));
     let out = Command::new("redis-cli")
-        .args(["-h", h, "-p", p, "-n", &BENCH_REDIS_DB.to_string(), "DEL"])
-        .args(["orders:events", "md:{ESZ6}:latest", "md:{ESZ6}:ticks"])
+        .args(["-h", h, "-p", p, "-n", &BENCH_REDIS_DB.to_string()])
+        .args(args)
         .output()
         .context("running redis-cli")?;
-    ensure!(out.status.success(), "redis-cli DEL failed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success() && !stdout.starts_with("ERR"),
+        "redis-cli {} failed: {stdout}",
+        args.first().unwrap_or(&"")
+    );
+    Ok(Some(stdout))
+}
+
+/// Deletes what the order scenarios' daemons left in the bench's Redis database: the order
+/// event stream and the latest-tick keys of the symbol siege reads.
+pub fn clear_bench_redis(url: &str) -> Result<()> {
+    bench_redis_cli(
+        url,
+        &[
+            "DEL",
+            "orders:events",
+            "md:{ESZ6}:latest",
+            "md:{ESZ6}:ticks",
+        ],
+    )?;
     Ok(())
 }
 
 /// Deletes every key matching `pattern` in the bench's Redis database (what a soak's
 /// fan-out left: one stream per symbol, gigabytes after half an hour).
 pub fn clear_bench_redis_keys(url: &str, pattern: &str) -> Result<()> {
-    let Some(rest) = bench_redis(url)
-        .strip_prefix("redis://")
-        .map(str::to_string)
-    else {
-        return Ok(());
-    };
-    let hp = rest.rsplit('@').next().unwrap_or(&rest);
-    let hp = hp.split('/').next().unwrap_or(hp);
-    let (h, p) = hp.rsplit_once(':').unwrap_or((hp, "6379"));
     let script = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
                   n = n + redis.call('DEL', k) end return n";
-    let out = Command::new("redis-cli")
-        .args(["-h", h, "-p", p, "-n", &BENCH_REDIS_DB.to_string()])
-        .args(["EVAL", script, "0", pattern])
-        .output()
-        .context("running redis-cli")?;
-    ensure!(
-        out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("ERR"),
-        "redis-cli EVAL (deleting {pattern}) failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    bench_redis_cli(url, &["EVAL", script, "0", pattern])?;
     Ok(())
 }
 
