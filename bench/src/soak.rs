@@ -371,45 +371,42 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The steps 0, 1, 2, … of a series of `n` values (its clock).
+fn steps(n: usize) -> Vec<f64> {
+    (0..n).map(|i| i as f64).collect()
+}
+
+/// Sums of the centred cross and squared terms of `a` and `b` (over their common length):
+/// (Σ da·db, Σ da², Σ db²); `None` below two values.
+fn co_moments(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return None;
+    }
+    let (a, b) = (&a[..n], &b[..n]);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / n as f64;
+    let (ma, mb) = (mean(a), mean(b));
+    Some(
+        a.iter()
+            .zip(b)
+            .fold((0.0, 0.0, 0.0), |(ab, aa, bb), (x, y)| {
+                let (dx, dy) = (x - ma, y - mb);
+                (ab + dx * dy, aa + dx * dx, bb + dy * dy)
+            }),
+    )
+}
+
 /// Least-squares slope of `values` per step.
 fn slope(values: &[f64]) -> f64 {
-    let n = values.len() as f64;
-    if values.len() < 2 {
-        return 0.0;
-    }
-    let mean_x = (n - 1.0) / 2.0;
-    let mean_y = values.iter().sum::<f64>() / n;
-    let (num, den) = values
-        .iter()
-        .enumerate()
-        .fold((0.0, 0.0), |(num, den), (i, y)| {
-            let dx = i as f64 - mean_x;
-            (num + dx * (y - mean_y), den + dx * dx)
-        });
-    num / den
+    co_moments(&steps(values.len()), values).map_or(0.0, |(xy, xx, _)| xy / xx)
 }
 
 /// Pearson correlation of `a` and `b` (0 when either is constant or they are shorter than 2).
 fn correlation(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    if n < 2 {
-        return 0.0;
+    match co_moments(a, b) {
+        Some((ab, aa, bb)) if aa > 0.0 && bb > 0.0 => ab / (aa * bb).sqrt(),
+        _ => 0.0,
     }
-    let (a, b) = (&a[..n], &b[..n]);
-    let (ma, mb) = (
-        a.iter().sum::<f64>() / n as f64,
-        b.iter().sum::<f64>() / n as f64,
-    );
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    if saa == 0.0 || sbb == 0.0 {
-        return 0.0;
-    }
-    sab / (saa * sbb).sqrt()
 }
 
 pub fn run(args: SoakArgs) -> Result<()> {
@@ -637,7 +634,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
     let anon_per_hour = slope(&anon) * 60.0;
     // What the medians follow: the clock (a leak, or an allocator that keeps what it
     // freed) or the rows in flight (backlog that is freed when it drains).
-    let clock: Vec<f64> = (0..medians.len()).map(|i| i as f64).collect();
+    let clock = steps(medians.len());
     let in_flight: Vec<f64> = minutes[1..].iter().map(|m| m.in_flight_median).collect();
     let (with_clock, with_flight) = (
         correlation(&medians, &clock),
