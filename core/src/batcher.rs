@@ -130,6 +130,9 @@ impl<R> OpenBatch<R> {
     }
 }
 
+/// The fewest rows a fresh batch has room for.
+const MIN_BATCH_ROWS: usize = 1024;
+
 /// Records drained per loop before the batcher checks linger and wakes waiting producers.
 const DRAIN_BUDGET: usize = 4096;
 
@@ -150,17 +153,23 @@ pub(crate) async fn run<R: Record>(
     let max_rows = cfg.batch_max_rows;
     // Seal before a row could push the body past max_bytes.
     let byte_limit = cfg.batch_max_bytes.saturating_sub(R::MAX_ROW_BYTES);
-    let body_capacity = cfg
-        .batch_max_bytes
-        .min(max_rows.saturating_mul(R::MAX_ROW_BYTES));
     let fanout = shared.fanout.as_deref();
     let publish_sealed = cfg
         .fanout
         .as_ref()
         .is_some_and(|f| f.publish == PublishPoint::Sealed);
-    let fanout_rows = if fanout.is_some() { max_rows } else { 0 };
-    let fresh = || OpenBatch::new(body_capacity, max_rows, fanout_rows);
-    let mut open = fresh();
+    // A fresh batch is sized for the rows the last one sealed with (plus a quarter), not for
+    // `batch_max_rows`: at the defaults that is about 9 MiB of buffers per batch, most of it
+    // never touched when group commit seals a few thousand rows, and allocated and freed
+    // hundreds of times a second. A batch that outgrows its buffers doubles them.
+    let fresh = |expect_rows: usize| {
+        let rows = (expect_rows + expect_rows / 4).clamp(MIN_BATCH_ROWS.min(max_rows), max_rows);
+        let bytes = cfg
+            .batch_max_bytes
+            .min(rows.saturating_mul(R::MAX_ROW_BYTES));
+        OpenBatch::new(bytes, rows, if fanout.is_some() { rows } else { 0 })
+    };
+    let mut open = fresh(0);
     let mut seq: u64 = 0;
     let mut symbol_seqs = SymbolSequences::default();
     // Publishing at seal goes straight to the fan-out queue; after commit, via the writer.
@@ -191,7 +200,15 @@ pub(crate) async fn run<R: Record>(
                     if open.row_ends.is_empty() {
                         open.opened = Some(Instant::now());
                     }
-                    debug_assert!(open.body.capacity() - open.body.len() >= R::MAX_ROW_BYTES);
+                    if open.body.capacity() - open.body.len() < R::MAX_ROW_BYTES {
+                        // Double, within the byte limit (sealing keeps a row's room below it).
+                        let more = open
+                            .body
+                            .capacity()
+                            .min(cfg.batch_max_bytes.saturating_sub(open.body.len()))
+                            .max(R::MAX_ROW_BYTES);
+                        open.body.reserve(more);
+                    }
                     record.encode_row(&mut open.body);
                     open.row_ends.push(open.body.len() as u32);
                     open.pushed_at.push(pushed_at);
@@ -201,7 +218,7 @@ pub(crate) async fn run<R: Record>(
                     }
                     if open.row_ends.len() >= max_rows || open.body.len() > byte_limit {
                         seq += 1;
-                        let full = std::mem::replace(&mut open, fresh());
+                        let full = std::mem::replace(&mut open, fresh(max_rows));
                         if !send(&tx, seal(full, seq)).await {
                             return;
                         }
@@ -241,7 +258,8 @@ pub(crate) async fn run<R: Record>(
             (lingered && (writer_free || durable_wait)) || barrier_only || (closing && ring_empty);
         if !open.is_empty() && seal_now {
             seq += 1;
-            let batch = std::mem::replace(&mut open, fresh());
+            let rows = open.row_ends.len();
+            let batch = std::mem::replace(&mut open, fresh(rows));
             if !send(&tx, seal(batch, seq)).await {
                 return;
             }

@@ -60,8 +60,9 @@ pub(crate) fn run<R: Record>(
             }
             Some(mut sealed) => {
                 let rows = sealed.batch.rows() as u64;
-                // The batcher allocated for a full batch; what travels on (and may wait long
-                // for PostgreSQL) is cut to size.
+                // The batcher's buffers can have up to twice the room the batch used (they
+                // double as it grows); what travels on (and may wait long for PostgreSQL) is
+                // cut to size.
                 let entry = Entry {
                     stream: stream.to_string(),
                     shard: shard as u32,
