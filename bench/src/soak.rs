@@ -15,6 +15,10 @@
 //! and a first 30-minute run judged by its largest single sample failed at +14.6 % while its
 //! samples in the last minutes were as low as its first (`bench/results/soak-2026-11-28T154000Z.md`).
 //! The largest sample and the slope of the per-minute medians are reported beside it.
+//! "p99 stable" is judged on the per-minute tick-commit p99s after warm-up: the median of the
+//! last five minutes' within +50 % of that of minutes 2–6 (no drift), and no minute above four
+//! times the median of all (no stall). Runs before 2026-11-28T22:00 reported p99 without
+//! judging it.
 //!
 //! Retention, as a deployment runs it: at half the ceiling a 30-minute store is tens of GB
 //! (about 110 bytes a row with its indexes), more than a test machine's disk, and a store
@@ -409,6 +413,54 @@ fn correlation(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
+/// Largest rise of the typical per-minute tick-commit p99 from the first window to the last.
+const P99_DRIFT_LIMIT_PCT: f64 = 50.0;
+/// Largest per-minute p99 as a multiple of the run's median per-minute p99.
+const P99_SPREAD_LIMIT: f64 = 4.0;
+
+/// "p99 stable", judged on the per-minute tick-commit p99s after warm-up: it does not drift
+/// (the median of the last `window` minutes against that of the first) and no minute
+/// stands far above the rest (a stall).
+#[derive(Debug, Clone, Copy)]
+struct P99Stability {
+    first: f64,
+    last: f64,
+    median: f64,
+    max: f64,
+}
+
+impl P99Stability {
+    fn of(p99s: &[f64], window: usize) -> Self {
+        let window = window.clamp(1, p99s.len().max(1));
+        P99Stability {
+            first: median(&p99s[..window.min(p99s.len())]),
+            last: median(&p99s[p99s.len().saturating_sub(window)..]),
+            median: median(p99s),
+            max: p99s.iter().copied().fold(0.0, f64::max),
+        }
+    }
+
+    fn drift_pct(&self) -> f64 {
+        if self.first > 0.0 {
+            (self.last - self.first) / self.first * 100.0
+        } else {
+            0.0
+        }
+    }
+
+    fn spread(&self) -> f64 {
+        if self.median > 0.0 {
+            self.max / self.median
+        } else {
+            0.0
+        }
+    }
+
+    fn stable(&self) -> bool {
+        self.drift_pct() <= P99_DRIFT_LIMIT_PCT && self.spread() <= P99_SPREAD_LIMIT
+    }
+}
+
 pub fn run(args: SoakArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -645,8 +697,10 @@ async fn soak(args: SoakArgs) -> Result<()> {
         p99s.iter().copied().fold(f64::MAX, f64::min),
         p99s.iter().copied().fold(0.0, f64::max),
     );
+    let p99 = P99Stability::of(&p99s, window);
     let errors = minutes.last().map_or(0, |m| m.errors);
-    let verdict = growth <= 10.0 && errors == 0 && log_errors == 0 && status.success();
+    let rss_flat = growth <= 10.0;
+    let verdict = rss_flat && p99.stable() && errors == 0 && log_errors == 0 && status.success();
     let stamp = machine::utc_now();
     let mut table = String::from(
         "| minute | ticks/s | tick commit p50 / p99 | orders/s | order p99 | daemon RSS median / max | RssAnon median | rows in flight | fan-out / order queue | threads |\n|---|---|---|---|---|---|---|---|---|---|\n",
@@ -685,8 +739,12 @@ async fn soak(args: SoakArgs) -> Result<()> {
          per-minute medians {mib_per_hour:+.1} MiB/hour ({anon_per_hour:+.1} MiB/hour for RssAnon); \
          their correlation with the clock {with_clock:+.2} and with the rows in flight \
          {with_flight:+.2}; largest sample {peak:.0} MiB \
-         ({peak_pct:+.1} %, memory in flight); tick commit p99 between {p99_min:.1} and {p99_max:.1} ms over minutes 2–{n}; \
-         errors: {errors} from the clients, {log_errors} ERROR lines in the daemon's log; daemon \
+         ({peak_pct:+.1} %, memory in flight): RSS **{rss_word}**. Tick commit p99 between \
+         {p99_min:.1} and {p99_max:.1} ms over minutes 2–{n}; the median of its per-minute values \
+         {p99_base:.0} ms over minutes 2–{w1} and {p99_end:.0} ms over the last {window} \
+         ({p99_drift:+.0} %, limit +{P99_DRIFT_LIMIT_PCT:.0} %); the worst minute \
+         {p99_spread:.1}× the median of all ({p99_median:.0} ms; limit {P99_SPREAD_LIMIT:.0}×): \
+         p99 **{p99_word}**. Errors: {errors} from the clients, {log_errors} ERROR lines in the daemon's log; daemon \
          exit on SIGTERM: {status}. **{pass}**.\n",
         mins = args.minutes,
         load = args.load * 100.0,
@@ -696,10 +754,20 @@ async fn soak(args: SoakArgs) -> Result<()> {
         n = minutes.len(),
         w1 = window + 1,
         pass = if verdict { "pass" } else { "FAIL" },
+        rss_word = if rss_flat { "flat" } else { "grew" },
+        p99_word = if p99.stable() { "stable" } else { "not stable" },
+        p99_base = p99.first,
+        p99_end = p99.last,
+        p99_drift = p99.drift_pct(),
+        p99_spread = p99.spread(),
+        p99_median = p99.median,
     );
     report::update_results("soak", &body)?;
     let json = format!(
-        r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"anon_mib_per_hour":{anon_per_hour:.2},"rss_corr_clock":{with_clock:.2},"rss_corr_in_flight":{with_flight:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#
+        r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"anon_mib_per_hour":{anon_per_hour:.2},"rss_corr_clock":{with_clock:.2},"rss_corr_in_flight":{with_flight:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"p99_drift_pct":{:.2},"p99_spread":{:.2},"p99_stable":{},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#,
+        p99.drift_pct(),
+        p99.spread(),
+        p99.stable(),
     );
     report::write_json("soak", &stamp, &json)?;
     println!("{body}");
@@ -722,7 +790,29 @@ async fn get(addr: &str, path: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{correlation, median, metric_sum, slope};
+    use super::{correlation, median, metric_sum, slope, P99Stability};
+
+    #[test]
+    fn p99_stability_catches_drift_and_stalls() {
+        // Flat with noise: stable.
+        let flat = [
+            300.0, 350.0, 320.0, 400.0, 310.0, 330.0, 360.0, 340.0, 300.0, 350.0,
+        ];
+        let s = P99Stability::of(&flat, 5);
+        assert_eq!((s.first, s.last), (320.0, 340.0));
+        assert!(s.stable(), "{s:?}");
+        // The typical p99 doubles by the end: drift.
+        let drift = [
+            300.0, 310.0, 320.0, 300.0, 310.0, 600.0, 620.0, 640.0, 610.0, 630.0,
+        ];
+        let s = P99Stability::of(&drift, 5);
+        assert!(s.drift_pct() > 90.0 && !s.stable(), "{s:?}");
+        // One minute at ten times the rest: a stall.
+        let mut stall = flat;
+        stall[4] = 3_400.0;
+        let s = P99Stability::of(&stall, 5);
+        assert!(s.spread() > 9.0 && !s.stable(), "{s:?}");
+    }
 
     #[test]
     fn median_of_odd_even_and_empty() {
