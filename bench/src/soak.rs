@@ -516,7 +516,15 @@ async fn soak(args: SoakArgs) -> Result<()> {
         args.calibrate_seconds
     );
     let committed_total = |text: &str| metric_sum(text, "christmas_rows_committed_total");
-    let before = committed_total(&get(&http, "/metrics").await?);
+    let fanout_totals = |text: &str| {
+        (
+            metric_sum(text, "christmas_fanout_published_total"),
+            metric_sum(text, "christmas_fanout_dropped_total"),
+        )
+    };
+    let page = get(&http, "/metrics").await?;
+    let before = committed_total(&page);
+    let fanout_before = fanout_totals(&page);
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(TickStats::default());
     let cal = tokio::spawn(send_ticks(
@@ -548,6 +556,14 @@ async fn soak(args: SoakArgs) -> Result<()> {
         }
         last = now;
     }
+    // Whether the fan-out kept up with the ceiling: a full fan-out queue drops its oldest
+    // batches, so a ceiling with drops is above what fan-out and PostgreSQL sustain together.
+    let fanout_after = fanout_totals(&get(&http, "/metrics").await?);
+    let (cal_published, cal_dropped) = (
+        fanout_after.0 - fanout_before.0,
+        fanout_after.1 - fanout_before.1,
+    );
+    println!("soak: fan-out during the ceiling: {cal_published:.0} ticks published, {cal_dropped:.0} dropped");
 
     // The calibration's ticks went to today's partition, which minute RETAINED_DAYS truncates.
     let db = crate::pg::connect(&url).await?;
@@ -728,7 +744,8 @@ async fn soak(args: SoakArgs) -> Result<()> {
          {stamp} · `./target/release/christmas-bench soak --minutes {mins}` · {machine}\n\n\
          The release `christmas-ingest` with Redis fan-out (JSON), `spool_dir` (fsync per batch) and \
          order events on. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
-         ({cal} s as fast as it takes them); soak at **{rate} ticks/s** in `ack=committed` frames \
+         ({cal} s as fast as it takes them; the fan-out published {cal_published:.0} of its \
+         ticks and dropped {cal_dropped:.0}); soak at **{rate} ticks/s** in `ack=committed` frames \
          of 1,000 (latency = frame sent → ack) plus {opr} orders/s over HTTP. Retention as a \
          deployment runs it: each minute's ticks go to the next of {RETAINED_DAYS} daily partitions \
          in turn, and the partition a minute is about to fill is truncated first ({truncated} \
@@ -764,7 +781,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
     );
     report::update_results("soak", &body)?;
     let json = format!(
-        r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"anon_mib_per_hour":{anon_per_hour:.2},"rss_corr_clock":{with_clock:.2},"rss_corr_in_flight":{with_flight:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"p99_drift_pct":{:.2},"p99_spread":{:.2},"p99_stable":{},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#,
+        r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"ceiling_fanout_dropped":{cal_dropped:.0},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"anon_mib_per_hour":{anon_per_hour:.2},"rss_corr_clock":{with_clock:.2},"rss_corr_in_flight":{with_flight:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"p99_drift_pct":{:.2},"p99_spread":{:.2},"p99_stable":{},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#,
         p99.drift_pct(),
         p99.spread(),
         p99.stable(),
