@@ -431,10 +431,10 @@ struct P99Stability {
 
 impl P99Stability {
     fn of(p99s: &[f64], window: usize) -> Self {
-        let window = window.clamp(1, p99s.len().max(1));
+        let w = window.min(p99s.len());
         P99Stability {
-            first: median(&p99s[..window.min(p99s.len())]),
-            last: median(&p99s[p99s.len().saturating_sub(window)..]),
+            first: median(&p99s[..w]),
+            last: median(&p99s[p99s.len() - w..]),
             median: median(p99s),
             max: p99s.iter().copied().fold(0.0, f64::max),
         }
@@ -709,11 +709,8 @@ async fn soak(args: SoakArgs) -> Result<()> {
         correlation(&medians, &in_flight),
     );
     let p99s: Vec<f64> = minutes[1..].iter().map(|m| m.tick_p99_ms).collect();
-    let (p99_min, p99_max) = (
-        p99s.iter().copied().fold(f64::MAX, f64::min),
-        p99s.iter().copied().fold(0.0, f64::max),
-    );
     let p99 = P99Stability::of(&p99s, window);
+    let (p99_min, p99_max) = (p99s.iter().copied().fold(f64::MAX, f64::min), p99.max);
     let errors = minutes.last().map_or(0, |m| m.errors);
     let rss_flat = growth <= 10.0;
     let verdict = rss_flat && p99.stable() && errors == 0 && log_errors == 0 && status.success();

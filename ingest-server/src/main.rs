@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use christmas_ingest::config::DaemonConfig;
 use christmas_ingest::{auth, demo, feed, migrate, replay, server};
+use clap::{Parser, Subcommand};
 
 // mimalloc: about 9 % more orders/s than glibc's allocator in `christmas-bench orders`
 // (request handling allocates many small, short-lived objects).
@@ -22,9 +23,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// mimalloc 3's default is 1,000 ms. The daemon frees batch buffers, spool records and
 /// fan-out messages at hundreds of MB/s at half its ceiling, so a second of them, about
 /// 90 MiB, stayed resident, and more while commits were slow and batches large: the RSS
-/// rose and fell with the backlog (`christmas-bench soak`). At 100 ms it was about 130 MiB
-/// instead of about 230 MiB at the same load; purging on every free (0 ms) cost a third of a
-/// core in `madvise` and page faults. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// rose and fell with the backlog (`christmas-bench soak`). At 100 ms the 30-minute soak's RSS
+/// was about 70 MiB lower at the same backlog and stayed flat; purging on every free (0 ms)
+/// cost a third of a core in `madvise` and page faults (`docs/operations.md`, "Memory").
+/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
 #[allow(unsafe_code)] // FFI to mimalloc; exercised by the test below.
@@ -34,7 +36,6 @@ fn tune_allocator() {
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
 }
-use clap::{Parser, Subcommand};
 
 /// The Christmas market-data ingest daemon.
 #[derive(Debug, Parser)]
