@@ -418,28 +418,29 @@ const P99_DRIFT_LIMIT_PCT: f64 = 50.0;
 /// Largest per-minute p99 as a multiple of the run's median per-minute p99.
 const P99_SPREAD_LIMIT: f64 = 4.0;
 
-/// "p99 stable", judged on the per-minute tick-commit p99s after warm-up: it does not drift
-/// (the median of the last `window` minutes against that of the first) and no minute
-/// stands far above the rest (a stall).
+/// A per-minute series judged by windows: the median of its first `window` values against
+/// that of its last (growth or drift), and its largest value against its median (a stall).
+/// The RSS verdict reads the first; "p99 stable" reads both.
 #[derive(Debug, Clone, Copy)]
-struct P99Stability {
+struct Windows {
     first: f64,
     last: f64,
     median: f64,
     max: f64,
 }
 
-impl P99Stability {
-    fn of(p99s: &[f64], window: usize) -> Self {
-        let w = window.min(p99s.len());
-        P99Stability {
-            first: median(&p99s[..w]),
-            last: median(&p99s[p99s.len() - w..]),
-            median: median(p99s),
-            max: p99s.iter().copied().fold(0.0, f64::max),
+impl Windows {
+    fn of(values: &[f64], window: usize) -> Self {
+        let w = window.min(values.len());
+        Windows {
+            first: median(&values[..w]),
+            last: median(&values[values.len() - w..]),
+            median: median(values),
+            max: values.iter().copied().fold(0.0, f64::max),
         }
     }
 
+    /// The last window's median against the first's, in per cent.
     fn drift_pct(&self) -> f64 {
         if self.first > 0.0 {
             (self.last - self.first) / self.first * 100.0
@@ -448,6 +449,7 @@ impl P99Stability {
         }
     }
 
+    /// The largest value as a multiple of the median.
     fn spread(&self) -> f64 {
         if self.median > 0.0 {
             self.max / self.median
@@ -456,7 +458,9 @@ impl P99Stability {
         }
     }
 
-    fn stable(&self) -> bool {
+    /// "p99 stable" for a series of per-minute p99s: no drift past +50 %, no minute above
+    /// four times the median minute.
+    fn p99_stable(&self) -> bool {
         self.drift_pct() <= P99_DRIFT_LIMIT_PCT && self.spread() <= P99_SPREAD_LIMIT
     }
 }
@@ -689,9 +693,8 @@ async fn soak(args: SoakArgs) -> Result<()> {
     // window's median RSS against the first window's.
     let medians: Vec<f64> = minutes[1..].iter().map(|m| m.rss_median_mib).collect();
     let window = (medians.len() / 2).clamp(1, 5);
-    let base = median(&medians[..window]);
-    let end = median(&medians[medians.len() - window..]);
-    let growth = (end - base) / base * 100.0;
+    let rss = Windows::of(&medians, window);
+    let (base, end, growth) = (rss.first, rss.last, rss.drift_pct());
     let peak = minutes[1..]
         .iter()
         .map(|m| m.rss_max_mib)
@@ -709,11 +712,12 @@ async fn soak(args: SoakArgs) -> Result<()> {
         correlation(&medians, &in_flight),
     );
     let p99s: Vec<f64> = minutes[1..].iter().map(|m| m.tick_p99_ms).collect();
-    let p99 = P99Stability::of(&p99s, window);
+    let p99 = Windows::of(&p99s, window);
     let (p99_min, p99_max) = (p99s.iter().copied().fold(f64::MAX, f64::min), p99.max);
     let errors = minutes.last().map_or(0, |m| m.errors);
     let rss_flat = growth <= 10.0;
-    let verdict = rss_flat && p99.stable() && errors == 0 && log_errors == 0 && status.success();
+    let verdict =
+        rss_flat && p99.p99_stable() && errors == 0 && log_errors == 0 && status.success();
     let stamp = machine::utc_now();
     let mut table = String::from(
         "| minute | ticks/s | tick commit p50 / p99 | orders/s | order p99 | daemon RSS median / max | RssAnon median | rows in flight | fan-out / order queue | threads |\n|---|---|---|---|---|---|---|---|---|---|\n",
@@ -769,7 +773,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
         w1 = window + 1,
         pass = if verdict { "pass" } else { "FAIL" },
         rss_word = if rss_flat { "flat" } else { "grew" },
-        p99_word = if p99.stable() { "stable" } else { "not stable" },
+        p99_word = if p99.p99_stable() { "stable" } else { "not stable" },
         p99_base = p99.first,
         p99_end = p99.last,
         p99_drift = p99.drift_pct(),
@@ -781,7 +785,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
         r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"ceiling_fanout_dropped":{cal_dropped:.0},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"anon_mib_per_hour":{anon_per_hour:.2},"rss_corr_clock":{with_clock:.2},"rss_corr_in_flight":{with_flight:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"p99_drift_pct":{:.2},"p99_spread":{:.2},"p99_stable":{},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#,
         p99.drift_pct(),
         p99.spread(),
-        p99.stable(),
+        p99.p99_stable(),
     );
     report::write_json("soak", &stamp, &json)?;
     println!("{body}");
@@ -804,7 +808,7 @@ async fn get(addr: &str, path: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{correlation, median, metric_sum, slope, P99Stability};
+    use super::{correlation, median, metric_sum, slope, Windows};
 
     #[test]
     fn p99_stability_catches_drift_and_stalls() {
@@ -812,20 +816,20 @@ mod tests {
         let flat = [
             300.0, 350.0, 320.0, 400.0, 310.0, 330.0, 360.0, 340.0, 300.0, 350.0,
         ];
-        let s = P99Stability::of(&flat, 5);
+        let s = Windows::of(&flat, 5);
         assert_eq!((s.first, s.last), (320.0, 340.0));
-        assert!(s.stable(), "{s:?}");
+        assert!(s.p99_stable(), "{s:?}");
         // The typical p99 doubles by the end: drift.
         let drift = [
             300.0, 310.0, 320.0, 300.0, 310.0, 600.0, 620.0, 640.0, 610.0, 630.0,
         ];
-        let s = P99Stability::of(&drift, 5);
-        assert!(s.drift_pct() > 90.0 && !s.stable(), "{s:?}");
+        let s = Windows::of(&drift, 5);
+        assert!(s.drift_pct() > 90.0 && !s.p99_stable(), "{s:?}");
         // One minute at ten times the rest: a stall.
         let mut stall = flat;
         stall[4] = 3_400.0;
-        let s = P99Stability::of(&stall, 5);
-        assert!(s.spread() > 9.0 && !s.stable(), "{s:?}");
+        let s = Windows::of(&stall, 5);
+        assert!(s.spread() > 9.0 && !s.p99_stable(), "{s:?}");
     }
 
     #[test]
