@@ -142,6 +142,11 @@ const IDLE_WAIT: Duration = Duration::from_millis(1);
 /// How often a lingered batch checks whether the writer has become free.
 const WRITER_POLL: Duration = Duration::from_micros(250);
 
+/// The longest a batch holding a durable waiter lingers, whatever `linger` is: a durable
+/// ack waits for the spool's fsync, not for PostgreSQL, and a linger chosen to make commits
+/// big should not slow it down.
+const DURABLE_LINGER: Duration = Duration::from_millis(5);
+
 /// Runs one shard's batcher until the ingestor closes and the ring is empty.
 pub(crate) async fn run<R: Record>(
     shared: Arc<Shared<R>>,
@@ -242,7 +247,8 @@ pub(crate) async fn run<R: Record>(
         metrics::add(&ring.counters.drained, drained as u64 - barriers);
 
         let closing = shared.closed.load(Ordering::SeqCst);
-        let lingered = open.opened.is_some_and(|t| t.elapsed() >= cfg.linger);
+        let age = open.opened.map(|t| t.elapsed());
+        let lingered = age.is_some_and(|a| a >= cfg.linger);
         // Group commit: a lingered batch is sealed only when no sealed batch is already
         // waiting, so it waits for at most the commit in progress. While the writer is busy
         // the batch keeps growing (up to max rows/bytes), and batch size follows commit time.
@@ -251,11 +257,12 @@ pub(crate) async fn run<R: Record>(
         // A barrier with no rows behind it only waits for earlier batches: pass it on now.
         let barrier_only = barrier_seen && open.row_ends.is_empty();
         let ring_empty = ring.queue.is_empty();
-        // Someone waits for the spool's fsync: seal at linger even while PostgreSQL is busy
-        // (or away), so durable acks do not wait for commits.
-        let durable_wait = !open.durable_waiters.is_empty();
+        // Someone waits for the spool's fsync: seal at linger (at most DURABLE_LINGER) even
+        // while PostgreSQL is busy (or away), so durable acks do not wait for commits.
+        let durable_wait = !open.durable_waiters.is_empty()
+            && age.is_some_and(|a| a >= cfg.linger.min(DURABLE_LINGER));
         let seal_now =
-            (lingered && (writer_free || durable_wait)) || barrier_only || (closing && ring_empty);
+            (lingered && writer_free) || durable_wait || barrier_only || (closing && ring_empty);
         if !open.is_empty() && seal_now {
             seq += 1;
             let rows = open.row_ends.len();

@@ -70,6 +70,8 @@ pub struct IngestorConfig {
     pub batch_max_bytes: usize,
     /// … or when its first row has waited this long and no sealed batch is already waiting
     /// for the writer (default 5 ms): group commit that adapts batch size to commit time.
+    /// A batch a durable push waits on is sealed after `linger` or 5 ms, whichever is
+    /// shorter, busy writer or not: durable acks wait for the spool, not for PostgreSQL.
     pub linger: Duration,
     /// Ring-full behaviour (default [`Backpressure::Block`]).
     pub backpressure: Backpressure,

@@ -120,6 +120,56 @@ async fn durable_receipts_resolve_and_committed_segments_are_deleted() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A linger chosen for big commits holds committed receipts for that long, but not durable
+/// ones: those wait for the spool's fsync, and their batch seals within 5 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_linger_holds_committed_receipts_but_not_durable_ones() {
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let dir = spool_dir("spool-linger");
+    let linger = Duration::from_secs(3);
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .shards(1)
+        .linger(linger)
+        .spool(small_spool(&dir))
+        .start()
+        .await
+        .unwrap();
+    let all = trades(1_000);
+    let started = std::time::Instant::now();
+    for chunk in all[..900].chunks(100) {
+        ingestor
+            .push_durable(chunk)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+    let durable = started.elapsed();
+    // Nine durable acks one after another: held for the linger, they would take 27 s.
+    assert!(durable < linger, "9 durable acks took {durable:?}");
+    let started = std::time::Instant::now();
+    ingestor
+        .push_with_receipt(&all[900..])
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let committed = started.elapsed();
+    assert!(
+        committed >= linger,
+        "a committed ack came after {committed:?}"
+    );
+    ingestor.shutdown().await.unwrap();
+    assert_eq!(
+        checksum(&client).await,
+        (1_000, (0..1_000).sum::<u64>() as i64)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ingestor_per_spool_directory() {
     let (url, _client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
