@@ -2,7 +2,8 @@
 //!
 //! Every field has a default; a file may set any of them (unknown keys are refused). Then
 //! the environment wins: `DATABASE_URL`, `READ_DATABASE_URL`, `REDIS_URL`,
-//! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_AUTH_READS`,
+//! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_LINGER_MS`,
+//! `CHRISTMAS_AUTH_READS`,
 //! `CHRISTMAS_API_KEYS` (`name:sha256hex:scope+scope,…`), `CHRISTMAS_SPOOL_DIR`.
 
 use std::path::Path;
@@ -35,6 +36,14 @@ pub struct DaemonConfig {
     pub fanout_format: String,
     /// Shards per record kind.
     pub shards: usize,
+    /// How long a batch's first row waits before the batch is sealed, when no sealed batch
+    /// is already waiting for its writer (default 40 ms; the library's default is 5 ms).
+    /// Every commit costs CPU whatever its size (PostgreSQL's transaction and WAL flush,
+    /// the spool's fsync), so a daemon sealing every 5 ms spent about a sixth of a 2-core
+    /// machine on commits at half its ingest ceiling; at 40 ms it has that back
+    /// (`docs/operations.md`, "Batching"). `ack=committed` answers wait up to this much
+    /// longer at low rates; `ack=durable` answers do not (their batches seal within 5 ms).
+    pub linger_ms: u64,
     /// Largest request body, bytes (413 beyond; default 8 MiB).
     pub max_body_bytes: usize,
     /// Largest TCP frame, bytes (default 8 MiB).
@@ -87,6 +96,7 @@ impl std::fmt::Debug for DaemonConfig {
             .field("redis_url", &set(&self.redis_url))
             .field("fanout_format", &self.fanout_format)
             .field("shards", &self.shards)
+            .field("linger_ms", &self.linger_ms)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("request_timeout_ms", &self.request_timeout_ms)
@@ -117,6 +127,7 @@ impl Default for DaemonConfig {
             redis_url: None,
             fanout_format: "json".into(),
             shards: 2,
+            linger_ms: 40,
             max_body_bytes: 8 << 20,
             max_frame_bytes: 8 << 20,
             request_timeout_ms: 30_000,
@@ -172,6 +183,9 @@ impl DaemonConfig {
         if let Some(v) = var("CHRISTMAS_SHARDS") {
             self.shards = v.parse().context("CHRISTMAS_SHARDS must be a number")?;
         }
+        if let Some(v) = var("CHRISTMAS_LINGER_MS") {
+            self.linger_ms = v.parse().context("CHRISTMAS_LINGER_MS must be a number")?;
+        }
         if let Some(v) = var("CHRISTMAS_AUTH_READS") {
             self.auth_reads = v
                 .parse()
@@ -212,6 +226,9 @@ impl DaemonConfig {
             .context("fanout_format")?;
         if !(1..=256).contains(&self.shards) {
             bail!("shards: must be between 1 and 256");
+        }
+        if self.linger_ms > 10_000 {
+            bail!("linger_ms: must be at most 10,000");
         }
         if !(1024..=1 << 30).contains(&self.max_body_bytes) {
             bail!("max_body_bytes: must be between 1 KiB and 1 GiB");
@@ -318,12 +335,13 @@ mod tests {
         c.apply_env(|k| match k {
             "REDIS_URL" => Some("redis://h:1/".into()),
             "CHRISTMAS_SHARDS" => Some("3".into()),
+            "CHRISTMAS_LINGER_MS" => Some("40".into()),
             _ => None,
         })
         .unwrap();
         assert_eq!(
-            (c.redis_url.as_deref(), c.shards),
-            (Some("redis://h:1/"), 3)
+            (c.redis_url.as_deref(), c.shards, c.linger_ms),
+            (Some("redis://h:1/"), 3, 40)
         );
         c.validate().unwrap();
         let bad = [
@@ -340,6 +358,10 @@ mod tests {
                 ..base()
             },
             DaemonConfig {
+                linger_ms: 10_001,
+                ..base()
+            },
+            DaemonConfig {
                 redis_url: Some("http://x".into()),
                 ..base()
             },
@@ -352,6 +374,7 @@ mod tests {
             "database_url",
             "http_addr",
             "shards",
+            "linger_ms",
             "redis_url",
             "fanout_format",
         ];

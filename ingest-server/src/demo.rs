@@ -49,7 +49,14 @@ pub async fn run(url: &str, args: DemoArgs, stop: impl Future<Output = ()>) -> a
     if let Some(f) = &fanout {
         println!("fanning out to Redis ({:?}); watch with: cargo run --release -p christmas-core --example live_ticks -- SYM0000 SYM0001", f.format);
     }
-    let (trades, quotes) = crate::pipelines::start(url, args.shards, "demo", fanout, None).await?;
+    let (trades, quotes) = crate::pipelines::start(
+        url,
+        crate::pipelines::Batching::shards(args.shards),
+        "demo",
+        fanout,
+        None,
+    )
+    .await?;
 
     let producer = tokio::spawn(produce(trades.clone(), quotes.clone(), args));
     let report = tokio::spawn(report_every_second(trades.clone(), quotes.clone()));

@@ -1,27 +1,50 @@
 //! The trade and quote pipelines every command runs (serve, replay, demo).
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use christmas_core::fanout::FanoutConfig;
 use christmas_core::spool::SpoolConfig;
 use christmas_core::{Ingestor, Quote, Trade};
 
+/// How both pipelines batch: shards per record kind, and the linger (`None`: the core's
+/// default).
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub shards: usize,
+    pub linger: Option<Duration>,
+}
+
+impl Batching {
+    pub fn shards(shards: usize) -> Self {
+        Batching {
+            shards,
+            linger: None,
+        }
+    }
+}
+
 /// Both pipelines into the database at `url`, named `stream` in the ledger, fanning out when
 /// `fanout` is given, spooling when `spool` is (each record kind in its own subdirectory).
 pub async fn start(
     url: &str,
-    shards: usize,
+    batching: Batching,
     stream: &str,
     fanout: Option<FanoutConfig>,
     spool: Option<SpoolConfig>,
 ) -> Result<(Ingestor<Trade>, Ingestor<Quote>)> {
     let mut trades = Ingestor::<Trade>::builder()
         .database_url(url)
-        .shards(shards)
+        .shards(batching.shards)
         .stream(stream);
     let mut quotes = Ingestor::<Quote>::builder()
         .database_url(url)
-        .shards(shards)
+        .shards(batching.shards)
         .stream(stream);
+    if let Some(linger) = batching.linger {
+        trades = trades.linger(linger);
+        quotes = quotes.linger(linger);
+    }
     if let Some(f) = fanout {
         trades = trades.fanout(f.clone());
         quotes = quotes.fanout(f);

@@ -360,8 +360,14 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     }
     let mut source = open(args)?;
     let fanout = args.redis_url.as_deref().map(FanoutConfig::new);
-    let (trades, quotes) =
-        crate::pipelines::start(url, args.shards, "replay", fanout, None).await?;
+    let (trades, quotes) = crate::pipelines::start(
+        url,
+        crate::pipelines::Batching::shards(args.shards),
+        "replay",
+        fanout,
+        None,
+    )
+    .await?;
     let mut summary = ReplaySummary::default();
     let mut progress = Progress::new();
     let wall_start = Instant::now();

@@ -123,8 +123,12 @@ impl AppState {
             }),
             None => None,
         };
+        let batching = crate::pipelines::Batching {
+            shards: config.shards,
+            linger: Some(Duration::from_millis(config.linger_ms)),
+        };
         let (trades, quotes) =
-            crate::pipelines::start(&url, config.shards, "daemon", fanout, config.spool()?).await?;
+            crate::pipelines::start(&url, batching, "daemon", fanout, config.spool()?).await?;
         let max_lag = Duration::from_millis(config.replica_max_lag_ms);
         let reader = match &config.read_database_url {
             Some(replica) => MarketDataReader::with_fallback(replica, &url, max_lag).await,
