@@ -569,6 +569,18 @@ async fn soak(args: SoakArgs) -> Result<()> {
     );
     println!("soak: fan-out during the ceiling: {cal_published:.0} ticks published, {cal_dropped:.0} dropped");
 
+    // What each commit and each fan-out message carried during the soak: the per-commit and
+    // per-message costs are what a longer linger or larger messages save.
+    let work_totals = |text: &str| {
+        [
+            "christmas_rows_committed_total",
+            "christmas_batches_committed_total",
+            "christmas_fanout_published_total",
+            "christmas_fanout_messages_total",
+        ]
+        .map(|name| metric_sum(text, name))
+    };
+    let work_before = work_totals(&get(&http, "/metrics").await?);
     // The calibration's ticks went to today's partition, which minute RETAINED_DAYS truncates.
     let db = crate::pg::connect(&url).await?;
     let day_offset = Arc::new(AtomicI64::new(0));
@@ -604,6 +616,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
             }
         })
     };
+    let soak_started = Instant::now();
     let mut minutes = Vec::new();
     let (mut last_ticks, mut last_orders) = (0u64, 0u64);
     let mut truncated = 0u64;
@@ -667,6 +680,10 @@ async fn soak(args: SoakArgs) -> Result<()> {
             break;
         }
     }
+    let work_after = work_totals(&get(&http, "/metrics").await?);
+    let [rows, commits, published, messages] =
+        std::array::from_fn(|i| work_after[i] - work_before[i]);
+    let soak_secs = soak_started.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     sampler.await?;
     let tick_result = tick_task.await?;
@@ -743,15 +760,17 @@ async fn soak(args: SoakArgs) -> Result<()> {
     let body = format!(
         "## soak — the daemon for {mins} minutes at {load:.0} % of its ceiling, with fan-out, spool and orders\n\n\
          {stamp} · `./target/release/christmas-bench soak --minutes {mins}` · {machine}\n\n\
-         The release `christmas-ingest` with Redis fan-out (JSON), `spool_dir` (fsync per batch) and \
-         order events on. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
+         The release `christmas-ingest` with Redis fan-out (JSON), `spool_dir` (fsync per batch), \
+         order events on and a linger of {linger}. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
          ({cal} s as fast as it takes them; the fan-out published {cal_published:.0} of its \
          ticks and dropped {cal_dropped:.0}); soak at **{rate} ticks/s** in `ack=committed` frames \
          of 1,000 (latency = frame sent → ack) plus {opr} orders/s over HTTP. Retention as a \
          deployment runs it: each minute's ticks go to the next of {RETAINED_DAYS} daily partitions \
          in turn, and the partition a minute is about to fill is truncated first ({truncated} \
          truncations), so the store holds about {RETAINED_DAYS} minutes of ticks instead of \
-         growing past this machine's disk.\n\n{table}\n\
+         growing past this machine's disk. Over the soak the daemon committed {commits_per_s:.0} \
+         batches/s of {rows_per_commit:.0} rows on average (trades and quotes, 2 shards each), and \
+         its fan-out sent {messages_per_s:.0} messages/s of {ticks_per_message:.1} ticks.\n\n{table}\n\
          RSS is sampled once a second. Verdict: median RSS of minutes 2–{w1} {base:.0} MiB, of the \
          last {window} minutes {end:.0} MiB (**{growth:+.1} %**, limit +10 %); slope of the \
          per-minute medians {mib_per_hour:+.1} MiB/hour ({anon_per_hour:+.1} MiB/hour for RssAnon); \
@@ -766,6 +785,17 @@ async fn soak(args: SoakArgs) -> Result<()> {
          exit on SIGTERM: {status}. **{pass}**.\n",
         mins = args.minutes,
         load = args.load * 100.0,
+        linger = match std::env::var("CHRISTMAS_LINGER_MS") {
+            Ok(ms) => format!("{ms} ms (`CHRISTMAS_LINGER_MS`)"),
+            Err(_) => format!(
+                "{} ms (its default)",
+                christmas_ingest::config::DaemonConfig::default().linger_ms
+            ),
+        },
+        commits_per_s = commits / soak_secs,
+        rows_per_commit = rows / commits.max(1.0),
+        messages_per_s = messages / soak_secs,
+        ticks_per_message = published / messages.max(1.0),
         machine = machine::describe_with_servers(),
         cal = args.calibrate_seconds,
         opr = args.orders_per_second,
@@ -782,10 +812,12 @@ async fn soak(args: SoakArgs) -> Result<()> {
     );
     report::update_results("soak", &body)?;
     let json = format!(
-        r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"ceiling_fanout_dropped":{cal_dropped:.0},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"anon_mib_per_hour":{anon_per_hour:.2},"rss_corr_clock":{with_clock:.2},"rss_corr_in_flight":{with_flight:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"p99_drift_pct":{:.2},"p99_spread":{:.2},"p99_stable":{},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#,
+        r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"ceiling_fanout_dropped":{cal_dropped:.0},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"anon_mib_per_hour":{anon_per_hour:.2},"rss_corr_clock":{with_clock:.2},"rss_corr_in_flight":{with_flight:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"p99_drift_pct":{:.2},"p99_spread":{:.2},"p99_stable":{},"rows_per_commit":{:.0},"ticks_per_message":{:.1},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#,
         p99.drift_pct(),
         p99.spread(),
         p99.p99_stable(),
+        rows / commits.max(1.0),
+        published / messages.max(1.0),
     );
     report::write_json("soak", &stamp, &json)?;
     println!("{body}");
