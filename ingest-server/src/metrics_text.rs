@@ -209,6 +209,12 @@ fn orders(out: &mut String, o: &christmas_core::orders::OrderDeskSnapshot) {
             "Event rounds that failed (the outbox keeps their events).",
             o.event_failures,
         ),
+        (
+            "christmas_order_events_trimmed_total",
+            "counter",
+            "order.accepted events trimmed from the stream after every consumer group acknowledged them.",
+            o.events_trimmed,
+        ),
     ] {
         let _ = writeln!(
             out,

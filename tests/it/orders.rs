@@ -491,3 +491,89 @@ async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once(
     assert!(pending.starts_with('0'), "{pending}");
     desk.shutdown().await;
 }
+
+/// The events stream keeps what some consumer group still needs and loses the rest: every
+/// event the group acknowledged goes, its pending ones stay, and a group that has read
+/// nothing holds everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_stream_is_trimmed_of_what_every_group_acknowledged() {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let desk = OrderDesk::start(OrderDeskConfig {
+        redis_url: Some(redis.url()),
+        events_trim_every: Duration::from_millis(200),
+        ..OrderDeskConfig::new(&url)
+    })
+    .await
+    .unwrap();
+    let mut worker = OrderWorker::connect(OrderWorkerConfig {
+        block: Duration::from_millis(100),
+        ..OrderWorkerConfig::new(redis.url(), &url, "w")
+    })
+    .await
+    .unwrap();
+    let xlen = || -> u64 {
+        redis
+            .cli(&["XLEN", "orders:events"])
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // Reads `n` events, acknowledging the first `ack` of them.
+    async fn take(worker: &mut OrderWorker, n: usize, ack: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for _ in 0..200 {
+            if ids.len() == n {
+                break;
+            }
+            if let Some(e) = worker.next().await.unwrap() {
+                if ids.len() < ack {
+                    worker.ack(&e).await.unwrap();
+                }
+                ids.push(e.stream_id);
+            }
+        }
+        assert_eq!(ids.len(), n, "events read");
+        ids
+    }
+    async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..100 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what}");
+    }
+
+    for k in 0..20 {
+        desk.submit(new_order(k)).await.unwrap();
+    }
+    let ids = take(&mut worker, 20, 15).await;
+    wait_for("trimmed to the 5 pending events", || xlen() == 5).await;
+    let first = redis
+        .cli(&["XRANGE", "orders:events", "-", "+", "COUNT", "1"])
+        .unwrap();
+    assert!(first.contains(&ids[15]), "oldest left: {first}");
+    assert_eq!(desk.metrics().events_trimmed, 15);
+
+    // A second group that has read nothing holds everything from now on.
+    redis
+        .cli(&["XGROUP", "CREATE", "orders:events", "audit", "0"])
+        .unwrap();
+    for k in 20..25 {
+        desk.submit(new_order(k)).await.unwrap();
+    }
+    let pending = ids[15..].to_vec();
+    for id in &pending {
+        redis
+            .cli(&["XACK", "orders:events", "order-workers", id])
+            .unwrap();
+    }
+    take(&mut worker, 5, 5).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(xlen(), 10, "the audit group has read nothing");
+    assert_eq!(desk.metrics().events_trimmed, 15);
+    desk.shutdown().await;
+}

@@ -131,6 +131,19 @@ impl RedisConn {
         r.map_err(|e| redis_error("publishing", e))
     }
 
+    /// Runs one command; `context` names what failed in the error.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+        context: &'static str,
+    ) -> Result<T> {
+        let r = match self {
+            RedisConn::Node(c) => cmd.query_async(c).await,
+            RedisConn::Cluster(c) => cmd.query_async(c).await,
+        };
+        r.map_err(|e| redis_error(context, e))
+    }
+
     /// True on a cluster (publish with `SPUBLISH`).
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, RedisConn::Cluster(_))

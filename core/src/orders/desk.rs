@@ -38,6 +38,9 @@ pub struct OrderDeskConfig {
     pub queue: usize,
     /// Reads go to the primary while the replica lags more than this (default 5 s).
     pub max_replica_lag: Duration,
+    /// How often the events stream is trimmed of the events every consumer group has
+    /// acknowledged (default 10 s).
+    pub events_trim_every: Duration,
 }
 
 impl std::fmt::Debug for OrderDeskConfig {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for OrderDeskConfig {
             .field("connections", &self.connections)
             .field("max_group", &self.max_group)
             .field("queue", &self.queue)
+            .field("events_trim_every", &self.events_trim_every)
             .finish()
     }
 }
@@ -63,6 +67,7 @@ impl OrderDeskConfig {
             max_group: 1_024,
             queue: 65_536,
             max_replica_lag: Duration::from_secs(5),
+            events_trim_every: Duration::from_secs(10),
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct OrderDeskSnapshot {
     pub events_published: u64,
     /// Event rounds Redis or the outbox refused (the outbox keeps their events).
     pub event_failures: u64,
+    /// Events trimmed from the stream once every consumer group had acknowledged them.
+    pub events_trimmed: u64,
     /// Writing and committing one group, microseconds.
     pub group_commit_us: Histogram<u64>,
     /// Orders per group.
@@ -158,6 +165,7 @@ struct DeskStats {
     retries: AtomicU64,
     events_published: AtomicU64,
     event_failures: AtomicU64,
+    events_trimmed: AtomicU64,
     /// Commit time, group size, submit time.
     histograms: std::sync::Mutex<[Histogram<u64>; 3]>,
 }
@@ -178,6 +186,7 @@ impl DeskStats {
             retries: AtomicU64::new(0),
             events_published: AtomicU64::new(0),
             event_failures: AtomicU64::new(0),
+            events_trimmed: AtomicU64::new(0),
             histograms: std::sync::Mutex::new([h(), h(), h()]),
         }
     }
@@ -343,6 +352,7 @@ impl OrderDesk {
                             db,
                             events_rx,
                             stats,
+                            config.events_trim_every,
                         )))
                     }
                     None => None,
@@ -484,6 +494,7 @@ impl OrderDesk {
             queued,
             events_published: st.events_published.load(Ordering::Relaxed),
             event_failures: st.event_failures.load(Ordering::Relaxed),
+            events_trimmed: st.events_trimmed.load(Ordering::Relaxed),
             group_commit_us,
             group_orders,
             submit_us,
@@ -820,8 +831,83 @@ async fn clear_outbox(
     done
 }
 
+/// Trims `stream` of the events every consumer group has been given and acknowledged:
+/// those before each group's oldest pending event, or, with none pending, before the last
+/// one it was given. Without a group nothing is trimmed (no worker has come yet, and the
+/// first one reads from the start). Returns how many entries went.
+pub(crate) async fn trim_acknowledged(conn: &mut RedisConn, stream: &str) -> Result<u64> {
+    const CONTEXT: &str = "trimming order events";
+    let groups: Vec<HashMap<String, redis::Value>> = match conn
+        .query(redis::cmd("XINFO").arg("GROUPS").arg(stream), CONTEXT)
+        .await
+    {
+        Ok(g) => g,
+        // No stream yet: nothing published, nothing to trim.
+        Err(Error::Redis { reason, .. }) if reason.contains("no such key") => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut floor: Option<StreamId> = None;
+    for g in &groups {
+        let field = |k: &str| g.get(k).and_then(crate::orders::worker::text);
+        let (Some(name), Some(delivered)) = (field("name"), field("last-delivered-id")) else {
+            return Ok(0);
+        };
+        let pending = match g.get("pending") {
+            Some(redis::Value::Int(n)) => *n,
+            _ => field("pending").and_then(|p| p.parse().ok()).unwrap_or(0),
+        };
+        let keep = if pending > 0 {
+            // Summary form: [count, smallest id, largest id, consumers].
+            let summary: Vec<redis::Value> = conn
+                .query(redis::cmd("XPENDING").arg(stream).arg(&name), CONTEXT)
+                .await?;
+            match summary.get(1).and_then(crate::orders::worker::text) {
+                Some(id) => id,
+                None => return Ok(0),
+            }
+        } else {
+            delivered
+        };
+        let Some(keep) = StreamId::parse(&keep) else {
+            return Ok(0);
+        };
+        floor = Some(floor.map_or(keep, |f| f.min(keep)));
+    }
+    let Some(floor) = floor else {
+        return Ok(0);
+    };
+    // Exact, not `~`: it runs every few seconds, and what it leaves is then exactly what
+    // some group still needs.
+    conn.query(
+        redis::cmd("XTRIM")
+            .arg(stream)
+            .arg("MINID")
+            .arg(floor.to_string()),
+        CONTEXT,
+    )
+    .await
+}
+
+/// A stream entry id, `ms-seq`, ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct StreamId(u64, u64);
+
+impl StreamId {
+    fn parse(s: &str) -> Option<StreamId> {
+        let (ms, seq) = s.split_once('-')?;
+        Some(StreamId(ms.parse().ok()?, seq.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
 /// Publishes `order.accepted` events: each committed group as it comes, and every few
-/// seconds whatever the outbox still holds.
+/// seconds whatever the outbox still holds. Every few seconds it also trims what every
+/// consumer group has acknowledged from the stream.
 async fn publish_events(
     target: RedisTarget,
     stream: String,
@@ -829,9 +915,11 @@ async fn publish_events(
     mut db: Client,
     mut rx: mpsc::Receiver<OutboxBatch>,
     stats: Arc<DeskStats>,
+    trim_every: Duration,
 ) {
     let mut conn: Option<RedisConn> = None;
     let mut sweep = tokio::time::interval(Duration::from_secs(2));
+    let mut trim = tokio::time::interval(trim_every);
     // Groups older than this were not published as they committed (Redis was down, the
     // channel was full, or the process died): the sweep sends them.
     let stale = "SELECT group_id, order_ids FROM order_outbox \
@@ -877,6 +965,17 @@ async fn publish_events(
                         continue;
                     }
                 }
+            }
+            _ = trim.tick() => {
+                if let Some(c) = conn.as_mut() {
+                    match trim_acknowledged(c, &stream).await {
+                        Ok(n) => {
+                            stats.events_trimmed.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "order events: trimming failed"),
+                    }
+                }
+                continue;
             }
         };
         if orders.is_empty() {

@@ -14,7 +14,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
 use crate::fanout::config::RedisTarget;
-use crate::fanout::connection::{self, redis_error, RedisConn};
+use crate::fanout::connection::{self, RedisConn};
 use crate::orders::OrderStatus;
 use crate::{Error, Result};
 
@@ -97,7 +97,7 @@ impl std::fmt::Debug for OrderWorker {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -262,9 +262,5 @@ impl OrderWorker {
 }
 
 async fn query<T: redis::FromRedisValue>(conn: &mut RedisConn, cmd: &redis::Cmd) -> Result<T> {
-    let r = match conn {
-        RedisConn::Node(c) => cmd.query_async(c).await,
-        RedisConn::Cluster(c) => cmd.query_async(c).await,
-    };
-    r.map_err(|e| redis_error("consuming order events", e))
+    conn.query(cmd, "consuming order events").await
 }
