@@ -790,11 +790,18 @@ pub fn shared_redis_url() -> String {
 }
 
 /// Creates an empty database on the server of `base_url` and returns its URL.
+///
+/// Test databases are kept after the test (for a look at a failure) and named after the
+/// process that made them, so the first call in a process drops those of earlier test
+/// processes that have exited: a shared server (`scripts/test.sh`) does not fill its disk
+/// over many runs, and a running test's database is never touched.
 pub async fn fresh_database(base_url: &str) -> Result<String> {
     let (client, conn) = tokio_postgres::connect(base_url, tokio_postgres::NoTls)
         .await
         .with_context(|| format!("connecting to {base_url}"))?;
     let conn = tokio::spawn(conn);
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT.get_or_init(|| drop_stale_databases(&client)).await;
     let name = unique_name("christmas_t");
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -810,4 +817,53 @@ pub async fn fresh_database(base_url: &str) -> Result<String> {
         .rsplit_once('/')
         .context("database URL has no path")?;
     Ok(format!("{prefix}/{name}{query}"))
+}
+
+/// Drops the `christmas_t_<pid>_…` databases whose process is gone. Best effort: one still
+/// in use (a server a dead test left running) is skipped.
+async fn drop_stale_databases(client: &tokio_postgres::Client) {
+    let Ok(rows) = client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'christmas\\_t\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        if stale_owner(&name).is_some() {
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await;
+        }
+    }
+}
+
+/// The process id in a test database's name when that process no longer runs.
+fn stale_owner(name: &str) -> Option<u32> {
+    let pid: u32 = name
+        .strip_prefix("christmas_t_")?
+        .split('_')
+        .next()?
+        .parse()
+        .ok()?;
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    (!alive).then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_databases_of_exited_test_processes_are_stale() {
+        // Above any pid_max (at most 2^22), so no process has it.
+        assert_eq!(stale_owner("christmas_t_4194305_12_0"), Some(4_194_305));
+        let mine = unique_name("christmas_t");
+        assert_eq!(stale_owner(&mine), None, "{mine}");
+        assert_eq!(stale_owner("christmas_bench_soak"), None);
+        assert_eq!(stale_owner("christmas_t_x_1_2"), None);
+    }
 }
