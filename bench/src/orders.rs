@@ -338,7 +338,7 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
          | server | durable orders/s | p50 / p99 / p99.9 | non-201 | socket errors |\n\
          |---|---|---|---|---|\n{ours_row}\n{naive_row}\n\n\
          Group commit vs one `INSERT` per request (pool of {pool} connections, same durability): \
-         **{ratio:.1}×** (target ≥ 5×). Targets for the daemon: ≥ 20,000 orders/s, p99 ≤ 20 ms.\n\n\
+         **{ratio:.2}×** (target ≥ 5×). Targets for the daemon: ≥ 20,000 orders/s, p99 ≤ 20 ms.\n\n\
          `siege -c100 -t{ss}S -b` on `GET /api/market-data?symbol=ESZ6` ({source}): {siege_rate:.0} \
          requests/s, mean {mean:.2} ms, longest {longest:.0} ms, {failed} failed. The same load \
          for Locust: bench/locust/locustfile.py (not run by the harness).\n\n",

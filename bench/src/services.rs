@@ -101,6 +101,16 @@ pub fn clear_bench_redis(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// Redis's `used_memory` in MiB (the whole server: the bench's database shares it), or
+/// `None` when it cannot be read.
+pub fn redis_used_mib(url: &str) -> Option<f64> {
+    let info = bench_redis_cli(url, &["INFO", "memory"]).ok()??;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|b| b / (1 << 20) as f64)
+}
+
 /// Deletes every key matching `pattern` in the bench's Redis database (what a soak's
 /// fan-out left: one stream per symbol, gigabytes after half an hour).
 pub fn clear_bench_redis_keys(url: &str, pattern: &str) -> Result<()> {

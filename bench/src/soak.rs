@@ -362,7 +362,27 @@ struct Minute {
     in_flight_median: f64,
     fanout_queue_median: f64,
     order_queue_median: f64,
+    /// The whole machine's idle CPU over the minute, % (`/proc/stat`).
+    idle_pct: f64,
+    /// Redis's memory at the minute's end, MiB.
+    redis_mib: f64,
     errors: u64,
+}
+
+/// Idle and total jiffies of all CPUs since boot (`/proc/stat`).
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: idle and iowait are idle.
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (idle, fields.iter().take(8).sum())
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -617,6 +637,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
         })
     };
     let soak_started = Instant::now();
+    let mut jiffies = cpu_jiffies();
     let mut minutes = Vec::new();
     let (mut last_ticks, mut last_orders) = (0u64, 0u64);
     let mut truncated = 0u64;
@@ -633,6 +654,9 @@ async fn soak(args: SoakArgs) -> Result<()> {
         );
         let errors = ticks.errors.load(Ordering::Relaxed) + orders.errors.load(Ordering::Relaxed);
         let taken = std::mem::take(&mut *samples.lock().unwrap());
+        let now = cpu_jiffies();
+        let idle_pct = (now.0 - jiffies.0) as f64 / (now.1 - jiffies.1).max(1) as f64 * 100.0;
+        jiffies = now;
         let of = |f: fn(&Sample) -> f64| median(&taken.iter().map(f).collect::<Vec<_>>());
         let row = Minute {
             minute: m,
@@ -654,6 +678,8 @@ async fn soak(args: SoakArgs) -> Result<()> {
             in_flight_median: of(|s| s.in_flight_rows),
             fanout_queue_median: of(|s| s.fanout_queue),
             order_queue_median: of(|s| s.order_queue),
+            idle_pct,
+            redis_mib: crate::services::redis_used_mib(&args.redis_url).unwrap_or(0.0),
             errors,
         };
         println!("  {row:?}");
@@ -737,11 +763,11 @@ async fn soak(args: SoakArgs) -> Result<()> {
         rss_flat && p99.p99_stable() && errors == 0 && log_errors == 0 && status.success();
     let stamp = machine::utc_now();
     let mut table = String::from(
-        "| minute | ticks/s | tick commit p50 / p99 | orders/s | order p99 | daemon RSS median / max | RssAnon median | rows in flight | fan-out / order queue | threads |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| minute | ticks/s | tick commit p50 / p99 | orders/s | order p99 | daemon RSS median / max | RssAnon median | rows in flight | fan-out / order queue | threads | machine idle | Redis memory |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for m in &minutes {
         table.push_str(&format!(
-            "| {} | {:.0} | {:.1} / {:.1} ms | {:.0} | {:.1} ms | {:.0} / {:.0} MiB | {:.0} MiB | {:.0} | {:.0} / {:.0} | {:.0} |\n",
+            "| {} | {:.0} | {:.1} / {:.1} ms | {:.0} | {:.1} ms | {:.0} / {:.0} MiB | {:.0} MiB | {:.0} | {:.0} / {:.0} | {:.0} | {:.0} % | {:.0} MiB |\n",
             m.minute,
             m.ticks_per_s,
             m.tick_p50_ms,
@@ -754,7 +780,9 @@ async fn soak(args: SoakArgs) -> Result<()> {
             m.in_flight_median,
             m.fanout_queue_median,
             m.order_queue_median,
-            m.threads_max
+            m.threads_max,
+            m.idle_pct,
+            m.redis_mib
         ));
     }
     let body = format!(
