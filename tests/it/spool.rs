@@ -55,6 +55,19 @@ fn trades(n: u64) -> Vec<Trade> {
     (0..n).map(|k| trade(syms[(k % 20) as usize], k)).collect()
 }
 
+/// Pushes `rows` with `ack=durable` in chunks of `chunk`, each acknowledged before the next.
+async fn push_durably(ingestor: &Ingestor<Trade>, rows: &[Trade], chunk: usize) {
+    for c in rows.chunks(chunk) {
+        ingestor
+            .push_durable(c)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+    }
+}
+
 /// Sum of `exchange_seq` and count in `market_data`: with distinct seqs, equal sums and
 /// counts mean the same rows.
 async fn checksum(client: &tokio_postgres::Client) -> (i64, i64) {
@@ -81,15 +94,7 @@ async fn durable_receipts_resolve_and_committed_segments_are_deleted() {
         .await
         .unwrap();
     let all = trades(20_000);
-    for chunk in all.chunks(500) {
-        ingestor
-            .push_durable(chunk)
-            .await
-            .unwrap()
-            .wait()
-            .await
-            .unwrap();
-    }
+    push_durably(&ingestor, &all, 500).await;
     let m = ingestor.metrics();
     let sp = m.spool.clone().expect("spool metrics");
     assert!(sp.appended >= 20, "appended {}", sp.appended);
@@ -137,15 +142,7 @@ async fn a_long_linger_holds_committed_receipts_but_not_durable_ones() {
         .unwrap();
     let all = trades(1_000);
     let started = std::time::Instant::now();
-    for chunk in all[..900].chunks(100) {
-        ingestor
-            .push_durable(chunk)
-            .await
-            .unwrap()
-            .wait()
-            .await
-            .unwrap();
-    }
+    push_durably(&ingestor, &all[..900], 100).await;
     let durable = started.elapsed();
     // Nine durable acks one after another: held for the linger, they would take 27 s.
     assert!(durable < linger, "9 durable acks took {durable:?}");
@@ -212,15 +209,7 @@ fn durable_then_crash(url: &str, dir: &Path, rows: &[Trade], commit_first: bool)
             .start()
             .await
             .unwrap();
-        for chunk in rows.chunks(700) {
-            ingestor
-                .push_durable(chunk)
-                .await
-                .unwrap()
-                .wait()
-                .await
-                .unwrap();
-        }
+        push_durably(&ingestor, rows, 700).await;
         if commit_first {
             ingestor.flush().await.unwrap();
         }
