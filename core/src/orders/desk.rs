@@ -835,7 +835,7 @@ async fn clear_outbox(
 /// those before each group's oldest pending event, or, with none pending, before the last
 /// one it was given. Without a group nothing is trimmed (no worker has come yet, and the
 /// first one reads from the start). Returns how many entries went.
-pub(crate) async fn trim_acknowledged(conn: &mut RedisConn, stream: &str) -> Result<u64> {
+async fn trim_acknowledged(conn: &mut RedisConn, stream: &str) -> Result<u64> {
     const CONTEXT: &str = "trimming order events";
     let groups: Vec<HashMap<String, redis::Value>> = match conn
         .query(redis::cmd("XINFO").arg("GROUPS").arg(stream), CONTEXT)
@@ -852,11 +852,8 @@ pub(crate) async fn trim_acknowledged(conn: &mut RedisConn, stream: &str) -> Res
         let (Some(name), Some(delivered)) = (field("name"), field("last-delivered-id")) else {
             return Ok(0);
         };
-        let pending = match g.get("pending") {
-            Some(redis::Value::Int(n)) => *n,
-            _ => field("pending").and_then(|p| p.parse().ok()).unwrap_or(0),
-        };
-        let keep = if pending > 0 {
+        let pending = matches!(g.get("pending"), Some(redis::Value::Int(n)) if *n > 0);
+        let keep = if pending {
             // Summary form: [count, smallest id, largest id, consumers].
             let summary: Vec<redis::Value> = conn
                 .query(redis::cmd("XPENDING").arg(stream).arg(&name), CONTEXT)
