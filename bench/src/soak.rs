@@ -540,15 +540,24 @@ async fn soak(args: SoakArgs) -> Result<()> {
         args.calibrate_seconds
     );
     let committed_total = |text: &str| metric_sum(text, "christmas_rows_committed_total");
-    let fanout_totals = |text: &str| {
-        (
-            metric_sum(text, "christmas_fanout_published_total"),
-            metric_sum(text, "christmas_fanout_dropped_total"),
-        )
+    // The counters the soak reports differences of, in this order: rows and batches
+    // committed, fan-out ticks published, messages, ticks dropped.
+    let totals = |text: &str| {
+        [
+            "christmas_rows_committed_total",
+            "christmas_batches_committed_total",
+            "christmas_fanout_published_total",
+            "christmas_fanout_messages_total",
+            "christmas_fanout_dropped_total",
+        ]
+        .map(|name| metric_sum(text, name))
+    };
+    let since = |before: [f64; 5], after: [f64; 5]| -> [f64; 5] {
+        std::array::from_fn(|i| after[i] - before[i])
     };
     let page = get(&http, "/metrics").await?;
     let before = committed_total(&page);
-    let fanout_before = fanout_totals(&page);
+    let cal_before = totals(&page);
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(TickStats::default());
     let cal = tokio::spawn(send_ticks(
@@ -582,25 +591,13 @@ async fn soak(args: SoakArgs) -> Result<()> {
     }
     // Whether the fan-out kept up with the ceiling: a full fan-out queue drops its oldest
     // batches, so a ceiling with drops is above what fan-out and PostgreSQL sustain together.
-    let fanout_after = fanout_totals(&get(&http, "/metrics").await?);
-    let (cal_published, cal_dropped) = (
-        fanout_after.0 - fanout_before.0,
-        fanout_after.1 - fanout_before.1,
-    );
+    let drained = totals(&get(&http, "/metrics").await?);
+    let [_, _, cal_published, _, cal_dropped] = since(cal_before, drained);
     println!("soak: fan-out during the ceiling: {cal_published:.0} ticks published, {cal_dropped:.0} dropped");
+    // From here on, the same counters say what each commit and each fan-out message carried
+    // during the soak: the per-commit and per-message costs are what a longer linger or
+    // larger messages save.
 
-    // What each commit and each fan-out message carried during the soak: the per-commit and
-    // per-message costs are what a longer linger or larger messages save.
-    let work_totals = |text: &str| {
-        [
-            "christmas_rows_committed_total",
-            "christmas_batches_committed_total",
-            "christmas_fanout_published_total",
-            "christmas_fanout_messages_total",
-        ]
-        .map(|name| metric_sum(text, name))
-    };
-    let work_before = work_totals(&get(&http, "/metrics").await?);
     // The calibration's ticks went to today's partition, which minute RETAINED_DAYS truncates.
     let db = crate::pg::connect(&url).await?;
     let day_offset = Arc::new(AtomicI64::new(0));
@@ -706,9 +703,8 @@ async fn soak(args: SoakArgs) -> Result<()> {
             break;
         }
     }
-    let work_after = work_totals(&get(&http, "/metrics").await?);
-    let [rows, commits, published, messages] =
-        std::array::from_fn(|i| work_after[i] - work_before[i]);
+    let [rows, commits, published, messages, _] =
+        since(drained, totals(&get(&http, "/metrics").await?));
     let soak_secs = soak_started.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     sampler.await?;
