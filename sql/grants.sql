@@ -15,5 +15,6 @@ GRANT EXECUTE ON FUNCTION christmas_prune_ledger(timestamptz),
                           christmas_create_partition(text, timestamptz),
                           christmas_apply_retention(text, timestamptz),
                           christmas_default_rows(text),
+                          christmas_tune_autovacuum(text, timestamptz),
                           christmas_bars(text, interval, timestamptz, timestamptz)
    TO {{role}};

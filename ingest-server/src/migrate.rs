@@ -83,13 +83,16 @@ pub async fn run(url: &str, args: &MigrateArgs) -> anyhow::Result<()> {
     for m in &report.maintenance {
         println!(
             "{}: {} partitions created ({} rows moved in), {} dropped and {} rows deleted by \
-             retention, {} rows in the default partition",
+             retention, {} rows in the default partition; insert-triggered autovacuum off on \
+             {} leaf tables of open partitions, back on for {} of closed ones",
             m.table,
             m.partitions_created,
             m.rows_moved,
             m.partitions_dropped,
             m.rows_expired,
-            m.rows_in_default
+            m.rows_in_default,
+            m.vacuum_held,
+            m.vacuum_released
         );
     }
     Ok(())

@@ -104,8 +104,8 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     let config = keep_everything();
     let first = schema::migrate_url(&url, &config).await.unwrap();
     assert_eq!(first.variant, Variant::Postgres);
-    assert_eq!(first.applied, vec![1, 2, 3, 4, 5]);
-    assert_eq!(first.version, 5);
+    assert_eq!(first.applied, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(first.version, 6);
     let client = connect(&url).await;
     for t in [
         "market_data",
@@ -137,8 +137,8 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
 
     let second = schema::migrate_url(&url, &config).await.unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
-    assert_eq!(second.version, 5);
-    assert_eq!(count(&client, "christmas_migrations").await, 5);
+    assert_eq!(second.version, 6);
+    assert_eq!(count(&client, "christmas_migrations").await, 6);
     assert_eq!(
         count(&client, "pg_class WHERE relkind IN ('r', 'p')").await,
         tables_before
@@ -172,7 +172,7 @@ async fn a_database_from_before_versioned_migrations_is_upgraded_with_its_rows()
         .await
         .unwrap();
     let report = schema::migrate_url(&url, &keep_everything()).await.unwrap();
-    assert_eq!(report.applied, vec![1, 2, 3, 4, 5]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(count(&client, "market_data").await, 100);
     assert_eq!(count(&client, "quotes").await, 50);
     assert_eq!(count(&client, "ingest_batches").await, 1);
@@ -202,9 +202,12 @@ async fn concurrent_migrators_do_not_collide() {
         applied.push(r.await.unwrap().unwrap().applied);
     }
     applied.sort();
-    assert_eq!(applied, vec![vec![], vec![], vec![], vec![1, 2, 3, 4, 5]]);
+    assert_eq!(
+        applied,
+        vec![vec![], vec![], vec![], vec![1, 2, 3, 4, 5, 6]]
+    );
     let client = connect(&url).await;
-    assert_eq!(count(&client, "christmas_migrations").await, 5);
+    assert_eq!(count(&client, "christmas_migrations").await, 6);
     assert_eq!(count(&client, "christmas_partitions").await, 10);
 }
 
@@ -375,6 +378,113 @@ async fn retention_removes_only_rows_older_than_the_window() {
     assert_eq!(report.rows_in_default, 0, "{report:?}");
 }
 
+/// Each leaf of `table`'s time partitions with the end of its range and what its reloptions
+/// say: (leaf, upper bound, insert-triggered vacuum off, freeze_min_age = 0).
+async fn leaf_vacuum_states(client: &Client, table: &str) -> Vec<(String, SystemTime, bool, bool)> {
+    client
+        .query(
+            "SELECT c.relname::text, p.upper_bound,
+                    coalesce('autovacuum_vacuum_insert_threshold=-1' = ANY(c.reloptions), false),
+                    coalesce('autovacuum_freeze_min_age=0' = ANY(c.reloptions), false)
+               FROM christmas_partitions p
+              CROSS JOIN LATERAL pg_partition_tree(p.name::regclass) t
+               JOIN pg_class c ON c.oid = t.relid
+              WHERE p.parent_table = $1 AND t.isleaf
+              ORDER BY 1",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// Asserts every leaf of `table` is held (insert-triggered vacuum off) while its range is
+/// open at `at`, released (vacuum on, freezing) once it has ended; returns (held, released).
+async fn assert_vacuum_follows_the_clock(
+    client: &Client,
+    table: &str,
+    at: SystemTime,
+) -> (usize, usize) {
+    let states = leaf_vacuum_states(client, table).await;
+    assert!(!states.is_empty());
+    let (mut held, mut released) = (0, 0);
+    for (leaf, upper, is_held, is_released) in &states {
+        if *upper > at {
+            assert!(*is_held && !*is_released, "{leaf} is open: {states:?}");
+            held += 1;
+        } else {
+            assert!(!*is_held && *is_released, "{leaf} has closed: {states:?}");
+            released += 1;
+        }
+    }
+    (held, released)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_partitions_skip_insert_vacuums_and_closed_ones_are_frozen() {
+    let (url, client) = fresh_db(&keep_everything()).await;
+    let now = SystemTime::now();
+    // The migration's pass: yesterday has closed; today and the 3 days ahead are open.
+    let (held, released) = assert_vacuum_follows_the_clock(&client, "market_data", now).await;
+    assert_eq!((held, released), (4 * 4, 4));
+    assert_vacuum_follows_the_clock(&client, "quotes", now).await;
+    let default_options: Option<Vec<String>> = client
+        .query_one(
+            "SELECT reloptions FROM pg_class WHERE relname = 'market_data_default'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        default_options, None,
+        "the default partition keeps the server's settings"
+    );
+    let again = schema::maintain_at(&client, "market_data", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.vacuum_held, again.vacuum_released),
+        (0, 0),
+        "{again:?}"
+    );
+
+    // A tick of now goes to a held leaf; two days later its partition has closed and is
+    // released, and the partitions created ahead meanwhile are held.
+    let t = now_ns();
+    let ingestor = trades_ingestor(&url).await;
+    ingestor.push(trade_at("ESZ6", t, 1)).unwrap();
+    ingestor.shutdown().await.unwrap();
+    let leaf = partition_of(&client, "market_data", t).await;
+    let state_of = |states: Vec<(String, SystemTime, bool, bool)>| {
+        let (_, _, is_held, is_released) = states
+            .into_iter()
+            .find(|s| s.0 == leaf)
+            .expect("the tick's leaf");
+        (is_held, is_released)
+    };
+    assert_eq!(
+        state_of(leaf_vacuum_states(&client, "market_data").await),
+        (true, false)
+    );
+    let later = now + Duration::from_secs(2 * 86_400);
+    let report = schema::maintain_at(&client, "market_data", later)
+        .await
+        .unwrap();
+    assert_eq!(report.partitions_created, 2, "{report:?}");
+    assert_eq!(report.vacuum_held, 2 * 4, "{report:?}");
+    assert_eq!(report.vacuum_released, 2 * 4, "{report:?}");
+    assert_eq!(
+        state_of(leaf_vacuum_states(&client, "market_data").await),
+        (false, true)
+    );
+    let (held, released) = assert_vacuum_follows_the_clock(&client, "market_data", later).await;
+    assert_eq!((held, released), (4 * 4, 3 * 4));
+    assert_eq!(count(&client, "market_data").await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ledger_is_pruned_after_its_retention() {
     let (_url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
@@ -430,6 +540,8 @@ async fn the_least_privilege_role_ingests_and_maintains_but_has_no_ddl() {
     let report = schema::maintain(&app, "market_data").await.unwrap();
     assert_eq!(report.partitions_created, 1, "{report:?}");
     assert_eq!(report.rows_moved, 1_000, "{report:?}");
+    // ... and hands the closed partition's 4 leaves back to autovacuum.
+    assert_eq!(report.vacuum_released, 4, "{report:?}");
     for ddl in [
         "CREATE TABLE sneaky (x int)",
         "DROP TABLE market_data",
@@ -669,7 +781,7 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
         .await
         .unwrap();
     assert_eq!(report.variant, Variant::TimescaleDb);
-    assert_eq!(report.applied, vec![1, 2, 3, 4, 5]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6]);
     let again = schema::migrate_url(&url, &SchemaConfig::default())
         .await
         .unwrap();

@@ -1,9 +1,10 @@
 //! Partition maintenance of the plain-PostgreSQL variant, and ledger pruning.
 //!
-//! The SQL functions do the work (`sql/postgres/0002_market_data.sql`); this drives them,
-//! one partition per transaction so no lock is held longer than one partition takes. In the
-//! TimescaleDB variant the same functions report nothing to do (chunks are created on demand
-//! and TimescaleDB's jobs enforce retention).
+//! The SQL functions do the work (`sql/postgres/0002_market_data.sql`,
+//! `0006_partition_autovacuum.sql`); this drives them, one partition per transaction so no
+//! lock is held longer than one partition takes. In the TimescaleDB variant the partition
+//! functions report nothing to do (chunks are created on demand and TimescaleDB's jobs
+//! enforce retention); only the autovacuum hand-back of closed chunks does work.
 
 use std::time::SystemTime;
 
@@ -30,6 +31,12 @@ pub struct MaintenanceReport {
     /// partitions per pass would be needed. They are stored and queryable; this says they
     /// sit outside the time partitions.
     pub rows_in_default: u64,
+    /// Leaf tables of open time partitions (or chunks) whose insert-triggered autovacuum was
+    /// turned off: they take the live feed (`sql/postgres/0006_partition_autovacuum.sql`).
+    pub vacuum_held: u32,
+    /// Leaf tables of time partitions (or chunks) that have closed, handed back to
+    /// autovacuum to be vacuumed and frozen once.
+    pub vacuum_released: u32,
 }
 
 /// [`maintain_at`] now.
@@ -40,7 +47,9 @@ pub async fn maintain(client: &Client, table: &str) -> Result<MaintenanceReport>
 /// One maintenance pass over `table` as if the time were `at`: creates the time partitions
 /// it should have (the current one, the one before, `partitions_ahead` after, and any range
 /// inside the retention window that the default partition holds rows for, moving them in),
-/// applies retention, and counts what is left in the default partition.
+/// applies retention, turns insert-triggered autovacuum off on the open partitions' leaves and
+/// back on (with freezing) on the closed ones, and counts what is left in the default
+/// partition.
 ///
 /// Safe to run from several processes at once (the SQL functions serialise per table).
 /// Tables this schema does not partition are left alone and report zeros.
@@ -96,6 +105,17 @@ pub async fn maintain_at(
     )?;
     report.partitions_dropped = row.get::<_, i32>(0) as u32;
     report.rows_expired = row.get::<_, i64>(1) as u64;
+    let row = one(
+        client
+            .query_typed(
+                "SELECT held, released FROM christmas_tune_autovacuum($1, $2)",
+                &[(&table, Type::TEXT), (&at, Type::TIMESTAMPTZ)],
+            )
+            .await,
+        "setting the partitions' autovacuum",
+    )?;
+    report.vacuum_held = row.get::<_, i32>(0) as u32;
+    report.vacuum_released = row.get::<_, i32>(1) as u32;
     report.rows_in_default = one(
         client
             .query_typed("SELECT christmas_default_rows($1)", &[(&table, Type::TEXT)])
@@ -103,7 +123,11 @@ pub async fn maintain_at(
         "counting rows in the default partition",
     )?
     .get::<_, i64>(0) as u64;
-    if report.partitions_created > 0 || report.partitions_dropped > 0 || report.rows_expired > 0 {
+    if report.partitions_created > 0
+        || report.partitions_dropped > 0
+        || report.rows_expired > 0
+        || report.vacuum_released > 0
+    {
         tracing::info!(?report, "partitions maintained");
     }
     Ok(report)

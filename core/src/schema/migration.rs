@@ -69,6 +69,11 @@ const POSTGRES: &[Migration] = &[
     },
     ORDER_WORKFLOW,
     QUEUE_TABLES,
+    Migration {
+        version: 6,
+        name: "partition_autovacuum",
+        sql: include_str!("../../../sql/postgres/0006_partition_autovacuum.sql"),
+    },
 ];
 
 const TIMESCALEDB: &[Migration] = &[
@@ -85,6 +90,11 @@ const TIMESCALEDB: &[Migration] = &[
     },
     ORDER_WORKFLOW,
     QUEUE_TABLES,
+    Migration {
+        version: 6,
+        name: "partition_autovacuum",
+        sql: include_str!("../../../sql/timescaledb/0006_partition_autovacuum.sql"),
+    },
 ];
 
 /// The migrations of `variant`, oldest first.
