@@ -87,7 +87,11 @@ pub(crate) fn run<R: Record>(
                                 sealed.batch.body = bytes::Bytes::new();
                                 sealed.batch.row_ends = Vec::new();
                                 sealed.batch.pushed_at = Vec::new();
-                                sealed.fanout = None;
+                                if let (Some(f), Some(q)) =
+                                    (sealed.fanout.take(), shared.fanout.as_deref())
+                                {
+                                    crate::metrics::add(&q.counters.spilled, f.ticks.len() as u64);
+                                }
                                 (at.entry, 0, Some(at))
                             }
                         };

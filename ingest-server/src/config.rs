@@ -81,6 +81,10 @@ pub struct DaemonConfig {
     /// Most bytes of spool per shard and record kind (default 1 GiB); when full, ingest
     /// waits (then 503s) until PostgreSQL catches up.
     pub spool_max_bytes: u64,
+    /// Most bytes of spooled batches per shard and record kind kept in memory for the
+    /// writer (default 64 MiB); a larger backlog (PostgreSQL away) is read back from disk,
+    /// and those ticks are not fanned out (`christmas_fanout_spilled_total`).
+    pub spool_memory_bytes: u64,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -112,6 +116,7 @@ impl std::fmt::Debug for DaemonConfig {
             .field("spool_dir", &self.spool_dir)
             .field("spool_fsync_ms", &self.spool_fsync_ms)
             .field("spool_max_bytes", &self.spool_max_bytes)
+            .field("spool_memory_bytes", &self.spool_memory_bytes)
             .finish()
     }
 }
@@ -143,6 +148,7 @@ impl Default for DaemonConfig {
             spool_dir: None,
             spool_fsync_ms: 0,
             spool_max_bytes: 1 << 30,
+            spool_memory_bytes: 64 << 20,
         }
     }
 }
@@ -280,6 +286,7 @@ impl DaemonConfig {
                 ms => FsyncPolicy::Every(Duration::from_millis(ms)),
             },
             max_bytes: self.spool_max_bytes,
+            memory_bytes: self.spool_memory_bytes,
             ..SpoolConfig::new(dir)
         }))
     }

@@ -138,6 +138,7 @@ fn engine(out: &mut String, kinds: &[(&str, MetricsSnapshot)]) {
             for (name, v) in [
                 ("christmas_fanout_published_total", f.published),
                 ("christmas_fanout_dropped_total", f.dropped),
+                ("christmas_fanout_spilled_total", f.spilled),
                 ("christmas_fanout_messages_total", f.messages),
                 ("christmas_fanout_errors_total", f.errors),
                 ("christmas_fanout_queue_depth", f.queue_depth),

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use christmas_core::fanout::FanoutConfig;
 use christmas_core::spool::{scan_segment, SpoolConfig};
 use christmas_core::{Backpressure, Error, Ingestor, Trade};
-use christmas_tests::PgServer;
+use christmas_tests::{PgServer, RedisServer};
 
 use crate::support::{self, connect, count, fresh_core_db, symbols, trade};
 
@@ -333,11 +334,13 @@ async fn a_torn_tail_is_cut_and_reported_and_the_rest_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_the_spool_takes_ticks_until_full_then_everything_lands() {
     let mut pg = PgServer::start().unwrap();
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
     let (url, client) = fresh_core_db(&pg.url()).await;
     drop(client);
     let dir = spool_dir("spool-down");
     let ingestor = Ingestor::<Trade>::builder()
         .database_url(&url)
+        .fanout(FanoutConfig::new(redis.url()))
         .shards(1)
         .batch_max_rows(2_000)
         .batch_max_bytes(256 << 10)
@@ -393,5 +396,14 @@ async fn postgres_down_the_spool_takes_ticks_until_full_then_everything_lands() 
     let sp = snap.spool.unwrap();
     assert!(sp.read_back > 0, "the memory budget was exceeded: {sp:?}");
     assert_eq!(sp.disk_bytes, 0);
+    // The batches read back from disk were not fanned out, and are counted as such; the
+    // rest were published after their commit.
+    let fanout = snap.fanout.unwrap();
+    assert!(fanout.spilled > 0, "{fanout:?}");
+    assert_eq!(
+        fanout.published + fanout.spilled + fanout.dropped,
+        accepted,
+        "{fanout:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -35,6 +35,8 @@ pub(crate) struct FanoutCounters {
     pub enqueued: AtomicU64,
     /// Ticks dropped because the queue was full (batchers / writers).
     pub dropped: AtomicU64,
+    /// Ticks not published because the spool spilled their batch to disk (spool stages).
+    pub spilled: AtomicU64,
     /// Ticks published (publisher).
     pub published: AtomicU64,
     /// Messages (symbol groups) published (publisher).
@@ -53,6 +55,11 @@ pub struct FanoutSnapshot {
     /// Ticks dropped because Redis was slow or down (the queue was full, or shutdown came
     /// before they could be sent).
     pub dropped: u64,
+    /// Ticks not published because the spool spilled their batch to disk: PostgreSQL was
+    /// away long enough for the backlog to outgrow the spool's memory budget. They are
+    /// written to PostgreSQL (exactly once, like every spooled batch) but not fanned out;
+    /// their fan-out sequences are gaps a subscriber can see.
+    pub spilled: u64,
     /// Ticks published.
     pub published: u64,
     /// Messages published (one per symbol per batch).
@@ -136,6 +143,7 @@ impl<R: Record> FanoutQueue<R> {
         FanoutSnapshot {
             enqueued: metrics::load(&c.enqueued),
             dropped: metrics::load(&c.dropped),
+            spilled: metrics::load(&c.spilled),
             published: metrics::load(&c.published),
             messages: metrics::load(&c.messages),
             errors: metrics::load(&c.errors),
