@@ -111,6 +111,16 @@ pub fn redis_used_mib(url: &str) -> Option<f64> {
         .map(|b| b / (1 << 20) as f64)
 }
 
+/// Entries in the stream `key` of the bench's Redis database, or `None` when it cannot be
+/// read.
+pub fn bench_redis_xlen(url: &str, key: &str) -> Option<u64> {
+    bench_redis_cli(url, &["XLEN", key])
+        .ok()??
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Deletes every key matching `pattern` in the bench's Redis database (what a soak's
 /// fan-out left: one stream per symbol, gigabytes after half an hour).
 pub fn clear_bench_redis_keys(url: &str, pattern: &str) -> Result<()> {

@@ -3,7 +3,10 @@
 //! minute: RSS, tick commit latency (p50/p99), order latency (p99), rates, errors.
 //!
 //! The ceiling is measured first in the same run: ticks over TCP as fast as the daemon
-//! takes them for `--calibrate-seconds`. The soak then paces ticks at `--load` of it over
+//! takes them for `--calibrate-seconds` (90), the ceiling being the rate committed over the
+//! last two thirds of that. Measured over its first 20 s instead, in a fresh database, it
+//! came out at up to 464 k ticks/s on a day the daemon could not hold 232 k for 30 minutes
+//! (`bench/results/soak-2026-11-29T030937Z.md`). The soak then paces ticks at `--load` of it over
 //! TCP with `ack=committed` frames (each frame's send → ack time is a commit latency) and
 //! POSTs `--orders-per-second` orders. RSS is sampled every second and summarised per
 //! minute (median and maximum).
@@ -36,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use christmas_core::frame::{self, AckLevel, IngestFrame};
+use christmas_core::orders::{OrderStatus, OrderWorker, OrderWorkerConfig};
 use christmas_core::synthetic::SyntheticMarket;
 use christmas_ingest::feed::push;
 use hdrhistogram::Histogram;
@@ -57,12 +61,23 @@ pub struct SoakArgs {
     /// Minutes of soak.
     #[arg(long, default_value_t = 30)]
     minutes: u64,
-    /// Seconds of the ceiling measurement.
-    #[arg(long, default_value_t = 20)]
+    /// Seconds of the ceiling measurement. The ceiling is the commit rate over its last two
+    /// thirds: the first third fills empty partitions and indexes, which take rows faster
+    /// than the store in steady state, and before the first checkpoint.
+    #[arg(long, default_value_t = 90)]
     calibrate_seconds: u64,
     /// Fraction of the ceiling to soak at.
     #[arg(long, default_value_t = 0.5)]
     load: f64,
+    /// Soak at this many ticks/s instead of `--load` of the ceiling: A/B runs at one rate
+    /// (the ceiling measured at the start of each run varies by ±15 % on this VM).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Also run an order worker in the bench (accepted → working → filled, acknowledged),
+    /// so `orders:events` is consumed and trimmed as in a deployment. Each order then costs
+    /// two more transactions (1,000 more commits a second at the default order rate).
+    #[arg(long)]
+    order_worker: bool,
     /// Orders per second during the soak.
     #[arg(long, default_value_t = 500)]
     orders_per_second: u64,
@@ -262,6 +277,48 @@ struct OrderStats {
     created: AtomicU64,
     errors: AtomicU64,
     latency_us: Mutex<Option<Histogram<u64>>>,
+}
+
+/// Orders an [`OrderWorker`] took to `filled`, and the events it acknowledged.
+#[derive(Default)]
+struct WorkerStats {
+    filled: AtomicU64,
+    acked: AtomicU64,
+}
+
+/// One order worker, as a deployment runs beside the daemons (`examples/order_worker.rs`):
+/// each `order.accepted` event moves its order accepted → working → filled and is
+/// acknowledged, so the daemon's trim keeps `orders:events` short. Runs until `stop`.
+async fn work_orders(
+    redis_url: String,
+    database_url: String,
+    stats: Arc<WorkerStats>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut config = OrderWorkerConfig::new(redis_url, database_url, "soak-worker");
+    config.block = Duration::from_millis(200);
+    let mut worker = OrderWorker::connect(config).await?;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(event) = worker.next().await? else {
+            continue;
+        };
+        let working = worker
+            .transition(
+                event.order_id,
+                &[OrderStatus::Accepted],
+                OrderStatus::Working,
+            )
+            .await?;
+        let filled = worker
+            .transition(event.order_id, &[OrderStatus::Working], OrderStatus::Filled)
+            .await?;
+        worker.ack(&event).await?;
+        if working && filled {
+            stats.filled.fetch_add(1, Ordering::Relaxed);
+        }
+        stats.acked.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// POSTs `rate` orders per second over 4 keep-alive connections until `stop`.
@@ -555,9 +612,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
     let since = |before: [f64; 5], after: [f64; 5]| -> [f64; 5] {
         std::array::from_fn(|i| after[i] - before[i])
     };
-    let page = get(&http, "/metrics").await?;
-    let before = committed_total(&page);
-    let cal_before = totals(&page);
+    let cal_before = totals(&get(&http, "/metrics").await?);
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(TickStats::default());
     let cal = tokio::spawn(send_ticks(
@@ -569,12 +624,16 @@ async fn soak(args: SoakArgs) -> Result<()> {
         stop.clone(),
         Arc::new(AtomicI64::new(0)),
     ));
-    tokio::time::sleep(Duration::from_secs(args.calibrate_seconds)).await;
+    let warm_up = args.calibrate_seconds / 3;
+    let measured = (args.calibrate_seconds - warm_up).max(1);
+    tokio::time::sleep(Duration::from_secs(warm_up)).await;
+    let before = committed_total(&get(&http, "/metrics").await?);
+    tokio::time::sleep(Duration::from_secs(measured)).await;
     let after = committed_total(&get(&http, "/metrics").await?);
     stop.store(true, Ordering::SeqCst);
     cal.await??;
-    let ceiling = (after - before) / args.calibrate_seconds as f64;
-    let rate = (ceiling * args.load) as u64;
+    let ceiling = (after - before) / measured as f64;
+    let rate = args.rate.unwrap_or((ceiling * args.load) as u64);
     println!(
         "soak: ceiling {ceiling:.0} ticks/s; soaking at {rate} ticks/s and {} orders/s for {} min",
         args.orders_per_second, args.minutes
@@ -600,6 +659,10 @@ async fn soak(args: SoakArgs) -> Result<()> {
 
     // The calibration's ticks went to today's partition, which minute RETAINED_DAYS truncates.
     let db = crate::pg::connect(&url).await?;
+    // Its WAL is checkpointed now rather than by a checkpoint running into the first minutes.
+    if let Err(e) = db.batch_execute("CHECKPOINT").await {
+        println!("soak: no CHECKPOINT after the ceiling ({e}); the first minutes may share one");
+    }
     let day_offset = Arc::new(AtomicI64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let ticks = Arc::new(TickStats::default());
@@ -621,6 +684,22 @@ async fn soak(args: SoakArgs) -> Result<()> {
         orders.clone(),
         stop.clone(),
     ));
+    let worker = Arc::new(WorkerStats::default());
+    let worker_task = tokio::spawn({
+        let (redis, url, worker, stop) = (
+            crate::services::bench_redis(&args.redis_url),
+            url.clone(),
+            worker.clone(),
+            stop.clone(),
+        );
+        let on = args.order_worker;
+        async move {
+            match on {
+                true => work_orders(redis, url, worker, stop).await,
+                false => Ok(()),
+            }
+        }
+    });
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let sampler = {
         let (samples, stop, http) = (samples.clone(), stop.clone(), http.clone());
@@ -699,7 +778,10 @@ async fn soak(args: SoakArgs) -> Result<()> {
             truncated += 1;
         }
         day_offset.store(next, Ordering::Relaxed);
-        if tick_task.is_finished() || order_task.is_finished() {
+        if tick_task.is_finished()
+            || order_task.is_finished()
+            || (args.order_worker && worker_task.is_finished())
+        {
             break;
         }
     }
@@ -710,12 +792,42 @@ async fn soak(args: SoakArgs) -> Result<()> {
     sampler.await?;
     let tick_result = tick_task.await?;
     let order_result = order_task.await?;
+    let worker_result = worker_task.await?;
+    if args.order_worker {
+        // The daemon trims every 10 s below what the worker acknowledged: let one pass run.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+    }
+    let events_left = crate::services::bench_redis_xlen(&args.redis_url, "orders:events");
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let status = daemon.wait()?;
     tick_result?;
     order_result?;
+    worker_result.context("the order worker")?;
+    let (created, filled, acked) = (
+        orders.created.load(Ordering::Relaxed),
+        worker.filled.load(Ordering::Relaxed),
+        worker.acked.load(Ordering::Relaxed),
+    );
+    let filled_in_db: i64 = db
+        .query_one("SELECT count(*) FROM orders WHERE status = 'filled'", &[])
+        .await?
+        .get(0);
+    let events_left = events_left.map_or("?".into(), |n| n.to_string());
+    let events = if args.order_worker {
+        format!(
+            "consumed by one `OrderWorker` in the bench (`--order-worker`: it filled {filled} of \
+             the {created} orders created, {filled_in_db} are filled in PostgreSQL, it \
+             acknowledged {acked} events; `orders:events` held {events_left} entries at the end)"
+        )
+    } else {
+        format!(
+            "not consumed (no `--order-worker`: `orders:events` held {events_left} entries at \
+             the end)"
+        )
+    };
+    println!("soak: order events {events}");
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     let log_errors = log
         .lines()
@@ -781,13 +893,23 @@ async fn soak(args: SoakArgs) -> Result<()> {
             m.redis_mib
         ));
     }
+    let flags = format!(
+        "{}{}",
+        args.rate.map_or(String::new(), |r| format!(" --rate {r}")),
+        if args.order_worker {
+            " --order-worker"
+        } else {
+            ""
+        }
+    );
     let body = format!(
         "## soak — the daemon for {mins} minutes at {load:.0} % of its ceiling, with fan-out, spool and orders\n\n\
-         {stamp} · `./target/release/christmas-bench soak --minutes {mins}` · {machine}\n\n\
+         {stamp} · `./target/release/christmas-bench soak --minutes {mins}{flags}` · {machine}\n\n\
          The release `christmas-ingest` with Redis fan-out (JSON), `spool_dir` (fsync per batch), \
-         order events on and a linger of {linger}. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
-         ({cal} s as fast as it takes them; the fan-out published {cal_published:.0} of its \
-         ticks and dropped {cal_dropped:.0}); soak at **{rate} ticks/s** in `ack=committed` frames \
+         order events on and {events}, and a linger of {linger}. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
+         ({cal} s as fast as it takes them, the rate committed over the last {measured} s; \
+         the fan-out published {cal_published:.0} of its ticks and dropped {cal_dropped:.0}; \
+         then a `CHECKPOINT`); soak at **{rate} ticks/s** in `ack=committed` frames \
          of 1,000 (latency = frame sent → ack) plus {opr} orders/s over HTTP. Retention as a \
          deployment runs it: each minute's ticks go to the next of {RETAINED_DAYS} daily partitions \
          in turn, and the partition a minute is about to fill is truncated first ({truncated} \
@@ -808,7 +930,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
          p99 **{p99_word}**. Errors: {errors} from the clients, {log_errors} ERROR lines in the daemon's log; daemon \
          exit on SIGTERM: {status}. **{pass}**.\n",
         mins = args.minutes,
-        load = args.load * 100.0,
+        load = rate as f64 / ceiling.max(1.0) * 100.0,
         linger = match std::env::var("CHRISTMAS_LINGER_MS") {
             Ok(ms) => format!("{ms} ms (`CHRISTMAS_LINGER_MS`)"),
             Err(_) => format!(
