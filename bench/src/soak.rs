@@ -817,12 +817,12 @@ async fn soak(args: SoakArgs) -> Result<()> {
         worker.filled.load(Ordering::Relaxed),
         worker.acked.load(Ordering::Relaxed),
     );
-    let filled_in_db: i64 = db
-        .query_one("SELECT count(*) FROM orders WHERE status = 'filled'", &[])
-        .await?
-        .get(0);
     let events_left = events_left.map_or("?".into(), |n| n.to_string());
     let events = if args.order_worker {
+        let filled_in_db: i64 = db
+            .query_one("SELECT count(*) FROM orders WHERE status = 'filled'", &[])
+            .await?
+            .get(0);
         format!(
             "consumed by one `OrderWorker` in the bench (`--order-worker`: it filled {filled} of \
              the {created} orders created, {filled_in_db} are filled in PostgreSQL, it \

@@ -67,14 +67,19 @@ pub struct SpoolConfig {
 }
 
 impl SpoolConfig {
+    /// Default [`max_bytes`](Self::max_bytes): 1 GiB per shard.
+    pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+    /// Default [`memory_bytes`](Self::memory_bytes): 64 MiB per shard.
+    pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+
     /// A spool in `dir` with the defaults.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         SpoolConfig {
             dir: dir.into(),
             fsync: FsyncPolicy::EveryBatch,
-            max_bytes: 1 << 30,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
             segment_bytes: 64 << 20,
-            memory_bytes: 64 << 20,
+            memory_bytes: Self::DEFAULT_MEMORY_BYTES,
         }
     }
 

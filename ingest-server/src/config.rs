@@ -147,8 +147,8 @@ impl Default for DaemonConfig {
             order_rate_burst: 10_000.0,
             spool_dir: None,
             spool_fsync_ms: 0,
-            spool_max_bytes: 1 << 30,
-            spool_memory_bytes: 64 << 20,
+            spool_max_bytes: christmas_core::spool::SpoolConfig::DEFAULT_MAX_BYTES,
+            spool_memory_bytes: christmas_core::spool::SpoolConfig::DEFAULT_MEMORY_BYTES,
         }
     }
 }
