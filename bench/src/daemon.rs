@@ -16,7 +16,7 @@ use christmas_ingest::server::{self, AppState};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::chart::{self, Bar, LineChart, Series};
 use crate::ingest::{ceiling_run, engine_run};
@@ -126,8 +126,8 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     // The daemon, as `christmas-ingest serve` runs it, without Redis (the comparison is
     // PostgreSQL ingest), in this process.
     let (http_addr, tcp_addr, stop, task) = rt.block_on(async {
-        let http = TcpListener::bind("127.0.0.1:0").await?;
-        let tcp = TcpListener::bind("127.0.0.1:0").await?;
+        let http = server::listen("127.0.0.1:0", 4_096).await?;
+        let tcp = server::listen("127.0.0.1:0", 4_096).await?;
         let (h, t) = (
             http.local_addr()?.to_string(),
             tcp.local_addr()?.to_string(),

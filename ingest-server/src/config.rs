@@ -51,7 +51,8 @@ pub struct DaemonConfig {
     /// A request taking longer is answered 503 (default 30 s; `ack=committed` waits for
     /// the commit within it).
     pub request_timeout_ms: u64,
-    /// Open connections, HTTP and TCP together (default 1,024); further ones wait.
+    /// Open connections, HTTP and TCP together (default 1,024); further ones wait. Also
+    /// each listener's backlog (capped by `net.core.somaxconn`).
     pub max_connections: usize,
     /// `/ready` fails when any ring is fuller than this fraction (default 0.8).
     pub ready_ring_fraction: f64,

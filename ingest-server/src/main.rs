@@ -111,13 +111,13 @@ async fn main() -> anyhow::Result<()> {
                 c.tcp_addr = a.clone();
             }
             c.validate()?;
-            let http = tokio::net::TcpListener::bind(&c.http_addr)
+            let http = server::listen(&c.http_addr, c.max_connections)
                 .await
                 .with_context(|| format!("binding {}", c.http_addr))?;
             let tcp = match c.tcp_addr.as_str() {
                 "" => None,
                 a => Some(
-                    tokio::net::TcpListener::bind(a)
+                    server::listen(a, c.max_connections)
                         .await
                         .with_context(|| format!("binding {a}"))?,
                 ),

@@ -208,6 +208,35 @@ impl AsyncWrite for CappedStream {
     }
 }
 
+/// Binds `addr` with a listen backlog of `backlog` connection attempts (the kernel caps it
+/// at `net.core.somaxconn`).
+///
+/// `TcpListener::bind` asks for 128. A load balancer or a few hundred clients connecting
+/// at once (after a restart, say) overflow that, and every dropped SYN is retried only a
+/// second later. The daemon passes its `max_connections`.
+pub async fn listen(addr: &str, backlog: usize) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = match a {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As TcpListener::bind does: a restarted daemon may bind while old connections
+        // are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a) {
+            Ok(()) => return socket.listen(backlog.clamp(128, 65_535) as u32),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} resolves to no address"),
+        )
+    }))
+}
+
 /// An HTTP listener that accepts at most `max_connections` connections at once.
 #[derive(Debug)]
 pub struct CappedListener {
@@ -308,5 +337,33 @@ pub async fn run(
         Err(_) => anyhow::bail!(
             "shutdown took longer than {deadline:?}; some records may not be committed"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_listen_backlog_holds_a_connection_storm() {
+        // Nothing accepts: every connection waits in the backlog. With the 128 that
+        // `TcpListener::bind` asks for, the 129th SYN is dropped and retried a second later.
+        let listener = listen("127.0.0.1:0", 1_024).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for i in 0..400 {
+            let c = tokio::time::timeout(
+                Duration::from_millis(700),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} was not queued"))
+            .unwrap();
+            held.push(c);
+        }
+        assert_eq!(held.len(), 400);
+        // The port is taken (SO_REUSEADDR does not share a listening port).
+        let taken = listen(&addr.to_string(), 1_024).await.unwrap_err();
+        assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
     }
 }
