@@ -133,7 +133,7 @@ pub struct WrkPlan {
 
 /// A wrk warm-up run (not recorded), then `plan.repeats` measured runs against `addr`, each
 /// checked against the rows the run added to `orders` at `url`; the run with the median
-/// orders/s, and the rows its run added.
+/// orders/s, the rows its run added, and every measured run in order.
 pub fn wrk_series(
     rt: &tokio::runtime::Runtime,
     addr: &str,
@@ -141,7 +141,7 @@ pub fn wrk_series(
     plan: WrkPlan,
     what: &str,
     bar: &indicatif::ProgressBar,
-) -> Result<(WrkRun, u64)> {
+) -> Result<(WrkRun, u64, Vec<WrkRun>)> {
     if plan.warmup_seconds > 0 {
         bar.set_message(format!("{what}: wrk warm-up, {} s", plan.warmup_seconds));
         loadgen::wrk_orders(addr, plan.connections, plan.warmup_seconds)?;
@@ -170,9 +170,19 @@ pub fn wrk_series(
         );
         runs.push((run, added));
     }
+    let all = runs.iter().map(|(r, _)| r.clone()).collect();
     runs.sort_by(|a, b| a.0.created_per_s.total_cmp(&b.0.created_per_s));
     let mid = runs.len() / 2;
-    Ok(runs.swap_remove(mid))
+    let (run, added) = runs.swap_remove(mid);
+    Ok((run, added, all))
+}
+
+/// "30936/s at p99 23.0 ms, …": each run's orders/s and p99.
+fn runs_text(runs: &[WrkRun]) -> String {
+    runs.iter()
+        .map(|r| format!("{:.0}/s at p99 {:.1} ms", r.created_per_s, r.p99_ms))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The daemon's config for the order scenarios: no rate limit in the way.
@@ -232,7 +242,8 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
         anyhow::Ok((addr, stop, task, state))
     })?;
     bar.inc(1);
-    let (ours, stored_ours) = wrk_series(&rt, &addr, &url, plan, "christmas-ingest", &bar)?;
+    let (ours, stored_ours, our_runs) =
+        wrk_series(&rt, &addr, &url, plan, "christmas-ingest", &bar)?;
     // wrk counts answers below 400; the desk says what they were: every one a new order.
     let desk = state.orders.metrics();
     ensure!(
@@ -295,7 +306,7 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
         let task = tokio::spawn(async move { axum::serve(listener, app).await });
         anyhow::Ok((addr, task))
     })?;
-    let (naive, naive_stored) =
+    let (naive, naive_stored, naive_runs) =
         wrk_series(&rt, &naive_addr, &naive_url, plan, "naive baseline", &bar)?;
     naive_task.abort();
     bar.inc(1);
@@ -348,6 +359,7 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
          {repeats}; the daemon with {oc} order writer connections.\n\n\
          | server | durable orders/s | p50 / p99 / p99.9 | answers ≥ 400 | socket errors |\n\
          |---|---|---|---|---|\n{ours_row}\n{naive_row}\n\n\
+         Every measured run, in order: christmas-ingest {our_runs}; naive {naive_runs}.\n\n\
          Group commit vs one `INSERT` per request (pool of {pool} connections, same durability): \
          **{ratio:.2}×** (target ≥ 5×). Targets for the daemon: ≥ 20,000 orders/s, p99 ≤ 20 ms.\n\n\
          `siege -c100 -t{ss}S -b` on `GET /api/market-data?symbol=ESZ6` ({source}): {siege_rate:.0} \
@@ -363,6 +375,8 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
         repeats = args.repeats,
         oc = args.order_connections,
         ours_row = row("christmas-ingest (group commit)", &ours),
+        our_runs = runs_text(&our_runs),
+        naive_runs = runs_text(&naive_runs),
         naive_row = row("naive axum + INSERT per request", &naive),
         pool = args.naive_pool,
         ss = args.siege_seconds,
@@ -392,7 +406,9 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
             "postgres": settings,
             "wrk": {"connections": args.connections, "seconds": args.seconds},
             "christmas": {"orders_per_s": ours.created_per_s.round(), "p50_ms": ours.p50_ms,
-                          "p99_ms": ours.p99_ms, "p999_ms": ours.p999_ms, "stored": stored_ours},
+                          "p99_ms": ours.p99_ms, "p999_ms": ours.p999_ms, "stored": stored_ours,
+                          "runs": our_runs.iter().map(|r| json!({"orders_per_s": r.created_per_s.round(),
+                              "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "p999_ms": r.p999_ms})).collect::<Vec<_>>()},
             "naive": {"orders_per_s": naive.created_per_s.round(), "p50_ms": naive.p50_ms,
                       "p99_ms": naive.p99_ms, "p999_ms": naive.p999_ms, "stored": naive_stored},
             "ratio": ratio,

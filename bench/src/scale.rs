@@ -343,7 +343,7 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
         );
         if !via_nginx {
             let addr = format!("127.0.0.1:{}", ports[0]);
-            let (run, stored) = wrk_series(&rt, &addr, &url, plan, &what, &bar)?;
+            let (run, stored, _) = wrk_series(&rt, &addr, &url, plan, &what, &bar)?;
             for d in &mut daemons {
                 d.stop();
             }
@@ -382,7 +382,7 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
         let addr = format!("127.0.0.1:{listen}");
         wait_healthy(&rt, &addr, "nginx", &mut nginx_proc)
             .with_context(|| std::fs::read_to_string(ndir.join("error.log")).unwrap_or_default())?;
-        let (run, stored) = wrk_series(&rt, &addr, &url, plan, &what, &bar)?;
+        let (run, stored, _) = wrk_series(&rt, &addr, &url, plan, &what, &bar)?;
         nginx_proc.stop();
         for d in &mut daemons {
             d.stop();
