@@ -1,7 +1,11 @@
 //! An asynchronous order worker: takes `order.accepted` events from the Redis stream with a
 //! consumer group, moves each order accepted → working → filled (market orders, and limit
-//! orders) and acknowledges the event. Start several with different names; an event whose
-//! worker dies before acknowledging is claimed by another after 30 s.
+//! orders) and acknowledges the events. Start several with different names; events whose
+//! worker dies before acknowledging are claimed by another after 30 s.
+//!
+//! Events come in batches of up to 256: each step of a batch is one `UPDATE` and the
+//! acknowledgement one `XACK`, so a busy stream costs a few round trips per batch rather
+//! than five per order.
 //!
 //! ```sh
 //! eval "$(bash scripts/services.sh env)"
@@ -19,40 +23,41 @@ async fn main() -> christmas_core::Result<()> {
     let mut worker = OrderWorker::connect(OrderWorkerConfig::new(redis, db, &name)).await?;
     eprintln!("{name}: waiting for order events (Ctrl-C to stop)");
     loop {
-        let event = tokio::select! {
-            e = worker.next() => e?,
+        let events = tokio::select! {
+            e = worker.next_batch(256) => e?,
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
-        let Some(event) = event else { continue };
-        // Each step moves the order only from the status it expects, so an event handled
-        // twice (claimed after a crash) changes nothing the second time.
+        if events.is_empty() {
+            continue;
+        }
+        let ids: Vec<i64> = events.iter().map(|e| e.order_id).collect();
+        // Each step moves an order only from the status it expects, so events handled
+        // twice (claimed after a crash) change nothing the second time.
         let working = worker
-            .transition(
-                event.order_id,
-                &[OrderStatus::Accepted],
-                OrderStatus::Working,
-            )
+            .transition_many(&ids, &[OrderStatus::Accepted], OrderStatus::Working)
             .await?;
         let filled = worker
-            .transition(event.order_id, &[OrderStatus::Working], OrderStatus::Filled)
+            .transition_many(&ids, &[OrderStatus::Working], OrderStatus::Filled)
             .await?;
-        worker.ack(&event).await?;
-        println!(
-            "{name}: order {} ({} {} {}) {}{}",
-            event.order_id,
-            event.order["side"],
-            event.order["quantity"],
-            event.order["symbol"],
-            if working && filled {
-                "filled"
-            } else {
-                "already handled"
-            },
-            if event.claimed {
-                " [claimed from a dead worker]"
-            } else {
-                ""
-            },
-        );
+        worker.ack_many(&events).await?;
+        for e in &events {
+            println!(
+                "{name}: order {} ({} {} {}) {}{}",
+                e.order_id,
+                e.order["side"],
+                e.order["quantity"],
+                e.order["symbol"],
+                if working.contains(&e.order_id) && filled.contains(&e.order_id) {
+                    "filled"
+                } else {
+                    "already handled"
+                },
+                if e.claimed {
+                    " [claimed from a dead worker]"
+                } else {
+                    ""
+                },
+            );
+        }
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use christmas_core::orders::{
-    NewOrder, OrderDesk, OrderDeskConfig, OrderSide, OrderStatus, OrderType, OrderWorker,
-    OrderWorkerConfig, SubmitOutcome, TimeInForce,
+    NewOrder, OrderDesk, OrderDeskConfig, OrderEvent, OrderSide, OrderStatus, OrderType,
+    OrderWorker, OrderWorkerConfig, SubmitOutcome, TimeInForce,
 };
 use christmas_core::Symbol;
 use christmas_ingest::auth::{hash_key, ApiKey};
@@ -485,6 +485,154 @@ async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once(
         ),
         ("filled", 2, true)
     );
+    let pending = redis
+        .cli(&["XPENDING", "orders:events", "order-workers"])
+        .unwrap();
+    assert!(pending.starts_with('0'), "{pending}");
+    desk.shutdown().await;
+}
+
+/// A worker takes events in batches, moves a batch's orders in one statement each step,
+/// acknowledges them in one command, and a batch a dead worker held is claimed whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_take_move_and_acknowledge_events_in_batches() {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let desk = Arc::new(
+        OrderDesk::start(OrderDeskConfig {
+            redis_url: Some(redis.url()),
+            ..OrderDeskConfig::new(&url)
+        })
+        .await
+        .unwrap(),
+    );
+    let submit = |range: std::ops::Range<usize>| {
+        let desk = desk.clone();
+        async move {
+            let mut set = tokio::task::JoinSet::new();
+            for i in range {
+                let desk = desk.clone();
+                set.spawn(async move { desk.submit(new_order(i)).await.unwrap() });
+            }
+            let mut ids = Vec::new();
+            while let Some(r) = set.join_next().await {
+                let SubmitOutcome::Created(o) = r.unwrap() else {
+                    panic!("a new order was not created")
+                };
+                ids.push(o.id);
+            }
+            ids.sort_unstable();
+            ids
+        }
+    };
+    let config = |name: &str| OrderWorkerConfig {
+        claim_idle: Duration::from_millis(300),
+        block: Duration::from_millis(200),
+        ..OrderWorkerConfig::new(redis.url(), &url, name)
+    };
+    /// Batches of at most `max` until `n` events came (or 50 empty reads).
+    async fn take(w: &mut OrderWorker, n: usize, max: usize) -> Vec<Vec<OrderEvent>> {
+        let (mut batches, mut got, mut empty) = (Vec::new(), 0, 0);
+        while got < n && empty < 50 {
+            let b = w.next_batch(max).await.unwrap();
+            assert!(b.len() <= max, "a batch of {} for at most {max}", b.len());
+            if b.is_empty() {
+                empty += 1;
+            }
+            got += b.len();
+            batches.push(b);
+        }
+        batches.retain(|b| !b.is_empty());
+        batches
+    }
+
+    let ids = submit(0..300).await;
+    let mut a = OrderWorker::connect(config("a")).await.unwrap();
+    let batches = take(&mut a, 300, 100).await;
+    let events: Vec<OrderEvent> = batches.iter().flatten().cloned().collect();
+    let mut seen: Vec<i64> = events.iter().map(|e| e.order_id).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, ids, "every order's event, once");
+    assert!(batches.len() < 300, "one event per read: {}", batches.len());
+    assert!(events
+        .iter()
+        .all(|e| !e.claimed && e.kind == "order.accepted"));
+
+    let mut working = a
+        .transition_many(&seen, &[OrderStatus::Accepted], OrderStatus::Working)
+        .await
+        .unwrap();
+    working.sort_unstable();
+    assert_eq!(working, ids);
+    // Handled twice (a claimed batch), the step moves nothing.
+    assert!(a
+        .transition_many(&seen, &[OrderStatus::Accepted], OrderStatus::Working)
+        .await
+        .unwrap()
+        .is_empty());
+    let filled = a
+        .transition_many(&seen, &[OrderStatus::Working], OrderStatus::Filled)
+        .await
+        .unwrap();
+    assert_eq!(filled.len(), 300);
+    a.ack_many(&events).await.unwrap();
+    let pending = redis
+        .cli(&["XPENDING", "orders:events", "order-workers"])
+        .unwrap();
+    assert!(pending.starts_with('0'), "{pending}");
+
+    // A worker dies holding a batch: another claims all of it, as claimed.
+    let more = submit(300..350).await;
+    let mut c = OrderWorker::connect(config("c")).await.unwrap();
+    let mut held: Vec<String> = take(&mut c, 50, 100)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|e| e.stream_id)
+        .collect();
+    held.sort();
+    assert_eq!(held.len(), 50);
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut d = OrderWorker::connect(config("d")).await.unwrap();
+    let claimed: Vec<OrderEvent> = take(&mut d, 50, 100).await.into_iter().flatten().collect();
+    assert!(
+        claimed.iter().all(|e| e.claimed),
+        "claimed from the dead worker"
+    );
+    let mut again: Vec<String> = claimed.iter().map(|e| e.stream_id.clone()).collect();
+    again.sort();
+    assert_eq!(again, held);
+    let claimed_ids: Vec<i64> = claimed.iter().map(|e| e.order_id).collect();
+    assert_eq!(
+        d.transition_many(&claimed_ids, &[OrderStatus::Accepted], OrderStatus::Filled)
+            .await
+            .unwrap()
+            .len(),
+        50
+    );
+    d.ack_many(&claimed).await.unwrap();
+    d.ack_many(&[]).await.unwrap();
+
+    let rows = db
+        .query(
+            "SELECT status, status_changes, count(*) FROM orders GROUP BY 1, 2 ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i32, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("filled".to_string(), 1, 50),
+            ("filled".to_string(), 2, 300)
+        ]
+    );
+    assert_eq!(more.len(), 50);
     let pending = redis
         .cli(&["XPENDING", "orders:events", "order-workers"])
         .unwrap();

@@ -4,7 +4,9 @@
 //! pending until acknowledged. A worker that dies before `ack` leaves its events pending;
 //! after `claim_idle` another worker claims them (`XAUTOCLAIM`) before reading new ones.
 //! [`OrderWorker::transition`] changes an order's status only from the statuses given, so an
-//! event handled twice moves the order once.
+//! event handled twice moves the order once. [`OrderWorker::next_batch`],
+//! [`OrderWorker::transition_many`] and [`OrderWorker::ack_many`] do the same for a batch of
+//! events in one round trip each.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -166,6 +168,17 @@ impl OrderWorker {
     /// The next event: one a dead worker left pending for `claim_idle`, else a new one
     /// (waiting up to `block`). `None` when there is none.
     pub async fn next(&mut self) -> Result<Option<OrderEvent>> {
+        Ok(self.next_batch(1).await?.pop())
+    }
+
+    /// Up to `max` events: those dead workers left pending for `claim_idle` when there are
+    /// any, else new ones (waiting up to `block` for the first). Empty when there are none.
+    ///
+    /// With [`OrderWorker::transition_many`] and [`OrderWorker::ack_many`], a batch costs
+    /// three round trips however many orders it holds, where one event at a time costs
+    /// five per order.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<OrderEvent>> {
+        let max = max.max(1);
         let idle = self.config.claim_idle.as_millis() as u64;
         let claimed: Value = query(
             &mut self.redis,
@@ -176,15 +189,18 @@ impl OrderWorker {
                 .arg(idle)
                 .arg("0-0")
                 .arg("COUNT")
-                .arg(1),
+                .arg(max),
         )
         .await?;
+        // [next id, [entry, …], [deleted id, …]]
         if let Value::Array(parts) = &claimed {
             if let Some(Value::Array(entries)) = parts.get(1) {
-                if let Some(e) = entries.first() {
-                    if let Some(ev) = entry(e, true)? {
-                        return Ok(Some(ev));
-                    }
+                let events = entries
+                    .iter()
+                    .filter_map(|e| entry(e, true).transpose())
+                    .collect::<Result<Vec<_>>>()?;
+                if !events.is_empty() {
+                    return Ok(events);
                 }
             }
         }
@@ -195,7 +211,7 @@ impl OrderWorker {
                 .arg(&self.config.group)
                 .arg(&self.config.consumer)
                 .arg("COUNT")
-                .arg(1)
+                .arg(max)
                 .arg("BLOCK")
                 // Below the connection's 2 s reply timeout.
                 .arg(
@@ -211,52 +227,72 @@ impl OrderWorker {
         .await?;
         // RESP2: [[stream, [[id, [k, v, …]], …]]]; RESP3 may answer a map.
         let streams = match read {
-            Value::Nil => return Ok(None),
             Value::Array(s) => s,
             Value::Map(m) => m
                 .into_iter()
                 .map(|(k, v)| Value::Array(vec![k, v]))
                 .collect(),
-            _ => return Ok(None),
+            _ => return Ok(Vec::new()),
         };
+        let mut events = Vec::new();
         for s in &streams {
             if let Value::Array(kv) = s {
                 if let Some(Value::Array(entries)) = kv.get(1) {
-                    if let Some(e) = entries.first() {
-                        return entry(e, false);
+                    for e in entries {
+                        events.extend(entry(e, false)?);
                     }
                 }
             }
         }
-        Ok(None)
+        Ok(events)
     }
 
     /// Moves order `id` to `to` if its status is one of `from`; true when it moved. An event
     /// handled twice therefore moves the order once.
     pub async fn transition(&self, id: i64, from: &[OrderStatus], to: OrderStatus) -> Result<bool> {
+        Ok(!self.transition_many(&[id], from, to).await?.is_empty())
+    }
+
+    /// [`OrderWorker::transition`] for many orders in one statement: moves each of `ids`
+    /// whose status is one of `from` to `to`, and returns the ids that moved.
+    pub async fn transition_many(
+        &self,
+        ids: &[i64],
+        from: &[OrderStatus],
+        to: OrderStatus,
+    ) -> Result<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let rows = self
             .db
             .query_typed(
                 "UPDATE orders SET status = $2, status_changes = status_changes + 1, updated_at = now() \
-                 WHERE id = $1 AND status = ANY($3) RETURNING id",
-                &[(&id, Type::INT8), (&to.as_str(), Type::TEXT), (&from, Type::TEXT_ARRAY)],
+                 WHERE id = ANY($1) AND status = ANY($3) RETURNING id",
+                &[(&ids, Type::INT8_ARRAY), (&to.as_str(), Type::TEXT), (&from, Type::TEXT_ARRAY)],
             )
             .await
-            .map_err(|e| Error::pg("moving an order", e))?;
-        Ok(!rows.is_empty())
+            .map_err(|e| Error::pg("moving orders", e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Acknowledges `event`: it will not be delivered again.
     pub async fn ack(&mut self, event: &OrderEvent) -> Result<()> {
-        let _: Value = query(
-            &mut self.redis,
-            redis::cmd("XACK")
-                .arg(&self.config.stream)
-                .arg(&self.config.group)
-                .arg(&event.stream_id),
-        )
-        .await?;
+        self.ack_many(std::slice::from_ref(event)).await
+    }
+
+    /// Acknowledges `events` in one command.
+    pub async fn ack_many(&mut self, events: &[OrderEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(&self.config.stream).arg(&self.config.group);
+        for e in events {
+            cmd.arg(&e.stream_id);
+        }
+        let _: Value = query(&mut self.redis, &cmd).await?;
         Ok(())
     }
 }
