@@ -95,3 +95,56 @@ pub fn peak_rss_mib() -> f64 {
         .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
 }
+
+const DIRTY_BYTES: &str = "/proc/sys/vm/dirty_background_bytes";
+const DIRTY_RATIO: &str = "/proc/sys/vm/dirty_background_ratio";
+
+fn read_sysctl(path: &str) -> Option<String> {
+    Some(std::fs::read_to_string(path).ok()?.trim().to_string())
+}
+
+/// When the kernel starts writing dirty page cache back: `vm.dirty_background_bytes = N`
+/// when set, else `vm.dirty_background_ratio = N %`.
+pub fn writeback() -> String {
+    match (read_sysctl(DIRTY_BYTES), read_sysctl(DIRTY_RATIO)) {
+        (Some(b), _) if b != "0" => format!("vm.dirty_background_bytes = {b}"),
+        (_, Some(r)) => format!("vm.dirty_background_ratio = {r} %"),
+        _ => "vm.dirty_background_* unknown".into(),
+    }
+}
+
+/// `vm.dirty_background_bytes` set for as long as this lives; the previous setting is put
+/// back when it is dropped.
+#[derive(Debug)]
+pub struct Writeback {
+    bytes: String,
+    ratio: String,
+}
+
+impl Writeback {
+    /// Sets `vm.dirty_background_bytes` to `bytes` (needs root).
+    pub fn set(bytes: u64) -> anyhow::Result<Writeback> {
+        use anyhow::Context;
+        let before = Writeback {
+            bytes: read_sysctl(DIRTY_BYTES).context("reading vm.dirty_background_bytes")?,
+            ratio: read_sysctl(DIRTY_RATIO).context("reading vm.dirty_background_ratio")?,
+        };
+        std::fs::write(DIRTY_BYTES, bytes.to_string())
+            .context("setting vm.dirty_background_bytes (needs root)")?;
+        Ok(before)
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        // Writing one of the pair zeroes the other: put back whichever was in use.
+        let (path, value) = if self.bytes == "0" {
+            (DIRTY_RATIO, &self.ratio)
+        } else {
+            (DIRTY_BYTES, &self.bytes)
+        };
+        if let Err(e) = std::fs::write(path, value) {
+            eprintln!("could not put {path} back to {value}: {e}");
+        }
+    }
+}

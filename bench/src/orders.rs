@@ -58,6 +58,11 @@ pub struct OrdersArgs {
     /// 5 s runs, one repeat, 1 s warm-up.
     #[arg(long)]
     pub quick: bool,
+    /// Set the kernel's `vm.dirty_background_bytes` to this for the scenario (needs root;
+    /// put back afterwards). On one disk, the default bursts of writeback every 5 s stall
+    /// PostgreSQL's WAL fsyncs: see docs/operations.md.
+    #[arg(long)]
+    pub dirty_background_bytes: Option<u64>,
 }
 
 /// The baseline: each request takes a pooled connection and runs one INSERT.
@@ -219,6 +224,11 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
         warmup_seconds: args.warmup_seconds,
         repeats: args.repeats,
     };
+    let _writeback = args
+        .dirty_background_bytes
+        .map(machine::Writeback::set)
+        .transpose()?;
+    let writeback = machine::writeback();
     let bar = ctx.steps("orders", 4);
     let rt = runtime()?;
     // The daemon, as `christmas-ingest serve` runs it, with no rate limit in the way.
@@ -350,7 +360,7 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
     )];
     let body = format!(
         "## orders — POST /api/orders under wrk, against a naive baseline\n\n\
-         {stamp} · `{cmd}` · {machine} · PostgreSQL {settings}; \
+         {stamp} · `{cmd}` · {machine} · PostgreSQL {settings}; kernel {writeback}; \
          wrk, the daemon and PostgreSQL share the machine\n\n\
          `wrk -t2 -c{c} -d{s}s -s bench/wrk/orders.lua` (unique `client_order_id`s; every \
          answer below 400 is counted in the table afterwards: {stored_ours} rows for {created} answers, \
@@ -404,6 +414,7 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
             "command": ctx.command,
             "machine": machine::describe(),
             "postgres": settings,
+            "kernel_writeback": writeback,
             "wrk": {"connections": args.connections, "seconds": args.seconds},
             "christmas": {"orders_per_s": ours.created_per_s.round(), "p50_ms": ours.p50_ms,
                           "p99_ms": ours.p99_ms, "p999_ms": ours.p999_ms, "stored": stored_ours,
