@@ -190,6 +190,16 @@ fn runs_text(runs: &[WrkRun]) -> String {
         .join(", ")
 }
 
+/// Each run's orders/s and latency, for the json.
+fn runs_json(runs: &[WrkRun]) -> Vec<Value> {
+    runs.iter()
+        .map(|r| {
+            json!({"orders_per_s": r.created_per_s.round(), "p50_ms": r.p50_ms,
+                   "p99_ms": r.p99_ms, "p999_ms": r.p999_ms})
+        })
+        .collect()
+}
+
 /// The daemon's config for the order scenarios: no rate limit in the way.
 pub fn daemon_config(
     url: &str,
@@ -241,8 +251,9 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
         args.order_connections,
         args.order_max_group,
     );
+    let backlog = config.max_connections;
     let (addr, stop, task, state) = rt.block_on(async {
-        let listener = server::listen("127.0.0.1:0", config.max_connections).await?;
+        let listener = server::listen("127.0.0.1:0", backlog).await?;
         let addr = listener.local_addr()?.to_string();
         let state = AppState::start(config).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -311,7 +322,7 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
             .route("/api/orders", post(naive_order))
             .with_state(state);
         // The daemon's listen backlog, so both see the same connection storm.
-        let listener = server::listen("127.0.0.1:0", args.connections).await?;
+        let listener = server::listen("127.0.0.1:0", backlog).await?;
         let addr = listener.local_addr()?.to_string();
         let task = tokio::spawn(async move { axum::serve(listener, app).await });
         anyhow::Ok((addr, task))
@@ -418,10 +429,10 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
             "wrk": {"connections": args.connections, "seconds": args.seconds},
             "christmas": {"orders_per_s": ours.created_per_s.round(), "p50_ms": ours.p50_ms,
                           "p99_ms": ours.p99_ms, "p999_ms": ours.p999_ms, "stored": stored_ours,
-                          "runs": our_runs.iter().map(|r| json!({"orders_per_s": r.created_per_s.round(),
-                              "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "p999_ms": r.p999_ms})).collect::<Vec<_>>()},
+                          "runs": runs_json(&our_runs)},
             "naive": {"orders_per_s": naive.created_per_s.round(), "p50_ms": naive.p50_ms,
-                      "p99_ms": naive.p99_ms, "p999_ms": naive.p999_ms, "stored": naive_stored},
+                      "p99_ms": naive.p99_ms, "p999_ms": naive.p999_ms, "stored": naive_stored,
+                      "runs": runs_json(&naive_runs)},
             "ratio": ratio,
             "siege": {"requests_per_s": sg.rate.round(), "mean_ms": sg.mean_s * 1e3,
                       "longest_ms": sg.longest_s * 1e3, "failed": sg.failed},
