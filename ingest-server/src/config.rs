@@ -34,6 +34,13 @@ pub struct DaemonConfig {
     pub redis_url: Option<String>,
     /// Fan-out payload: `json` or `rkyv`.
     pub fanout_format: String,
+    /// Messages kept in each symbol's replay stream `md:{SYMBOL}:ticks` (default 10,000;
+    /// 0 turns the streams off).
+    pub fanout_stream_max_len: usize,
+    /// How far back each replay stream reaches, ms (default 60,000; 0: no age bound). This
+    /// is what bounds Redis's memory under load (about ticks/s × age × 145 bytes in JSON),
+    /// where one message may hold hundreds of ticks.
+    pub fanout_stream_max_age_ms: u64,
     /// Shards per record kind.
     pub shards: usize,
     /// How long a batch's first row waits before the batch is sealed, when no sealed batch
@@ -100,6 +107,8 @@ impl std::fmt::Debug for DaemonConfig {
             .field("replica_max_lag_ms", &self.replica_max_lag_ms)
             .field("redis_url", &set(&self.redis_url))
             .field("fanout_format", &self.fanout_format)
+            .field("fanout_stream_max_len", &self.fanout_stream_max_len)
+            .field("fanout_stream_max_age_ms", &self.fanout_stream_max_age_ms)
             .field("shards", &self.shards)
             .field("linger_ms", &self.linger_ms)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -132,6 +141,8 @@ impl Default for DaemonConfig {
             replica_max_lag_ms: 5_000,
             redis_url: None,
             fanout_format: "json".into(),
+            fanout_stream_max_len: 10_000,
+            fanout_stream_max_age_ms: 60_000,
             shards: 2,
             linger_ms: 40,
             max_body_bytes: 8 << 20,

@@ -119,6 +119,8 @@ impl AppState {
         let fanout = match &config.redis_url {
             Some(r) => Some(FanoutConfig {
                 format: config.fanout_format.parse()?,
+                stream_max_len: config.fanout_stream_max_len,
+                stream_max_age: Duration::from_millis(config.fanout_stream_max_age_ms),
                 ..FanoutConfig::new(r)
             }),
             None => None,

@@ -346,3 +346,43 @@ async fn rows_the_database_rejects_are_not_published_after_commit() {
         .await
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_only_their_age_window() {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, _client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let syms = symbols(1);
+    let format = PayloadFormat::Json;
+    let mut sub = TickSubscription::live(&redis.url(), format, &syms)
+        .await
+        .unwrap();
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .fanout(FanoutConfig {
+            stream_max_age: Duration::from_secs(1),
+            ..FanoutConfig::new(redis.url())
+        })
+        .start()
+        .await
+        .unwrap();
+    // The first 100 are published, then age past the window before the next 100 come.
+    tokio::task::block_in_place(|| push_round_robin(&ingestor, &syms, 0..100));
+    receive(&mut sub, 100, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let pushed = tokio::task::block_in_place(|| push_round_robin(&ingestor, &syms, 100..200));
+    receive(&mut sub, 100, Duration::from_secs(30)).await;
+    ingestor.shutdown().await.unwrap();
+
+    // The stream replays only the second 100: the first left with the next publish.
+    let s0 = syms[0].as_str();
+    let mut replay = TickSubscription::replay(&redis.url(), format, syms[0], "0")
+        .await
+        .unwrap();
+    let replayed = receive(&mut replay, 100, Duration::from_secs(30)).await;
+    assert_eq!(replayed[0].first_seq, 101);
+    let seqs: Vec<i64> = replayed
+        .iter()
+        .flat_map(|m| m.trades.iter().map(|t| t.exchange_seq))
+        .collect();
+    assert_eq!(seqs, pushed[s0]);
+}

@@ -5,7 +5,8 @@
 //! grouped by symbol, becomes one [`TickMessage`] per symbol, sent pipelined:
 //!
 //! - `PUBLISH md:{SYMBOL}` (`SPUBLISH` on a cluster: sharded pub/sub);
-//! - `XADD md:{SYMBOL}:ticks MAXLEN ~ N` for replay;
+//! - `XADD md:{SYMBOL}:ticks MAXLEN ~ N` for replay (once a second `MINID` now − age
+//!   instead, so the stream's reach is bounded in time too);
 //! - `HSET md:{SYMBOL}:latest` with the latest trade or quote.
 //!
 //! Messages carry per-symbol sequences so consumers detect gaps. The fan-out queue is

@@ -268,6 +268,35 @@ const MERGE_TICKS: usize = 1 << 16;
 struct Groups {
     index: HashMap<Symbol, (usize, u64)>,
     members: Vec<(Symbol, Vec<usize>)>,
+    trims: AgeTrims,
+}
+
+/// When each symbol's stream was last trimmed by age.
+#[derive(Default)]
+struct AgeTrims(HashMap<Symbol, Instant>);
+
+/// How often a symbol's stream is trimmed by age.
+const AGE_TRIM_EVERY: Duration = Duration::from_secs(1);
+
+impl AgeTrims {
+    /// The stream id below which `symbol`'s entries go (`MINID`), when its age trim is due:
+    /// now − `max_age`, in Redis's `ms-seq` form.
+    fn cut(&mut self, symbol: Symbol, max_age: Duration) -> Option<String> {
+        if max_age.is_zero() {
+            return None;
+        }
+        let now = Instant::now();
+        match self.0.get(&symbol) {
+            Some(last) if now.duration_since(*last) < AGE_TRIM_EVERY => return None,
+            _ => {}
+        }
+        self.0.insert(symbol, now);
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let cut = since_epoch.saturating_sub(max_age).as_millis();
+        Some(format!("{cut}-0"))
+    }
 }
 
 impl Groups {
@@ -319,7 +348,12 @@ async fn publish<R: Record>(
         1
     });
     let mut pipe = redis::pipe();
-    for (symbol, members) in &groups.members {
+    let Groups {
+        members: all,
+        trims,
+        ..
+    } = groups;
+    for (symbol, members) in all.iter() {
         let first = &batch.ticks[members[0]];
         let mut message = TickMessage {
             source: source.to_string(),
@@ -339,15 +373,17 @@ async fn publish<R: Record>(
             .arg(&payload)
             .ignore();
         if config.stream_max_len > 0 {
-            pipe.cmd("XADD")
-                .arg(wire::stream_key(sym))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(config.stream_max_len)
-                .arg("*")
-                .arg(wire::STREAM_FIELD)
-                .arg(&payload)
-                .ignore();
+            let xadd = pipe.cmd("XADD").arg(wire::stream_key(sym));
+            // One trim per XADD: the age bound once a second, the length bound otherwise.
+            match trims.cut(*symbol, config.stream_max_age) {
+                // Exact: it runs once a second, and a cut inside a node is cheap then.
+                Some(min_id) => xadd.arg("MINID").arg(min_id),
+                None => xadd.arg("MAXLEN").arg("~").arg(config.stream_max_len),
+            }
+            .arg("*")
+            .arg(wire::STREAM_FIELD)
+            .arg(&payload)
+            .ignore();
         }
         let (last, seq) = &batch.ticks[*members.last().unwrap_or(&0)];
         pipe.cmd("HSET")
