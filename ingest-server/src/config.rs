@@ -78,6 +78,10 @@ pub struct DaemonConfig {
     pub order_rate_per_second: f64,
     /// Orders an account may send in a burst above the rate (default 10,000).
     pub order_rate_burst: f64,
+    /// An order still `accepted` this long after its `order.accepted` event reached Redis,
+    /// while the workers are not behind, is announced again, once: Redis lost the event
+    /// (default 60,000 ms; 0 turns the re-check off).
+    pub order_events_recheck_after_ms: u64,
     /// Directory of the spool (unset: no spool, and `ack=durable` is refused). With it,
     /// `ack=durable` answers once the ticks are fsynced there, the daemon keeps accepting
     /// while PostgreSQL is down (up to `spool_max_bytes`), and what a crash left is
@@ -123,6 +127,10 @@ impl std::fmt::Debug for DaemonConfig {
             .field("order_max_group", &self.order_max_group)
             .field("order_rate_per_second", &self.order_rate_per_second)
             .field("order_rate_burst", &self.order_rate_burst)
+            .field(
+                "order_events_recheck_after_ms",
+                &self.order_events_recheck_after_ms,
+            )
             .field("spool_dir", &self.spool_dir)
             .field("spool_fsync_ms", &self.spool_fsync_ms)
             .field("spool_max_bytes", &self.spool_max_bytes)
@@ -157,6 +165,7 @@ impl Default for DaemonConfig {
             order_max_group: 1_024,
             order_rate_per_second: 50_000.0,
             order_rate_burst: 10_000.0,
+            order_events_recheck_after_ms: 60_000,
             spool_dir: None,
             spool_fsync_ms: 0,
             spool_max_bytes: christmas_core::spool::SpoolConfig::DEFAULT_MAX_BYTES,

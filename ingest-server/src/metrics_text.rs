@@ -216,6 +216,12 @@ fn orders(out: &mut String, o: &christmas_core::orders::OrderDeskSnapshot) {
             "order.accepted events trimmed from the stream after every consumer group acknowledged them.",
             o.events_trimmed,
         ),
+        (
+            "christmas_order_events_reannounced_total",
+            "counter",
+            "order.accepted events announced again: the order was still accepted long after Redis took its event.",
+            o.events_reannounced,
+        ),
     ] {
         let _ = writeln!(
             out,

@@ -148,6 +148,7 @@ impl AppState {
             connections: config.order_connections,
             max_group: config.order_max_group,
             max_replica_lag: max_lag,
+            events_recheck_after: Duration::from_millis(config.order_events_recheck_after_ms),
             ..OrderDeskConfig::new(&url)
         })
         .await

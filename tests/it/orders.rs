@@ -725,3 +725,163 @@ async fn the_events_stream_is_trimmed_of_what_every_group_acknowledged() {
     assert_eq!(desk.metrics().events_trimmed, 15);
     desk.shutdown().await;
 }
+
+/// Redis dies without persistence after taking the events of 40 orders, 10 of which a
+/// worker had handled: the desk's re-check announces the other 30 again, once, and a
+/// worker whose consumer group went with the data makes it again and moves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_whose_events_redis_lost_are_announced_again_once() {
+    let mut redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let desk = Arc::new(
+        OrderDesk::start(OrderDeskConfig {
+            redis_url: Some(redis.url()),
+            events_recheck_after: Duration::from_secs(1),
+            ..OrderDeskConfig::new(&url)
+        })
+        .await
+        .unwrap(),
+    );
+    let redis_url = redis.url();
+    let config = |name: &str| OrderWorkerConfig {
+        block: Duration::from_millis(200),
+        ..OrderWorkerConfig::new(&redis_url, &url, name)
+    };
+    /// Moves each event's order accepted → working → filled and acknowledges the batch;
+    /// returns the order ids.
+    async fn handle(w: &mut OrderWorker, events: &[OrderEvent]) -> Vec<i64> {
+        let ids: Vec<i64> = events.iter().map(|e| e.order_id).collect();
+        w.transition_many(&ids, &[OrderStatus::Accepted], OrderStatus::Working)
+            .await
+            .unwrap();
+        w.transition_many(&ids, &[OrderStatus::Working], OrderStatus::Filled)
+            .await
+            .unwrap();
+        w.ack_many(events).await.unwrap();
+        ids
+    }
+    let mut a = OrderWorker::connect(config("a")).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let SubmitOutcome::Created(o) = desk.submit(new_order(i)).await.unwrap() else {
+            panic!("a new order was not created")
+        };
+        ids.push(o.id);
+    }
+    let mut first = Vec::new();
+    for _ in 0..50 {
+        let want = 10 - first.len();
+        first.extend(a.next_batch(want).await.unwrap());
+        if first.len() == 10 {
+            break;
+        }
+    }
+    let handled = handle(&mut a, &first).await;
+    assert_eq!(handled.len(), 10);
+    let published = |redis: &RedisServer| {
+        redis
+            .cli(&["XLEN", "orders:events"])
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    for _ in 0..100 {
+        if published(&redis) == "40" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(published(&redis), "40");
+    assert_eq!(desk.metrics().events_reannounced, 0);
+
+    // Redis loses everything: the stream and the consumer group.
+    redis.kill().unwrap();
+    redis.start_again().unwrap();
+    drop(a);
+    let mut b = OrderWorker::connect(config("b")).await.unwrap();
+    redis
+        .cli(&["XGROUP", "DESTROY", "orders:events", "order-workers"])
+        .unwrap();
+    let mut again = Vec::new();
+    for _ in 0..100 {
+        let events = b.next_batch(100).await.unwrap();
+        again.extend(handle(&mut b, &events).await);
+        if again.len() >= 30 {
+            break;
+        }
+    }
+    again.sort_unstable();
+    let mut lost: Vec<i64> = ids.into_iter().filter(|i| !handled.contains(i)).collect();
+    lost.sort_unstable();
+    assert_eq!(again, lost, "the unhandled orders, each once");
+
+    // Nothing is announced a second time, and every order moved once per step.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(b.next_batch(100).await.unwrap().is_empty());
+    assert_eq!(desk.metrics().events_reannounced, 30);
+    let row = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'filled' AND status_changes = 2), count(*) \
+             FROM orders",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (40, 40));
+    desk.shutdown().await;
+}
+
+/// Events waiting in a backlog are not announced again: the re-check waits while the
+/// workers have not been given them, and after they handle them finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_backlog_is_not_announced_again() {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let desk = OrderDesk::start(OrderDeskConfig {
+        redis_url: Some(redis.url()),
+        events_recheck_after: Duration::from_millis(500),
+        ..OrderDeskConfig::new(&url)
+    })
+    .await
+    .unwrap();
+    let mut w = OrderWorker::connect(OrderWorkerConfig {
+        block: Duration::from_millis(200),
+        ..OrderWorkerConfig::new(redis.url(), &url, "w")
+    })
+    .await
+    .unwrap();
+    for i in 0..20 {
+        desk.submit(new_order(i)).await.unwrap();
+    }
+    // Four re-check intervals with all 20 waiting for the worker.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(desk.metrics().events_reannounced, 0);
+    let mut events = Vec::new();
+    while events.len() < 20 {
+        let batch = w.next_batch(20).await.unwrap();
+        assert!(!batch.is_empty(), "{} of 20 events", events.len());
+        events.extend(batch);
+    }
+    let ids: Vec<i64> = events.iter().map(|e| e.order_id).collect();
+    assert_eq!(
+        w.transition_many(&ids, &[OrderStatus::Accepted], OrderStatus::Working)
+            .await
+            .unwrap()
+            .len(),
+        20
+    );
+    w.ack_many(&events).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(desk.metrics().events_reannounced, 0);
+    assert!(w.next_batch(20).await.unwrap().is_empty());
+    assert_eq!(
+        redis
+            .cli(&["XLEN", "orders:events"])
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap(),
+        20
+    );
+    desk.shutdown().await;
+}

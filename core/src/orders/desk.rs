@@ -41,6 +41,14 @@ pub struct OrderDeskConfig {
     /// How often the events stream is trimmed of the events every consumer group has
     /// acknowledged (default 10 s).
     pub events_trim_every: Duration,
+    /// An order still `accepted` this long after its event reached Redis is announced
+    /// again, once (default 60 s; zero turns the re-check off). Redis can lose events it
+    /// took: a restart without an fsynced append-only file, or a failover to a replica the
+    /// last writes had not reached. The re-check waits while the workers have not been
+    /// given every event older than half this (a backlog, not a loss) and while their
+    /// consumer group is gone; before any group ever existed it keeps nothing. Each desk
+    /// holds the ids it announced in the last interval (8 bytes each, at most 4 Mi).
+    pub events_recheck_after: Duration,
 }
 
 impl std::fmt::Debug for OrderDeskConfig {
@@ -51,6 +59,7 @@ impl std::fmt::Debug for OrderDeskConfig {
             .field("max_group", &self.max_group)
             .field("queue", &self.queue)
             .field("events_trim_every", &self.events_trim_every)
+            .field("events_recheck_after", &self.events_recheck_after)
             .finish()
     }
 }
@@ -68,6 +77,7 @@ impl OrderDeskConfig {
             queue: 65_536,
             max_replica_lag: Duration::from_secs(5),
             events_trim_every: Duration::from_secs(10),
+            events_recheck_after: Duration::from_secs(60),
         }
     }
 }
@@ -146,6 +156,9 @@ pub struct OrderDeskSnapshot {
     pub event_failures: u64,
     /// Events trimmed from the stream once every consumer group had acknowledged them.
     pub events_trimmed: u64,
+    /// Events announced again: their orders were still `accepted` long after Redis took
+    /// the first announcement (see [`OrderDeskConfig::events_recheck_after`]).
+    pub events_reannounced: u64,
     /// Writing and committing one group, microseconds.
     pub group_commit_us: Histogram<u64>,
     /// Orders per group.
@@ -166,6 +179,7 @@ struct DeskStats {
     events_published: AtomicU64,
     event_failures: AtomicU64,
     events_trimmed: AtomicU64,
+    events_reannounced: AtomicU64,
     /// Commit time, group size, submit time.
     histograms: std::sync::Mutex<[Histogram<u64>; 3]>,
 }
@@ -187,6 +201,7 @@ impl DeskStats {
             events_published: AtomicU64::new(0),
             event_failures: AtomicU64::new(0),
             events_trimmed: AtomicU64::new(0),
+            events_reannounced: AtomicU64::new(0),
             histograms: std::sync::Mutex::new([h(), h(), h()]),
         }
     }
@@ -347,12 +362,10 @@ impl OrderDesk {
                         let db = connect_events(&config.database_url).await?;
                         Some(tokio::spawn(publish_events(
                             t,
-                            config.events_stream.clone(),
-                            config.database_url.clone(),
+                            config.clone(),
                             db,
                             events_rx,
                             stats,
-                            config.events_trim_every,
                         )))
                     }
                     None => None,
@@ -495,6 +508,7 @@ impl OrderDesk {
             events_published: st.events_published.load(Ordering::Relaxed),
             event_failures: st.event_failures.load(Ordering::Relaxed),
             events_trimmed: st.events_trimmed.load(Ordering::Relaxed),
+            events_reannounced: st.events_reannounced.load(Ordering::Relaxed),
             group_commit_us,
             group_orders,
             submit_us,
@@ -902,21 +916,239 @@ impl std::fmt::Display for StreamId {
     }
 }
 
+/// Adds an `order.accepted` event per order to `stream`, in one pipeline.
+async fn announce(conn: &mut RedisConn, stream: &str, orders: &[Order]) -> Result<()> {
+    let mut pipe = redis::pipe();
+    for o in orders {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("type")
+            .arg("order.accepted")
+            .arg("order_id")
+            .arg(o.id)
+            .arg("order")
+            .arg(o.json_bytes())
+            .ignore();
+    }
+    conn.run(&pipe).await
+}
+
+/// Most orders one re-check round looks up.
+const RECHECK_BATCH: usize = 65_536;
+
+/// Most order ids the re-check holds (8 bytes each): beyond, the oldest are dropped.
+const RECHECK_MAX_TRACKED: usize = 4 << 20;
+
+/// Where the consumer groups of the events stream are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerProgress {
+    /// No stream or no group: no worker has come, or Redis lost them.
+    NoGroup,
+    /// Some group has not been given an event older than the horizon: a backlog.
+    Behind,
+    /// Every group has been given every event older than the horizon.
+    CaughtUp,
+}
+
+/// Whether every consumer group of `stream` has been given every event older than
+/// `within`.
+async fn worker_progress(
+    conn: &mut RedisConn,
+    stream: &str,
+    within: Duration,
+) -> Result<WorkerProgress> {
+    const CONTEXT: &str = "checking the order workers' progress";
+    let groups: Vec<HashMap<String, redis::Value>> = match conn
+        .query(redis::cmd("XINFO").arg("GROUPS").arg(stream), CONTEXT)
+        .await
+    {
+        Ok(g) => g,
+        Err(Error::Redis { reason, .. }) if reason.contains("no such key") => {
+            return Ok(WorkerProgress::NoGroup)
+        }
+        Err(e) => return Err(e),
+    };
+    if groups.is_empty() {
+        return Ok(WorkerProgress::NoGroup);
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let horizon = now_ms.saturating_sub(within.as_millis() as u64);
+    for g in &groups {
+        let Some(delivered) = g
+            .get("last-delivered-id")
+            .and_then(crate::orders::worker::text)
+        else {
+            return Ok(WorkerProgress::Behind);
+        };
+        // The oldest event this group has not been given yet.
+        let next: Vec<(String, HashMap<String, String>)> = conn
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg(format!("({delivered}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1),
+                CONTEXT,
+            )
+            .await?;
+        if let Some(id) = next.first().and_then(|(id, _)| StreamId::parse(id)) {
+            if id.0 < horizon {
+                return Ok(WorkerProgress::Behind);
+            }
+        }
+    }
+    Ok(WorkerProgress::CaughtUp)
+}
+
+/// The orders this desk announced, by when, until the re-check has looked at them.
+///
+/// Redis can lose events it took: a restart without an fsynced append-only file, or a
+/// failover to a replica the last writes had not reached. An order whose event went is
+/// `accepted` for ever. So `after` an announcement, once the workers are not behind (they
+/// were given every event older than `after / 2`, so this one too unless Redis lost it),
+/// the orders still `accepted` are announced again, once. Each desk re-checks what it
+/// announced itself: no coordination between daemons, and a lookup by primary key.
+struct Recheck {
+    after: Duration,
+    announced: std::collections::VecDeque<(Instant, Vec<i64>)>,
+    tracked: usize,
+    /// Whether a consumer group was ever seen: before any worker came, ids are not kept
+    /// (the stream is not trimmed without a group, so the first worker reads everything).
+    seen_group: bool,
+}
+
+impl Recheck {
+    fn new(after: Duration) -> Recheck {
+        Recheck {
+            after,
+            announced: std::collections::VecDeque::new(),
+            tracked: 0,
+            seen_group: false,
+        }
+    }
+
+    /// Notes orders just announced.
+    fn announced(&mut self, orders: &[Order]) {
+        if self.after.is_zero() || orders.is_empty() {
+            return;
+        }
+        self.announced
+            .push_back((Instant::now(), orders.iter().map(|o| o.id).collect()));
+        self.tracked += orders.len();
+        while self.tracked > RECHECK_MAX_TRACKED {
+            match self.announced.pop_front() {
+                Some((_, ids)) => self.tracked -= ids.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Takes up to [`RECHECK_BATCH`] ids announced `after` ago or earlier.
+    fn take_due(&mut self) -> Vec<i64> {
+        let mut due = Vec::new();
+        while let Some((at, ids)) = self.announced.front() {
+            if at.elapsed() < self.after || due.len() + ids.len() > RECHECK_BATCH.max(ids.len()) {
+                break;
+            }
+            due.extend_from_slice(ids);
+            self.tracked -= ids.len();
+            self.announced.pop_front();
+        }
+        due
+    }
+
+    fn has_due(&self) -> bool {
+        self.announced
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() >= self.after)
+    }
+
+    /// One round: announces again the due orders still `accepted`, when the workers are
+    /// not behind. Returns how many.
+    async fn round(&mut self, db: &Client, conn: &mut RedisConn, stream: &str) -> Result<u64> {
+        if !self.has_due() {
+            return Ok(0);
+        }
+        match worker_progress(conn, stream, self.after / 2).await? {
+            WorkerProgress::CaughtUp => self.seen_group = true,
+            WorkerProgress::Behind => {
+                self.seen_group = true;
+                return Ok(0);
+            }
+            // Kept: the group may come back (a worker makes it again after Redis lost it).
+            WorkerProgress::NoGroup if self.seen_group => return Ok(0),
+            WorkerProgress::NoGroup => {
+                self.take_due();
+                return Ok(0);
+            }
+        }
+        let due = self.take_due();
+        let select = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) AND status = 'accepted' \
+             ORDER BY id"
+        );
+        let rows = match db.query_typed(&select, &[(&due, Type::INT8_ARRAY)]).await {
+            Ok(r) => r,
+            Err(e) => {
+                let due_at = Instant::now()
+                    .checked_sub(self.after)
+                    .unwrap_or_else(Instant::now);
+                self.tracked += due.len();
+                self.announced.push_front((due_at, due));
+                return Err(Error::pg("re-checking order events", e));
+            }
+        };
+        let orders: Vec<Order> = rows
+            .iter()
+            .filter_map(|r| Order::from_row(r).ok().map(|(o, _)| o))
+            .collect();
+        if orders.is_empty() {
+            return Ok(0);
+        }
+        tracing::warn!(
+            orders = orders.len(),
+            after_s = self.after.as_secs_f64(),
+            "order events: orders still accepted long after Redis took their events; announcing \
+             them again (Redis lost events, or workers took them without moving the orders)"
+        );
+        if let Err(e) = announce(conn, stream, &orders).await {
+            let due_at = Instant::now()
+                .checked_sub(self.after)
+                .unwrap_or_else(Instant::now);
+            self.announced
+                .push_front((due_at, orders.iter().map(|o| o.id).collect()));
+            self.tracked += orders.len();
+            return Err(e);
+        }
+        Ok(orders.len() as u64)
+    }
+}
+
 /// Publishes `order.accepted` events: each committed group as it comes, and every few
 /// seconds whatever the outbox still holds. Every few seconds it also trims what every
 /// consumer group has acknowledged from the stream.
 async fn publish_events(
     target: RedisTarget,
-    stream: String,
-    url: String,
+    config: OrderDeskConfig,
     mut db: Client,
     mut rx: mpsc::Receiver<OutboxBatch>,
     stats: Arc<DeskStats>,
-    trim_every: Duration,
 ) {
+    let (stream, url) = (config.events_stream, config.database_url);
+    let (trim_every, recheck_after) = (config.events_trim_every, config.events_recheck_after);
     let mut conn: Option<RedisConn> = None;
     let mut sweep = tokio::time::interval(Duration::from_secs(2));
     let mut trim = tokio::time::interval(trim_every);
+    let mut recheck_tick = tokio::time::interval(
+        (recheck_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(10)),
+    );
+    recheck_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut recheck = Recheck::new(recheck_after);
     // Groups older than this were not published as they committed (Redis was down, the
     // channel was full, or the process died): the sweep sends them.
     let stale = "SELECT group_id, order_ids FROM order_outbox \
@@ -963,6 +1195,31 @@ async fn publish_events(
                     }
                 }
             }
+            _ = recheck_tick.tick(), if recheck.has_due() => {
+                if conn.is_none() {
+                    match connection::connect(&target).await {
+                        Ok(c) => conn = Some(c),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "order events: Redis unreachable for the re-check");
+                            continue;
+                        }
+                    }
+                }
+                if let Some(c) = conn.as_mut() {
+                    match recheck.round(&db, c, &stream).await {
+                        Ok(n) => {
+                            stats.events_reannounced.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "order events: re-check failed");
+                            if matches!(e, Error::Redis { .. }) {
+                                conn = None;
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
             _ = trim.tick() => {
                 if let Some(c) = conn.as_mut() {
                     match trim_acknowledged(c, &stream).await {
@@ -993,20 +1250,7 @@ async fn publish_events(
                 }
             },
         };
-        let mut pipe = redis::pipe();
-        for o in &orders {
-            pipe.cmd("XADD")
-                .arg(&stream)
-                .arg("*")
-                .arg("type")
-                .arg("order.accepted")
-                .arg("order_id")
-                .arg(o.id)
-                .arg("order")
-                .arg(o.json_bytes())
-                .ignore();
-        }
-        if let Err(e) = c.run(&pipe).await {
+        if let Err(e) = announce(c, &stream, &orders).await {
             stats.event_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "order events: publish failed; the outbox keeps them");
             conn = None;
@@ -1015,6 +1259,7 @@ async fn publish_events(
         stats
             .events_published
             .fetch_add(orders.len() as u64, Ordering::Relaxed);
+        recheck.announced(&orders);
         if let Err(e) = clear_outbox(&db, &groups).await {
             stats.event_failures.fetch_add(1, Ordering::Relaxed);
             // Published but still in the outbox: the sweep sends them again; workers see

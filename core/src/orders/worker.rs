@@ -137,25 +137,31 @@ fn entry(v: &Value, claimed: bool) -> Result<Option<OrderEvent>> {
     }))
 }
 
+/// Creates the consumer group (and the stream) unless it exists; a new group reads from
+/// the stream's start.
+async fn create_group(redis: &mut RedisConn, config: &OrderWorkerConfig) -> Result<()> {
+    let created: Result<Value> = query(
+        redis,
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&config.stream)
+            .arg(&config.group)
+            .arg("0")
+            .arg("MKSTREAM"),
+    )
+    .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(Error::Redis { reason, .. }) if reason.contains("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl OrderWorker {
     /// Connects to Redis and PostgreSQL and creates the consumer group if needed.
     pub async fn connect(config: OrderWorkerConfig) -> Result<OrderWorker> {
         let mut redis = connection::connect(&RedisTarget::parse(&config.redis_url)?).await?;
-        let created: Result<Value> = query(
-            &mut redis,
-            redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&config.stream)
-                .arg(&config.group)
-                .arg("0")
-                .arg("MKSTREAM"),
-        )
-        .await;
-        match created {
-            Ok(_) => {}
-            Err(Error::Redis { reason, .. }) if reason.contains("BUSYGROUP") => {}
-            Err(e) => return Err(e),
-        }
+        create_group(&mut redis, &config).await?;
         let (db, conn) = tokio_postgres::connect(&config.database_url, NoTls)
             .await
             .map_err(|e| Error::pg("connecting the order worker", e))?;
@@ -178,6 +184,24 @@ impl OrderWorker {
     /// three round trips however many orders it holds, where one event at a time costs
     /// five per order.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<OrderEvent>> {
+        match self.take(max).await {
+            // Redis lost the stream and its group (a restart without persistence, a
+            // failover): the group is made again, and the desk's re-check announces again
+            // the orders whose events went with it.
+            Err(Error::Redis { reason, .. }) if reason.contains("NOGROUP") => {
+                tracing::warn!(
+                    stream = %self.config.stream,
+                    group = %self.config.group,
+                    "order worker: the consumer group is gone; creating it again"
+                );
+                create_group(&mut self.redis, &self.config).await?;
+                self.take(max).await
+            }
+            other => other,
+        }
+    }
+
+    async fn take(&mut self, max: usize) -> Result<Vec<OrderEvent>> {
         let max = max.max(1);
         let idle = self.config.claim_idle.as_millis() as u64;
         let claimed: Value = query(
