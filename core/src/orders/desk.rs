@@ -1033,13 +1033,12 @@ impl Recheck {
     }
 
     /// Notes orders just announced.
-    fn announced(&mut self, orders: &[Order]) {
-        if self.after.is_zero() || orders.is_empty() {
+    fn announced(&mut self, ids: Vec<i64>) {
+        if self.after.is_zero() || ids.is_empty() {
             return;
         }
-        self.announced
-            .push_back((Instant::now(), orders.iter().map(|o| o.id).collect()));
-        self.tracked += orders.len();
+        self.tracked += ids.len();
+        self.announced.push_back((Instant::now(), ids));
         while self.tracked > RECHECK_MAX_TRACKED {
             match self.announced.pop_front() {
                 Some((_, ids)) => self.tracked -= ids.len(),
@@ -1048,7 +1047,8 @@ impl Recheck {
         }
     }
 
-    /// Takes up to [`RECHECK_BATCH`] ids announced `after` ago or earlier.
+    /// Takes up to [`RECHECK_BATCH`] ids announced `after` ago or earlier (at least one
+    /// announcement's, however many it holds).
     fn take_due(&mut self) -> Vec<i64> {
         let mut due = Vec::new();
         while let Some((at, ids)) = self.announced.front() {
@@ -1083,11 +1083,28 @@ impl Recheck {
             // Kept: the group may come back (a worker makes it again after Redis lost it).
             WorkerProgress::NoGroup if self.seen_group => return Ok(0),
             WorkerProgress::NoGroup => {
-                self.take_due();
+                while !self.take_due().is_empty() {}
                 return Ok(0);
             }
         }
-        let due = self.take_due();
+        let mut total = 0;
+        loop {
+            let due = self.take_due();
+            if due.is_empty() {
+                return Ok(total);
+            }
+            total += self.announce_again(db, conn, stream, due).await?;
+        }
+    }
+
+    /// Announces again those of `due` still `accepted`; on failure they are due again.
+    async fn announce_again(
+        &mut self,
+        db: &Client,
+        conn: &mut RedisConn,
+        stream: &str,
+        due: Vec<i64>,
+    ) -> Result<u64> {
         let select = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) AND status = 'accepted' \
              ORDER BY id"
@@ -1259,12 +1276,49 @@ async fn publish_events(
         stats
             .events_published
             .fetch_add(orders.len() as u64, Ordering::Relaxed);
-        recheck.announced(&orders);
+        recheck.announced(orders.iter().map(|o| o.id).collect());
         if let Err(e) = clear_outbox(&db, &groups).await {
             stats.event_failures.fetch_add(1, Ordering::Relaxed);
             // Published but still in the outbox: the sweep sends them again; workers see
             // the order's status and handle each once.
             tracing::warn!(error = %e, "order events: clearing the outbox failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recheck_takes_what_is_due_in_batches_and_drops_beyond_its_cap() {
+        let mut r = Recheck::new(Duration::from_millis(20));
+        r.announced((0..40_000).collect());
+        r.announced((40_000..80_000).collect());
+        assert!(!r.has_due(), "nothing is due before `after`");
+        assert!(r.take_due().is_empty());
+        std::thread::sleep(Duration::from_millis(30));
+        r.announced(vec![80_000]);
+        assert!(r.has_due());
+        // 40,000 + 40,000 is over a batch: one announcement now, the other next.
+        assert_eq!(r.take_due(), (0..40_000).collect::<Vec<i64>>());
+        assert_eq!(r.take_due(), (40_000..80_000).collect::<Vec<i64>>());
+        assert!(r.take_due().is_empty(), "the last one is not due yet");
+        assert_eq!(r.tracked, 1);
+
+        // Over the cap the oldest announcements go.
+        let mut r = Recheck::new(Duration::from_millis(1));
+        let half = (RECHECK_MAX_TRACKED / 2) as i64;
+        r.announced((0..half).collect());
+        r.announced((half..2 * half).collect());
+        r.announced(vec![2 * half]);
+        assert_eq!(r.tracked, half as usize + 1);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(r.take_due().first(), Some(&half));
+
+        // Off: nothing is kept.
+        let mut r = Recheck::new(Duration::ZERO);
+        r.announced(vec![1, 2, 3]);
+        assert_eq!((r.tracked, r.has_due()), (0, false));
     }
 }
