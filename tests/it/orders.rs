@@ -793,6 +793,9 @@ async fn orders_whose_events_redis_lost_are_announced_again_once() {
     }
     assert_eq!(published(&redis), "40");
     assert_eq!(desk.metrics().events_reannounced, 0);
+    // The desk looks for the workers' group once it holds announced orders (every 250 ms
+    // here); having seen it, it keeps the orders while the group is gone.
+    tokio::time::sleep(Duration::from_millis(400)).await;
 
     // Redis loses everything: the stream and the consumer group.
     redis.kill().unwrap();
@@ -831,8 +834,9 @@ async fn orders_whose_events_redis_lost_are_announced_again_once() {
     desk.shutdown().await;
 }
 
-/// Events waiting in a backlog are not announced again: the re-check waits while the
-/// workers have not been given them, and after they handle them finds nothing to do.
+/// Events waiting in a backlog, or in a worker's hands, are not announced again: the
+/// re-check waits while the workers have not been given or not acknowledged them, and
+/// after they handle them finds nothing to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_backlog_is_not_announced_again() {
     let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
@@ -862,6 +866,9 @@ async fn a_worker_backlog_is_not_announced_again() {
         assert!(!batch.is_empty(), "{} of 20 events", events.len());
         events.extend(batch);
     }
+    // Three more intervals with all 20 in the worker's hands, not acknowledged.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(desk.metrics().events_reannounced, 0);
     let ids: Vec<i64> = events.iter().map(|e| e.order_id).collect();
     assert_eq!(
         w.transition_many(&ids, &[OrderStatus::Accepted], OrderStatus::Working)

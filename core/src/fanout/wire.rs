@@ -4,7 +4,7 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `md:{SYMBOL}` | pub/sub channel (`SPUBLISH` on a cluster) | every message, live |
-//! | `md:{SYMBOL}:ticks` | stream, `MAXLEN ~ N`, `MINID` now − age | the last N messages (so at least N ticks) of the last age (60 s), field `m` |
+//! | `md:{SYMBOL}:ticks` | stream, `MAXLEN ~ N`, `MINID` now − age | the last N messages (so at least N ticks) within age (60 s) of the symbol's latest, field `m` |
 //! | `md:{SYMBOL}:latest` | hash | latest trade (`trade_*` fields) and quote (`quote_*`) |
 //!
 //! The braces are a Redis Cluster hash tag: a symbol's three keys share a slot.

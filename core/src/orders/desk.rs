@@ -45,9 +45,10 @@ pub struct OrderDeskConfig {
     /// again, once (default 60 s; zero turns the re-check off). Redis can lose events it
     /// took: a restart without an fsynced append-only file, or a failover to a replica the
     /// last writes had not reached. The re-check waits while the workers have not been
-    /// given every event older than half this (a backlog, not a loss) and while their
-    /// consumer group is gone; before any group ever existed it keeps nothing. Each desk
-    /// holds the ids it announced in the last interval (8 bytes each, at most 4 Mi).
+    /// given and acknowledged every event older than half this (a backlog, or events in a
+    /// worker's hands, not a loss) and while their consumer group is gone; before any group
+    /// ever existed it keeps nothing. Each desk holds the ids it announced and has not
+    /// re-checked yet: 8 bytes each, at most 32 MiB (beyond, the oldest go unchecked).
     pub events_recheck_after: Duration,
 }
 
@@ -934,10 +935,15 @@ async fn announce(conn: &mut RedisConn, stream: &str, orders: &[Order]) -> Resul
     conn.run(&pipe).await
 }
 
-/// Most orders one re-check round looks up.
+/// Most orders one re-check lookup reads.
 const RECHECK_BATCH: usize = 65_536;
 
-/// Most order ids the re-check holds (8 bytes each): beyond, the oldest are dropped.
+/// Most lookups in one re-check round; the rest waits for the next round, so new events
+/// are not held up behind a large re-check.
+const RECHECK_BATCHES_PER_ROUND: usize = 8;
+
+/// Most order ids the re-check holds, 8 bytes each (32 MiB): beyond, the oldest go unchecked
+/// (counted and logged).
 const RECHECK_MAX_TRACKED: usize = 4 << 20;
 
 /// Where the consumer groups of the events stream are.
@@ -945,14 +951,15 @@ const RECHECK_MAX_TRACKED: usize = 4 << 20;
 enum WorkerProgress {
     /// No stream or no group: no worker has come, or Redis lost them.
     NoGroup,
-    /// Some group has not been given an event older than the horizon: a backlog.
+    /// Some group has an event older than the horizon that it was not given, or was given
+    /// and has not acknowledged: a backlog, or one in hand.
     Behind,
-    /// Every group has been given every event older than the horizon.
+    /// Every group was given, and acknowledged, every event older than the horizon.
     CaughtUp,
 }
 
-/// Whether every consumer group of `stream` has been given every event older than
-/// `within`.
+/// Whether every consumer group of `stream` was given and acknowledged every event older
+/// than `within`.
 async fn worker_progress(
     conn: &mut RedisConn,
     stream: &str,
@@ -977,14 +984,27 @@ async fn worker_progress(
         .unwrap_or_default()
         .as_millis() as u64;
     let horizon = now_ms.saturating_sub(within.as_millis() as u64);
+    let old = |id: Option<&str>| id.and_then(StreamId::parse).is_some_and(|i| i.0 < horizon);
     for g in &groups {
-        let Some(delivered) = g
-            .get("last-delivered-id")
-            .and_then(crate::orders::worker::text)
-        else {
+        let field = |k: &str| g.get(k).and_then(crate::orders::worker::text);
+        let (Some(name), Some(delivered)) = (field("name"), field("last-delivered-id")) else {
             return Ok(WorkerProgress::Behind);
         };
-        // The oldest event this group has not been given yet.
+        // The oldest event this group was given and has not acknowledged.
+        if matches!(g.get("pending"), Some(redis::Value::Int(n)) if *n > 0) {
+            // Summary form: [count, smallest id, largest id, consumers].
+            let summary: Vec<redis::Value> = conn
+                .query(redis::cmd("XPENDING").arg(stream).arg(&name), CONTEXT)
+                .await?;
+            if old(summary
+                .get(1)
+                .and_then(crate::orders::worker::text)
+                .as_deref())
+            {
+                return Ok(WorkerProgress::Behind);
+            }
+        }
+        // The oldest event this group was not given yet.
         let next: Vec<(String, HashMap<String, String>)> = conn
             .query(
                 redis::cmd("XRANGE")
@@ -996,10 +1016,8 @@ async fn worker_progress(
                 CONTEXT,
             )
             .await?;
-        if let Some(id) = next.first().and_then(|(id, _)| StreamId::parse(id)) {
-            if id.0 < horizon {
-                return Ok(WorkerProgress::Behind);
-            }
+        if old(next.first().map(|(id, _)| id.as_str())) {
+            return Ok(WorkerProgress::Behind);
         }
     }
     Ok(WorkerProgress::CaughtUp)
@@ -1009,17 +1027,24 @@ async fn worker_progress(
 ///
 /// Redis can lose events it took: a restart without an fsynced append-only file, or a
 /// failover to a replica the last writes had not reached. An order whose event went is
-/// `accepted` for ever. So `after` an announcement, once the workers are not behind (they
-/// were given every event older than `after / 2`, so this one too unless Redis lost it),
-/// the orders still `accepted` are announced again, once. Each desk re-checks what it
-/// announced itself: no coordination between daemons, and a lookup by primary key.
+/// `accepted` for ever. So `after` an announcement, once the workers are not behind (every
+/// group was given and acknowledged every event older than `after / 2`: this one too,
+/// unless Redis lost it), the orders still `accepted` are announced again, once. Each desk
+/// re-checks what it announced itself: no coordination between daemons, and a lookup by
+/// primary key.
 struct Recheck {
     after: Duration,
+    /// Announcements close together share an entry (see [`Recheck::announced`]).
     announced: std::collections::VecDeque<(Instant, Vec<i64>)>,
     tracked: usize,
-    /// Whether a consumer group was ever seen: before any worker came, ids are not kept
-    /// (the stream is not trimmed without a group, so the first worker reads everything).
+    /// Whether a consumer group was ever seen. Until one is, due ids are dropped, not kept:
+    /// no worker has come, and without a group the stream is not trimmed, so the first
+    /// worker reads everything. Once one was, a missing group is Redis's loss.
     seen_group: bool,
+    /// Ids dropped over [`RECHECK_MAX_TRACKED`], not yet logged.
+    dropped: u64,
+    /// Since when the workers have been behind.
+    behind_since: Option<Instant>,
 }
 
 impl Recheck {
@@ -1029,26 +1054,37 @@ impl Recheck {
             announced: std::collections::VecDeque::new(),
             tracked: 0,
             seen_group: false,
+            dropped: 0,
+            behind_since: None,
         }
     }
 
-    /// Notes orders just announced.
+    /// Notes orders just announced. Announcements within `after / 16` (at most a second)
+    /// of an entry's first join it, so the entries stay few whatever the rate: an id is
+    /// then re-checked up to that much early.
     fn announced(&mut self, ids: Vec<i64>) {
         if self.after.is_zero() || ids.is_empty() {
             return;
         }
         self.tracked += ids.len();
-        self.announced.push_back((Instant::now(), ids));
+        let join = (self.after / 16).min(Duration::from_secs(1));
+        match self.announced.back_mut() {
+            Some((at, last)) if at.elapsed() < join => last.extend_from_slice(&ids),
+            _ => self.announced.push_back((Instant::now(), ids)),
+        }
         while self.tracked > RECHECK_MAX_TRACKED {
             match self.announced.pop_front() {
-                Some((_, ids)) => self.tracked -= ids.len(),
+                Some((_, ids)) => {
+                    self.tracked -= ids.len();
+                    self.dropped += ids.len() as u64;
+                }
                 None => break,
             }
         }
     }
 
     /// Takes up to [`RECHECK_BATCH`] ids announced `after` ago or earlier (at least one
-    /// announcement's, however many it holds).
+    /// entry's, however many it holds).
     fn take_due(&mut self) -> Vec<i64> {
         let mut due = Vec::new();
         while let Some((at, ids)) = self.announced.front() {
@@ -1068,33 +1104,68 @@ impl Recheck {
             .is_some_and(|(at, _)| at.elapsed() >= self.after)
     }
 
+    /// Whether a round has anything to do: ids are due, or some are held and no group
+    /// has been seen yet (a round looks for one as soon as there is something to lose).
+    fn wants_round(&self) -> bool {
+        !self.announced.is_empty() && (!self.seen_group || self.has_due())
+    }
+
     /// One round: announces again the due orders still `accepted`, when the workers are
-    /// not behind. Returns how many.
-    async fn round(&mut self, db: &Client, conn: &mut RedisConn, stream: &str) -> Result<u64> {
-        if !self.has_due() {
-            return Ok(0);
+    /// not behind, adding each batch to `reannounced` as it goes.
+    async fn round(
+        &mut self,
+        db: &Client,
+        conn: &mut RedisConn,
+        stream: &str,
+        reannounced: &AtomicU64,
+    ) -> Result<()> {
+        if self.dropped > 0 {
+            tracing::warn!(
+                orders = self.dropped,
+                "order events: too many announced orders held for the re-check; the oldest \
+                 go unchecked"
+            );
+            self.dropped = 0;
         }
-        match worker_progress(conn, stream, self.after / 2).await? {
-            WorkerProgress::CaughtUp => self.seen_group = true,
-            WorkerProgress::Behind => {
-                self.seen_group = true;
-                return Ok(0);
+        if !self.wants_round() {
+            return Ok(());
+        }
+        let progress = worker_progress(conn, stream, self.after / 2).await?;
+        if progress != WorkerProgress::NoGroup {
+            self.seen_group = true;
+        }
+        if progress == WorkerProgress::Behind {
+            let since = *self.behind_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.after * 10 {
+                tracing::warn!(
+                    behind_s = since.elapsed().as_secs(),
+                    "order events: workers have had events older than the re-check's horizon \
+                     unread or unacknowledged this long; the re-check waits for them"
+                );
+                self.behind_since = Some(Instant::now());
             }
+        } else {
+            self.behind_since = None;
+        }
+        match progress {
+            WorkerProgress::CaughtUp => {}
+            WorkerProgress::Behind => return Ok(()),
             // Kept: the group may come back (a worker makes it again after Redis lost it).
-            WorkerProgress::NoGroup if self.seen_group => return Ok(0),
+            WorkerProgress::NoGroup if self.seen_group => return Ok(()),
             WorkerProgress::NoGroup => {
                 while !self.take_due().is_empty() {}
-                return Ok(0);
+                return Ok(());
             }
         }
-        let mut total = 0;
-        loop {
+        for _ in 0..RECHECK_BATCHES_PER_ROUND {
             let due = self.take_due();
             if due.is_empty() {
-                return Ok(total);
+                break;
             }
-            total += self.announce_again(db, conn, stream, due).await?;
+            let n = self.announce_again(db, conn, stream, due).await?;
+            reannounced.fetch_add(n, Ordering::Relaxed);
         }
+        Ok(())
     }
 
     /// Announces again those of `due` still `accepted`; on failure they are due again.
@@ -1112,11 +1183,7 @@ impl Recheck {
         let rows = match db.query_typed(&select, &[(&due, Type::INT8_ARRAY)]).await {
             Ok(r) => r,
             Err(e) => {
-                let due_at = Instant::now()
-                    .checked_sub(self.after)
-                    .unwrap_or_else(Instant::now);
-                self.tracked += due.len();
-                self.announced.push_front((due_at, due));
+                self.due_again(due);
                 return Err(Error::pg("re-checking order events", e));
             }
         };
@@ -1134,15 +1201,19 @@ impl Recheck {
              them again (Redis lost events, or workers took them without moving the orders)"
         );
         if let Err(e) = announce(conn, stream, &orders).await {
-            let due_at = Instant::now()
-                .checked_sub(self.after)
-                .unwrap_or_else(Instant::now);
-            self.announced
-                .push_front((due_at, orders.iter().map(|o| o.id).collect()));
-            self.tracked += orders.len();
+            self.due_again(orders.iter().map(|o| o.id).collect());
             return Err(e);
         }
         Ok(orders.len() as u64)
+    }
+
+    /// Puts `ids` back at the front, due now.
+    fn due_again(&mut self, ids: Vec<i64>) {
+        let due_at = Instant::now()
+            .checked_sub(self.after)
+            .unwrap_or_else(Instant::now);
+        self.tracked += ids.len();
+        self.announced.push_front((due_at, ids));
     }
 }
 
@@ -1212,7 +1283,7 @@ async fn publish_events(
                     }
                 }
             }
-            _ = recheck_tick.tick(), if recheck.has_due() => {
+            _ = recheck_tick.tick(), if recheck.wants_round() => {
                 if conn.is_none() {
                     match connection::connect(&target).await {
                         Ok(c) => conn = Some(c),
@@ -1223,10 +1294,8 @@ async fn publish_events(
                     }
                 }
                 if let Some(c) = conn.as_mut() {
-                    match recheck.round(&db, c, &stream).await {
-                        Ok(n) => {
-                            stats.events_reannounced.fetch_add(n, Ordering::Relaxed);
-                        }
+                    match recheck.round(&db, c, &stream, &stats.events_reannounced).await {
+                        Ok(()) => {}
                         Err(e) => {
                             tracing::debug!(error = %e, "order events: re-check failed");
                             if matches!(e, Error::Redis { .. }) {
@@ -1292,33 +1361,38 @@ mod tests {
 
     #[test]
     fn the_recheck_takes_what_is_due_in_batches_and_drops_beyond_its_cap() {
-        let mut r = Recheck::new(Duration::from_millis(20));
+        let ms = Duration::from_millis;
+        let mut r = Recheck::new(ms(500));
         r.announced((0..40_000).collect());
+        std::thread::sleep(ms(40)); // past the 31 ms in which announcements share an entry
         r.announced((40_000..80_000).collect());
         assert!(!r.has_due(), "nothing is due before `after`");
         assert!(r.take_due().is_empty());
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(ms(520));
         r.announced(vec![80_000]);
+        r.announced(vec![80_001]);
         assert!(r.has_due());
-        // 40,000 + 40,000 is over a batch: one announcement now, the other next.
+        // 40,000 + 40,000 is over a batch: one entry now, the other next.
         assert_eq!(r.take_due(), (0..40_000).collect::<Vec<i64>>());
         assert_eq!(r.take_due(), (40_000..80_000).collect::<Vec<i64>>());
-        assert!(r.take_due().is_empty(), "the last one is not due yet");
-        assert_eq!(r.tracked, 1);
+        assert!(r.take_due().is_empty(), "the last two are not due yet");
+        assert_eq!((r.tracked, r.announced.len()), (2, 1), "and share an entry");
 
-        // Over the cap the oldest announcements go.
-        let mut r = Recheck::new(Duration::from_millis(1));
+        // Over the cap the oldest entries go, and are counted.
+        let mut r = Recheck::new(ms(16));
         let half = (RECHECK_MAX_TRACKED / 2) as i64;
         r.announced((0..half).collect());
+        std::thread::sleep(ms(5));
         r.announced((half..2 * half).collect());
+        std::thread::sleep(ms(5));
         r.announced(vec![2 * half]);
-        assert_eq!(r.tracked, half as usize + 1);
-        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!((r.tracked, r.dropped), (half as usize + 1, half as u64));
+        std::thread::sleep(ms(20));
         assert_eq!(r.take_due().first(), Some(&half));
 
         // Off: nothing is kept.
         let mut r = Recheck::new(Duration::ZERO);
         r.announced(vec![1, 2, 3]);
-        assert_eq!((r.tracked, r.has_due()), (0, false));
+        assert_eq!((r.tracked, r.wants_round()), (0, false));
     }
 }
