@@ -49,8 +49,9 @@ pub struct OrdersArgs {
     /// Connections in the naive baseline's pool.
     #[arg(long, default_value_t = 16)]
     pub naive_pool: usize,
-    /// Measured wrk runs of each server; the run with the median orders/s is reported.
-    #[arg(long, default_value_t = 2)]
+    /// Measured wrk runs of each server; the run with the median orders/s is reported (of
+    /// an even number, the faster of the middle two: use an odd one).
+    #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     /// Seconds of the unrecorded wrk warm-up run before each server's measured runs.
     #[arg(long, default_value_t = 5)]
