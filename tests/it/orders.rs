@@ -326,6 +326,40 @@ async fn an_account_over_its_rate_gets_429_with_retry_after() {
     d.shutdown().await.unwrap();
 }
 
+/// Entries in the order-events stream.
+fn events_len(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["XLEN", "orders:events"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A desk with events on `redis`, its config changed by `tune`.
+async fn desk_with_events(
+    redis: &RedisServer,
+    url: &str,
+    tune: impl FnOnce(OrderDeskConfig) -> OrderDeskConfig,
+) -> OrderDesk {
+    OrderDesk::start(tune(OrderDeskConfig {
+        redis_url: Some(redis.url()),
+        ..OrderDeskConfig::new(url)
+    }))
+    .await
+    .unwrap()
+}
+
+/// Worker `name`, reads blocking at most `block_ms`.
+async fn worker(redis: &RedisServer, url: &str, name: &str, block_ms: u64) -> OrderWorker {
+    OrderWorker::connect(OrderWorkerConfig {
+        block: Duration::from_millis(block_ms),
+        ..OrderWorkerConfig::new(redis.url(), url, name)
+    })
+    .await
+    .unwrap()
+}
+
 fn new_order(i: usize) -> NewOrder {
     NewOrder {
         account: "desk".into(),
@@ -647,27 +681,13 @@ async fn workers_take_move_and_acknowledge_events_in_batches() {
 async fn the_events_stream_is_trimmed_of_what_every_group_acknowledged() {
     let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
     let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = OrderDesk::start(OrderDeskConfig {
-        redis_url: Some(redis.url()),
+    let desk = desk_with_events(&redis, &url, |c| OrderDeskConfig {
         events_trim_every: Duration::from_millis(200),
-        ..OrderDeskConfig::new(&url)
+        ..c
     })
-    .await
-    .unwrap();
-    let mut worker = OrderWorker::connect(OrderWorkerConfig {
-        block: Duration::from_millis(100),
-        ..OrderWorkerConfig::new(redis.url(), &url, "w")
-    })
-    .await
-    .unwrap();
-    let xlen = || -> u64 {
-        redis
-            .cli(&["XLEN", "orders:events"])
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    .await;
+    let mut worker = worker(&redis, &url, "w", 100).await;
+    let xlen = || events_len(&redis);
     // Reads `n` events, acknowledging the first `ack` of them.
     async fn take(worker: &mut OrderWorker, n: usize, ack: usize) -> Vec<String> {
         let mut ids = Vec::new();
@@ -733,20 +753,11 @@ async fn the_events_stream_is_trimmed_of_what_every_group_acknowledged() {
 async fn orders_whose_events_redis_lost_are_announced_again_once() {
     let mut redis = tokio::task::block_in_place(RedisServer::start).unwrap();
     let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = Arc::new(
-        OrderDesk::start(OrderDeskConfig {
-            redis_url: Some(redis.url()),
-            events_recheck_after: Duration::from_secs(1),
-            ..OrderDeskConfig::new(&url)
-        })
-        .await
-        .unwrap(),
-    );
-    let redis_url = redis.url();
-    let config = |name: &str| OrderWorkerConfig {
-        block: Duration::from_millis(200),
-        ..OrderWorkerConfig::new(&redis_url, &url, name)
-    };
+    let desk = desk_with_events(&redis, &url, |c| OrderDeskConfig {
+        events_recheck_after: Duration::from_secs(1),
+        ..c
+    })
+    .await;
     /// Moves each event's order accepted → working → filled and acknowledges the batch;
     /// returns the order ids.
     async fn handle(w: &mut OrderWorker, events: &[OrderEvent]) -> Vec<i64> {
@@ -760,7 +771,7 @@ async fn orders_whose_events_redis_lost_are_announced_again_once() {
         w.ack_many(events).await.unwrap();
         ids
     }
-    let mut a = OrderWorker::connect(config("a")).await.unwrap();
+    let mut a = worker(&redis, &url, "a", 200).await;
     let mut ids = Vec::new();
     for i in 0..40 {
         let SubmitOutcome::Created(o) = desk.submit(new_order(i)).await.unwrap() else {
@@ -778,20 +789,13 @@ async fn orders_whose_events_redis_lost_are_announced_again_once() {
     }
     let handled = handle(&mut a, &first).await;
     assert_eq!(handled.len(), 10);
-    let published = |redis: &RedisServer| {
-        redis
-            .cli(&["XLEN", "orders:events"])
-            .unwrap()
-            .trim()
-            .to_string()
-    };
     for _ in 0..100 {
-        if published(&redis) == "40" {
+        if events_len(&redis) == 40 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(published(&redis), "40");
+    assert_eq!(events_len(&redis), 40);
     assert_eq!(desk.metrics().events_reannounced, 0);
     // The desk looks for the workers' group once it holds announced orders (every 250 ms
     // here); having seen it, it keeps the orders while the group is gone.
@@ -801,7 +805,7 @@ async fn orders_whose_events_redis_lost_are_announced_again_once() {
     redis.kill().unwrap();
     redis.start_again().unwrap();
     drop(a);
-    let mut b = OrderWorker::connect(config("b")).await.unwrap();
+    let mut b = worker(&redis, &url, "b", 200).await;
     redis
         .cli(&["XGROUP", "DESTROY", "orders:events", "order-workers"])
         .unwrap();
@@ -841,19 +845,12 @@ async fn orders_whose_events_redis_lost_are_announced_again_once() {
 async fn a_worker_backlog_is_not_announced_again() {
     let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
     let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = OrderDesk::start(OrderDeskConfig {
-        redis_url: Some(redis.url()),
+    let desk = desk_with_events(&redis, &url, |c| OrderDeskConfig {
         events_recheck_after: Duration::from_millis(500),
-        ..OrderDeskConfig::new(&url)
+        ..c
     })
-    .await
-    .unwrap();
-    let mut w = OrderWorker::connect(OrderWorkerConfig {
-        block: Duration::from_millis(200),
-        ..OrderWorkerConfig::new(redis.url(), &url, "w")
-    })
-    .await
-    .unwrap();
+    .await;
+    let mut w = worker(&redis, &url, "w", 200).await;
     for i in 0..20 {
         desk.submit(new_order(i)).await.unwrap();
     }
@@ -881,14 +878,6 @@ async fn a_worker_backlog_is_not_announced_again() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(desk.metrics().events_reannounced, 0);
     assert!(w.next_batch(20).await.unwrap().is_empty());
-    assert_eq!(
-        redis
-            .cli(&["XLEN", "orders:events"])
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap(),
-        20
-    );
+    assert_eq!(events_len(&redis), 20);
     desk.shutdown().await;
 }
