@@ -852,40 +852,15 @@ async fn clear_outbox(
 /// first one reads from the start). Returns how many entries went.
 async fn trim_acknowledged(conn: &mut RedisConn, stream: &str) -> Result<u64> {
     const CONTEXT: &str = "trimming order events";
-    let groups: Vec<HashMap<String, redis::Value>> = match conn
-        .query(redis::cmd("XINFO").arg("GROUPS").arg(stream), CONTEXT)
-        .await
-    {
-        Ok(g) => g,
-        // No stream yet: nothing published, nothing to trim.
-        Err(Error::Redis { reason, .. }) if reason.contains("no such key") => return Ok(0),
-        Err(e) => return Err(e),
+    let Some(places) = group_places(conn, stream, CONTEXT).await? else {
+        return Ok(0);
     };
-    let mut floor: Option<StreamId> = None;
-    for g in &groups {
-        let field = |k: &str| g.get(k).and_then(crate::orders::worker::text);
-        let (Some(name), Some(delivered)) = (field("name"), field("last-delivered-id")) else {
-            return Ok(0);
-        };
-        let pending = matches!(g.get("pending"), Some(redis::Value::Int(n)) if *n > 0);
-        let keep = if pending {
-            // Summary form: [count, smallest id, largest id, consumers].
-            let summary: Vec<redis::Value> = conn
-                .query(redis::cmd("XPENDING").arg(stream).arg(&name), CONTEXT)
-                .await?;
-            match summary.get(1).and_then(crate::orders::worker::text) {
-                Some(id) => id,
-                None => return Ok(0),
-            }
-        } else {
-            delivered
-        };
-        let Some(keep) = StreamId::parse(&keep) else {
-            return Ok(0);
-        };
-        floor = Some(floor.map_or(keep, |f| f.min(keep)));
-    }
-    let Some(floor) = floor else {
+    let Some(floor) = places
+        .iter()
+        .map(|p| p.oldest_pending.unwrap_or(p.delivered))
+        .min()
+    else {
+        // No stream or no group yet.
         return Ok(0);
     };
     // Exact, not `~`: it runs every few seconds, and what it leaves is then exactly what
@@ -898,6 +873,64 @@ async fn trim_acknowledged(conn: &mut RedisConn, stream: &str) -> Result<u64> {
         CONTEXT,
     )
     .await
+}
+
+/// A consumer group's place in the stream.
+struct GroupPlace {
+    /// The last event it was given.
+    delivered: StreamId,
+    /// The oldest event it was given and has not acknowledged.
+    oldest_pending: Option<StreamId>,
+}
+
+/// Where each consumer group of `stream` is: empty without a stream or a group, `None` when
+/// Redis's answer has a shape this does not read.
+async fn group_places(
+    conn: &mut RedisConn,
+    stream: &str,
+    context: &'static str,
+) -> Result<Option<Vec<GroupPlace>>> {
+    let groups: Vec<HashMap<String, redis::Value>> = match conn
+        .query(redis::cmd("XINFO").arg("GROUPS").arg(stream), context)
+        .await
+    {
+        Ok(g) => g,
+        Err(Error::Redis { reason, .. }) if reason.contains("no such key") => {
+            return Ok(Some(Vec::new()))
+        }
+        Err(e) => return Err(e),
+    };
+    let mut places = Vec::with_capacity(groups.len());
+    for g in &groups {
+        let field = |k: &str| g.get(k).and_then(crate::orders::worker::text);
+        let (Some(name), Some(delivered)) = (
+            field("name"),
+            field("last-delivered-id").and_then(|d| StreamId::parse(&d)),
+        ) else {
+            return Ok(None);
+        };
+        let oldest_pending = if matches!(g.get("pending"), Some(redis::Value::Int(n)) if *n > 0) {
+            // Summary form: [count, smallest id, largest id, consumers].
+            let summary: Vec<redis::Value> = conn
+                .query(redis::cmd("XPENDING").arg(stream).arg(&name), context)
+                .await?;
+            match summary
+                .get(1)
+                .and_then(crate::orders::worker::text)
+                .and_then(|id| StreamId::parse(&id))
+            {
+                Some(id) => Some(id),
+                None => return Ok(None),
+            }
+        } else {
+            None
+        };
+        places.push(GroupPlace {
+            delivered,
+            oldest_pending,
+        });
+    }
+    Ok(Some(places))
 }
 
 /// A stream entry id, `ms-seq`, ordered as Redis orders them.
@@ -966,17 +999,10 @@ async fn worker_progress(
     within: Duration,
 ) -> Result<WorkerProgress> {
     const CONTEXT: &str = "checking the order workers' progress";
-    let groups: Vec<HashMap<String, redis::Value>> = match conn
-        .query(redis::cmd("XINFO").arg("GROUPS").arg(stream), CONTEXT)
-        .await
-    {
-        Ok(g) => g,
-        Err(Error::Redis { reason, .. }) if reason.contains("no such key") => {
-            return Ok(WorkerProgress::NoGroup)
-        }
-        Err(e) => return Err(e),
+    let Some(places) = group_places(conn, stream, CONTEXT).await? else {
+        return Ok(WorkerProgress::Behind);
     };
-    if groups.is_empty() {
+    if places.is_empty() {
         return Ok(WorkerProgress::NoGroup);
     }
     let now_ms = std::time::SystemTime::now()
@@ -984,39 +1010,27 @@ async fn worker_progress(
         .unwrap_or_default()
         .as_millis() as u64;
     let horizon = now_ms.saturating_sub(within.as_millis() as u64);
-    let old = |id: Option<&str>| id.and_then(StreamId::parse).is_some_and(|i| i.0 < horizon);
-    for g in &groups {
-        let field = |k: &str| g.get(k).and_then(crate::orders::worker::text);
-        let (Some(name), Some(delivered)) = (field("name"), field("last-delivered-id")) else {
+    for place in &places {
+        if place.oldest_pending.is_some_and(|p| p.0 < horizon) {
             return Ok(WorkerProgress::Behind);
-        };
-        // The oldest event this group was given and has not acknowledged.
-        if matches!(g.get("pending"), Some(redis::Value::Int(n)) if *n > 0) {
-            // Summary form: [count, smallest id, largest id, consumers].
-            let summary: Vec<redis::Value> = conn
-                .query(redis::cmd("XPENDING").arg(stream).arg(&name), CONTEXT)
-                .await?;
-            if old(summary
-                .get(1)
-                .and_then(crate::orders::worker::text)
-                .as_deref())
-            {
-                return Ok(WorkerProgress::Behind);
-            }
         }
         // The oldest event this group was not given yet.
         let next: Vec<(String, HashMap<String, String>)> = conn
             .query(
                 redis::cmd("XRANGE")
                     .arg(stream)
-                    .arg(format!("({delivered}"))
+                    .arg(format!("({}", place.delivered))
                     .arg("+")
                     .arg("COUNT")
                     .arg(1),
                 CONTEXT,
             )
             .await?;
-        if old(next.first().map(|(id, _)| id.as_str())) {
+        if next
+            .first()
+            .and_then(|(id, _)| StreamId::parse(id))
+            .is_some_and(|id| id.0 < horizon)
+        {
             return Ok(WorkerProgress::Behind);
         }
     }
