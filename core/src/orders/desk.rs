@@ -1231,6 +1231,18 @@ impl Recheck {
     }
 }
 
+/// The publisher's Redis connection, made now if there is none.
+async fn connected<'a>(
+    conn: &'a mut Option<RedisConn>,
+    target: &RedisTarget,
+) -> Result<&'a mut RedisConn> {
+    let c = match conn.take() {
+        Some(c) => c,
+        None => connection::connect(target).await?,
+    };
+    Ok(conn.insert(c))
+}
+
 /// Publishes `order.accepted` events: each committed group as it comes, and every few
 /// seconds whatever the outbox still holds. Every few seconds it also trims what every
 /// consumer group has acknowledged from the stream.
@@ -1298,24 +1310,14 @@ async fn publish_events(
                 }
             }
             _ = recheck_tick.tick(), if recheck.wants_round() => {
-                if conn.is_none() {
-                    match connection::connect(&target).await {
-                        Ok(c) => conn = Some(c),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "order events: Redis unreachable for the re-check");
-                            continue;
-                        }
-                    }
-                }
-                if let Some(c) = conn.as_mut() {
-                    match recheck.round(&db, c, &stream, &stats.events_reannounced).await {
-                        Ok(()) => {}
-                        Err(e) => {
-                            tracing::debug!(error = %e, "order events: re-check failed");
-                            if matches!(e, Error::Redis { .. }) {
-                                conn = None;
-                            }
-                        }
+                let done = match connected(&mut conn, &target).await {
+                    Ok(c) => recheck.round(&db, c, &stream, &stats.events_reannounced).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "order events: re-check failed");
+                    if matches!(e, Error::Redis { .. }) {
+                        conn = None;
                     }
                 }
                 continue;
@@ -1339,16 +1341,13 @@ async fn publish_events(
             }
             continue;
         }
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match connection::connect(&target).await {
-                Ok(c) => conn.insert(c),
-                Err(e) => {
-                    stats.event_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "order events: Redis unreachable; the outbox keeps them");
-                    continue;
-                }
-            },
+        let c = match connected(&mut conn, &target).await {
+            Ok(c) => c,
+            Err(e) => {
+                stats.event_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "order events: Redis unreachable; the outbox keeps them");
+                continue;
+            }
         };
         if let Err(e) = announce(c, &stream, &orders).await {
             stats.event_failures.fetch_add(1, Ordering::Relaxed);
