@@ -193,6 +193,12 @@ fn orders(out: &mut String, o: &christmas_core::orders::OrderDeskSnapshot) {
             o.retries,
         ),
         (
+            "christmas_order_groups_rewritten_total",
+            "counter",
+            "Order groups written again with ON CONFLICT: their plain INSERT met a stored key.",
+            o.rewritten,
+        ),
+        (
             "christmas_order_queue_depth",
             "gauge",
             "Submissions waiting for an order writer.",

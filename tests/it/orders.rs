@@ -441,6 +441,91 @@ async fn killing_the_writer_connection_mid_commit_loses_and_duplicates_nothing()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_meeting_a_stored_key_is_written_again_and_announces_only_its_new_orders() {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let desk = Arc::new(desk_with_events(&redis, &url, |c| c).await);
+    for i in 0..10 {
+        let created = desk.submit(new_order(i)).await.unwrap();
+        assert!(matches!(created, SubmitOutcome::Created(_)), "{created:?}");
+    }
+    // Nothing was stored before, so every plain insert went in.
+    assert_eq!(desk.metrics().rewritten, 0);
+    let stored: HashMap<String, i64> = db
+        .query("SELECT client_order_id, id FROM orders", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+
+    // A burst of 200: every 20th repeats a stored order, one changes a stored order's body.
+    let burst: Vec<_> = (0..200)
+        .map(|i| {
+            let desk = desk.clone();
+            tokio::spawn(async move {
+                let order = match i {
+                    10 => NewOrder {
+                        quantity: 50.0,
+                        ..new_order(9)
+                    },
+                    i if i % 20 == 0 => new_order(i / 20),
+                    i => new_order(1_000 + i),
+                };
+                (i, desk.submit(order).await.unwrap())
+            })
+        })
+        .collect();
+    let mut new = 0;
+    for b in burst {
+        match b.await.unwrap() {
+            (10, SubmitOutcome::Conflict(o)) => assert_eq!(o.id, stored["k-9"]),
+            (i, SubmitOutcome::Existing(o)) if i % 20 == 0 => {
+                assert_eq!(o.id, stored[&format!("k-{}", i / 20)], "repeat {i}")
+            }
+            (i, SubmitOutcome::Created(o)) if i != 10 && i % 20 != 0 => {
+                assert_eq!(o.client_order_id, format!("k-{}", 1_000 + i));
+                new += 1;
+            }
+            (i, other) => panic!("order {i}: {other:?}"),
+        }
+    }
+    assert_eq!(new, 189);
+    assert_eq!(count(&db, "orders").await, 199);
+    let m = desk.metrics();
+    assert!(
+        (1..=m.groups).contains(&m.rewritten),
+        "{} rewritten of {} groups",
+        m.rewritten,
+        m.groups
+    );
+    assert_eq!(
+        (m.created, m.existing, m.conflicts, m.failed),
+        (199, 10, 1, 0)
+    );
+
+    // Once the writers have stopped checking keys, a repeat costs one more rewrite.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let again = desk.submit(new_order(3)).await.unwrap();
+    assert!(
+        matches!(&again, SubmitOutcome::Existing(o) if o.id == stored["k-3"]),
+        "{again:?}"
+    );
+    assert_eq!(desk.metrics().rewritten, m.rewritten + 1);
+
+    // The statements that failed announced nothing: one event per stored order.
+    for _ in 0..100 {
+        if desk.metrics().events_published == 199 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(desk.metrics().events_published, 199);
+    assert_eq!(events_len(&redis), 199);
+    desk.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once() {
     let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
     let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
