@@ -526,6 +526,58 @@ async fn a_group_meeting_a_stored_key_is_written_again_and_announces_only_its_ne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_a_full_redis_refuses_wait_in_the_outbox_and_go_out_once_it_has_room() {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let desk = Arc::new(desk_with_events(&redis, &url, |c| c).await);
+    // Full from the start (an empty server uses about 1 MB); noeviction is the default.
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1mb"]).unwrap();
+    let orders: Vec<_> = (0..2_000)
+        .map(|i| {
+            let desk = desk.clone();
+            tokio::spawn(async move { desk.submit(new_order(i)).await.unwrap() })
+        })
+        .collect();
+    for o in orders {
+        let created = o.await.unwrap();
+        assert!(matches!(created, SubmitOutcome::Created(_)), "{created:?}");
+    }
+    assert_eq!(count(&db, "orders").await, 2_000);
+    // Orders whose events wait in the outbox.
+    async fn waiting(db: &tokio_postgres::Client) -> i64 {
+        db.query_one(
+            "SELECT coalesce(sum(cardinality(order_ids)), 0)::bigint FROM order_outbox",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = desk.metrics();
+    assert!(m.event_failures >= 1, "Redis refused nothing");
+    assert!(
+        m.events_published < 2_000,
+        "{} published",
+        m.events_published
+    );
+    assert!(waiting(&db).await >= 2_000 - m.events_published as i64);
+
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    for _ in 0..300 {
+        if waiting(&db).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(waiting(&db).await, 0, "the outbox still holds events");
+    // Every order was announced; a round Redis refused part-way may announce some twice.
+    assert!(events_len(&redis) >= 2_000, "{} events", events_len(&redis));
+    assert!(desk.metrics().events_published >= 2_000);
+    desk.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once() {
     let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
     let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
