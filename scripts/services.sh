@@ -131,9 +131,13 @@ start_redis() {
     fi
     mkdir -p "$state/redis"
     say "starting Redis on 127.0.0.1:$redis_port"
+    # A limit, and refusals rather than evictions at it: order events nobody reads yet stay
+    # in the stream (and, once Redis refuses them, in PostgreSQL's outbox) instead of
+    # growing Redis until the kernel kills it (docs/operations.md, "Redis").
     redis-server --port "$redis_port" --bind 127.0.0.1 --daemonize yes \
         --dir "$state/redis" --pidfile "$state/redis/redis.pid" \
-        --logfile "$state/redis/redis.log" --save '' --appendonly no >/dev/null
+        --logfile "$state/redis/redis.log" --save '' --appendonly no \
+        --maxmemory 8gb --maxmemory-policy noeviction >/dev/null
     for _ in $(seq 1 100); do
         redis_running && return
         sleep 0.1
