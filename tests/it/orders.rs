@@ -350,6 +350,24 @@ async fn desk_with_events(
     .unwrap()
 }
 
+/// A Redis of its own, a fresh database, and a desk with the default config and events on.
+async fn fresh_desk_with_events() -> (RedisServer, tokio_postgres::Client, Arc<OrderDesk>) {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let desk = Arc::new(desk_with_events(&redis, &url, |c| c).await);
+    (redis, db, desk)
+}
+
+/// Every stored order's id, by `client_order_id`.
+async fn stored_ids(db: &tokio_postgres::Client) -> HashMap<String, i64> {
+    db.query("SELECT client_order_id, id FROM orders", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 /// Worker `name`, reads blocking at most `block_ms`.
 async fn worker(redis: &RedisServer, url: &str, name: &str, block_ms: u64) -> OrderWorker {
     OrderWorker::connect(OrderWorkerConfig {
@@ -427,13 +445,7 @@ async fn killing_the_writer_connection_mid_commit_loses_and_duplicates_nothing()
     assert!(killed > 0, "no connection was killed");
     assert_eq!(acked.len(), 4_000);
     assert_eq!(count(&db, "orders").await, 4_000);
-    let stored: HashMap<String, i64> = db
-        .query("SELECT client_order_id, id FROM orders", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let stored = stored_ids(&db).await;
     for (i, id) in acked {
         assert_eq!(stored.get(&format!("k-{i}")), Some(&id), "order k-{i}");
     }
@@ -442,22 +454,14 @@ async fn killing_the_writer_connection_mid_commit_loses_and_duplicates_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_meeting_a_stored_key_is_written_again_and_announces_only_its_new_orders() {
-    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = Arc::new(desk_with_events(&redis, &url, |c| c).await);
+    let (redis, db, desk) = fresh_desk_with_events().await;
     for i in 0..10 {
         let created = desk.submit(new_order(i)).await.unwrap();
         assert!(matches!(created, SubmitOutcome::Created(_)), "{created:?}");
     }
     // Nothing was stored before, so every plain insert went in.
     assert_eq!(desk.metrics().rewritten, 0);
-    let stored: HashMap<String, i64> = db
-        .query("SELECT client_order_id, id FROM orders", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let stored = stored_ids(&db).await;
 
     // A burst of 200: every 20th repeats a stored order, one changes a stored order's body.
     let burst: Vec<_> = (0..200)
@@ -527,9 +531,7 @@ async fn a_group_meeting_a_stored_key_is_written_again_and_announces_only_its_ne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_a_full_redis_refuses_wait_in_the_outbox_and_go_out_once_it_has_room() {
-    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = Arc::new(desk_with_events(&redis, &url, |c| c).await);
+    let (redis, db, desk) = fresh_desk_with_events().await;
     // Full from the start (an empty server uses about 1 MB); noeviction is the default.
     redis.cli(&["CONFIG", "SET", "maxmemory", "1mb"]).unwrap();
     let orders: Vec<_> = (0..2_000)
