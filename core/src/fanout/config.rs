@@ -143,11 +143,12 @@ pub struct FanoutConfig {
     pub stream_max_len: usize,
     /// How far back each symbol's stream reaches (`XADD … MINID now−age`, at most once a
     /// second per symbol, when it gets a message; default 60 s; zero: no age bound). A
-    /// symbol that stops trading keeps its last messages until it trades again. Under load a message carries
-    /// many ticks (a round trip's worth), so `stream_max_len` alone does not bound Redis's
-    /// memory: a soak of 500 symbols at 175–350 k ticks/s grew it to 23 GB before the
-    /// kernel killed it. With the age bound it stays near rate × age × ~145 bytes (JSON).
-    /// Stream ids are Redis's clock, the cut is this host's: skew shifts the window.
+    /// symbol that stops trading keeps its last messages until it trades again. Under load
+    /// a message carries many ticks (a round trip's worth), so `stream_max_len` alone does
+    /// not bound Redis's memory: a soak of 500 symbols at 175–350 k ticks/s grew it to
+    /// 23 GB before the kernel killed it. With the age bound it stays near rate × age ×
+    /// ~145 bytes (JSON). Stream ids are Redis's clock, the cut is this host's: skew shifts
+    /// the window.
     pub stream_max_age: Duration,
     /// Batches the fan-out queue holds (default 256). When Redis is slow or down the oldest
     /// is dropped and counted; PostgreSQL never waits for Redis.
