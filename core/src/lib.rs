@@ -82,6 +82,7 @@ pub mod ingestor;
 pub mod metrics;
 pub mod orders;
 mod partition_task;
+pub mod pg;
 pub mod query;
 pub mod record;
 mod ring;

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::ingestor::Shared;
 use crate::record::Record;
@@ -106,13 +106,10 @@ impl PartitionTask {
 }
 
 async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| Error::pg("connecting for partition maintenance", e))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "maintenance connection closed");
-        }
-    });
-    Ok(client)
+    crate::pg::connect(
+        &crate::pg::parse_url(url)?,
+        "christmas-maintenance",
+        "connecting for partition maintenance",
+    )
+    .await
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 
 use crate::record::{Quote, Side, Trade};
 use crate::symbol::Symbol;
@@ -218,16 +218,8 @@ impl MarketDataReader {
         if let Some(c) = self.lock().as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| Error::pg("connecting the reader", e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "reader connection closed");
-            }
-        });
+        let client =
+            crate::pg::connect(&self.config, "christmas-reader", "connecting the reader").await?;
         let client = Arc::new(client);
         *self.lock() = Some(client.clone());
         Ok(client)

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::batcher::{Sealed, SealedBatch};
 use crate::binary_copy::{HEADER, TRAILER};
@@ -278,24 +278,8 @@ impl PgWriter {
     }
 
     async fn open<R: Record>(&mut self, shared: &Shared<R>, shard: usize) -> Result<()> {
-        let mut config: tokio_postgres::Config = self
-            .url
-            .parse()
-            .map_err(|e| Error::pg("parsing the database URL", e))?;
-        config.application_name(&self.application_name);
-        config.connect_timeout(Duration::from_secs(5));
-        // Notice a silently dead peer (no RST) within about a minute instead of hours.
-        config.keepalives_idle(Duration::from_secs(15));
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| Error::pg("connecting", e))?;
-        let shard_label = self.shard;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(shard = shard_label, error = %e, "connection closed");
-            }
-        });
+        let config = crate::pg::parse_url(&self.url)?;
+        let client = crate::pg::connect(&config, &self.application_name, "connecting").await?;
         self.client = Some(client);
         metrics::add(&shared.rings[shard].counters.connects, 1);
         Ok(())

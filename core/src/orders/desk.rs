@@ -12,11 +12,12 @@ use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::fanout::config::RedisTarget;
 use crate::fanout::connection::{self, RedisConn};
 use crate::orders::{NewOrder, Order, OrderStatus, ORDER_COLUMNS};
+use crate::pg;
 use crate::query::MarketDataReader;
 use crate::{Error, Result};
 
@@ -272,28 +273,8 @@ impl std::fmt::Debug for OrderDesk {
     }
 }
 
-fn is_connection_error(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error().is_none_or(|db| {
-        let c = db.code().code();
-        // Class 08 (connection), 57 (admin shutdown / terminated), 40 (serialization).
-        c.starts_with("08") || c.starts_with("57") || c.starts_with("40")
-    })
-}
-
 async fn connect(url: &str, name: &str) -> Result<Client> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| Error::pg("parsing the database URL", e))?;
-    config.application_name(name);
-    config.connect_timeout(Duration::from_secs(5));
-    let (client, conn) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| Error::pg("connecting the order desk", e))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    pg::connect(&pg::parse_url(url)?, name, "connecting the order desk").await
 }
 
 impl OrderDesk {
@@ -621,7 +602,7 @@ async fn write_groups(
                 }
                 // The group is written again after reconnecting: rows that did commit are
                 // found by their unique key, so nothing is stored twice.
-                Err(e) if is_connection_error(&e) => {
+                Err(e) if pg::is_connection_error(&e) => {
                     keys = Keys::Checked;
                     stats.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, orders = group.len(), "order group failed; retrying");

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use redis::Value;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::fanout::config::RedisTarget;
 use crate::fanout::connection::{self, RedisConn};
 use crate::orders::OrderStatus;
+use crate::pg;
 use crate::{Error, Result};
 
 /// How an [`OrderWorker`] connects and consumes.
@@ -162,12 +163,12 @@ impl OrderWorker {
     pub async fn connect(config: OrderWorkerConfig) -> Result<OrderWorker> {
         let mut redis = connection::connect(&RedisTarget::parse(&config.redis_url)?).await?;
         create_group(&mut redis, &config).await?;
-        let (db, conn) = tokio_postgres::connect(&config.database_url, NoTls)
-            .await
-            .map_err(|e| Error::pg("connecting the order worker", e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let db = pg::connect(
+            &pg::parse_url(&config.database_url)?,
+            "christmas-order-worker",
+            "connecting the order worker",
+        )
+        .await?;
         Ok(OrderWorker { config, redis, db })
     }
 

@@ -29,9 +29,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::config::check_table_name;
+use crate::pg;
 use crate::{Error, Result};
 
 pub use maintenance::{maintain, maintain_at, prune_ledger, MaintenanceReport};
@@ -214,14 +215,8 @@ pub struct MigrationReport {
 
 /// Connects to `url` and runs [`migrate`].
 pub async fn migrate_url(url: &str, config: &SchemaConfig) -> Result<MigrationReport> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| Error::pg("connecting", e))?;
-    let conn = tokio::spawn(connection);
-    let result = migrate(&client, config).await;
-    drop(client);
-    let _ = conn.await;
-    result
+    let client = pg::connect(&pg::parse_url(url)?, "christmas-migrate", "connecting").await?;
+    migrate(&client, config).await
 }
 
 /// Brings the database `client` is connected to up to the current schema (see the module

@@ -1,0 +1,77 @@
+//! How the engine connects to PostgreSQL: every connection gets an application name (so an
+//! operator can find it in `pg_stat_activity`), a connect timeout and TCP keepalives (so a
+//! silently dead peer is noticed within about a minute instead of hours).
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::{Error, Result};
+
+/// The settings every engine connection uses. [`ConnectPolicy::default`] is what the
+/// engine applies; the fields are public so an embedding application can see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectPolicy {
+    /// How long establishing a connection may take (default 5 s).
+    pub connect_timeout: Duration,
+    /// Idle time before the first TCP keepalive probe (default 15 s).
+    pub keepalives_idle: Duration,
+}
+
+impl Default for ConnectPolicy {
+    fn default() -> Self {
+        ConnectPolicy {
+            connect_timeout: Duration::from_secs(5),
+            keepalives_idle: Duration::from_secs(15),
+        }
+    }
+}
+
+impl ConnectPolicy {
+    /// Applies the policy to `config`, naming the connection `application_name`.
+    pub fn apply(&self, config: &mut Config, application_name: &str) {
+        config.application_name(application_name);
+        config.connect_timeout(self.connect_timeout);
+        config.keepalives_idle(self.keepalives_idle);
+    }
+}
+
+/// Parses a `postgres://` URL (or key=value string) into a driver config.
+pub(crate) fn parse_url(url: &str) -> Result<Config> {
+    url.parse()
+        .map_err(|e| Error::pg("parsing the database URL", e))
+}
+
+/// Connects with the default [`ConnectPolicy`], naming the connection `application_name`;
+/// `context` says what for in the error. The connection's task is spawned on the current
+/// runtime and logs at debug level when it closes.
+pub(crate) async fn connect(
+    config: &Config,
+    application_name: &str,
+    context: &'static str,
+) -> Result<Client> {
+    let mut config = config.clone();
+    ConnectPolicy::default().apply(&mut config, application_name);
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| Error::pg(context, e))?;
+    let name = application_name.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(connection = %name, error = %e, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// True when `e` leaves a statement's outcome unknown or the session unusable: no server
+/// error at all (the connection broke), or SQLSTATE class 08 (connection exception), 57
+/// (operator intervention: admin shutdown, terminated backend) or 40 (transaction rollback:
+/// serialization failure, deadlock).
+pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_none_or(|db| {
+        let c = db.code().code();
+        c.starts_with("08") || c.starts_with("57") || c.starts_with("40")
+    })
+}

@@ -1,0 +1,7 @@
+//! PostgreSQL plumbing the engine shares: one connect policy for every connection it
+//! opens (writers, maintenance, migrations, readers, the order desk and workers).
+
+mod connect;
+
+pub use connect::ConnectPolicy;
+pub(crate) use connect::{connect, is_connection_error, parse_url};
