@@ -68,6 +68,8 @@
 //! |---|---|---|
 //! | `dbn` | no | `dbn_file`: Databento DBN (MBP-1) files read as trades and quotes |
 
+#![warn(missing_docs)]
+
 mod batcher;
 pub mod binary_copy;
 pub mod clock;
