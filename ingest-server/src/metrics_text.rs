@@ -6,7 +6,7 @@ use std::fmt::Write;
 use christmas_core::{MetricsSnapshot, Summary};
 use hdrhistogram::Histogram;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 fn summary(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram<u64>, scale: f64) {
     let s = Summary::of(h);

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::{self, Access, Scope};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Accepts connections until `stop` turns true, then waits for open ones to finish their
 /// current frame and acks.

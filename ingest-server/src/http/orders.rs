@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use christmas_core::orders::{
@@ -22,9 +22,9 @@ use christmas_core::orders::{
 use christmas_core::Symbol;
 use serde_json::{json, Map, Value};
 
-use crate::auth::Scope;
-use crate::http::{account, engine_error, error};
-use crate::server::AppState;
+use crate::http::auth::{Authorized, Orders};
+use crate::http::reply::{bad_request as bad, engine_error, error};
+use crate::state::AppState;
 
 /// An order body is small; anything larger is refused with 413.
 const MAX_ORDER_BYTES: usize = 16 << 10;
@@ -38,10 +38,6 @@ const FIELDS: &[&str] = &[
     "limit_price",
     "time_in_force",
 ];
-
-fn bad(field: &str, reason: impl std::fmt::Display) -> Response {
-    error(StatusCode::BAD_REQUEST, Some(field), reason)
-}
 
 fn string<'a>(o: &'a Map<String, Value>, field: &str) -> Result<&'a str, Response> {
     o.get(field)
@@ -152,13 +148,9 @@ fn order_response(status: StatusCode, o: &christmas_core::orders::Order) -> Resp
 /// `POST /api/orders`
 pub async fn submit(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Authorized { account, .. }: Authorized<Orders>,
     body: axum::body::Body,
 ) -> Response {
-    let account = match account(&s, &headers, Scope::Orders) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     if let Err(wait) = s.order_limiter.take(&account) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut r = error(
@@ -210,11 +202,11 @@ fn order_id(id: &str) -> Result<i64, Response> {
 pub async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    Authorized { account, .. }: Authorized<Orders>,
 ) -> Response {
-    let (account, id) = match (account(&s, &headers, Scope::Orders), order_id(&id)) {
-        (Ok(a), Ok(i)) => (a, i),
-        (Err(r), _) | (_, Err(r)) => return r,
+    let id = match order_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
     };
     match s.orders.get(&account, id).await {
         Ok(Some(o)) => Json(o.to_json()).into_response(),
@@ -227,12 +219,8 @@ pub async fn get(
 pub async fn list(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    Authorized { account, .. }: Authorized<Orders>,
 ) -> Response {
-    let account = match account(&s, &headers, Scope::Orders) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let status = match q
         .get("status")
         .map(|v| v.parse::<OrderStatus>())
@@ -264,11 +252,11 @@ pub async fn list(
 pub async fn cancel(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    Authorized { account, .. }: Authorized<Orders>,
 ) -> Response {
-    let (account, id) = match (account(&s, &headers, Scope::Orders), order_id(&id)) {
-        (Ok(a), Ok(i)) => (a, i),
-        (Err(r), _) | (_, Err(r)) => return r,
+    let id = match order_id(&id) {
+        Ok(i) => i,
+        Err(r) => return r,
     };
     match s.orders.cancel(&account, id).await {
         Ok(CancelOutcome::Cancelled(o)) => Json(o.to_json()).into_response(),
