@@ -110,8 +110,7 @@ pub async fn trades(
     Query(q): Query<HashMap<String, String>>,
     _key: Authorized<Read>,
 ) -> Response {
-    let (symbol, from, to) = match range_read(&symbol, &q, i64::MIN / 2, i64::MAX / 2)
-    {
+    let (symbol, from, to) = match range_read(&symbol, &q, i64::MIN / 2, i64::MAX / 2) {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -144,11 +143,10 @@ pub async fn bars(
     _key: Authorized<Read>,
 ) -> Response {
     let now = christmas_core::query::unix_ns(std::time::SystemTime::now());
-    let (symbol, from, to) =
-        match range_read(&symbol, &q, now - 86_400_000_000_000, now) {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
+    let (symbol, from, to) = match range_read(&symbol, &q, now - 86_400_000_000_000, now) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     let interval = match q
         .get("interval")
         .map_or(Ok(BarInterval::Minute1), |i| i.parse())
