@@ -12,7 +12,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -194,20 +195,32 @@ pub async fn submit(
     }
 }
 
-fn order_id(id: &str) -> Result<i64, Response> {
-    id.parse().map_err(|_| bad("id", "must be an integer"))
+/// The order a `/api/orders/{id}` request names, and the account asking for it.
+#[derive(Debug)]
+pub struct OrderRef {
+    /// The key's name; `default` when no key is needed.
+    pub account: String,
+    /// The order's id.
+    pub id: i64,
+}
+
+impl FromRequestParts<AppState> for OrderRef {
+    type Rejection = Response;
+
+    /// The path first, then the key (401/403), then the id (400): a bad id from a caller
+    /// without a key is refused for the key.
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        let Path(id) = Path::<String>::from_request_parts(parts, s)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Authorized { account, .. } = Authorized::<Orders>::from_request_parts(parts, s).await?;
+        let id = id.parse().map_err(|_| bad("id", "must be an integer"))?;
+        Ok(OrderRef { account, id })
+    }
 }
 
 /// `GET /api/orders/{id}`
-pub async fn get(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Authorized { account, .. }: Authorized<Orders>,
-) -> Response {
-    let id = match order_id(&id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+pub async fn get(State(s): State<AppState>, OrderRef { account, id }: OrderRef) -> Response {
     match s.orders.get(&account, id).await {
         Ok(Some(o)) => Json(o.to_json()).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, Some("id"), "no such order"),
@@ -249,15 +262,7 @@ pub async fn list(
 }
 
 /// `DELETE /api/orders/{id}`: cancel unless final.
-pub async fn cancel(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Authorized { account, .. }: Authorized<Orders>,
-) -> Response {
-    let id = match order_id(&id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+pub async fn cancel(State(s): State<AppState>, OrderRef { account, id }: OrderRef) -> Response {
     match s.orders.cancel(&account, id).await {
         Ok(CancelOutcome::Cancelled(o)) => Json(o.to_json()).into_response(),
         Ok(CancelOutcome::Final(o)) => (
