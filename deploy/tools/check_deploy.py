@@ -108,7 +108,7 @@ def daemon_env_names() -> set[str]:
     """Env vars christmas-ingest reads: config overrides, clap `env = ...`, RUST_LOG, and
     its allocator's MIMALLOC_ALLOW_THP."""
     names = {"RUST_LOG", "MIMALLOC_ALLOW_THP"}
-    for f in SERVER_SRC.glob("*.rs"):
+    for f in SERVER_SRC.rglob("*.rs"):
         text = f.read_text()
         names |= set(re.findall(r'\bvar\("([A-Z0-9_]+)"\)', text))
         names |= set(re.findall(r'\benv\s*=\s*"([A-Z0-9_]+)"', text))

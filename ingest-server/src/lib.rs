@@ -7,39 +7,47 @@
 //!
 //! ## Layout
 //!
+//! The modules import downward only: `server` → `http`, `tcp` → `state` → `config`,
+//! `pipelines`; nothing imports `server` (the `import_graph` test checks there is no
+//! circle).
+//!
 //! | module | what it is |
 //! |---|---|
 //! | [`config`] | [`DaemonConfig`](config::DaemonConfig): TOML file + environment, validated |
-//! | [`server`] | [`AppState`](server::AppState) (the engine behind the daemon) and [`run`](server::run) |
-//! | [`http`] | the HTTP routes ([`router`](http::router)) and their JSON errors |
-//! | [`ticks`] | the JSON / NDJSON tick format of `POST /api/ticks` |
+//! | [`state`] | [`AppState`](state::AppState): the engine behind the daemon, started from the config |
+//! | [`server`] | bind ([`listen`](server::listen)) and [`run`](server::run): HTTP and TCP until shutdown, then drain |
+//! | [`http`] | [`router`](http::router) and the request middleware; handlers by area: [`ticks`](http::ticks), [`market_data`](http::market_data), [`orders`], [`ops`](http::ops) (health, ready, metrics, OpenAPI); the [`Authorized`](http::auth::Authorized) extractor and the JSON [`reply`](http::reply) helpers |
 //! | [`tcp`] | the TCP ingest listener (rkyv frames, acks) |
+//! | [`ticks`] | the JSON / NDJSON tick format of `POST /api/ticks` |
 //! | [`auth`] | API keys: hashed, scoped |
-//! | [`orders`] | the order endpoints (over `christmas_core::orders::OrderDesk`) |
 //! | [`ratelimit`] | per-account token buckets (429) |
 //! | [`metrics_text`] | `/metrics` in the Prometheus text format |
 //! | [`pipelines`] | the trade and quote pipelines every command starts |
-//! | [`replay`] | `replay FILE`: DBN or CSV into the engine |
-//! | [`feed`] | `feed`: a synthetic market sent to a daemon over TCP, like a feed handler |
-//! | [`migrate`], [`demo`] | the `migrate` and `demo` (engine in-process) commands |
+//! | [`commands`] | the other commands: [`replay`] (DBN or CSV into the engine), [`feed`] (a synthetic market sent to a daemon over TCP, like a feed handler), [`migrate`](commands::migrate), [`demo`](commands::demo) (engine in-process) |
 //! | [`timefmt`] | RFC 3339 / nanosecond timestamps |
 
 // Request helpers return the error response itself; boxing it to shrink the `Err` arm buys
 // nothing on a path that builds one response per request.
 #![allow(clippy::result_large_err)]
+#![warn(missing_docs)]
 
 pub mod auth;
+pub mod commands;
 pub mod config;
-pub mod demo;
-pub mod feed;
 pub mod http;
 pub mod metrics_text;
-pub mod migrate;
-pub mod orders;
 pub mod pipelines;
 pub mod ratelimit;
-pub mod replay;
 pub mod server;
+pub mod state;
 pub mod tcp;
 pub mod ticks;
 pub mod timefmt;
+
+// Paths other crates use, kept where they were before the modules moved: the order body
+// parser (fuzz), replay and feed (tests, bench).
+pub use commands::{feed, replay};
+pub use http::orders;
+
+#[cfg(test)]
+mod import_graph;

@@ -5,8 +5,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use christmas_ingest::commands::{demo, feed, migrate, replay};
 use christmas_ingest::config::DaemonConfig;
-use christmas_ingest::{auth, demo, feed, migrate, replay, server};
+use christmas_ingest::{auth, server};
 use clap::{Parser, Subcommand};
 
 // mimalloc: about 9 % more orders/s than glibc's allocator in `christmas-bench orders`

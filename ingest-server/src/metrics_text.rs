@@ -3,10 +3,10 @@
 
 use std::fmt::Write;
 
-use christmas_core::{MetricsSnapshot, Summary};
+use christmas_core::{MetricsSnapshot, ShardSnapshot, Summary};
 use hdrhistogram::Histogram;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 fn summary(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram<u64>, scale: f64) {
     let s = Summary::of(h);
@@ -40,73 +40,81 @@ fn summary(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram
 /// Name, help, and how to read a counter from a snapshot.
 type Counter = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
 
+/// The engine's counters, one series per record kind.
+const ENGINE_COUNTERS: [Counter; 8] = [
+    (
+        "christmas_accepted_total",
+        "Records accepted into the rings.",
+        MetricsSnapshot::accepted,
+    ),
+    (
+        "christmas_rows_committed_total",
+        "Rows committed to PostgreSQL.",
+        MetricsSnapshot::rows_committed,
+    ),
+    (
+        "christmas_batches_committed_total",
+        "Batches committed.",
+        MetricsSnapshot::batches_committed,
+    ),
+    (
+        "christmas_dropped_total",
+        "Records evicted by drop-oldest backpressure.",
+        MetricsSnapshot::dropped,
+    ),
+    (
+        "christmas_rejected_full_total",
+        "Pushes refused because a ring was full.",
+        MetricsSnapshot::rejected_full,
+    ),
+    (
+        "christmas_retries_total",
+        "Commit attempts retried.",
+        MetricsSnapshot::retries,
+    ),
+    (
+        "christmas_dead_lettered_total",
+        "Rows PostgreSQL rejected.",
+        MetricsSnapshot::dead_lettered,
+    ),
+    (
+        "christmas_ledger_hits_total",
+        "Ambiguous failures the ledger resolved as committed.",
+        MetricsSnapshot::ledger_hits,
+    ),
+];
+
+/// Name, help, and how to read a gauge from one shard's snapshot.
+type ShardGauge = (&'static str, &'static str, fn(&ShardSnapshot) -> u64);
+
+/// The rings' gauges, one series per record kind and shard.
+const SHARD_GAUGES: [ShardGauge; 2] = [
+    (
+        "christmas_ring_depth",
+        "Records waiting in a shard's ring.",
+        |sh| sh.ring_depth,
+    ),
+    (
+        "christmas_ring_capacity",
+        "Records a shard's ring holds.",
+        |sh| sh.ring_capacity,
+    ),
+];
+
+/// The engine's counters, ring gauges, latency summaries, fan-out and spool figures.
 fn engine(out: &mut String, kinds: &[(&str, MetricsSnapshot)]) {
-    let counters: [Counter; 8] = [
-        (
-            "christmas_accepted_total",
-            "Records accepted into the rings.",
-            MetricsSnapshot::accepted,
-        ),
-        (
-            "christmas_rows_committed_total",
-            "Rows committed to PostgreSQL.",
-            MetricsSnapshot::rows_committed,
-        ),
-        (
-            "christmas_batches_committed_total",
-            "Batches committed.",
-            MetricsSnapshot::batches_committed,
-        ),
-        (
-            "christmas_dropped_total",
-            "Records evicted by drop-oldest backpressure.",
-            MetricsSnapshot::dropped,
-        ),
-        (
-            "christmas_rejected_full_total",
-            "Pushes refused because a ring was full.",
-            MetricsSnapshot::rejected_full,
-        ),
-        (
-            "christmas_retries_total",
-            "Commit attempts retried.",
-            MetricsSnapshot::retries,
-        ),
-        (
-            "christmas_dead_lettered_total",
-            "Rows PostgreSQL rejected.",
-            MetricsSnapshot::dead_lettered,
-        ),
-        (
-            "christmas_ledger_hits_total",
-            "Ambiguous failures the ledger resolved as committed.",
-            MetricsSnapshot::ledger_hits,
-        ),
-    ];
-    for (name, help, get) in counters {
+    for (name, help, get) in ENGINE_COUNTERS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (kind, m) in kinds {
             let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", get(m));
         }
     }
-    let _ = writeln!(out, "# HELP christmas_ring_depth Records waiting in a shard's ring.\n# TYPE christmas_ring_depth gauge");
-    for (kind, m) in kinds {
-        for (i, sh) in m.shards.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "christmas_ring_depth{{kind=\"{kind}\",shard=\"{i}\"}} {}",
-                sh.ring_depth
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP christmas_ring_capacity Records a shard's ring holds.\n# TYPE christmas_ring_capacity gauge");
-    for (kind, m) in kinds {
-        for (i, sh) in m.shards.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "christmas_ring_capacity{{kind=\"{kind}\",shard=\"{i}\"}} {}",
-                sh.ring_capacity
-            );
+    for (name, help, get) in SHARD_GAUGES {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (kind, m) in kinds {
+            for (i, sh) in m.shards.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{kind=\"{kind}\",shard=\"{i}\"}} {}", get(sh));
+            }
         }
     }
     for (kind, m) in kinds {

@@ -11,11 +11,14 @@ use christmas_core::{Ingestor, Quote, Trade};
 /// default).
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
+    /// Shards (rings, batchers, writer connections) per record kind.
     pub shards: usize,
+    /// How long a batch waits to fill; `None`: the core's default.
     pub linger: Option<Duration>,
 }
 
 impl Batching {
+    /// `shards` per record kind, with the core's default linger.
     pub fn shards(shards: usize) -> Self {
         Batching {
             shards,

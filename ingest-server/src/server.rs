@@ -1,180 +1,21 @@
-//! Wiring: the engine behind the daemon ([`AppState`]), and [`run`], which serves HTTP and
-//! TCP until `shutdown` resolves, then drains and flushes.
+//! Bind and run: [`listen`] binds with a real backlog, and [`run`] serves HTTP and TCP
+//! until `shutdown` resolves, then drains and flushes.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
-use christmas_core::fanout::{FanoutConfig, LatestCache};
-use christmas_core::query::MarketDataReader;
-use christmas_core::{Ingestor, Quote, Trade};
-use hdrhistogram::Histogram;
+use anyhow::Result;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::DaemonConfig;
-use crate::ratelimit::RateLimiter;
+// Re-exported where it lived before it got its own module: `server::AppState` is the path
+// tests, the bench and the binary use.
+pub use crate::state::AppState;
 use crate::{http, tcp};
-use christmas_core::orders::{OrderDesk, OrderDeskConfig};
-
-/// Everything a request handler needs. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AppState(pub Arc<Inner>);
-
-/// The shared state behind [`AppState`].
-#[derive(Debug)]
-pub struct Inner {
-    /// The validated config.
-    pub config: DaemonConfig,
-    /// Trades pipeline.
-    pub trades: Ingestor<Trade>,
-    /// Quotes pipeline.
-    pub quotes: Ingestor<Quote>,
-    /// Market-data reads (the replica when configured).
-    pub reader: MarketDataReader,
-    /// The fan-out's latest-tick hashes, when Redis is configured.
-    pub cache: Option<LatestCache>,
-    /// HTTP request counters and latency.
-    pub http: HttpMetrics,
-    /// Process start.
-    pub started: Instant,
-    /// Request ids: `<boot>-<n>`.
-    pub boot: u32,
-    /// Next request number.
-    pub requests: AtomicU64,
-    /// Connections allowed at once (HTTP and TCP together).
-    pub connections: Arc<Semaphore>,
-    /// Orders: group commit, idempotency, events.
-    pub orders: OrderDesk,
-    /// Per-account order rate.
-    pub order_limiter: RateLimiter,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-/// (method, route, status) and how many requests had them.
-pub type RequestCount = ((String, String, u16), u64);
-
-/// Request counts by (method, route, status) and request latency.
-#[derive(Debug)]
-pub struct HttpMetrics {
-    /// Counts; a handful of entries, searched in place so counting allocates nothing.
-    pub counts: Mutex<Vec<RequestCount>>,
-    /// Latency, microseconds.
-    pub latency_us: Mutex<Histogram<u64>>,
-}
-
-impl Default for HttpMetrics {
-    fn default() -> Self {
-        let mut h = Histogram::new(3).expect("3 significant figures is valid");
-        h.auto(true);
-        HttpMetrics {
-            counts: Mutex::default(),
-            latency_us: Mutex::new(h),
-        }
-    }
-}
-
-impl HttpMetrics {
-    /// Counts one request.
-    pub fn record(&self, method: &str, route: &str, status: u16, micros: u64) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        match counts
-            .iter_mut()
-            .find(|((m, r, s), _)| *s == status && m == method && r == route)
-        {
-            Some((_, n)) => *n += 1,
-            None => {
-                counts.push(((method.to_string(), route.to_string(), status), 1));
-                counts.sort();
-            }
-        }
-        drop(counts);
-        let _ = self
-            .latency_us
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(micros);
-    }
-}
-
-impl AppState {
-    /// Starts the engine the config describes: both pipelines (with fan-out when Redis is
-    /// configured), the reader and the latest-tick cache.
-    pub async fn start(config: DaemonConfig) -> Result<AppState> {
-        config.validate()?;
-        let url = config.database_url.clone().context("database_url")?;
-        let fanout = match &config.redis_url {
-            Some(r) => Some(FanoutConfig {
-                format: config.fanout_format.parse()?,
-                stream_max_len: config.fanout_stream_max_len,
-                stream_max_age: Duration::from_millis(config.fanout_stream_max_age_ms),
-                ..FanoutConfig::new(r)
-            }),
-            None => None,
-        };
-        let batching = crate::pipelines::Batching {
-            shards: config.shards,
-            linger: Some(Duration::from_millis(config.linger_ms)),
-        };
-        let (trades, quotes) =
-            crate::pipelines::start(&url, batching, "daemon", fanout, config.spool()?).await?;
-        let max_lag = Duration::from_millis(config.replica_max_lag_ms);
-        let reader = match &config.read_database_url {
-            Some(replica) => MarketDataReader::with_fallback(replica, &url, max_lag).await,
-            None => MarketDataReader::connect(&url).await,
-        }
-        .context("connecting the market-data reader")?;
-        let cache = config
-            .redis_url
-            .as_deref()
-            .map(LatestCache::new)
-            .transpose()?;
-        let orders = OrderDesk::start(OrderDeskConfig {
-            read_database_url: config.read_database_url.clone(),
-            redis_url: config.redis_url.clone(),
-            connections: config.order_connections,
-            max_group: config.order_max_group,
-            max_replica_lag: max_lag,
-            events_recheck_after: Duration::from_millis(config.order_events_recheck_after_ms),
-            ..OrderDeskConfig::new(&url)
-        })
-        .await
-        .context("starting the order desk")?;
-        if config.api_keys.is_empty() {
-            tracing::warn!("no api_keys configured: every endpoint is open");
-        }
-        let boot = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
-        Ok(AppState(Arc::new(Inner {
-            connections: Arc::new(Semaphore::new(config.max_connections)),
-            order_limiter: RateLimiter::new(config.order_rate_per_second, config.order_rate_burst),
-            orders,
-            config,
-            trades,
-            quotes,
-            reader,
-            cache,
-            http: HttpMetrics::default(),
-            started: Instant::now(),
-            boot,
-            requests: AtomicU64::new(0),
-        })))
-    }
-}
 
 /// A TCP connection holding one of the daemon's connection permits.
 #[derive(Debug)]
@@ -345,6 +186,8 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]

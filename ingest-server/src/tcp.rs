@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::{self, Access, Scope};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Accepts connections until `stop` turns true, then waits for open ones to finish their
 /// current frame and acks.
@@ -56,7 +56,7 @@ pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Rece
 }
 
 /// What the ack writer waits for before answering a frame.
-enum Pending {
+enum PendingAck {
     /// Answer now.
     Ready(AckFrame),
     /// Answer once these commit.
@@ -87,12 +87,12 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (mut r, mut w) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Pending>(1_024);
+    let (tx, mut rx) = mpsc::channel::<PendingAck>(1_024);
     let writer = tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
             let ack = match p {
-                Pending::Ready(a) => a,
-                Pending::Commit {
+                PendingAck::Ready(a) => a,
+                PendingAck::Commit {
                     seq,
                     records,
                     receipts,
@@ -134,7 +134,7 @@ async fn connection(
         let n = u32::from_be_bytes(len) as usize;
         if n > max {
             let _ = tx
-                .send(Pending::Ready(refused(
+                .send(PendingAck::Ready(refused(
                     0,
                     format!("frame of {n} bytes is over the {max}-byte limit"),
                 )))
@@ -147,7 +147,7 @@ async fn connection(
         let f: IngestFrame = match frame::decode_ingest(&body) {
             Ok(f) => f,
             Err(e) => {
-                let _ = tx.send(Pending::Ready(refused(0, e.to_string()))).await;
+                let _ = tx.send(PendingAck::Ready(refused(0, e.to_string()))).await;
                 break;
             }
         };
@@ -161,14 +161,14 @@ async fn connection(
                     } else {
                         "missing or unknown API key"
                     };
-                    let _ = tx.send(Pending::Ready(refused(f.seq, why))).await;
+                    let _ = tx.send(PendingAck::Ready(refused(f.seq, why))).await;
                     break;
                 }
             }
         }
         let pending = match process(&s, &f).await {
             Ok(p) => p,
-            Err(msg) => Pending::Ready(refused(f.seq, msg)),
+            Err(msg) => PendingAck::Ready(refused(f.seq, msg)),
         };
         if tx.send(pending).await.is_err() {
             break;
@@ -180,7 +180,7 @@ async fn connection(
 }
 
 /// Checks and pushes one frame's records.
-async fn process(s: &AppState, f: &IngestFrame) -> Result<Pending, String> {
+async fn process(s: &AppState, f: &IngestFrame) -> Result<PendingAck, String> {
     let ack = AckLevel::from_code(f.ack).map_err(|e| e.to_string())?;
     if ack == AckLevel::Durable && s.config.spool_dir.is_none() {
         return Err(
@@ -213,7 +213,7 @@ async fn process(s: &AppState, f: &IngestFrame) -> Result<Pending, String> {
                 .map_err(|e| e.to_string())?,
             );
         }
-        return Ok(Pending::Commit {
+        return Ok(PendingAck::Commit {
             seq: f.seq,
             records,
             receipts,
@@ -227,7 +227,7 @@ async fn process(s: &AppState, f: &IngestFrame) -> Result<Pending, String> {
         .push_batch_async(&quotes)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Pending::Ready(AckFrame {
+    Ok(PendingAck::Ready(AckFrame {
         seq: f.seq,
         ok: true,
         records,

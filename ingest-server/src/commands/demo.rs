@@ -35,6 +35,9 @@ pub struct DemoArgs {
     fanout_format: String,
 }
 
+/// Applies the schema at `url`, starts both pipelines and pushes a synthetic market into
+/// them (for `--seconds`, or until `stop` resolves), printing rates every second and a
+/// summary once everything accepted is flushed.
 pub async fn run(url: &str, args: DemoArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     christmas_core::schema::migrate_url(url, &Default::default())
         .await

@@ -62,6 +62,7 @@ impl MigrateArgs {
     }
 }
 
+/// Migrates the database at `url` to the current schema and prints what was applied.
 pub async fn run(url: &str, args: &MigrateArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let report = schema::migrate_url(url, &config)

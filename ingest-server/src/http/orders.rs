@@ -12,8 +12,9 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use christmas_core::orders::{
@@ -22,9 +23,9 @@ use christmas_core::orders::{
 use christmas_core::Symbol;
 use serde_json::{json, Map, Value};
 
-use crate::auth::Scope;
-use crate::http::{account, engine_error, error};
-use crate::server::AppState;
+use crate::http::auth::{Authorized, Orders};
+use crate::http::reply::{bad_request as bad, engine_error, error};
+use crate::state::AppState;
 
 /// An order body is small; anything larger is refused with 413.
 const MAX_ORDER_BYTES: usize = 16 << 10;
@@ -38,10 +39,6 @@ const FIELDS: &[&str] = &[
     "limit_price",
     "time_in_force",
 ];
-
-fn bad(field: &str, reason: impl std::fmt::Display) -> Response {
-    error(StatusCode::BAD_REQUEST, Some(field), reason)
-}
 
 fn string<'a>(o: &'a Map<String, Value>, field: &str) -> Result<&'a str, Response> {
     o.get(field)
@@ -152,13 +149,9 @@ fn order_response(status: StatusCode, o: &christmas_core::orders::Order) -> Resp
 /// `POST /api/orders`
 pub async fn submit(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Authorized { account, .. }: Authorized<Orders>,
     body: axum::body::Body,
 ) -> Response {
-    let account = match account(&s, &headers, Scope::Orders) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     if let Err(wait) = s.order_limiter.take(&account) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut r = error(
@@ -202,20 +195,32 @@ pub async fn submit(
     }
 }
 
-fn order_id(id: &str) -> Result<i64, Response> {
-    id.parse().map_err(|_| bad("id", "must be an integer"))
+/// The order a `/api/orders/{id}` request names, and the account asking for it.
+#[derive(Debug)]
+pub struct OrderRef {
+    /// The key's name; `default` when no key is needed.
+    pub account: String,
+    /// The order's id.
+    pub id: i64,
+}
+
+impl FromRequestParts<AppState> for OrderRef {
+    type Rejection = Response;
+
+    /// The path first, then the key (401/403), then the id (400): a bad id from a caller
+    /// without a key is refused for the key.
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        let Path(id) = Path::<String>::from_request_parts(parts, s)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Authorized { account, .. } = Authorized::<Orders>::from_request_parts(parts, s).await?;
+        let id = id.parse().map_err(|_| bad("id", "must be an integer"))?;
+        Ok(OrderRef { account, id })
+    }
 }
 
 /// `GET /api/orders/{id}`
-pub async fn get(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let (account, id) = match (account(&s, &headers, Scope::Orders), order_id(&id)) {
-        (Ok(a), Ok(i)) => (a, i),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
+pub async fn get(State(s): State<AppState>, OrderRef { account, id }: OrderRef) -> Response {
     match s.orders.get(&account, id).await {
         Ok(Some(o)) => Json(o.to_json()).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, Some("id"), "no such order"),
@@ -227,12 +232,8 @@ pub async fn get(
 pub async fn list(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    Authorized { account, .. }: Authorized<Orders>,
 ) -> Response {
-    let account = match account(&s, &headers, Scope::Orders) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let status = match q
         .get("status")
         .map(|v| v.parse::<OrderStatus>())
@@ -261,15 +262,7 @@ pub async fn list(
 }
 
 /// `DELETE /api/orders/{id}`: cancel unless final.
-pub async fn cancel(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let (account, id) = match (account(&s, &headers, Scope::Orders), order_id(&id)) {
-        (Ok(a), Ok(i)) => (a, i),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
+pub async fn cancel(State(s): State<AppState>, OrderRef { account, id }: OrderRef) -> Response {
     match s.orders.cancel(&account, id).await {
         Ok(CancelOutcome::Cancelled(o)) => Json(o.to_json()).into_response(),
         Ok(CancelOutcome::Final(o)) => (

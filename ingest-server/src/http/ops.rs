@@ -1,0 +1,68 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
+//! None needs a key: probes and scrapers do not carry one.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::metrics_text;
+use crate::state::AppState;
+
+/// The OpenAPI 3.1 document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /api/openapi.json`: the [`OPENAPI`] document.
+pub async fn openapi() -> Response {
+    ([("content-type", "application/json")], OPENAPI).into_response()
+}
+
+/// `GET /health`: the process is alive.
+pub async fn health(State(s): State<AppState>) -> Response {
+    Json(json!({ "status": "ok", "uptime_s": s.started.elapsed().as_secs() })).into_response()
+}
+
+/// `GET /ready`: database and Redis reachable, rings below the high-water mark.
+pub async fn ready(State(s): State<AppState>) -> Response {
+    // A silent network (a cut link, no RST) must not hang the probe.
+    let within = std::time::Duration::from_secs(2);
+    let database = matches!(
+        tokio::time::timeout(within, s.reader.ping()).await,
+        Ok(Ok(()))
+    );
+    let redis = match &s.cache {
+        Some(c) => Some(matches!(
+            tokio::time::timeout(within, c.ping()).await,
+            Ok(Ok(()))
+        )),
+        None => None,
+    };
+    let fullest = [s.trades.metrics(), s.quotes.metrics()]
+        .iter()
+        .flat_map(|m| {
+            m.shards
+                .iter()
+                .map(|sh| sh.ring_depth as f64 / sh.ring_capacity.max(1) as f64)
+        })
+        .fold(0.0, f64::max);
+    let rings = fullest < s.config.ready_ring_fraction;
+    let open = !s.trades.is_closed() && !s.quotes.is_closed();
+    let ok = database && redis.unwrap_or(true) && rings && open;
+    let body = Json(json!({
+        "ready": ok,
+        "checks": { "database": database, "redis": redis, "rings": rings, "fullest_ring": fullest, "accepting": open },
+    }));
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    let text = metrics_text::render(&s);
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
