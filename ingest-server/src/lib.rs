@@ -8,8 +8,8 @@
 //! ## Layout
 //!
 //! The modules import downward only: `server` → `http`, `tcp` → `state` → `config`,
-//! `pipelines`; nothing imports `server` (the `import_graph` test checks there is no
-//! circle).
+//! `pipelines`; nothing imports `server` (`cargo run -p christmas-tests --bin layout-check`
+//! checks there is no circle).
 //!
 //! | module | what it is |
 //! |---|---|
@@ -49,5 +49,3 @@ pub mod timefmt;
 pub use commands::{feed, replay};
 pub use http::orders;
 
-#[cfg(test)]
-mod import_graph;
