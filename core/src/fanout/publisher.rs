@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
 
-use crate::fanout::config::{FanoutConfig, RedisTarget};
-use crate::fanout::connection::{self, RedisConn};
+use crate::fanout::config::FanoutConfig;
 use crate::fanout::wire::{self, TickMessage};
 use crate::metrics;
 use crate::record::Record;
+use crate::redis::connection::{self, RedisConn};
+use crate::redis::target::RedisTarget;
 use crate::symbol::Symbol;
 
 /// One shard batch's records and the fan-out sequence of each (per symbol, from 1).

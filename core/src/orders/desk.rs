@@ -14,11 +14,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use crate::fanout::config::RedisTarget;
-use crate::fanout::connection::{self, RedisConn};
+use crate::error::RedisErrorKind;
 use crate::orders::{NewOrder, Order, OrderStatus, ORDER_COLUMNS};
 use crate::pg;
 use crate::query::MarketDataReader;
+use crate::redis::connection::{self, RedisConn};
+use crate::redis::target::RedisTarget;
 use crate::{Error, Result};
 
 /// How an [`OrderDesk`] runs.
@@ -1000,9 +1001,10 @@ async fn group_places(
         .await
     {
         Ok(g) => g,
-        Err(Error::Redis { reason, .. }) if reason.contains("no such key") => {
-            return Ok(Some(Vec::new()))
-        }
+        Err(Error::Redis {
+            kind: RedisErrorKind::NoSuchKey,
+            ..
+        }) => return Ok(Some(Vec::new())),
         Err(e) => return Err(e),
     };
     let mut places = Vec::with_capacity(groups.len());

@@ -15,11 +15,11 @@ use redis::Value;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use crate::fanout::config::RedisTarget;
-use crate::fanout::connection::{self, RedisConn};
+use crate::error::{Error, RedisErrorKind, Result};
 use crate::orders::OrderStatus;
 use crate::pg;
-use crate::{Error, Result};
+use crate::redis::connection::{self, RedisConn};
+use crate::redis::target::RedisTarget;
 
 /// How an [`OrderWorker`] connects and consumes.
 #[derive(Clone, PartialEq, Eq)]
@@ -153,7 +153,10 @@ async fn create_group(redis: &mut RedisConn, config: &OrderWorkerConfig) -> Resu
     .await;
     match created {
         Ok(_) => Ok(()),
-        Err(Error::Redis { reason, .. }) if reason.contains("BUSYGROUP") => Ok(()),
+        Err(Error::Redis {
+            kind: RedisErrorKind::BusyGroup,
+            ..
+        }) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -189,7 +192,10 @@ impl OrderWorker {
             // Redis lost the stream and its group (a restart without persistence, a
             // failover): the group is made again, and the desk's re-check announces again
             // the orders whose events went with it.
-            Err(Error::Redis { reason, .. }) if reason.contains("NOGROUP") => {
+            Err(Error::Redis {
+                kind: RedisErrorKind::NoGroup,
+                ..
+            }) => {
                 tracing::warn!(
                     stream = %self.config.stream,
                     group = %self.config.group,
