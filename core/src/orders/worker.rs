@@ -16,7 +16,8 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::error::{Error, RedisErrorKind, Result};
-use crate::orders::OrderStatus;
+use crate::orders::stream::text;
+use crate::orders::types::OrderStatus;
 use crate::pg;
 use crate::redis::connection::{self, RedisConn};
 use crate::redis::target::RedisTarget;
@@ -97,14 +98,6 @@ impl std::fmt::Debug for OrderWorker {
         f.debug_struct("OrderWorker")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-pub(crate) fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
     }
 }
 
