@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::error::{Error, Result};
 use crate::fanout::wire;
 use crate::record::{Quote, Side, Trade};
 use crate::redis::connection::{self, RedisConn};
 use crate::redis::error::redis_error;
 use crate::redis::target::RedisTarget;
 use crate::symbol::Symbol;
-use crate::{Error, Result};
 
 /// The latest trade and quote of a symbol as the fan-out last published them, each with
 /// its fan-out sequence.

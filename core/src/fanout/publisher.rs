@@ -336,7 +336,7 @@ async fn publish<R: Record>(
     batch: &FanoutBatch<R>,
     config: &FanoutConfig,
     source: &str,
-) -> crate::Result<u64> {
+) -> crate::error::Result<u64> {
     groups.fill(&batch.ticks);
     let publish_cmd = if conn.is_cluster() {
         "SPUBLISH"
@@ -412,7 +412,7 @@ async fn publish<R: Record>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Side, Trade};
+    use crate::record::{Side, Trade};
 
     fn t(sym: &str) -> Trade {
         Trade {

@@ -258,4 +258,24 @@ mod tests {
         r.announced(vec![1, 2, 3]);
         assert_eq!((r.tracked, r.wants_round()), (0, false));
     }
+
+    #[test]
+    fn ids_put_back_are_due_at_once_and_rounds_look_for_a_group_until_one_is_seen() {
+        let mut r = Recheck::new(Duration::from_secs(60));
+        r.announced(vec![1, 2]);
+        assert!(
+            r.wants_round(),
+            "ids held and no group seen yet: a round looks for one"
+        );
+        r.seen_group = true;
+        assert!(!r.wants_round(), "a group was seen and nothing is due");
+        r.due_again(vec![7, 8]);
+        assert!(r.has_due() && r.wants_round());
+        assert_eq!(r.take_due(), vec![7, 8]);
+        assert!(
+            r.take_due().is_empty(),
+            "the first announcement is not due yet"
+        );
+        assert_eq!((r.tracked, r.announced.len()), (2, 1));
+    }
 }
