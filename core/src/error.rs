@@ -75,6 +75,8 @@ pub enum Error {
     Redis {
         /// What the engine was doing.
         context: &'static str,
+        /// What kind of failure it was: match on this, not on `reason`.
+        kind: RedisErrorKind,
         /// The driver's error.
         reason: String,
     },
@@ -88,6 +90,30 @@ pub enum Error {
     /// A pipeline task stopped unexpectedly.
     #[error("pipeline task failed: {0}")]
     Task(String),
+}
+
+/// What kind of failure an [`Error::Redis`] is, classified once from the driver's error
+/// (its error code or kind) where the error is converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RedisErrorKind {
+    /// `BUSYGROUP`: the consumer group to create exists already.
+    BusyGroup,
+    /// `NOGROUP`: the consumer group (or its stream) does not exist, e.g. Redis lost it.
+    NoGroup,
+    /// `ERR no such key`: the key a command inspects does not exist (`XINFO GROUPS` of a
+    /// stream not made yet).
+    NoSuchKey,
+    /// Redis could not be reached, or the connection broke or timed out.
+    Connection,
+    /// The servers a URL names are not what it says: a sentinel does not know the master,
+    /// or the server it names is not a master (a failover in progress).
+    Topology,
+    /// Any other error reply from the server (out of memory, a read-only replica, …).
+    Server,
+    /// Anything else on the client's side: a bad URL or config, a reply of an unexpected
+    /// type.
+    Client,
 }
 
 impl Error {

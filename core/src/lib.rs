@@ -41,7 +41,8 @@
 //! | `writer` | one connection per shard; `BEGIN; ledger row; COPY; COMMIT`, exactly once |
 //! | [`ingestor`] | [`Ingestor`]: push, receipts, metrics, shutdown |
 //! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
-//! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper |
+//! | [`redis`] | [`RedisTarget`](redis::RedisTarget) (node, Sentinel, Cluster), the connection, typed error kinds ([`RedisErrorKind`]) |
+//! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper (on [`redis`]) |
 //! | [`orders`] | orders: group-committed and idempotent ([`OrderDesk`](orders::OrderDesk)), events to workers ([`OrderWorker`](orders::OrderWorker)) |
 //! | [`frame`] | the daemon's TCP ingest protocol: length-prefixed rkyv frames and acks |
 //! | [`schema`] | the versioned schema (`sql/`), its migrator and partition maintenance |
@@ -87,6 +88,7 @@ mod partition_task;
 pub mod pg;
 pub mod query;
 pub mod record;
+pub mod redis;
 mod ring;
 pub mod router;
 pub mod schema;
@@ -98,7 +100,7 @@ mod writer;
 
 pub use config::{Backpressure, IngestorConfig, Sink};
 pub use dead_letter::DeadLetter;
-pub use error::{Error, Result};
+pub use error::{Error, RedisErrorKind, Result};
 pub use ingestor::{CommitReport, Ingestor, IngestorBuilder, Receipt};
 pub use metrics::{MetricsSnapshot, ShardSnapshot, Summary};
 pub use record::{Quote, Record, Side, Trade};

@@ -2,20 +2,21 @@
 //!
 //! [`MarketDataReader`] works the same on both schema variants (it only uses the columns
 //! and the `christmas_bars` function both have) and can point at a read replica: give it
-//! the replica's URL (`READ_DATABASE_URL`). Every statement is unnamed (`query_typed`), so
-//! it also works through PgBouncer in transaction mode.
+//! the replica's URL (`READ_DATABASE_URL`). It reads through the replica-aware client the
+//! order desk uses too (`pg/read.rs`); every statement is unnamed (`query_typed`), so it
+//! also works through PgBouncer in transaction mode.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Row;
 
+use crate::error::{Error, Result};
+use crate::pg::read::ReadClient;
 use crate::record::{Quote, Side, Trade};
 use crate::symbol::Symbol;
-use crate::{Error, Result};
 
 /// Width of an OHLCV bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,28 +117,17 @@ pub struct Latest {
 /// run concurrently on one pipelined connection); reconnects on the next call after the
 /// connection is lost.
 pub struct MarketDataReader {
-    config: tokio_postgres::Config,
-    client: Mutex<Option<Arc<Client>>>,
-    /// For a replica: the primary, read instead while the replica is down or lags.
-    fallback: Option<Fallback>,
+    /// The replica-aware connection.
+    db: ReadClient,
 }
-
-struct Fallback {
-    primary: Box<MarketDataReader>,
-    max_lag: Duration,
-    /// When the replica was last judged, and whether it was fit to read from.
-    verdict: Mutex<Option<(Instant, bool)>>,
-}
-
-/// How long a judgement of the replica holds.
-const REPLICA_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl fmt::Debug for MarketDataReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The config may hold a password; show only where it points.
+        let config = self.db.config();
         f.debug_struct("MarketDataReader")
-            .field("hosts", &self.config.get_hosts())
-            .field("dbname", &self.config.get_dbname())
+            .field("hosts", &config.get_hosts())
+            .field("dbname", &config.get_dbname())
             .finish()
     }
 }
@@ -148,16 +138,9 @@ const QUOTE_COLUMNS: &str = "time, symbol, bid, ask, bid_size, ask_size";
 impl MarketDataReader {
     /// Connects to `url` (a primary or a replica).
     pub async fn connect(url: &str) -> Result<Self> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| Error::pg("parsing the read database URL", e))?;
-        let reader = MarketDataReader {
-            config,
-            client: Mutex::new(None),
-            fallback: None,
-        };
-        reader.client().await?;
-        Ok(reader)
+        Ok(MarketDataReader {
+            db: ReadClient::connect(url).await?,
+        })
     }
 
     /// Reads from the replica at `replica_url` while it is up and at most `max_lag`
@@ -168,100 +151,23 @@ impl MarketDataReader {
         primary_url: &str,
         max_lag: Duration,
     ) -> Result<Self> {
-        let config: tokio_postgres::Config = replica_url
-            .parse()
-            .map_err(|e| Error::pg("parsing the read database URL", e))?;
-        let primary = MarketDataReader::connect(primary_url).await?;
         Ok(MarketDataReader {
-            config,
-            client: Mutex::new(None),
-            fallback: Some(Fallback {
-                primary: Box::new(primary),
-                max_lag,
-                verdict: Mutex::new(None),
-            }),
+            db: ReadClient::with_fallback(replica_url, primary_url, max_lag).await?,
         })
     }
 
     /// Whether reads go to the replica now (`false` for a reader without one).
     pub async fn on_replica(&self) -> bool {
-        let Some(f) = &self.fallback else {
-            return false;
-        };
-        let fresh = *f.verdict.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, fit)) = fresh.filter(|(at, _)| at.elapsed() < REPLICA_CHECK_EVERY) {
-            return fit;
-        }
-        // Caught up when everything received is replayed; otherwise the replay's age.
-        let lag = "SELECT CASE WHEN NOT pg_is_in_recovery() \
-                   OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0::float8 \
-                   ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 0) END";
-        let fit = match self.query_here("measuring replica lag", lag, &[]).await {
-            Ok(rows) => {
-                let secs: f64 = rows.first().map_or(f64::MAX, |r| r.get(0));
-                let fit = secs <= f.max_lag.as_secs_f64();
-                if !fit {
-                    tracing::warn!(lag_s = secs, "replica lags: reading from the primary");
-                }
-                fit
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "replica unreachable: reading from the primary");
-                false
-            }
-        };
-        *f.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), fit));
-        fit
+        self.db.on_replica().await
     }
 
-    pub(crate) async fn client(&self) -> Result<Arc<Client>> {
-        if let Some(c) = self.lock().as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
-        }
-        let client =
-            crate::pg::connect(&self.config, "christmas-reader", "connecting the reader").await?;
-        let client = Arc::new(client);
-        *self.lock() = Some(client.clone());
-        Ok(client)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Client>>> {
-        self.client.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) async fn query(
+    async fn query(
         &self,
         context: &'static str,
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>> {
-        let Some(f) = &self.fallback else {
-            return self.query_here(context, sql, params).await;
-        };
-        if self.on_replica().await {
-            match self.query_here(context, sql, params).await {
-                Ok(rows) => return Ok(rows),
-                Err(e) => {
-                    tracing::warn!(error = %e, "replica read failed: reading from the primary");
-                    *f.verdict.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((Instant::now(), false));
-                }
-            }
-        }
-        f.primary.query_here(context, sql, params).await
-    }
-
-    async fn query_here(
-        &self,
-        context: &'static str,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<Vec<Row>> {
-        self.client()
-            .await?
-            .query_typed(sql, params)
-            .await
-            .map_err(|e| Error::pg(context, e))
+        self.db.query(context, sql, params).await
     }
 
     /// `SELECT 1`: is the database reachable?

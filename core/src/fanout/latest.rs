@@ -3,12 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::fanout::config::RedisTarget;
-use crate::fanout::connection::{self, redis_error, RedisConn};
+use crate::error::{Error, Result};
 use crate::fanout::wire;
 use crate::record::{Quote, Side, Trade};
+use crate::redis::connection::{self, RedisConn};
+use crate::redis::error::redis_error;
+use crate::redis::target::RedisTarget;
 use crate::symbol::Symbol;
-use crate::{Error, Result};
 
 /// The latest trade and quote of a symbol as the fan-out last published them, each with
 /// its fan-out sequence.
@@ -25,16 +26,6 @@ pub struct LatestTicks {
 pub struct LatestCache {
     target: RedisTarget,
     conn: Mutex<Option<RedisConn>>,
-}
-
-impl std::fmt::Debug for RedisConn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_cluster() {
-            "RedisConn(cluster)"
-        } else {
-            "RedisConn(node)"
-        })
-    }
 }
 
 impl LatestCache {

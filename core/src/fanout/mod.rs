@@ -15,21 +15,20 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`config`] | [`FanoutConfig`], the URL that picks single node / Sentinel / Cluster |
+//! | [`config`] | [`FanoutConfig`]; its URL picks a [`RedisTarget`] (single node / Sentinel / Cluster, in [`redis`](crate::redis)) |
 //! | [`wire`] | message format (JSON or rkyv) and key names |
-//! | `connection` | connecting to a node, the Sentinel-reported master, or a cluster |
 //! | `publisher` | the bounded queue and the publishing task |
 //! | [`subscriber`] | [`TickSubscription`]: live pub/sub, or stream replay with resume |
 //! | [`latest`] | [`LatestCache`]: the latest trade / quote hashes, read back |
 
 pub mod config;
-pub(crate) mod connection;
 pub mod latest;
 pub(crate) mod publisher;
 pub mod subscriber;
 pub mod wire;
 
-pub use config::{FanoutConfig, PublishPoint, RedisTarget};
+pub use crate::redis::target::RedisTarget;
+pub use config::{FanoutConfig, PublishPoint};
 pub use latest::{LatestCache, LatestTicks};
 pub use publisher::FanoutSnapshot;
 pub use subscriber::{Delivery, TickSubscription};

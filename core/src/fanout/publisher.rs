@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
 
-use crate::fanout::config::{FanoutConfig, RedisTarget};
-use crate::fanout::connection::{self, RedisConn};
+use crate::fanout::config::FanoutConfig;
 use crate::fanout::wire::{self, TickMessage};
 use crate::metrics;
 use crate::record::Record;
+use crate::redis::connection::{self, RedisConn};
+use crate::redis::target::RedisTarget;
 use crate::symbol::Symbol;
 
 /// One shard batch's records and the fan-out sequence of each (per symbol, from 1).
@@ -335,7 +336,7 @@ async fn publish<R: Record>(
     batch: &FanoutBatch<R>,
     config: &FanoutConfig,
     source: &str,
-) -> crate::Result<u64> {
+) -> crate::error::Result<u64> {
     groups.fill(&batch.ticks);
     let publish_cmd = if conn.is_cluster() {
         "SPUBLISH"
@@ -411,7 +412,7 @@ async fn publish<R: Record>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Side, Trade};
+    use crate::record::{Side, Trade};
 
     fn t(sym: &str) -> Trade {
         Trade {

@@ -12,11 +12,12 @@ use redis::{PushKind, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::fanout::config::RedisTarget;
-use crate::fanout::connection::{self, redis_error, RedisConn};
+use crate::error::{Error, Result};
 use crate::fanout::wire::{self, PayloadFormat, TickMessage};
+use crate::redis::connection::{self, RedisConn};
+use crate::redis::error::redis_error;
+use crate::redis::target::RedisTarget;
 use crate::symbol::Symbol;
-use crate::{Error, Result};
 
 /// One message received, with its stream entry id when it came from a stream (pass it to
 /// [`TickSubscription::replay`] to resume after it).

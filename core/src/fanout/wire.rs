@@ -24,8 +24,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::record::{Side, Trade};
-use crate::{Error, Result};
+use crate::symbol::Symbol;
 
 /// The pub/sub channel of `symbol`.
 pub fn channel(symbol: &str) -> String {
@@ -237,7 +238,7 @@ pub fn access_rkyv(bytes: &[u8]) -> Result<&ArchivedTickMessage> {
 
 impl WireTrade {
     /// Back to a [`Trade`] of `symbol`.
-    pub fn to_trade(&self, symbol: crate::Symbol) -> Result<Trade> {
+    pub fn to_trade(&self, symbol: Symbol) -> Result<Trade> {
         Ok(Trade {
             time_ns: self.time_ns,
             symbol,
@@ -252,7 +253,7 @@ impl WireTrade {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Record, Symbol};
+    use crate::record::Record;
 
     fn message() -> TickMessage {
         let es = Symbol::new("ESU4").unwrap();
@@ -312,7 +313,7 @@ mod tests {
 
     #[test]
     fn quotes_travel_and_set_their_latest_fields() {
-        let q = crate::Quote {
+        let q = crate::record::Quote {
             time_ns: 5,
             symbol: Symbol::new("EURUSD").unwrap(),
             bid: 1.0825,

@@ -15,11 +15,12 @@ use redis::Value;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use crate::fanout::config::RedisTarget;
-use crate::fanout::connection::{self, RedisConn};
-use crate::orders::OrderStatus;
+use crate::error::{Error, RedisErrorKind, Result};
+use crate::orders::stream::text;
+use crate::orders::types::OrderStatus;
 use crate::pg;
-use crate::{Error, Result};
+use crate::redis::connection::{self, RedisConn};
+use crate::redis::target::RedisTarget;
 
 /// How an [`OrderWorker`] connects and consumes.
 #[derive(Clone, PartialEq, Eq)]
@@ -100,14 +101,6 @@ impl std::fmt::Debug for OrderWorker {
     }
 }
 
-pub(crate) fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
 /// `[id, [field, value, …]]` → an event.
 fn entry(v: &Value, claimed: bool) -> Result<Option<OrderEvent>> {
     let Value::Array(parts) = v else {
@@ -153,7 +146,10 @@ async fn create_group(redis: &mut RedisConn, config: &OrderWorkerConfig) -> Resu
     .await;
     match created {
         Ok(_) => Ok(()),
-        Err(Error::Redis { reason, .. }) if reason.contains("BUSYGROUP") => Ok(()),
+        Err(Error::Redis {
+            kind: RedisErrorKind::BusyGroup,
+            ..
+        }) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -189,7 +185,10 @@ impl OrderWorker {
             // Redis lost the stream and its group (a restart without persistence, a
             // failover): the group is made again, and the desk's re-check announces again
             // the orders whose events went with it.
-            Err(Error::Redis { reason, .. }) if reason.contains("NOGROUP") => {
+            Err(Error::Redis {
+                kind: RedisErrorKind::NoGroup,
+                ..
+            }) => {
                 tracing::warn!(
                     stream = %self.config.stream,
                     group = %self.config.group,

@@ -8,8 +8,9 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::AsyncConnectionConfig;
 
-use crate::fanout::config::RedisTarget;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+use crate::redis::error::{redis_error, topology_error};
+use crate::redis::target::RedisTarget;
 
 /// How long connecting, and each reply, may take before the connection counts as down.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,10 +24,13 @@ pub(crate) enum RedisConn {
     Cluster(ClusterConnection),
 }
 
-pub(crate) fn redis_error(context: &'static str, e: redis::RedisError) -> Error {
-    Error::Redis {
-        context,
-        reason: e.to_string(),
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_cluster() {
+            "RedisConn(cluster)"
+        } else {
+            "RedisConn(node)"
+        })
     }
 }
 
@@ -62,9 +66,11 @@ pub(crate) async fn sentinel_master(
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| redis_error("asking Sentinel for the master", e))?;
-            addr.ok_or_else(|| Error::Redis {
-                context: "asking Sentinel for the master",
-                reason: format!("sentinel {s} does not know master {master:?}"),
+            addr.ok_or_else(|| {
+                topology_error(
+                    "asking Sentinel for the master",
+                    format!("sentinel {s} does not know master {master:?}"),
+                )
             })
         };
         match ask.await {
@@ -85,10 +91,10 @@ async fn connect_master(url: &str) -> Result<MultiplexedConnection> {
         .map_err(|e| redis_error("checking the master's role", e))?;
     match role.first() {
         Some(redis::Value::BulkString(r)) if r == b"master" => Ok(conn),
-        _ => Err(Error::Redis {
-            context: "checking the master's role",
-            reason: "the server Sentinel named is not a master (failover in progress?)".into(),
-        }),
+        _ => Err(topology_error(
+            "checking the master's role",
+            "the server Sentinel named is not a master (failover in progress?)",
+        )),
     }
 }
 

@@ -1,0 +1,14 @@
+//! Redis plumbing that the fan-out and the orders stand on.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`target`] | [`RedisTarget`]: one URL selects a single node, a master found through Sentinel, or a cluster |
+//! | `connection` | one connection to a target (timeouts, the master's role checked after Sentinel) |
+//! | `error` | the driver's errors as [`Error::Redis`](crate::Error::Redis) with a [`RedisErrorKind`], read once from the error's code |
+
+pub(crate) mod connection;
+pub(crate) mod error;
+pub mod target;
+
+pub use crate::error::RedisErrorKind;
+pub use target::RedisTarget;
