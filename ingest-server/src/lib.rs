@@ -48,4 +48,3 @@ pub mod timefmt;
 // parser (fuzz), replay and feed (tests, bench).
 pub use commands::{feed, replay};
 pub use http::orders;
-

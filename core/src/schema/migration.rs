@@ -1,7 +1,7 @@
 //! The versioned SQL files of `sql/`, in the order the migrator applies them.
 
 use crate::router::fnv1a;
-use crate::schema::Variant;
+use crate::schema::variant::Variant;
 
 /// One versioned schema change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,9 +24,9 @@
 
 mod maintenance;
 mod migration;
+mod variant;
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use tokio_postgres::Client;
@@ -37,49 +37,10 @@ use crate::{Error, Result};
 
 pub use maintenance::{maintain, maintain_at, prune_ledger, MaintenanceReport};
 pub use migration::{migrations, split_statements, Migration, BOOTSTRAP_SQL, GRANTS_SQL};
+pub use variant::Variant;
 
 /// Key of the session advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6368_7269_7374_6d61; // "christma"
-
-/// Which flavour of the schema a database has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Variant {
-    /// Native declarative partitioning (range on time, hash on symbol), bars via `date_bin`.
-    Postgres,
-    /// Hypertables, compression, retention policies, a continuous aggregate.
-    TimescaleDb,
-}
-
-impl Variant {
-    /// The name stored in `christmas_settings.variant`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Postgres => "postgres",
-            Variant::TimescaleDb => "timescaledb",
-        }
-    }
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Variant {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "postgres" | "postgresql" => Ok(Variant::Postgres),
-            "timescaledb" => Ok(Variant::TimescaleDb),
-            _ => Err(Error::config(
-                "variant",
-                format!("{s:?} is not one of postgres, timescaledb"),
-            )),
-        }
-    }
-}
 
 /// What the migrator creates. Every field is stored in `christmas_settings`, where the
 /// maintenance functions and TimescaleDB policies read it; migrating again with other
