@@ -231,6 +231,11 @@ impl<'a> IngestView<'a> {
         self.archived.ack
     }
 
+    /// The requested [`AckLevel`]; an unknown code is an error naming `ack`.
+    pub fn ack(&self) -> Result<AckLevel> {
+        AckLevel::from_code(self.archived.ack)
+    }
+
     /// The API key (empty when not sent).
     pub fn api_key(&self) -> &'a str {
         self.archived.api_key.as_str()
@@ -450,6 +455,7 @@ mod tests {
         let buf = buffered(&f);
         let view = buf.ingest().unwrap();
         assert_eq!((view.seq(), view.ack_code(), view.api_key()), (7, 2, "k"));
+        assert_eq!(view.ack().unwrap(), AckLevel::Committed);
         assert_eq!(view.records(), 3);
         let mut ticks = Ticks::default();
         view.read_ticks(&mut ticks).unwrap();
