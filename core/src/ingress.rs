@@ -267,8 +267,8 @@ impl Ingress {
     }
 
     /// Enqueues every tick (trades then quotes, each kind in order, awaiting ring space
-    /// under [`Backpressure::Block`](crate::config::Backpressure::Block)) and returns the [`Ack`]
-    /// that resolves at `ack`.
+    /// under [`Backpressure::Block`](crate::config::Backpressure::Block)) and returns the
+    /// [`Ack`] that resolves at `ack`.
     ///
     /// Errors before the [`Ack`]: [`Error::Spool`] when `ack` is durable and the pipelines
     /// do not spool (nothing is pushed); any error of the [`Ingestor`] push (the records
