@@ -116,6 +116,70 @@ pub enum RedisErrorKind {
     Client,
 }
 
+/// Why a record field's value is refused: the typed reason of a [`FieldError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Invalid {
+    /// An empty text (a symbol).
+    #[error("must not be empty")]
+    Empty,
+    /// A text longer than the field holds.
+    #[error("{len} bytes is longer than {max}")]
+    TooLong {
+        /// The text's length in bytes.
+        len: usize,
+        /// The longest the field holds.
+        max: usize,
+    },
+    /// A text holding a NUL byte (PostgreSQL `text` cannot store one).
+    #[error("must not contain NUL")]
+    ContainsNul,
+    /// Bytes that are not UTF-8.
+    #[error("is not UTF-8")]
+    NotUtf8,
+    /// NaN or an infinity.
+    #[error("must be a finite number")]
+    NotFinite,
+    /// A quantity below zero.
+    #[error("must be ≥ 0")]
+    Negative,
+    /// A one-byte code outside the field's vocabulary.
+    #[error("unknown code {:?}", char::from(*.0))]
+    UnknownCode(u8),
+    /// A side written as text outside `B`, `S`, `N`, `buy`, `sell`, `none`.
+    #[error("one of B, S, N (or buy, sell, none)")]
+    UnknownSideText,
+}
+
+/// A record field that failed validation: which field, and why.
+///
+/// Carries no text, so building one costs nothing; the message is written by `Display`
+/// (`price: must be a finite number`). Converts into [`Error::InvalidField`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    /// The field's name, as in the record type and on the wire (`price`, `bid_size`).
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub reason: Invalid,
+}
+
+impl FieldError {
+    /// `field` is refused for `reason`.
+    pub const fn new(field: &'static str, reason: Invalid) -> Self {
+        FieldError { field, reason }
+    }
+}
+
+impl From<FieldError> for Error {
+    fn from(e: FieldError) -> Self {
+        Error::InvalidField {
+            field: e.field,
+            reason: e.reason.to_string(),
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn pg(context: &'static str, source: tokio_postgres::Error) -> Self {
         Error::Postgres { context, source }

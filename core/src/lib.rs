@@ -32,7 +32,7 @@
 //!
 //! | module | what it is |
 //! |---|---|
-//! | [`record`] | `Trade`, `Quote` and the [`Record`] trait: table, columns, COPY encoding |
+//! | [`record`] | `Trade`, `Quote`, `Side` and the [`Record`] trait: validation, table, columns, COPY encoding |
 //! | [`symbol`] | [`Symbol`]: inline, validated instrument names (no allocation per tick) |
 //! | [`binary_copy`] | PostgreSQL binary COPY header, rows and trailer |
 //! | [`router`] | [`ShardRouter`]: `fnv1a(symbol) % shards` |
@@ -40,11 +40,13 @@
 //! | `batcher` | drains a ring, encodes into a COPY body, seals on rows / bytes / linger |
 //! | `writer` | one connection per shard; `BEGIN; ledger row; COPY; COMMIT`, exactly once |
 //! | [`ingestor`] | [`Ingestor`]: push, receipts, metrics, shutdown |
+//! | [`ingress`] | [`Ingress`]: trades and quotes together; `push(ticks, AckLevel)` → one ack future; what HTTP, TCP and replay call |
 //! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
 //! | [`redis`] | [`RedisTarget`](redis::RedisTarget) (node, Sentinel, Cluster), the connection, typed error kinds ([`RedisErrorKind`]) |
 //! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper (on [`redis`]) |
 //! | [`orders`] | orders: group-committed and idempotent ([`OrderDesk`](orders::OrderDesk)), events to workers ([`OrderWorker`](orders::OrderWorker)) |
-//! | [`frame`] | the daemon's TCP ingest protocol: length-prefixed rkyv frames and acks |
+//! | [`frame`] | the daemon's TCP ingest protocol: length-prefixed rkyv frames and acks, read in place |
+//! | [`sources`] | file readers for replay: Databento DBN (feature `dbn`) |
 //! | [`schema`] | the versioned schema (`sql/`), its migrator and partition maintenance |
 //! | [`query`] | [`MarketDataReader`](query::MarketDataReader): latest tick, trades, quotes, OHLCV bars |
 //!
@@ -67,7 +69,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `dbn` | no | `dbn_file`: Databento DBN (MBP-1) files read as trades and quotes |
+//! | `dbn` | no | `sources::dbn`: Databento DBN (MBP-1) files read as trades and quotes |
 
 #![warn(missing_docs)]
 
@@ -75,13 +77,12 @@ mod batcher;
 pub mod binary_copy;
 pub mod clock;
 pub mod config;
-#[cfg(feature = "dbn")]
-pub mod dbn_file;
 pub mod dead_letter;
 mod error;
 pub mod fanout;
 pub mod frame;
 pub mod ingestor;
+pub mod ingress;
 pub mod metrics;
 pub mod orders;
 mod partition_task;
@@ -92,6 +93,7 @@ pub mod redis;
 mod ring;
 pub mod router;
 pub mod schema;
+pub mod sources;
 pub mod spool;
 mod spooler;
 pub mod symbol;
@@ -100,10 +102,15 @@ mod writer;
 
 pub use config::{Backpressure, IngestorConfig, Sink};
 pub use dead_letter::DeadLetter;
-pub use error::{Error, RedisErrorKind, Result};
+pub use error::{Error, FieldError, Invalid, RedisErrorKind, Result};
 pub use ingestor::{CommitReport, Ingestor, IngestorBuilder, Receipt};
+pub use ingress::{Ack, AckLevel, Acked, Ingress, IngressMetrics, Ticks};
 pub use metrics::{MetricsSnapshot, ShardSnapshot, Summary};
-pub use record::{Quote, Record, Side, Trade};
+pub use record::{Quote, Record, Side, Tick, Trade};
 pub use router::ShardRouter;
 pub use symbol::Symbol;
 pub use writer::BatchReport;
+
+/// The DBN reader's former path; [`sources::dbn`] is its home.
+#[cfg(feature = "dbn")]
+pub use sources::dbn as dbn_file;

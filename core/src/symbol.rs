@@ -3,7 +3,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldError, Invalid, Result};
 
 /// An instrument symbol of at most [`Symbol::MAX_LEN`] bytes of UTF-8, stored inline.
 ///
@@ -24,18 +24,25 @@ impl Symbol {
 
     /// Validates and stores `s`.
     pub fn new(s: &str) -> Result<Symbol> {
+        Ok(Symbol::parse(s)?)
+    }
+
+    /// Validates and stores `s`, with a typed error that allocates nothing: the form for
+    /// hot paths that report a bad symbol by field and reason.
+    pub fn parse(s: &str) -> std::result::Result<Symbol, FieldError> {
         let raw = s.as_bytes();
+        let refused = |reason| Err(FieldError::new("symbol", reason));
         if raw.is_empty() {
-            return Err(Error::field("symbol", "must not be empty"));
+            return refused(Invalid::Empty);
         }
         if raw.len() > Self::MAX_LEN {
-            return Err(Error::field(
-                "symbol",
-                format!("{} bytes is longer than {}", raw.len(), Self::MAX_LEN),
-            ));
+            return refused(Invalid::TooLong {
+                len: raw.len(),
+                max: Self::MAX_LEN,
+            });
         }
         if raw.contains(&0) {
-            return Err(Error::field("symbol", "must not contain NUL"));
+            return refused(Invalid::ContainsNul);
         }
         let mut bytes = [0u8; Self::MAX_LEN];
         bytes[..raw.len()].copy_from_slice(raw);
@@ -47,7 +54,8 @@ impl Symbol {
 
     /// Builds a symbol from raw bytes (as read back from a COPY row).
     pub fn from_utf8(raw: &[u8]) -> Result<Symbol> {
-        let s = std::str::from_utf8(raw).map_err(|_| Error::field("symbol", "is not UTF-8"))?;
+        let s =
+            std::str::from_utf8(raw).map_err(|_| FieldError::new("symbol", Invalid::NotUtf8))?;
         Symbol::new(s)
     }
 
@@ -151,6 +159,26 @@ mod tests {
         assert!(Symbol::new(&"X".repeat(Symbol::MAX_LEN + 1)).is_err());
         assert!(Symbol::new("A\0B").is_err());
         assert!(Symbol::from_utf8(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn parse_names_the_field_and_the_reason() {
+        let reason = |s: &str| {
+            Symbol::parse(s)
+                .map(|_| ())
+                .map_err(|e| (e.field, e.reason))
+        };
+        assert_eq!(reason(""), Err(("symbol", Invalid::Empty)));
+        assert_eq!(reason("A\0B"), Err(("symbol", Invalid::ContainsNul)));
+        assert_eq!(
+            reason(&"X".repeat(32)),
+            Err(("symbol", Invalid::TooLong { len: 32, max: 31 }))
+        );
+        // The library error keeps the text it always had.
+        assert_eq!(
+            Symbol::new(&"X".repeat(32)).unwrap_err().to_string(),
+            "invalid `symbol`: 32 bytes is longer than 31"
+        );
     }
 
     #[test]

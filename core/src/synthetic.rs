@@ -5,44 +5,9 @@
 //! mid price follows a random walk, quotes straddle the mid by a spread, and trades print at
 //! the bid or the ask. The same seed always gives the same ticks.
 
+pub use crate::record::Tick;
 use crate::record::{Quote, Side, Trade};
 use crate::symbol::Symbol;
-
-/// One synthetic event.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Tick {
-    /// A trade print.
-    Trade(Trade),
-    /// A top-of-book update.
-    Quote(Quote),
-}
-
-impl Tick {
-    /// The tick's symbol.
-    pub fn symbol(&self) -> &Symbol {
-        match self {
-            Tick::Trade(t) => &t.symbol,
-            Tick::Quote(q) => &q.symbol,
-        }
-    }
-
-    /// The tick's event time, in nanoseconds since the Unix epoch.
-    pub fn time_ns(&self) -> i64 {
-        match self {
-            Tick::Trade(t) => t.time_ns,
-            Tick::Quote(q) => q.time_ns,
-        }
-    }
-
-    /// Moves the tick's event time by `by` nanoseconds (replays paced to now, a soak
-    /// spreading its minutes over daily partitions).
-    pub fn shift_time(&mut self, by: i64) {
-        match self {
-            Tick::Trade(t) => t.time_ns += by,
-            Tick::Quote(q) => q.time_ns += by,
-        }
-    }
-}
 
 /// SplitMix64: tiny, fast and good enough for synthetic data.
 #[derive(Debug, Clone)]

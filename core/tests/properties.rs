@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use bytes::BytesMut;
 use christmas_core::binary_copy::{HEADER, TRAILER};
 use christmas_core::frame::{
-    decode_ingest, encode_ingest, to_records, FrameQuote, FrameTrade, IngestFrame,
+    decode_ingest, encode_ingest, to_records, FrameBuffer, FrameQuote, FrameTrade, IngestFrame,
 };
-use christmas_core::{Quote, Record, ShardRouter, Side, Symbol, Trade};
+use christmas_core::{Quote, Record, ShardRouter, Side, Symbol, Ticks, Trade};
 use proptest::prelude::*;
 
 /// Any `f64`: every bit pattern (NaN payloads included), plus the edges named.
@@ -219,6 +219,29 @@ proptest! {
         prop_assert_eq!(encode_ingest(&back).unwrap(), bytes);
     }
 
+    /// Reading a frame in place gives what decoding it and converting its records gives:
+    /// the same records, or the same bad record named.
+    #[test]
+    fn frames_read_in_place_as_decoded(frame in ingest_frame()) {
+        let bytes = encode_ingest(&frame).expect("a frame encodes");
+        let mut buf = FrameBuffer::default();
+        buf.body_mut(bytes.len() - 4).copy_from_slice(&bytes[4..]);
+        let view = buf.ingest().expect("its own frame reads in place");
+        prop_assert_eq!((view.seq(), view.ack_code(), view.api_key()),
+                        (frame.seq, frame.ack, frame.api_key.as_str()));
+        let mut ticks = Ticks::default();
+        match (view.read_ticks(&mut ticks), to_records(&frame)) {
+            (Ok(()), Ok((t, q))) => {
+                prop_assert_eq!(ticks.trades().iter().map(trade_bits).collect::<Vec<_>>(),
+                                t.iter().map(trade_bits).collect::<Vec<_>>());
+                prop_assert_eq!(ticks.quotes().iter().map(quote_bits).collect::<Vec<_>>(),
+                                q.iter().map(quote_bits).collect::<Vec<_>>());
+            }
+            (Err(in_place), Err(decoded)) => prop_assert_eq!(in_place, decoded),
+            (a, b) => prop_assert!(false, "in place {:?}, decoded {:?}", a, b.map(|_| ())),
+        }
+    }
+
     /// A frame of valid records becomes exactly those records.
     #[test]
     fn valid_frames_become_their_records(
@@ -241,22 +264,9 @@ proptest! {
             })
             .collect();
         let frame = IngestFrame {
-            trades: trades.iter().map(|t| FrameTrade {
-                symbol: t.symbol.as_str().into(),
-                time_ns: t.time_ns,
-                price: t.price,
-                volume: t.volume,
-                side: t.side.code(),
-                exchange_seq: t.exchange_seq,
-            }).collect(),
-            quotes: quotes.iter().map(|q| FrameQuote {
-                symbol: q.symbol.as_str().into(),
-                time_ns: q.time_ns,
-                bid: q.bid,
-                ask: q.ask,
-                bid_size: q.bid_size,
-                ask_size: q.ask_size,
-            }).collect(),
+            // The framing a feed handler uses: `From<&Trade>`, `From<&Quote>`.
+            trades: trades.iter().map(FrameTrade::from).collect(),
+            quotes: quotes.iter().map(FrameQuote::from).collect(),
             ..IngestFrame::default()
         };
         let (t, q) = to_records(&frame).expect("valid records are accepted");

@@ -3,21 +3,23 @@
 //!
 //! Prices are DBN fixed-point (1 unit = 1e-9) converted to `f64`; times are the venue's
 //! `ts_event` (nanoseconds); the trade's `exchange_seq` is the venue's `sequence`; the
-//! aggressor side `B`/`A` becomes [`Side::Buy`]/[`Side::Sell`].
+//! aggressor side `B`/`A`/`N` becomes [`Side::Buy`]/[`Side::Sell`]/[`Side::None`]
+//! ([`Side::from_book_code`]), and any other side byte is an error. Every trade and quote
+//! passes its kind's `validate`.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use dbn::decode::{DbnDecoder, DbnMetadata, DecodeRecord, DynReader};
-use dbn::symbol_map::{SymbolIndex, TsSymbolMap};
-use dbn::v3::Mbp1Msg;
-use dbn::VersionUpgradePolicy;
+use ::dbn::decode::{DbnDecoder, DbnMetadata, DecodeRecord, DynReader};
+use ::dbn::symbol_map::{SymbolIndex, TsSymbolMap};
+use ::dbn::v3::Mbp1Msg;
+use ::dbn::VersionUpgradePolicy;
 
+use crate::error::{Error, Result};
 use crate::record::{Quote, Side, Trade};
 use crate::symbol::Symbol;
-use crate::{Error, Result};
 
 /// The ticks of one MBP-1 record.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -219,15 +221,14 @@ impl Mbp1Reader {
                 symbol,
                 price: p,
                 volume: f64::from(rec.size),
-                side: match rec.side as u8 {
-                    b'B' => Side::Buy,
-                    b'A' => Side::Sell,
-                    _ => Side::None,
-                },
+                side: Side::from_book_code(rec.side as u8)?,
                 exchange_seq: i64::from(rec.sequence),
             }),
             _ => None,
         };
+        if let Some(t) = &trade {
+            t.validate()?;
+        }
         let top = &rec.levels[0];
         let quote = match (price(top.bid_px), price(top.ask_px)) {
             (Some(bid), Some(ask)) => Some(Quote {
@@ -240,6 +241,9 @@ impl Mbp1Reader {
             }),
             _ => None,
         };
+        if let Some(q) = &quote {
+            q.validate()?;
+        }
         Ok(Some(Mbp1Ticks { trade, quote }))
     }
 }

@@ -1,0 +1,579 @@
+//! [`Ingress`]: trades and quotes together, the one way ticks enter the pipelines.
+//!
+//! Whatever carried the ticks (a JSON body, a TCP frame, a replayed file, a synthetic
+//! market), the way in is the same:
+//!
+//! 1. the reader fills a [`Ticks`], which validates each record with its kind's
+//!    `validate` as it goes in, so a [`Ticks`] only ever holds valid records;
+//! 2. [`Ingress::push`] enqueues all of them, trades then quotes, each in order, and
+//!    returns an [`Ack`];
+//! 3. the [`Ack`] is a future that resolves once the ticks reached the [`AckLevel`]
+//!    asked for: accepted (in the rings), durable (spooled and fsynced) or committed (in
+//!    PostgreSQL).
+//!
+//! Enqueueing and waiting are two steps so a connection that pipelines requests (TCP) can
+//! enqueue the next one while the previous is still on its way to PostgreSQL, keeping the
+//! push order; a request-response caller (HTTP) awaits both at once:
+//! `ingress.push(&ticks, ack).await?.await`.
+//!
+//! ```
+//! use christmas_core::ingress::{AckLevel, Ingress, Ticks};
+//! use christmas_core::{IngestorConfig, Side, Sink, Symbol, Trade};
+//!
+//! # async fn demo() -> christmas_core::Result<()> {
+//! let ingress = Ingress::start(IngestorConfig {
+//!     sink: Some(Sink::Discard), // or Sink::Postgres(url)
+//!     ..IngestorConfig::default()
+//! })
+//! .await?;
+//! let mut ticks = Ticks::default();
+//! ticks.push_trade(Trade {
+//!     time_ns: 1_719_878_400_000_000_000,
+//!     symbol: Symbol::new("ESU4")?,
+//!     price: 5_512.25,
+//!     volume: 1.0,
+//!     side: Side::Buy,
+//!     exchange_seq: 1,
+//! })?;
+//! let acked = ingress.push(&ticks, AckLevel::Committed).await?.await?;
+//! assert_eq!(acked.trades, 1);
+//! ingress.shutdown().await?;
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+
+use crate::config::IngestorConfig;
+use crate::error::{Error, FieldError, Result};
+use crate::ingestor::{Ingestor, IngestorBuilder, Receipt};
+use crate::metrics::MetricsSnapshot;
+use crate::record::{Quote, Record, Tick, Trade};
+
+/// How far records must have gone before a push is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckLevel {
+    /// In the rings (fast; lost if the process dies before they commit).
+    #[default]
+    Accepted,
+    /// Spooled to disk and fsynced (needs the spool).
+    Durable,
+    /// Committed to PostgreSQL.
+    Committed,
+}
+
+impl AckLevel {
+    /// The byte on the TCP wire.
+    pub fn code(self) -> u8 {
+        match self {
+            AckLevel::Accepted => 0,
+            AckLevel::Durable => 1,
+            AckLevel::Committed => 2,
+        }
+    }
+
+    /// From the byte on the TCP wire.
+    pub fn from_code(c: u8) -> Result<AckLevel> {
+        match c {
+            0 => Ok(AckLevel::Accepted),
+            1 => Ok(AckLevel::Durable),
+            2 => Ok(AckLevel::Committed),
+            _ => Err(Error::field("ack", format!("unknown ack level {c}"))),
+        }
+    }
+
+    /// Its name, as HTTP's `?ack=` takes it and reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckLevel::Accepted => "accepted",
+            AckLevel::Durable => "durable",
+            AckLevel::Committed => "committed",
+        }
+    }
+}
+
+impl std::str::FromStr for AckLevel {
+    type Err = Error;
+
+    /// `accepted`, `durable` or `committed`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "accepted" => Ok(AckLevel::Accepted),
+            "durable" => Ok(AckLevel::Durable),
+            "committed" => Ok(AckLevel::Committed),
+            _ => Err(Error::field(
+                "ack",
+                format!("{s:?} is not one of accepted, durable, committed"),
+            )),
+        }
+    }
+}
+
+/// Validated trades and quotes of one request, frame or file chunk, each kind in arrival
+/// order.
+///
+/// Records go in only through the `push_*` methods, which validate them, so a `Ticks`
+/// never holds an invalid record. Reuse one with [`Ticks::clear`] to read without
+/// allocating once its vectors have grown.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ticks {
+    trades: Vec<Trade>,
+    quotes: Vec<Quote>,
+}
+
+impl Ticks {
+    /// Empty, with room for this many of each kind.
+    pub fn with_capacity(trades: usize, quotes: usize) -> Self {
+        Ticks {
+            trades: Vec::with_capacity(trades),
+            quotes: Vec::with_capacity(quotes),
+        }
+    }
+
+    /// Adds a trade after [`Trade::validate`]; a refused trade is not added.
+    #[inline]
+    pub fn push_trade(&mut self, trade: Trade) -> Result<(), FieldError> {
+        trade.validate()?;
+        self.trades.push(trade);
+        Ok(())
+    }
+
+    /// Adds a quote after [`Quote::validate`]; a refused quote is not added.
+    #[inline]
+    pub fn push_quote(&mut self, quote: Quote) -> Result<(), FieldError> {
+        quote.validate()?;
+        self.quotes.push(quote);
+        Ok(())
+    }
+
+    /// Adds a tick of either kind, validated.
+    #[inline]
+    pub fn push(&mut self, tick: Tick) -> Result<(), FieldError> {
+        match tick {
+            Tick::Trade(t) => self.push_trade(t),
+            Tick::Quote(q) => self.push_quote(q),
+        }
+    }
+
+    /// The trades, in the order they were added.
+    pub fn trades(&self) -> &[Trade] {
+        &self.trades
+    }
+
+    /// The quotes, in the order they were added.
+    pub fn quotes(&self) -> &[Quote] {
+        &self.quotes
+    }
+
+    /// Trades and quotes held.
+    pub fn len(&self) -> usize {
+        self.trades.len() + self.quotes.len()
+    }
+
+    /// True when it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Empties it, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.trades.clear();
+        self.quotes.clear();
+    }
+
+    /// The trades and the quotes, as vectors.
+    pub fn into_parts(self) -> (Vec<Trade>, Vec<Quote>) {
+        (self.trades, self.quotes)
+    }
+}
+
+/// A trade pipeline and a quote pipeline with one push for both.
+///
+/// Cloning is cheap (both pipelines are shared); every clone pushes into the same rings.
+#[derive(Debug, Clone)]
+pub struct Ingress {
+    trades: Ingestor<Trade>,
+    quotes: Ingestor<Quote>,
+    /// Both pipelines spool, so [`AckLevel::Durable`] can be served.
+    spooled: bool,
+}
+
+/// Both pipelines' metrics.
+#[derive(Debug, Clone)]
+pub struct IngressMetrics {
+    /// The trade pipeline's.
+    pub trades: MetricsSnapshot,
+    /// The quote pipeline's.
+    pub quotes: MetricsSnapshot,
+}
+
+impl IngressMetrics {
+    /// Rows committed, trades and quotes.
+    pub fn rows_committed(&self) -> u64 {
+        self.trades.rows_committed() + self.quotes.rows_committed()
+    }
+
+    /// Rows PostgreSQL refused (in the dead-letter table), trades and quotes.
+    pub fn dead_lettered(&self) -> u64 {
+        self.trades.dead_lettered() + self.quotes.dead_lettered()
+    }
+
+    /// Records accepted into the rings, trades and quotes.
+    pub fn accepted(&self) -> u64 {
+        self.trades.accepted() + self.quotes.accepted()
+    }
+}
+
+impl Ingress {
+    /// Starts both pipelines from one config: the trade pipeline, then the quote pipeline,
+    /// each writing to its kind's table (leave `config.table` unset) and spooling, when
+    /// `config.spool` is set, in its own subdirectory. Must be called inside a Tokio
+    /// runtime.
+    pub async fn start(config: IngestorConfig) -> Result<Ingress> {
+        let trades = IngestorBuilder::<Trade>::from_config(config.clone())
+            .start()
+            .await?;
+        let quotes = IngestorBuilder::<Quote>::from_config(config)
+            .start()
+            .await?;
+        Ok(Ingress::new(trades, quotes))
+    }
+
+    /// Both pipelines, started by the caller.
+    pub fn new(trades: Ingestor<Trade>, quotes: Ingestor<Quote>) -> Self {
+        let spooled = trades.metrics().spool.is_some() && quotes.metrics().spool.is_some();
+        Ingress {
+            trades,
+            quotes,
+            spooled,
+        }
+    }
+
+    /// The trade pipeline.
+    pub fn trades(&self) -> &Ingestor<Trade> {
+        &self.trades
+    }
+
+    /// The quote pipeline.
+    pub fn quotes(&self) -> &Ingestor<Quote> {
+        &self.quotes
+    }
+
+    /// True when pushes may ask for `ack`: [`AckLevel::Durable`] needs both pipelines to
+    /// spool; the others always work.
+    pub fn supports(&self, ack: AckLevel) -> bool {
+        ack != AckLevel::Durable || self.spooled
+    }
+
+    /// Enqueues every tick (trades then quotes, each kind in order, awaiting ring space
+    /// under [`Backpressure::Block`](crate::config::Backpressure::Block)) and returns the
+    /// [`Ack`] that resolves at `ack`.
+    ///
+    /// Errors before the [`Ack`]: [`Error::Spool`] when `ack` is durable and the pipelines
+    /// do not spool (nothing is pushed); any error of the [`Ingestor`] push (the records
+    /// before it stay pushed).
+    pub async fn push(&self, ticks: &Ticks, ack: AckLevel) -> Result<Ack> {
+        if !self.supports(ack) {
+            return Err(Error::Spool {
+                reason: "the durable ack level needs a spool; none is configured".into(),
+            });
+        }
+        let mut pending = Ack {
+            level: ack,
+            trades: ticks.trades.len(),
+            quotes: ticks.quotes.len(),
+            receipts: [None, None],
+        };
+        match ack {
+            AckLevel::Accepted => {
+                self.trades.push_batch_async(&ticks.trades).await?;
+                self.quotes.push_batch_async(&ticks.quotes).await?;
+            }
+            AckLevel::Durable | AckLevel::Committed => {
+                pending.receipts = [
+                    receipt(&self.trades, &ticks.trades, ack).await?,
+                    receipt(&self.quotes, &ticks.quotes, ack).await?,
+                ];
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Both pipelines' metrics so far.
+    pub fn metrics(&self) -> IngressMetrics {
+        IngressMetrics {
+            trades: self.trades.metrics(),
+            quotes: self.quotes.metrics(),
+        }
+    }
+
+    /// Shuts both pipelines down (trades first), committing everything accepted, and
+    /// reports their totals. See [`Ingestor::shutdown`].
+    pub async fn shutdown(&self) -> Result<IngressMetrics> {
+        Ok(IngressMetrics {
+            trades: self.trades.shutdown().await?,
+            quotes: self.quotes.shutdown().await?,
+        })
+    }
+}
+
+/// Pushes `records` with a receipt at `ack` (durable or committed); none for no records.
+async fn receipt<R: Record>(
+    pipeline: &Ingestor<R>,
+    records: &[R],
+    ack: AckLevel,
+) -> Result<Option<Receipt>> {
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let receipt = if ack == AckLevel::Durable {
+        pipeline.push_durable(records).await?
+    } else {
+        pipeline.push_with_receipt(records).await?
+    };
+    Ok(Some(receipt))
+}
+
+/// Ticks pushed by [`Ingress::push`], on their way to the ack level. Await it (or call
+/// [`Ack::wait`]) for the outcome; dropping it cancels nothing.
+#[derive(Debug)]
+#[must_use = "an Ack reports nothing unless awaited"]
+pub struct Ack {
+    level: AckLevel,
+    trades: usize,
+    quotes: usize,
+    /// The trade and the quote receipt of a durable or committed push with records of
+    /// that kind.
+    receipts: [Option<Receipt>; 2],
+}
+
+/// What an [`Ack`] resolves to: the ticks reached `level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// The level reached.
+    pub level: AckLevel,
+    /// Trades acknowledged.
+    pub trades: usize,
+    /// Quotes acknowledged.
+    pub quotes: usize,
+}
+
+impl Acked {
+    /// Trades and quotes acknowledged.
+    pub fn records(&self) -> usize {
+        self.trades + self.quotes
+    }
+}
+
+impl Ack {
+    /// The level it waits for.
+    pub fn level(&self) -> AckLevel {
+        self.level
+    }
+
+    /// Trades and quotes it covers.
+    pub fn records(&self) -> usize {
+        self.trades + self.quotes
+    }
+
+    /// Waits until the ticks reached the level. Waits for both kinds even when one
+    /// failed, so nothing of the push is still in flight when it returns, and reports the
+    /// first failure (the trades').
+    pub async fn wait(self) -> Result<Acked> {
+        let mut failed = None;
+        for receipt in self.receipts.into_iter().flatten() {
+            if let Err(e) = receipt.wait().await {
+                failed.get_or_insert(e);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(Acked {
+                level: self.level,
+                trades: self.trades,
+                quotes: self.quotes,
+            }),
+        }
+    }
+}
+
+impl IntoFuture for Ack {
+    type Output = Result<Acked>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Acked>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Sink;
+    use crate::error::Invalid;
+    use crate::record::Side;
+    use crate::symbol::Symbol;
+
+    fn trade(i: i64) -> Trade {
+        Trade {
+            time_ns: 1_719_878_400_000_000_000 + i,
+            symbol: Symbol::new(["ESU4", "NQU4", "CLQ4"][i as usize % 3]).unwrap(),
+            price: 5_512.25,
+            volume: 1.0,
+            side: Side::Buy,
+            exchange_seq: i,
+        }
+    }
+
+    fn quote(i: i64) -> Quote {
+        Quote {
+            time_ns: 1_719_878_400_000_000_000 + i,
+            symbol: Symbol::new(["ESU4", "6EU4"][i as usize % 2]).unwrap(),
+            bid: 5_512.0,
+            ask: 5_512.25,
+            bid_size: 3.0,
+            ask_size: 4.0,
+        }
+    }
+
+    fn ticks(trades: i64, quotes: i64) -> Ticks {
+        let mut t = Ticks::default();
+        for i in 0..trades {
+            t.push_trade(trade(i)).unwrap();
+        }
+        for i in 0..quotes {
+            t.push_quote(quote(i)).unwrap();
+        }
+        t
+    }
+
+    fn null_sink() -> IngestorConfig {
+        IngestorConfig {
+            sink: Some(Sink::Discard),
+            linger: Duration::from_millis(1),
+            ..IngestorConfig::default()
+        }
+    }
+
+    async fn null_ingress() -> Ingress {
+        Ingress::start(null_sink()).await.unwrap()
+    }
+
+    #[test]
+    fn ack_levels_parse_from_their_names_and_codes() {
+        for level in [AckLevel::Accepted, AckLevel::Durable, AckLevel::Committed] {
+            assert_eq!(level.as_str().parse::<AckLevel>().unwrap(), level);
+            assert_eq!(AckLevel::from_code(level.code()).unwrap(), level);
+        }
+        assert_eq!(AckLevel::default(), AckLevel::Accepted);
+        assert!("Committed".parse::<AckLevel>().is_err());
+        assert!(AckLevel::from_code(3).is_err());
+    }
+
+    #[test]
+    fn ticks_hold_only_valid_records() {
+        let mut t = ticks(2, 1);
+        let bad = Trade {
+            volume: -1.0,
+            ..trade(9)
+        };
+        assert_eq!(
+            t.push_trade(bad),
+            Err(FieldError::new("volume", Invalid::Negative))
+        );
+        let bad = Quote {
+            ask: f64::NAN,
+            ..quote(9)
+        };
+        assert_eq!(
+            t.push(Tick::Quote(bad)),
+            Err(FieldError::new("ask", Invalid::NotFinite))
+        );
+        assert_eq!((t.trades().len(), t.quotes().len(), t.len()), (2, 1, 3));
+        t.clear();
+        assert!(t.is_empty());
+    }
+
+    #[tokio::test]
+    async fn pushes_resolve_at_every_level_the_null_sink_serves() {
+        let ingress = null_ingress().await;
+        assert!(!ingress.supports(AckLevel::Durable));
+        let batch = ticks(5, 3);
+        for level in [AckLevel::Accepted, AckLevel::Committed] {
+            let ack = ingress.push(&batch, level).await.unwrap();
+            assert_eq!((ack.level(), ack.records()), (level, 8));
+            let acked = ack.await.unwrap();
+            assert_eq!((acked.level, acked.trades, acked.quotes), (level, 5, 3));
+        }
+        // Only one kind, and none at all.
+        let acked = ingress
+            .push(&ticks(0, 2), AckLevel::Committed)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(acked.records(), 2);
+        let acked = ingress
+            .push(&Ticks::default(), AckLevel::Committed)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(acked.records(), 0);
+        let totals = ingress.shutdown().await.unwrap();
+        assert_eq!(totals.trades.accepted(), 10);
+        assert_eq!(totals.quotes.accepted(), 8);
+        assert_eq!(totals.accepted(), 18);
+    }
+
+    #[tokio::test]
+    async fn durable_without_a_spool_pushes_nothing() {
+        let ingress = null_ingress().await;
+        let e = ingress
+            .push(&ticks(3, 3), AckLevel::Durable)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Spool { .. }), "{e}");
+        assert!(e.to_string().contains("durable"), "{e}");
+        assert_eq!(ingress.shutdown().await.unwrap().accepted(), 0);
+    }
+
+    #[tokio::test]
+    async fn durable_pushes_resolve_once_spooled() {
+        let dir = std::env::temp_dir().join(format!(
+            "christmas-ingress-durable-{}-{}",
+            std::process::id(),
+            crate::query::unix_ns(std::time::SystemTime::now())
+        ));
+        let ingress = Ingress::start(IngestorConfig {
+            spool: Some(crate::spool::SpoolConfig::new(&dir)),
+            ..null_sink()
+        })
+        .await
+        .unwrap();
+        assert!(ingress.supports(AckLevel::Durable));
+        let acked = ingress
+            .push(&ticks(4, 2), AckLevel::Durable)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!((acked.trades, acked.quotes), (4, 2));
+        let totals = ingress.shutdown().await.unwrap();
+        assert_eq!((totals.trades.accepted(), totals.quotes.accepted()), (4, 2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_closed_ingress_refuses_pushes() {
+        let ingress = null_ingress().await;
+        ingress.shutdown().await.unwrap();
+        for level in [AckLevel::Accepted, AckLevel::Committed] {
+            let e = ingress.push(&ticks(1, 1), level).await.unwrap_err();
+            assert!(matches!(e, Error::Closed), "{level:?}: {e}");
+        }
+    }
+}
