@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::fanout::FanoutConfig;
-use crate::spool::SpoolConfig;
+use crate::spool::config::SpoolConfig;
 
 /// What a producer experiences when its shard's ring is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

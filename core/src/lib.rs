@@ -70,7 +70,6 @@
 
 #![warn(missing_docs)]
 
-mod batcher;
 pub mod binary_copy;
 pub mod clock;
 pub mod config;
@@ -83,25 +82,22 @@ pub mod frame;
 pub mod ingestor;
 pub mod metrics;
 pub mod orders;
-mod partition_task;
 pub mod pg;
+mod pipeline;
 pub mod query;
 pub mod record;
-mod ring;
 pub mod router;
 pub mod schema;
 pub mod spool;
-mod spooler;
 pub mod symbol;
 pub mod synthetic;
-mod writer;
 
 pub use config::{Backpressure, IngestorConfig, Sink};
 pub use dead_letter::DeadLetter;
 pub use error::{Error, Result};
 pub use ingestor::{CommitReport, Ingestor, IngestorBuilder, Receipt};
 pub use metrics::{MetricsSnapshot, ShardSnapshot, Summary};
+pub use pipeline::batch::BatchReport;
 pub use record::{Quote, Record, Side, Trade};
 pub use router::ShardRouter;
 pub use symbol::Symbol;
-pub use writer::BatchReport;
