@@ -232,3 +232,177 @@ impl<R: Record> Batcher<R> {
 pub(crate) async fn run<R: Record>(shard: Arc<ShardContext<R>>, tx: mpsc::Sender<SealedBatch<R>>) {
     Batcher::new(shard, tx).run().await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::{mpsc, oneshot};
+
+    use crate::clock::PipelineClock;
+    use crate::config::IngestorConfig;
+    use crate::pipeline::batch::{BatchReport, SealedBatch, Slot};
+    use crate::pipeline::shard::ShardContext;
+    use crate::pipeline::writer::{self, BatchSource};
+    use crate::record::{Record, Side, Trade};
+    use crate::symbol::Symbol;
+
+    fn shard(config: &IngestorConfig) -> Arc<ShardContext<Trade>> {
+        let clock = PipelineClock::new();
+        Arc::new(ShardContext::new(
+            0,
+            "test-0".into(),
+            config,
+            clock,
+            None,
+            None,
+        ))
+    }
+
+    fn trade(i: u64) -> Trade {
+        Trade {
+            time_ns: 1_719_878_400_000_000_000 + i as i64,
+            symbol: Symbol::new("ESU4").expect("valid"),
+            price: 5_512.25,
+            volume: 1.0,
+            side: Side::Buy,
+            exchange_seq: i as i64,
+        }
+    }
+
+    /// Pushes records `range`, each stamped with its number as push time.
+    fn push(shard: &ShardContext<Trade>, range: std::ops::Range<u64>) {
+        for i in range {
+            let slot = Slot::Record {
+                record: trade(i),
+                pushed_at: i,
+            };
+            assert!(shard.ring.try_push(slot).is_ok(), "the ring has room");
+        }
+    }
+
+    /// Runs the batcher until its ring is closed and drained; returns every batch sealed.
+    async fn batches(shard: Arc<ShardContext<Trade>>) -> Vec<SealedBatch<Trade>> {
+        let (tx, mut rx) = mpsc::channel(64);
+        let task = tokio::spawn(super::run(shard, tx));
+        let mut out = Vec::new();
+        while let Some(b) = rx.recv().await {
+            out.push(b);
+        }
+        task.await.expect("batcher");
+        out
+    }
+
+    fn config() -> IngestorConfig {
+        IngestorConfig {
+            ring_capacity: 1024,
+            linger: Duration::from_secs(3600),
+            ..IngestorConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn seals_on_max_rows() {
+        let shard = shard(&IngestorConfig {
+            batch_max_rows: 10,
+            ..config()
+        });
+        push(&shard, 0..25);
+        shard.ring.close();
+        let got = batches(shard.clone()).await;
+        let rows: Vec<usize> = got.iter().map(|b| b.batch.rows()).collect();
+        assert_eq!(rows, [10, 10, 5], "full batches, then the rest at close");
+        let seqs: Vec<u64> = got.iter().map(|b| b.batch.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        let order: Vec<u64> = got.iter().flat_map(|b| b.batch.pushed_at.clone()).collect();
+        assert_eq!(order, (0..25).collect::<Vec<_>>(), "rows keep push order");
+        assert_eq!(shard.ring.drained_records(), 25);
+    }
+
+    #[tokio::test]
+    async fn seals_on_max_bytes() {
+        let max_bytes = 4 * Trade::MAX_ROW_BYTES;
+        let shard = shard(&IngestorConfig {
+            batch_max_bytes: max_bytes,
+            ..config()
+        });
+        push(&shard, 0..100);
+        shard.ring.close();
+        let got = batches(shard).await;
+        assert!(got.len() > 1, "100 rows do not fit in {max_bytes} bytes");
+        let total: usize = got.iter().map(|b| b.batch.rows()).sum();
+        assert_eq!(total, 100);
+        for b in &got {
+            assert!(
+                b.batch.rows.body.len() <= max_bytes,
+                "a batch outgrew max_bytes"
+            );
+        }
+        for b in &got[..got.len() - 1] {
+            assert!(
+                b.batch.rows.body.len() > max_bytes - Trade::MAX_ROW_BYTES,
+                "sealed before the next row could pass max_bytes, not earlier"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn seals_on_linger() {
+        let linger = Duration::from_millis(20);
+        let shard = shard(&IngestorConfig { linger, ..config() });
+        let (tx, mut rx) = mpsc::channel(4);
+        let started = Instant::now();
+        push(&shard, 0..5);
+        let task = tokio::spawn(super::run(shard.clone(), tx));
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("sealed at linger")
+            .expect("a batch");
+        assert!(started.elapsed() >= linger, "sealed before linger");
+        assert_eq!(first.batch.rows(), 5);
+        assert!(!shard.ring.is_closed(), "sealed by linger, not by close");
+        shard.ring.close();
+        assert!(rx.recv().await.is_none(), "nothing left to seal");
+        task.await.expect("batcher");
+    }
+
+    #[tokio::test]
+    async fn barriers_answered() {
+        let linger = Duration::from_millis(20);
+        let shard = shard(&IngestorConfig { linger, ..config() });
+        let (tx, rx) = mpsc::channel(2);
+        let batcher = tokio::spawn(super::run(shard.clone(), tx));
+        // The discard sink: batches count as committed as they arrive.
+        let writer = tokio::spawn(writer::run(shard.clone(), BatchSource::Batcher(rx), None));
+        let barrier = |durable| {
+            let (waiter, answer) = oneshot::channel();
+            let slot = Slot::Barrier { waiter, durable };
+            assert!(shard.ring.try_push(slot).is_ok());
+            answer
+        };
+        push(&shard, 0..3);
+        let after_rows = barrier(false);
+        let wait = |rx| tokio::time::timeout(Duration::from_secs(5), rx);
+        let report = wait(after_rows).await.expect("answered").expect("sent");
+        let expected = BatchReport {
+            shard: 0,
+            seq: 1,
+            rows_committed: 3,
+            rows_dead_lettered: 0,
+        };
+        assert_eq!(report.expect("committed"), expected);
+        // A barrier with no rows behind it has no linger to wait for: it is passed on at
+        // once, in its own batch.
+        let alone = barrier(true);
+        let report = wait(alone).await.expect("answered").expect("sent");
+        let report = report.expect("committed");
+        assert_eq!((report.seq, report.rows_committed), (2, 0));
+        shard.ring.close();
+        batcher.await.expect("batcher");
+        writer.await.expect("writer");
+        let c = &shard.counters;
+        assert_eq!(crate::metrics::load(&c.rows_committed), 3);
+        assert_eq!(shard.ring.drained_records(), 3, "barriers are not records");
+    }
+}

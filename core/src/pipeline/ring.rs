@@ -246,3 +246,246 @@ impl<R> ShardRing<R> {
         metrics::load(&self.rejected_full)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::ShardRing;
+    use crate::pipeline::batch::Slot;
+
+    fn record<R>(record: R) -> Slot<R> {
+        Slot::Record {
+            record,
+            pushed_at: 0,
+        }
+    }
+
+    fn value<R>(slot: Slot<R>) -> R {
+        match slot {
+            Slot::Record { record, .. } => record,
+            Slot::Barrier { .. } => panic!("a barrier where a record was expected"),
+        }
+    }
+
+    /// Pops until the ring is closed, has no producer inside and is empty, like the
+    /// batcher's final drain.
+    fn drain_until_finished<R>(ring: &ShardRing<R>, mut each: impl FnMut(R)) {
+        loop {
+            let mut slots = 0;
+            while let Some(slot) = ring.pop() {
+                slots += 1;
+                each(value(slot));
+            }
+            ring.drained(slots, slots as u64);
+            if ring.is_finished() {
+                return;
+            }
+            thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn smoke() {
+        let ring = ShardRing::new(2);
+        assert!(ring.try_push(record(1)).is_ok());
+        assert!(ring.try_push(record(2)).is_ok());
+        let back = ring.try_push(record(3)).expect_err("the ring is full");
+        assert_eq!(value(back), 3);
+        assert_eq!(ring.rejected_full(), 1);
+        assert_eq!((ring.len(), ring.capacity()), (2, 2));
+        assert_eq!(ring.pop().map(value), Some(1));
+        assert_eq!(ring.pop().map(value), Some(2));
+        assert!(ring.pop().is_none());
+        ring.drained(2, 2);
+        assert_eq!(ring.drained_records(), 2);
+        ring.close();
+        assert!(ring.enter().is_none(), "a closed ring refuses producers");
+        assert!(ring.is_finished());
+    }
+
+    #[test]
+    fn spsc() {
+        const COUNT: u64 = 100_000;
+        let ring = Arc::new(ShardRing::new(64));
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                for i in 0..COUNT {
+                    let _in = ring.enter().expect("open");
+                    ring.push_blocking(record(i));
+                }
+            })
+        };
+        let mut next = 0;
+        while next < COUNT {
+            if let Some(slot) = ring.pop() {
+                assert_eq!(value(slot), next, "records come out in push order");
+                next += 1;
+            }
+        }
+        producer.join().expect("producer");
+        assert!(ring.pop().is_none());
+    }
+
+    #[test]
+    fn mpmc() {
+        const PRODUCERS: u64 = 4;
+        const CONSUMERS: usize = 2;
+        const EACH: u64 = 25_000;
+        let ring = Arc::new(ShardRing::new(128));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    for seq in 0..EACH {
+                        let _in = ring.enter().expect("open");
+                        ring.push_blocking(record((p, seq)));
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..CONSUMERS)
+            .map(|_| {
+                let (ring, taken) = (ring.clone(), taken.clone());
+                thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while taken.load(Ordering::SeqCst) < (PRODUCERS * EACH) as usize {
+                        if let Some(slot) = ring.pop() {
+                            taken.fetch_add(1, Ordering::SeqCst);
+                            got.push(value(slot));
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().expect("producer");
+        }
+        let mut seen = HashSet::new();
+        for c in consumers {
+            let got = c.join().expect("consumer");
+            // Each consumer sees every producer's records in that producer's order.
+            let mut last = vec![None; PRODUCERS as usize];
+            for &(p, seq) in &got {
+                assert!(last[p as usize] < Some(seq), "producer {p} out of order");
+                last[p as usize] = Some(seq);
+            }
+            for r in got {
+                assert!(seen.insert(r), "{r:?} came out twice");
+            }
+        }
+        assert_eq!(seen.len() as u64, PRODUCERS * EACH, "every record came out");
+    }
+
+    /// Counts its drops, so a test sees which records a ring let go of.
+    #[derive(Debug)]
+    struct Counted(Arc<AtomicUsize>, u32);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn drops() {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let ring = ShardRing::new(4);
+        let mut evicted = Vec::new();
+        for i in 0..10 {
+            if let Some(slot) = ring.force_push(record(Counted(dropped.clone(), i))) {
+                evicted.push(value(slot).1);
+            }
+        }
+        assert_eq!(
+            ring.dropped_records(),
+            6,
+            "drop-oldest counts each eviction"
+        );
+        assert_eq!(evicted, [0, 1, 2, 3, 4, 5], "the oldest records go first");
+        assert_eq!(dropped.load(Ordering::SeqCst), 6);
+        let kept: Vec<u32> = std::iter::from_fn(|| ring.pop().map(|s| value(s).1)).collect();
+        assert_eq!(kept, [6, 7, 8, 9]);
+        assert_eq!(dropped.load(Ordering::SeqCst), 10);
+
+        // Dropping a ring drops the slots it still holds.
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let ring = ShardRing::new(8);
+        for i in 0..5 {
+            assert!(ring.try_push(record(Counted(dropped.clone(), i))).is_ok());
+        }
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        drop(ring);
+        assert_eq!(dropped.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn shutdown_strands_nothing() {
+        const PRODUCERS: usize = 4;
+        let ring = Arc::new(ShardRing::new(32));
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let mut accepted = 0u64;
+                    loop {
+                        let Some(_in) = ring.enter() else {
+                            return accepted;
+                        };
+                        ring.push_blocking(record((p, accepted)));
+                        accepted += 1;
+                    }
+                })
+            })
+            .collect();
+        let consumer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut got = 0u64;
+                drain_until_finished(&ring, |_| got += 1);
+                got
+            })
+        };
+        thread::sleep(Duration::from_millis(50));
+        ring.close();
+        let accepted: u64 = producers
+            .into_iter()
+            .map(|p| p.join().expect("producer"))
+            .sum();
+        let got = consumer.join().expect("consumer");
+        assert!(accepted > 0, "the producers pushed before the close");
+        assert_eq!(
+            got, accepted,
+            "every accepted record came out of the final drain"
+        );
+    }
+
+    #[tokio::test]
+    async fn waiting_push_wakes_on_drain() {
+        let ring = Arc::new(ShardRing::new(1));
+        assert!(ring.try_push(record(1)).is_ok());
+        let waiting = {
+            let ring = ring.clone();
+            tokio::spawn(async move { ring.push_waiting(record(2)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the push waits while the ring is full"
+        );
+        assert_eq!(ring.pop().map(value), Some(1));
+        ring.drained(1, 1);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("task");
+        assert_eq!(ring.pop().map(value), Some(2));
+    }
+}

@@ -156,3 +156,126 @@ fn sync_and_answer(shard: usize, appender: &mut Appender, unsynced: &mut Unsynce
         tracing::error!(shard, error = %e, "spool fsync failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::{mpsc, oneshot};
+
+    use crate::clock::PipelineClock;
+    use crate::config::IngestorConfig;
+    use crate::pipeline::batch::{OpenBatch, SealedBatch};
+    use crate::pipeline::shard::ShardContext;
+    use crate::record::{Record, Side, Trade};
+    use crate::spool::appender::Appender;
+    use crate::spool::config::SpoolConfig;
+    use crate::spool::scanner::scan_segment;
+    use crate::spool::shard_spool::ShardSpool;
+    use crate::symbol::Symbol;
+
+    /// A sealed batch of `rows` trades with one durable waiter.
+    fn sealed(
+        seq: u64,
+        rows: u64,
+    ) -> (
+        SealedBatch<Trade>,
+        oneshot::Receiver<crate::Result<super::BatchReport>>,
+    ) {
+        let mut open = OpenBatch::<Trade>::new(1024, 16, 0);
+        for i in 0..rows {
+            let t = Trade {
+                time_ns: 1_719_878_400_000_000_000 + i as i64,
+                symbol: Symbol::new("ESU4").expect("valid"),
+                price: 1.0 + i as f64,
+                volume: 1.0,
+                side: Side::Sell,
+                exchange_seq: i as i64,
+            };
+            t.encode_row(&mut open.body);
+            open.row_ends.push(open.body.len() as u32);
+            open.pushed_at.push(i);
+        }
+        let (waiter, answer) = oneshot::channel();
+        open.durable_waiters.push(waiter);
+        let (batch, _) = open.seal(seq);
+        (
+            SealedBatch {
+                batch,
+                fanout: None,
+            },
+            answer,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_answers_durable_and_hands_on() {
+        let dir = std::env::temp_dir().join(format!(
+            "christmas-spool-stage-{}-{}",
+            std::process::id(),
+            PipelineClock::new().now()
+        ));
+        let config = SpoolConfig::new(&dir);
+        let (spool, recovered) = ShardSpool::open(&config, Trade::KIND, 0).expect("open");
+        let spool = Arc::new(spool);
+        let appender = Appender::new(spool.clone(), &recovered);
+        let shard = Arc::new(ShardContext::<Trade>::new(
+            0,
+            "test-0".into(),
+            &IngestorConfig::default(),
+            PipelineClock::new(),
+            None,
+            Some(spool.clone()),
+        ));
+        let (tx, rx) = mpsc::channel(4);
+        let (to_writer, mut from_stage) = mpsc::unbounded_channel();
+        let stage = {
+            let (shard, spool) = (shard.clone(), spool.clone());
+            tokio::task::spawn_blocking(move || super::run(shard, spool, appender, rx, to_writer))
+        };
+        let mut answers = Vec::new();
+        for (seq, rows) in [(1, 3), (2, 5), (3, 1)] {
+            let (batch, answer) = sealed(seq, rows);
+            tx.send(batch).await.expect("stage running");
+            answers.push((seq, answer));
+        }
+        for (seq, answer) in answers {
+            let report = tokio::time::timeout(Duration::from_secs(5), answer)
+                .await
+                .expect("answered")
+                .expect("sent")
+                .expect("fsynced");
+            assert_eq!(report.seq, seq, "each durable receipt names its batch");
+        }
+        let mut handed = Vec::new();
+        for _ in 0..3 {
+            let b = from_stage.recv().await.expect("handed on");
+            let at = b.batch.spooled.as_ref().expect("spooled");
+            handed.push((b.batch.seq, b.batch.rows(), at.entry));
+        }
+        assert_eq!(
+            handed,
+            [(1, 3, 0), (2, 5, 1), (3, 1, 2)],
+            "in order, rows intact"
+        );
+        assert!(
+            !shard.spool_backlog.is_empty(),
+            "the writer has not taken them"
+        );
+        drop(tx);
+        stage.await.expect("stage");
+        let mut entries = 0;
+        for file in std::fs::read_dir(dir.join(Trade::KIND).join("shard-0")).expect("dir") {
+            let path = file.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "seg") {
+                let bytes = std::fs::read(&path).expect("segment");
+                let (found, valid) = scan_segment(&bytes);
+                assert_eq!(valid, bytes.len(), "no torn tail");
+                entries += found.len();
+            }
+        }
+        assert_eq!(entries, 3, "every batch is on disk");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
