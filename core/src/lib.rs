@@ -36,10 +36,17 @@
 //! | [`symbol`] | [`Symbol`]: inline, validated instrument names (no allocation per tick) |
 //! | [`binary_copy`] | PostgreSQL binary COPY header, rows and trailer |
 //! | [`router`] | [`ShardRouter`]: `fnv1a(symbol) % shards` |
-//! | `ring` | one bounded lock-free ring per shard (crossbeam `ArrayQueue`) and its wake-ups |
-//! | `batcher` | drains a ring, encodes into a COPY body, seals on rows / bytes / linger |
-//! | `writer` | one connection per shard; `BEGIN; ledger row; COPY; COMMIT`, exactly once |
-//! | [`ingestor`] | [`Ingestor`]: push, receipts, metrics, shutdown |
+//! | [`ingestor`] | [`Ingestor`]: the face — push, receipts, metrics, shutdown |
+//! | `pipeline/` | the stages behind it, wired in `pipeline/mod.rs`: |
+//! | `  batch.rs` | the travelling types: `Slot`, `OpenBatch`, `SealedBatch`, [`BatchReport`] |
+//! | `  shard.rs` | `ShardContext`: one shard's ring, counters, histograms, spool, limits |
+//! | `  ring.rs` | `ShardRing`: bounded lock-free queue (crossbeam `ArrayQueue`) that keeps its own wake-ups |
+//! | `  batcher.rs` | drains a ring, encodes into a COPY body, seals on rows / bytes / linger |
+//! | `  spool_stage.rs` | with a spool: appends each sealed batch, fsyncs, answers durable receipts |
+//! | `  writer.rs` | commits batches in order through the COPY sink, records metrics, answers receipts |
+//! | `  partition_task.rs` | the ingestor's periodic partition maintenance and ledger pruning |
+//! | [`spool`] | segment files on local disk: format, appender, scanner, recovery |
+//! | [`pg`] | connect policy; `ledger.rs` (`BatchLedger`); `copy_sink.rs` (`BEGIN; ledger row; COPY; COMMIT`, exactly once, bad rows split into dead letters) |
 //! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
 //! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper |
 //! | [`orders`] | orders: group-committed and idempotent ([`OrderDesk`](orders::OrderDesk)), events to workers ([`OrderWorker`](orders::OrderWorker)) |
@@ -47,8 +54,11 @@
 //! | [`schema`] | the versioned schema (`sql/`), its migrator and partition maintenance |
 //! | [`query`] | [`MarketDataReader`](query::MarketDataReader): latest tick, trades, quotes, OHLCV bars |
 //!
-//! Data flow: `push` → shard ring → batcher (encode, seal) → bounded channel → writer
-//! (commit while the next batch fills) → receipts resolved, metrics recorded.
+//! Data flow, per shard: `push` → ring → batcher (encode, seal) → bounded channel →
+//! spool stage when a spool is configured (append, fsync, durable receipts answered;
+//! batches travel on in memory, or as a file position past the memory budget) → writer
+//! (commit through the COPY sink while the next batch fills) → receipts resolved, metrics
+//! recorded, committed ticks handed to the fan-out publisher.
 //!
 //! ## Guarantees
 //!

@@ -33,8 +33,9 @@ pub(crate) struct ShardRing<R> {
     /// Producers awaiting space (async push). The batcher only notifies when non-zero.
     space_waiters: AtomicUsize,
     space: Notify,
-    /// Records the batcher took out (batcher only).
-    drained: AtomicU64,
+    /// Records the batcher took out (batcher only; padded so its writes do not share a
+    /// line with what producers read).
+    drained: CachePadded<AtomicU64>,
     /// Records evicted by [`ShardRing::force_push`] (producers; rare).
     dropped: AtomicU64,
     /// Pushes refused by [`ShardRing::try_push`] because the ring was full (producers; rare).
@@ -63,7 +64,7 @@ impl<R> ShardRing<R> {
             wake_batcher: Notify::new(),
             space_waiters: AtomicUsize::new(0),
             space: Notify::new(),
-            drained: AtomicU64::new(0),
+            drained: CachePadded::new(AtomicU64::new(0)),
             dropped: AtomicU64::new(0),
             rejected_full: AtomicU64::new(0),
         }
