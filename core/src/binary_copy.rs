@@ -239,3 +239,29 @@ mod tests {
         assert!(r.text().is_err());
     }
 }
+
+/// Rows encoded for a binary COPY body (no header or trailer) and where each row ends: what
+/// a batch sends, sliced by row ranges when bad rows are isolated.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CopyRows {
+    /// The rows, back to back.
+    pub body: bytes::Bytes,
+    /// End offset in `body` of each row.
+    pub row_ends: Vec<u32>,
+}
+
+impl CopyRows {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.row_ends.len()
+    }
+
+    /// The bytes of rows `range`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> bytes::Bytes {
+        let end_of = |row: usize| match row {
+            0 => 0,
+            r => self.row_ends[r - 1] as usize,
+        };
+        self.body.slice(end_of(range.start)..end_of(range.end))
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 /// commit histogram measures every record's real wait. Reading the clock is a vDSO call
 /// (tens of nanoseconds, no lock, no shared write), cheaper than any shared "recent time"
 /// cell that producers would all read while a refresher writes it.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct PipelineClock {
     base: Instant,
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::fanout::FanoutConfig;
-use crate::spool::SpoolConfig;
+use crate::pg::ledger::BatchLedger;
+use crate::spool::config::SpoolConfig;
 
 /// What a producer experiences when its shard's ring is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,7 +119,7 @@ impl Default for IngestorConfig {
             backpressure: Backpressure::Block,
             in_flight_batches: 2,
             table: None,
-            ledger_table: "ingest_batches".into(),
+            ledger_table: BatchLedger::SCHEMA_TABLE.into(),
             dead_letter_table: "ingest_dead_letters".into(),
             stream: "christmas".into(),
             reconnect_min: Duration::from_millis(50),

@@ -1,72 +1,40 @@
 //! [`Ingestor`]: the public face of the pipeline — push records, wait for commits, read
-//! metrics, shut down.
+//! metrics, shut down. The stages and their wiring are in `pipeline/`.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::batcher::{Sealed, SealedBatch};
-use crate::clock::PipelineClock;
 use crate::config::{Backpressure, DeadLetterHook, IngestorConfig, Sink};
-use crate::fanout::publisher::{self, FanoutQueue};
+use crate::error::{Error, Result};
 use crate::fanout::FanoutConfig;
-use crate::metrics::{self, lock_histograms, MetricsSnapshot, ShardHistograms, ShardSnapshot};
-use crate::partition_task::PartitionTask;
+use crate::metrics::{lock_histograms, MetricsSnapshot, ShardSnapshot};
+use crate::pipeline::batch::BatchReport;
+use crate::pipeline::batch::Slot;
+use crate::pipeline::ring::ShardRing;
+use crate::pipeline::{Pipeline, Started};
 use crate::record::Record;
-use crate::ring::{ShardRing, Slot};
-use crate::router::ShardRouter;
-use crate::schema::MaintenanceReport;
-use crate::spool::{Appender, ShardSpool, SpoolConfig};
-use crate::writer::{BatchReport, BatchRx, PgWriter};
-use crate::{batcher, spooler, writer, Error, Result};
-
-/// State shared by producers, batchers and writers.
-#[derive(Debug)]
-pub(crate) struct Shared<R> {
-    pub config: IngestorConfig,
-    pub router: ShardRouter,
-    pub rings: Box<[ShardRing<R>]>,
-    pub histograms: Box<[Mutex<ShardHistograms>]>,
-    pub clock: PipelineClock,
-    /// Set once by shutdown; pushes fail with `Closed` after it.
-    pub closed: AtomicBool,
-    /// `<config.stream>-<boot id>`: this run's name in the ledger.
-    pub stream: Arc<str>,
-    /// The last partition maintenance pass (written once a minute, read by `metrics`).
-    pub maintenance: Mutex<Option<MaintenanceReport>>,
-    /// Wakes the maintenance task at shutdown.
-    pub stop: Notify,
-    /// The Redis fan-out queue, when fan-out is on.
-    pub fanout: Option<Arc<FanoutQueue<R>>>,
-    /// Each shard's spool, then the spools of shards an earlier run had beyond this run's
-    /// count (recovered only). Empty without a spool.
-    pub spools: Box<[Arc<ShardSpool>]>,
-}
+use crate::spool::config::SpoolConfig;
 
 /// The owner of the pipeline's tasks; when the last [`Ingestor`] clone is dropped without
 /// `shutdown`, the batchers still flush what they hold.
 #[derive(Debug)]
-struct Tasks<R: Record> {
-    shared: Arc<Shared<R>>,
+struct PipelineTasks<R: Record> {
+    pipeline: Arc<Pipeline<R>>,
     handles: Mutex<Option<Vec<JoinHandle<()>>>>,
     /// The fan-out publisher: stopped after the writers, so it sends their last batches.
     publisher: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl<R: Record> Drop for Tasks<R> {
+impl<R: Record> Drop for PipelineTasks<R> {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        self.shared.stop.notify_one();
-        if let Some(q) = &self.shared.fanout {
+        self.pipeline.close();
+        if let Some(q) = &self.pipeline.fanout {
             // Not shut down: publish what is queued (within drain_timeout) and stop.
             q.finish();
-        }
-        for ring in self.shared.rings.iter() {
-            ring.wake();
         }
     }
 }
@@ -98,14 +66,14 @@ impl<R: Record> Drop for Tasks<R> {
 /// ```
 #[derive(Debug)]
 pub struct Ingestor<R: Record> {
-    shared: Arc<Shared<R>>,
-    tasks: Arc<Tasks<R>>,
+    pipeline: Arc<Pipeline<R>>,
+    tasks: Arc<PipelineTasks<R>>,
 }
 
 impl<R: Record> Clone for Ingestor<R> {
     fn clone(&self) -> Self {
         Ingestor {
-            shared: self.shared.clone(),
+            pipeline: self.pipeline.clone(),
             tasks: self.tasks.clone(),
         }
     }
@@ -245,7 +213,6 @@ impl<R: Record> IngestorBuilder<R> {
         Ingestor::start(self.config).await
     }
 }
-
 impl<R: Record> Ingestor<R> {
     /// A builder with the default config.
     pub fn builder() -> IngestorBuilder<R> {
@@ -253,164 +220,54 @@ impl<R: Record> Ingestor<R> {
     }
 
     async fn start(config: IngestorConfig) -> Result<Ingestor<R>> {
-        config.validate(R::MAX_ROW_BYTES)?;
-        let fanout = match &config.fanout {
-            Some(f) => Some((f.clone(), f.validate()?)),
-            None => None,
-        };
-        let n = config.shards;
-        let stream: Arc<str> = format!("{}-{:016x}", config.stream, boot_id()).into();
-        // The spool is read back before anything new is accepted.
-        let mut spools = Vec::new();
-        let mut recovered = Vec::new();
-        if let Some(sc) = &config.spool {
-            for k in 0..spool_dirs(sc, R::KIND, n) {
-                let (spool, r) = ShardSpool::open(sc, R::KIND, k)?;
-                spools.push(Arc::new(spool));
-                recovered.push(r);
-            }
-        }
-        let shared = Arc::new(Shared {
-            router: ShardRouter::new(n),
-            rings: (0..n)
-                .map(|_| ShardRing::new(config.ring_capacity))
-                .collect(),
-            histograms: (0..n).map(|_| Mutex::new(ShardHistograms::new())).collect(),
-            clock: PipelineClock::new(),
-            closed: AtomicBool::new(false),
-            stream,
-            maintenance: Mutex::new(None),
-            stop: Notify::new(),
-            fanout: fanout
-                .as_ref()
-                .map(|(f, _)| Arc::new(FanoutQueue::new(f.queue_batches))),
-            spools: spools.into(),
-            config,
-        });
-        let publisher = match (&shared.fanout, fanout) {
-            (Some(q), Some((f, target))) => Some(tokio::spawn(publisher::run(
-                q.clone(),
-                target,
-                f,
-                shared.stream.clone(),
-            ))),
-            _ => None,
-        };
-        let mut writers = Vec::with_capacity(n);
-        for shard in 0..n {
-            writers.push(match &shared.config.sink {
-                Some(Sink::Postgres(_)) => Some(PgWriter::connect(&shared, shard).await?),
-                _ => None,
-            });
-        }
-        let mut handles = Vec::with_capacity(2 * n + 1);
-        if let (Some(Sink::Postgres(url)), Some(every)) =
-            (&shared.config.sink, shared.config.partition_maintenance)
-        {
-            // The first pass runs now, so today's and the coming partitions exist before the
-            // first batch; its failure is not fatal (the default partition holds rows).
-            match PartitionTask::connect(&shared, url).await {
-                Ok(Some(mut task)) => {
-                    if let Err(e) = task.pass(&shared).await {
-                        tracing::warn!(error = %e, "first partition maintenance pass failed");
-                    }
-                    handles.push(tokio::spawn(task.run(shared.clone(), every)));
-                }
-                Ok(None) => {}
-                // With a spool the pipeline starts without PostgreSQL; maintenance starts
-                // when it is back.
-                Err(e) if shared.config.spool.is_some() => {
-                    tracing::warn!(error = %e, "partition maintenance waits for PostgreSQL");
-                    let (shared, url) = (shared.clone(), url.clone());
-                    handles.push(tokio::spawn(async move {
-                        while !shared.closed.load(Ordering::SeqCst) {
-                            tokio::select! {
-                                _ = tokio::time::sleep(every) => {}
-                                _ = shared.stop.notified() => return,
-                            }
-                            match PartitionTask::connect(&shared, &url).await {
-                                Ok(Some(task)) => return task.run(shared.clone(), every).await,
-                                Ok(None) => return,
-                                Err(_) => {}
-                            }
-                        }
-                    }));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        // Recovered batches, each to the writer of its old shard (modulo this run's count).
-        let mut replay: Vec<Vec<Sealed<R>>> = (0..n).map(|_| Vec::new()).collect();
-        for (owner, r) in recovered.iter().enumerate() {
-            for at in &r.entries {
-                replay[owner % n].push(Sealed {
-                    batch: SealedBatch::on_disk(owner, at.clone()),
-                    fanout: None,
-                });
-            }
-        }
-        for ((shard, pg), old) in writers.into_iter().enumerate().zip(replay) {
-            let (tx, rx) = mpsc::channel(shared.config.in_flight_batches);
-            handles.push(tokio::spawn(batcher::run(shared.clone(), shard, tx)));
-            let rx = if shared.spools.is_empty() {
-                BatchRx::Direct(rx)
-            } else {
-                let (to_writer, from_spool) = mpsc::unbounded_channel();
-                for sealed in old {
-                    shared.rings[shard]
-                        .spool_queued
-                        .fetch_add(1, Ordering::Relaxed);
-                    let _ = to_writer.send(sealed);
-                }
-                let appender = Appender::new(shared.spools[shard].clone(), &recovered[shard]);
-                let (shared, spool) = (shared.clone(), shared.spools[shard].clone());
-                handles.push(tokio::task::spawn_blocking(move || {
-                    spooler::run(shared, spool, appender, shard, rx, to_writer)
-                }));
-                BatchRx::Spooled(from_spool)
-            };
-            handles.push(tokio::spawn(writer::run(shared.clone(), shard, rx, pg)));
-        }
-        tracing::info!(stream = %shared.stream, kind = R::KIND, shards = n, "ingestor started");
+        let Started {
+            pipeline,
+            tasks,
+            publisher,
+        } = Pipeline::start(config).await?;
         Ok(Ingestor {
-            tasks: Arc::new(Tasks {
-                shared: shared.clone(),
-                handles: Mutex::new(Some(handles)),
+            tasks: Arc::new(PipelineTasks {
+                pipeline: pipeline.clone(),
+                handles: Mutex::new(Some(tasks)),
                 publisher: Mutex::new(publisher),
             }),
-            shared,
+            pipeline,
         })
     }
 
     /// The number of shards.
     pub fn shards(&self) -> usize {
-        self.shared.router.shards()
+        self.pipeline.router.shards()
     }
 
     /// The shard `record` goes through.
     pub fn shard_for(&self, record: &R) -> usize {
-        self.shared.router.shard_for(record.symbol())
+        self.pipeline.router.shard_for(record.symbol())
     }
 
     /// This run's stream name in the ledger (`<stream>-<boot id>`).
     pub fn stream(&self) -> &str {
-        &self.shared.stream
+        &self.pipeline.stream
+    }
+
+    #[inline]
+    fn ring(&self, shard: usize) -> &ShardRing<R> {
+        &self.pipeline.shards[shard].ring
     }
 
     #[inline]
     fn slot(&self, record: R) -> Slot<R> {
         Slot::Record {
             record,
-            pushed_at: self.shared.clock.now(),
+            pushed_at: self.pipeline.clock.now(),
         }
     }
 
     #[inline]
     fn full(&self, shard: usize, accepted: usize) -> Error {
-        metrics::add(&self.shared.rings[shard].counters.rejected_full, 1);
         Error::Full {
             shard,
-            capacity: self.shared.config.ring_capacity,
+            capacity: self.pipeline.config.ring_capacity,
             accepted,
         }
     }
@@ -419,16 +276,11 @@ impl<R: Record> Ingestor<R> {
     /// backpressure policy.
     #[inline]
     pub fn try_push(&self, record: R) -> Result<()> {
-        let shard = self.shared.router.shard_for(record.symbol());
-        let ring = &self.shared.rings[shard];
-        let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
-        match ring.queue.push(self.slot(record)) {
-            Ok(()) => {
-                ring.after_push();
-                Ok(())
-            }
-            Err(_) => Err(self.full(shard, 0)),
-        }
+        let shard = self.pipeline.router.shard_for(record.symbol());
+        let ring = self.ring(shard);
+        let _in = ring.enter().ok_or(Error::Closed)?;
+        ring.try_push(self.slot(record))
+            .map_err(|_| self.full(shard, 0))
     }
 
     /// Enqueues following the backpressure policy: `Block` waits on this thread, `Reject`
@@ -436,9 +288,8 @@ impl<R: Record> Ingestor<R> {
     /// [`Ingestor::push_async`], which does not block the executor.
     #[inline]
     pub fn push(&self, record: R) -> Result<()> {
-        let shard = self.shared.router.shard_for(record.symbol());
-        let ring = &self.shared.rings[shard];
-        let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
+        let shard = self.pipeline.router.shard_for(record.symbol());
+        let _in = self.ring(shard).enter().ok_or(Error::Closed)?;
         self.push_entered(shard, record)
             .map_err(|_| self.full(shard, 0))
     }
@@ -446,37 +297,19 @@ impl<R: Record> Ingestor<R> {
     /// Pushes into a ring already entered. `Err` only under `Reject`.
     #[inline]
     fn push_entered(&self, shard: usize, record: R) -> std::result::Result<(), ()> {
-        let ring = &self.shared.rings[shard];
+        let ring = self.ring(shard);
         let slot = self.slot(record);
-        match self.shared.config.backpressure {
+        match self.pipeline.config.backpressure {
             Backpressure::Block => {
                 ring.push_blocking(slot);
                 Ok(())
             }
-            Backpressure::Reject => match ring.queue.push(slot) {
-                Ok(()) => {
-                    ring.after_push();
-                    Ok(())
-                }
-                Err(_) => Err(()),
-            },
+            Backpressure::Reject => ring.try_push(slot).map_err(|_| ()),
             Backpressure::DropOldest => {
-                if let Some(evicted) = ring.queue.force_push(slot) {
-                    self.evicted(shard, evicted);
+                if let Some(Slot::Barrier { waiter, .. }) = ring.force_push(slot) {
+                    let _ = waiter.send(Err(Error::Dropped { shard }));
                 }
-                ring.after_push();
                 Ok(())
-            }
-        }
-    }
-
-    fn evicted(&self, shard: usize, evicted: Slot<R>) {
-        match evicted {
-            Slot::Record { .. } => {
-                metrics::add(&self.shared.rings[shard].counters.dropped, 1);
-            }
-            Slot::Barrier { waiter, .. } => {
-                let _ = waiter.send(Err(Error::Dropped { shard }));
             }
         }
     }
@@ -486,9 +319,8 @@ impl<R: Record> Ingestor<R> {
     /// records are in.
     pub fn push_batch(&self, records: &[R]) -> Result<()> {
         for (i, record) in records.iter().enumerate() {
-            let shard = self.shared.router.shard_for(record.symbol());
-            let ring = &self.shared.rings[shard];
-            let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
+            let shard = self.pipeline.router.shard_for(record.symbol());
+            let _in = self.ring(shard).enter().ok_or(Error::Closed)?;
             self.push_entered(shard, *record)
                 .map_err(|_| self.full(shard, i))?;
         }
@@ -498,14 +330,14 @@ impl<R: Record> Ingestor<R> {
     /// Enqueues following the policy, awaiting space under `Block` without blocking the
     /// executor.
     pub async fn push_async(&self, record: R) -> Result<()> {
-        let shard = self.shared.router.shard_for(record.symbol());
+        let shard = self.pipeline.router.shard_for(record.symbol());
         self.push_async_to(shard, record, 0).await
     }
 
     async fn push_async_to(&self, shard: usize, record: R, accepted: usize) -> Result<()> {
-        let ring = &self.shared.rings[shard];
-        let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
-        match self.shared.config.backpressure {
+        let ring = self.ring(shard);
+        let _in = ring.enter().ok_or(Error::Closed)?;
+        match self.pipeline.config.backpressure {
             Backpressure::Block => {
                 ring.push_waiting(self.slot(record)).await;
                 Ok(())
@@ -518,22 +350,24 @@ impl<R: Record> Ingestor<R> {
 
     /// [`Ingestor::push_async`] for every record, in order.
     pub async fn push_batch_async(&self, records: &[R]) -> Result<()> {
+        self.push_all_async(records).await.map(|_| ())
+    }
+
+    /// [`Ingestor::push_async`] for every record, in order; returns the shards touched.
+    async fn push_all_async(&self, records: &[R]) -> Result<ShardSet> {
+        let mut touched = ShardSet::default();
         for (i, record) in records.iter().enumerate() {
-            let shard = self.shared.router.shard_for(record.symbol());
+            let shard = self.pipeline.router.shard_for(record.symbol());
+            touched.insert(shard);
             self.push_async_to(shard, *record, i).await?;
         }
-        Ok(())
+        Ok(touched)
     }
 
     /// Pushes `records` (as [`Ingestor::push_batch_async`]) and returns a [`Receipt`] that
     /// resolves once all of them are committed (or dead-lettered).
     pub async fn push_with_receipt(&self, records: &[R]) -> Result<Receipt> {
-        let mut touched = ShardSet::default();
-        for (i, record) in records.iter().enumerate() {
-            let shard = self.shared.router.shard_for(record.symbol());
-            touched.insert(shard);
-            self.push_async_to(shard, *record, i).await?;
-        }
+        let touched = self.push_all_async(records).await?;
         self.barriers(touched.iter(), false).await
     }
 
@@ -542,17 +376,12 @@ impl<R: Record> Ingestor<R> {
     /// process and are committed after the next start if not before. Needs a spool
     /// ([`IngestorBuilder::spool`]); without one, [`Error::Spool`] before anything is pushed.
     pub async fn push_durable(&self, records: &[R]) -> Result<Receipt> {
-        if self.shared.spools.is_empty() {
+        if self.pipeline.spools.is_empty() {
             return Err(Error::Spool {
                 reason: "the durable ack level needs a spool; none is configured".into(),
             });
         }
-        let mut touched = ShardSet::default();
-        for (i, record) in records.iter().enumerate() {
-            let shard = self.shared.router.shard_for(record.symbol());
-            touched.insert(shard);
-            self.push_async_to(shard, *record, i).await?;
-        }
+        let touched = self.push_all_async(records).await?;
         self.barriers(touched.iter(), true).await
     }
 
@@ -574,8 +403,8 @@ impl<R: Record> Ingestor<R> {
     ) -> Result<Receipt> {
         let mut waits = Vec::new();
         for shard in shards {
-            let ring = &self.shared.rings[shard];
-            let _in = ring.enter(&self.shared.closed).ok_or(Error::Closed)?;
+            let ring = self.ring(shard);
+            let _in = ring.enter().ok_or(Error::Closed)?;
             let (tx, rx) = oneshot::channel();
             // Barriers always wait for space: evicting a record for one would lose data.
             ring.push_waiting(Slot::Barrier {
@@ -591,60 +420,51 @@ impl<R: Record> Ingestor<R> {
     /// Everything measured so far.
     pub fn metrics(&self) -> MetricsSnapshot {
         let mut snap = MetricsSnapshot::empty();
-        for (ring, hist) in self.shared.rings.iter().zip(self.shared.histograms.iter()) {
-            let c = &ring.counters;
-            let depth = ring.queue.len() as u64;
-            let dropped = metrics::load(&c.dropped);
+        for shard in self.pipeline.shards.iter() {
+            let (ring, c) = (&shard.ring, &shard.counters);
+            let depth = ring.len() as u64;
+            let dropped = ring.dropped_records();
             snap.shards.push(ShardSnapshot {
-                accepted: metrics::load(&c.drained) + depth + dropped,
+                accepted: ring.drained_records() + depth + dropped,
                 dropped,
-                rejected_full: metrics::load(&c.rejected_full),
+                rejected_full: ring.rejected_full(),
                 ring_depth: depth,
-                ring_capacity: ring.queue.capacity() as u64,
-                rows_committed: metrics::load(&c.rows_committed),
-                batches_committed: metrics::load(&c.batches_committed),
-                retries: metrics::load(&c.retries),
-                connects: metrics::load(&c.connects),
-                dead_lettered: metrics::load(&c.dead_lettered),
-                ledger_hits: metrics::load(&c.ledger_hits),
+                ring_capacity: ring.capacity() as u64,
+                rows_committed: crate::metrics::load(&c.rows_committed),
+                batches_committed: crate::metrics::load(&c.batches_committed),
+                retries: crate::metrics::load(&c.retries),
+                connects: crate::metrics::load(&c.connects),
+                dead_lettered: crate::metrics::load(&c.dead_lettered),
+                ledger_hits: crate::metrics::load(&c.ledger_hits),
             });
-            let h = lock_histograms(hist);
+            let h = lock_histograms(&shard.histograms);
             // Histograms auto-resize, so adding cannot fail.
             let _ = snap.push_to_commit_us.add(&h.push_to_commit_us);
             let _ = snap.batch_commit_us.add(&h.batch_commit_us);
             let _ = snap.batch_rows.add(&h.batch_rows);
         }
-        snap.fanout = self.shared.fanout.as_ref().map(|q| q.snapshot());
-        if !self.shared.spools.is_empty() {
-            let mut spool = crate::spool::SpoolSnapshot::default();
-            for s in self.shared.spools.iter() {
+        snap.fanout = self.pipeline.fanout.as_ref().map(|q| q.snapshot());
+        if !self.pipeline.spools.is_empty() {
+            let mut spool = crate::spool::shard_spool::SpoolSnapshot::default();
+            for s in self.pipeline.spools.iter() {
                 s.snapshot(&mut spool);
             }
             snap.spool = Some(spool);
         }
-        snap.maintenance = self
-            .shared
-            .maintenance
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        snap.maintenance = self.pipeline.maintenance.last();
         snap
     }
 
     /// True once shutdown has begun.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::SeqCst)
+        self.pipeline.is_closed()
     }
 
     /// Stops accepting records, flushes every ring and batch to the database, waits for the
     /// writers and reports the totals. Later pushes fail with [`Error::Closed`]. Calling it
     /// again returns the same totals.
     pub async fn shutdown(&self) -> Result<MetricsSnapshot> {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        self.shared.stop.notify_one();
-        for ring in self.shared.rings.iter() {
-            ring.wake();
-        }
+        self.pipeline.close();
         let handles = self
             .tasks
             .handles
@@ -655,7 +475,7 @@ impl<R: Record> Ingestor<R> {
             h.await.map_err(|e| Error::Task(e.to_string()))?;
         }
         // Every batch is committed and queued: let the publisher send them, then stop.
-        if let Some(q) = &self.shared.fanout {
+        if let Some(q) = &self.pipeline.fanout {
             q.finish();
         }
         let publisher = self
@@ -669,7 +489,7 @@ impl<R: Record> Ingestor<R> {
         }
         let snap = self.metrics();
         tracing::info!(
-            stream = %self.shared.stream,
+            stream = %self.pipeline.stream,
             rows = snap.rows_committed(),
             batches = snap.batches_committed(),
             dead_lettered = snap.dead_lettered(),
@@ -723,36 +543,4 @@ impl ShardSet {
     fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         (0..256).filter(|&s| self.0[s / 64] & (1 << (s % 64)) != 0)
     }
-}
-
-/// How many shard spools to open: this run's shards, and any beyond them an earlier run with
-/// more shards left segments in.
-fn spool_dirs(config: &SpoolConfig, kind: &str, shards: usize) -> usize {
-    let dir = config.dir.join(kind);
-    let left = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name();
-            name.to_str()?.strip_prefix("shard-")?.parse::<usize>().ok()
-        })
-        .map(|k| k + 1)
-        .max()
-        .unwrap_or(0);
-    shards.max(left)
-}
-
-/// A per-run random id, so two runs never share ledger batch ids.
-fn boot_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }

@@ -36,11 +36,18 @@
 //! | [`symbol`] | [`Symbol`]: inline, validated instrument names (no allocation per tick) |
 //! | [`binary_copy`] | PostgreSQL binary COPY header, rows and trailer |
 //! | [`router`] | [`ShardRouter`]: `fnv1a(symbol) % shards` |
-//! | `ring` | one bounded lock-free ring per shard (crossbeam `ArrayQueue`) and its wake-ups |
-//! | `batcher` | drains a ring, encodes into a COPY body, seals on rows / bytes / linger |
-//! | `writer` | one connection per shard; `BEGIN; ledger row; COPY; COMMIT`, exactly once |
-//! | [`ingestor`] | [`Ingestor`]: push, receipts, metrics, shutdown |
+//! | [`ingestor`] | [`Ingestor`]: the face — push, receipts, metrics, shutdown |
 //! | [`ingress`] | [`Ingress`]: trades and quotes together; `push(ticks, AckLevel)` → one ack future; what HTTP, TCP and replay call |
+//! | `pipeline/` | the stages behind it, wired in `pipeline/mod.rs`: |
+//! | `  batch.rs` | the travelling types: `Slot`, `OpenBatch`, `SealedBatch`, [`BatchReport`] |
+//! | `  shard.rs` | `ShardContext`: one shard's ring, counters, histograms, spool, limits |
+//! | `  ring.rs` | `ShardRing`: bounded lock-free queue (crossbeam `ArrayQueue`) that keeps its own wake-ups |
+//! | `  batcher.rs` | drains a ring, encodes into a COPY body, seals on rows / bytes / linger |
+//! | `  spool_stage.rs` | with a spool: appends each sealed batch, fsyncs, answers durable receipts |
+//! | `  writer.rs` | commits batches in order through the COPY sink, records metrics, answers receipts |
+//! | `  partition_task.rs` | the ingestor's periodic partition maintenance and ledger pruning |
+//! | [`spool`] | segment files on local disk: format, appender, scanner, recovery |
+//! | [`pg`] | connect policy; `ledger.rs` (`BatchLedger`); `copy_sink.rs` (`BEGIN; ledger row; COPY; COMMIT`, exactly once, bad rows split into dead letters) |
 //! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
 //! | [`redis`] | [`RedisTarget`](redis::RedisTarget) (node, Sentinel, Cluster), the connection, typed error kinds ([`RedisErrorKind`]) |
 //! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper (on [`redis`]) |
@@ -50,8 +57,11 @@
 //! | [`schema`] | the versioned schema (`sql/`), its migrator and partition maintenance |
 //! | [`query`] | [`MarketDataReader`](query::MarketDataReader): latest tick, trades, quotes, OHLCV bars |
 //!
-//! Data flow: `push` → shard ring → batcher (encode, seal) → bounded channel → writer
-//! (commit while the next batch fills) → receipts resolved, metrics recorded.
+//! Data flow, per shard: `push` → ring → batcher (encode, seal) → bounded channel →
+//! spool stage when a spool is configured (append, fsync, durable receipts answered;
+//! batches travel on in memory, or as a file position past the memory budget) → writer
+//! (commit through the COPY sink while the next batch fills) → receipts resolved, metrics
+//! recorded, committed ticks handed to the fan-out publisher.
 //!
 //! ## Guarantees
 //!
@@ -73,7 +83,6 @@
 
 #![warn(missing_docs)]
 
-mod batcher;
 pub mod binary_copy;
 pub mod clock;
 pub mod config;
@@ -85,20 +94,17 @@ pub mod ingestor;
 pub mod ingress;
 pub mod metrics;
 pub mod orders;
-mod partition_task;
 pub mod pg;
+mod pipeline;
 pub mod query;
 pub mod record;
 pub mod redis;
-mod ring;
 pub mod router;
 pub mod schema;
 pub mod sources;
 pub mod spool;
-mod spooler;
 pub mod symbol;
 pub mod synthetic;
-mod writer;
 
 pub use config::{Backpressure, IngestorConfig, Sink};
 pub use dead_letter::DeadLetter;
@@ -106,10 +112,10 @@ pub use error::{Error, FieldError, Invalid, RedisErrorKind, Result};
 pub use ingestor::{CommitReport, Ingestor, IngestorBuilder, Receipt};
 pub use ingress::{Ack, AckLevel, Acked, Ingress, IngressMetrics, Ticks};
 pub use metrics::{MetricsSnapshot, ShardSnapshot, Summary};
+pub use pipeline::batch::BatchReport;
 pub use record::{Quote, Record, Side, Tick, Trade};
 pub use router::ShardRouter;
 pub use symbol::Symbol;
-pub use writer::BatchReport;
 
 /// The DBN reader's former path; [`sources::dbn`] is its home.
 #[cfg(feature = "dbn")]

@@ -5,27 +5,21 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
-/// Per-shard counters. Each is written by one side only (noted per field), so no counter
-/// is contended on the per-record path.
+/// Per-shard counters of the writer (the ring counts what it took in, dropped and refused).
+/// Each is written by the writer only, so no counter is contended on the per-record path.
 #[derive(Debug, Default)]
 pub(crate) struct ShardCounters {
-    /// Records the batcher took out of the ring (batcher only).
-    pub drained: AtomicU64,
-    /// Records evicted by drop-oldest backpressure (producers; rare).
-    pub dropped: AtomicU64,
-    /// Pushes refused with `Full` (producers; rare).
-    pub rejected_full: AtomicU64,
-    /// Rows committed to the database (writer only).
+    /// Rows committed to the database .
     pub rows_committed: AtomicU64,
-    /// Batches committed (writer only).
+    /// Batches committed .
     pub batches_committed: AtomicU64,
-    /// Failed commit attempts that were retried (writer only).
+    /// Failed commit attempts that were retried .
     pub retries: AtomicU64,
-    /// Connections (re)established (writer only).
+    /// Connections (re)established .
     pub connects: AtomicU64,
-    /// Rows sent to the dead-letter table (writer only).
+    /// Rows sent to the dead-letter table .
     pub dead_lettered: AtomicU64,
-    /// Batches whose commit was found in the ledger after an ambiguous failure (writer only).
+    /// Batches whose commit was found in the ledger after an ambiguous failure .
     pub ledger_hits: AtomicU64,
 }
 
@@ -143,7 +137,7 @@ pub struct MetricsSnapshot {
     /// The Redis fan-out's counters (`None` when fan-out is off).
     pub fanout: Option<crate::fanout::FanoutSnapshot>,
     /// The spool's state and counters, when there is a spool.
-    pub spool: Option<crate::spool::SpoolSnapshot>,
+    pub spool: Option<crate::spool::shard_spool::SpoolSnapshot>,
 }
 
 impl MetricsSnapshot {

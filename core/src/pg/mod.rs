@@ -1,8 +1,11 @@
 //! PostgreSQL plumbing the engine shares: one connect policy for every connection it
-//! opens (writers, maintenance, migrations, readers, the order desk and workers).
+//! opens (writers, maintenance, migrations, readers, the order desk and workers), the batch
+//! ledger (`ledger.rs`) and the writers' COPY sink (`copy_sink.rs`).
 
 mod connect;
 pub(crate) mod read;
 
 pub use connect::ConnectPolicy;
 pub(crate) use connect::{connect, is_connection_error, parse_url};
+pub(crate) mod copy_sink;
+pub(crate) mod ledger;

@@ -1,4 +1,5 @@
-//! Partition maintenance of the plain-PostgreSQL variant, and ledger pruning.
+//! Partition maintenance of the plain-PostgreSQL variant. Ledger pruning lives with the
+//! ledger (`pg/ledger.rs`) and is re-exported here.
 //!
 //! The SQL functions do the work (`sql/postgres/0002_market_data.sql`,
 //! `0006_partition_autovacuum.sql`); this drives them, one partition per transaction so no
@@ -12,6 +13,8 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::{Error, Result};
+
+pub use crate::pg::ledger::prune_ledger;
 
 /// What one maintenance pass over a table did and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -131,19 +134,6 @@ pub async fn maintain_at(
         tracing::info!(?report, "partitions maintained");
     }
     Ok(report)
-}
-
-/// Deletes exactly-once ledger rows older than `christmas_settings.ledger_retention`;
-/// returns how many went.
-pub async fn prune_ledger(client: &Client) -> Result<u64> {
-    let n: i64 = one(
-        client
-            .query_typed("SELECT christmas_prune_ledger()", &[])
-            .await,
-        "pruning the ledger",
-    )?
-    .get(0);
-    Ok(n as u64)
 }
 
 /// The one row of a `query_typed` (unnamed statements: safe behind PgBouncer in

@@ -2,34 +2,66 @@
 //! `partition_maintenance`, never in the way of the writers (it only ever waits on its own
 //! locks, and a failed pass is logged and retried at the next tick).
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_postgres::Client;
 
-use crate::ingestor::Shared;
-use crate::record::Record;
+use crate::error::{Error, Result};
+use crate::pg::ledger::BatchLedger;
 use crate::schema::{self, MaintenanceReport};
-use crate::{Error, Result};
+
+/// What the ingestor and its maintenance task share: the last report, and the stop signal.
+#[derive(Debug, Default)]
+pub(crate) struct MaintenanceStatus {
+    /// The last pass's report (written once a period, read by `metrics`).
+    last: Mutex<Option<MaintenanceReport>>,
+    stopped: AtomicBool,
+    /// Wakes the task at shutdown.
+    stop: Notify,
+}
+
+impl MaintenanceStatus {
+    /// Stops the task (at its next wake-up, which this triggers).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.stop.notify_one();
+    }
+
+    /// The last pass's report.
+    pub fn last(&self) -> Option<MaintenanceReport> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<MaintenanceReport>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleeps `every`; false when stopped meanwhile.
+    pub async fn sleep(&self, every: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = self.stop.notified() => return false,
+        }
+        !self.stopped.load(Ordering::SeqCst)
+    }
+}
 
 /// A connected maintainer for one table.
 pub(crate) struct PartitionTask {
     url: String,
     table: String,
-    prune_ledger: bool,
+    ledger: BatchLedger,
     client: Option<Client>,
 }
 
 impl PartitionTask {
     /// Connects and checks the schema has the maintenance functions; `Ok(None)` when the
     /// target table is not one the schema partitions (nothing to do).
-    pub async fn connect<R: Record>(shared: &Shared<R>, url: &str) -> Result<Option<Self>> {
-        let table = shared
-            .config
-            .table
-            .clone()
-            .unwrap_or_else(|| R::DEFAULT_TABLE.to_string());
+    /// `table` is the ingestor's target table; `ledger` is pruned after each pass.
+    pub async fn connect(url: &str, table: String, ledger: BatchLedger) -> Result<Option<Self>> {
         if table.contains('.') {
             return Ok(None);
         }
@@ -50,32 +82,28 @@ impl PartitionTask {
         Ok(Some(PartitionTask {
             url: url.to_string(),
             table,
-            prune_ledger: shared.config.ledger_table == "ingest_batches",
+            ledger,
             client: Some(client),
         }))
     }
 
     /// One pass; the report also goes into the ingestor's metrics.
-    pub async fn pass<R: Record>(&mut self, shared: &Shared<R>) -> Result<MaintenanceReport> {
+    pub async fn pass(&mut self, status: &MaintenanceStatus) -> Result<MaintenanceReport> {
         let client = match self.client.take().filter(|c| !c.is_closed()) {
             Some(c) => c,
             None => connect(&self.url).await?,
         };
         let report = schema::maintain(&client, &self.table).await;
-        let pruned = match (&report, self.prune_ledger) {
-            (Ok(_), true) => schema::prune_ledger(&client).await.map(Some),
-            _ => Ok(None),
+        let pruned = match &report {
+            Ok(_) => self.ledger.prune(&client).await,
+            Err(_) => Ok(None),
         };
         self.client = Some(client);
         let report = report?;
         if let Some(n) = pruned? {
             tracing::debug!(rows = n, "ledger pruned");
         }
-        let previous = shared
-            .maintenance
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(report.clone());
+        let previous = status.lock().replace(report.clone());
         let before = previous.map_or(0, |p| p.rows_in_default);
         if report.rows_in_default > before {
             tracing::warn!(
@@ -88,17 +116,10 @@ impl PartitionTask {
         Ok(report)
     }
 
-    /// Runs a pass every `every` until the ingestor closes.
-    pub async fn run<R: Record>(mut self, shared: Arc<Shared<R>>, every: Duration) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shared.stop.notified() => return,
-            }
-            if shared.closed.load(Ordering::SeqCst) {
-                return;
-            }
-            if let Err(e) = self.pass(&shared).await {
+    /// Runs a pass every `every` until the status says stop.
+    pub async fn run(mut self, status: Arc<MaintenanceStatus>, every: Duration) {
+        while status.sleep(every).await {
+            if let Err(e) = self.pass(&status).await {
                 tracing::warn!(table = self.table, error = %e, "partition maintenance failed; retrying next period");
             }
         }

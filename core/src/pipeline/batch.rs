@@ -1,0 +1,173 @@
+//! The types that travel through a shard's pipeline: a [`Slot`] in the ring, the
+//! [`OpenBatch`] the batcher fills, the [`SealedBatch`] handed to the spool stage and the
+//! writer, and the [`BatchReport`] a receipt gets back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::sync::oneshot;
+
+use crate::binary_copy::CopyRows;
+use crate::error::Result;
+use crate::fanout::publisher::FanoutBatch;
+use crate::pg::ledger::BatchOrigin;
+use crate::spool::shard_spool::{ShardSpool, SpoolRef};
+
+/// What happened to one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchReport {
+    /// Shard of the batch.
+    pub shard: usize,
+    /// Sequence of the batch within its shard.
+    pub seq: u64,
+    /// Rows committed to the target table.
+    pub rows_committed: u64,
+    /// Rows the database rejected, now in the dead-letter table.
+    pub rows_dead_lettered: u64,
+}
+
+/// A producer waiting for a batch: answered with its report, or why it never got one.
+pub(crate) type Waiter = oneshot::Sender<Result<BatchReport>>;
+
+/// What travels through a ring.
+#[derive(Debug)]
+pub(crate) enum Slot<R> {
+    /// A record and the time it was pushed (ns since the ingestor started).
+    Record { record: R, pushed_at: u64 },
+    /// A producer waiting until everything it pushed to this shard before is committed
+    /// (`durable: false`) or fsynced in the spool (`durable: true`).
+    Barrier { waiter: Waiter, durable: bool },
+}
+
+/// The batch a batcher is filling.
+#[derive(Debug)]
+pub(crate) struct OpenBatch<R> {
+    /// The rows, binary COPY encoded.
+    pub body: BytesMut,
+    /// End offset in `body` of each row.
+    pub row_ends: Vec<u32>,
+    /// Push time of each row (ns since the ingestor started).
+    pub pushed_at: Vec<u64>,
+    /// Producers waiting for this batch to commit.
+    pub waiters: Vec<Waiter>,
+    /// Producers waiting for this batch to be fsynced in the spool.
+    pub durable_waiters: Vec<Waiter>,
+    /// When its first row arrived (none yet: `None`).
+    pub opened: Option<Instant>,
+    /// The records and their fan-out sequences (empty when fan-out is off).
+    pub fanout: Vec<(R, u64)>,
+}
+
+impl<R> OpenBatch<R> {
+    /// An empty batch with room for `bytes` of body, `rows` rows and `fanout_rows`
+    /// fan-out records.
+    pub fn new(bytes: usize, rows: usize, fanout_rows: usize) -> Self {
+        OpenBatch {
+            body: BytesMut::with_capacity(bytes),
+            row_ends: Vec::with_capacity(rows),
+            pushed_at: Vec::with_capacity(rows),
+            waiters: Vec::new(),
+            durable_waiters: Vec::new(),
+            opened: None,
+            fanout: Vec::with_capacity(fanout_rows),
+        }
+    }
+
+    /// True when it holds neither rows nor waiters: nothing to seal.
+    pub fn is_empty(&self) -> bool {
+        self.row_ends.is_empty() && self.waiters.is_empty() && self.durable_waiters.is_empty()
+    }
+
+    /// Seals it as batch `seq`; the fan-out records come back separately.
+    pub fn seal(self, seq: u64) -> (CopyBatch, Vec<(R, u64)>) {
+        let batch = CopyBatch {
+            seq,
+            rows: CopyRows {
+                body: self.body.freeze(),
+                row_ends: self.row_ends,
+            },
+            pushed_at: self.pushed_at,
+            waiters: self.waiters,
+            durable_waiters: self.durable_waiters,
+            earlier_run: None,
+            spooled: None,
+        };
+        (batch, self.fanout)
+    }
+}
+
+/// A sealed batch's COPY rows, its waiters and where it is kept.
+#[derive(Debug)]
+pub(crate) struct CopyBatch {
+    /// Per-shard sequence; with the stream and shard, the batch's id in the ledger.
+    pub seq: u64,
+    /// The rows, binary COPY encoded, without the stream header and trailer.
+    pub rows: CopyRows,
+    /// Push time of each row (ns since the ingestor started).
+    pub pushed_at: Vec<u64>,
+    /// Producers waiting for this batch (and every earlier one) to commit.
+    pub waiters: Vec<Waiter>,
+    /// Producers waiting for this batch (and every earlier one) to be fsynced in the spool.
+    pub durable_waiters: Vec<Waiter>,
+    /// Who sealed it, when not this run: a batch an earlier run spooled. Such a batch may
+    /// have committed before the crash, so the writer asks the ledger first.
+    pub earlier_run: Option<BatchOrigin>,
+    /// Where the batch is in the spool, when there is one.
+    pub spooled: Option<SpoolPosition>,
+}
+
+/// A batch's place in the spool.
+#[derive(Debug)]
+pub(crate) struct SpoolPosition {
+    /// The shard spool that holds it.
+    pub spool: Arc<ShardSpool>,
+    /// Its entry number there.
+    pub entry: u64,
+    /// Bytes it holds in memory against the spool's memory budget (0 when on disk).
+    pub memory_bytes: u64,
+    /// Set when the body was left on disk: the writer reads it back from here.
+    pub on_disk: Option<SpoolRef>,
+}
+
+impl CopyBatch {
+    /// A batch an earlier run left in `spool`, read back by the writer.
+    pub fn on_disk(spool: Arc<ShardSpool>, at: SpoolRef) -> Self {
+        CopyBatch {
+            seq: 0,
+            rows: CopyRows::default(),
+            pushed_at: Vec::new(),
+            waiters: Vec::new(),
+            durable_waiters: Vec::new(),
+            earlier_run: None,
+            spooled: Some(SpoolPosition {
+                spool,
+                entry: at.entry,
+                memory_bytes: 0,
+                on_disk: Some(at),
+            }),
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Answers every waiter, committed and durable ones alike, with `answer`.
+    pub fn answer_all(&mut self, answer: impl Fn() -> Result<BatchReport>) {
+        for w in self.waiters.drain(..).chain(self.durable_waiters.drain(..)) {
+            let _ = w.send(answer());
+        }
+    }
+}
+
+/// A sealed batch on its way to the writer and, when fan-out publishes after commit, its
+/// records for Redis.
+#[derive(Debug)]
+pub(crate) struct SealedBatch<R> {
+    /// The rows and waiters.
+    pub batch: CopyBatch,
+    /// The records to publish once committed (`None`: fan-out off, or published at seal).
+    pub fanout: Option<FanoutBatch<R>>,
+}
