@@ -135,7 +135,7 @@ pub struct MetricsSnapshot {
     /// counts rows no time partition covers.
     pub maintenance: Option<crate::schema::MaintenanceReport>,
     /// The Redis fan-out's counters (`None` when fan-out is off).
-    pub fanout: Option<crate::fanout::FanoutSnapshot>,
+    pub fanout: Option<crate::fanout::snapshot::FanoutSnapshot>,
     /// The spool's state and counters, when there is a spool.
     pub spool: Option<crate::spool::shard_spool::SpoolSnapshot>,
 }

@@ -24,12 +24,13 @@
 pub mod config;
 pub mod latest;
 pub(crate) mod publisher;
+pub(crate) mod snapshot;
 pub mod subscriber;
 pub mod wire;
 
 pub use crate::redis::target::RedisTarget;
 pub use config::{FanoutConfig, PublishPoint};
 pub use latest::{LatestCache, LatestTicks};
-pub use publisher::FanoutSnapshot;
+pub use snapshot::FanoutSnapshot;
 pub use subscriber::{Delivery, TickSubscription};
 pub use wire::{access_rkyv, ArchivedTickMessage, PayloadFormat, TickKind, TickMessage};

@@ -25,8 +25,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::record::{Side, Trade};
-use crate::symbol::Symbol;
 
 /// The pub/sub channel of `symbol`.
 pub fn channel(symbol: &str) -> String {
@@ -236,24 +234,11 @@ pub fn access_rkyv(bytes: &[u8]) -> Result<&ArchivedTickMessage> {
         .map_err(|e| Error::field("fanout message", format!("rkyv: {e}")))
 }
 
-impl WireTrade {
-    /// Back to a [`Trade`] of `symbol`.
-    pub fn to_trade(&self, symbol: Symbol) -> Result<Trade> {
-        Ok(Trade {
-            time_ns: self.time_ns,
-            symbol,
-            price: self.price,
-            volume: self.volume,
-            side: Side::from_code(u8::try_from(self.side).unwrap_or(b'?'))?,
-            exchange_seq: self.exchange_seq,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Record;
+    use crate::record::{Record, Side, Trade};
+    use crate::symbol::Symbol;
 
     fn message() -> TickMessage {
         let es = Symbol::new("ESU4").unwrap();

@@ -38,6 +38,18 @@ impl Trade {
         }
         Ok(())
     }
+
+    /// Back from a fan-out message's trade, for `symbol` (the message's).
+    pub fn from_wire(wire: &WireTrade, symbol: Symbol) -> crate::Result<Trade> {
+        Ok(Trade {
+            time_ns: wire.time_ns,
+            symbol,
+            price: wire.price,
+            volume: wire.volume,
+            side: Side::from_code(u8::try_from(wire.side).unwrap_or(b'?'))?,
+            exchange_seq: wire.exchange_seq,
+        })
+    }
 }
 
 impl Record for Trade {
