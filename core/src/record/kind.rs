@@ -1,4 +1,5 @@
-//! [`Record`]: what a record kind tells the pipeline, and the checks kinds share.
+//! [`Record`]: what a record kind tells the pipeline; `impl_record!`, which implements it
+//! from a kind's column list; and the checks kinds share.
 
 use std::fmt::Display;
 
