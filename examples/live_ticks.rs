@@ -43,27 +43,21 @@ async fn main() -> christmas_core::Result<()> {
             );
         }
         *last = m.last_seq();
-        for (i, t) in m.trades.iter().enumerate() {
-            println!(
-                "{} #{:<8} trade {:>12.4} x {:<8} {} (t={})",
-                m.symbol,
-                m.first_seq + i as u64,
-                t.price,
-                t.volume,
-                t.side,
-                t.time_ns
-            );
-        }
-        for (i, q) in m.quotes.iter().enumerate() {
-            println!(
-                "{} #{:<8} quote {:>12.4} / {:<12.4} ({} x {})",
-                m.symbol,
-                m.first_seq + i as u64,
-                q.bid,
-                q.ask,
-                q.bid_size,
-                q.ask_size
-            );
+        let trades = m.trades.iter().map(|t| {
+            format!(
+                "trade {:>12.4} x {:<8} {} (t={})",
+                t.price, t.volume, t.side, t.time_ns
+            )
+        });
+        let quotes = m.quotes.iter().map(|q| {
+            format!(
+                "quote {:>12.4} / {:<12.4} ({} x {})",
+                q.bid, q.ask, q.bid_size, q.ask_size
+            )
+        });
+        // A message holds one kind; its ticks are numbered from `first_seq`.
+        for (seq, tick) in (m.first_seq..).zip(trades.chain(quotes)) {
+            println!("{} #{seq:<8} {tick}", m.symbol);
         }
     }
     Ok(())

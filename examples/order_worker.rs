@@ -14,6 +14,12 @@
 
 use christmas_core::orders::{OrderStatus, OrderWorker, OrderWorkerConfig};
 
+/// The steps this worker walks each order through, as (from, to).
+const LIFECYCLE: [(OrderStatus, OrderStatus); 2] = [
+    (OrderStatus::Accepted, OrderStatus::Working),
+    (OrderStatus::Working, OrderStatus::Filled),
+];
+
 #[tokio::main]
 async fn main() -> christmas_core::Result<()> {
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56379/".into());
@@ -32,13 +38,13 @@ async fn main() -> christmas_core::Result<()> {
         }
         let ids: Vec<i64> = events.iter().map(|e| e.order_id).collect();
         // Each step moves an order only from the status it expects, so events handled
-        // twice (claimed after a crash) change nothing the second time.
-        let working = worker
-            .transition_many(&ids, &[OrderStatus::Accepted], OrderStatus::Working)
-            .await?;
-        let filled = worker
-            .transition_many(&ids, &[OrderStatus::Working], OrderStatus::Filled)
-            .await?;
+        // twice (claimed after a crash) change nothing the second time; `filled` keeps the
+        // orders every step moved.
+        let mut filled = ids.clone();
+        for (from, to) in LIFECYCLE {
+            let moved = worker.transition_many(&ids, &[from], to).await?;
+            filled.retain(|id| moved.contains(id));
+        }
         worker.ack_many(&events).await?;
         for e in &events {
             println!(
@@ -47,7 +53,7 @@ async fn main() -> christmas_core::Result<()> {
                 e.order["side"],
                 e.order["quantity"],
                 e.order["symbol"],
-                if working.contains(&e.order_id) && filled.contains(&e.order_id) {
+                if filled.contains(&e.order_id) {
                     "filled"
                 } else {
                     "already handled"

@@ -69,20 +69,8 @@ impl LatestCache {
         let fields: HashMap<String, String> = self
             .query(redis::cmd("HGETALL").arg(wire::latest_key(symbol.as_str())))
             .await?;
-        let num = |k: &str| -> Result<Option<f64>> {
-            fields
-                .get(k)
-                .map(|v| v.parse::<f64>())
-                .transpose()
-                .map_err(|_| Error::field("latest cache", format!("{k} is not a number")))
-        };
-        let int = |k: &str| -> Result<Option<i64>> {
-            fields
-                .get(k)
-                .map(|v| v.parse::<i64>())
-                .transpose()
-                .map_err(|_| Error::field("latest cache", format!("{k} is not an integer")))
-        };
+        let num = |k: &str| parsed::<f64>(&fields, k, "a number");
+        let int = |k: &str| parsed::<i64>(&fields, k, "an integer");
         let trade = match (
             int("trade_time_ns")?,
             num("trade_price")?,
@@ -127,4 +115,18 @@ impl LatestCache {
         };
         Ok(LatestTicks { trade, quote })
     }
+}
+
+/// Field `k` of a latest hash, parsed (`None` when it is missing); else an error saying it
+/// is not `what`.
+fn parsed<T: std::str::FromStr>(
+    fields: &HashMap<String, String>,
+    k: &str,
+    what: &str,
+) -> Result<Option<T>> {
+    fields
+        .get(k)
+        .map(|v| v.parse::<T>())
+        .transpose()
+        .map_err(|_| Error::field("latest cache", format!("{k} is not {what}")))
 }

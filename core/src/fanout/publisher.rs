@@ -399,21 +399,29 @@ mod tests {
         }
     }
 
+    /// A trade of each symbol, with its fan-out sequence.
+    fn trades(symbols_and_seqs: &[(&str, u64)]) -> Vec<(Trade, u64)> {
+        symbols_and_seqs
+            .iter()
+            .map(|(s, seq)| (t(s), *seq))
+            .collect()
+    }
+
+    /// Fills `g` from `ticks`; each message's symbol and the indices of its ticks.
+    fn fill_and_list(g: &mut Groups, ticks: &[(Trade, u64)]) -> Vec<(String, Vec<usize>)> {
+        g.fill(ticks);
+        g.members
+            .iter()
+            .map(|(s, m)| (s.as_str().to_string(), m.clone()))
+            .collect()
+    }
+
     #[test]
     fn groups_keep_push_order_and_are_reused() {
         let mut g = Groups::default();
-        let ticks: Vec<_> = [("A", 1), ("B", 1), ("A", 2), ("C", 1), ("B", 2), ("A", 3)]
-            .iter()
-            .map(|(s, seq)| (t(s), *seq))
-            .collect();
-        g.fill(&ticks);
-        let got: Vec<_> = g
-            .members
-            .iter()
-            .map(|(s, m)| (s.as_str().to_string(), m.clone()))
-            .collect();
+        let ticks = trades(&[("A", 1), ("B", 1), ("A", 2), ("C", 1), ("B", 2), ("A", 3)]);
         assert_eq!(
-            got,
+            fill_and_list(&mut g, &ticks),
             vec![
                 ("A".to_string(), vec![0, 2, 5]),
                 ("B".to_string(), vec![1, 4]),
@@ -427,20 +435,10 @@ mod tests {
 
     #[test]
     fn a_sequence_gap_starts_a_new_message() {
-        let mut g = Groups::default();
         // A's seq 3-4 were in a dropped batch between two merged ones.
-        let ticks: Vec<_> = [("A", 1), ("A", 2), ("B", 7), ("A", 5), ("A", 6)]
-            .iter()
-            .map(|(s, seq)| (t(s), *seq))
-            .collect();
-        g.fill(&ticks);
-        let got: Vec<_> = g
-            .members
-            .iter()
-            .map(|(s, m)| (s.as_str().to_string(), m.clone()))
-            .collect();
+        let ticks = trades(&[("A", 1), ("A", 2), ("B", 7), ("A", 5), ("A", 6)]);
         assert_eq!(
-            got,
+            fill_and_list(&mut Groups::default(), &ticks),
             vec![
                 ("A".to_string(), vec![0, 1]),
                 ("B".to_string(), vec![2]),

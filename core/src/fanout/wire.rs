@@ -69,27 +69,89 @@ impl std::str::FromStr for PayloadFormat {
     }
 }
 
-/// Which record kind a message carries.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-#[rkyv(derive(Debug, PartialEq, Eq))]
-pub enum TickKind {
-    /// `trades` is filled.
-    Trade,
-    /// `quotes` is filled.
-    Quote,
+/// Gives each item the derives both payload formats need: serde for JSON, rkyv for the
+/// archived form (each item names its own archived derives with `#[rkyv(derive(..))]`).
+macro_rules! payload_types {
+    ($($item:item)*) => {$(
+        #[derive(
+            Debug,
+            Clone,
+            PartialEq,
+            Serialize,
+            Deserialize,
+            rkyv::Archive,
+            rkyv::Serialize,
+            rkyv::Deserialize,
+        )]
+        $item
+    )*};
+}
+
+payload_types! {
+    /// Which record kind a message carries.
+    #[derive(Copy, Eq, Hash)]
+    #[serde(rename_all = "lowercase")]
+    #[rkyv(derive(Debug, PartialEq, Eq))]
+    pub enum TickKind {
+        /// `trades` is filled.
+        Trade,
+        /// `quotes` is filled.
+        Quote,
+    }
+
+    /// A trade on the wire.
+    #[derive(Copy)]
+    #[rkyv(derive(Debug))]
+    pub struct WireTrade {
+        /// Nanoseconds since the Unix epoch (not truncated: the database keeps microseconds).
+        pub time_ns: i64,
+        /// Price.
+        pub price: f64,
+        /// Volume.
+        pub volume: f64,
+        /// Aggressor: `B`, `S` or `N`.
+        pub side: char,
+        /// The venue's sequence number.
+        pub exchange_seq: i64,
+    }
+
+    /// A quote on the wire.
+    #[derive(Copy)]
+    #[rkyv(derive(Debug))]
+    pub struct WireQuote {
+        /// Nanoseconds since the Unix epoch.
+        pub time_ns: i64,
+        /// Best bid.
+        pub bid: f64,
+        /// Best ask.
+        pub ask: f64,
+        /// Size at the bid.
+        pub bid_size: f64,
+        /// Size at the ask.
+        pub ask_size: f64,
+    }
+
+    /// The ticks of one symbol from one batch, in push order.
+    ///
+    /// Tick `i` has sequence `first_seq + i`. Sequences count the ticks of one symbol and
+    /// kind published by one engine run (`source`), from 1; a consumer that sees
+    /// `first_seq > last + 1` missed ticks (the fan-out dropped them, or it was disconnected),
+    /// and a new `source` means the engine restarted.
+    #[rkyv(derive(Debug))]
+    pub struct TickMessage {
+        /// The publishing ingestor run (`<stream>-<boot id>`).
+        pub source: String,
+        /// The instrument.
+        pub symbol: String,
+        /// Which of `trades` / `quotes` is filled.
+        pub kind: TickKind,
+        /// Sequence of the first tick.
+        pub first_seq: u64,
+        /// Trades, for `kind = trade`.
+        pub trades: Vec<WireTrade>,
+        /// Quotes, for `kind = quote`.
+        pub quotes: Vec<WireQuote>,
+    }
 }
 
 impl fmt::Display for TickKind {
@@ -99,90 +161,6 @@ impl fmt::Display for TickKind {
             TickKind::Quote => "quote",
         })
     }
-}
-
-/// A trade on the wire.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[rkyv(derive(Debug))]
-pub struct WireTrade {
-    /// Nanoseconds since the Unix epoch (not truncated: the database keeps microseconds).
-    pub time_ns: i64,
-    /// Price.
-    pub price: f64,
-    /// Volume.
-    pub volume: f64,
-    /// Aggressor: `B`, `S` or `N`.
-    pub side: char,
-    /// The venue's sequence number.
-    pub exchange_seq: i64,
-}
-
-/// A quote on the wire.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[rkyv(derive(Debug))]
-pub struct WireQuote {
-    /// Nanoseconds since the Unix epoch.
-    pub time_ns: i64,
-    /// Best bid.
-    pub bid: f64,
-    /// Best ask.
-    pub ask: f64,
-    /// Size at the bid.
-    pub bid_size: f64,
-    /// Size at the ask.
-    pub ask_size: f64,
-}
-
-/// The ticks of one symbol from one batch, in push order.
-///
-/// Tick `i` has sequence `first_seq + i`. Sequences count the ticks of one symbol and
-/// kind published by one engine run (`source`), from 1; a consumer that sees
-/// `first_seq > last + 1` missed ticks (the fan-out dropped them, or it was disconnected),
-/// and a new `source` means the engine restarted.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Serialize,
-    Deserialize,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-)]
-#[rkyv(derive(Debug))]
-pub struct TickMessage {
-    /// The publishing ingestor run (`<stream>-<boot id>`).
-    pub source: String,
-    /// The instrument.
-    pub symbol: String,
-    /// Which of `trades` / `quotes` is filled.
-    pub kind: TickKind,
-    /// Sequence of the first tick.
-    pub first_seq: u64,
-    /// Trades, for `kind = trade`.
-    pub trades: Vec<WireTrade>,
-    /// Quotes, for `kind = quote`.
-    pub quotes: Vec<WireQuote>,
 }
 
 impl TickMessage {

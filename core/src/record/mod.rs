@@ -2,14 +2,15 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `kind.rs` | the [`Record`] trait: table, columns, COPY row, fan-out form |
+//! | `kind.rs` | the [`Record`] trait (table, columns, COPY row, fan-out form) and `impl_record!`, which implements it from a kind's column list |
 //! | `trade.rs` | [`Trade`]: fields, [`Trade::validate`], its `market_data` COPY row |
 //! | `quote.rs` | [`Quote`]: fields, [`Quote::validate`], its `quotes` COPY row |
 //! | `side.rs` | [`Side`] and the codes it is written in (stored, JSON/CSV text, Databento) |
 //!
-//! Adding a kind means one file implementing [`Record`] (the table, its columns, the binary
-//! `COPY` encoding and its fan-out form) and a `validate` every way in calls. Everything
-//! else in the pipeline is generic.
+//! Adding a kind means one file with its struct, its column list given to `impl_record!`
+//! (which derives the binary `COPY` row, its reader and the fan-out form from it), a wire
+//! struct in [`crate::fanout::wire`] and a `validate` every way in calls. Everything else
+//! in the pipeline is generic.
 
 use crate::symbol::Symbol;
 

@@ -1,11 +1,7 @@
 //! [`Quote`]: a top-of-book quote, its validation and its `quotes` row.
 
-use bytes::BytesMut;
-
-use super::kind::{finite, Record};
-use crate::binary_copy::{RowReader, RowWriter};
+use super::kind::{finite, impl_record};
 use crate::error::{FieldError, Result};
-use crate::fanout::wire::{TickKind, TickMessage, WireQuote};
 use crate::symbol::Symbol;
 
 /// A top-of-book quote. Table `quotes`.
@@ -38,69 +34,13 @@ impl Quote {
     }
 }
 
-impl Record for Quote {
-    const KIND: &'static str = "quote";
-    const DEFAULT_TABLE: &'static str = "quotes";
-    const COLUMNS: &'static [&'static str] =
-        &["time", "symbol", "bid", "ask", "bid_size", "ask_size"];
-    const MAX_ROW_BYTES: usize = 2 + 6 * 4 + 8 + Symbol::MAX_LEN + 4 * 8;
-
-    #[inline]
-    fn symbol(&self) -> &Symbol {
-        &self.symbol
-    }
-
-    #[inline]
-    fn time_ns(&self) -> i64 {
-        self.time_ns
-    }
-
-    #[inline]
-    fn encode_row(&self, out: &mut BytesMut) {
-        RowWriter::begin(out, 6)
-            .put_timestamp_ns(self.time_ns)
-            .put_text(self.symbol.as_bytes())
-            .put_f64(self.bid)
-            .put_f64(self.ask)
-            .put_f64(self.bid_size)
-            .put_f64(self.ask_size);
-    }
-
-    fn decode_row(row: &[u8]) -> Result<Self> {
-        let mut r = RowReader::begin(row, 6)?;
-        let q = Quote {
-            time_ns: r.timestamp_ns()?,
-            symbol: Symbol::from_utf8(r.text()?)?,
-            bid: r.f64()?,
-            ask: r.f64()?,
-            bid_size: r.f64()?,
-            ask_size: r.f64()?,
-        };
-        r.finish()?;
-        Ok(q)
-    }
-
-    const TICK_KIND: TickKind = TickKind::Quote;
-
-    fn push_to_message(&self, message: &mut TickMessage) {
-        message.quotes.push(WireQuote {
-            time_ns: self.time_ns,
-            bid: self.bid,
-            ask: self.ask,
-            bid_size: self.bid_size,
-            ask_size: self.ask_size,
-        });
-    }
-
-    fn latest_fields(&self, seq: u64) -> Vec<(&'static str, String)> {
-        vec![
-            ("quote_time_ns", self.time_ns.to_string()),
-            ("quote_bid", self.bid.to_string()),
-            ("quote_ask", self.ask.to_string()),
-            ("quote_bid_size", self.bid_size.to_string()),
-            ("quote_ask_size", self.ask_size.to_string()),
-            ("quote_seq", seq.to_string()),
-        ]
+impl_record! {
+    Quote {
+        kind: "quote",
+        table: "quotes",
+        tick_kind: Quote,
+        message: quotes of WireQuote,
+        columns: [bid: f64, ask: f64, bid_size: f64, ask_size: f64],
     }
 }
 
@@ -108,6 +48,8 @@ impl Record for Quote {
 mod tests {
     use super::*;
     use crate::error::Invalid;
+    use crate::record::kind::assert_round_trip_at_max_size;
+    use crate::record::Record;
 
     fn quote() -> Quote {
         Quote {
@@ -122,14 +64,18 @@ mod tests {
 
     #[test]
     fn round_trip_and_size_bound() {
-        let q = Quote {
+        assert_round_trip_at_max_size(Quote {
             ask: f64::INFINITY,
             ..quote()
-        };
-        let mut buf = BytesMut::new();
-        q.encode_row(&mut buf);
-        assert_eq!(buf.len(), Quote::MAX_ROW_BYTES);
-        assert_eq!(Quote::decode_row(&buf).unwrap(), q);
+        });
+    }
+
+    #[test]
+    fn columns_follow_the_table() {
+        assert_eq!(
+            Quote::COLUMNS,
+            ["time", "symbol", "bid", "ask", "bid_size", "ask_size"]
+        );
     }
 
     #[test]

@@ -1,12 +1,9 @@
 //! [`Trade`]: a trade print, its validation and its `market_data` row.
 
-use bytes::BytesMut;
-
-use super::kind::{finite, Record};
+use super::kind::{finite, impl_record};
 use super::side::Side;
-use crate::binary_copy::{RowReader, RowWriter};
 use crate::error::{FieldError, Invalid, Result};
-use crate::fanout::wire::{TickKind, TickMessage, WireTrade};
+use crate::fanout::wire::WireTrade;
 use crate::symbol::Symbol;
 
 /// A trade print. Table `market_data`.
@@ -52,76 +49,23 @@ impl Trade {
     }
 }
 
-impl Record for Trade {
-    const KIND: &'static str = "trade";
-    const DEFAULT_TABLE: &'static str = "market_data";
-    const COLUMNS: &'static [&'static str] =
-        &["time", "symbol", "price", "volume", "side", "exchange_seq"];
-    // field count + 6 length words + 8 + symbol + 8 + 8 + 1 + 8
-    const MAX_ROW_BYTES: usize = 2 + 6 * 4 + 8 + Symbol::MAX_LEN + 8 + 8 + 1 + 8;
-
-    #[inline]
-    fn symbol(&self) -> &Symbol {
-        &self.symbol
-    }
-
-    #[inline]
-    fn time_ns(&self) -> i64 {
-        self.time_ns
-    }
-
-    #[inline]
-    fn encode_row(&self, out: &mut BytesMut) {
-        RowWriter::begin(out, 6)
-            .put_timestamp_ns(self.time_ns)
-            .put_text(self.symbol.as_bytes())
-            .put_f64(self.price)
-            .put_f64(self.volume)
-            .put_char(self.side.code())
-            .put_i64(self.exchange_seq);
-    }
-
-    fn decode_row(row: &[u8]) -> Result<Self> {
-        let mut r = RowReader::begin(row, 6)?;
-        let t = Trade {
-            time_ns: r.timestamp_ns()?,
-            symbol: Symbol::from_utf8(r.text()?)?,
-            price: r.f64()?,
-            volume: r.f64()?,
-            side: Side::from_code(r.char()?)?,
-            exchange_seq: r.i64()?,
-        };
-        r.finish()?;
-        Ok(t)
-    }
-
-    const TICK_KIND: TickKind = TickKind::Trade;
-
-    fn push_to_message(&self, message: &mut TickMessage) {
-        message.trades.push(WireTrade {
-            time_ns: self.time_ns,
-            price: self.price,
-            volume: self.volume,
-            side: self.side.code() as char,
-            exchange_seq: self.exchange_seq,
-        });
-    }
-
-    fn latest_fields(&self, seq: u64) -> Vec<(&'static str, String)> {
-        vec![
-            ("trade_time_ns", self.time_ns.to_string()),
-            ("trade_price", self.price.to_string()),
-            ("trade_volume", self.volume.to_string()),
-            ("trade_side", (self.side.code() as char).to_string()),
-            ("trade_exchange_seq", self.exchange_seq.to_string()),
-            ("trade_seq", seq.to_string()),
-        ]
+impl_record! {
+    Trade {
+        kind: "trade",
+        table: "market_data",
+        tick_kind: Trade,
+        message: trades of WireTrade,
+        columns: [price: f64, volume: f64, side: Side, exchange_seq: i64],
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+
     use super::*;
+    use crate::record::kind::assert_round_trip_at_max_size;
+    use crate::record::Record;
 
     fn trade(sym: &str, price: f64) -> Trade {
         Trade {
@@ -136,11 +80,26 @@ mod tests {
 
     #[test]
     fn round_trip_and_size_bound() {
-        let t = trade(&"Z".repeat(Symbol::MAX_LEN), f64::MAX);
-        let mut buf = BytesMut::new();
-        t.encode_row(&mut buf);
-        assert_eq!(buf.len(), Trade::MAX_ROW_BYTES);
-        assert_eq!(Trade::decode_row(&buf).unwrap(), t);
+        assert_round_trip_at_max_size(trade(&"Z".repeat(Symbol::MAX_LEN), f64::MAX));
+    }
+
+    #[test]
+    fn columns_and_latest_fields_follow_the_table() {
+        assert_eq!(
+            Trade::COLUMNS,
+            ["time", "symbol", "price", "volume", "side", "exchange_seq"]
+        );
+        let fields: Vec<(&str, String)> = [
+            ("trade_time_ns", "1719878400123456000"),
+            ("trade_price", "1.5"),
+            ("trade_volume", "2"),
+            ("trade_side", "S"),
+            ("trade_exchange_seq", "99"),
+            ("trade_seq", "7"),
+        ]
+        .map(|(k, v)| (k, v.to_string()))
+        .into();
+        assert_eq!(trade("ES", 1.5).latest_fields(7), fields);
     }
 
     #[test]
