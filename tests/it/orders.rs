@@ -15,7 +15,7 @@ use christmas_ingest::auth::{hash_key, ApiKey};
 use christmas_tests::RedisServer;
 use serde_json::{json, Value};
 
-use crate::daemon::{http, Daemon};
+use crate::daemon::Daemon;
 use crate::support::{connect, count, fresh_core_db};
 
 fn order_json(id: &str, quantity: f64) -> Value {
@@ -40,16 +40,18 @@ async fn ten_thousand_concurrent_orders_with_a_fifth_repeated_make_eight_thousan
     let results = Arc::new(std::sync::Mutex::new(Vec::<(String, u16, i64)>::new()));
     let tasks: Vec<_> = (0..100)
         .map(|_| {
-            let (queue, results, addr) = (queue.clone(), results.clone(), d.http);
+            let (queue, results, client) = (queue.clone(), results.clone(), d.client());
             tokio::spawn(async move {
                 loop {
                     let Some(id) = queue.lock().unwrap().pop() else {
                         return;
                     };
                     let body = order_json(&id, 2.0).to_string();
-                    let (status, body) =
-                        http(addr, "POST", "/api/orders", &[], body.as_bytes()).await;
-                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    let answer = client
+                        .request("POST", "/api/orders", &[], body)
+                        .await
+                        .unwrap();
+                    let (status, v) = (answer.status, answer.json().unwrap());
                     results
                         .lock()
                         .unwrap()
@@ -88,9 +90,9 @@ async fn ten_thousand_concurrent_orders_with_a_fifth_repeated_make_eight_thousan
     .await;
     assert_eq!(accepted, 8_000);
     // /metrics counts the same outcomes, and every group the writers committed.
-    let (status, metrics) = http(d.http, "GET", "/metrics", &[], b"").await;
-    assert_eq!(status, 200);
-    let metrics = String::from_utf8(metrics).unwrap();
+    let metrics = d.client().get("/metrics").await.unwrap();
+    assert_eq!(metrics.status, 200);
+    let metrics = String::from_utf8(metrics.body.to_vec()).unwrap();
     let value = |line: &str| -> f64 {
         metrics
             .lines()
@@ -189,22 +191,16 @@ async fn orders_are_read_listed_and_cancelled_per_account() {
         ApiKey::parse(&format!("feed:{}:ingest", hash_key("feed-key"))).unwrap(),
     ];
     let d = Daemon::start(|c| c.api_keys = keys).await;
-    let as_ = |key: &'static str| [("authorization", format!("Bearer {key}"))];
     let call = |method: &'static str, path: String, key: &'static str, body: Value| {
-        let addr = d.http;
+        let client = d.client().bearer(key);
         async move {
-            let h = as_(key);
-            let headers: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let body = if body.is_null() {
                 Vec::new()
             } else {
                 body.to_string().into_bytes()
             };
-            let (status, b) = http(addr, method, &path, &headers, &body).await;
-            (
-                status,
-                serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
-            )
+            let answer = client.request(method, &path, &[], body).await.unwrap();
+            (answer.status, answer.json().unwrap_or(Value::Null))
         }
     };
     assert_eq!(
@@ -314,14 +310,13 @@ async fn an_account_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(d.post("/api/orders", &order_json("r-1", 1.0)).await.0, 201);
     assert_eq!(d.post("/api/orders", &order_json("r-2", 1.0)).await.0, 201);
     let body = order_json("r-3", 1.0).to_string();
-    let mut s = tokio::net::TcpStream::connect(d.http).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let req = format!("POST /api/orders HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    assert!(raw.starts_with("HTTP/1.1 429"), "{raw}");
-    assert!(raw.to_ascii_lowercase().contains("retry-after: 2"), "{raw}");
+    let refused = d
+        .client()
+        .request("POST", "/api/orders", &[], body)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.header("retry-after"), Some("2"), "{refused:?}");
     assert_eq!(count(&d.db, "orders").await, 2);
     d.shutdown().await.unwrap();
 }
