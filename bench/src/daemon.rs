@@ -12,12 +12,13 @@ use bytes::Bytes;
 use christmas_core::frame::{self, AckLevel};
 use christmas_core::{Quote, Trade};
 use christmas_ingest::config::DaemonConfig;
-use christmas_ingest::server::{self, AppState};
+use christmas_tests::InProcessDaemon;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::args::CommonArgs;
 use crate::chart::{self, Bar, LineChart, Series};
 use crate::ingest::{ceiling_run, engine_run};
 use crate::market::{self, BenchRecord, Kind, MarketArgs, TempDir};
@@ -27,9 +28,9 @@ use crate::{machine, pg};
 /// Flags of `christmas-bench daemon`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
-    /// PostgreSQL URL; the bench creates its own database (christmas_bench_daemon) there.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub url: String,
+    /// Databases, Redis, repeats, `--quick`.
+    #[command(flatten)]
+    pub common: CommonArgs,
     #[command(flatten)]
     pub market: MarketArgs,
     /// Rows per run.
@@ -54,29 +55,21 @@ pub struct DaemonArgs {
     /// Frames a TCP connection may have unacknowledged (`ack=committed`).
     #[arg(long, default_value_t = 16)]
     pub tcp_window: usize,
-    /// Measured runs of each path; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
     /// Skip the unrecorded warm-up run of each daemon path.
     #[arg(long)]
     pub no_warmup: bool,
     /// Pause after each TRUNCATE + CHECKPOINT, milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub settle_ms: u64,
-    /// 300k rows, one repeat.
-    #[arg(long)]
-    pub quick: bool,
 }
 
 pub fn run(ctx: &RunContext, mut args: DaemonArgs) -> Result<Outcome> {
-    if args.quick || ctx.quick {
-        args.quick = true;
+    if args.common.plan(ctx.quick, 3) {
         args.rows = args.rows.min(300_000);
-        args.repeats = 1;
         args.settle_ms = args.settle_ms.min(1_000);
     }
     ensure!(
-        args.repeats >= 1
+        args.common.repeats() >= 1
             && args.shards >= 1
             && args.http_connections >= 1
             && args.tcp_connections >= 1
@@ -97,11 +90,14 @@ struct PathRun {
 }
 
 fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcome> {
-    let steps = 1 + if args.no_warmup { 0 } else { 2 } + 4 * args.repeats;
+    let steps = 1 + if args.no_warmup { 0 } else { 2 } + 4 * args.common.repeats();
     let bar = ctx.steps("daemon", steps as u64);
     bar.set_message("fresh database christmas_bench_daemon; rows; daemon start");
     let rt = runtime()?;
-    let url = rt.block_on(pg::fresh_database(&args.url, "christmas_bench_daemon"))?;
+    let url = rt.block_on(pg::fresh_database(
+        &args.common.services.url,
+        "christmas_bench_daemon",
+    ))?;
     let client = rt.block_on(pg::connect(&url))?;
     let settings = rt.block_on(pg::settings(&client, &["fsync", "synchronous_commit"]))?;
     let settle = Duration::from_millis(args.settle_ms);
@@ -125,29 +121,19 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
 
     // The daemon, as `christmas-ingest serve` runs it, without Redis (the comparison is
     // PostgreSQL ingest), in this process.
-    let (http_addr, tcp_addr, stop, task) = rt.block_on(async {
-        let http = server::listen("127.0.0.1:0", 4_096).await?;
-        let tcp = server::listen("127.0.0.1:0", 4_096).await?;
-        let (h, t) = (
-            http.local_addr()?.to_string(),
-            tcp.local_addr()?.to_string(),
-        );
-        let config = DaemonConfig {
-            database_url: Some(url.clone()),
-            redis_url: None,
-            http_addr: h.clone(),
-            tcp_addr: t.clone(),
-            shards: args.shards,
-            max_connections: 4_096,
-            ..DaemonConfig::default()
-        };
-        let state = AppState::start(config).await?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(http, Some(tcp), state, async move {
-            let _ = stopped.await;
-        }));
-        anyhow::Ok((h, t, stop, task))
-    })?;
+    let config = DaemonConfig {
+        database_url: Some(url.clone()),
+        redis_url: None,
+        shards: args.shards,
+        max_connections: 4_096,
+        ..DaemonConfig::default()
+    };
+    let daemon = rt.block_on(InProcessDaemon::start(config, true))?;
+    let http_addr = daemon.http().to_string();
+    let tcp_addr = daemon
+        .tcp()
+        .context("the daemon has no TCP port")?
+        .to_string();
     bar.inc(1);
 
     let n = args.rows as i64;
@@ -188,8 +174,8 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     let mut tcp_lat = Histogram::<u64>::new(3)?;
     http_lat.auto(true);
     tcp_lat.auto(true);
-    for r in 0..args.repeats {
-        let msg = |what: &str| format!("run {}/{}: {what}", r + 1, args.repeats);
+    for r in 0..args.common.repeats() {
+        let msg = |what: &str| format!("run {}/{}: {what}", r + 1, args.common.repeats());
         bar.set_message(msg(&format!("psql ceiling, {} streams", args.shards)));
         rt.block_on(pg::reset(&client, settle))?;
         let secs = ceiling_run::<R>(&url, &files)?;
@@ -224,8 +210,7 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
             ),
         );
     }
-    let _ = stop.send(());
-    rt.block_on(task)??;
+    rt.block_on(daemon.stop())?;
     rt.block_on(pg::reset(&client, Duration::ZERO))?;
     let (ceiling_m, engine_m, http_m, tcp_m) = (
         median(ceiling.clone()),
@@ -357,8 +342,8 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         } else {
             "One unrecorded warm-up run of each daemon path first. "
         },
-        repeats = args.repeats,
-        s = if args.repeats == 1 { "" } else { "s" },
+        repeats = args.common.repeats(),
+        s = if args.common.repeats() == 1 { "" } else { "s" },
     );
     for (name, v, l) in [
         ("POST /api/ticks (NDJSON)", http_m, &hl),
@@ -386,7 +371,7 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
             "market": args.market.describe(),
             "rows": args.rows,
             "shards": args.shards,
-            "repeats": args.repeats,
+            "repeats": args.common.repeats(),
             "runs": {"ceiling": ceiling, "engine": engine, "http": http, "tcp": tcp},
             "medians": {"ceiling": ceiling_m.round(), "engine": engine_m.round(),
                         "http": http_m.round(), "tcp": tcp_m.round()},
@@ -402,6 +387,9 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
 }
 
 /// A keep-alive HTTP/1.1 connection that POSTs and reads the status of each answer.
+///
+/// Raw on purpose: it is the load generator, sharing the machine's cores with the daemon it
+/// measures; a pooled client (a task and channel per request) would take CPU from the daemon.
 struct HttpConn {
     stream: TcpStream,
     buf: Vec<u8>,

@@ -12,6 +12,7 @@ use christmas_core::synthetic::SyntheticMarket;
 use christmas_core::{Ingestor, ShardRouter, Summary, Symbol, Trade};
 use hdrhistogram::Histogram;
 
+use crate::args::CommonArgs;
 use crate::chart::{self, LineChart, Series};
 use crate::machine;
 use crate::run::{median, runtime, Headline, Outcome, RunContext};
@@ -19,13 +20,9 @@ use crate::run::{median, runtime, Headline, Outcome, RunContext};
 /// Flags of `christmas-bench fanout`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FanoutArgs {
-    /// Redis to publish to (a plain `redis://host:port/`; redis-benchmark runs against it).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: String,
-    /// PostgreSQL URL, for PostgreSQL's throughput with Redis down; the bench creates its own
-    /// database (christmas_bench_fanout) there.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub url: String,
+    /// Databases, Redis, repeats, `--quick`.
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Ticks per delivery run.
     #[arg(long, default_value_t = 2_000_000)]
     pub ticks: usize,
@@ -45,12 +42,6 @@ pub struct FanoutArgs {
     /// Rows per PostgreSQL run (Redis up vs down vs no fan-out).
     #[arg(long, default_value_t = 2_000_000)]
     pub pg_rows: usize,
-    /// Runs of each delivery and PostgreSQL measurement; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
-    /// Fewer ticks, one run, a 3 s latency run.
-    #[arg(long)]
-    pub quick: bool,
 }
 
 fn now_ns() -> i64 {
@@ -91,16 +82,16 @@ struct Delivery {
 async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Result<Delivery> {
     let first = market(seed, args.symbols);
     let symbols: Vec<Symbol> = first.symbols().to_vec();
-    let (host, port) = host_port(&args.redis_url)?;
+    let (host, port) = host_port(args.common.services.redis()?)?;
     clear_keys(&host, port, &symbols)?;
-    let mut sub = TickSubscription::live(&args.redis_url, format, &symbols).await?;
+    let mut sub = TickSubscription::live(args.common.services.redis()?, format, &symbols).await?;
     let ingestor = Ingestor::<Trade>::builder()
         .discard()
         .fanout(FanoutConfig {
             format,
             // Deep enough that a burst of millions of ticks is delivered, not dropped.
             queue_batches: 1 << 16,
-            ..FanoutConfig::new(&args.redis_url)
+            ..FanoutConfig::new(args.common.services.redis()?)
         })
         .start()
         .await?;
@@ -252,14 +243,14 @@ fn redis_benchmark_publish(host: &str, port: u16, size: usize, requests: usize) 
 async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogram<u64>> {
     let first = market(5, args.symbols);
     let symbols: Vec<Symbol> = first.symbols().to_vec();
-    let (host, port) = host_port(&args.redis_url)?;
+    let (host, port) = host_port(args.common.services.redis()?)?;
     clear_keys(&host, port, &symbols)?;
     let rate = args.latency_rate;
     let seconds = args.latency_seconds;
     // The subscriber runs on its own thread and runtime, as a consumer process would.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let subscriber = {
-        let (url, symbols) = (args.redis_url.clone(), symbols.clone());
+        let (url, symbols) = (args.common.services.redis()?.to_string(), symbols.clone());
         std::thread::spawn(move || -> Result<(Histogram<u64>, u64)> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -298,7 +289,7 @@ async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogr
         .fanout(FanoutConfig {
             format,
             publish: PublishPoint::Sealed,
-            ..FanoutConfig::new(&args.redis_url)
+            ..FanoutConfig::new(args.common.services.redis()?)
         })
         .start()
         .await?;
@@ -378,19 +369,20 @@ async fn pg_run(args: &FanoutArgs, url: &str, fanout: Option<&str>) -> Result<f6
 }
 
 pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
-    if args.quick || ctx.quick {
-        args.quick = true;
+    if args.common.plan(ctx.quick, 3) {
         args.ticks = args.ticks.min(400_000);
         args.pg_rows = args.pg_rows.min(500_000);
-        args.repeats = 1;
         args.latency_seconds = args.latency_seconds.min(3);
     }
-    ensure!(args.repeats >= 1, "repeats must be ≥ 1");
-    let (host, port) = host_port(&args.redis_url)?;
+    ensure!(args.common.repeats() >= 1, "repeats must be ≥ 1");
+    let (host, port) = host_port(args.common.services.redis()?)?;
     let rt = runtime()?;
     // Per format: a warm-up delivery run, the measured ones, redis-benchmark, latency; then
     // the PostgreSQL runs.
-    let bar = ctx.steps("fanout", (2 * (args.repeats + 3) + args.repeats) as u64);
+    let bar = ctx.steps(
+        "fanout",
+        (2 * (args.common.repeats() + 3) + args.common.repeats()) as u64,
+    );
     let mut rows = Vec::new();
     let mut json = Vec::new();
     let mut headlines = Vec::new();
@@ -411,11 +403,11 @@ pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
         );
         bar.inc(1);
         let mut runs = Vec::new();
-        for r in 0..args.repeats {
+        for r in 0..args.common.repeats() {
             bar.set_message(format!(
                 "{name}: delivery run {}/{}, {} ticks",
                 r + 1,
-                args.repeats,
+                args.common.repeats(),
                 args.ticks
             ));
             let d = rt.block_on(delivery_run(&args, format, 7 + r as u64))?;
@@ -493,18 +485,18 @@ pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
         format!("redis://127.0.0.1:{}/", l.local_addr()?.port())
     };
     let pg_url = rt.block_on(crate::pg::fresh_database(
-        &args.url,
+        &args.common.services.url,
         "christmas_bench_fanout",
     ))?;
     let (mut off, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
-    for r in 0..args.repeats {
+    for r in 0..args.common.repeats() {
         bar.set_message(format!(
             "PostgreSQL run {}/{}: without fan-out, Redis up, Redis down",
             r + 1,
-            args.repeats
+            args.common.repeats()
         ));
         off.push(rt.block_on(pg_run(&args, &pg_url, None))?);
-        up.push(rt.block_on(pg_run(&args, &pg_url, Some(&args.redis_url)))?);
+        up.push(rt.block_on(pg_run(&args, &pg_url, Some(args.common.services.redis()?)))?);
         down.push(rt.block_on(pg_run(&args, &pg_url, Some(&dead)))?);
         crate::run::say(&bar, format!(
             "fanout PostgreSQL run {}: {:.0} rows/s without fan-out, {:.0} with Redis up, {:.0} with Redis down",
@@ -563,11 +555,11 @@ pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
         stamp = ctx.stamp,
         cmd = ctx.command,
         machine = machine::describe(),
-        redis = machine::redis_version(&args.redis_url),
+        redis = machine::redis_version(args.common.services.redis()?),
         ticks = args.ticks,
         symbols = args.symbols,
-        repeats = args.repeats,
-        s = if args.repeats == 1 { "" } else { "s" },
+        repeats = args.common.repeats(),
+        s = if args.common.repeats() == 1 { "" } else { "s" },
         rate = args.latency_rate,
         linger = args.latency_linger_us,
         rows = rows.join("\n"),
@@ -584,7 +576,7 @@ pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
             "command": ctx.command,
             "machine": machine::describe(),
             "ticks": args.ticks,
-            "repeats": args.repeats,
+            "repeats": args.common.repeats(),
             "formats": json,
             "pg_rows_per_s": {"no_fanout": off.round(), "redis_up": up.round(), "redis_down": down.round()},
         }),

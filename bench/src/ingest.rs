@@ -13,6 +13,7 @@ use christmas_core::{Ingestor, Quote, Trade};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+use crate::args::CommonArgs;
 use crate::chart::{self, LineChart, Series};
 use crate::market::{self, BenchRecord, Kind, MarketArgs, TempDir};
 use crate::run::{median, runtime, Headline, Outcome, RunContext};
@@ -21,9 +22,9 @@ use crate::{machine, peers, pg};
 /// Flags of `christmas-bench ingest`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
-    /// PostgreSQL URL; the bench creates its own database (christmas_bench_ingest) there.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub url: String,
+    /// Databases, Redis, repeats, `--quick`.
+    #[command(flatten)]
+    pub common: CommonArgs,
     #[command(flatten)]
     pub market: MarketArgs,
     /// Rows per run.
@@ -42,9 +43,6 @@ pub struct IngestArgs {
     /// The headline configuration's batch size (the library's default).
     #[arg(long, default_value_t = 50_000)]
     pub headline_batch_rows: usize,
-    /// Measured runs of every point; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
     /// Skip the unrecorded warm-up run of each side.
     #[arg(long)]
     pub no_warmup: bool,
@@ -60,9 +58,6 @@ pub struct IngestArgs {
     /// Rows/s of the latency run (default: 50 % of the engine's measured maximum).
     #[arg(long)]
     pub latency_rate: Option<f64>,
-    /// 300k rows, one repeat, shards {1,2,4} × batches {1k,50k}, 3 s latency run.
-    #[arg(long)]
-    pub quick: bool,
 }
 
 /// Flags of the hidden `rss-probe` subcommand.
@@ -82,10 +77,8 @@ const SETTINGS: &[&str] = &[
 ];
 
 pub fn run(ctx: &RunContext, mut args: IngestArgs) -> Result<Outcome> {
-    if args.quick || ctx.quick {
-        args.quick = true;
+    if args.common.plan(ctx.quick, 3) {
         args.rows = args.rows.min(300_000);
-        args.repeats = 1;
         args.batch_rows.retain(|b| *b != 10_000);
         args.latency_seconds = args.latency_seconds.min(3);
         args.settle_ms = args.settle_ms.min(1_000);
@@ -103,7 +96,7 @@ pub fn run(ctx: &RunContext, mut args: IngestArgs) -> Result<Outcome> {
         args.batch_rows.sort_unstable();
     }
     ensure!(
-        args.repeats >= 1 && args.shards.iter().all(|s| *s >= 1) && args.rows >= 1,
+        args.common.repeats() >= 1 && args.shards.iter().all(|s| *s >= 1) && args.rows >= 1,
         "repeats, shards and rows must be ≥ 1"
     );
     match args.market.kind {
@@ -132,12 +125,17 @@ struct PeerRun {
 fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcome> {
     let n_peers = if args.no_peers { 0 } else { peers::PEERS.len() };
     let points_per_repeat = args.shards.len() * (1 + args.batch_rows.len() + n_peers);
-    let steps =
-        2 + if args.no_warmup { 0 } else { 2 + n_peers } + args.repeats * points_per_repeat + 2;
+    let steps = 2
+        + if args.no_warmup { 0 } else { 2 + n_peers }
+        + args.common.repeats() * points_per_repeat
+        + 2;
     let bar = ctx.steps("ingest", steps as u64);
     bar.set_message("fresh database christmas_bench_ingest; generating rows");
     let rt = runtime()?;
-    let url = rt.block_on(pg::fresh_database(&args.url, "christmas_bench_ingest"))?;
+    let url = rt.block_on(pg::fresh_database(
+        &args.common.services.url,
+        "christmas_bench_ingest",
+    ))?;
     let client = rt.block_on(pg::connect(&url))?;
     let settings = rt.block_on(pg::settings(&client, SETTINGS))?;
     let settle = Duration::from_millis(args.settle_ms);
@@ -240,8 +238,8 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcom
             rates: BTreeMap::new(),
         })
         .collect();
-    for r in 0..args.repeats {
-        let msg = |what: String| format!("run {}/{}: {what}", r + 1, args.repeats);
+    for r in 0..args.common.repeats() {
+        let msg = |what: String| format!("run {}/{}: {what}", r + 1, args.common.repeats());
         for &s in &args.shards {
             bar.set_message(msg(format!("psql ceiling, {s} streams")));
             let c = ceiling_once(s)?;
@@ -280,7 +278,14 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcom
     bar.inc(1);
     bar.set_message("peak RSS probe");
     rt.block_on(pg::reset(&client, settle))?;
-    let rss = rss_of_probe(&url, if args.quick { 1_000_000 } else { 5_000_000 })?;
+    let rss = rss_of_probe(
+        &url,
+        if args.common.quick {
+            1_000_000
+        } else {
+            5_000_000
+        },
+    )?;
     rt.block_on(pg::reset(&client, settle))?;
     bar.inc(1);
     bar.finish_with_message(format!(
@@ -485,8 +490,8 @@ fn report_ingest<R: BenchRecord>(
         } else {
             "one unrecorded warm-up run of each side first; "
         },
-        repeats = args.repeats,
-        s = if args.repeats == 1 { "" } else { "s" },
+        repeats = args.common.repeats(),
+        s = if args.common.repeats() == 1 { "" } else { "s" },
     );
     for p in peer_runs {
         if let Some(v) = peer_at(p, hs) {
@@ -567,7 +572,7 @@ fn report_ingest<R: BenchRecord>(
         "kind": R::NAME,
         "market": args.market.describe(),
         "rows": args.rows,
-        "repeats": args.repeats,
+        "repeats": args.common.repeats(),
         "headline": {"shards": hs, "batch_rows": hb, "engine_rows_per_s": engine.round(),
                      "ceiling_rows_per_s": ceiling.round(), "ratio": ratio},
         "sweep": points.iter().map(|(s, p)| json!({

@@ -10,6 +10,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::args::CommonArgs;
 use crate::chart::{self, Bar};
 use crate::loadgen::WrkRun;
 use crate::market::TempDir;
@@ -20,12 +21,9 @@ use crate::{machine, pg, report};
 /// Flags of `christmas-bench scale`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScaleArgs {
-    /// PostgreSQL URL; the bench creates its own database (christmas_bench_scale) there.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub url: String,
-    /// Redis for the daemons' order events (unset: none).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    /// Databases, Redis, repeats, `--quick`.
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Daemon counts compared (the first is the baseline).
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     pub daemons: Vec<usize>,
@@ -35,9 +33,6 @@ pub struct ScaleArgs {
     /// wrk connections.
     #[arg(long, default_value_t = 400)]
     pub connections: usize,
-    /// Measured wrk runs per configuration; the run with the median orders/s is reported.
-    #[arg(long, default_value_t = 1)]
-    pub repeats: usize,
     /// Seconds of the unrecorded wrk warm-up run of each configuration.
     #[arg(long, default_value_t = 5)]
     pub warmup_seconds: u64,
@@ -54,9 +49,6 @@ pub struct ScaleArgs {
     /// The christmas-ingest binary (default: next to this one, rebuilt with cargo first).
     #[arg(long)]
     pub daemon_bin: Option<PathBuf>,
-    /// 5 s runs, 1 s warm-up.
-    #[arg(long)]
-    pub quick: bool,
 }
 
 /// A child process we started, stopped with SIGTERM (then waited for) when dropped.
@@ -264,11 +256,9 @@ impl ScalePoint {
 }
 
 pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
-    if args.quick || ctx.quick {
-        args.quick = true;
+    if args.common.plan(ctx.quick, 1) {
         args.seconds = args.seconds.min(5);
         args.warmup_seconds = args.warmup_seconds.min(1);
-        args.repeats = 1;
     }
     ensure!(
         !args.daemons.is_empty() && args.daemons.iter().all(|n| *n >= 1),
@@ -296,12 +286,15 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
         connections: args.connections,
         seconds: args.seconds,
         warmup_seconds: args.warmup_seconds,
-        repeats: args.repeats,
+        repeats: args.common.repeats(),
     };
     let mut points = Vec::new();
     for &(n, via_nginx) in &configs {
         bar.set_message(format!("{n} daemon(s): fresh database, start, nginx"));
-        let url = rt.block_on(pg::fresh_database(&args.url, "christmas_bench_scale"))?;
+        let url = rt.block_on(pg::fresh_database(
+            &args.common.services.url,
+            "christmas_bench_scale",
+        ))?;
         let mut daemons = Vec::new();
         let mut ports = Vec::new();
         for i in 0..n {
@@ -318,7 +311,7 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log);
-            match &args.redis_url {
+            match &args.common.services.redis_url {
                 Some(r) => cmd.env("REDIS_URL", crate::services::bench_redis(r)),
                 None => cmd.env_remove("REDIS_URL"),
             };
@@ -347,7 +340,7 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
             for d in &mut daemons {
                 d.stop();
             }
-            if let Some(r) = &args.redis_url {
+            if let Some(r) = &args.common.services.redis_url {
                 crate::services::clear_bench_redis(r)?;
             }
             points.push(ScalePoint {
@@ -393,7 +386,7 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
             run,
             stored,
         });
-        if let Some(r) = &args.redis_url {
+        if let Some(r) = &args.common.services.redis_url {
             crate::services::clear_bench_redis(r)?;
         }
         bar.inc(1);
@@ -455,7 +448,7 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
         stamp = ctx.stamp,
         cmd = ctx.command,
         machine = machine::describe(),
-        pg = machine::postgres_version(&args.url),
+        pg = machine::postgres_version(&args.common.services.url),
         c = args.connections,
         s = args.seconds,
         nginx_config = if deploy_nginx_conf().is_file() {
@@ -473,7 +466,7 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
         },
         oc = args.order_connections,
         ws = args.warmup_seconds,
-        repeats = args.repeats,
+        repeats = args.common.repeats(),
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
         b = base.daemons,
     );
