@@ -8,11 +8,14 @@
 //! JSON and the charts.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use christmas_core::{Quote, Trade};
 use hdrhistogram::Histogram;
+
+use indicatif::ProgressBar;
 
 use crate::args::CommonArgs;
 use report::report_ingest;
@@ -128,6 +131,197 @@ struct PeerRun {
     rates: BTreeMap<usize, Vec<f64>>,
 }
 
+/// The rows every contender loads, in the form each takes them, and the Python peers
+/// holding them already.
+struct Prepared<R> {
+    rows: Vec<R>,
+    /// By shard count: the rows split by shard (the engine's producers) and their COPY
+    /// files (the psql streams).
+    split: BTreeMap<usize, Vec<Vec<R>>>,
+    files: BTreeMap<usize, Vec<PathBuf>>,
+    peers: Vec<peers::Peer>,
+    /// Peers that failed to start or were skipped, and why.
+    peer_notes: Vec<String>,
+    /// Holds the files until the run ends.
+    _tmp: TempDir,
+}
+
+/// The same rows for every contender: split by shard for the engine's producers and the
+/// psql streams; one file in row order for the Python peers, which read it before any clock
+/// starts, then load it on request.
+fn prepare<R: BenchRecord>(
+    args: &IngestArgs,
+    url: &str,
+    with_peers: bool,
+    bar: &ProgressBar,
+) -> Result<Prepared<R>> {
+    let rows: Vec<R> = market::generate(&args.market, args.rows)?;
+    let tmp = TempDir::new("ingest")?;
+    let mut split = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    for &s in &args.shards {
+        let per_shard = market::split_by_shard(&rows, s);
+        files.insert(
+            s,
+            market::write_copy_files(&tmp.0, &format!("s{s}"), &per_shard)?,
+        );
+        split.insert(s, per_shard);
+    }
+    let rows_file = tmp.0.join("rows.bin");
+    bar.inc(1);
+    let mut peer_procs = Vec::new();
+    let mut peer_notes = Vec::new();
+    if with_peers {
+        bar.set_message("Python peers: reading the rows");
+        market::write_python_rows(&rows_file, &rows)?;
+        match peers::python() {
+            Ok(py) => {
+                for (name, script) in peers::PEERS {
+                    match peers::Peer::start(&py, name, script, url, &rows_file) {
+                        Ok(p) => peer_procs.push(p),
+                        Err(e) => {
+                            crate::run::say(bar, format!("ingest: peer {name} failed: {e:#}"));
+                            peer_notes.push(format!("{name} failed: {e:#}"));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                crate::run::say(bar, format!("ingest: no Python peers: {e:#}"));
+                peer_notes.push(format!("peers skipped: {e:#}"));
+            }
+        }
+    }
+    bar.inc(1);
+    Ok(Prepared {
+        rows,
+        split,
+        files,
+        peers: peer_procs,
+        peer_notes,
+        _tmp: tmp,
+    })
+}
+
+/// One timed load of each contender on an emptied table, checked for every row.
+struct Contenders<'a, R> {
+    rt: &'a tokio::runtime::Runtime,
+    client: &'a tokio_postgres::Client,
+    url: &'a str,
+    settle: Duration,
+    rows: usize,
+    prepared: &'a Prepared<R>,
+}
+
+impl<R: BenchRecord> Contenders<'_, R> {
+    fn check(&self, what: &str) -> Result<()> {
+        let (n, table) = (self.rows as i64, R::DEFAULT_TABLE);
+        let got = self.rt.block_on(pg::count(self.client, table))?;
+        ensure!(got == n, "{what} left {got} rows in {table}, expected {n}");
+        Ok(())
+    }
+
+    fn ceiling_once(&self, s: usize) -> Result<f64> {
+        self.rt.block_on(pg::reset(self.client, self.settle))?;
+        let secs = ceiling_run::<R>(self.url, &self.prepared.files[&s])?;
+        self.check("the psql ceiling")?;
+        Ok(self.rows as f64 / secs)
+    }
+
+    fn engine_once(&self, s: usize, b: usize) -> Result<f64> {
+        self.rt.block_on(pg::reset(self.client, self.settle))?;
+        let secs = self
+            .rt
+            .block_on(engine_run(self.url, s, b, &self.prepared.split[&s]))?;
+        self.check("the engine")?;
+        Ok(self.rows as f64 / secs)
+    }
+
+    fn peer_once(&self, p: &mut peers::Peer, s: usize) -> Result<f64> {
+        self.rt.block_on(pg::reset(self.client, self.settle))?;
+        let secs = p.load(s)?;
+        self.check(&p.name)?;
+        Ok(self.rows as f64 / secs)
+    }
+
+    /// One unrecorded run of each contender at the headline configuration.
+    fn warm_up(
+        &self,
+        args: &IngestArgs,
+        peers: &mut [peers::Peer],
+        bar: &ProgressBar,
+    ) -> Result<()> {
+        let (hs, hb) = (args.headline_shards, args.headline_batch_rows);
+        bar.set_message(format!("warm-up: psql ceiling, {hs} streams"));
+        let c = self.ceiling_once(hs)?;
+        bar.inc(1);
+        bar.set_message(format!("warm-up: engine, {hs} shards, batches of {hb}"));
+        let e = self.engine_once(hs, hb)?;
+        bar.inc(1);
+        let mut line =
+            format!("ingest warm-up (not recorded): ceiling {c:.0} rows/s, engine {e:.0} rows/s");
+        for p in peers.iter_mut() {
+            bar.set_message(format!("warm-up: {}, {hs} connections", p.name));
+            let v = self.peer_once(p, hs)?;
+            line.push_str(&format!(", {} {v:.0} rows/s", p.name));
+            bar.inc(1);
+        }
+        crate::run::say(bar, line);
+        Ok(())
+    }
+
+    /// Every contender at every shard count in each repeat: they share the same minutes of
+    /// a machine whose background load drifts.
+    fn sweep(
+        &self,
+        args: &IngestArgs,
+        peers: &mut [peers::Peer],
+        n_peers: usize,
+        bar: &ProgressBar,
+    ) -> Result<(BTreeMap<usize, ShardPoint>, Vec<PeerRun>)> {
+        let mut points: BTreeMap<usize, ShardPoint> = BTreeMap::new();
+        let mut peer_runs: Vec<PeerRun> = peers
+            .iter()
+            .map(|p| PeerRun {
+                peer: p.name.clone(),
+                version: p.version.clone(),
+                rates: BTreeMap::new(),
+            })
+            .collect();
+        for r in 0..args.common.repeats() {
+            let msg = |what: String| format!("run {}/{}: {what}", r + 1, args.common.repeats());
+            for &s in &args.shards {
+                bar.set_message(msg(format!("psql ceiling, {s} streams")));
+                let c = self.ceiling_once(s)?;
+                bar.inc(1);
+                let p = points.entry(s).or_default();
+                p.ceiling.push(c);
+                let mut line = format!("ingest run {}, {s} shards: ceiling {c:.0}", r + 1);
+                for &b in &args.batch_rows {
+                    bar.set_message(msg(format!("engine, {s} shards, batches of {b}")));
+                    let e = self.engine_once(s, b)?;
+                    bar.inc(1);
+                    if let Some(p) = points.get_mut(&s) {
+                        p.engine.entry(b).or_default().push(e);
+                    }
+                    line.push_str(&format!(", engine@{b} {e:.0}"));
+                }
+                for (p, run) in peers.iter_mut().zip(&mut peer_runs) {
+                    bar.set_message(msg(format!("{}, {s} connections", p.name)));
+                    let v = self.peer_once(p, s)?;
+                    bar.inc(1);
+                    run.rates.entry(s).or_default().push(v);
+                    line.push_str(&format!(", {} {v:.0}", p.name));
+                }
+                bar.inc((n_peers - peers.len()) as u64);
+                crate::run::say(bar, format!("{line} rows/s"));
+            }
+        }
+        Ok((points, peer_runs))
+    }
+}
+
+/// Run: the sweep, then latency at half the engine's headline rate and the peak-RSS probe.
 fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcome> {
     let n_peers = if args.no_peers { 0 } else { peers::PEERS.len() };
     let points_per_repeat = args.shards.len() * (1 + args.batch_rows.len() + n_peers);
@@ -145,134 +339,22 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcom
     let client = rt.block_on(pg::connect(&url))?;
     let settings = rt.block_on(pg::settings(&client, SETTINGS))?;
     let settle = Duration::from_millis(args.settle_ms);
-    let table = R::DEFAULT_TABLE;
-
-    // The same rows for every contender: split by shard for the engine's producers and the
-    // psql streams; one file in row order for the Python peers.
-    let rows: Vec<R> = market::generate(&args.market, args.rows)?;
-    let tmp = TempDir::new("ingest")?;
-    let mut split = BTreeMap::new();
-    let mut files = BTreeMap::new();
-    for &s in &args.shards {
-        let per_shard = market::split_by_shard(&rows, s);
-        files.insert(
-            s,
-            market::write_copy_files(&tmp.0, &format!("s{s}"), &per_shard)?,
-        );
-        split.insert(s, per_shard);
-    }
-    let rows_file = tmp.0.join("rows.bin");
-    bar.inc(1);
-
-    // The peers read the rows once, before any clock starts, then load them on request.
-    let mut peer_procs = Vec::new();
-    let mut peer_notes = Vec::new();
-    if n_peers > 0 {
-        bar.set_message("Python peers: reading the rows");
-        market::write_python_rows(&rows_file, &rows)?;
-        match peers::python() {
-            Ok(py) => {
-                for (name, script) in peers::PEERS {
-                    match peers::Peer::start(&py, name, script, &url, &rows_file) {
-                        Ok(p) => peer_procs.push(p),
-                        Err(e) => {
-                            crate::run::say(&bar, format!("ingest: peer {name} failed: {e:#}"));
-                            peer_notes.push(format!("{name} failed: {e:#}"));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                crate::run::say(&bar, format!("ingest: no Python peers: {e:#}"));
-                peer_notes.push(format!("peers skipped: {e:#}"));
-            }
-        }
-    }
-    bar.inc(1);
-
-    let n = args.rows as i64;
-    let check = |what: &str| -> Result<()> {
-        let got = rt.block_on(pg::count(&client, table))?;
-        ensure!(got == n, "{what} left {got} rows in {table}, expected {n}");
-        Ok(())
-    };
-    let ceiling_once = |s: usize| -> Result<f64> {
-        rt.block_on(pg::reset(&client, settle))?;
-        let secs = ceiling_run::<R>(&url, &files[&s])?;
-        check("the psql ceiling")?;
-        Ok(args.rows as f64 / secs)
-    };
-    let engine_once = |s: usize, b: usize| -> Result<f64> {
-        rt.block_on(pg::reset(&client, settle))?;
-        let secs = rt.block_on(engine_run(&url, s, b, &split[&s]))?;
-        check("the engine")?;
-        Ok(args.rows as f64 / secs)
-    };
-    let peer_once = |p: &mut peers::Peer, s: usize| -> Result<f64> {
-        rt.block_on(pg::reset(&client, settle))?;
-        let secs = p.load(s)?;
-        check(&p.name)?;
-        Ok(args.rows as f64 / secs)
+    let mut prepared = prepare::<R>(args, &url, n_peers > 0, &bar)?;
+    let mut peer_procs = std::mem::take(&mut prepared.peers);
+    let contenders = Contenders {
+        rt: &rt,
+        client: &client,
+        url: &url,
+        settle,
+        rows: args.rows,
+        prepared: &prepared,
     };
     let (hs, hb) = (args.headline_shards, args.headline_batch_rows);
     if !args.no_warmup {
-        bar.set_message(format!("warm-up: psql ceiling, {hs} streams"));
-        let c = ceiling_once(hs)?;
-        bar.inc(1);
-        bar.set_message(format!("warm-up: engine, {hs} shards, batches of {hb}"));
-        let e = engine_once(hs, hb)?;
-        bar.inc(1);
-        let mut line =
-            format!("ingest warm-up (not recorded): ceiling {c:.0} rows/s, engine {e:.0} rows/s");
-        for p in &mut peer_procs {
-            bar.set_message(format!("warm-up: {}, {hs} connections", p.name));
-            let v = peer_once(p, hs)?;
-            line.push_str(&format!(", {} {v:.0} rows/s", p.name));
-            bar.inc(1);
-        }
+        contenders.warm_up(args, &mut peer_procs, &bar)?;
         bar.inc((n_peers - peer_procs.len()) as u64);
-        crate::run::say(&bar, line);
     }
-    // Every contender at every shard count in each repeat: they share the same minutes of
-    // a machine whose background load drifts.
-    let mut points: BTreeMap<usize, ShardPoint> = BTreeMap::new();
-    let mut peer_runs: Vec<PeerRun> = peer_procs
-        .iter()
-        .map(|p| PeerRun {
-            peer: p.name.clone(),
-            version: p.version.clone(),
-            rates: BTreeMap::new(),
-        })
-        .collect();
-    for r in 0..args.common.repeats() {
-        let msg = |what: String| format!("run {}/{}: {what}", r + 1, args.common.repeats());
-        for &s in &args.shards {
-            bar.set_message(msg(format!("psql ceiling, {s} streams")));
-            let c = ceiling_once(s)?;
-            bar.inc(1);
-            let p = points.entry(s).or_default();
-            p.ceiling.push(c);
-            let mut line = format!("ingest run {}, {s} shards: ceiling {c:.0}", r + 1);
-            for &b in &args.batch_rows {
-                bar.set_message(msg(format!("engine, {s} shards, batches of {b}")));
-                let e = engine_once(s, b)?;
-                bar.inc(1);
-                if let Some(p) = points.get_mut(&s) {
-                    p.engine.entry(b).or_default().push(e);
-                }
-                line.push_str(&format!(", engine@{b} {e:.0}"));
-            }
-            for (p, run) in peer_procs.iter_mut().zip(&mut peer_runs) {
-                bar.set_message(msg(format!("{}, {s} connections", p.name)));
-                let v = peer_once(p, s)?;
-                bar.inc(1);
-                run.rates.entry(s).or_default().push(v);
-                line.push_str(&format!(", {} {v:.0}", p.name));
-            }
-            bar.inc((n_peers - peer_procs.len()) as u64);
-            crate::run::say(&bar, format!("{line} rows/s"));
-        }
-    }
+    let (points, peer_runs) = contenders.sweep(args, &mut peer_procs, n_peers, &bar)?;
     drop(peer_procs);
     let med = |v: &Vec<f64>| median(v.clone());
     let engine = med(&points[&hs].engine[&hb]);
@@ -280,7 +362,13 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcom
     bar.set_message("latency at 50 % load");
     rt.block_on(pg::reset(&client, settle))?;
     let rate = args.latency_rate.unwrap_or(engine * 0.5);
-    let lat = rt.block_on(latency_run(&url, hs, args.latency_seconds, rate, &rows))?;
+    let lat = rt.block_on(latency_run(
+        &url,
+        hs,
+        args.latency_seconds,
+        rate,
+        &prepared.rows,
+    ))?;
     bar.inc(1);
     bar.set_message("peak RSS probe");
     rt.block_on(pg::reset(&client, settle))?;
@@ -298,12 +386,11 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcom
         "engine {engine:.0} rows/s, ceiling {ceiling:.0} ({:.2})",
         engine / ceiling
     ));
-
     let run = IngestRun {
         settings,
         points,
         peer_runs,
-        peer_notes,
+        peer_notes: std::mem::take(&mut prepared.peer_notes),
         rate,
         lat,
         rss,
