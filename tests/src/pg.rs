@@ -268,11 +268,12 @@ pub fn shared_pg_url() -> String {
     .clone()
 }
 
-/// Connects to `url` and drives the connection in the background.
+/// Connects to `url` and drives the connection in the background. (The error leaves the
+/// URL out: the bench's may hold a password.)
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .with_context(|| format!("connecting to {url}"))?;
+        .context("connecting to PostgreSQL")?;
     tokio::spawn(conn);
     Ok(client)
 }
@@ -297,14 +298,19 @@ pub async fn fresh_database(base_url: &str) -> Result<String> {
         .context("CREATE DATABASE")?;
     drop(client);
     let _ = conn.await;
-    let (without_query, query) = match base_url.split_once('?') {
+    database_url(base_url, &name)
+}
+
+/// The URL of database `name` on the server of `base` (its query string kept).
+pub fn database_url(base: &str, name: &str) -> Result<String> {
+    let (prefix, query) = match base.split_once('?') {
         Some((u, q)) => (u, format!("?{q}")),
-        None => (base_url, String::new()),
+        None => (base, String::new()),
     };
-    let (prefix, _) = without_query
+    let (server, _) = prefix
         .rsplit_once('/')
         .context("database URL has no path")?;
-    Ok(format!("{prefix}/{name}{query}"))
+    Ok(format!("{server}/{name}{query}"))
 }
 
 /// Drops the `christmas_t_<pid>_…` databases whose process is gone. Best effort: one still

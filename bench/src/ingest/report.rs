@@ -14,6 +14,7 @@ use crate::run::{median, Headline, Outcome, RunContext};
 use super::{IngestArgs, IngestRun, PeerRun, ShardPoint};
 
 /// The headlines, charts, RESULTS.md section and JSON of an `ingest` run.
+// Long: one RESULTS.md section written top to bottom (charts and sweep table are apart).
 pub(super) fn report_ingest<R: BenchRecord>(
     ctx: &RunContext,
     args: &IngestArgs,

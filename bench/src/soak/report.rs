@@ -135,24 +135,13 @@ fn table(minutes: &[Minute]) -> String {
 /// whether it passed.
 // One format string holds the whole section as it reads in RESULTS.md.
 pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
-    let Verdict {
-        window,
-        base,
-        end,
-        growth,
-        peak,
-        peak_pct,
-        mib_per_hour,
-        anon_per_hour,
-        with_clock,
-        with_flight,
-        p99,
-        p99_min,
-        p99_max,
-        errors,
-        rss_flat,
-        pass: verdict,
-    } = judge(run);
+    let v = judge(run);
+    let (window, base, end, growth, peak, peak_pct) =
+        (v.window, v.base, v.end, v.growth, v.peak, v.peak_pct);
+    let (mib_per_hour, anon_per_hour, with_clock, with_flight) =
+        (v.mib_per_hour, v.anon_per_hour, v.with_clock, v.with_flight);
+    let (p99, p99_min, p99_max, errors, rss_flat, verdict) =
+        (v.p99, v.p99_min, v.p99_max, v.errors, v.rss_flat, v.pass);
     let minutes = &run.minutes;
     let (ceiling, rate) = (run.ceiling.ticks_per_s, run.ceiling.rate);
     let (cal_published, cal_dropped) = (run.ceiling.published, run.ceiling.dropped);
