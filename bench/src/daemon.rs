@@ -89,6 +89,81 @@ struct PathRun {
     latency_us: Histogram<u64>,
 }
 
+/// The same rows in the form each path takes them, encoded before any clock starts.
+struct Inputs<R> {
+    /// By shard: for the embedded engine and (as COPY files) the psql streams.
+    per_shard: Vec<Vec<R>>,
+    files: Vec<std::path::PathBuf>,
+    /// By connection, each owning its symbols, as partitioned feed handlers would.
+    http_bodies: Vec<Vec<Bytes>>,
+    tcp_frames: Vec<Vec<Vec<u8>>>,
+    /// Holds the files until the run ends.
+    _tmp: TempDir,
+}
+
+impl<R> Inputs<R> {
+    fn http_bytes(&self) -> usize {
+        self.http_bodies.iter().flatten().map(Bytes::len).sum()
+    }
+
+    fn tcp_bytes(&self) -> usize {
+        self.tcp_frames.iter().flatten().map(Vec::len).sum()
+    }
+}
+
+/// Plan: the rows, split and encoded for every path.
+fn prepare<R: BenchRecord>(args: &DaemonArgs) -> Result<Inputs<R>> {
+    let rows: Vec<R> = market::generate(&args.market, args.rows)?;
+    let per_shard = market::split_by_shard(&rows, args.shards);
+    let tmp = TempDir::new("daemon")?;
+    let files = market::write_copy_files(&tmp.0, "daemon", &per_shard)?;
+    let http_bodies: Vec<Vec<Bytes>> = market::split_by_shard(&rows, args.http_connections)
+        .iter()
+        .map(|part| market::ndjson_bodies(part, args.http_batch))
+        .collect();
+    let tcp_frames: Vec<Vec<Vec<u8>>> = market::split_by_shard(&rows, args.tcp_connections)
+        .iter()
+        .map(|part| market::frames(part, args.frame_rows, AckLevel::Committed))
+        .collect::<Result<_>>()?;
+    Ok(Inputs {
+        per_shard,
+        files,
+        http_bodies,
+        tcp_frames,
+        _tmp: tmp,
+    })
+}
+
+/// What the daemon scenario measured, for its report.
+struct DaemonRun {
+    /// PostgreSQL's settings the figures depend on.
+    settings: String,
+    http_bytes: usize,
+    tcp_bytes: usize,
+    /// Rows/s of every measured run, by contender.
+    ceiling: Vec<f64>,
+    engine: Vec<f64>,
+    http: Vec<f64>,
+    tcp: Vec<f64>,
+    /// Send → ack latencies of every measured run.
+    http_lat: Histogram<u64>,
+    tcp_lat: Histogram<u64>,
+}
+
+impl DaemonRun {
+    /// Medians of (ceiling, engine, HTTP, TCP).
+    fn medians(&self) -> (f64, f64, f64, f64) {
+        (
+            median(self.ceiling.clone()),
+            median(self.engine.clone()),
+            median(self.http.clone()),
+            median(self.tcp.clone()),
+        )
+    }
+}
+
+/// Run: the daemon in this process; an optional warm-up of each path, then every
+/// contender in each repeat.
 fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcome> {
     let steps = 1 + if args.no_warmup { 0 } else { 2 } + 4 * args.common.repeats();
     let bar = ctx.steps("daemon", steps as u64);
@@ -103,21 +178,9 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     let settle = Duration::from_millis(args.settle_ms);
     let table = R::DEFAULT_TABLE;
 
-    let rows: Vec<R> = market::generate(&args.market, args.rows)?;
-    let per_shard = market::split_by_shard(&rows, args.shards);
-    let tmp = TempDir::new("daemon")?;
-    let files = market::write_copy_files(&tmp.0, "daemon", &per_shard)?;
-    // Each HTTP and TCP connection owns its symbols, as partitioned feed handlers would.
-    let http_bodies: Vec<Vec<Bytes>> = market::split_by_shard(&rows, args.http_connections)
-        .iter()
-        .map(|part| market::ndjson_bodies(part, args.http_batch))
-        .collect();
-    let tcp_frames: Vec<Vec<Vec<u8>>> = market::split_by_shard(&rows, args.tcp_connections)
-        .iter()
-        .map(|part| market::frames(part, args.frame_rows, AckLevel::Committed))
-        .collect::<Result<_>>()?;
-    let http_bytes: usize = http_bodies.iter().flatten().map(Bytes::len).sum();
-    let tcp_bytes: usize = tcp_frames.iter().flatten().map(Vec::len).sum();
+    let inputs = prepare::<R>(args)?;
+    let (files, per_shard) = (&inputs.files, &inputs.per_shard);
+    let (http_bodies, tcp_frames) = (&inputs.http_bodies, &inputs.tcp_frames);
 
     // The daemon, as `christmas-ingest serve` runs it, without Redis (the comparison is
     // PostgreSQL ingest), in this process.
@@ -144,13 +207,13 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     };
     let http_once = || -> Result<PathRun> {
         rt.block_on(pg::reset(&client, settle))?;
-        let r = rt.block_on(http_run(&http_addr, &http_bodies, args.rows))?;
+        let r = rt.block_on(http_run(&http_addr, http_bodies, args.rows))?;
         check("POST /api/ticks")?;
         Ok(r)
     };
     let tcp_once = || -> Result<PathRun> {
         rt.block_on(pg::reset(&client, settle))?;
-        let r = rt.block_on(tcp_run(&tcp_addr, &tcp_frames, args.tcp_window, args.rows))?;
+        let r = rt.block_on(tcp_run(&tcp_addr, tcp_frames, args.tcp_window, args.rows))?;
         check("TCP frames")?;
         Ok(r)
     };
@@ -178,13 +241,13 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         let msg = |what: &str| format!("run {}/{}: {what}", r + 1, args.common.repeats());
         bar.set_message(msg(&format!("psql ceiling, {} streams", args.shards)));
         rt.block_on(pg::reset(&client, settle))?;
-        let secs = ceiling_run::<R>(&url, &files)?;
+        let secs = ceiling_run::<R>(&url, files)?;
         check("the psql ceiling")?;
         ceiling.push(args.rows as f64 / secs);
         bar.inc(1);
         bar.set_message(msg("embedded engine"));
         rt.block_on(pg::reset(&client, settle))?;
-        let secs = rt.block_on(engine_run(&url, args.shards, 50_000, &per_shard))?;
+        let secs = rt.block_on(engine_run(&url, args.shards, 50_000, per_shard))?;
         check("the embedded engine")?;
         engine.push(args.rows as f64 / secs);
         bar.inc(1);
@@ -212,18 +275,43 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     }
     rt.block_on(daemon.stop())?;
     rt.block_on(pg::reset(&client, Duration::ZERO))?;
-    let (ceiling_m, engine_m, http_m, tcp_m) = (
-        median(ceiling.clone()),
-        median(engine.clone()),
-        median(http.clone()),
-        median(tcp.clone()),
-    );
+    let run = DaemonRun {
+        settings,
+        http_bytes: inputs.http_bytes(),
+        tcp_bytes: inputs.tcp_bytes(),
+        ceiling,
+        engine,
+        http,
+        tcp,
+        http_lat,
+        tcp_lat,
+    };
+    let (ceiling_m, _, http_m, tcp_m) = run.medians();
     bar.finish_with_message(format!(
         "HTTP {http_m:.0} rows/s ({:.2} of ceiling), TCP {tcp_m:.0} ({:.2})",
         http_m / ceiling_m,
         tcp_m / ceiling_m
     ));
+    report::<R>(ctx, args, &run)
+}
 
+/// Report: the chart of rows/s by path, the latency CDF, the RESULTS.md section and the
+/// JSON.
+// Long: one RESULTS.md section and its JSON written top to bottom.
+fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) -> Result<Outcome> {
+    let DaemonRun {
+        settings,
+        http_bytes,
+        tcp_bytes,
+        ceiling,
+        engine,
+        http,
+        tcp,
+        http_lat,
+        tcp_lat,
+    } = run;
+    let (ceiling_m, engine_m, http_m, tcp_m) = run.medians();
+    let table = R::DEFAULT_TABLE;
     let hl = christmas_core::Summary::of(&http_lat);
     let tl = christmas_core::Summary::of(&tcp_lat);
     let charts = vec![
@@ -332,11 +420,11 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         shards = args.shards,
         hc = args.http_connections,
         hb = args.http_batch,
-        hmb = http_bytes as f64 / 1e6,
+        hmb = *http_bytes as f64 / 1e6,
         tc = args.tcp_connections,
         fr = args.frame_rows,
         tw = args.tcp_window,
-        tmb = tcp_bytes as f64 / 1e6,
+        tmb = *tcp_bytes as f64 / 1e6,
         warm = if args.no_warmup {
             ""
         } else {
