@@ -164,6 +164,7 @@ impl DaemonRun {
 
 /// Run: the daemon in this process; an optional warm-up of each path, then every
 /// contender in each repeat.
+// Long: the warm-up and the repeats share its closures (reset, run, check) on one runtime.
 fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcome> {
     let steps = 1 + if args.no_warmup { 0 } else { 2 } + 4 * args.common.repeats();
     let bar = ctx.steps("daemon", steps as u64);
