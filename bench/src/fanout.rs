@@ -13,6 +13,8 @@ use christmas_core::{Ingestor, ShardRouter, Summary, Symbol, Trade};
 use hdrhistogram::Histogram;
 
 use crate::args::CommonArgs;
+use indicatif::ProgressBar;
+
 use crate::chart::{self, LineChart, Series};
 use crate::machine;
 use crate::run::{median, runtime, Headline, Outcome, RunContext};
@@ -368,14 +370,8 @@ async fn pg_run(args: &FanoutArgs, url: &str, fanout: Option<&str>) -> Result<f6
     Ok(snap.rows_committed() as f64 / elapsed)
 }
 
-pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
-    if args.common.plan(ctx.quick, 3) {
-        args.ticks = args.ticks.min(400_000);
-        args.pg_rows = args.pg_rows.min(500_000);
-        args.latency_seconds = args.latency_seconds.min(3);
-    }
-    ensure!(args.common.repeats() >= 1, "repeats must be ≥ 1");
-    let (host, port) = host_port(args.common.services.redis()?)?;
+pub fn run(ctx: &RunContext, args: FanoutArgs) -> Result<Outcome> {
+    let args = plan(ctx, args)?;
     let rt = runtime()?;
     // Per format: a warm-up delivery run, the measured ones, redis-benchmark, latency; then
     // the PostgreSQL runs.
@@ -383,76 +379,190 @@ pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
         "fanout",
         (2 * (args.common.repeats() + 3) + args.common.repeats()) as u64,
     );
+    let mut formats = Vec::new();
+    for format in [PayloadFormat::Json, PayloadFormat::Rkyv] {
+        formats.push(measure_format(&rt, &args, format, &bar)?);
+    }
+    let pg = measure_pg(&rt, &args, &bar)?;
+    bar.finish_with_message(format!(
+        "Redis down keeps {:.2} of PostgreSQL's rows/s",
+        pg.down / pg.off
+    ));
+    report(ctx, &args, &formats, &pg)
+}
+
+/// Plan: the flags settled for this run; Redis is required.
+fn plan(ctx: &RunContext, mut args: FanoutArgs) -> Result<FanoutArgs> {
+    if args.common.plan(ctx.quick, 3) {
+        args.ticks = args.ticks.min(400_000);
+        args.pg_rows = args.pg_rows.min(500_000);
+        args.latency_seconds = args.latency_seconds.min(3);
+    }
+    ensure!(args.common.repeats() >= 1, "repeats must be ≥ 1");
+    args.common.services.redis()?;
+    Ok(args)
+}
+
+/// What one payload format measured.
+struct FormatRun {
+    name: &'static str,
+    format: PayloadFormat,
+    /// Medians of the delivery runs.
+    ticks_per_s: f64,
+    messages_per_s: f64,
+    /// Mean payload, bytes, and redis-benchmark's PUBLISH/s of that size.
+    size: usize,
+    ceiling: f64,
+    latency_us: Histogram<u64>,
+}
+
+/// Run, one format: a warm-up delivery run, the measured ones (no tick may be dropped),
+/// redis-benchmark's ceiling for the same payload size, and the latency run.
+fn measure_format(
+    rt: &tokio::runtime::Runtime,
+    args: &FanoutArgs,
+    format: PayloadFormat,
+    bar: &ProgressBar,
+) -> Result<FormatRun> {
+    let (host, port) = host_port(args.common.services.redis()?)?;
+    let name = match format {
+        PayloadFormat::Json => "JSON",
+        PayloadFormat::Rkyv => "rkyv",
+    };
+    bar.set_message(format!("{name}: warm-up delivery run"));
+    let w = rt.block_on(delivery_run(args, format, 6))?;
+    crate::run::say(
+        bar,
+        format!(
+            "fanout {name} warm-up (not recorded): {:.0} ticks/s",
+            w.ticks_per_s
+        ),
+    );
+    bar.inc(1);
+    let mut runs = Vec::new();
+    for r in 0..args.common.repeats() {
+        bar.set_message(format!(
+            "{name}: delivery run {}/{}, {} ticks",
+            r + 1,
+            args.common.repeats(),
+            args.ticks
+        ));
+        let d = rt.block_on(delivery_run(args, format, 7 + r as u64))?;
+        crate::run::say(
+            bar,
+            format!(
+                "fanout {name} run {}: {:.0} ticks/s, {:.0} messages/s delivered, dropped {}",
+                r + 1,
+                d.ticks_per_s,
+                d.messages_per_s,
+                d.dropped
+            ),
+        );
+        ensure!(
+            d.dropped == 0,
+            "the fan-out dropped ticks in a delivery run"
+        );
+        runs.push(d);
+        bar.inc(1);
+    }
+    let ticks = median(runs.iter().map(|d| d.ticks_per_s).collect());
+    let msgs = median(runs.iter().map(|d| d.messages_per_s).collect());
+    let size = mean_payload(args, format)?;
+    bar.set_message(format!("{name}: redis-benchmark -P 64 PUBLISH of {size} B"));
+    let ceiling = redis_benchmark_publish(&host, port, size, 200_000)?;
+    bar.inc(1);
+    crate::run::say(
+        bar,
+        format!("fanout {name}: redis-benchmark -P 64 PUBLISH of {size} B: {ceiling:.0}/s"),
+    );
+    bar.set_message(format!(
+        "{name}: latency at {}/s for {} s",
+        args.latency_rate, args.latency_seconds
+    ));
+    let lat = rt.block_on(latency_run(args, format))?;
+    bar.inc(1);
+    let s = Summary::of(&lat);
+    crate::run::say(
+        bar,
+        format!(
+            "fanout {name}: latency at {}/s p50 {} µs p99 {} µs",
+            args.latency_rate, s.p50, s.p99
+        ),
+    );
+    Ok(FormatRun {
+        name,
+        format,
+        ticks_per_s: ticks,
+        messages_per_s: msgs,
+        size,
+        ceiling,
+        latency_us: lat,
+    })
+}
+
+/// PostgreSQL's rows/s (medians) without fan-out, with fan-out to Redis, with Redis down.
+struct PgRates {
+    off: f64,
+    up: f64,
+    down: f64,
+}
+
+/// Run: PostgreSQL alone, with fan-out to a live Redis, and with Redis down (a closed
+/// port), in turn in each repeat.
+fn measure_pg(
+    rt: &tokio::runtime::Runtime,
+    args: &FanoutArgs,
+    bar: &ProgressBar,
+) -> Result<PgRates> {
+    let dead = format!("redis://127.0.0.1:{}/", christmas_tests::free_port());
+    let pg_url = rt.block_on(crate::pg::fresh_database(
+        &args.common.services.url,
+        "christmas_bench_fanout",
+    ))?;
+    let (mut off, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..args.common.repeats() {
+        bar.set_message(format!(
+            "PostgreSQL run {}/{}: without fan-out, Redis up, Redis down",
+            r + 1,
+            args.common.repeats()
+        ));
+        off.push(rt.block_on(pg_run(args, &pg_url, None))?);
+        up.push(rt.block_on(pg_run(args, &pg_url, Some(args.common.services.redis()?)))?);
+        down.push(rt.block_on(pg_run(args, &pg_url, Some(&dead)))?);
+        crate::run::say(bar, format!(
+            "fanout PostgreSQL run {}: {:.0} rows/s without fan-out, {:.0} with Redis up, {:.0} with Redis down",
+            r + 1,
+            off[r],
+            up[r],
+            down[r]
+        ));
+        bar.inc(1);
+    }
+    Ok(PgRates {
+        off: median(off),
+        up: median(up),
+        down: median(down),
+    })
+}
+
+/// Report: a table row, JSON and headline per format, the latency CDF, the PostgreSQL
+/// figures.
+// Long: one RESULTS.md section and its JSON written top to bottom.
+fn report(
+    ctx: &RunContext,
+    args: &FanoutArgs,
+    formats: &[FormatRun],
+    pg: &PgRates,
+) -> Result<Outcome> {
     let mut rows = Vec::new();
     let mut json = Vec::new();
     let mut headlines = Vec::new();
     let mut cdfs = Vec::new();
-    for format in [PayloadFormat::Json, PayloadFormat::Rkyv] {
-        let name = match format {
-            PayloadFormat::Json => "JSON",
-            PayloadFormat::Rkyv => "rkyv",
-        };
-        bar.set_message(format!("{name}: warm-up delivery run"));
-        let w = rt.block_on(delivery_run(&args, format, 6))?;
-        crate::run::say(
-            &bar,
-            format!(
-                "fanout {name} warm-up (not recorded): {:.0} ticks/s",
-                w.ticks_per_s
-            ),
-        );
-        bar.inc(1);
-        let mut runs = Vec::new();
-        for r in 0..args.common.repeats() {
-            bar.set_message(format!(
-                "{name}: delivery run {}/{}, {} ticks",
-                r + 1,
-                args.common.repeats(),
-                args.ticks
-            ));
-            let d = rt.block_on(delivery_run(&args, format, 7 + r as u64))?;
-            crate::run::say(
-                &bar,
-                format!(
-                    "fanout {name} run {}: {:.0} ticks/s, {:.0} messages/s delivered, dropped {}",
-                    r + 1,
-                    d.ticks_per_s,
-                    d.messages_per_s,
-                    d.dropped
-                ),
-            );
-            ensure!(
-                d.dropped == 0,
-                "the fan-out dropped ticks in a delivery run"
-            );
-            runs.push(d);
-            bar.inc(1);
-        }
-        let ticks = median(runs.iter().map(|d| d.ticks_per_s).collect());
-        let msgs = median(runs.iter().map(|d| d.messages_per_s).collect());
-        let size = mean_payload(&args, format)?;
-        bar.set_message(format!("{name}: redis-benchmark -P 64 PUBLISH of {size} B"));
-        let ceiling = redis_benchmark_publish(&host, port, size, 200_000)?;
-        bar.inc(1);
+    for f in formats {
+        let (name, ticks, msgs, size, ceiling) =
+            (f.name, f.ticks_per_s, f.messages_per_s, f.size, f.ceiling);
         let ticks_per_msg = ticks / msgs.max(1.0);
-        crate::run::say(
-            &bar,
-            format!("fanout {name}: redis-benchmark -P 64 PUBLISH of {size} B: {ceiling:.0}/s"),
-        );
-        bar.set_message(format!(
-            "{name}: latency at {}/s for {} s",
-            args.latency_rate, args.latency_seconds
-        ));
-        let lat = rt.block_on(latency_run(&args, format))?;
-        bar.inc(1);
-        let s = Summary::of(&lat);
-        crate::run::say(
-            &bar,
-            format!(
-                "fanout {name}: latency at {}/s p50 {} µs p99 {} µs",
-                args.latency_rate, s.p50, s.p99
-            ),
-        );
+        let s = Summary::of(&f.latency_us);
         rows.push(format!(
             "| {name} | {ticks:.0} | {msgs:.0} ({ticks_per_msg:.0} ticks each, mean {size} B) | {ceiling:.0} | **{ratio:.2}** | {p50:.2} / {p99:.2} ms |",
             ratio = msgs / ceiling,
@@ -474,44 +584,11 @@ pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
         });
         cdfs.push(Series {
             name: format!("{name}, {} ticks/s", args.latency_rate),
-            points: chart::cdf_points(&lat),
-            dashed: format == PayloadFormat::Rkyv,
+            points: chart::cdf_points(&f.latency_us),
+            dashed: f.format == PayloadFormat::Rkyv,
         });
     }
-
-    // PostgreSQL alone, with fan-out to a live Redis, and with Redis down (a closed port).
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        format!("redis://127.0.0.1:{}/", l.local_addr()?.port())
-    };
-    let pg_url = rt.block_on(crate::pg::fresh_database(
-        &args.common.services.url,
-        "christmas_bench_fanout",
-    ))?;
-    let (mut off, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
-    for r in 0..args.common.repeats() {
-        bar.set_message(format!(
-            "PostgreSQL run {}/{}: without fan-out, Redis up, Redis down",
-            r + 1,
-            args.common.repeats()
-        ));
-        off.push(rt.block_on(pg_run(&args, &pg_url, None))?);
-        up.push(rt.block_on(pg_run(&args, &pg_url, Some(args.common.services.redis()?)))?);
-        down.push(rt.block_on(pg_run(&args, &pg_url, Some(&dead)))?);
-        crate::run::say(&bar, format!(
-            "fanout PostgreSQL run {}: {:.0} rows/s without fan-out, {:.0} with Redis up, {:.0} with Redis down",
-            r + 1,
-            off[r],
-            up[r],
-            down[r]
-        ));
-        bar.inc(1);
-    }
-    let (off, up, down) = (median(off), median(up), median(down));
-    bar.finish_with_message(format!(
-        "Redis down keeps {:.2} of PostgreSQL's rows/s",
-        down / off
-    ));
+    let (off, up, down) = (pg.off, pg.up, pg.down);
     headlines.push(Headline {
         figure: "PostgreSQL rows/s with Redis down".into(),
         value: down,
