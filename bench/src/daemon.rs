@@ -313,8 +313,8 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
     } = run;
     let (ceiling_m, engine_m, http_m, tcp_m) = run.medians();
     let table = R::DEFAULT_TABLE;
-    let hl = christmas_core::Summary::of(&http_lat);
-    let tl = christmas_core::Summary::of(&tcp_lat);
+    let hl = christmas_core::Summary::of(http_lat);
+    let tl = christmas_core::Summary::of(tcp_lat);
     let charts = vec![
         (
             "rows/s by path".to_string(),
@@ -364,12 +364,12 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
                     series: vec![
                         Series {
                             name: format!("HTTP, {} rows/request", args.http_batch),
-                            points: chart::cdf_points(&http_lat),
+                            points: chart::cdf_points(http_lat),
                             dashed: false,
                         },
                         Series {
                             name: format!("TCP, {} rows/frame", args.frame_rows),
-                            points: chart::cdf_points(&tcp_lat),
+                            points: chart::cdf_points(tcp_lat),
                             dashed: true,
                         },
                     ],

@@ -427,7 +427,7 @@ fn report(
         best.daemons, base.daemons
     ));
 
-    let nginx_version = Command::new(&nginx)
+    let nginx_version = Command::new(nginx)
         .arg("-v")
         .output()
         .map(|o| {
