@@ -104,6 +104,7 @@ async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once(
 /// acknowledges them in one command, and a batch a dead worker held is claimed whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_take_move_and_acknowledge_events_in_batches() {
+    // Long: one story, batch by batch; split, each part would rebuild the state before it.
     let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
     let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
     let desk = Arc::new(
