@@ -300,17 +300,9 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
 /// JSON.
 // Long: one RESULTS.md section and its JSON written top to bottom.
 fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) -> Result<Outcome> {
-    let DaemonRun {
-        settings,
-        http_bytes,
-        tcp_bytes,
-        ceiling,
-        engine,
-        http,
-        tcp,
-        http_lat,
-        tcp_lat,
-    } = run;
+    let (settings, http_bytes, tcp_bytes) = (&run.settings, run.http_bytes, run.tcp_bytes);
+    let (ceiling, engine, http, tcp) = (&run.ceiling, &run.engine, &run.http, &run.tcp);
+    let (http_lat, tcp_lat) = (&run.http_lat, &run.tcp_lat);
     let (ceiling_m, engine_m, http_m, tcp_m) = run.medians();
     let table = R::DEFAULT_TABLE;
     let hl = christmas_core::Summary::of(http_lat);
@@ -421,11 +413,11 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
         shards = args.shards,
         hc = args.http_connections,
         hb = args.http_batch,
-        hmb = *http_bytes as f64 / 1e6,
+        hmb = http_bytes as f64 / 1e6,
         tc = args.tcp_connections,
         fr = args.frame_rows,
         tw = args.tcp_window,
-        tmb = *tcp_bytes as f64 / 1e6,
+        tmb = tcp_bytes as f64 / 1e6,
         warm = if args.no_warmup {
             ""
         } else {

@@ -103,3 +103,14 @@ pub(crate) fn wait_for(
     }
     bail!("{what} was not ready after {timeout:?}")
 }
+
+/// Appends `text` and a newline to the file at `path`.
+pub(crate) fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{text}")?;
+    Ok(())
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::host::{
-    as_service_user, ensure_service_user, is_root, run, temp_dir, unique_name, wait_for,
+    append, as_service_user, ensure_service_user, is_root, run, temp_dir, unique_name, wait_for,
     SERVICE_USER,
 };
 use crate::net::free_port;
@@ -79,27 +79,17 @@ impl PgServer {
                 "--no-sync",
             ]))?;
         let port = free_port();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))
-            .and_then(|mut f| {
-                use std::io::Write;
-                writeln!(
-                    f,
-                    "listen_addresses = '{host}'\nport = {port}\nunix_socket_directories = '{}'\n\
-                     fsync = off\nsynchronous_commit = on\nfull_page_writes = off\nmax_connections = 100\n\
-                     shared_buffers = 128MB",
-                    dir.display()
-                )
-            })?;
+        append(
+            &data.join("postgresql.conf"),
+            &format!(
+                "listen_addresses = '{host}'\nport = {port}\nunix_socket_directories = '{}'\n\
+                 fsync = off\nsynchronous_commit = on\nfull_page_writes = off\nmax_connections = 100\n\
+                 shared_buffers = 128MB",
+                dir.display()
+            ),
+        )?;
         if netns.is_some() {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(data.join("pg_hba.conf"))
-                .and_then(|mut f| {
-                    use std::io::Write;
-                    writeln!(f, "host all all 0.0.0.0/0 trust")
-                })?;
+            append(&data.join("pg_hba.conf"), "host all all 0.0.0.0/0 trust")?;
         }
         let server = PgServer {
             bindir,
@@ -227,17 +217,13 @@ impl PgServer {
             .arg(&data)
             .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]))?;
         let port = free_port();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))
-            .and_then(|mut f| {
-                use std::io::Write;
-                writeln!(
-                    f,
-                    "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on",
-                    dir.display()
-                )
-            })?;
+        append(
+            &data.join("postgresql.conf"),
+            &format!(
+                "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on",
+                dir.display()
+            ),
+        )?;
         let replica = PgServer {
             bindir: self.bindir.clone(),
             dir,
