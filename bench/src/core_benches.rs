@@ -60,7 +60,17 @@ pub fn run(ctx: &RunContext) -> Result<Outcome> {
         String::from_utf8_lossy(&out.stderr)
     );
     bar.inc(1);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let rows = throughputs(&String::from_utf8_lossy(&out.stdout));
+    ensure!(
+        !rows.is_empty(),
+        "no criterion throughput found in the output"
+    );
+    bar.finish_with_message(format!("{} benches", rows.len()));
+    report(ctx, &cmd, &rows)
+}
+
+/// Each bench of [`FLOORS`] in criterion's output with its middle throughput, elements/s.
+fn throughputs(text: &str) -> Vec<(String, f64)> {
     // criterion prints "<id>\n   time: [...]\n   thrpt: [lo mid hi]" (id and time may share a line).
     let mut rows = Vec::new();
     let mut current: Option<String> = None;
@@ -87,11 +97,11 @@ pub fn run(ctx: &RunContext) -> Result<Outcome> {
             current = None;
         }
     }
-    ensure!(
-        !rows.is_empty(),
-        "no criterion throughput found in the output"
-    );
-    bar.finish_with_message(format!("{} benches", rows.len()));
+    rows
+}
+
+/// Report: each bench against its floor, the chart and the JSON.
+fn report(ctx: &RunContext, cmd: &str, rows: &[(String, f64)]) -> Result<Outcome> {
     let mut md = format!(
         "## core — criterion benches of christmas-core\n\n{} · `{cmd}` (run by `{}`) · {}\n\n\
          | bench | elements/s | floor | ratio to floor |\n|---|---|---|---|\n",
@@ -100,7 +110,7 @@ pub fn run(ctx: &RunContext) -> Result<Outcome> {
         machine::describe()
     );
     let mut headlines = Vec::new();
-    for (id, eps) in &rows {
+    for (id, eps) in rows {
         let floor = FLOORS.iter().find(|f| id.starts_with(f.0));
         match floor {
             Some((_, f, what)) if *f > 0.0 => {
@@ -163,4 +173,27 @@ pub fn run(ctx: &RunContext) -> Result<Outcome> {
         markdown: String::new(),
     };
     outcome.publish(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::throughputs;
+
+    #[test]
+    fn throughputs_are_read_from_criterion_output() {
+        let out = "encode/trades/10000     time:   [1.0 ms 1.1 ms 1.2 ms]\n\
+                   \x20                       thrpt:  [8.0 Melem/s 9.5 Melem/s 10.0 Melem/s]\n\
+                   something/else          time:   [1 ms 1 ms 1 ms]\n\
+                   \x20                       thrpt:  [1 Gelem/s 2 Gelem/s 3 Gelem/s]\n\
+                   encode/quotes/10000\n\
+                   \x20                       time:   [1.0 ms 1.1 ms 1.2 ms]\n\
+                   \x20                       thrpt:  [1.0 Gelem/s 1.5 Gelem/s 2.0 Gelem/s]\n";
+        assert_eq!(
+            throughputs(out),
+            vec![
+                ("encode/trades/10000".to_string(), 9.5e6),
+                ("encode/quotes/10000".to_string(), 1.5e9)
+            ]
+        );
+    }
 }

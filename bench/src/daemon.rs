@@ -12,12 +12,13 @@ use bytes::Bytes;
 use christmas_core::frame::{self, AckLevel};
 use christmas_core::{Quote, Trade};
 use christmas_ingest::config::DaemonConfig;
-use christmas_ingest::server::{self, AppState};
+use christmas_tests::InProcessDaemon;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::args::CommonArgs;
 use crate::chart::{self, Bar, LineChart, Series};
 use crate::ingest::{ceiling_run, engine_run};
 use crate::market::{self, BenchRecord, Kind, MarketArgs, TempDir};
@@ -27,9 +28,9 @@ use crate::{machine, pg};
 /// Flags of `christmas-bench daemon`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
-    /// PostgreSQL URL; the bench creates its own database (christmas_bench_daemon) there.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub url: String,
+    /// Databases, Redis, repeats, `--quick`.
+    #[command(flatten)]
+    pub common: CommonArgs,
     #[command(flatten)]
     pub market: MarketArgs,
     /// Rows per run.
@@ -54,29 +55,21 @@ pub struct DaemonArgs {
     /// Frames a TCP connection may have unacknowledged (`ack=committed`).
     #[arg(long, default_value_t = 16)]
     pub tcp_window: usize,
-    /// Measured runs of each path; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
     /// Skip the unrecorded warm-up run of each daemon path.
     #[arg(long)]
     pub no_warmup: bool,
     /// Pause after each TRUNCATE + CHECKPOINT, milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub settle_ms: u64,
-    /// 300k rows, one repeat.
-    #[arg(long)]
-    pub quick: bool,
 }
 
 pub fn run(ctx: &RunContext, mut args: DaemonArgs) -> Result<Outcome> {
-    if args.quick || ctx.quick {
-        args.quick = true;
+    if args.common.plan(ctx.quick, 3) {
         args.rows = args.rows.min(300_000);
-        args.repeats = 1;
         args.settle_ms = args.settle_ms.min(1_000);
     }
     ensure!(
-        args.repeats >= 1
+        args.common.repeats() >= 1
             && args.shards >= 1
             && args.http_connections >= 1
             && args.tcp_connections >= 1
@@ -96,22 +89,34 @@ struct PathRun {
     latency_us: Histogram<u64>,
 }
 
-fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcome> {
-    let steps = 1 + if args.no_warmup { 0 } else { 2 } + 4 * args.repeats;
-    let bar = ctx.steps("daemon", steps as u64);
-    bar.set_message("fresh database christmas_bench_daemon; rows; daemon start");
-    let rt = runtime()?;
-    let url = rt.block_on(pg::fresh_database(&args.url, "christmas_bench_daemon"))?;
-    let client = rt.block_on(pg::connect(&url))?;
-    let settings = rt.block_on(pg::settings(&client, &["fsync", "synchronous_commit"]))?;
-    let settle = Duration::from_millis(args.settle_ms);
-    let table = R::DEFAULT_TABLE;
+/// The same rows in the form each path takes them, encoded before any clock starts.
+struct Inputs<R> {
+    /// By shard: for the embedded engine and (as COPY files) the psql streams.
+    per_shard: Vec<Vec<R>>,
+    files: Vec<std::path::PathBuf>,
+    /// By connection, each owning its symbols, as partitioned feed handlers would.
+    http_bodies: Vec<Vec<Bytes>>,
+    tcp_frames: Vec<Vec<Vec<u8>>>,
+    /// Holds the files until the run ends.
+    _tmp: TempDir,
+}
 
+impl<R> Inputs<R> {
+    fn http_bytes(&self) -> usize {
+        self.http_bodies.iter().flatten().map(Bytes::len).sum()
+    }
+
+    fn tcp_bytes(&self) -> usize {
+        self.tcp_frames.iter().flatten().map(Vec::len).sum()
+    }
+}
+
+/// Plan: the rows, split and encoded for every path.
+fn prepare<R: BenchRecord>(args: &DaemonArgs) -> Result<Inputs<R>> {
     let rows: Vec<R> = market::generate(&args.market, args.rows)?;
     let per_shard = market::split_by_shard(&rows, args.shards);
     let tmp = TempDir::new("daemon")?;
     let files = market::write_copy_files(&tmp.0, "daemon", &per_shard)?;
-    // Each HTTP and TCP connection owns its symbols, as partitioned feed handlers would.
     let http_bodies: Vec<Vec<Bytes>> = market::split_by_shard(&rows, args.http_connections)
         .iter()
         .map(|part| market::ndjson_bodies(part, args.http_batch))
@@ -120,34 +125,79 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         .iter()
         .map(|part| market::frames(part, args.frame_rows, AckLevel::Committed))
         .collect::<Result<_>>()?;
-    let http_bytes: usize = http_bodies.iter().flatten().map(Bytes::len).sum();
-    let tcp_bytes: usize = tcp_frames.iter().flatten().map(Vec::len).sum();
+    Ok(Inputs {
+        per_shard,
+        files,
+        http_bodies,
+        tcp_frames,
+        _tmp: tmp,
+    })
+}
+
+/// What the daemon scenario measured, for its report.
+struct DaemonRun {
+    /// PostgreSQL's settings the figures depend on.
+    settings: String,
+    http_bytes: usize,
+    tcp_bytes: usize,
+    /// Rows/s of every measured run, by contender.
+    ceiling: Vec<f64>,
+    engine: Vec<f64>,
+    http: Vec<f64>,
+    tcp: Vec<f64>,
+    /// Send → ack latencies of every measured run.
+    http_lat: Histogram<u64>,
+    tcp_lat: Histogram<u64>,
+}
+
+impl DaemonRun {
+    /// Medians of (ceiling, engine, HTTP, TCP).
+    fn medians(&self) -> (f64, f64, f64, f64) {
+        (
+            median(self.ceiling.clone()),
+            median(self.engine.clone()),
+            median(self.http.clone()),
+            median(self.tcp.clone()),
+        )
+    }
+}
+
+/// Run: the daemon in this process; an optional warm-up of each path, then every
+/// contender in each repeat.
+// Long: the warm-up and the repeats share its closures (reset, run, check) on one runtime.
+fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcome> {
+    let steps = 1 + if args.no_warmup { 0 } else { 2 } + 4 * args.common.repeats();
+    let bar = ctx.steps("daemon", steps as u64);
+    bar.set_message("fresh database christmas_bench_daemon; rows; daemon start");
+    let rt = runtime()?;
+    let url = rt.block_on(pg::fresh_database(
+        &args.common.services.url,
+        "christmas_bench_daemon",
+    ))?;
+    let client = rt.block_on(pg::connect(&url))?;
+    let settings = rt.block_on(pg::settings(&client, &["fsync", "synchronous_commit"]))?;
+    let settle = Duration::from_millis(args.settle_ms);
+    let table = R::DEFAULT_TABLE;
+
+    let inputs = prepare::<R>(args)?;
+    let (files, per_shard) = (&inputs.files, &inputs.per_shard);
+    let (http_bodies, tcp_frames) = (&inputs.http_bodies, &inputs.tcp_frames);
 
     // The daemon, as `christmas-ingest serve` runs it, without Redis (the comparison is
     // PostgreSQL ingest), in this process.
-    let (http_addr, tcp_addr, stop, task) = rt.block_on(async {
-        let http = server::listen("127.0.0.1:0", 4_096).await?;
-        let tcp = server::listen("127.0.0.1:0", 4_096).await?;
-        let (h, t) = (
-            http.local_addr()?.to_string(),
-            tcp.local_addr()?.to_string(),
-        );
-        let config = DaemonConfig {
-            database_url: Some(url.clone()),
-            redis_url: None,
-            http_addr: h.clone(),
-            tcp_addr: t.clone(),
-            shards: args.shards,
-            max_connections: 4_096,
-            ..DaemonConfig::default()
-        };
-        let state = AppState::start(config).await?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(http, Some(tcp), state, async move {
-            let _ = stopped.await;
-        }));
-        anyhow::Ok((h, t, stop, task))
-    })?;
+    let config = DaemonConfig {
+        database_url: Some(url.clone()),
+        redis_url: None,
+        shards: args.shards,
+        max_connections: 4_096,
+        ..DaemonConfig::default()
+    };
+    let daemon = rt.block_on(InProcessDaemon::start(config, true))?;
+    let http_addr = daemon.http().to_string();
+    let tcp_addr = daemon
+        .tcp()
+        .context("the daemon has no TCP port")?
+        .to_string();
     bar.inc(1);
 
     let n = args.rows as i64;
@@ -158,13 +208,13 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     };
     let http_once = || -> Result<PathRun> {
         rt.block_on(pg::reset(&client, settle))?;
-        let r = rt.block_on(http_run(&http_addr, &http_bodies, args.rows))?;
+        let r = rt.block_on(http_run(&http_addr, http_bodies, args.rows))?;
         check("POST /api/ticks")?;
         Ok(r)
     };
     let tcp_once = || -> Result<PathRun> {
         rt.block_on(pg::reset(&client, settle))?;
-        let r = rt.block_on(tcp_run(&tcp_addr, &tcp_frames, args.tcp_window, args.rows))?;
+        let r = rt.block_on(tcp_run(&tcp_addr, tcp_frames, args.tcp_window, args.rows))?;
         check("TCP frames")?;
         Ok(r)
     };
@@ -188,17 +238,17 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     let mut tcp_lat = Histogram::<u64>::new(3)?;
     http_lat.auto(true);
     tcp_lat.auto(true);
-    for r in 0..args.repeats {
-        let msg = |what: &str| format!("run {}/{}: {what}", r + 1, args.repeats);
+    for r in 0..args.common.repeats() {
+        let msg = |what: &str| format!("run {}/{}: {what}", r + 1, args.common.repeats());
         bar.set_message(msg(&format!("psql ceiling, {} streams", args.shards)));
         rt.block_on(pg::reset(&client, settle))?;
-        let secs = ceiling_run::<R>(&url, &files)?;
+        let secs = ceiling_run::<R>(&url, files)?;
         check("the psql ceiling")?;
         ceiling.push(args.rows as f64 / secs);
         bar.inc(1);
         bar.set_message(msg("embedded engine"));
         rt.block_on(pg::reset(&client, settle))?;
-        let secs = rt.block_on(engine_run(&url, args.shards, 50_000, &per_shard))?;
+        let secs = rt.block_on(engine_run(&url, args.shards, 50_000, per_shard))?;
         check("the embedded engine")?;
         engine.push(args.rows as f64 / secs);
         bar.inc(1);
@@ -224,23 +274,39 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
             ),
         );
     }
-    let _ = stop.send(());
-    rt.block_on(task)??;
+    rt.block_on(daemon.stop())?;
     rt.block_on(pg::reset(&client, Duration::ZERO))?;
-    let (ceiling_m, engine_m, http_m, tcp_m) = (
-        median(ceiling.clone()),
-        median(engine.clone()),
-        median(http.clone()),
-        median(tcp.clone()),
-    );
+    let run = DaemonRun {
+        settings,
+        http_bytes: inputs.http_bytes(),
+        tcp_bytes: inputs.tcp_bytes(),
+        ceiling,
+        engine,
+        http,
+        tcp,
+        http_lat,
+        tcp_lat,
+    };
+    let (ceiling_m, _, http_m, tcp_m) = run.medians();
     bar.finish_with_message(format!(
         "HTTP {http_m:.0} rows/s ({:.2} of ceiling), TCP {tcp_m:.0} ({:.2})",
         http_m / ceiling_m,
         tcp_m / ceiling_m
     ));
+    report::<R>(ctx, args, &run)
+}
 
-    let hl = christmas_core::Summary::of(&http_lat);
-    let tl = christmas_core::Summary::of(&tcp_lat);
+/// Report: the chart of rows/s by path, the latency CDF, the RESULTS.md section and the
+/// JSON.
+// Long: one RESULTS.md section and its JSON written top to bottom.
+fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) -> Result<Outcome> {
+    let (settings, http_bytes, tcp_bytes) = (&run.settings, run.http_bytes, run.tcp_bytes);
+    let (ceiling, engine, http, tcp) = (&run.ceiling, &run.engine, &run.http, &run.tcp);
+    let (http_lat, tcp_lat) = (&run.http_lat, &run.tcp_lat);
+    let (ceiling_m, engine_m, http_m, tcp_m) = run.medians();
+    let table = R::DEFAULT_TABLE;
+    let hl = christmas_core::Summary::of(http_lat);
+    let tl = christmas_core::Summary::of(tcp_lat);
     let charts = vec![
         (
             "rows/s by path".to_string(),
@@ -290,12 +356,12 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
                     series: vec![
                         Series {
                             name: format!("HTTP, {} rows/request", args.http_batch),
-                            points: chart::cdf_points(&http_lat),
+                            points: chart::cdf_points(http_lat),
                             dashed: false,
                         },
                         Series {
                             name: format!("TCP, {} rows/frame", args.frame_rows),
-                            points: chart::cdf_points(&tcp_lat),
+                            points: chart::cdf_points(tcp_lat),
                             dashed: true,
                         },
                     ],
@@ -357,8 +423,8 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         } else {
             "One unrecorded warm-up run of each daemon path first. "
         },
-        repeats = args.repeats,
-        s = if args.repeats == 1 { "" } else { "s" },
+        repeats = args.common.repeats(),
+        s = if args.common.repeats() == 1 { "" } else { "s" },
     );
     for (name, v, l) in [
         ("POST /api/ticks (NDJSON)", http_m, &hl),
@@ -386,7 +452,7 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
             "market": args.market.describe(),
             "rows": args.rows,
             "shards": args.shards,
-            "repeats": args.repeats,
+            "repeats": args.common.repeats(),
             "runs": {"ceiling": ceiling, "engine": engine, "http": http, "tcp": tcp},
             "medians": {"ceiling": ceiling_m.round(), "engine": engine_m.round(),
                         "http": http_m.round(), "tcp": tcp_m.round()},
@@ -402,6 +468,9 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
 }
 
 /// A keep-alive HTTP/1.1 connection that POSTs and reads the status of each answer.
+///
+/// Raw on purpose: it is the load generator, sharing the machine's cores with the daemon it
+/// measures; a pooled client (a task and channel per request) would take CPU from the daemon.
 struct HttpConn {
     stream: TcpStream,
     buf: Vec<u8>,

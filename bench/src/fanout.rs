@@ -12,6 +12,9 @@ use christmas_core::synthetic::SyntheticMarket;
 use christmas_core::{Ingestor, ShardRouter, Summary, Symbol, Trade};
 use hdrhistogram::Histogram;
 
+use crate::args::CommonArgs;
+use indicatif::ProgressBar;
+
 use crate::chart::{self, LineChart, Series};
 use crate::machine;
 use crate::run::{median, runtime, Headline, Outcome, RunContext};
@@ -19,13 +22,9 @@ use crate::run::{median, runtime, Headline, Outcome, RunContext};
 /// Flags of `christmas-bench fanout`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FanoutArgs {
-    /// Redis to publish to (a plain `redis://host:port/`; redis-benchmark runs against it).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: String,
-    /// PostgreSQL URL, for PostgreSQL's throughput with Redis down; the bench creates its own
-    /// database (christmas_bench_fanout) there.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub url: String,
+    /// Databases, Redis, repeats, `--quick`.
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Ticks per delivery run.
     #[arg(long, default_value_t = 2_000_000)]
     pub ticks: usize,
@@ -45,12 +44,6 @@ pub struct FanoutArgs {
     /// Rows per PostgreSQL run (Redis up vs down vs no fan-out).
     #[arg(long, default_value_t = 2_000_000)]
     pub pg_rows: usize,
-    /// Runs of each delivery and PostgreSQL measurement; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
-    /// Fewer ticks, one run, a 3 s latency run.
-    #[arg(long)]
-    pub quick: bool,
 }
 
 fn now_ns() -> i64 {
@@ -91,16 +84,16 @@ struct Delivery {
 async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Result<Delivery> {
     let first = market(seed, args.symbols);
     let symbols: Vec<Symbol> = first.symbols().to_vec();
-    let (host, port) = host_port(&args.redis_url)?;
+    let (host, port) = host_port(args.common.services.redis()?)?;
     clear_keys(&host, port, &symbols)?;
-    let mut sub = TickSubscription::live(&args.redis_url, format, &symbols).await?;
+    let mut sub = TickSubscription::live(args.common.services.redis()?, format, &symbols).await?;
     let ingestor = Ingestor::<Trade>::builder()
         .discard()
         .fanout(FanoutConfig {
             format,
             // Deep enough that a burst of millions of ticks is delivered, not dropped.
             queue_batches: 1 << 16,
-            ..FanoutConfig::new(&args.redis_url)
+            ..FanoutConfig::new(args.common.services.redis()?)
         })
         .start()
         .await?;
@@ -252,14 +245,14 @@ fn redis_benchmark_publish(host: &str, port: u16, size: usize, requests: usize) 
 async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogram<u64>> {
     let first = market(5, args.symbols);
     let symbols: Vec<Symbol> = first.symbols().to_vec();
-    let (host, port) = host_port(&args.redis_url)?;
+    let (host, port) = host_port(args.common.services.redis()?)?;
     clear_keys(&host, port, &symbols)?;
     let rate = args.latency_rate;
     let seconds = args.latency_seconds;
     // The subscriber runs on its own thread and runtime, as a consumer process would.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let subscriber = {
-        let (url, symbols) = (args.redis_url.clone(), symbols.clone());
+        let (url, symbols) = (args.common.services.redis()?.to_string(), symbols.clone());
         std::thread::spawn(move || -> Result<(Histogram<u64>, u64)> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -298,7 +291,7 @@ async fn latency_run(args: &FanoutArgs, format: PayloadFormat) -> Result<Histogr
         .fanout(FanoutConfig {
             format,
             publish: PublishPoint::Sealed,
-            ..FanoutConfig::new(&args.redis_url)
+            ..FanoutConfig::new(args.common.services.redis()?)
         })
         .start()
         .await?;
@@ -377,90 +370,199 @@ async fn pg_run(args: &FanoutArgs, url: &str, fanout: Option<&str>) -> Result<f6
     Ok(snap.rows_committed() as f64 / elapsed)
 }
 
-pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
-    if args.quick || ctx.quick {
-        args.quick = true;
-        args.ticks = args.ticks.min(400_000);
-        args.pg_rows = args.pg_rows.min(500_000);
-        args.repeats = 1;
-        args.latency_seconds = args.latency_seconds.min(3);
-    }
-    ensure!(args.repeats >= 1, "repeats must be ≥ 1");
-    let (host, port) = host_port(&args.redis_url)?;
+pub fn run(ctx: &RunContext, args: FanoutArgs) -> Result<Outcome> {
+    let args = plan(ctx, args)?;
     let rt = runtime()?;
     // Per format: a warm-up delivery run, the measured ones, redis-benchmark, latency; then
     // the PostgreSQL runs.
-    let bar = ctx.steps("fanout", (2 * (args.repeats + 3) + args.repeats) as u64);
+    let bar = ctx.steps(
+        "fanout",
+        (2 * (args.common.repeats() + 3) + args.common.repeats()) as u64,
+    );
+    let mut formats = Vec::new();
+    for format in [PayloadFormat::Json, PayloadFormat::Rkyv] {
+        formats.push(measure_format(&rt, &args, format, &bar)?);
+    }
+    let pg = measure_pg(&rt, &args, &bar)?;
+    bar.finish_with_message(format!(
+        "Redis down keeps {:.2} of PostgreSQL's rows/s",
+        pg.down / pg.off
+    ));
+    report(ctx, &args, &formats, &pg)
+}
+
+/// Plan: the flags settled for this run; Redis is required.
+fn plan(ctx: &RunContext, mut args: FanoutArgs) -> Result<FanoutArgs> {
+    if args.common.plan(ctx.quick, 3) {
+        args.ticks = args.ticks.min(400_000);
+        args.pg_rows = args.pg_rows.min(500_000);
+        args.latency_seconds = args.latency_seconds.min(3);
+    }
+    ensure!(args.common.repeats() >= 1, "repeats must be ≥ 1");
+    args.common.services.redis()?;
+    Ok(args)
+}
+
+/// What one payload format measured.
+struct FormatRun {
+    name: &'static str,
+    format: PayloadFormat,
+    /// Medians of the delivery runs.
+    ticks_per_s: f64,
+    messages_per_s: f64,
+    /// Mean payload, bytes, and redis-benchmark's PUBLISH/s of that size.
+    size: usize,
+    ceiling: f64,
+    latency_us: Histogram<u64>,
+}
+
+/// Run, one format: a warm-up delivery run, the measured ones (no tick may be dropped),
+/// redis-benchmark's ceiling for the same payload size, and the latency run.
+fn measure_format(
+    rt: &tokio::runtime::Runtime,
+    args: &FanoutArgs,
+    format: PayloadFormat,
+    bar: &ProgressBar,
+) -> Result<FormatRun> {
+    let (host, port) = host_port(args.common.services.redis()?)?;
+    let name = match format {
+        PayloadFormat::Json => "JSON",
+        PayloadFormat::Rkyv => "rkyv",
+    };
+    bar.set_message(format!("{name}: warm-up delivery run"));
+    let w = rt.block_on(delivery_run(args, format, 6))?;
+    crate::run::say(
+        bar,
+        format!(
+            "fanout {name} warm-up (not recorded): {:.0} ticks/s",
+            w.ticks_per_s
+        ),
+    );
+    bar.inc(1);
+    let mut runs = Vec::new();
+    for r in 0..args.common.repeats() {
+        bar.set_message(format!(
+            "{name}: delivery run {}/{}, {} ticks",
+            r + 1,
+            args.common.repeats(),
+            args.ticks
+        ));
+        let d = rt.block_on(delivery_run(args, format, 7 + r as u64))?;
+        crate::run::say(
+            bar,
+            format!(
+                "fanout {name} run {}: {:.0} ticks/s, {:.0} messages/s delivered, dropped {}",
+                r + 1,
+                d.ticks_per_s,
+                d.messages_per_s,
+                d.dropped
+            ),
+        );
+        ensure!(
+            d.dropped == 0,
+            "the fan-out dropped ticks in a delivery run"
+        );
+        runs.push(d);
+        bar.inc(1);
+    }
+    let ticks = median(runs.iter().map(|d| d.ticks_per_s).collect());
+    let msgs = median(runs.iter().map(|d| d.messages_per_s).collect());
+    let size = mean_payload(args, format)?;
+    bar.set_message(format!("{name}: redis-benchmark -P 64 PUBLISH of {size} B"));
+    let ceiling = redis_benchmark_publish(&host, port, size, 200_000)?;
+    bar.inc(1);
+    crate::run::say(
+        bar,
+        format!("fanout {name}: redis-benchmark -P 64 PUBLISH of {size} B: {ceiling:.0}/s"),
+    );
+    bar.set_message(format!(
+        "{name}: latency at {}/s for {} s",
+        args.latency_rate, args.latency_seconds
+    ));
+    let lat = rt.block_on(latency_run(args, format))?;
+    bar.inc(1);
+    let s = Summary::of(&lat);
+    crate::run::say(
+        bar,
+        format!(
+            "fanout {name}: latency at {}/s p50 {} µs p99 {} µs",
+            args.latency_rate, s.p50, s.p99
+        ),
+    );
+    Ok(FormatRun {
+        name,
+        format,
+        ticks_per_s: ticks,
+        messages_per_s: msgs,
+        size,
+        ceiling,
+        latency_us: lat,
+    })
+}
+
+/// PostgreSQL's rows/s (medians) without fan-out, with fan-out to Redis, with Redis down.
+struct PgRates {
+    off: f64,
+    up: f64,
+    down: f64,
+}
+
+/// Run: PostgreSQL alone, with fan-out to a live Redis, and with Redis down (a closed
+/// port), in turn in each repeat.
+fn measure_pg(
+    rt: &tokio::runtime::Runtime,
+    args: &FanoutArgs,
+    bar: &ProgressBar,
+) -> Result<PgRates> {
+    let dead = format!("redis://127.0.0.1:{}/", christmas_tests::free_port());
+    let pg_url = rt.block_on(crate::pg::fresh_database(
+        &args.common.services.url,
+        "christmas_bench_fanout",
+    ))?;
+    let (mut off, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..args.common.repeats() {
+        bar.set_message(format!(
+            "PostgreSQL run {}/{}: without fan-out, Redis up, Redis down",
+            r + 1,
+            args.common.repeats()
+        ));
+        off.push(rt.block_on(pg_run(args, &pg_url, None))?);
+        up.push(rt.block_on(pg_run(args, &pg_url, Some(args.common.services.redis()?)))?);
+        down.push(rt.block_on(pg_run(args, &pg_url, Some(&dead)))?);
+        crate::run::say(bar, format!(
+            "fanout PostgreSQL run {}: {:.0} rows/s without fan-out, {:.0} with Redis up, {:.0} with Redis down",
+            r + 1,
+            off[r],
+            up[r],
+            down[r]
+        ));
+        bar.inc(1);
+    }
+    Ok(PgRates {
+        off: median(off),
+        up: median(up),
+        down: median(down),
+    })
+}
+
+/// Report: a table row, JSON and headline per format, the latency CDF, the PostgreSQL
+/// figures.
+// Long: one RESULTS.md section and its JSON written top to bottom.
+fn report(
+    ctx: &RunContext,
+    args: &FanoutArgs,
+    formats: &[FormatRun],
+    pg: &PgRates,
+) -> Result<Outcome> {
     let mut rows = Vec::new();
     let mut json = Vec::new();
     let mut headlines = Vec::new();
     let mut cdfs = Vec::new();
-    for format in [PayloadFormat::Json, PayloadFormat::Rkyv] {
-        let name = match format {
-            PayloadFormat::Json => "JSON",
-            PayloadFormat::Rkyv => "rkyv",
-        };
-        bar.set_message(format!("{name}: warm-up delivery run"));
-        let w = rt.block_on(delivery_run(&args, format, 6))?;
-        crate::run::say(
-            &bar,
-            format!(
-                "fanout {name} warm-up (not recorded): {:.0} ticks/s",
-                w.ticks_per_s
-            ),
-        );
-        bar.inc(1);
-        let mut runs = Vec::new();
-        for r in 0..args.repeats {
-            bar.set_message(format!(
-                "{name}: delivery run {}/{}, {} ticks",
-                r + 1,
-                args.repeats,
-                args.ticks
-            ));
-            let d = rt.block_on(delivery_run(&args, format, 7 + r as u64))?;
-            crate::run::say(
-                &bar,
-                format!(
-                    "fanout {name} run {}: {:.0} ticks/s, {:.0} messages/s delivered, dropped {}",
-                    r + 1,
-                    d.ticks_per_s,
-                    d.messages_per_s,
-                    d.dropped
-                ),
-            );
-            ensure!(
-                d.dropped == 0,
-                "the fan-out dropped ticks in a delivery run"
-            );
-            runs.push(d);
-            bar.inc(1);
-        }
-        let ticks = median(runs.iter().map(|d| d.ticks_per_s).collect());
-        let msgs = median(runs.iter().map(|d| d.messages_per_s).collect());
-        let size = mean_payload(&args, format)?;
-        bar.set_message(format!("{name}: redis-benchmark -P 64 PUBLISH of {size} B"));
-        let ceiling = redis_benchmark_publish(&host, port, size, 200_000)?;
-        bar.inc(1);
+    for f in formats {
+        let (name, ticks, msgs, size, ceiling) =
+            (f.name, f.ticks_per_s, f.messages_per_s, f.size, f.ceiling);
         let ticks_per_msg = ticks / msgs.max(1.0);
-        crate::run::say(
-            &bar,
-            format!("fanout {name}: redis-benchmark -P 64 PUBLISH of {size} B: {ceiling:.0}/s"),
-        );
-        bar.set_message(format!(
-            "{name}: latency at {}/s for {} s",
-            args.latency_rate, args.latency_seconds
-        ));
-        let lat = rt.block_on(latency_run(&args, format))?;
-        bar.inc(1);
-        let s = Summary::of(&lat);
-        crate::run::say(
-            &bar,
-            format!(
-                "fanout {name}: latency at {}/s p50 {} µs p99 {} µs",
-                args.latency_rate, s.p50, s.p99
-            ),
-        );
+        let s = Summary::of(&f.latency_us);
         rows.push(format!(
             "| {name} | {ticks:.0} | {msgs:.0} ({ticks_per_msg:.0} ticks each, mean {size} B) | {ceiling:.0} | **{ratio:.2}** | {p50:.2} / {p99:.2} ms |",
             ratio = msgs / ceiling,
@@ -482,44 +584,11 @@ pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
         });
         cdfs.push(Series {
             name: format!("{name}, {} ticks/s", args.latency_rate),
-            points: chart::cdf_points(&lat),
-            dashed: format == PayloadFormat::Rkyv,
+            points: chart::cdf_points(&f.latency_us),
+            dashed: f.format == PayloadFormat::Rkyv,
         });
     }
-
-    // PostgreSQL alone, with fan-out to a live Redis, and with Redis down (a closed port).
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        format!("redis://127.0.0.1:{}/", l.local_addr()?.port())
-    };
-    let pg_url = rt.block_on(crate::pg::fresh_database(
-        &args.url,
-        "christmas_bench_fanout",
-    ))?;
-    let (mut off, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
-    for r in 0..args.repeats {
-        bar.set_message(format!(
-            "PostgreSQL run {}/{}: without fan-out, Redis up, Redis down",
-            r + 1,
-            args.repeats
-        ));
-        off.push(rt.block_on(pg_run(&args, &pg_url, None))?);
-        up.push(rt.block_on(pg_run(&args, &pg_url, Some(&args.redis_url)))?);
-        down.push(rt.block_on(pg_run(&args, &pg_url, Some(&dead)))?);
-        crate::run::say(&bar, format!(
-            "fanout PostgreSQL run {}: {:.0} rows/s without fan-out, {:.0} with Redis up, {:.0} with Redis down",
-            r + 1,
-            off[r],
-            up[r],
-            down[r]
-        ));
-        bar.inc(1);
-    }
-    let (off, up, down) = (median(off), median(up), median(down));
-    bar.finish_with_message(format!(
-        "Redis down keeps {:.2} of PostgreSQL's rows/s",
-        down / off
-    ));
+    let (off, up, down) = (pg.off, pg.up, pg.down);
     headlines.push(Headline {
         figure: "PostgreSQL rows/s with Redis down".into(),
         value: down,
@@ -563,11 +632,11 @@ pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
         stamp = ctx.stamp,
         cmd = ctx.command,
         machine = machine::describe(),
-        redis = machine::redis_version(&args.redis_url),
+        redis = machine::redis_version(args.common.services.redis()?),
         ticks = args.ticks,
         symbols = args.symbols,
-        repeats = args.repeats,
-        s = if args.repeats == 1 { "" } else { "s" },
+        repeats = args.common.repeats(),
+        s = if args.common.repeats() == 1 { "" } else { "s" },
         rate = args.latency_rate,
         linger = args.latency_linger_us,
         rows = rows.join("\n"),
@@ -584,7 +653,7 @@ pub fn run(ctx: &RunContext, mut args: FanoutArgs) -> Result<Outcome> {
             "command": ctx.command,
             "machine": machine::describe(),
             "ticks": args.ticks,
-            "repeats": args.repeats,
+            "repeats": args.common.repeats(),
             "formats": json,
             "pg_rows_per_s": {"no_fanout": off.round(), "redis_up": up.round(), "redis_down": down.round()},
         }),

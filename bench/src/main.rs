@@ -11,6 +11,7 @@
 //! | [`market`] | the rows: synthetic market or file replay, and their encodings |
 //! | [`peers`] | the Python peers of `ingest` (bench/peers/) |
 //! | [`loadgen`] | wrk and siege |
+//! | [`args`] | the flags every scenario takes ([`args::CommonArgs`]) |
 //! | [`pg`], [`services`] | fresh databases, resets; the local PostgreSQL and Redis |
 //! | [`run`], [`report`], [`chart`], [`machine`] | run context and progress, RESULTS.md and JSON, SVG, machine description |
 
@@ -23,6 +24,7 @@ use clap::{Args, Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod args;
 mod chart;
 mod core_benches;
 mod daemon;
@@ -207,11 +209,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::All(args) => all(args),
         Command::Core(args) => single(args.quick, core_benches::run),
-        Command::Ingest(args) => single(args.quick, |c| ingest::run(c, args)),
-        Command::Daemon(args) => single(args.quick, |c| daemon::run(c, args)),
-        Command::Fanout(args) => single(args.quick, |c| fanout::run(c, args)),
-        Command::Orders(args) => single(args.quick, |c| orders::run(c, args)),
-        Command::Scale(args) => single(args.quick, |c| scale::run(c, args)),
+        Command::Ingest(args) => single(args.common.quick, |c| ingest::run(c, args)),
+        Command::Daemon(args) => single(args.common.quick, |c| daemon::run(c, args)),
+        Command::Fanout(args) => single(args.common.quick, |c| fanout::run(c, args)),
+        Command::Orders(args) => single(args.common.quick, |c| orders::run(c, args)),
+        Command::Scale(args) => single(args.common.quick, |c| scale::run(c, args)),
         Command::Soak(args) => soak::run(args),
         Command::RssProbe(args) => ingest::rss_probe(args),
     }

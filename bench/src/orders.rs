@@ -12,12 +12,15 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use christmas_ingest::config::DaemonConfig;
-use christmas_ingest::server::{self, AppState};
+use christmas_ingest::server;
+use christmas_tests::{HttpClient, InProcessDaemon};
+use indicatif::ProgressBar;
 use serde_json::{json, Value};
 use tokio_postgres::Client;
 
+use crate::args::CommonArgs;
 use crate::chart::{self, Bar};
-use crate::loadgen::{self, WrkRun};
+use crate::loadgen::{self, SiegeRun, WrkRun};
 use crate::machine;
 use crate::pg::{self, connect};
 use crate::run::{runtime, Headline, Outcome, RunContext};
@@ -25,12 +28,9 @@ use crate::run::{runtime, Headline, Outcome, RunContext};
 /// Flags of `christmas-bench orders`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OrdersArgs {
-    /// PostgreSQL URL; the bench creates its own databases on that server.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub url: String,
-    /// Redis for order events and the latest-tick cache (unset: none).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    /// Databases, Redis, repeats, `--quick`.
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Seconds of each wrk run.
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
@@ -49,16 +49,9 @@ pub struct OrdersArgs {
     /// Connections in the naive baseline's pool.
     #[arg(long, default_value_t = 16)]
     pub naive_pool: usize,
-    /// Measured wrk runs of each server; the run with the median orders/s is reported (of
-    /// an even number, the faster of the middle two: use an odd one).
-    #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
     /// Seconds of the unrecorded wrk warm-up run before each server's measured runs.
     #[arg(long, default_value_t = 5)]
     pub warmup_seconds: u64,
-    /// 5 s runs, one repeat, 1 s warm-up.
-    #[arg(long)]
-    pub quick: bool,
     /// Set the kernel's `vm.dirty_background_bytes` to this for the scenario (needs root;
     /// put back afterwards). On one disk, the default bursts of writeback every 5 s stall
     /// PostgreSQL's WAL fsyncs: see docs/operations.md.
@@ -221,31 +214,74 @@ pub fn daemon_config(
     }
 }
 
-pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
-    if args.quick || ctx.quick {
-        args.quick = true;
+pub fn run(ctx: &RunContext, args: OrdersArgs) -> Result<Outcome> {
+    let (args, plan) = plan(ctx, args);
+    let _writeback = args
+        .dirty_background_bytes
+        .map(machine::Writeback::set)
+        .transpose()?;
+    let bar = ctx.steps("orders", 4);
+    let rt = runtime()?;
+    let daemon = measure_daemon(&rt, &args, plan, &bar)?;
+    let naive = measure_naive(&rt, &args, plan, daemon.backlog, &bar)?;
+    let ratio = daemon.wrk.run.created_per_s / naive.run.created_per_s.max(1e-9);
+    bar.finish_with_message(format!(
+        "{:.0} orders/s, {ratio:.1}× the naive baseline",
+        daemon.wrk.run.created_per_s
+    ));
+    report(ctx, &args, &rt, &daemon, &naive)
+}
+
+/// Plan: the flags settled for this run and the wrk series both servers get.
+fn plan(ctx: &RunContext, mut args: OrdersArgs) -> (OrdersArgs, WrkPlan) {
+    if args.common.plan(ctx.quick, 3) {
         args.seconds = args.seconds.min(5);
         args.siege_seconds = args.siege_seconds.min(5);
-        args.repeats = 1;
         args.warmup_seconds = args.warmup_seconds.min(1);
     }
     let plan = WrkPlan {
         connections: args.connections,
         seconds: args.seconds,
         warmup_seconds: args.warmup_seconds,
-        repeats: args.repeats,
+        repeats: args.common.repeats(),
     };
-    let _writeback = args
-        .dirty_background_bytes
-        .map(machine::Writeback::set)
-        .transpose()?;
-    let writeback = machine::writeback();
-    let bar = ctx.steps("orders", 4);
-    let rt = runtime()?;
-    // The daemon, as `christmas-ingest serve` runs it, with no rate limit in the way.
+    (args, plan)
+}
+
+/// A wrk series against one server: the median run, the rows it stored, every run.
+struct WrkSeries {
+    run: WrkRun,
+    stored: u64,
+    runs: Vec<WrkRun>,
+}
+
+/// What the daemon did: the wrk series, siege on the latest-tick read, and the listen
+/// backlog the baseline gets too.
+struct DaemonOrders {
+    wrk: WrkSeries,
+    siege: SiegeRun,
+    backlog: usize,
+}
+
+/// Run, the daemon: as `christmas-ingest serve` runs it, in this process, with no rate
+/// limit in the way; wrk on POST /api/orders, then siege on the latest tick.
+fn measure_daemon(
+    rt: &tokio::runtime::Runtime,
+    args: &OrdersArgs,
+    plan: WrkPlan,
+    bar: &ProgressBar,
+) -> Result<DaemonOrders> {
     bar.set_message("fresh database christmas_bench_orders; daemon start");
-    let url = rt.block_on(pg::fresh_database(&args.url, "christmas_bench_orders"))?;
-    let redis = args.redis_url.as_deref().map(crate::services::bench_redis);
+    let url = rt.block_on(pg::fresh_database(
+        &args.common.services.url,
+        "christmas_bench_orders",
+    ))?;
+    let redis = args
+        .common
+        .services
+        .redis_url
+        .as_deref()
+        .map(crate::services::bench_redis);
     let config = daemon_config(
         &url,
         redis.clone(),
@@ -253,21 +289,12 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
         args.order_max_group,
     );
     let backlog = config.max_connections;
-    let (addr, stop, task, state) = rt.block_on(async {
-        let listener = server::listen("127.0.0.1:0", backlog).await?;
-        let addr = listener.local_addr()?.to_string();
-        let state = AppState::start(config).await?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(listener, None, state.clone(), async move {
-            let _ = stopped.await;
-        }));
-        anyhow::Ok((addr, stop, task, state))
-    })?;
+    let daemon = rt.block_on(InProcessDaemon::start(config, false))?;
+    let addr = daemon.http().to_string();
     bar.inc(1);
-    let (ours, stored_ours, our_runs) =
-        wrk_series(&rt, &addr, &url, plan, "christmas-ingest", &bar)?;
+    let (run, stored, runs) = wrk_series(rt, &addr, &url, plan, "christmas-ingest", bar)?;
     // wrk counts answers below 400; the desk says what they were: every one a new order.
-    let desk = state.orders.metrics();
+    let desk = daemon.state().orders.metrics();
     ensure!(
         desk.existing == 0 && desk.conflicts == 0 && desk.failed == 0,
         "the daemon answered {} repeats, {} conflicts and {} failures to unique orders",
@@ -275,39 +302,44 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
         desk.conflicts,
         desk.failed
     );
-    drop(state);
     bar.inc(1);
 
     // siege on the latest-tick read, with a tick to read.
-    rt.block_on(async {
-        let body = r#"[{"kind":"trade","symbol":"ESZ6","time_ns":1795600000000000000,"price":6000.25,"volume":1}]"#;
-        let mut s = tokio::net::TcpStream::connect(&addr).await?;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(format!("POST /api/ticks?ack=committed HTTP/1.1\r\nhost: b\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes()).await?;
-        let mut sink = Vec::new();
-        s.read_to_end(&mut sink).await?;
-        anyhow::Ok(())
-    })?;
+    let body = r#"[{"kind":"trade","symbol":"ESZ6","time_ns":1795600000000000000,"price":6000.25,"volume":1}]"#;
+    rt.block_on(HttpClient::new(&addr).request("POST", "/api/ticks?ack=committed", &[], body))?;
     std::thread::sleep(Duration::from_millis(200));
     bar.set_message(format!(
         "siege -c100 -t{}S GET /api/market-data?symbol=ESZ6",
         args.siege_seconds
     ));
-    let sg = loadgen::siege(
+    let siege = loadgen::siege(
         &format!("http://{addr}/api/market-data?symbol=ESZ6"),
         100,
         args.siege_seconds,
     )?;
-    let _ = stop.send(());
-    rt.block_on(task)??;
+    rt.block_on(daemon.stop())?;
     if let Some(r) = &redis {
         crate::services::clear_bench_redis(r)?;
     }
     bar.inc(1);
+    Ok(DaemonOrders {
+        wrk: WrkSeries { run, stored, runs },
+        siege,
+        backlog,
+    })
+}
 
-    // The naive baseline on its own database.
+/// Run, the naive baseline: axum with one `INSERT` per request on its own database, with
+/// the daemon's listen backlog so both see the same connection storm.
+fn measure_naive(
+    rt: &tokio::runtime::Runtime,
+    args: &OrdersArgs,
+    plan: WrkPlan,
+    backlog: usize,
+    bar: &ProgressBar,
+) -> Result<WrkSeries> {
     let naive_url = rt.block_on(pg::fresh_database(
-        &args.url,
+        &args.common.services.url,
         "christmas_bench_orders_naive",
     ))?;
     let (naive_addr, naive_task) = rt.block_on(async {
@@ -322,24 +354,38 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
         let app = Router::new()
             .route("/api/orders", post(naive_order))
             .with_state(state);
-        // The daemon's listen backlog, so both see the same connection storm.
         let listener = server::listen("127.0.0.1:0", backlog).await?;
         let addr = listener.local_addr()?.to_string();
         let task = tokio::spawn(async move { axum::serve(listener, app).await });
         anyhow::Ok((addr, task))
     })?;
-    let (naive, naive_stored, naive_runs) =
-        wrk_series(&rt, &naive_addr, &naive_url, plan, "naive baseline", &bar)?;
+    let (run, stored, runs) = wrk_series(rt, &naive_addr, &naive_url, plan, "naive baseline", bar)?;
     naive_task.abort();
     bar.inc(1);
-    let ratio = ours.created_per_s / naive.created_per_s.max(1e-9);
-    bar.finish_with_message(format!(
-        "{:.0} orders/s, {ratio:.1}× the naive baseline",
-        ours.created_per_s
-    ));
+    Ok(WrkSeries { run, stored, runs })
+}
 
+/// Report: the chart, the RESULTS.md section and the JSON.
+// Long: one RESULTS.md section and its JSON written top to bottom.
+fn report(
+    ctx: &RunContext,
+    args: &OrdersArgs,
+    rt: &tokio::runtime::Runtime,
+    daemon: &DaemonOrders,
+    naive_series: &WrkSeries,
+) -> Result<Outcome> {
+    let writeback = machine::writeback();
+    let (ours, stored_ours, our_runs) = (&daemon.wrk.run, daemon.wrk.stored, &daemon.wrk.runs);
+    let (naive, naive_stored, naive_runs) =
+        (&naive_series.run, naive_series.stored, &naive_series.runs);
+    let sg = &daemon.siege;
+    let ratio = ours.created_per_s / naive.created_per_s.max(1e-9);
     let settings = rt.block_on(async {
-        pg::settings(&connect(&args.url).await?, &["fsync", "synchronous_commit"]).await
+        pg::settings(
+            &connect(&args.common.services.url).await?,
+            &["fsync", "synchronous_commit"],
+        )
+        .await
     })?;
     let row = |name: &str, r: &WrkRun| {
         format!(
@@ -394,15 +440,15 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
         s = args.seconds,
         created = ours.created,
         ws = args.warmup_seconds,
-        repeats = args.repeats,
+        repeats = args.common.repeats(),
         oc = args.order_connections,
-        ours_row = row("christmas-ingest (group commit)", &ours),
-        our_runs = runs_text(&our_runs),
-        naive_runs = runs_text(&naive_runs),
-        naive_row = row("naive axum + INSERT per request", &naive),
+        ours_row = row("christmas-ingest (group commit)", ours),
+        our_runs = runs_text(our_runs),
+        naive_runs = runs_text(naive_runs),
+        naive_row = row("naive axum + INSERT per request", naive),
         pool = args.naive_pool,
         ss = args.siege_seconds,
-        source = if args.redis_url.is_some() { "Redis cache, database 9" } else { "database" },
+        source = if args.common.services.redis_url.is_some() { "Redis cache, database 9" } else { "database" },
         siege_rate = sg.rate,
         mean = sg.mean_s * 1e3,
         longest = sg.longest_s * 1e3,
@@ -430,10 +476,10 @@ pub fn run(ctx: &RunContext, mut args: OrdersArgs) -> Result<Outcome> {
             "wrk": {"connections": args.connections, "seconds": args.seconds},
             "christmas": {"orders_per_s": ours.created_per_s.round(), "p50_ms": ours.p50_ms,
                           "p99_ms": ours.p99_ms, "p999_ms": ours.p999_ms, "stored": stored_ours,
-                          "runs": runs_json(&our_runs)},
+                          "runs": runs_json(our_runs)},
             "naive": {"orders_per_s": naive.created_per_s.round(), "p50_ms": naive.p50_ms,
                       "p99_ms": naive.p99_ms, "p999_ms": naive.p999_ms, "stored": naive_stored,
-                      "runs": runs_json(&naive_runs)},
+                      "runs": runs_json(naive_runs)},
             "ratio": ratio,
             "siege": {"requests_per_s": sg.rate.round(), "mean_ms": sg.mean_s * 1e3,
                       "longest_ms": sg.longest_s * 1e3, "failed": sg.failed},

@@ -1,30 +1,13 @@
-//! PostgreSQL helpers shared by the scenarios: connections, a fresh migrated database per
-//! scenario, the reset between runs, row counts and the server's settings.
+//! PostgreSQL helpers shared by the scenarios: connections (the harness's), a fresh migrated
+//! database per scenario, the reset between runs, row counts and the server's settings.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use tokio_postgres::{Client, NoTls};
+use anyhow::Result;
+use tokio_postgres::Client;
 
-pub async fn connect(url: &str) -> Result<Client> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .context("connecting to PostgreSQL")?;
-    tokio::spawn(conn);
-    Ok(client)
-}
-
-/// The URL of database `name` on the server of `base`.
-pub fn database_url(base: &str, name: &str) -> Result<String> {
-    let (prefix, query) = match base.split_once('?') {
-        Some((u, q)) => (u, format!("?{q}")),
-        None => (base, String::new()),
-    };
-    let (server, _) = prefix
-        .rsplit_once('/')
-        .context("database URL has no path")?;
-    Ok(format!("{server}/{name}{query}"))
-}
+pub use christmas_tests::pg::connect;
+use christmas_tests::pg::database_url;
 
 /// A new database `name` on the server of `base` (dropped first if it exists), migrated to
 /// the current schema; its URL. Each scenario gets its own, so nothing else's rows are

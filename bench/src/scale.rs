@@ -7,9 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use christmas_tests::{free_addr, free_port, DaemonProcess, HttpClient};
+use indicatif::ProgressBar;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::args::CommonArgs;
 use crate::chart::{self, Bar};
 use crate::loadgen::WrkRun;
 use crate::market::TempDir;
@@ -20,12 +22,9 @@ use crate::{machine, pg, report};
 /// Flags of `christmas-bench scale`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScaleArgs {
-    /// PostgreSQL URL; the bench creates its own database (christmas_bench_scale) there.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub url: String,
-    /// Redis for the daemons' order events (unset: none).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    /// Databases, Redis, repeats, `--quick`.
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Daemon counts compared (the first is the baseline).
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     pub daemons: Vec<usize>,
@@ -35,9 +34,6 @@ pub struct ScaleArgs {
     /// wrk connections.
     #[arg(long, default_value_t = 400)]
     pub connections: usize,
-    /// Measured wrk runs per configuration; the run with the median orders/s is reported.
-    #[arg(long, default_value_t = 1)]
-    pub repeats: usize,
     /// Seconds of the unrecorded wrk warm-up run of each configuration.
     #[arg(long, default_value_t = 5)]
     pub warmup_seconds: u64,
@@ -54,12 +50,9 @@ pub struct ScaleArgs {
     /// The christmas-ingest binary (default: next to this one, rebuilt with cargo first).
     #[arg(long)]
     pub daemon_bin: Option<PathBuf>,
-    /// 5 s runs, 1 s warm-up.
-    #[arg(long)]
-    pub quick: bool,
 }
 
-/// A child process we started, stopped with SIGTERM (then waited for) when dropped.
+/// nginx as a child process, stopped with SIGTERM (then waited for) when dropped.
 struct Proc {
     name: String,
     child: Child,
@@ -91,36 +84,21 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// The status of `GET path` on `addr`, or None when nothing answers.
-async fn get_status(addr: &str, path: &str) -> Option<u16> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    String::from_utf8_lossy(&buf)
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
+/// Waits up to 30 s until `GET /health` through `addr` answers 200, failing as soon as
+/// `proc` exits.
 fn wait_healthy(
     rt: &tokio::runtime::Runtime,
     addr: &str,
     what: &str,
     proc: &mut Proc,
 ) -> Result<()> {
+    let client = HttpClient::new(addr);
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if rt.block_on(get_status(addr, "/health")) == Some(200) {
+        if rt
+            .block_on(client.get("/health"))
+            .is_ok_and(|r| r.status == 200)
+        {
             return Ok(());
         }
         if let Ok(Some(status)) = proc.child.try_wait() {
@@ -263,24 +241,111 @@ impl ScalePoint {
     }
 }
 
-pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
-    if args.quick || ctx.quick {
-        args.quick = true;
+pub fn run(ctx: &RunContext, args: ScaleArgs) -> Result<Outcome> {
+    let (args, configs) = plan(ctx, args)?;
+    let nginx = which("nginx").context("nginx is not installed (apt-get install -y nginx)")?;
+    let bar = ctx.steps("scale", 1 + configs.len() as u64);
+    let points = measure(&args, &configs, &nginx, &bar)?;
+    report(ctx, &args, &points, &nginx, &bar)
+}
+
+/// Plan: the flags settled for this run, and the configurations to measure in order: (daemon
+/// count, through nginx), the direct run of one daemon first unless `--no-direct`.
+fn plan(ctx: &RunContext, mut args: ScaleArgs) -> Result<(ScaleArgs, Vec<(usize, bool)>)> {
+    if args.common.plan(ctx.quick, 1) {
         args.seconds = args.seconds.min(5);
         args.warmup_seconds = args.warmup_seconds.min(1);
-        args.repeats = 1;
     }
     ensure!(
         !args.daemons.is_empty() && args.daemons.iter().all(|n| *n >= 1),
         "--daemons must list counts ≥ 1"
     );
-    let nginx = which("nginx").context("nginx is not installed (apt-get install -y nginx)")?;
     let mut configs: Vec<(usize, bool)> = args.daemons.iter().map(|n| (*n, true)).collect();
     if !args.no_direct {
         configs.insert(0, (1, false));
     }
-    let bar = ctx.steps("scale", 1 + configs.len() as u64);
-    let bin = daemon_binary(&args, &bar)?;
+    Ok((args, configs))
+}
+
+/// `n` daemons of `bin` with `daemon_toml` on database `url`, each ready, logging to
+/// `dir/daemon-N-I.log`.
+fn start_daemons(
+    rt: &tokio::runtime::Runtime,
+    args: &ScaleArgs,
+    bin: &Path,
+    daemon_toml: &Path,
+    dir: &Path,
+    url: &str,
+    n: usize,
+) -> Result<Vec<DaemonProcess>> {
+    let mut daemons = Vec::new();
+    for i in 0..n {
+        let log = std::fs::File::create(dir.join(format!("daemon-{n}-{i}.log")))?;
+        let out = log.try_clone()?;
+        let mut d = DaemonProcess::spawn(bin, free_addr(), None, |cmd| {
+            cmd.arg("--config")
+                .arg(daemon_toml)
+                .env("DATABASE_URL", url)
+                .env("RUST_LOG", "warn")
+                .stdout(out)
+                .stderr(log);
+            match &args.common.services.redis_url {
+                Some(r) => cmd.env("REDIS_URL", crate::services::bench_redis(r)),
+                None => cmd.env_remove("REDIS_URL"),
+            };
+        })?;
+        let name = format!("christmas-ingest {}", d.http());
+        rt.block_on(d.wait_ready(Duration::from_secs(30)))
+            .with_context(|| name)?;
+        daemons.push(d);
+    }
+    Ok(daemons)
+}
+
+/// nginx with the config `write_nginx_conf` makes in `dir`, in front of `daemons`, ready;
+/// and where it listens.
+fn start_nginx(
+    rt: &tokio::runtime::Runtime,
+    args: &ScaleArgs,
+    nginx: &Path,
+    dir: &Path,
+    daemons: &[DaemonProcess],
+) -> Result<(Proc, String)> {
+    std::fs::create_dir_all(dir)?;
+    let listen = free_port();
+    let ports: Vec<u16> = daemons.iter().map(|d| d.http().port()).collect();
+    let conf = write_nginx_conf(dir, listen, &ports, args.nginx_workers)?;
+    let mut proc = Proc {
+        name: "nginx".into(),
+        child: Command::new(nginx)
+            // The trailing slash: deploy/nginx/nginx.conf's paths are relative to it.
+            .arg("-p")
+            .arg(format!("{}/", dir.display()))
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", "stderr", "-g", "daemon off;"])
+            .stdin(Stdio::null())
+            // deploy/nginx/nginx.conf logs every request to stdout, as in a container.
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("error.log"))?)
+            .spawn()
+            .context("starting nginx")?,
+    };
+    let addr = format!("127.0.0.1:{listen}");
+    wait_healthy(rt, &addr, "nginx", &mut proc)
+        .with_context(|| std::fs::read_to_string(dir.join("error.log")).unwrap_or_default())?;
+    Ok((proc, addr))
+}
+
+/// Run: each configuration on a fresh database: its daemons (and nginx), the wrk series,
+/// the rows stored.
+fn measure(
+    args: &ScaleArgs,
+    configs: &[(usize, bool)],
+    nginx: &Path,
+    bar: &ProgressBar,
+) -> Result<Vec<ScalePoint>> {
+    let bin = daemon_binary(args, bar)?;
     bar.inc(1);
     let rt = runtime()?;
     let tmp = TempDir::new("scale")?;
@@ -296,42 +361,16 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
         connections: args.connections,
         seconds: args.seconds,
         warmup_seconds: args.warmup_seconds,
-        repeats: args.repeats,
+        repeats: args.common.repeats(),
     };
     let mut points = Vec::new();
-    for &(n, via_nginx) in &configs {
+    for &(n, via_nginx) in configs {
         bar.set_message(format!("{n} daemon(s): fresh database, start, nginx"));
-        let url = rt.block_on(pg::fresh_database(&args.url, "christmas_bench_scale"))?;
-        let mut daemons = Vec::new();
-        let mut ports = Vec::new();
-        for i in 0..n {
-            let port = free_port()?;
-            let log = std::fs::File::create(tmp.0.join(format!("daemon-{n}-{i}.log")))?;
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--config"])
-                .arg(&daemon_toml)
-                .arg("serve")
-                .env("DATABASE_URL", &url)
-                .env("CHRISTMAS_HTTP_ADDR", format!("127.0.0.1:{port}"))
-                .env("CHRISTMAS_TCP_ADDR", "")
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
-            match &args.redis_url {
-                Some(r) => cmd.env("REDIS_URL", crate::services::bench_redis(r)),
-                None => cmd.env_remove("REDIS_URL"),
-            };
-            let mut p = Proc {
-                name: format!("christmas-ingest :{port}"),
-                child: cmd
-                    .spawn()
-                    .with_context(|| format!("starting {}", bin.display()))?,
-            };
-            wait_healthy(&rt, &format!("127.0.0.1:{port}"), &p.name.clone(), &mut p)?;
-            daemons.push(p);
-            ports.push(port);
-        }
+        let url = rt.block_on(pg::fresh_database(
+            &args.common.services.url,
+            "christmas_bench_scale",
+        ))?;
+        let mut daemons = start_daemons(&rt, args, &bin, &daemon_toml, &tmp.0, &url, n)?;
         let what = format!(
             "{n} daemon{}{}",
             if n == 1 { "" } else { "s" },
@@ -341,63 +380,44 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
                 ", no nginx"
             }
         );
-        if !via_nginx {
-            let addr = format!("127.0.0.1:{}", ports[0]);
-            let (run, stored, _) = wrk_series(&rt, &addr, &url, plan, &what, &bar)?;
-            for d in &mut daemons {
-                d.stop();
-            }
-            if let Some(r) = &args.redis_url {
-                crate::services::clear_bench_redis(r)?;
-            }
-            points.push(ScalePoint {
-                daemons: n,
-                nginx: false,
-                run,
-                stored,
-            });
-            bar.inc(1);
-            continue;
-        }
-        let ndir = tmp.0.join(format!("nginx-{n}"));
-        std::fs::create_dir_all(&ndir)?;
-        let listen = free_port()?;
-        let conf = write_nginx_conf(&ndir, listen, &ports, args.nginx_workers)?;
-        let mut nginx_proc = Proc {
-            name: "nginx".into(),
-            child: Command::new(&nginx)
-                // The trailing slash: deploy/nginx/nginx.conf's paths are relative to it.
-                .arg("-p")
-                .arg(format!("{}/", ndir.display()))
-                .arg("-c")
-                .arg(&conf)
-                .args(["-e", "stderr", "-g", "daemon off;"])
-                .stdin(Stdio::null())
-                // deploy/nginx/nginx.conf logs every request to stdout, as in a container.
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(ndir.join("error.log"))?)
-                .spawn()
-                .context("starting nginx")?,
+        let (run, stored) = if via_nginx {
+            let dir = tmp.0.join(format!("nginx-{n}"));
+            let (mut front, addr) = start_nginx(&rt, args, nginx, &dir, &daemons)?;
+            let (run, stored, _) = wrk_series(&rt, &addr, &url, plan, &what, bar)?;
+            front.stop();
+            (run, stored)
+        } else {
+            let addr = daemons[0].http().to_string();
+            let (run, stored, _) = wrk_series(&rt, &addr, &url, plan, &what, bar)?;
+            (run, stored)
         };
-        let addr = format!("127.0.0.1:{listen}");
-        wait_healthy(&rt, &addr, "nginx", &mut nginx_proc)
-            .with_context(|| std::fs::read_to_string(ndir.join("error.log")).unwrap_or_default())?;
-        let (run, stored, _) = wrk_series(&rt, &addr, &url, plan, &what, &bar)?;
-        nginx_proc.stop();
         for d in &mut daemons {
-            d.stop();
+            let _ = d.stop();
+        }
+        if let Some(r) = &args.common.services.redis_url {
+            crate::services::clear_bench_redis(r)?;
         }
         points.push(ScalePoint {
             daemons: n,
-            nginx: true,
+            nginx: via_nginx,
             run,
             stored,
         });
-        if let Some(r) = &args.redis_url {
-            crate::services::clear_bench_redis(r)?;
-        }
         bar.inc(1);
     }
+    Ok(points)
+}
+
+/// Report: the ratio of the most daemons behind nginx to the fewest, the chart, the table
+/// in bench/RESULTS.md and the JSON.
+// One format string holds the whole section as it reads in RESULTS.md.
+fn report(
+    ctx: &RunContext,
+    args: &ScaleArgs,
+    points: &[ScalePoint],
+    nginx: &Path,
+    bar: &ProgressBar,
+) -> Result<Outcome> {
     let behind: Vec<&ScalePoint> = points.iter().filter(|p| p.nginx).collect();
     let base = behind[0];
     let best = behind.last().copied().unwrap_or(base);
@@ -407,7 +427,7 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
         best.daemons, base.daemons
     ));
 
-    let nginx_version = Command::new(&nginx)
+    let nginx_version = Command::new(nginx)
         .arg("-v")
         .output()
         .map(|o| {
@@ -455,7 +475,7 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
         stamp = ctx.stamp,
         cmd = ctx.command,
         machine = machine::describe(),
-        pg = machine::postgres_version(&args.url),
+        pg = machine::postgres_version(&args.common.services.url),
         c = args.connections,
         s = args.seconds,
         nginx_config = if deploy_nginx_conf().is_file() {
@@ -473,11 +493,11 @@ pub fn run(ctx: &RunContext, mut args: ScaleArgs) -> Result<Outcome> {
         },
         oc = args.order_connections,
         ws = args.warmup_seconds,
-        repeats = args.repeats,
+        repeats = args.common.repeats(),
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
         b = base.daemons,
     );
-    for p in &points {
+    for p in points {
         md.push_str(&format!(
             "| {} | {:.0} | {:.2} / {:.2} / {:.2} ms | {} | {} | {} | **{:.2}** |\n",
             p.label(),

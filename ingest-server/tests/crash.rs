@@ -2,30 +2,30 @@
 //! the same spool each time: every tick it acknowledged is in PostgreSQL exactly once.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use christmas_tests::{free_addr, DaemonProcess, HttpClient};
 
 mod common;
-use common::{free_addr, migrated_database, spawn_daemon, wait_exit, wait_listening};
+use common::{migrated_database, start_daemon, wait_exit};
 
 const SYMBOLS: i64 = 20;
 
-fn spawn(url: &str, addr: &str, spool: &std::path::Path) -> Child {
-    spawn_daemon(
+async fn start(url: &str, addr: SocketAddr, spool: &std::path::Path) -> DaemonProcess {
+    start_daemon(
         url,
         addr,
         &[("CHRISTMAS_SPOOL_DIR", &spool.display().to_string())],
     )
+    .await
 }
 
 /// POSTs batches of 50 trades with `ack=durable` until the daemon goes away; records the
 /// `exchange_seq`s of every batch answered 201.
-async fn client(addr: String, next: Arc<AtomicI64>, acked: Arc<Mutex<Vec<i64>>>) {
+async fn client(addr: SocketAddr, next: Arc<AtomicI64>, acked: Arc<Mutex<Vec<i64>>>) {
     loop {
         let base = next.fetch_add(50, Ordering::SeqCst);
         let ticks: Vec<String> = (base..base + 50)
@@ -39,31 +39,17 @@ async fn client(addr: String, next: Arc<AtomicI64>, acked: Arc<Mutex<Vec<i64>>>)
             })
             .collect();
         let body = format!("[{}]", ticks.join(","));
-        let Ok(mut s) = TcpStream::connect(&addr).await else {
+        let Ok(r) = HttpClient::new(addr)
+            .request("POST", "/api/ticks?ack=durable", &[], body)
+            .await
+        else {
             return;
         };
-        let req = format!(
-            "POST /api/ticks?ack=durable HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if s.write_all(req.as_bytes()).await.is_err() {
-            return;
-        }
-        let mut raw = Vec::new();
-        if s.read_to_end(&mut raw).await.is_err() || !raw.starts_with(b"HTTP/1.1 201") {
+        if r.status != 201 {
             return;
         }
         acked.lock().unwrap().extend(base..base + 50);
     }
-}
-
-async fn get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    raw
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,21 +63,16 @@ async fn kill_9_under_durable_load_loses_and_duplicates_nothing_acknowledged() {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ std::process::id() as u64;
     let mut kills = 0;
     for _ in 0..4 {
-        let mut daemon = spawn(&url, &addr, &spool);
-        wait_listening(&addr).await;
+        let mut daemon = start(&url, addr, &spool).await;
         let clients: Vec<_> = (0..4)
-            .map(|_| tokio::spawn(client(addr.clone(), next.clone(), acked.clone())))
+            .map(|_| tokio::spawn(client(addr, next.clone(), acked.clone())))
             .collect();
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         tokio::time::sleep(Duration::from_millis(300 + seed % 1_200)).await;
-        let killed = Command::new("kill")
-            .args(["-KILL", &daemon.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let status = tokio::task::block_in_place(|| wait_exit(&mut daemon));
+        daemon.signal("KILL").unwrap();
+        let status = wait_exit(&mut daemon);
         assert!(!status.success(), "killed, not exited: {status}");
         kills += 1;
         for c in clients {
@@ -99,12 +80,11 @@ async fn kill_9_under_durable_load_loses_and_duplicates_nothing_acknowledged() {
         }
     }
     // A last start writes what the spool holds; SIGTERM then flushes and exits 0.
-    let mut daemon = spawn(&url, &addr, &spool);
-    wait_listening(&addr).await;
+    let mut daemon = start(&url, addr, &spool).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // What the last kill left was read back, and batches that had committed before it
     // were found in the ledger rather than written again.
-    let metrics = get(&addr, "/metrics").await;
+    let metrics = HttpClient::new(addr).get("/metrics").await.unwrap().text();
     let total = |name: &str| -> f64 {
         metrics
             .lines()
@@ -117,21 +97,14 @@ async fn kill_9_under_durable_load_loses_and_duplicates_nothing_acknowledged() {
         "{metrics}"
     );
     assert!(total("christmas_ledger_hits_total") > 0.0, "{metrics}");
-    let term = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = tokio::task::block_in_place(|| wait_exit(&mut daemon));
+    daemon.signal("TERM").unwrap();
+    let status = wait_exit(&mut daemon);
     assert!(status.success(), "exit status {status}");
 
     let acked = acked.lock().unwrap().clone();
     assert_eq!(kills, 4);
     assert!(acked.len() >= 2_000, "load was too light: {}", acked.len());
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = christmas_tests::connect(&url).await.unwrap();
     let rows: Vec<(String, i64)> = client
         .query("SELECT symbol, exchange_seq FROM market_data", &[])
         .await

@@ -6,53 +6,34 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use christmas_tests::Nginx;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use christmas_tests::{free_addr, DaemonProcess, HttpClient, Nginx};
 
 mod common;
-use common::{free_addr, migrated_database, spawn_daemon, wait_listening};
+use common::{migrated_database, start_daemon};
 
-/// One request on a fresh connection: the status (0 when the connection failed).
+/// One request on a fresh connection: the status (0 when no answer came).
 async fn request(addr: &str, method: &str, path: &str, body: &str) -> u16 {
-    let Ok(mut s) = TcpStream::connect(addr).await else {
-        return 0;
-    };
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return 0;
-    }
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw).await;
-    std::str::from_utf8(&raw)
-        .ok()
-        .and_then(|r| r.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    HttpClient::new(addr)
+        .request(method, path, &[], body.to_string())
+        .await
+        .map_or(0, |r| r.status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_three_daemons_killed_behind_nginx_costs_no_acknowledged_tick_and_no_read() {
     let url = migrated_database().await;
-    let backends: Vec<String> = (0..3).map(|_| free_addr()).collect();
+    let backends: Vec<String> = (0..3).map(|_| free_addr().to_string()).collect();
     // The daemons fan out through Redis Sentinel (they ask it for the master).
     let master = christmas_tests::RedisServer::start().unwrap();
     let sentinel = christmas_tests::RedisServer::start_sentinel("md", master.port()).unwrap();
     let redis = format!("redis+sentinel://127.0.0.1:{}/md", sentinel.port());
-    let mut daemons: Vec<Child> = backends
-        .iter()
-        .map(|a| spawn_daemon(&url, a, &[("REDIS_URL", &redis)]))
-        .collect();
+    let mut daemons: Vec<DaemonProcess> = Vec::new();
     for a in &backends {
-        wait_listening(a).await;
+        daemons.push(start_daemon(&url, a.parse().unwrap(), &[("REDIS_URL", &redis)]).await);
     }
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx");
     let nginx = Nginx::start(&conf, &backends).unwrap();
@@ -117,11 +98,7 @@ async fn one_of_three_daemons_killed_behind_nginx_costs_no_acknowledged_tick_and
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let before_kill = acked.lock().unwrap().len();
-    let killed = Command::new("kill")
-        .args(["-KILL", &daemons[1].id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    daemons[1].signal("KILL").unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     stop.store(true, Ordering::SeqCst);
     for t in tasks {
@@ -145,22 +122,15 @@ async fn one_of_three_daemons_killed_behind_nginx_costs_no_acknowledged_tick_and
         "{} ingest requests failed",
         post_failures.load(Ordering::SeqCst)
     );
-    for (i, d) in daemons.iter_mut().enumerate() {
-        if i != 1 {
-            let _ = Command::new("kill")
-                .args(["-TERM", &d.id().to_string()])
-                .status();
-        }
-        let _ = d.wait();
+    for d in &mut daemons {
+        // SIGTERM to the two left; the killed one has exited already.
+        let _ = tokio::task::block_in_place(|| d.stop());
     }
     // The latest tick of a symbol, through nginx, from the Redis cache the daemons filled
     // through Sentinel.
     let latest = master.cli(&["HGETALL", "md:{S03}:latest"]).unwrap();
     assert!(latest.contains("trade_price"), "latest hash: {latest}");
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = christmas_tests::connect(&url).await.unwrap();
     let rows: Vec<i64> = client
         .query("SELECT exchange_seq FROM market_data", &[])
         .await

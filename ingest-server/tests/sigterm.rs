@@ -2,27 +2,24 @@
 //! acknowledged is in PostgreSQL. (The other daemon tests are in `tests/it/daemon.rs`; this
 //! one lives here because only this package's tests can name its binary.)
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use christmas_tests::{free_addr, HttpClient};
 
 mod common;
-use common::{free_addr, migrated_database, spawn_daemon, wait_exit, wait_listening};
+use common::{migrated_database, start_daemon, wait_exit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_zero_and_loses_nothing_acknowledged() {
     let url = migrated_database().await;
     let addr = free_addr();
-    let mut daemon = spawn_daemon(&url, &addr, &[]);
-    wait_listening(&addr).await;
+    let mut daemon = start_daemon(&url, addr, &[]).await;
 
     let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
     let clients: Vec<_> = (0..4i64)
         .map(|c| {
-            let (acked, addr) = (acked.clone(), addr.clone());
+            let (acked, client) = (acked.clone(), HttpClient::new(addr));
             tokio::spawn(async move {
                 for n in 0.. {
                     let base = (n * 4 + c) * 100;
@@ -30,16 +27,10 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing_acknowledged() {
                         .map(|k| format!(r#"{{"kind":"trade","symbol":"ESZ6","time_ns":{},"price":1,"volume":1,"exchange_seq":{k}}}"#, 1_795_600_000_000_000_000i64 + k))
                         .collect();
                     let body = format!("[{}]", ticks.join(","));
-                    let Ok(mut s) = TcpStream::connect(&addr).await else { return };
-                    let req = format!(
-                        "POST /api/ticks HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if s.write_all(req.as_bytes()).await.is_err() {
+                    let Ok(r) = client.request("POST", "/api/ticks", &[], body).await else {
                         return;
-                    }
-                    let mut raw = Vec::new();
-                    if s.read_to_end(&mut raw).await.is_err() || !raw.starts_with(b"HTTP/1.1 202") {
+                    };
+                    if r.status != 202 {
                         return;
                     }
                     acked.lock().unwrap().extend(base..base + 100);
@@ -48,22 +39,15 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing_acknowledged() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let kill = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::task::block_in_place(|| wait_exit(&mut daemon));
+    daemon.signal("TERM").unwrap();
+    let status = wait_exit(&mut daemon);
     assert!(status.success(), "exit status {status}");
     for c in clients {
         c.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 1_000, "load was too light: {}", acked.len());
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let client = christmas_tests::connect(&url).await.unwrap();
     let stored: std::collections::HashSet<i64> = client
         .query("SELECT exchange_seq FROM market_data", &[])
         .await

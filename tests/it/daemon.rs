@@ -10,23 +10,20 @@ use christmas_core::frame::{self, AckLevel, FrameQuote, FrameTrade, IngestFrame}
 use christmas_ingest::auth::{hash_key, ApiKey};
 use christmas_ingest::config::DaemonConfig;
 use christmas_ingest::replay::{self, ReplayArgs};
-use christmas_ingest::server::{self, AppState};
-use christmas_tests::RedisServer;
+use christmas_tests::{HttpClient, InProcessDaemon, RedisServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_postgres::Client;
 
 use crate::support::{count, fresh_core_db};
 
-/// A daemon on loopback ports, with its own database.
+/// A daemon on loopback ports (HTTP and TCP), with its own database.
 pub(crate) struct Daemon {
     url: String,
-    pub(crate) http: SocketAddr,
     tcp: SocketAddr,
     pub(crate) db: Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    daemon: InProcessDaemon,
 }
 
 impl Daemon {
@@ -37,30 +34,18 @@ impl Daemon {
             ..DaemonConfig::default()
         };
         tweak(&mut config);
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (http_addr, tcp_addr) = (http.local_addr().unwrap(), tcp.local_addr().unwrap());
-        let state = AppState::start(config).await.unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(http, Some(tcp), state, async move {
-            let _ = stopped.await;
-        }));
+        let daemon = InProcessDaemon::start(config, true).await.unwrap();
         Daemon {
             url,
-            http: http_addr,
-            tcp: tcp_addr,
+            tcp: daemon.tcp().expect("started with TCP"),
             db,
-            stop: Some(stop),
-            task,
+            daemon,
         }
     }
 
     /// SIGTERM's path: stop, drain, flush; the run's result.
-    pub(crate) async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.await.unwrap()
+    pub(crate) async fn shutdown(self) -> anyhow::Result<()> {
+        self.daemon.stop().await
     }
 
     /// Shuts down, then checks the table holds `rows` trades.
@@ -75,6 +60,11 @@ impl Daemon {
         self.url.clone()
     }
 
+    /// A client of its HTTP port.
+    pub(crate) fn client(&self) -> HttpClient {
+        self.daemon.client()
+    }
+
     pub(crate) async fn call(
         &self,
         method: &str,
@@ -82,10 +72,13 @@ impl Daemon {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (u16, Value) {
-        let (status, body) = http(self.http, method, path, headers, body).await;
-        let v =
-            serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
-        (status, v)
+        let r = self
+            .client()
+            .request(method, path, headers, body.to_vec())
+            .await
+            .unwrap();
+        let v = r.json().unwrap_or_else(|_| json!(r.text()));
+        (r.status, v)
     }
 
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
@@ -101,20 +94,16 @@ impl Daemon {
 /// A daemon on a loopback port; the handle stops it (SIGTERM's path) and returns its result.
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    daemon: InProcessDaemon,
 }
 
 impl Running {
     pub(crate) async fn start(config: DaemonConfig) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = AppState::start(config).await.unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(listener, None, state, async move {
-            let _ = stopped.await;
-        }));
-        Running { addr, stop, task }
+        let daemon = InProcessDaemon::start(config, false).await.unwrap();
+        Running {
+            addr: daemon.http(),
+            daemon,
+        }
     }
 
     pub(crate) async fn call(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
@@ -123,63 +112,18 @@ impl Running {
         } else {
             body.to_string().into_bytes()
         };
-        let (status, b) = http(self.addr, method, path, &[], &body).await;
-        (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+        let r = self
+            .daemon
+            .client()
+            .request(method, path, &[], body)
+            .await
+            .unwrap();
+        (r.status, r.json().unwrap_or(Value::Null))
     }
 
     pub(crate) async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+        self.daemon.stop().await.unwrap();
     }
-}
-
-/// One HTTP/1.1 request on a fresh connection: (status, body).
-pub(crate) async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
-                .unwrap();
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
-            rest = &rest[eol + 2 + n + 2..];
-        }
-        body = out;
-    }
-    (status, body)
 }
 
 fn trade_json(symbol: &str, seq: i64) -> Value {
@@ -298,20 +242,16 @@ async fn keys_are_required_and_scoped_and_reads_can_be_opened() {
     let body = json!([trade_json("ESZ6", 1)]).to_string();
     let post = |key: Option<&'static str>| {
         let body = body.clone();
-        let addr = d.http;
+        let client = match key {
+            Some(k) => d.client().bearer(k),
+            None => d.client(),
+        };
         async move {
-            let h = key.map(|k| format!("Bearer {k}"));
-            let headers: Vec<(&str, &str)> =
-                h.iter().map(|h| ("authorization", h.as_str())).collect();
-            let (status, body) = http(
-                addr,
-                "POST",
-                "/api/ticks?ack=committed",
-                &headers,
-                body.as_bytes(),
-            )
-            .await;
-            (status, serde_json::from_slice::<Value>(&body).unwrap())
+            let r = client
+                .request("POST", "/api/ticks?ack=committed", &[], body)
+                .await
+                .unwrap();
+            (r.status, r.json().unwrap())
         }
     };
     let (status, v) = post(None).await;
@@ -411,8 +351,11 @@ async fn health_ready_metrics_and_openapi() {
         &json!([trade_json("ESZ6", 1), trade_json("ESZ6", 2)]),
     )
     .await;
-    let (status, body) = http(d.http, "GET", "/metrics", &[], b"").await;
-    let text = String::from_utf8(body).unwrap();
+    let metrics = d.client().get("/metrics").await.unwrap();
+    let (status, text) = (
+        metrics.status,
+        String::from_utf8(metrics.body.to_vec()).unwrap(),
+    );
     assert_eq!(status, 200);
     assert!(
         text.contains("christmas_rows_committed_total{kind=\"trade\"} 2"),
@@ -444,13 +387,8 @@ async fn health_ready_metrics_and_openapi() {
         );
     }
     // Every response carries a request id.
-    let mut s = TcpStream::connect(d.http).await.unwrap();
-    s.write_all(b"GET /health HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    assert!(raw.to_ascii_lowercase().contains("x-request-id: "), "{raw}");
+    let health = d.client().get("/health").await.unwrap();
+    assert!(health.header("x-request-id").is_some(), "{health:?}");
     d.shutdown_and_count(2).await;
 }
 
@@ -613,22 +551,16 @@ async fn shutdown_under_load_loses_nothing_acknowledged() {
     let next = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let (acked, next, addr) = (acked.clone(), next.clone(), d.http);
+            let (acked, next, client) = (acked.clone(), next.clone(), d.client());
             tokio::spawn(async move {
                 loop {
                     let base = next.fetch_add(1, Ordering::Relaxed) as i64 * 100;
                     let body: Vec<Value> = (0..100).map(|i| trade_json("ESZ6", base + i)).collect();
                     let body = json!(body).to_string();
-                    let Ok(mut s) = TcpStream::connect(addr).await else { return };
-                    let req = format!(
-                        "POST /api/ticks HTTP/1.1\r\nhost: t\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if s.write_all(req.as_bytes()).await.is_err() {
+                    let Ok(r) = client.request("POST", "/api/ticks", &[], body).await else {
                         return;
-                    }
-                    let mut raw = Vec::new();
-                    if s.read_to_end(&mut raw).await.is_err() || !raw.starts_with(b"HTTP/1.1 202") {
+                    };
+                    if r.status != 202 {
                         return;
                     }
                     acked.lock().unwrap().extend(base..base + 100);

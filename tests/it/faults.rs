@@ -12,7 +12,9 @@ use christmas_core::{Ingestor, Trade};
 use christmas_ingest::config::DaemonConfig;
 use christmas_tests::PgServer;
 
-use crate::daemon::{http, Running};
+use christmas_tests::HttpClient;
+
+use crate::daemon::Running;
 use crate::support::{connect, count, fresh_core_db, symbols, trade};
 
 /// POSTs batches of 50 trades with `ack=durable` until `stop`; records every acknowledged
@@ -35,8 +37,11 @@ async fn durable_client(
             })
             .collect();
         let body = format!("[{}]", ticks.join(","));
-        let (status, _) = http(addr, "POST", "/api/ticks?ack=durable", &[], body.as_bytes()).await;
-        if status == 201 {
+        let answer = HttpClient::new(addr)
+            .request("POST", "/api/ticks?ack=durable", &[], body)
+            .await
+            .unwrap();
+        if answer.status == 201 {
             acked.lock().unwrap().extend(base..base + 50);
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -116,7 +121,7 @@ async fn spooling_daemon(url: &str, spool: &std::path::Path) -> Running {
 }
 
 async fn ready(addr: SocketAddr) -> u16 {
-    http(addr, "GET", "/ready", &[], b"").await.0
+    HttpClient::new(addr).get("/ready").await.unwrap().status
 }
 
 async fn wait_ready(addr: SocketAddr, want: u16, within: Duration) {
@@ -143,8 +148,8 @@ async fn postgres_stopped_30_s_under_load_loses_nothing_and_ready_says_so() {
     let down_at = load.acked();
     wait_ready(addr, 503, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let (status, body) = http(addr, "GET", "/ready", &[], b"").await;
-    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    let answer = HttpClient::new(addr).get("/ready").await.unwrap();
+    assert_eq!(answer.status, 503, "{}", answer.text());
     let during = load.acked() - down_at;
     assert!(
         during > 1_000,

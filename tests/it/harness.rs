@@ -1,6 +1,10 @@
-//! The harness itself: private servers really start, crash, recover and isolate.
+//! The harness itself: private servers really start, crash, recover and isolate; the HTTP
+//! client and the in-process daemon work together.
 
-use christmas_tests::{fresh_database, PgServer, RedisServer};
+use christmas_ingest::auth::{hash_key, ApiKey};
+use christmas_ingest::config::DaemonConfig;
+use christmas_tests::{fresh_database, HttpClient, InProcessDaemon, PgServer, RedisServer};
+use serde_json::json;
 
 use crate::support::connect;
 
@@ -64,4 +68,51 @@ async fn fresh_databases_are_separate() {
         .unwrap()
         .get(0);
     assert_eq!(in_b, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_client_talks_to_the_in_process_daemon() {
+    let (url, db) = crate::support::fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let config = DaemonConfig {
+        database_url: Some(url),
+        api_keys: vec![ApiKey::parse(&format!("feed:{}:ingest", hash_key("feed-key"))).unwrap()],
+        ..DaemonConfig::default()
+    };
+    let daemon = InProcessDaemon::start(config, false).await.unwrap();
+    // A connection per request and a kept connection answer alike.
+    for client in [daemon.client(), HttpClient::keep_alive(daemon.http())] {
+        for _ in 0..3 {
+            let health = client.get("/health").await.unwrap();
+            assert_eq!(health.status, 200);
+            assert_eq!(health.json().unwrap()["status"], "ok");
+            assert!(health.header("x-request-id").is_some(), "{health:?}");
+        }
+    }
+    // The bearer key goes with the request.
+    let ticks = json!([{"kind": "trade", "symbol": "ESZ6", "time_ns": 1_795_600_000_000_000_000i64,
+                        "price": 1, "volume": 1}]);
+    let path = "/api/ticks?ack=committed";
+    let refused = daemon.client().post_json(path, &ticks).await.unwrap();
+    assert_eq!(refused.status, 401);
+    let taken = daemon
+        .client()
+        .bearer("feed-key")
+        .post_json(path, &ticks)
+        .await
+        .unwrap();
+    assert_eq!(taken.status, 201, "{}", taken.text());
+    let metrics = daemon.client().get("/metrics").await.unwrap().text();
+    assert!(
+        metrics.contains("christmas_rows_committed_total{kind=\"trade\"} 1"),
+        "{metrics}"
+    );
+    daemon.stop().await.unwrap();
+    assert_eq!(crate::support::count(&db, "market_data").await, 1);
+}
+
+#[test]
+fn free_addresses_are_loopback_and_bindable() {
+    let addr = christmas_tests::free_addr();
+    assert!(addr.ip().is_loopback());
+    std::net::TcpListener::bind(addr).unwrap();
 }

@@ -3,17 +3,13 @@
 
 use christmas_core::schema::{SchemaConfig, Variant};
 use christmas_core::{Side, Symbol, Trade};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// Connects and drives the connection in the background.
 pub async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+    christmas_tests::connect(url)
         .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+        .unwrap_or_else(|e| panic!("connect to {url}: {e:#}"))
 }
 
 /// A new database on `base_url` with the plain-PostgreSQL schema and retention off (the

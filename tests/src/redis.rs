@@ -1,0 +1,227 @@
+//! Redis for tests: a private [`RedisServer`] (or Sentinel), a [`RedisCluster`], and the
+//! server shared by a test process.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::host::{run, unique_name, wait_for};
+use crate::net::free_port;
+
+/// A private Redis server owned by one test.
+#[derive(Debug)]
+pub struct RedisServer {
+    dir: PathBuf,
+    port: u16,
+    /// Extra `redis-server` arguments, kept for restarts.
+    args: Vec<String>,
+    /// A sentinel runs from a config file it rewrites.
+    sentinel: bool,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free loopback port, without persistence.
+    pub fn start() -> Result<RedisServer> {
+        RedisServer::start_with(&[])
+    }
+
+    /// [`RedisServer::start`] with extra arguments (`--replicaof`, `--cluster-enabled`, …).
+    pub fn start_with(args: &[&str]) -> Result<RedisServer> {
+        RedisServer::start_on(free_port(), args)
+    }
+
+    fn start_on(port: u16, args: &[&str]) -> Result<RedisServer> {
+        let dir = std::env::temp_dir().join(unique_name("christmas-redis"));
+        std::fs::create_dir_all(&dir)?;
+        let server = RedisServer {
+            dir,
+            port,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            sentinel: false,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// A Sentinel (`redis-server --sentinel`) monitoring the master on `master_port` as
+    /// `name`, quorum 1, declaring it down after 1 s.
+    pub fn start_sentinel(name: &str, master_port: u16) -> Result<RedisServer> {
+        let dir = std::env::temp_dir().join(unique_name("christmas-sentinel"));
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port();
+        std::fs::write(
+            dir.join("sentinel.conf"),
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize yes\ndir {dir}\n\
+                 pidfile {dir}/redis.pid\nlogfile {dir}/redis.log\n\
+                 sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = dir.display()
+            ),
+        )?;
+        let server = RedisServer {
+            dir,
+            port,
+            args: Vec::new(),
+            sentinel: true,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&self) -> Result<()> {
+        let mut cmd = Command::new("redis-server");
+        if self.sentinel {
+            cmd.arg(self.dir.join("sentinel.conf")).arg("--sentinel");
+        } else {
+            cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&self.dir)
+                .arg("--pidfile")
+                .arg(self.dir.join("redis.pid"))
+                .arg("--logfile")
+                .arg(self.dir.join("redis.log"))
+                .args(&self.args);
+        }
+        run(&mut cmd).context("starting redis-server (run scripts/services.sh install)")?;
+        wait_for("Redis", Duration::from_secs(10), || self.ping())
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"*1\r\n$4\r\nPING\r\n").is_ok()
+            && s.read_exact(&mut buf).is_ok()
+            && &buf == b"+PONG\r\n"
+    }
+
+    /// `redis://127.0.0.1:PORT/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs `redis-cli -p PORT args…` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running redis-cli")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// SIGKILL: the server is gone at once.
+    pub fn kill(&mut self) -> Result<()> {
+        let pid = std::fs::read_to_string(self.dir.join("redis.pid"))?;
+        run(Command::new("kill").args(["-9", pid.trim()]))?;
+        wait_for("Redis to die", Duration::from_secs(10), || !self.ping())?;
+        let _ = std::fs::remove_file(self.dir.join("redis.pid"));
+        Ok(())
+    }
+
+    /// Starts again on the same port.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.spawn()
+    }
+}
+
+/// A Redis Cluster of `n` masters on loopback, created with `redis-cli --cluster create`.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// The nodes; each owns a third (for 3) of the slots.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `n` cluster-enabled servers and joins them (no replicas).
+    pub fn start(n: usize) -> Result<RedisCluster> {
+        let mut nodes = Vec::with_capacity(n);
+        while nodes.len() < n {
+            // The cluster bus listens on port + 10000: it must exist and be free too.
+            let port = free_port();
+            if port > 55_000 || TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
+                continue;
+            }
+            nodes.push(RedisServer::start_on(
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["--cluster", "create"]).args(&addrs).args([
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ]);
+        run(&mut cmd).context("redis-cli --cluster create")?;
+        let cluster = RedisCluster { nodes };
+        wait_for("the cluster to be ok", Duration::from_secs(20), || {
+            cluster.nodes.iter().all(|n| {
+                n.cli(&["cluster", "info"])
+                    .is_ok_and(|i| i.contains("cluster_state:ok"))
+            })
+        })?;
+        Ok(cluster)
+    }
+
+    /// `redis+cluster://127.0.0.1:PORT` with node `i` as the only seed.
+    pub fn url_via(&self, i: usize) -> String {
+        format!("redis+cluster://127.0.0.1:{}", self.nodes[i].port())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The Redis server shared by the tests of this process: `CHRISTMAS_TEST_REDIS_URL` when
+/// set, else a [`RedisServer`] started on first use.
+pub fn shared_redis_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        std::env::var("CHRISTMAS_TEST_REDIS_URL").unwrap_or_else(|_| {
+            let server = RedisServer::start().expect("start the shared Redis");
+            let url = server.url();
+            std::mem::forget(server);
+            url
+        })
+    })
+    .clone()
+}
