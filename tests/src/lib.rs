@@ -23,6 +23,8 @@
 //! PostgreSQL refuses to run as root, so when the tests run as root the server runs as the
 //! unprivileged system user `christmas` (created if missing) through `runuser`.
 
+#![warn(missing_docs)]
+
 pub mod daemon;
 mod host;
 pub mod http;
