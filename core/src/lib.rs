@@ -53,7 +53,7 @@
 //! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper (on [`redis`]) |
 //! | [`orders`] | orders: group-committed and idempotent ([`OrderDesk`](orders::OrderDesk)), events to workers ([`OrderWorker`](orders::OrderWorker)) |
 //! | [`frame`] | the daemon's TCP ingest protocol: length-prefixed rkyv frames and acks, read in place |
-//! | [`sources`] | file readers for replay: Databento DBN (feature `dbn`) |
+//! | [`sources`] | file readers for replay: CSV, Databento DBN (feature `dbn`); RFC 3339 timestamps |
 //! | [`schema`] | the versioned schema (`sql/`), its migrator and partition maintenance |
 //! | [`query`] | [`MarketDataReader`](query::MarketDataReader): latest tick, trades, quotes, OHLCV bars |
 //!

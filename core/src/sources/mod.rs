@@ -3,7 +3,11 @@
 //!
 //! | module | format | feature |
 //! |---|---|---|
+//! | [`csv`] | CSV of trades or quotes with a header (TrueFX, exported tick files) | |
 //! | [`dbn`] | Databento DBN, MBP-1 schema (`.dbn`, `.dbn.zst`) | `dbn` |
+//! | [`timefmt`] | RFC 3339 / integer-nanosecond timestamps, as files and the HTTP API write them | |
 
+pub mod csv;
 #[cfg(feature = "dbn")]
 pub mod dbn;
+pub mod timefmt;
