@@ -37,7 +37,7 @@
 //! | [`binary_copy`] | PostgreSQL binary COPY header, rows and trailer |
 //! | [`router`] | [`ShardRouter`]: `fnv1a(symbol) % shards` |
 //! | [`ingestor`] | [`Ingestor`]: the face — push, receipts, metrics, shutdown |
-//! | [`ingress`] | [`Ingress`]: trades and quotes together; `push(ticks, AckLevel)` → one ack future; what HTTP, TCP and replay call |
+//! | [`ingress`] | [`Ingress`]: trades and quotes together; `push(ticks, AckLevel)` → one ack future; what HTTP, TCP, replay and demo call |
 //! | `pipeline/` | the stages behind it, wired in `pipeline/mod.rs`: |
 //! | `  batch.rs` | the travelling types: `Slot`, `OpenBatch`, `SealedBatch`, [`BatchReport`] |
 //! | `  shard.rs` | `ShardContext`: one shard's ring, counters, histograms, spool, limits |

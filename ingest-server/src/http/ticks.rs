@@ -57,7 +57,7 @@ pub async fn post_ticks(
         return bad_request("body", "no ticks in the request");
     }
     let acked = match s.ingress.push(&parsed, ack).await {
-        Ok(pending) => pending.await,
+        Ok(pending) => pending.wait().await,
         Err(e) => Err(e),
     };
     let acked = match acked {
