@@ -16,6 +16,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::record::{Quote, Side, Tick, Trade};
 use crate::sources::timefmt::parse_ns;
+use crate::sources::TickSource;
 use crate::symbol::Symbol;
 
 /// Column positions of a header.
@@ -192,6 +193,16 @@ impl<R: Read> CsvReader<R> {
         };
         valid.map_err(|e| line.bad(e))?;
         Ok(Some(tick))
+    }
+}
+
+impl<R: Read> TickSource for CsvReader<R> {
+    fn next_tick(&mut self) -> Result<Option<Tick>> {
+        CsvReader::next_tick(self)
+    }
+
+    fn progress(&self) -> Option<f64> {
+        Some(CsvReader::progress(self))
     }
 }
 

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use christmas_core::fanout::FanoutConfig;
 use christmas_core::sources::csv::CsvReader;
-use christmas_core::sources::dbn::Mbp1Reader;
-use christmas_core::{AckLevel, IngestorConfig, Ingress, Quote, Sink, Tick, Ticks};
+use christmas_core::sources::dbn::Mbp1TickReader;
+use christmas_core::sources::TickSource;
+use christmas_core::{AckLevel, IngestorConfig, Ingress, Sink, Ticks};
 
 /// The CSV reader of replay, kept at its former path for the fuzz target.
 pub use christmas_core::sources::csv::parse_csv;
@@ -57,61 +58,12 @@ pub struct ReplaySummary {
     pub dead_lettered: u64,
 }
 
-/// A source of ticks and how far through it we are.
-trait TickSource {
-    fn next_tick(&mut self) -> Result<Option<Tick>>;
-    /// Fraction done, when known.
-    fn progress(&self) -> Option<f64>;
-}
-
-struct DbnSource {
-    reader: Mbp1Reader,
-    pending: Option<Quote>,
-}
-
-impl TickSource for DbnSource {
-    fn next_tick(&mut self) -> Result<Option<Tick>> {
-        if let Some(q) = self.pending.take() {
-            return Ok(Some(Tick::Quote(q)));
-        }
-        loop {
-            let Some(t) = self.reader.next_ticks()? else {
-                return Ok(None);
-            };
-            match (t.trade, t.quote) {
-                (Some(trade), quote) => {
-                    self.pending = quote;
-                    return Ok(Some(Tick::Trade(trade)));
-                }
-                (None, Some(q)) => return Ok(Some(Tick::Quote(q))),
-                (None, None) => continue,
-            }
-        }
-    }
-
-    fn progress(&self) -> Option<f64> {
-        None
-    }
-}
-
-impl<R: std::io::Read> TickSource for CsvReader<R> {
-    fn next_tick(&mut self) -> Result<Option<Tick>> {
-        Ok(CsvReader::next_tick(self)?)
-    }
-
-    fn progress(&self) -> Option<f64> {
-        Some(CsvReader::progress(self))
-    }
-}
-
 fn open(args: &ReplayArgs) -> Result<Box<dyn TickSource>> {
     let name = args.file.to_string_lossy().to_ascii_lowercase();
     if name.ends_with(".dbn") || name.ends_with(".dbn.zst") {
-        Ok(Box::new(DbnSource {
-            reader: Mbp1Reader::open(&args.file)
-                .with_context(|| format!("opening {}", args.file.display()))?,
-            pending: None,
-        }))
+        Ok(Box::new(Mbp1TickReader::open(&args.file).with_context(
+            || format!("opening {}", args.file.display()),
+        )?))
     } else if name.ends_with(".csv") {
         Ok(Box::new(CsvReader::open(
             &args.file,
