@@ -66,11 +66,10 @@ pub fn parse_ns(s: &str) -> Result<i64, String> {
         if digits.is_empty() {
             return Err(bad());
         }
-        let mut ns = String::from(&digits[..digits.len().min(9)]);
-        while ns.len() < 9 {
-            ns.push('0');
-        }
-        frac_ns = ns.parse().map_err(|_| bad())?;
+        // Nanoseconds: the first nine digits, padded with zeros on the right.
+        let kept = &digits[..digits.len().min(9)];
+        let scale = 10i64.pow(9 - kept.len() as u32);
+        frac_ns = kept.parse::<i64>().map_err(|_| bad())? * scale;
     }
     let offset_s = match &s[i..] {
         "" | "Z" | "z" => 0,
@@ -80,13 +79,19 @@ pub fn parse_ns(s: &str) -> Result<i64, String> {
                 b'-' => -1,
                 _ => return Err(bad()),
             };
-            let digits: String = tz[1..].chars().filter(|c| *c != ':').collect();
-            // ASCII digits only: the slices below must fall on char boundaries.
-            if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            // `hhmm` or `hh:mm`, ASCII digits only (read byte by byte, nothing allocated).
+            let mut digits = tz.as_bytes()[1..].iter().filter(|&&c| c != b':');
+            let mut minutes = 0i64;
+            for _ in 0..4 {
+                match digits.next() {
+                    Some(d) if d.is_ascii_digit() => minutes = minutes * 10 + i64::from(d - b'0'),
+                    _ => return Err(bad()),
+                }
+            }
+            if digits.next().is_some() {
                 return Err(bad());
             }
-            let hh: i64 = digits[..2].parse().map_err(|_| bad())?;
-            let mm: i64 = digits[2..].parse().map_err(|_| bad())?;
+            let (hh, mm) = (minutes / 100, minutes % 100);
             sign * (hh * 3_600 + mm * 60)
         }
     };
@@ -133,6 +138,13 @@ mod tests {
             1_719_878_400_500_000_000
         );
         assert_eq!(parse_ns("1969-12-31T23:59:59.999999999Z").unwrap(), -1);
+        for half_hour_east in ["2024-07-02T05:30:00+05:30", "2024-07-02T05:30:00+0530"] {
+            assert_eq!(parse_ns(half_hour_east).unwrap(), 1_719_878_400_000_000_000);
+        }
+        assert_eq!(
+            parse_ns("2024-07-01T23:00:00.0000000012-01:00").unwrap(),
+            1_719_878_400_000_000_001
+        );
         for bad in [
             "",
             "yesterday",
