@@ -146,8 +146,8 @@ pub enum Invalid {
     /// A one-byte code outside the field's vocabulary.
     #[error("unknown code {:?}", char::from(*.0))]
     UnknownCode(u8),
-    /// A side written as text outside `B`, `S`, `N`, `buy`, `sell`, `none`.
-    #[error("one of B, S, N (or buy, sell, none)")]
+    /// A side written as text outside `B`/`buy`/`bid`, `S`/`sell`/`A`/`ask`, `N`/`none`.
+    #[error("one of B, S, N (or buy, sell, none; A or ask for sell, bid for buy)")]
     UnknownSideText,
 }
 

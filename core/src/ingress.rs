@@ -309,11 +309,14 @@ impl Ingress {
     }
 
     /// Shuts both pipelines down (trades first), committing everything accepted, and
-    /// reports their totals. See [`Ingestor::shutdown`].
+    /// reports their totals. See [`Ingestor::shutdown`]. The quote pipeline is shut down
+    /// even when the trade pipeline's shutdown failed; the first failure is reported.
     pub async fn shutdown(&self) -> Result<IngressMetrics> {
+        let trades = self.trades.shutdown().await;
+        let quotes = self.quotes.shutdown().await;
         Ok(IngressMetrics {
-            trades: self.trades.shutdown().await?,
-            quotes: self.quotes.shutdown().await?,
+            trades: trades?,
+            quotes: quotes?,
         })
     }
 }

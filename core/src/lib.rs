@@ -37,7 +37,7 @@
 //! | [`binary_copy`] | PostgreSQL binary COPY header, rows and trailer |
 //! | [`router`] | [`ShardRouter`]: `fnv1a(symbol) % shards` |
 //! | [`ingestor`] | [`Ingestor`]: the face — push, receipts, metrics, shutdown |
-//! | [`ingress`] | [`Ingress`]: trades and quotes together; `push(ticks, AckLevel)` → one ack future; what HTTP, TCP and replay call |
+//! | [`ingress`] | [`Ingress`]: trades and quotes together; `push(ticks, AckLevel)` → one ack future; what HTTP, TCP, replay and demo call |
 //! | `pipeline/` | the stages behind it, wired in `pipeline/mod.rs`: |
 //! | `  batch.rs` | the travelling types: `Slot`, `OpenBatch`, `SealedBatch`, [`BatchReport`] |
 //! | `  shard.rs` | `ShardContext`: one shard's ring, counters, histograms, spool, limits |
@@ -53,7 +53,7 @@
 //! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper (on [`redis`]) |
 //! | [`orders`] | orders: group-committed and idempotent ([`OrderDesk`](orders::OrderDesk)), events to workers ([`OrderWorker`](orders::OrderWorker)) |
 //! | [`frame`] | the daemon's TCP ingest protocol: length-prefixed rkyv frames and acks, read in place |
-//! | [`sources`] | file readers for replay: Databento DBN (feature `dbn`) |
+//! | [`sources`] | file readers for replay: CSV, Databento DBN (feature `dbn`); RFC 3339 timestamps |
 //! | [`schema`] | the versioned schema (`sql/`), its migrator and partition maintenance |
 //! | [`query`] | [`MarketDataReader`](query::MarketDataReader): latest tick, trades, quotes, OHLCV bars |
 //!

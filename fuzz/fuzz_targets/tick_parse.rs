@@ -12,11 +12,11 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|body: &[u8]| {
     match parse(body) {
         Ok(ticks) => {
-            for t in &ticks.trades {
+            for t in ticks.trades() {
                 assert!(t.price.is_finite(), "{t:?}");
                 assert!(t.volume.is_finite() && t.volume >= 0.0, "{t:?}");
             }
-            for q in &ticks.quotes {
+            for q in ticks.quotes() {
                 assert!(
                     [q.bid, q.ask, q.bid_size, q.ask_size]
                         .iter()

@@ -7,14 +7,14 @@
 //!
 //! ## Layout
 //!
-//! The modules import downward only: `server` → `http`, `tcp` → `state` → `config`,
-//! `pipelines`; nothing imports `server` (`cargo run -p christmas-tests --bin layout-check`
+//! The modules import downward only: `server` → `http`, `tcp` → `state` → `config`; nothing
+//! imports `server` (`cargo run -p christmas-tests --bin layout-check`
 //! checks there is no circle).
 //!
 //! | module | what it is |
 //! |---|---|
 //! | [`config`] | [`DaemonConfig`](config::DaemonConfig): TOML file + environment, validated |
-//! | [`state`] | [`AppState`](state::AppState): the engine behind the daemon, started from the config |
+//! | [`state`] | [`AppState`](state::AppState): the engine behind the daemon, started from the config; its [`Ingress`](christmas_core::Ingress) is the one way HTTP and TCP ticks go in |
 //! | [`server`] | bind ([`listen`](server::listen)) and [`run`](server::run): HTTP and TCP until shutdown, then drain |
 //! | [`http`] | [`router`](http::router) and the request middleware; handlers by area: [`ticks`](http::ticks), [`market_data`](http::market_data), [`orders`], [`ops`](http::ops) (health, ready, metrics, OpenAPI); the [`Authorized`](http::auth::Authorized) extractor and the JSON [`reply`](http::reply) helpers |
 //! | [`tcp`] | the TCP ingest listener (rkyv frames, acks) |
@@ -22,9 +22,8 @@
 //! | [`auth`] | API keys: hashed, scoped |
 //! | [`ratelimit`] | per-account token buckets (429) |
 //! | [`metrics_text`] | `/metrics` in the Prometheus text format |
-//! | [`pipelines`] | the trade and quote pipelines every command starts |
 //! | [`commands`] | the other commands: [`replay`] (DBN or CSV into the engine), [`feed`] (a synthetic market sent to a daemon over TCP, like a feed handler), [`migrate`](commands::migrate), [`demo`](commands::demo) (engine in-process) |
-//! | [`timefmt`] | RFC 3339 / nanosecond timestamps |
+//! | [`timefmt`] | RFC 3339 / nanosecond timestamps (core's `sources::timefmt`, re-exported) |
 
 // Request helpers return the error response itself; boxing it to shrink the `Err` arm buys
 // nothing on a path that builds one response per request.
@@ -36,7 +35,6 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod metrics_text;
-pub mod pipelines;
 pub mod ratelimit;
 pub mod server;
 pub mod state;

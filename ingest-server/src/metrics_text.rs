@@ -271,9 +271,10 @@ fn orders(out: &mut String, o: &christmas_core::orders::OrderDeskSnapshot) {
 /// The whole `/metrics` page.
 pub fn render(s: &AppState) -> String {
     let mut out = String::with_capacity(8 << 10);
+    let metrics = s.ingress.metrics();
     engine(
         &mut out,
-        &[("trade", s.trades.metrics()), ("quote", s.quotes.metrics())],
+        &[("trade", metrics.trades), ("quote", metrics.quotes)],
     );
     let _ = writeln!(out, "# HELP christmas_http_requests_total HTTP requests by route and status.\n# TYPE christmas_http_requests_total counter");
     for ((method, route, status), n) in s

@@ -159,23 +159,17 @@ pub async fn run(
             let _ = t.await;
         }
         state.orders.shutdown().await;
-        let t = state.trades.shutdown().await;
-        let q = state.quotes.shutdown().await;
-        (t, q)
+        state.ingress.shutdown().await
     })
     .await;
     match drained {
-        Ok((Ok(t), Ok(q))) => {
+        Ok(totals) => {
+            let totals = totals?;
             tracing::info!(
-                trades = t.rows_committed(),
-                quotes = q.rows_committed(),
+                trades = totals.trades.rows_committed(),
+                quotes = totals.quotes.rows_committed(),
                 "stopped; everything accepted is committed"
             );
-            Ok(())
-        }
-        Ok((t, q)) => {
-            t?;
-            q?;
             Ok(())
         }
         Err(_) => anyhow::bail!(

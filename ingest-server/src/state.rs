@@ -12,12 +12,11 @@ use anyhow::{Context as _, Result};
 use christmas_core::fanout::{FanoutConfig, LatestCache};
 use christmas_core::orders::{OrderDesk, OrderDeskConfig};
 use christmas_core::query::MarketDataReader;
-use christmas_core::{Ingestor, Quote, Trade};
+use christmas_core::{IngestorConfig, Ingress, Sink};
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
 use crate::config::DaemonConfig;
-use crate::pipelines;
 use crate::ratelimit::RateLimiter;
 
 /// Everything a request handler needs. Cheap to clone.
@@ -30,10 +29,8 @@ pub struct AppState(pub Arc<Engine>);
 pub struct Engine {
     /// The validated config.
     pub config: DaemonConfig,
-    /// Trades pipeline.
-    pub trades: Ingestor<Trade>,
-    /// Quotes pipeline.
-    pub quotes: Ingestor<Quote>,
+    /// The trade and quote pipelines: the one way ticks go in (HTTP and TCP alike).
+    pub ingress: Ingress,
     /// Market-data reads (the replica when configured).
     pub reader: MarketDataReader,
     /// The fan-out's latest-tick hashes, when Redis is configured.
@@ -123,12 +120,17 @@ impl AppState {
             }),
             None => None,
         };
-        let batching = pipelines::Batching {
+        let ingress = Ingress::start(IngestorConfig {
+            sink: Some(Sink::Postgres(url.clone())),
             shards: config.shards,
-            linger: Some(Duration::from_millis(config.linger_ms)),
-        };
-        let (trades, quotes) =
-            pipelines::start(&url, batching, "daemon", fanout, config.spool()?).await?;
+            linger: Duration::from_millis(config.linger_ms),
+            stream: "daemon".into(),
+            fanout,
+            spool: config.spool()?,
+            ..IngestorConfig::default()
+        })
+        .await
+        .context("starting the trade and quote pipelines")?;
         let max_lag = Duration::from_millis(config.replica_max_lag_ms);
         let reader = match &config.read_database_url {
             Some(replica) => MarketDataReader::with_fallback(replica, &url, max_lag).await,
@@ -162,8 +164,7 @@ impl AppState {
             order_limiter: RateLimiter::new(config.order_rate_per_second, config.order_rate_burst),
             orders,
             config,
-            trades,
-            quotes,
+            ingress,
             reader,
             cache,
             http: HttpMetrics::default(),

@@ -1,13 +1,14 @@
 //! The TCP ingest listener: length-prefixed rkyv frames in, acks out (see
 //! [`christmas_core::frame`]).
 //!
-//! One task reads a connection's frames and pushes their records; another writes the acks
-//! in frame order, each once its records reached the frame's ack level, so a client may
-//! pipeline frames. A frame that cannot be read gets an error ack and the connection is
+//! One task reads a connection's frames in place ([`FrameBuffer`]) into one reused
+//! [`Ticks`] and pushes them through the engine's [`Ingress`](christmas_core::Ingress);
+//! another writes the acks in frame order, each once its [`Ack`] resolved, so a client may
+//! pipeline frames (frame N+1 is enqueued while frame N commits). A frame that cannot be read gets an error ack and the connection is
 //! closed; a client gone mid-frame is just a closed connection.
 
-use christmas_core::frame::{self, AckFrame, AckLevel, IngestFrame};
-use christmas_core::Receipt;
+use christmas_core::frame::{self, AckFrame, FrameBuffer, IngestView};
+use christmas_core::{Ack, Ticks};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -59,12 +60,26 @@ pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Rece
 enum PendingAck {
     /// Answer now.
     Ready(AckFrame),
-    /// Answer once these commit.
-    Commit {
-        seq: u64,
-        records: u32,
-        receipts: Vec<Receipt>,
-    },
+    /// Answer once the frame's ticks reached its ack level.
+    Pushed { seq: u64, ack: Ack },
+}
+
+impl PendingAck {
+    /// The ack frame, once there is one to write.
+    async fn resolve(self) -> AckFrame {
+        match self {
+            PendingAck::Ready(a) => a,
+            PendingAck::Pushed { seq, ack } => match ack.wait().await {
+                Ok(acked) => AckFrame {
+                    seq,
+                    ok: true,
+                    records: acked.records() as u32,
+                    error: String::new(),
+                },
+                Err(e) => refused(seq, e.to_string()),
+            },
+        }
+    }
 }
 
 async fn write_ack(w: &mut OwnedWriteHalf, ack: &AckFrame) -> std::io::Result<()> {
@@ -89,37 +104,16 @@ async fn connection(
     let (mut r, mut w) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<PendingAck>(1_024);
     let writer = tokio::spawn(async move {
-        while let Some(p) = rx.recv().await {
-            let ack = match p {
-                PendingAck::Ready(a) => a,
-                PendingAck::Commit {
-                    seq,
-                    records,
-                    receipts,
-                } => {
-                    let mut result = Ok(());
-                    for r in receipts {
-                        if let Err(e) = r.wait().await {
-                            result = Err(e);
-                        }
-                    }
-                    match result {
-                        Ok(()) => AckFrame {
-                            seq,
-                            ok: true,
-                            records,
-                            error: String::new(),
-                        },
-                        Err(e) => refused(seq, e.to_string()),
-                    }
-                }
-            };
-            write_ack(&mut w, &ack).await?;
+        while let Some(pending) = rx.recv().await {
+            write_ack(&mut w, &pending.resolve().await).await?;
         }
         w.shutdown().await
     });
     let max = s.config.max_frame_bytes;
     let mut authorized = !s.config.needs_key(Scope::Ingest);
+    // Reused for every frame: reading a frame allocates nothing once they have grown.
+    let mut body = FrameBuffer::default();
+    let mut ticks = Ticks::default();
     loop {
         let mut len = [0u8; 4];
         tokio::select! {
@@ -141,10 +135,9 @@ async fn connection(
                 .await;
             break;
         }
-        let mut body = vec![0u8; n];
         // A client gone mid-frame: close, nothing to answer.
-        r.read_exact(&mut body).await?;
-        let f: IngestFrame = match frame::decode_ingest(&body) {
+        r.read_exact(body.body_mut(n)).await?;
+        let f = match body.ingest() {
             Ok(f) => f,
             Err(e) => {
                 let _ = tx.send(PendingAck::Ready(refused(0, e.to_string()))).await;
@@ -152,7 +145,7 @@ async fn connection(
             }
         };
         if !authorized {
-            let token = format!("Bearer {}", f.api_key);
+            let token = format!("Bearer {}", f.api_key());
             match auth::check(&s.config.api_keys, Some(&token), Scope::Ingest) {
                 Access::Allowed(_) => authorized = true,
                 other => {
@@ -161,14 +154,14 @@ async fn connection(
                     } else {
                         "missing or unknown API key"
                     };
-                    let _ = tx.send(PendingAck::Ready(refused(f.seq, why))).await;
+                    let _ = tx.send(PendingAck::Ready(refused(f.seq(), why))).await;
                     break;
                 }
             }
         }
-        let pending = match process(&s, &f).await {
-            Ok(p) => p,
-            Err(msg) => PendingAck::Ready(refused(f.seq, msg)),
+        let pending = match push(&s, f, &mut ticks).await {
+            Ok(ack) => PendingAck::Pushed { seq: f.seq(), ack },
+            Err(msg) => PendingAck::Ready(refused(f.seq(), msg)),
         };
         if tx.send(pending).await.is_err() {
             break;
@@ -179,58 +172,16 @@ async fn connection(
     Ok(())
 }
 
-/// Checks and pushes one frame's records.
-async fn process(s: &AppState, f: &IngestFrame) -> Result<PendingAck, String> {
-    let ack = AckLevel::from_code(f.ack).map_err(|e| e.to_string())?;
-    if ack == AckLevel::Durable && s.config.spool_dir.is_none() {
+/// Reads one frame's records into `ticks` and pushes them at the frame's ack level; the
+/// error is the refused frame's ack text.
+async fn push(s: &AppState, f: IngestView<'_>, ticks: &mut Ticks) -> Result<Ack, String> {
+    let ack = f.ack().map_err(|e| e.to_string())?;
+    if !s.ingress.supports(ack) {
         return Err(
             "ack level durable needs a spool (spool_dir / CHRISTMAS_SPOOL_DIR), which this daemon does not have"
                 .into(),
         );
     }
-    let (trades, quotes) = frame::to_records(f)?;
-    let records = (trades.len() + quotes.len()) as u32;
-    if ack == AckLevel::Committed || ack == AckLevel::Durable {
-        let durable = ack == AckLevel::Durable;
-        let mut receipts = Vec::with_capacity(2);
-        if !trades.is_empty() {
-            receipts.push(
-                if durable {
-                    s.trades.push_durable(&trades).await
-                } else {
-                    s.trades.push_with_receipt(&trades).await
-                }
-                .map_err(|e| e.to_string())?,
-            );
-        }
-        if !quotes.is_empty() {
-            receipts.push(
-                if durable {
-                    s.quotes.push_durable(&quotes).await
-                } else {
-                    s.quotes.push_with_receipt(&quotes).await
-                }
-                .map_err(|e| e.to_string())?,
-            );
-        }
-        return Ok(PendingAck::Commit {
-            seq: f.seq,
-            records,
-            receipts,
-        });
-    }
-    s.trades
-        .push_batch_async(&trades)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.quotes
-        .push_batch_async(&quotes)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(PendingAck::Ready(AckFrame {
-        seq: f.seq,
-        ok: true,
-        records,
-        error: String::new(),
-    }))
+    f.read_ticks(ticks)?;
+    s.ingress.push(ticks, ack).await.map_err(|e| e.to_string())
 }

@@ -7,12 +7,13 @@
 //!  "bid_size":10,"ask_size":12}
 //! ```
 //!
-//! `time` (RFC 3339) or `time_ns` (integer nanoseconds) is required; `side` is `B`/`S`/`N`
-//! (or `buy`/`sell`, default `N`); `exchange_seq` defaults to 0. The whole request is
-//! checked before anything is accepted, and the first bad record is reported by index and
-//! field.
+//! `time` (RFC 3339) or `time_ns` (integer nanoseconds) is required; `side` is read by
+//! [`Side::from_text`] (`B`/`S`/`N`, `buy`/`sell`/`none`, `A`/`ask`, any case; default `N`);
+//! `exchange_seq` defaults to 0. Each record goes into a core [`Ticks`], which validates it
+//! by its kind, so the whole request is checked before anything is accepted, and the first
+//! bad record is reported by index and field.
 
-use christmas_core::{Quote, Side, Symbol, Trade};
+use christmas_core::{FieldError, Quote, Side, Symbol, Ticks, Trade};
 use serde_json::{Map, Value};
 
 use crate::timefmt;
@@ -28,27 +29,6 @@ pub struct TickError {
     pub reason: String,
 }
 
-/// The records of one request.
-#[derive(Debug, Default)]
-pub struct ParsedTicks {
-    /// Trades, in request order.
-    pub trades: Vec<Trade>,
-    /// Quotes, in request order.
-    pub quotes: Vec<Quote>,
-}
-
-impl ParsedTicks {
-    /// Records in the request.
-    pub fn len(&self) -> usize {
-        self.trades.len() + self.quotes.len()
-    }
-
-    /// True for an empty request.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 fn err(index: usize, field: &str, reason: impl Into<String>) -> TickError {
     TickError {
         index,
@@ -57,11 +37,16 @@ fn err(index: usize, field: &str, reason: impl Into<String>) -> TickError {
     }
 }
 
-/// Parses a JSON array or NDJSON body.
-pub fn parse(body: &[u8]) -> Result<ParsedTicks, TickError> {
+/// The record at `index` refused by its kind's validation.
+fn invalid(index: usize) -> impl Fn(FieldError) -> TickError {
+    move |e| err(index, e.field, e.reason.to_string())
+}
+
+/// Parses a JSON array or NDJSON body into its ticks.
+pub fn parse(body: &[u8]) -> Result<Ticks, TickError> {
     let text = std::str::from_utf8(body).map_err(|_| err(0, "body", "not UTF-8"))?;
     let trimmed = text.trim_start();
-    let mut out = ParsedTicks::default();
+    let mut out = Ticks::default();
     if trimmed.starts_with('[') {
         let values: Vec<Value> = serde_json::from_str(trimmed)
             .map_err(|e| err(0, "body", format!("not a JSON array of ticks: {e}")))?;
@@ -78,7 +63,22 @@ pub fn parse(body: &[u8]) -> Result<ParsedTicks, TickError> {
     Ok(out)
 }
 
-fn record(i: usize, v: &Value, out: &mut ParsedTicks) -> Result<(), TickError> {
+const TRADE_FIELDS: &[&str] = &[
+    "kind",
+    "symbol",
+    "time",
+    "time_ns",
+    "price",
+    "volume",
+    "side",
+    "exchange_seq",
+];
+
+const QUOTE_FIELDS: &[&str] = &[
+    "kind", "symbol", "time", "time_ns", "bid", "ask", "bid_size", "ask_size",
+];
+
+fn record(i: usize, v: &Value, out: &mut Ticks) -> Result<(), TickError> {
     let o = v
         .as_object()
         .ok_or_else(|| err(i, "body", "a tick must be a JSON object"))?;
@@ -86,42 +86,18 @@ fn record(i: usize, v: &Value, out: &mut ParsedTicks) -> Result<(), TickError> {
         .get("kind")
         .and_then(Value::as_str)
         .ok_or_else(|| err(i, "kind", "required: \"trade\" or \"quote\""))?;
-    let symbol = {
-        let s = o
-            .get("symbol")
-            .and_then(Value::as_str)
-            .ok_or_else(|| err(i, "symbol", "required string"))?;
-        Symbol::new(s).map_err(|e| err(i, "symbol", e.to_string()))?
-    };
+    let symbol = o
+        .get("symbol")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err(i, "symbol", "required string"))?;
+    let symbol = Symbol::parse(symbol).map_err(invalid(i))?;
     let time_ns = time(i, o)?;
     match kind {
         "trade" => {
-            check_fields(
-                i,
-                o,
-                &[
-                    "kind",
-                    "symbol",
-                    "time",
-                    "time_ns",
-                    "price",
-                    "volume",
-                    "side",
-                    "exchange_seq",
-                ],
-            )?;
-            let volume = number(i, o, "volume")?;
-            if volume < 0.0 {
-                return Err(err(i, "volume", "must be ≥ 0"));
-            }
+            check_fields(i, o, TRADE_FIELDS)?;
             let side = match o.get("side") {
                 None | Some(Value::Null) => Side::None,
-                Some(Value::String(s)) => match s.as_str() {
-                    "B" | "buy" => Side::Buy,
-                    "S" | "sell" => Side::Sell,
-                    "N" | "none" => Side::None,
-                    _ => return Err(err(i, "side", "one of B, S, N (or buy, sell, none)")),
-                },
+                Some(Value::String(s)) => Side::from_text(s).map_err(invalid(i))?,
                 Some(_) => return Err(err(i, "side", "must be a string")),
             };
             let exchange_seq = match o.get("exchange_seq") {
@@ -130,35 +106,30 @@ fn record(i: usize, v: &Value, out: &mut ParsedTicks) -> Result<(), TickError> {
                     .as_i64()
                     .ok_or_else(|| err(i, "exchange_seq", "must be an integer"))?,
             };
-            out.trades.push(Trade {
+            let trade = Trade {
                 time_ns,
                 symbol,
                 price: number(i, o, "price")?,
-                volume,
+                volume: number(i, o, "volume")?,
                 side,
                 exchange_seq,
-            });
+            };
+            out.push_trade(trade).map_err(invalid(i))
         }
         "quote" => {
-            check_fields(
-                i,
-                o,
-                &[
-                    "kind", "symbol", "time", "time_ns", "bid", "ask", "bid_size", "ask_size",
-                ],
-            )?;
-            out.quotes.push(Quote {
+            check_fields(i, o, QUOTE_FIELDS)?;
+            let quote = Quote {
                 time_ns,
                 symbol,
                 bid: number(i, o, "bid")?,
                 ask: number(i, o, "ask")?,
                 bid_size: number(i, o, "bid_size")?,
                 ask_size: number(i, o, "ask_size")?,
-            });
+            };
+            out.push_quote(quote).map_err(invalid(i))
         }
-        _ => return Err(err(i, "kind", "must be \"trade\" or \"quote\"")),
+        _ => Err(err(i, "kind", "must be \"trade\" or \"quote\"")),
     }
-    Ok(())
 }
 
 /// Unknown fields are refused: a typo must not silently drop data.
@@ -169,17 +140,13 @@ fn check_fields(i: usize, o: &Map<String, Value>, known: &[&str]) -> Result<(), 
     }
 }
 
+/// A number field, present and numeric; whether its value is allowed is the kind's
+/// `validate`.
 fn number(i: usize, o: &Map<String, Value>, field: &str) -> Result<f64, TickError> {
-    let v = o
-        .get(field)
+    o.get(field)
         .ok_or_else(|| err(i, field, "required number"))?
         .as_f64()
-        .ok_or_else(|| err(i, field, "must be a number"))?;
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(err(i, field, "must be finite"))
-    }
+        .ok_or_else(|| err(i, field, "must be a number"))
 }
 
 fn time(i: usize, o: &Map<String, Value>) -> Result<i64, TickError> {
@@ -204,11 +171,10 @@ mod tests {
                          {"kind":"quote","symbol":"ESU4","time_ns":5,"bid":1,"ask":2,"bid_size":3,"ask_size":4}]"#;
         let nd = b"{\"kind\":\"trade\",\"symbol\":\"ESU4\",\"time\":\"2024-07-02T00:00:00Z\",\"price\":1.5,\"volume\":2,\"side\":\"S\",\"exchange_seq\":4}\n\n{\"kind\":\"quote\",\"symbol\":\"ESU4\",\"time_ns\":5,\"bid\":1,\"ask\":2,\"bid_size\":3,\"ask_size\":4}\n";
         let (a, n) = (parse(array).unwrap(), parse(nd).unwrap());
-        assert_eq!(a.trades, n.trades);
-        assert_eq!(a.quotes, n.quotes);
-        assert_eq!(a.trades[0].side, Side::Sell);
-        assert_eq!(a.trades[0].time_ns, 1_719_878_400_000_000_000);
-        assert_eq!(a.quotes[0].ask_size, 4.0);
+        assert_eq!(a, n);
+        assert_eq!(a.trades()[0].side, Side::Sell);
+        assert_eq!(a.trades()[0].time_ns, 1_719_878_400_000_000_000);
+        assert_eq!(a.quotes()[0].ask_size, 4.0);
     }
 
     #[test]

@@ -34,15 +34,28 @@ impl Side {
         }
     }
 
-    /// Parses the side as text (JSON ticks, CSV files): `B` or `buy`, `S` or `sell`, `N` or
-    /// `none`, exactly. A missing side is the caller's to default ([`Side::None`]).
+    /// Parses the side as text (JSON ticks, CSV files), ignoring ASCII case: `B`, `buy` or
+    /// `bid` is [`Side::Buy`]; `S`, `sell`, `A` or `ask` is [`Side::Sell`] (`A`/`ask`: the
+    /// aggressor hit the ask side's book code, as Databento writes it); `N` or `none` is
+    /// [`Side::None`]. Anything else is refused, so a side nobody can read is an error and
+    /// not silently [`Side::None`]. A missing side is the caller's to default.
     pub fn from_text(s: &str) -> Result<Side, FieldError> {
-        match s {
-            "B" | "buy" => Ok(Side::Buy),
-            "S" | "sell" => Ok(Side::Sell),
-            "N" | "none" => Ok(Side::None),
-            _ => Err(FieldError::new("side", Invalid::UnknownSideText)),
-        }
+        const WORDS: [(&str, Side); 9] = [
+            ("B", Side::Buy),
+            ("buy", Side::Buy),
+            ("bid", Side::Buy),
+            ("S", Side::Sell),
+            ("sell", Side::Sell),
+            ("A", Side::Sell),
+            ("ask", Side::Sell),
+            ("N", Side::None),
+            ("none", Side::None),
+        ];
+        WORDS
+            .iter()
+            .find(|(word, _)| word.eq_ignore_ascii_case(s))
+            .map(|&(_, side)| side)
+            .ok_or(FieldError::new("side", Invalid::UnknownSideText))
     }
 
     /// Parses a book-side code, as Databento writes the side that initiated a trade: `B`
@@ -78,18 +91,25 @@ mod tests {
     }
 
     #[test]
-    fn text_is_the_json_vocabulary_exactly() {
+    fn text_takes_every_spelling_in_any_case_and_refuses_the_rest() {
         for (text, side) in [
             ("B", Side::Buy),
+            ("b", Side::Buy),
             ("buy", Side::Buy),
+            ("BUY", Side::Buy),
+            ("Bid", Side::Buy),
             ("S", Side::Sell),
             ("sell", Side::Sell),
+            ("Sell", Side::Sell),
+            ("A", Side::Sell),
+            ("ask", Side::Sell),
             ("N", Side::None),
             ("none", Side::None),
+            ("NONE", Side::None),
         ] {
             assert_eq!(Side::from_text(text), Ok(side), "{text}");
         }
-        for bad in ["", "X", "A", "b", "BUY", "Sell", " B"] {
+        for bad in ["", "X", "long", " B", "buyer", "unknown"] {
             assert_eq!(
                 Side::from_text(bad),
                 Err(FieldError::new("side", Invalid::UnknownSideText)),

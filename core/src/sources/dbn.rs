@@ -18,7 +18,8 @@ use ::dbn::v3::Mbp1Msg;
 use ::dbn::VersionUpgradePolicy;
 
 use crate::error::{Error, Result};
-use crate::record::{Quote, Side, Trade};
+use crate::record::{Quote, Side, Tick, Trade};
+use crate::sources::TickSource;
 use crate::symbol::Symbol;
 
 /// The ticks of one MBP-1 record.
@@ -256,6 +257,50 @@ impl Iterator for Mbp1Reader {
     }
 }
 
+/// An MBP-1 file one tick at a time: a record's trade, then its top of book; records with
+/// neither are skipped.
+#[derive(Debug)]
+pub struct Mbp1TickReader {
+    reader: Mbp1Reader,
+    /// The quote of the record whose trade was returned last.
+    pending: Option<Quote>,
+}
+
+impl Mbp1TickReader {
+    /// Opens `path` (see [`Mbp1Reader::open`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Mbp1TickReader::from(Mbp1Reader::open(path)?))
+    }
+}
+
+impl From<Mbp1Reader> for Mbp1TickReader {
+    fn from(reader: Mbp1Reader) -> Self {
+        Mbp1TickReader {
+            reader,
+            pending: None,
+        }
+    }
+}
+
+impl TickSource for Mbp1TickReader {
+    fn next_tick(&mut self) -> Result<Option<Tick>> {
+        if let Some(q) = self.pending.take() {
+            return Ok(Some(Tick::Quote(q)));
+        }
+        while let Some(t) = self.reader.next_ticks()? {
+            match (t.trade, t.quote) {
+                (Some(trade), quote) => {
+                    self.pending = quote;
+                    return Ok(Some(Tick::Trade(trade)));
+                }
+                (None, Some(q)) => return Ok(Some(Tick::Quote(q))),
+                (None, None) => continue,
+            }
+        }
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +349,25 @@ mod tests {
             .unwrap();
         assert_eq!(ticks.len(), 2_288);
         assert_eq!(ticks.iter().filter(|t| t.trade.is_some()).count(), 120);
+    }
+
+    #[test]
+    fn tick_by_tick_each_trade_comes_before_its_quote() {
+        let mut reader = Mbp1TickReader::open(sample_path()).unwrap();
+        let mut ticks = Vec::new();
+        while let Some(t) = reader.next_tick().unwrap() {
+            ticks.push(t);
+        }
+        let trades = ticks.iter().filter(|t| matches!(t, Tick::Trade(_))).count();
+        assert_eq!((trades, ticks.len() - trades), (120, 2_288));
+        let first_trade = ticks
+            .iter()
+            .position(|t| matches!(t, Tick::Trade(_)))
+            .unwrap();
+        assert!(
+            matches!(ticks[first_trade + 1], Tick::Quote(q) if q.time_ns == ticks[first_trade].time_ns())
+        );
+        assert_eq!(reader.progress(), None);
     }
 
     /// Hands out at most `chunk` bytes a read, so record headers straddle reads.

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use christmas_core::fanout::FanoutConfig;
-use christmas_core::synthetic::{SyntheticMarket, Tick};
-use christmas_core::{Ingestor, MetricsSnapshot, Quote, Summary, Trade};
+use christmas_core::synthetic::SyntheticMarket;
+use christmas_core::{AckLevel, IngestorConfig, Ingress, MetricsSnapshot, Sink, Summary, Ticks};
 
 /// Flags of `christmas-ingest demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,56 +52,68 @@ pub async fn run(url: &str, args: DemoArgs, stop: impl Future<Output = ()>) -> a
     if let Some(f) = &fanout {
         println!("fanning out to Redis ({:?}); watch with: cargo run --release -p christmas-core --example live_ticks -- SYM0000 SYM0001", f.format);
     }
-    let (trades, quotes) = crate::pipelines::start(
-        url,
-        crate::pipelines::Batching::shards(args.shards),
-        "demo",
+    let ingress = Ingress::start(IngestorConfig {
+        sink: Some(Sink::Postgres(url.into())),
+        shards: args.shards,
+        stream: "demo".into(),
         fanout,
-        None,
-    )
-    .await?;
+        ..IngestorConfig::default()
+    })
+    .await
+    .context("starting the trade and quote pipelines")?;
 
-    let producer = tokio::spawn(produce(trades.clone(), quotes.clone(), args));
-    let report = tokio::spawn(report_every_second(trades.clone(), quotes.clone()));
+    let producer = tokio::spawn(produce(ingress.clone(), args));
+    let report = tokio::spawn(report_every_second(ingress.clone()));
     tokio::select! {
         _ = stop => println!("stopping: flushing what was accepted"),
         r = producer => { r.context("producer task")??; println!("done: flushing"); }
     }
     report.abort();
-    let t = trades.shutdown().await?;
-    let q = quotes.shutdown().await?;
-    summary("trades", &t);
-    summary("quotes", &q);
+    let totals = ingress.shutdown().await?;
+    summary("trades", &totals.trades);
+    summary("quotes", &totals.quotes);
     Ok(())
 }
 
-async fn produce(
-    trades: Ingestor<Trade>,
-    quotes: Ingestor<Quote>,
-    args: DemoArgs,
-) -> anyhow::Result<()> {
+/// Ticks the producer pushes at once, at most.
+const CHUNK: u64 = 4_096;
+
+async fn produce(ingress: Ingress, args: DemoArgs) -> anyhow::Result<()> {
     let mut market = SyntheticMarket::new(args.seed, args.symbols)
         .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
     let started = Instant::now();
     let deadline = (args.seconds > 0).then(|| started + Duration::from_secs(args.seconds));
     let mut sent: u64 = 0;
+    let mut ticks = Ticks::default();
     // Pace in 1 ms slices: push what the rate allows so far, then sleep.
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(());
         }
         let due = if args.rate == 0 {
-            sent + 4_096
+            sent + CHUNK
         } else {
             (started.elapsed().as_secs_f64() * args.rate as f64) as u64
         };
         while sent < due {
-            match market.next() {
-                Some(Tick::Trade(t)) => trades.push_async(t).await?,
-                Some(Tick::Quote(q)) => quotes.push_async(q).await?,
-                None => return Ok(()),
+            ticks.clear();
+            let mut ended = false;
+            while sent < due && (ticks.len() as u64) < CHUNK {
+                let Some(tick) = market.next() else {
+                    ended = true;
+                    break;
+                };
+                ticks.push(tick)?;
+                sent += 1;
             }
-            sent += 1;
+            ingress
+                .push(&ticks, AckLevel::Accepted)
+                .await?
+                .wait()
+                .await?;
+            if ended {
+                return Ok(());
+            }
         }
         if args.rate == 0 {
             tokio::task::yield_now().await;
@@ -111,13 +123,14 @@ async fn produce(
     }
 }
 
-async fn report_every_second(trades: Ingestor<Trade>, quotes: Ingestor<Quote>) {
+async fn report_every_second(ingress: Ingress) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let (mut last_in, mut last_rows, mut last_pub) = (0, 0, 0);
     loop {
         tick.tick().await;
-        let (t, q) = (trades.metrics(), quotes.metrics());
+        let metrics = ingress.metrics();
+        let (t, q) = (metrics.trades, metrics.quotes);
         let accepted = t.accepted() + q.accepted();
         let rows = t.rows_committed() + q.rows_committed();
         let p99 = Summary::of(&t.push_to_commit_us)

@@ -43,22 +43,8 @@ pub struct FeedArgs {
 /// Adds a synthetic tick to a frame.
 pub fn push(f: &mut IngestFrame, t: Tick) {
     match t {
-        Tick::Trade(t) => f.trades.push(FrameTrade {
-            symbol: t.symbol.as_str().into(),
-            time_ns: t.time_ns,
-            price: t.price,
-            volume: t.volume,
-            side: t.side.code(),
-            exchange_seq: t.exchange_seq,
-        }),
-        Tick::Quote(q) => f.quotes.push(FrameQuote {
-            symbol: q.symbol.as_str().into(),
-            time_ns: q.time_ns,
-            bid: q.bid,
-            ask: q.ask,
-            bid_size: q.bid_size,
-            ask_size: q.ask_size,
-        }),
+        Tick::Trade(t) => f.trades.push(FrameTrade::from(&t)),
+        Tick::Quote(q) => f.quotes.push(FrameQuote::from(&q)),
     }
 }
 

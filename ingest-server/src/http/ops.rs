@@ -38,7 +38,8 @@ pub async fn ready(State(s): State<AppState>) -> Response {
         )),
         None => None,
     };
-    let fullest = [s.trades.metrics(), s.quotes.metrics()]
+    let metrics = s.ingress.metrics();
+    let fullest = [metrics.trades, metrics.quotes]
         .iter()
         .flat_map(|m| {
             m.shards
@@ -47,7 +48,7 @@ pub async fn ready(State(s): State<AppState>) -> Response {
         })
         .fold(0.0, f64::max);
     let rings = fullest < s.config.ready_ring_fraction;
-    let open = !s.trades.is_closed() && !s.quotes.is_closed();
+    let open = !s.ingress.trades().is_closed() && !s.ingress.quotes().is_closed();
     let ok = database && redis.unwrap_or(true) && rings && open;
     let body = Json(json!({
         "ready": ok,
