@@ -225,16 +225,7 @@ pub fn line_chart(c: &LineChart) -> String {
     }
     for t in linear_ticks(y0, y1) {
         let y = sy(t);
-        let _ = write!(
-            out,
-            r##"<line x1="{ML}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e5e5e5"/>
-<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>
-"##,
-            ML + pw,
-            ML - 6.0,
-            y + 4.0,
-            esc(&(c.y_format)(t))
-        );
+        y_gridline(&mut out, y, pw, &esc(&(c.y_format)(t)));
     }
     let _ = writeln!(
         out,
@@ -287,6 +278,21 @@ pub struct Bar {
     pub color: usize,
 }
 
+/// A horizontal grid line at height `y` across a plot `pw` wide, with `label` (SVG-ready
+/// text) left of the axis.
+fn y_gridline(out: &mut String, y: f64, pw: f64, label: &str) {
+    let _ = write!(
+        out,
+        r##"<line x1="{ML}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e5e5e5"/>
+<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>
+"##,
+        ML + pw,
+        ML - 6.0,
+        y + 4.0,
+        label
+    );
+}
+
 /// A vertical bar chart with the value printed on each bar; `legend` names the colours.
 pub fn bar_chart(title: &str, y_label: &str, bars: &[Bar], legend_names: &[&str]) -> String {
     let mut out = String::new();
@@ -297,16 +303,7 @@ pub fn bar_chart(title: &str, y_label: &str, bars: &[Bar], legend_names: &[&str]
     let sy = |y: f64| MT + ph - y / y1 * ph;
     for t in linear_ticks(0.0, y1) {
         let y = sy(t);
-        let _ = write!(
-            out,
-            r##"<line x1="{ML}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e5e5e5"/>
-<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>
-"##,
-            ML + pw,
-            ML - 6.0,
-            y + 4.0,
-            si(t)
-        );
+        y_gridline(&mut out, y, pw, &si(t));
     }
     let n = bars.len().max(1) as f64;
     let slot = pw / n;

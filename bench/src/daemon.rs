@@ -22,7 +22,7 @@ use crate::args::CommonArgs;
 use crate::chart::{self, Bar, LineChart, Series};
 use crate::ingest::{ceiling_run, engine_run};
 use crate::market::{self, BenchRecord, Kind, MarketArgs, TempDir};
-use crate::run::{median, runtime, Headline, Outcome, RunContext};
+use crate::run::{median, runs, runtime, Headline, Outcome, RunContext};
 use crate::{machine, pg};
 
 /// Flags of `christmas-bench daemon`.
@@ -170,12 +170,11 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     let bar = ctx.steps("daemon", steps as u64);
     bar.set_message("fresh database christmas_bench_daemon; rows; daemon start");
     let rt = runtime()?;
-    let url = rt.block_on(pg::fresh_database(
+    let (url, client, settings) = rt.block_on(pg::fresh_database_with_settings(
         &args.common.services.url,
         "christmas_bench_daemon",
+        &["fsync", "synchronous_commit"],
     ))?;
-    let client = rt.block_on(pg::connect(&url))?;
-    let settings = rt.block_on(pg::settings(&client, &["fsync", "synchronous_commit"]))?;
     let settle = Duration::from_millis(args.settle_ms);
     let table = R::DEFAULT_TABLE;
 
@@ -391,9 +390,9 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
     ];
     let mut md = format!(
         "## daemon — the same rows through POST /api/ticks and the TCP listener\n\n\
-         {stamp} · `{cmd}` · {machine} · PostgreSQL {settings}; clients, daemon and PostgreSQL \
-         share the machine\n\n\
-         {rows} {kind}s from the {market}, into `{table}` of a fresh database. christmas-ingest \
+         {provenance} · PostgreSQL {settings}; clients, daemon and PostgreSQL share the \
+         machine\n\n\
+         {rows_of}, into `{table}` of a fresh database. christmas-ingest \
          runs in the bench process (`AppState` + `server::run`, what `serve` runs) with {shards} \
          shards and no Redis; the clients were encoded before the clock starts. \
          **HTTP**: {hc} keep-alive connections, each owning its symbols, sending NDJSON requests \
@@ -401,15 +400,11 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
          {tc} connections, each owning its symbols, pipelining rkyv frames of {fr} ticks with \
          ack level committed, at most {tw} unacknowledged ({tmb:.0} MB). The clock stops at the \
          last acknowledgement; the table's row count is checked after every run. \
-         {warm}Median of {repeats} run{s}.\n\n\
+         {warm}Median of {runs}.\n\n\
          | path | committed rows/s | ceiling: psql \\copy, {shards} streams | ratio | embedded \
          engine, same run | ratio | send → ack p50 / p99 |\n|---|---|---|---|---|---|---|\n",
-        stamp = ctx.stamp,
-        cmd = ctx.command,
-        machine = machine::describe(),
-        rows = args.rows,
-        kind = R::NAME,
-        market = args.market.describe(),
+        provenance = ctx.provenance(),
+        rows_of = args.market.rows_of::<R>(args.rows),
         shards = args.shards,
         hc = args.http_connections,
         hb = args.http_batch,
@@ -423,8 +418,7 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
         } else {
             "One unrecorded warm-up run of each daemon path first. "
         },
-        repeats = args.common.repeats(),
-        s = if args.common.repeats() == 1 { "" } else { "s" },
+        runs = runs(args.common.repeats()),
     );
     for (name, v, l) in [
         ("POST /api/ticks (NDJSON)", http_m, &hl),
@@ -545,8 +539,7 @@ async fn http_run(addr: &str, bodies: &[Vec<Bytes>], rows: usize) -> Result<Path
     let mut tasks = tokio::task::JoinSet::new();
     for (mut conn, mine) in conns.into_iter().zip(bodies.iter().cloned()) {
         tasks.spawn(async move {
-            let mut h = Histogram::<u64>::new(3)?;
-            h.auto(true);
+            let mut h = latency_histogram()?;
             for body in mine {
                 let t = Instant::now();
                 let (status, answer) = conn.post("/api/ticks?ack=committed", &body).await?;
@@ -560,15 +553,33 @@ async fn http_run(addr: &str, bodies: &[Vec<Bytes>], rows: usize) -> Result<Path
             anyhow::Ok(h)
         });
     }
-    let mut latency_us = Histogram::<u64>::new(3)?;
-    latency_us.auto(true);
-    while let Some(r) = tasks.join_next().await {
-        latency_us.add(&r??)?;
+    PathRun::gather(tasks, rows, start).await
+}
+
+/// An empty histogram of microseconds that grows to whatever it is given.
+fn latency_histogram() -> Result<Histogram<u64>> {
+    let mut h = Histogram::<u64>::new(3)?;
+    h.auto(true);
+    Ok(h)
+}
+
+impl PathRun {
+    /// Waits for every connection's task, merges their latencies and takes rows/s from
+    /// `start` to the last one's end.
+    async fn gather(
+        mut tasks: tokio::task::JoinSet<Result<Histogram<u64>>>,
+        rows: usize,
+        start: Instant,
+    ) -> Result<Self> {
+        let mut latency_us = latency_histogram()?;
+        while let Some(r) = tasks.join_next().await {
+            latency_us.add(&r??)?;
+        }
+        Ok(PathRun {
+            rows_per_s: rows as f64 / start.elapsed().as_secs_f64(),
+            latency_us,
+        })
     }
-    Ok(PathRun {
-        rows_per_s: rows as f64 / start.elapsed().as_secs_f64(),
-        latency_us,
-    })
 }
 
 /// Every frame sent over its connection with at most `window` unacknowledged; rows/s until
@@ -597,8 +608,7 @@ async fn tcp_run(
             let reader = {
                 let (permits, sent_at) = (permits.clone(), sent_at.clone());
                 tokio::spawn(async move {
-                    let mut h = Histogram::<u64>::new(3)?;
-                    h.auto(true);
+                    let mut h = latency_histogram()?;
                     for _ in 0..total {
                         let mut len = [0u8; 4];
                         r.read_exact(&mut len).await?;
@@ -631,13 +641,5 @@ async fn tcp_run(
             anyhow::Ok(h)
         });
     }
-    let mut latency_us = Histogram::<u64>::new(3)?;
-    latency_us.auto(true);
-    while let Some(r) = tasks.join_next().await {
-        latency_us.add(&r??)?;
-    }
-    Ok(PathRun {
-        rows_per_s: rows as f64 / start.elapsed().as_secs_f64(),
-        latency_us,
-    })
+    PathRun::gather(tasks, rows, start).await
 }

@@ -46,6 +46,11 @@ pub struct MarketArgs {
 }
 
 impl MarketArgs {
+    /// `1000000 trades from the synthetic market of …`: what a scenario sent, for a report.
+    pub fn rows_of<R: BenchRecord>(&self, rows: usize) -> String {
+        format!("{rows} {}s from the {}", R::NAME, self.describe())
+    }
+
     /// `500 symbols (Zipf), seed 7` or `tests/data/… looped`, for a report.
     pub fn describe(&self) -> String {
         match self.source.as_str() {

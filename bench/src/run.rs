@@ -45,6 +45,12 @@ impl RunContext {
         }
     }
 
+    /// `stamp · `command` · machine`: the line under a section's title saying when, how and
+    /// on what the figures were taken.
+    pub fn provenance(&self) -> String {
+        format!("{} · `{}` · {}", self.stamp, self.command, machine::describe())
+    }
+
     /// `2026-11-25T082438Z`: the stamp as a file name.
     pub fn date(&self) -> String {
         self.stamp.replace(':', "")
@@ -151,6 +157,11 @@ pub fn say(bar: &ProgressBar, line: impl AsRef<str>) {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// `1 run` or `5 runs`, for a report's "median of …".
+pub fn runs(repeats: usize) -> String {
+    format!("{repeats} run{}", if repeats == 1 { "" } else { "s" })
 }
 
 /// A two-worker Tokio runtime, like the daemon's on this machine.

@@ -332,12 +332,11 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcom
     let bar = ctx.steps("ingest", steps as u64);
     bar.set_message("fresh database christmas_bench_ingest; generating rows");
     let rt = runtime()?;
-    let url = rt.block_on(pg::fresh_database(
+    let (url, client, settings) = rt.block_on(pg::fresh_database_with_settings(
         &args.common.services.url,
         "christmas_bench_ingest",
+        SETTINGS,
     ))?;
-    let client = rt.block_on(pg::connect(&url))?;
-    let settings = rt.block_on(pg::settings(&client, SETTINGS))?;
     let settle = Duration::from_millis(args.settle_ms);
     let mut prepared = prepare::<R>(args, &url, n_peers > 0, &bar)?;
     let mut peer_procs = std::mem::take(&mut prepared.peers);

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::chart::{self, LineChart, Series};
 use crate::machine;
 use crate::market::BenchRecord;
-use crate::run::{median, Headline, Outcome, RunContext};
+use crate::run::{median, runs, Headline, Outcome, RunContext};
 
 use super::{IngestArgs, IngestRun, PeerRun, ShardPoint};
 
@@ -64,27 +64,22 @@ pub(super) fn report_ingest<R: BenchRecord>(
     // Markdown.
     let mut md = format!(
         "## ingest — embedded engine → PostgreSQL\n\n\
-         {stamp} · `{cmd}` · {machine} · PostgreSQL {settings}\n\n\
-         {rows} {kind}s from the {market}, into `{table}` (with its `(symbol, time)` index) in a \
+         {provenance} · PostgreSQL {settings}\n\n\
+         {rows_of}, into `{table}` (with its `(symbol, time)` index) in a \
          fresh database; `TRUNCATE` + `CHECKPOINT` + {settle} ms pause before every run; \
-         {warm}median of {repeats} run{s}.\n\n\
+         {warm}median of {runs}.\n\n\
          | figure | value | ceiling / peer | ratio |\n|---|---|---|---|\n\
          | committed rows/s, engine, {hs} shards, batches of {hb} | {engine:.0} | {ceiling:.0} \
          (parallel `psql \\copy` binary, {hs} streams) | **{ratio:.2}** (floor 0.90) |\n",
-        stamp = ctx.stamp,
-        cmd = ctx.command,
-        machine = machine::describe(),
-        rows = args.rows,
-        kind = R::NAME,
-        market = args.market.describe(),
+        provenance = ctx.provenance(),
+        rows_of = args.market.rows_of::<R>(args.rows),
         settle = args.settle_ms,
         warm = if args.no_warmup {
             ""
         } else {
             "one unrecorded warm-up run of each side first; "
         },
-        repeats = args.common.repeats(),
-        s = if args.common.repeats() == 1 { "" } else { "s" },
+        runs = runs(args.common.repeats()),
     );
     for p in peer_runs {
         if let Some(v) = peer_at(p, hs) {
