@@ -42,6 +42,23 @@ pub struct LineChart {
     pub series: Vec<Series>,
 }
 
+impl LineChart {
+    /// A latency CDF: milliseconds on a logarithmic x axis, the fraction of `y_label` at or
+    /// below each on a percent y axis from 0.
+    pub fn latency_cdf(title: impl Into<String>, y_label: &str, series: Vec<Series>) -> Self {
+        LineChart {
+            title: title.into(),
+            x_label: "milliseconds (log scale)".into(),
+            y_label: y_label.into(),
+            x_log: true,
+            x_ticks: None,
+            y_format: percent,
+            y_from_zero: true,
+            series,
+        }
+    }
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

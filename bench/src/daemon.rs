@@ -18,24 +18,22 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::args::CommonArgs;
+use crate::args::LoadArgs;
 use crate::chart::{self, Bar, LineChart, Series};
 use crate::ingest::{ceiling_run, engine_run};
-use crate::market::{self, BenchRecord, Kind, MarketArgs, TempDir};
+use crate::market::{self, BenchRecord, Kind, TempDir};
+use crate::pg;
 use crate::run::{median, runs, runtime, Headline, Outcome, RunContext};
-use crate::{machine, pg};
+
+/// PostgreSQL's settings the report quotes beside the figures.
+const SETTINGS: &[&str] = &["fsync", "synchronous_commit"];
 
 /// Flags of `christmas-bench daemon`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
-    /// Databases, Redis, repeats, `--quick`.
+    /// Databases, Redis, repeats, `--quick`; the market and its rows per run.
     #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub market: MarketArgs,
-    /// Rows per run.
-    #[arg(long, default_value_t = 2_000_000)]
-    pub rows: usize,
+    pub load: LoadArgs,
     /// The daemon's shards per record kind (and the embedded engine's, and psql streams).
     #[arg(long, default_value_t = 2)]
     pub shards: usize,
@@ -64,19 +62,19 @@ pub struct DaemonArgs {
 }
 
 pub fn run(ctx: &RunContext, mut args: DaemonArgs) -> Result<Outcome> {
-    if args.common.plan(ctx.quick, 3) {
-        args.rows = args.rows.min(300_000);
+    if args.load.common.plan(ctx.quick, 3) {
+        args.load.rows = args.load.rows.min(300_000);
         args.settle_ms = args.settle_ms.min(1_000);
     }
     ensure!(
-        args.common.repeats() >= 1
+        args.load.common.repeats() >= 1
             && args.shards >= 1
             && args.http_connections >= 1
             && args.tcp_connections >= 1
             && args.tcp_window >= 1,
         "repeats, shards, connections and window must be ≥ 1"
     );
-    match args.market.kind {
+    match args.load.market.kind {
         Kind::Trade => measure::<Trade>(ctx, &args),
         Kind::Quote => measure::<Quote>(ctx, &args),
     }
@@ -113,7 +111,7 @@ impl<R> Inputs<R> {
 
 /// Plan: the rows, split and encoded for every path.
 fn prepare<R: BenchRecord>(args: &DaemonArgs) -> Result<Inputs<R>> {
-    let rows: Vec<R> = market::generate(&args.market, args.rows)?;
+    let rows: Vec<R> = market::generate(&args.load.market, args.load.rows)?;
     let per_shard = market::split_by_shard(&rows, args.shards);
     let tmp = TempDir::new("daemon")?;
     let files = market::write_copy_files(&tmp.0, "daemon", &per_shard)?;
@@ -166,15 +164,13 @@ impl DaemonRun {
 /// contender in each repeat.
 // Long: the warm-up and the repeats share its closures (reset, run, check) on one runtime.
 fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcome> {
-    let steps = 1 + if args.no_warmup { 0 } else { 2 } + 4 * args.common.repeats();
+    let steps = 1 + if args.no_warmup { 0 } else { 2 } + 4 * args.load.common.repeats();
     let bar = ctx.steps("daemon", steps as u64);
     bar.set_message("fresh database christmas_bench_daemon; rows; daemon start");
     let rt = runtime()?;
-    let (url, client, settings) = rt.block_on(pg::fresh_database_with_settings(
-        &args.common.services.url,
-        "christmas_bench_daemon",
-        &["fsync", "synchronous_commit"],
-    ))?;
+    let (url, client, settings) =
+        args.load
+            .fresh_database(&rt, "christmas_bench_daemon", SETTINGS)?;
     let settle = Duration::from_millis(args.settle_ms);
     let table = R::DEFAULT_TABLE;
 
@@ -199,7 +195,7 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         .to_string();
     bar.inc(1);
 
-    let n = args.rows as i64;
+    let n = args.load.rows as i64;
     let check = |what: &str| -> Result<()> {
         let got = rt.block_on(pg::count(&client, table))?;
         ensure!(got == n, "{what} left {got} rows in {table}, expected {n}");
@@ -207,13 +203,18 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     };
     let http_once = || -> Result<PathRun> {
         rt.block_on(pg::reset(&client, settle))?;
-        let r = rt.block_on(http_run(&http_addr, http_bodies, args.rows))?;
+        let r = rt.block_on(http_run(&http_addr, http_bodies, args.load.rows))?;
         check("POST /api/ticks")?;
         Ok(r)
     };
     let tcp_once = || -> Result<PathRun> {
         rt.block_on(pg::reset(&client, settle))?;
-        let r = rt.block_on(tcp_run(&tcp_addr, tcp_frames, args.tcp_window, args.rows))?;
+        let r = rt.block_on(tcp_run(
+            &tcp_addr,
+            tcp_frames,
+            args.tcp_window,
+            args.load.rows,
+        ))?;
         check("TCP frames")?;
         Ok(r)
     };
@@ -237,19 +238,19 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     let mut tcp_lat = Histogram::<u64>::new(3)?;
     http_lat.auto(true);
     tcp_lat.auto(true);
-    for r in 0..args.common.repeats() {
-        let msg = |what: &str| format!("run {}/{}: {what}", r + 1, args.common.repeats());
+    for r in 0..args.load.common.repeats() {
+        let msg = |what: &str| format!("run {}/{}: {what}", r + 1, args.load.common.repeats());
         bar.set_message(msg(&format!("psql ceiling, {} streams", args.shards)));
         rt.block_on(pg::reset(&client, settle))?;
         let secs = ceiling_run::<R>(&url, files)?;
         check("the psql ceiling")?;
-        ceiling.push(args.rows as f64 / secs);
+        ceiling.push(args.load.rows as f64 / secs);
         bar.inc(1);
         bar.set_message(msg("embedded engine"));
         rt.block_on(pg::reset(&client, settle))?;
         let secs = rt.block_on(engine_run(&url, args.shards, 50_000, per_shard))?;
         check("the embedded engine")?;
-        engine.push(args.rows as f64 / secs);
+        engine.push(args.load.rows as f64 / secs);
         bar.inc(1);
         bar.set_message(msg("POST /api/ticks"));
         let h = http_once()?;
@@ -312,7 +313,7 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
             ctx.write_chart(
                 "daemon-throughput",
                 &chart::bar_chart(
-                    &format!("daemon: committed rows/s, {} rows", args.rows),
+                    &format!("daemon: committed rows/s, {} rows", args.load.rows),
                     "rows/s",
                     &[
                         Bar {
@@ -344,15 +345,10 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
             "ack latency CDF".to_string(),
             ctx.write_chart(
                 "daemon-latency-cdf",
-                &chart::line_chart(&LineChart {
-                    title: "daemon: send → committed ack, at full speed".into(),
-                    x_label: "milliseconds (log scale)".into(),
-                    y_label: "fraction of requests / frames".into(),
-                    x_log: true,
-                    x_ticks: None,
-                    y_format: chart::percent,
-                    y_from_zero: true,
-                    series: vec![
+                &chart::line_chart(&LineChart::latency_cdf(
+                    "daemon: send → committed ack, at full speed",
+                    "fraction of requests / frames",
+                    vec![
                         Series {
                             name: format!("HTTP, {} rows/request", args.http_batch),
                             points: chart::cdf_points(http_lat),
@@ -364,7 +360,7 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
                             dashed: true,
                         },
                     ],
-                }),
+                )),
             )?,
         ),
     ];
@@ -404,7 +400,7 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
          | path | committed rows/s | ceiling: psql \\copy, {shards} streams | ratio | embedded \
          engine, same run | ratio | send → ack p50 / p99 |\n|---|---|---|---|---|---|---|\n",
         provenance = ctx.provenance(),
-        rows_of = args.market.rows_of::<R>(args.rows),
+        rows_of = args.load.market.rows_of::<R>(args.load.rows),
         shards = args.shards,
         hc = args.http_connections,
         hb = args.http_batch,
@@ -418,7 +414,7 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
         } else {
             "One unrecorded warm-up run of each daemon path first. "
         },
-        runs = runs(args.common.repeats()),
+        runs = runs(args.load.common.repeats()),
     );
     for (name, v, l) in [
         ("POST /api/ticks (NDJSON)", http_m, &hl),
@@ -436,25 +432,21 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
     let outcome = Outcome {
         scenario: "daemon",
         headlines,
-        json: json!({
-            "scenario": "daemon",
-            "date": ctx.stamp,
-            "command": ctx.command,
-            "machine": machine::describe(),
-            "postgres": settings,
-            "kind": R::NAME,
-            "market": args.market.describe(),
-            "rows": args.rows,
-            "shards": args.shards,
-            "repeats": args.common.repeats(),
-            "runs": {"ceiling": ceiling, "engine": engine, "http": http, "tcp": tcp},
-            "medians": {"ceiling": ceiling_m.round(), "engine": engine_m.round(),
-                        "http": http_m.round(), "tcp": tcp_m.round()},
-            "http": {"connections": args.http_connections, "rows_per_request": args.http_batch,
-                     "p50_us": hl.p50, "p99_us": hl.p99},
-            "tcp": {"connections": args.tcp_connections, "rows_per_frame": args.frame_rows,
-                    "window": args.tcp_window, "p50_us": tl.p50, "p99_us": tl.p99},
-        }),
+        json: args.load.json::<R>(
+            ctx,
+            "daemon",
+            settings,
+            json!({
+                "shards": args.shards,
+                "runs": {"ceiling": ceiling, "engine": engine, "http": http, "tcp": tcp},
+                "medians": {"ceiling": ceiling_m.round(), "engine": engine_m.round(),
+                            "http": http_m.round(), "tcp": tcp_m.round()},
+                "http": {"connections": args.http_connections, "rows_per_request": args.http_batch,
+                         "p50_us": hl.p50, "p99_us": hl.p99},
+                "tcp": {"connections": args.tcp_connections, "rows_per_frame": args.frame_rows,
+                        "window": args.tcp_window, "p50_us": tl.p50, "p99_us": tl.p99},
+            }),
+        ),
         charts,
         markdown: String::new(),
     };

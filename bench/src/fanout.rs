@@ -600,16 +600,11 @@ fn report(
         "push → subscriber latency CDF".to_string(),
         ctx.write_chart(
             "fanout-latency-cdf",
-            &chart::line_chart(&LineChart {
-                title: "fanout: push → subscriber latency".into(),
-                x_label: "milliseconds (log scale)".into(),
-                y_label: "fraction of ticks".into(),
-                x_log: true,
-                x_ticks: None,
-                y_format: chart::percent,
-                y_from_zero: true,
-                series: cdfs,
-            }),
+            &chart::line_chart(&LineChart::latency_cdf(
+                "fanout: push → subscriber latency",
+                "fraction of ticks",
+                cdfs,
+            )),
         )?,
     )];
 

@@ -209,8 +209,8 @@ fn main() -> Result<()> {
     match cli.command {
         Command::All(args) => all(args),
         Command::Core(args) => single(args.quick, core_benches::run),
-        Command::Ingest(args) => single(args.common.quick, |c| ingest::run(c, args)),
-        Command::Daemon(args) => single(args.common.quick, |c| daemon::run(c, args)),
+        Command::Ingest(args) => single(args.load.common.quick, |c| ingest::run(c, args)),
+        Command::Daemon(args) => single(args.load.common.quick, |c| daemon::run(c, args)),
         Command::Fanout(args) => single(args.common.quick, |c| fanout::run(c, args)),
         Command::Orders(args) => single(args.common.quick, |c| orders::run(c, args)),
         Command::Scale(args) => single(args.common.quick, |c| scale::run(c, args)),

@@ -25,19 +25,6 @@ pub async fn fresh_database(base: &str, name: &str) -> Result<String> {
     Ok(url)
 }
 
-/// [`fresh_database`] `name`, a client on it and its [`settings`] `names`: how a scenario
-/// that reports PostgreSQL's settings beside its figures begins.
-pub async fn fresh_database_with_settings(
-    base: &str,
-    name: &str,
-    names: &[&str],
-) -> Result<(String, Client, String)> {
-    let url = fresh_database(base, name).await?;
-    let client = connect(&url).await?;
-    let settings = settings(&client, names).await?;
-    Ok((url, client, settings))
-}
-
 /// Empties the tick tables and the batch ledger and takes a checkpoint, then lets the
 /// server's background writes settle, so each run starts from the same idle state.
 pub async fn reset(client: &Client, settle: Duration) -> Result<()> {

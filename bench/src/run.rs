@@ -48,7 +48,12 @@ impl RunContext {
     /// `stamp · `command` · machine`: the line under a section's title saying when, how and
     /// on what the figures were taken.
     pub fn provenance(&self) -> String {
-        format!("{} · `{}` · {}", self.stamp, self.command, machine::describe())
+        format!(
+            "{} · `{}` · {}",
+            self.stamp,
+            self.command,
+            machine::describe()
+        )
     }
 
     /// `2026-11-25T082438Z`: the stamp as a file name.

@@ -17,28 +17,23 @@ use hdrhistogram::Histogram;
 
 use indicatif::ProgressBar;
 
-use crate::args::CommonArgs;
+use crate::args::LoadArgs;
 use report::report_ingest;
 pub use runs::{ceiling_run, engine_run, rss_probe};
 use runs::{latency_run, rss_of_probe};
 
 mod report;
 mod runs;
-use crate::market::{self, BenchRecord, Kind, MarketArgs, TempDir};
+use crate::market::{self, BenchRecord, Kind, TempDir};
 use crate::run::{median, runtime, Outcome, RunContext};
 use crate::{peers, pg};
 
 /// Flags of `christmas-bench ingest`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
-    /// Databases, Redis, repeats, `--quick`.
+    /// Databases, Redis, repeats, `--quick`; the market and its rows per run.
     #[command(flatten)]
-    pub common: CommonArgs,
-    #[command(flatten)]
-    pub market: MarketArgs,
-    /// Rows per run.
-    #[arg(long, default_value_t = 2_000_000)]
-    pub rows: usize,
+    pub load: LoadArgs,
     /// Shard counts of the sweep (= producer threads = parallel psql streams = peer
     /// connections).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
@@ -86,8 +81,8 @@ const SETTINGS: &[&str] = &[
 ];
 
 pub fn run(ctx: &RunContext, mut args: IngestArgs) -> Result<Outcome> {
-    if args.common.plan(ctx.quick, 3) {
-        args.rows = args.rows.min(300_000);
+    if args.load.common.plan(ctx.quick, 3) {
+        args.load.rows = args.load.rows.min(300_000);
         args.batch_rows.retain(|b| *b != 10_000);
         args.latency_seconds = args.latency_seconds.min(3);
         args.settle_ms = args.settle_ms.min(1_000);
@@ -105,10 +100,12 @@ pub fn run(ctx: &RunContext, mut args: IngestArgs) -> Result<Outcome> {
         args.batch_rows.sort_unstable();
     }
     ensure!(
-        args.common.repeats() >= 1 && args.shards.iter().all(|s| *s >= 1) && args.rows >= 1,
+        args.load.common.repeats() >= 1
+            && args.shards.iter().all(|s| *s >= 1)
+            && args.load.rows >= 1,
         "repeats, shards and rows must be ≥ 1"
     );
-    match args.market.kind {
+    match args.load.market.kind {
         Kind::Trade => measure::<Trade>(ctx, &args),
         Kind::Quote => measure::<Quote>(ctx, &args),
     }
@@ -155,7 +152,7 @@ fn prepare<R: BenchRecord>(
     with_peers: bool,
     bar: &ProgressBar,
 ) -> Result<Prepared<R>> {
-    let rows: Vec<R> = market::generate(&args.market, args.rows)?;
+    let rows: Vec<R> = market::generate(&args.load.market, args.load.rows)?;
     let tmp = TempDir::new("ingest")?;
     let mut split = BTreeMap::new();
     let mut files = BTreeMap::new();
@@ -288,8 +285,9 @@ impl<R: BenchRecord> Contenders<'_, R> {
                 rates: BTreeMap::new(),
             })
             .collect();
-        for r in 0..args.common.repeats() {
-            let msg = |what: String| format!("run {}/{}: {what}", r + 1, args.common.repeats());
+        for r in 0..args.load.common.repeats() {
+            let msg =
+                |what: String| format!("run {}/{}: {what}", r + 1, args.load.common.repeats());
             for &s in &args.shards {
                 bar.set_message(msg(format!("psql ceiling, {s} streams")));
                 let c = self.ceiling_once(s)?;
@@ -327,16 +325,14 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcom
     let points_per_repeat = args.shards.len() * (1 + args.batch_rows.len() + n_peers);
     let steps = 2
         + if args.no_warmup { 0 } else { 2 + n_peers }
-        + args.common.repeats() * points_per_repeat
+        + args.load.common.repeats() * points_per_repeat
         + 2;
     let bar = ctx.steps("ingest", steps as u64);
     bar.set_message("fresh database christmas_bench_ingest; generating rows");
     let rt = runtime()?;
-    let (url, client, settings) = rt.block_on(pg::fresh_database_with_settings(
-        &args.common.services.url,
-        "christmas_bench_ingest",
-        SETTINGS,
-    ))?;
+    let (url, client, settings) =
+        args.load
+            .fresh_database(&rt, "christmas_bench_ingest", SETTINGS)?;
     let settle = Duration::from_millis(args.settle_ms);
     let mut prepared = prepare::<R>(args, &url, n_peers > 0, &bar)?;
     let mut peer_procs = std::mem::take(&mut prepared.peers);
@@ -345,7 +341,7 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcom
         client: &client,
         url: &url,
         settle,
-        rows: args.rows,
+        rows: args.load.rows,
         prepared: &prepared,
     };
     let (hs, hb) = (args.headline_shards, args.headline_batch_rows);
@@ -373,7 +369,7 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &IngestArgs) -> Result<Outcom
     rt.block_on(pg::reset(&client, settle))?;
     let rss = rss_of_probe(
         &url,
-        if args.common.quick {
+        if args.load.common.quick {
             1_000_000
         } else {
             5_000_000

@@ -7,7 +7,6 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::chart::{self, LineChart, Series};
-use crate::machine;
 use crate::market::BenchRecord;
 use crate::run::{median, runs, Headline, Outcome, RunContext};
 
@@ -72,14 +71,14 @@ pub(super) fn report_ingest<R: BenchRecord>(
          | committed rows/s, engine, {hs} shards, batches of {hb} | {engine:.0} | {ceiling:.0} \
          (parallel `psql \\copy` binary, {hs} streams) | **{ratio:.2}** (floor 0.90) |\n",
         provenance = ctx.provenance(),
-        rows_of = args.market.rows_of::<R>(args.rows),
+        rows_of = args.load.market.rows_of::<R>(args.load.rows),
         settle = args.settle_ms,
         warm = if args.no_warmup {
             ""
         } else {
             "one unrecorded warm-up run of each side first; "
         },
-        runs = runs(args.common.repeats()),
+        runs = runs(args.load.common.repeats()),
     );
     for p in peer_runs {
         if let Some(v) = peer_at(p, hs) {
@@ -119,16 +118,7 @@ pub(super) fn report_ingest<R: BenchRecord>(
         md.push_str(&format!(" {n}."));
     }
     md.push_str("\n\n");
-    let outcome_json = json!({
-        "scenario": "ingest",
-        "date": ctx.stamp,
-        "command": ctx.command,
-        "machine": machine::describe(),
-        "postgres": settings,
-        "kind": R::NAME,
-        "market": args.market.describe(),
-        "rows": args.rows,
-        "repeats": args.common.repeats(),
+    let outcome_json = args.load.json::<R>(ctx, "ingest", settings, json!({
         "headline": {"shards": hs, "batch_rows": hb, "engine_rows_per_s": engine.round(),
                      "ceiling_rows_per_s": ceiling.round(), "ratio": ratio},
         "sweep": points.iter().map(|(s, p)| json!({
@@ -144,7 +134,7 @@ pub(super) fn report_ingest<R: BenchRecord>(
         "latency": {"rate": rate.round(), "p50_us": l.p50, "p99_us": l.p99, "p999_us": l.p999,
                     "batch_commit_p50_us": c.p50, "batch_commit_p99_us": c.p99},
         "peak_rss_mib": rss,
-    });
+    }));
     let outcome = Outcome {
         scenario: "ingest",
         headlines,
@@ -187,7 +177,7 @@ fn charts(ctx: &RunContext, args: &IngestArgs, run: &IngestRun) -> Result<Vec<(S
             &chart::line_chart(&LineChart {
                 title: format!(
                     "ingest: committed rows/s vs batch size ({} rows)",
-                    args.rows
+                    args.load.rows
                 ),
                 x_label: "engine batch size (rows, log scale)".into(),
                 y_label: "rows/s".into(),
@@ -248,15 +238,10 @@ fn charts(ctx: &RunContext, args: &IngestArgs, run: &IngestRun) -> Result<Vec<(S
         "push → commit latency CDF".to_string(),
         ctx.write_chart(
             "ingest-latency-cdf",
-            &chart::line_chart(&LineChart {
-                title: format!("ingest: latency at 50 % load ({rate:.0} rows/s)"),
-                x_label: "milliseconds (log scale)".into(),
-                y_label: "fraction of rows / batches".into(),
-                x_log: true,
-                x_ticks: None,
-                y_format: chart::percent,
-                y_from_zero: true,
-                series: vec![
+            &chart::line_chart(&LineChart::latency_cdf(
+                format!("ingest: latency at 50 % load ({rate:.0} rows/s)"),
+                "fraction of rows / batches",
+                vec![
                     Series {
                         name: "push → commit".into(),
                         points: chart::cdf_points(&lat.push_to_commit_us),
@@ -268,7 +253,7 @@ fn charts(ctx: &RunContext, args: &IngestArgs, run: &IngestRun) -> Result<Vec<(S
                         dashed: true,
                     },
                 ],
-            }),
+            )),
         )?,
     ));
 
