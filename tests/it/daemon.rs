@@ -2,15 +2,13 @@
 //! shutdown under load, against real PostgreSQL and Redis.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use christmas_core::frame::{self, AckLevel, FrameQuote, FrameTrade, IngestFrame};
 use christmas_ingest::auth::{hash_key, ApiKey};
 use christmas_ingest::config::DaemonConfig;
 use christmas_ingest::replay::{self, ReplayArgs};
-use christmas_tests::{HttpClient, InProcessDaemon, RedisServer};
+use christmas_tests::{stored_ticks, HttpClient, InProcessDaemon, RedisServer, TickLoad};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -547,44 +545,15 @@ async fn replaying_both_sample_files_lands_every_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_under_load_loses_nothing_acknowledged() {
     let d = Daemon::start(|_| {}).await;
-    let acked = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
-    let next = Arc::new(AtomicU64::new(0));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (acked, next, client) = (acked.clone(), next.clone(), d.client());
-            tokio::spawn(async move {
-                loop {
-                    let base = next.fetch_add(1, Ordering::Relaxed) as i64 * 100;
-                    let body: Vec<Value> = (0..100).map(|i| trade_json("ESZ6", base + i)).collect();
-                    let body = json!(body).to_string();
-                    let Ok(r) = client.request("POST", "/api/ticks", &[], body).await else {
-                        return;
-                    };
-                    if r.status != 202 {
-                        return;
-                    }
-                    acked.lock().unwrap().extend(base..base + 100);
-                }
-            })
-        })
-        .collect();
+    let load = TickLoad::start((0..4).map(|_| d.client()).collect(), |seqs| {
+        let body: Vec<Value> = seqs.map(|seq| trade_json("ESZ6", seq)).collect();
+        json!(body).to_string()
+    });
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let db_url = d.db_url();
     d.shutdown().await.unwrap();
-    for c in clients {
-        c.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 1_000, "load was too light: {}", acked.len());
-    let client = crate::support::connect(&db_url).await;
-    let stored: std::collections::HashSet<i64> = client
-        .query("SELECT exchange_seq FROM market_data", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let missing = acked.iter().filter(|k| !stored.contains(k)).count();
+    let acked = load.finish().await;
+    let missing = stored_ticks(&db_url, &acked).await.missing;
     assert_eq!(
         missing,
         0,

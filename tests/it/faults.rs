@@ -2,7 +2,6 @@
 //! under load, a partition missing, the disk full. Nothing acknowledged is lost, nothing
 //! is written twice, and nothing is dropped without a trace.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,10 +11,10 @@ use christmas_core::{Ingestor, Trade};
 use christmas_ingest::config::DaemonConfig;
 use christmas_tests::PgServer;
 
-use christmas_tests::HttpClient;
+use christmas_tests::{stored_ticks, HttpClient, StoredTicks};
 
 use crate::daemon::Running;
-use crate::support::{connect, count, fresh_core_db, symbols, trade};
+use crate::support::{count, fresh_core_db, symbols, trade};
 
 /// POSTs batches of 50 trades with `ack=durable` until `stop`; records every acknowledged
 /// `exchange_seq`. Failed requests (503 while shutting down) are not counted.
@@ -50,17 +49,11 @@ async fn durable_client(
 
 /// Every acknowledged `exchange_seq` is in `market_data`, and none is there twice.
 async fn assert_acknowledged_stored_once(url: &str, acked: &[i64]) {
-    let client = connect(url).await;
-    let rows: Vec<i64> = client
-        .query("SELECT exchange_seq FROM market_data", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let stored: HashSet<i64> = rows.iter().copied().collect();
-    assert_eq!(stored.len(), rows.len(), "duplicated ticks");
-    let missing = acked.iter().filter(|k| !stored.contains(k)).count();
+    let StoredTicks {
+        missing,
+        duplicated,
+    } = stored_ticks(url, acked).await;
+    assert_eq!(duplicated, 0, "duplicated ticks");
     assert_eq!(missing, 0, "{missing} of {} acknowledged lost", acked.len());
 }
 

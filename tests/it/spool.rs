@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use christmas_core::fanout::FanoutConfig;
 use christmas_core::spool::{scan_segment, SpoolConfig};
-use christmas_core::{Backpressure, Error, Ingestor, Trade};
+use christmas_core::{Backpressure, Error, Ingestor, MetricsSnapshot, Trade};
 use christmas_tests::{PgServer, RedisServer};
 
 use crate::support::{self, connect, count, fresh_core_db, symbols, trade};
@@ -191,6 +191,20 @@ async fn one_ingestor_per_spool_directory() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An ingestor started on `dir`'s spool, so it writes what a crash left there, then flushed
+/// and shut down; its last metrics.
+async fn replay_spool(url: &str, dir: &Path) -> MetricsSnapshot {
+    let next = Ingestor::<Trade>::builder()
+        .database_url(url)
+        .shards(2)
+        .spool(small_spool(dir))
+        .start()
+        .await
+        .unwrap();
+    next.flush().await.unwrap();
+    next.shutdown().await.unwrap()
+}
+
 /// Runs an ingestor on a runtime of its own, pushes `rows` with durable receipts (all
 /// acknowledged), waits for their commit when `commit_first`, then drops the runtime
 /// without shutting down: a crash, as far as the pipeline knows.
@@ -249,15 +263,7 @@ async fn what_a_crash_left_in_the_spool_is_written_exactly_once_at_the_next_star
     assert!(!segments(&dir).is_empty(), "the crash left segments");
     assert_eq!(count(&client, "market_data").await, 15_000);
 
-    let next = Ingestor::<Trade>::builder()
-        .database_url(&url)
-        .shards(2)
-        .spool(small_spool(&dir))
-        .start()
-        .await
-        .unwrap();
-    next.flush().await.unwrap();
-    let snap = next.shutdown().await.unwrap();
+    let snap = replay_spool(&url, &dir).await;
     let sp = snap.spool.clone().unwrap();
     assert!(sp.recovered > 0, "{sp:?}");
     assert_eq!(
@@ -302,15 +308,7 @@ async fn a_torn_tail_is_cut_and_reported_and_the_rest_is_written() {
         std::fs::write(other, b).unwrap();
     }
 
-    let next = Ingestor::<Trade>::builder()
-        .database_url(&url)
-        .shards(2)
-        .spool(small_spool(&dir))
-        .start()
-        .await
-        .unwrap();
-    next.flush().await.unwrap();
-    let snap = next.shutdown().await.unwrap();
+    let snap = replay_spool(&url, &dir).await;
     let sp = snap.spool.unwrap();
     let garbage = if other != victim { 12 } else { 0 };
     assert_eq!(sp.truncated_bytes, torn + garbage, "{sp:?}");

@@ -10,6 +10,7 @@
 //! | [`nginx`], [`pgbouncer`], [`netns`] | what stands between a client and the daemons in a deployment |
 //! | [`net`] | [`free_addr`] / [`free_port`], [`wait_listening`] |
 //! | [`http`] | [`HttpClient`]: hyper's client with the few calls the tests make |
+//! | [`ticks`] | [`TickLoad`] (clients posting ticks until a daemon stops) and [`stored_ticks`] (did every acknowledged tick land) |
 //! | [`daemon`] | [`InProcessDaemon`] (`christmas_ingest` in this process) and [`DaemonProcess`] (the binary: spawn, ready, SIGTERM) |
 //! | `host` (private) | commands run as the service user, temporary directories, waiting |
 //!
@@ -34,6 +35,7 @@ pub mod nginx;
 pub mod pg;
 pub mod pgbouncer;
 pub mod redis;
+pub mod ticks;
 
 pub use daemon::{DaemonProcess, InProcessDaemon};
 pub use host::unique_name;
@@ -44,3 +46,4 @@ pub use nginx::Nginx;
 pub use pg::{connect, fresh_database, shared_pg_url, PgServer};
 pub use pgbouncer::PgBouncer;
 pub use redis::{shared_redis_url, RedisCluster, RedisServer};
+pub use ticks::{stored_ticks, StoredTicks, TickLoad};

@@ -5,25 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use christmas_core::orders::{
-    OrderDesk, OrderDeskConfig, OrderEvent, OrderStatus, OrderWorker, OrderWorkerConfig,
-    SubmitOutcome,
+    OrderEvent, OrderStatus, OrderWorker, OrderWorkerConfig, SubmitOutcome,
 };
-use christmas_tests::RedisServer;
-
-use crate::support::fresh_core_db;
 
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once() {
-    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = OrderDesk::start(OrderDeskConfig {
-        redis_url: Some(redis.url()),
-        ..OrderDeskConfig::new(&url)
-    })
-    .await
-    .unwrap();
+    let (redis, url, db, desk) = fresh_tuned_desk(|_| {}).await;
     let config = |name: &str| OrderWorkerConfig {
         claim_idle: Duration::from_millis(300),
         block: Duration::from_millis(200),
@@ -93,10 +82,7 @@ async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once(
         ),
         ("filled", 2, true)
     );
-    let pending = redis
-        .cli(&["XPENDING", "orders:events", "order-workers"])
-        .unwrap();
-    assert!(pending.starts_with('0'), "{pending}");
+    assert_nothing_pending(&redis);
     desk.shutdown().await;
 }
 
@@ -105,16 +91,8 @@ async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_take_move_and_acknowledge_events_in_batches() {
     // Long: one story, batch by batch; split, each part would rebuild the state before it.
-    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = Arc::new(
-        OrderDesk::start(OrderDeskConfig {
-            redis_url: Some(redis.url()),
-            ..OrderDeskConfig::new(&url)
-        })
-        .await
-        .unwrap(),
-    );
+    let (redis, url, db, desk) = fresh_tuned_desk(|_| {}).await;
+    let desk = Arc::new(desk);
     let submit = |range: std::ops::Range<usize>| {
         let desk = desk.clone();
         async move {
@@ -185,10 +163,7 @@ async fn workers_take_move_and_acknowledge_events_in_batches() {
         .unwrap();
     assert_eq!(filled.len(), 300);
     a.ack_many(&events).await.unwrap();
-    let pending = redis
-        .cli(&["XPENDING", "orders:events", "order-workers"])
-        .unwrap();
-    assert!(pending.starts_with('0'), "{pending}");
+    assert_nothing_pending(&redis);
 
     // A worker dies holding a batch: another claims all of it, as claimed.
     let more = submit(300..350).await;
@@ -242,10 +217,7 @@ async fn workers_take_move_and_acknowledge_events_in_batches() {
         ]
     );
     assert_eq!(more.len(), 50);
-    let pending = redis
-        .cli(&["XPENDING", "orders:events", "order-workers"])
-        .unwrap();
-    assert!(pending.starts_with('0'), "{pending}");
+    assert_nothing_pending(&redis);
     desk.shutdown().await;
 }
 
@@ -254,13 +226,8 @@ async fn workers_take_move_and_acknowledge_events_in_batches() {
 /// nothing holds everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_events_stream_is_trimmed_of_what_every_group_acknowledged() {
-    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = desk_with_events(&redis, &url, |c| OrderDeskConfig {
-        events_trim_every: Duration::from_millis(200),
-        ..c
-    })
-    .await;
+    let (redis, url, _db, desk) =
+        fresh_tuned_desk(|c| c.events_trim_every = Duration::from_millis(200)).await;
     let mut worker = worker(&redis, &url, "w", 100).await;
     let xlen = || events_len(&redis);
     // Reads `n` events, acknowledging the first `ack` of them.
@@ -326,13 +293,8 @@ async fn the_events_stream_is_trimmed_of_what_every_group_acknowledged() {
 /// worker whose consumer group went with the data makes it again and moves them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_whose_events_redis_lost_are_announced_again_once() {
-    let mut redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = desk_with_events(&redis, &url, |c| OrderDeskConfig {
-        events_recheck_after: Duration::from_secs(1),
-        ..c
-    })
-    .await;
+    let (mut redis, url, db, desk) =
+        fresh_tuned_desk(|c| c.events_recheck_after = Duration::from_secs(1)).await;
     /// Moves each event's order accepted → working → filled and acknowledges the batch;
     /// returns the order ids.
     async fn handle(w: &mut OrderWorker, events: &[OrderEvent]) -> Vec<i64> {
@@ -418,13 +380,8 @@ async fn orders_whose_events_redis_lost_are_announced_again_once() {
 /// after they handle them finds nothing to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_backlog_is_not_announced_again() {
-    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = desk_with_events(&redis, &url, |c| OrderDeskConfig {
-        events_recheck_after: Duration::from_millis(500),
-        ..c
-    })
-    .await;
+    let (redis, url, _db, desk) =
+        fresh_tuned_desk(|c| c.events_recheck_after = Duration::from_millis(500)).await;
     let mut w = worker(&redis, &url, "w", 200).await;
     for i in 0..20 {
         desk.submit(new_order(i)).await.unwrap();

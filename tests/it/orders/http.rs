@@ -192,100 +192,37 @@ async fn orders_are_read_listed_and_cancelled_per_account() {
             (answer.status, answer.json().unwrap_or(Value::Null))
         }
     };
-    assert_eq!(
-        call(
-            "POST",
-            "/api/orders".into(),
-            "feed-key",
-            order_json("a", 1.0)
-        )
-        .await
-        .0,
-        403
-    );
+    let post = |key, body| call("POST", "/api/orders".into(), key, body);
+    let get = |key, path: String| call("GET", path, key, Value::Null);
+    let delete = |key, id: i64| call("DELETE", format!("/api/orders/{id}"), key, Value::Null);
+    assert_eq!(post("feed-key", order_json("a", 1.0)).await.0, 403);
     assert_eq!(d.post("/api/orders", &order_json("a", 1.0)).await.0, 401);
-    let (status, a1) = call(
-        "POST",
-        "/api/orders".into(),
-        "alice-key",
-        order_json("a-1", 1.0),
-    )
-    .await;
+    let (status, a1) = post("alice-key", order_json("a-1", 1.0)).await;
     assert_eq!(status, 201);
-    call("POST", "/api/orders".into(), "alice-key", json!({"client_order_id": "a-2", "symbol": "NQZ6", "side": "sell", "type": "market", "quantity": 5})).await;
+    post("alice-key", json!({"client_order_id": "a-2", "symbol": "NQZ6", "side": "sell", "type": "market", "quantity": 5})).await;
     // The same client id from another account is another order.
-    let (status, b1) = call(
-        "POST",
-        "/api/orders".into(),
-        "bob-key",
-        order_json("a-1", 1.0),
-    )
-    .await;
+    let (status, b1) = post("bob-key", order_json("a-1", 1.0)).await;
     assert_eq!(status, 201);
     assert_ne!(a1["id"], b1["id"]);
     let id = a1["id"].as_i64().unwrap();
-    let (status, v) = call("GET", format!("/api/orders/{id}"), "alice-key", Value::Null).await;
+    let (status, v) = get("alice-key", format!("/api/orders/{id}")).await;
     assert_eq!((status, v["client_order_id"].as_str()), (200, Some("a-1")));
-    assert_eq!(
-        call("GET", format!("/api/orders/{id}"), "bob-key", Value::Null)
-            .await
-            .0,
-        404
-    );
-    let (_, v) = call(
-        "GET",
-        "/api/orders?symbol=NQZ6".into(),
-        "alice-key",
-        Value::Null,
-    )
-    .await;
+    assert_eq!(get("bob-key", format!("/api/orders/{id}")).await.0, 404);
+    let (_, v) = get("alice-key", "/api/orders?symbol=NQZ6".into()).await;
     assert_eq!(v["orders"].as_array().unwrap().len(), 1);
-    let (_, v) = call(
-        "GET",
-        "/api/orders?status=accepted&limit=10".into(),
-        "alice-key",
-        Value::Null,
-    )
-    .await;
+    let (_, v) = get("alice-key", "/api/orders?status=accepted&limit=10".into()).await;
     assert_eq!(v["orders"].as_array().unwrap().len(), 2);
     assert_eq!(
-        call(
-            "GET",
-            "/api/orders?status=sleeping".into(),
-            "alice-key",
-            Value::Null
-        )
-        .await
-        .1["field"],
+        get("alice-key", "/api/orders?status=sleeping".into())
+            .await
+            .1["field"],
         "status"
     );
-    let (status, v) = call(
-        "DELETE",
-        format!("/api/orders/{id}"),
-        "alice-key",
-        Value::Null,
-    )
-    .await;
+    let (status, v) = delete("alice-key", id).await;
     assert_eq!((status, v["status"].as_str()), (200, Some("cancelled")));
-    let (status, v) = call(
-        "DELETE",
-        format!("/api/orders/{id}"),
-        "alice-key",
-        Value::Null,
-    )
-    .await;
+    let (status, v) = delete("alice-key", id).await;
     assert_eq!((status, v["field"].as_str()), (409, Some("id")));
-    assert_eq!(
-        call(
-            "DELETE",
-            format!("/api/orders/{id}"),
-            "bob-key",
-            Value::Null
-        )
-        .await
-        .0,
-        404
-    );
+    assert_eq!(delete("bob-key", id).await.0, 404);
     d.shutdown().await.unwrap();
 }
 

@@ -35,26 +35,34 @@ fn events_len(redis: &RedisServer) -> u64 {
         .unwrap()
 }
 
-/// A desk with events on `redis`, its config changed by `tune`.
-async fn desk_with_events(
-    redis: &RedisServer,
-    url: &str,
-    tune: impl FnOnce(OrderDeskConfig) -> OrderDeskConfig,
-) -> OrderDesk {
-    OrderDesk::start(tune(OrderDeskConfig {
+/// Asserts the workers' consumer group holds no event unacknowledged.
+fn assert_nothing_pending(redis: &RedisServer) {
+    let pending = redis
+        .cli(&["XPENDING", "orders:events", "order-workers"])
+        .unwrap();
+    assert!(pending.starts_with('0'), "{pending}");
+}
+
+/// A Redis of its own, a fresh database (its URL and a client on it) and a desk with events
+/// on, its config changed by `tune`.
+async fn fresh_tuned_desk(
+    tune: impl FnOnce(&mut OrderDeskConfig),
+) -> (RedisServer, String, tokio_postgres::Client, OrderDesk) {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let mut config = OrderDeskConfig {
         redis_url: Some(redis.url()),
-        ..OrderDeskConfig::new(url)
-    }))
-    .await
-    .unwrap()
+        ..OrderDeskConfig::new(&url)
+    };
+    tune(&mut config);
+    let desk = OrderDesk::start(config).await.unwrap();
+    (redis, url, db, desk)
 }
 
 /// A Redis of its own, a fresh database, and a desk with the default config and events on.
 async fn fresh_desk_with_events() -> (RedisServer, tokio_postgres::Client, Arc<OrderDesk>) {
-    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let desk = Arc::new(desk_with_events(&redis, &url, |c| c).await);
-    (redis, db, desk)
+    let (redis, _url, db, desk) = fresh_tuned_desk(|_| {}).await;
+    (redis, db, Arc::new(desk))
 }
 
 /// Every stored order's id, by `client_order_id`.
