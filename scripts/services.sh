@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Private PostgreSQL and Redis on loopback for development, the demo and the tests.
 #   scripts/services.sh install | start | stop | status | env
+# `install` also installs the load tools of christmas-bench (wrk, siege, redis-tools,
+# python3-venv).
 # PostgreSQL: 127.0.0.1:${CHRISTMAS_PG_PORT:-55432}, Redis: 127.0.0.1:${CHRISTMAS_REDIS_PORT:-56379}.
 # Data lives under .state/ at the repository root (or under /var/tmp when the repository is
 # somewhere the unprivileged `christmas` user cannot reach; .state/pgdata-location says where).
@@ -34,6 +36,32 @@ as_svc() {
     if is_root; then (cd / && runuser -u "$svc_user" -- "$@"); else "$@"; fi
 }
 
+# Installs Debian packages (as root, or through sudo).
+apt_install() {
+    say "installing $* from Debian's packages"
+    local sudo=()
+    if ! is_root; then
+        command -v sudo >/dev/null 2>&1 || die "need root or sudo to install $*"
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# The load tools christmas-bench runs: wrk and siege (orders, scale), redis-benchmark
+# (fanout), and a Python that can make the venv of the Python peers (ingest).
+install_bench_tools() {
+    local need=()
+    command -v wrk >/dev/null 2>&1 || need+=(wrk)
+    command -v siege >/dev/null 2>&1 || need+=(siege)
+    command -v redis-benchmark >/dev/null 2>&1 || need+=(redis-tools)
+    command -v python3 >/dev/null 2>&1 || need+=(python3)
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+    if [ ${#need[@]} -gt 0 ]; then
+        apt_install "${need[@]}"
+    fi
+}
+
 cmd_install() {
     local need=()
     [ -n "$(pg_bindir || true)" ] || need+=(postgresql)
@@ -42,14 +70,7 @@ cmd_install() {
     [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
     [ -x /usr/sbin/nginx ] || need+=(nginx-light)
     if [ ${#need[@]} -gt 0 ]; then
-        say "installing ${need[*]} from Debian's packages"
-        local sudo=()
-        if ! is_root; then
-            command -v sudo >/dev/null 2>&1 || die "need root or sudo to install ${need[*]}"
-            sudo=(sudo)
-        fi
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+        apt_install "${need[@]}"
         # Debian's packages start their own cluster/server on the default ports; ours are
         # separate, so leave those alone.
     fi
@@ -190,7 +211,8 @@ cmd_env() {
 }
 
 case "${1:-}" in
-    install) cmd_install ;;
+    # `start` installs only the servers; `install` also the bench's load tools.
+    install) cmd_install; install_bench_tools ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;

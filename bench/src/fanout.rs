@@ -217,7 +217,7 @@ fn redis_benchmark_publish(host: &str, port: u16, size: usize, requests: usize) 
         .args(["-n", &requests.to_string(), "-P", "64", "-q"])
         .args(["PUBLISH", "md:{BENCH}", &payload])
         .output()
-        .context("running redis-benchmark (apt-get install redis-tools)")?;
+        .context("running redis-benchmark (installed by scripts/services.sh install)")?;
     ensure!(
         out.status.success(),
         "redis-benchmark failed: {}",
@@ -371,6 +371,7 @@ async fn pg_run(args: &FanoutArgs, url: &str, fanout: Option<&str>) -> Result<f6
 }
 
 pub fn run(ctx: &RunContext, args: FanoutArgs) -> Result<Outcome> {
+    crate::services::tool("redis-benchmark", "redis-tools")?;
     let args = plan(ctx, args)?;
     let rt = runtime()?;
     // Per format: a warm-up delivery run, the measured ones, redis-benchmark, latency; then

@@ -32,7 +32,7 @@ pub fn wrk_orders(addr: &str, connections: usize, seconds: u64) -> Result<WrkRun
         .args(["--timeout", "10s", "-s", &script()])
         .arg(format!("http://{addr}"))
         .output()
-        .context("running wrk (apt-get install wrk)")?;
+        .context("running wrk (installed by scripts/services.sh install)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(
         out.status.success(),
@@ -113,7 +113,7 @@ fn siege_once(url: &str, concurrency: usize, seconds: u64) -> Result<Option<Stri
         .stdout(std::fs::File::create(&out)?)
         .stderr(std::fs::File::create(out.with_extension("err"))?)
         .spawn()
-        .context("running siege (apt-get install siege)")?;
+        .context("running siege (installed by scripts/services.sh install)")?;
     let deadline =
         std::time::Instant::now() + std::time::Duration::from_secs(seconds + SIEGE_GRACE_S);
     let finished = loop {

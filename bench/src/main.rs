@@ -15,9 +15,10 @@
 //! | [`pg`], [`services`] | fresh databases, resets; the local PostgreSQL and Redis |
 //! | [`run`], [`report`], [`chart`], [`machine`] | run context and progress, RESULTS.md and JSON, SVG, machine description |
 
+use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 // The daemon's allocator, so the orders scenario measures what christmas-ingest runs.
@@ -174,16 +175,31 @@ fn all(args: AllArgs) -> Result<()> {
     );
     let failed: Vec<&str> = outcomes
         .iter()
-        .filter_map(|o| o.as_ref().err().map(|(n, _)| n.as_str()))
+        .filter_map(|o| o.as_ref().err())
+        .map(|(name, cause)| {
+            eprintln!("error: {name}: {}", one_line(cause));
+            name.as_str()
+        })
         .collect();
-    anyhow::ensure!(failed.is_empty(), "scenarios failed: {failed:?}");
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} of {} scenarios failed ({})",
+        failed.len(),
+        chosen.len(),
+        failed.join(", ")
+    );
     Ok(())
 }
 
+/// A cause chain (`{:#}`) on one line: tool output quoted in it may span several.
+fn one_line(cause: &str) -> String {
+    cause.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Runs one scenario on its own and writes its JSON next to the others.
-fn single(quick: bool, f: impl FnOnce(&RunContext) -> Result<Outcome>) -> Result<()> {
+fn single(name: &str, quick: bool, f: impl FnOnce(&RunContext) -> Result<Outcome>) -> Result<()> {
     let ctx = RunContext::new(quick);
-    let outcome = f(&ctx)?;
+    let outcome = f(&ctx).with_context(|| name.to_string())?;
     let path = report::write_json(
         outcome.scenario,
         &ctx.stamp,
@@ -193,7 +209,20 @@ fn single(quick: bool, f: impl FnOnce(&RunContext) -> Result<Outcome>) -> Result
     Ok(())
 }
 
-fn main() -> Result<()> {
+/// A failure is one line, `error: <scenario>: <cause chain>`, and exit status 1: the error's
+/// `{:#}`, not the `Debug` that `main() -> Result` prints (a backtrace when RUST_BACKTRACE or
+/// RUST_LIB_BACKTRACE is set).
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     // The scenarios that need PostgreSQL and Redis start (or reuse) them before the flags
     // are read, so DATABASE_URL and REDIS_URL defaults come from scripts/services.sh.
     let needs_services = std::env::args().nth(1).is_some_and(|c| {
@@ -203,17 +232,17 @@ fn main() -> Result<()> {
         .contains(&c.as_str())
     }) && !std::env::args().any(|a| a == "--help" || a == "-h");
     if needs_services {
-        services::ensure()?;
+        services::ensure().context("services")?;
     }
     let cli = Cli::parse();
     match cli.command {
         Command::All(args) => all(args),
-        Command::Core(args) => single(args.quick, core_benches::run),
-        Command::Ingest(args) => single(args.load.common.quick, |c| ingest::run(c, args)),
-        Command::Daemon(args) => single(args.load.common.quick, |c| daemon::run(c, args)),
-        Command::Fanout(args) => single(args.common.quick, |c| fanout::run(c, args)),
-        Command::Orders(args) => single(args.common.quick, |c| orders::run(c, args)),
-        Command::Scale(args) => single(args.common.quick, |c| scale::run(c, args)),
+        Command::Core(args) => single("core", args.quick, core_benches::run),
+        Command::Ingest(args) => single("ingest", args.load.common.quick, |c| ingest::run(c, args)),
+        Command::Daemon(args) => single("daemon", args.load.common.quick, |c| daemon::run(c, args)),
+        Command::Fanout(args) => single("fanout", args.common.quick, |c| fanout::run(c, args)),
+        Command::Orders(args) => single("orders", args.common.quick, |c| orders::run(c, args)),
+        Command::Scale(args) => single("scale", args.common.quick, |c| scale::run(c, args)),
         Command::Soak(args) => soak::run(args),
         Command::RssProbe(args) => ingest::rss_probe(args),
     }

@@ -21,9 +21,9 @@ use tokio_postgres::Client;
 use crate::args::CommonArgs;
 use crate::chart::{self, Bar};
 use crate::loadgen::{self, SiegeRun, WrkRun};
-use crate::machine;
 use crate::pg::{self, connect};
 use crate::run::{runtime, Headline, Outcome, RunContext};
+use crate::{machine, services};
 
 /// Flags of `christmas-bench orders`.
 #[derive(Debug, Clone, clap::Args)]
@@ -215,6 +215,8 @@ pub fn daemon_config(
 }
 
 pub fn run(ctx: &RunContext, args: OrdersArgs) -> Result<Outcome> {
+    services::tool("wrk", "wrk")?;
+    services::tool("siege", "siege")?;
     let (args, plan) = plan(ctx, args);
     let _writeback = args
         .dirty_background_bytes

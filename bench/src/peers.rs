@@ -35,6 +35,22 @@ pub fn python() -> Result<PathBuf> {
     if py.exists() && imports(&py) {
         return Ok(py);
     }
+    // Debian's python3 makes venvs only with python3-venv (ensurepip), which
+    // scripts/services.sh install installs.
+    let can_make_venv = || {
+        Command::new("python3")
+            .args(["-c", "import ensurepip"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !can_make_venv() {
+        crate::services::install_tools();
+        ensure!(
+            can_make_venv(),
+            "python3 cannot make a venv; install it with `sudo bash scripts/services.sh install` \
+             (or `sudo apt-get install python3-venv`)"
+        );
+    }
     eprintln!("creating {} for the Python peers", venv.display());
     let ok = Command::new("python3")
         .args(["-m", "venv"])

@@ -17,7 +17,7 @@ use crate::loadgen::WrkRun;
 use crate::market::TempDir;
 use crate::orders::{wrk_series, WrkPlan};
 use crate::run::{runtime, Headline, Outcome, RunContext};
-use crate::{machine, pg, report};
+use crate::{machine, pg, report, services};
 
 /// Flags of `christmas-bench scale`.
 #[derive(Debug, Clone, clap::Args)]
@@ -243,7 +243,8 @@ impl ScalePoint {
 
 pub fn run(ctx: &RunContext, args: ScaleArgs) -> Result<Outcome> {
     let (args, configs) = plan(ctx, args)?;
-    let nginx = which("nginx").context("nginx is not installed (apt-get install -y nginx)")?;
+    let nginx = services::tool("nginx", "nginx-light")?;
+    services::tool("wrk", "wrk")?;
     let bar = ctx.steps("scale", 1 + configs.len() as u64);
     let points = measure(&args, &configs, &nginx, &bar)?;
     report(ctx, &args, &points, &nginx, &bar)
@@ -540,17 +541,6 @@ fn report(
         markdown: String::new(),
     };
     outcome.publish(md)
-}
-
-/// The path of `program` on PATH (or the sbin directories, where Debian puts nginx).
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
-        .map(|d| Path::new(d).join(program))
-        .find(|p| p.is_file());
-    found
 }
 
 #[cfg(test)]

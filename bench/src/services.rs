@@ -1,6 +1,9 @@
-//! Starts or reuses the local PostgreSQL and Redis of `scripts/services.sh`.
+//! Starts or reuses the local PostgreSQL and Redis of `scripts/services.sh`, and finds (or
+//! installs through it) the load tools the scenarios run.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use anyhow::{ensure, Context, Result};
 
@@ -41,6 +44,57 @@ pub fn ensure() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `program` on PATH (or in the sbin folders, where Debian puts nginx), if it is there.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file());
+    found
+}
+
+/// Whether `scripts/services.sh install` ran in this process, and whether it succeeded: it
+/// runs at most once, however many tools are missing.
+static INSTALLED: Mutex<Option<bool>> = Mutex::new(None);
+
+/// Runs `scripts/services.sh install` (the servers and the bench's load tools, from Debian's
+/// packages) the first time it is asked; whether it succeeded.
+pub fn install_tools() -> bool {
+    let mut done = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    *done.get_or_insert_with(|| {
+        let script = report::bench_dir().join("../scripts/services.sh");
+        eprintln!("installing the bench's load tools: bash scripts/services.sh install");
+        Command::new("bash")
+            .arg(&script)
+            .arg("install")
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// The path of `program`, installing the bench's tools first when it is missing (as the
+/// services are started when they are not running); `package` is the Debian package that
+/// has it, named in the error when it is still missing.
+pub fn tool(program: &str, package: &str) -> Result<PathBuf> {
+    if let Some(p) = which(program) {
+        return Ok(p);
+    }
+    let installed = install_tools();
+    which(program).with_context(|| {
+        format!(
+            "{program} is not installed{}; install it with `sudo bash scripts/services.sh \
+             install` (or `sudo apt-get install {package}`)",
+            if installed {
+                " even after scripts/services.sh install"
+            } else {
+                " and scripts/services.sh install failed"
+            }
+        )
+    })
 }
 
 /// The Redis logical database the order scenarios give their daemons (of a plain
