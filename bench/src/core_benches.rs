@@ -6,7 +6,7 @@ use anyhow::{ensure, Result};
 use serde_json::json;
 
 use crate::chart::{self, Bar};
-use crate::run::{Headline, Outcome, RunContext};
+use crate::run::{Headline, Outcome, RunContext, Target};
 use crate::{machine, report};
 
 /// (bench id prefix, floor in elements/s, what the floor is)
@@ -122,13 +122,16 @@ fn report(ctx: &RunContext, cmd: &str, rows: &[(String, f64)]) -> Result<Outcome
                 if id.starts_with("encode/trades")
                     || id.starts_with("pipeline_null_sink/PushBatch/2")
                 {
-                    headlines.push(Headline {
-                        figure: format!("`{id}` elements/s"),
-                        value: *eps,
-                        unit: "elements/s".into(),
-                        against: format!("floor ({what})"),
-                        against_value: *f,
-                    });
+                    headlines.push(
+                        Headline::against(
+                            format!("`{id}` elements/s"),
+                            *eps,
+                            "elements/s",
+                            format!("floor ({what})"),
+                            *f,
+                        )
+                        .target(Target::RatioAtLeast(1.0)),
+                    );
                 }
             }
             _ => md.push_str(&format!("| `{id}` | {:.1} M | | |\n", eps / 1e6)),

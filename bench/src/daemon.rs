@@ -369,20 +369,20 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
         args.shards
     );
     let headlines = vec![
-        Headline {
-            figure: "committed rows/s, POST /api/ticks (NDJSON)".into(),
-            value: http_m,
-            unit: "rows/s".into(),
-            against: ceiling_name.clone(),
-            against_value: ceiling_m,
-        },
-        Headline {
-            figure: "committed rows/s, TCP frames (rkyv)".into(),
-            value: tcp_m,
-            unit: "rows/s".into(),
-            against: ceiling_name,
-            against_value: ceiling_m,
-        },
+        Headline::against(
+            "committed rows/s, POST /api/ticks (NDJSON)",
+            http_m,
+            "rows/s",
+            ceiling_name.clone(),
+            ceiling_m,
+        ),
+        Headline::against(
+            "committed rows/s, TCP frames (rkyv)",
+            tcp_m,
+            "rows/s",
+            ceiling_name,
+            ceiling_m,
+        ),
     ];
     let mut md = format!(
         "## daemon — the same rows through POST /api/ticks and the TCP listener\n\n\

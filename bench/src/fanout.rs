@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 
 use crate::chart::{self, LineChart, Series};
 use crate::machine;
-use crate::run::{median, runtime, Headline, Outcome, RunContext};
+use crate::run::{median, runtime, Headline, Outcome, RunContext, Target};
 
 /// Flags of `christmas-bench fanout`.
 #[derive(Debug, Clone, clap::Args)]
@@ -576,13 +576,32 @@ fn report(
             "ratio": msgs / ceiling,
             "latency_p50_us": s.p50, "latency_p99_us": s.p99, "latency_p999_us": s.p999,
         }));
-        headlines.push(Headline {
-            figure: format!("messages/s delivered to a subscriber, {name} ({ticks:.0} ticks/s)"),
-            value: msgs,
-            unit: "messages/s".into(),
-            against: format!("`redis-benchmark -P 64` PUBLISH of {size} B, ceiling"),
-            against_value: ceiling,
-        });
+        headlines.push(Headline::against(
+            format!("messages/s delivered to a subscriber, {name}"),
+            msgs,
+            "messages/s",
+            format!("`redis-benchmark -P 64` PUBLISH of {size} B, ceiling"),
+            ceiling,
+        ));
+        headlines.push(
+            Headline::alone(
+                format!("ticks/s delivered to a subscriber, {name}"),
+                ticks,
+                "ticks/s",
+            )
+            .target(Target::AtLeast(1e6)),
+        );
+        headlines.push(
+            Headline::alone(
+                format!(
+                    "push → subscriber p99 at {} ticks/s, {name}",
+                    args.latency_rate
+                ),
+                s.p99 as f64 / 1e3,
+                "ms",
+            )
+            .target(Target::AtMost(5.0)),
+        );
         cdfs.push(Series {
             name: format!("{name}, {} ticks/s", args.latency_rate),
             points: chart::cdf_points(&f.latency_us),
@@ -590,13 +609,16 @@ fn report(
         });
     }
     let (off, up, down) = (pg.off, pg.up, pg.down);
-    headlines.push(Headline {
-        figure: "PostgreSQL rows/s with Redis down".into(),
-        value: down,
-        unit: "rows/s".into(),
-        against: "the same without fan-out".into(),
-        against_value: off,
-    });
+    headlines.push(
+        Headline::against(
+            "PostgreSQL rows/s with Redis down",
+            down,
+            "rows/s",
+            "the same without fan-out",
+            off,
+        )
+        .target(Target::RatioAtLeast(0.90)),
+    );
     let charts = vec![(
         "push → subscriber latency CDF".to_string(),
         ctx.write_chart(

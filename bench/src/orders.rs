@@ -22,7 +22,7 @@ use crate::args::CommonArgs;
 use crate::chart::{self, Bar};
 use crate::loadgen::{self, SiegeRun, WrkRun};
 use crate::pg::{self, connect};
-use crate::run::{runtime, Headline, Outcome, RunContext};
+use crate::run::{runtime, Headline, Outcome, RunContext, Target};
 use crate::{machine, services};
 
 /// Flags of `christmas-bench orders`.
@@ -458,16 +458,29 @@ fn report(
     );
     let outcome = Outcome {
         scenario: "orders",
-        headlines: vec![Headline {
-            figure: "durable orders/s, POST /api/orders (group commit)".into(),
-            value: ours.created_per_s,
-            unit: "orders/s".into(),
-            against: format!(
-                "naive axum + one INSERT per request (pool of {}), peer",
-                args.naive_pool
-            ),
-            against_value: naive.created_per_s,
-        }],
+        headlines: vec![
+            Headline::against(
+                format!(
+                    "durable orders/s, POST /api/orders (group commit), wrk -c{}",
+                    args.connections
+                ),
+                ours.created_per_s,
+                "orders/s",
+                format!(
+                    "naive axum + one INSERT per request (pool of {}), peer",
+                    args.naive_pool
+                ),
+                naive.created_per_s,
+            )
+            .target(Target::AtLeast(20_000.0))
+            .target(Target::RatioAtLeast(5.0)),
+            Headline::alone(
+                format!("POST /api/orders p99 under wrk -c{}", args.connections),
+                ours.p99_ms,
+                "ms",
+            )
+            .target(Target::AtMost(20.0)),
+        ],
         json: json!({
             "scenario": "orders",
             "date": ctx.stamp,

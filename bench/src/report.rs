@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::machine;
-use crate::run::{Outcome, RunContext};
+use crate::run::{figure_number, Headline, Outcome, RunContext};
 
 /// The bench/ folder of this workspace.
 pub fn bench_dir() -> PathBuf {
@@ -19,8 +19,8 @@ pub fn bench_dir() -> PathBuf {
 pub fn update_results(name: &str, body: &str) -> Result<()> {
     let path = bench_dir().join("RESULTS.md");
     let mut text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        "# Benchmark results\n\nFigures from real runs, each with the command and the machine that produced it.\n\
-         Each scenario is described in `bench/README.md`.\n"
+        "# Benchmark results\n\nFigures from real runs, each with the command and the machine \
+         that produced it. Each scenario is described in `bench/README.md`.\n"
             .to_string()
     });
     let begin = format!("<!-- {name}:begin -->");
@@ -46,29 +46,46 @@ pub fn write_json(name: &str, stamp: &str, json: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The summary table: one row per headline of every scenario.
-fn summary_table(outcomes: &[Result<Outcome, (String, String)>]) -> String {
-    let mut md = String::from(
-        "| scenario | figure | value | ceiling / peer | value | ratio |\n|---|---|---|---|---|---|\n",
-    );
+/// The header of the summary table (bench/RESULTS.md's dashboard).
+const SUMMARY_HEADER: &str =
+    "| scenario, run | figure | value | ceiling or peer | ratio | target | met? |\n\
+     |---|---|---|---|---|---|---|\n";
+
+/// One row of the summary table: `from` names the scenario and the run the figure comes from.
+fn summary_row(from: &str, h: &Headline) -> String {
+    let against = if h.against.is_empty() {
+        "—".to_string()
+    } else {
+        format!("{}: {}", h.against, figure_number(h.against_value))
+    };
+    let ratio = h.ratio().map_or("—".to_string(), |r| format!("**{r:.2}**"));
+    let met = match h.met() {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "—",
+    };
+    format!(
+        "| {from} | {} | {} {} | {against} | {ratio} | {} | {met} |\n",
+        h.figure,
+        figure_number(h.value),
+        h.unit,
+        h.target_text(),
+    )
+}
+
+/// The summary table: one row per headline of every scenario, all from the run at `stamp`.
+fn summary_table(stamp: &str, outcomes: &[Result<Outcome, (String, String)>]) -> String {
+    let mut md = String::from(SUMMARY_HEADER);
     for o in outcomes {
         match o {
             Ok(o) => {
+                let from = format!("{}, {stamp}", o.scenario);
                 for h in &o.headlines {
-                    md.push_str(&format!(
-                        "| {s} | {} | {:.0} {} | {} | {:.0} | **{:.2}** |\n",
-                        h.figure,
-                        h.value,
-                        h.unit,
-                        h.against,
-                        h.against_value,
-                        h.ratio(),
-                        s = o.scenario,
-                    ));
+                    md.push_str(&summary_row(&from, h));
                 }
             }
             Err((name, e)) => md.push_str(&format!(
-                "| {name} | failed: {} | | | | |\n",
+                "| {name}, {stamp} | failed: {} | | | | | **no** |\n",
                 e.lines().next().unwrap_or("").replace('|', "\\|")
             )),
         }
@@ -90,7 +107,7 @@ pub fn write_all(
         .map(|(n, s)| format!("{n} {s:.0} s"))
         .collect();
     let servers = machine::describe_with_servers();
-    let table = summary_table(outcomes);
+    let table = summary_table(&ctx.stamp, outcomes);
     let charts: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.as_ref().ok())
@@ -101,10 +118,13 @@ pub fn write_all(
         })
         .collect();
     let section = format!(
-        "## Summary of the last `all` run\n\n\
-         {stamp} · `{cmd}` · {servers} · {wall:.0} s wall time ({times}){quick}\n\n\
+        "## Summary\n\n\
+         Every figure from the last `all` run: {stamp} · `{cmd}` · {servers} · {wall:.0} s wall \
+         time ({times}){quick}. Ratio: figure / ceiling or peer, both measured in the same \
+         run; met?: whether the figure reaches every target of its row (— : reported, not \
+         judged).\n\n\
          {table}\n\
-         Ratios are figure / ceiling or peer, both measured in the same run. Every figure: \
+         `soak` is not part of `all`: its verdict is in its own section below. Every figure: \
          [results/{date}.json](results/{date}.json); this summary with every section: \
          [results/{date}.md](results/{date}.md).\n\n\
          Charts: {charts}.\n",
@@ -130,7 +150,7 @@ pub fn write_all(
         // Links in a file under results/ are relative to results/.
         section
             .replace("](results/", "](")
-            .replace("## Summary of the last `all` run\n\n", "")
+            .replace("## Summary\n\n", "")
     );
     for o in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
         md.push_str(&format!("\n{}\n", o.markdown.replace("](results/", "](")));
@@ -153,11 +173,44 @@ pub fn write_all(
         "wall_seconds": wall_seconds.round(),
         "scenario_seconds": durations.iter().map(|(n, s)| (n.clone(), json!(s.round()))).collect::<serde_json::Map<_, _>>(),
         "summary": outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|o| o.headlines.iter().map(move |h| json!({
-            "scenario": o.scenario, "figure": h.figure, "value": h.value.round(), "unit": h.unit,
+            "scenario": o.scenario, "figure": h.figure, "value": h.value, "unit": h.unit,
             "against": h.against, "against_value": h.against_value.round(), "ratio": h.ratio(),
+            "target": h.target_text(), "met": h.met(),
         }))).collect::<Vec<_>>(),
         "scenarios": scenarios,
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&v)? + "\n")?;
     Ok((json_path, md_path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::Target;
+
+    #[test]
+    fn a_summary_row_has_value_ceiling_ratio_target_and_verdict() {
+        let h = Headline::against(
+            "rows/s, engine",
+            752_681.0,
+            "rows/s",
+            "psql, ceiling",
+            776_944.0,
+        )
+        .target(Target::RatioAtLeast(0.9));
+        assert_eq!(
+            summary_row("ingest, 2026-11-25T10:19:57Z", &h),
+            "| ingest, 2026-11-25T10:19:57Z | rows/s, engine | 752,681 rows/s | psql, ceiling: \
+             776,944 | **0.97** | ratio ≥ 0.90 | yes |\n"
+        );
+        let p99 = Headline::alone("p99", 28.52, "ms").target(Target::AtMost(20.0));
+        assert_eq!(
+            summary_row("orders, x", &p99),
+            "| orders, x | p99 | 28.52 ms | — | — | ≤ 20 ms | **no** |\n"
+        );
+        assert_eq!(
+            SUMMARY_HEADER.lines().next().unwrap().matches('|').count(),
+            8
+        );
+    }
 }

@@ -91,7 +91,8 @@ impl RunContext {
     }
 }
 
-/// One headline figure of a scenario, next to its ceiling or peer.
+/// One headline figure of a scenario, next to its ceiling or peer, with the targets it is
+/// judged by: a row of the summary table.
 #[derive(Debug, Clone)]
 pub struct Headline {
     /// What is measured (`committed rows/s, embedded engine`).
@@ -99,14 +100,109 @@ pub struct Headline {
     pub value: f64,
     /// `rows/s`, `orders/s`…
     pub unit: String,
-    /// The ceiling or peer it is compared with.
+    /// The ceiling or peer it is compared with; empty for a figure judged on its own (a
+    /// latency, a memory size).
     pub against: String,
     pub against_value: f64,
+    /// Every one must hold for the figure to meet its target; none: reported, not judged.
+    pub targets: Vec<Target>,
+}
+
+/// What a headline figure should reach.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// The ratio to the ceiling or peer at least this.
+    RatioAtLeast(f64),
+    /// The value at least this (in the headline's unit).
+    AtLeast(f64),
+    /// The value at most this (in the headline's unit).
+    AtMost(f64),
 }
 
 impl Headline {
-    pub fn ratio(&self) -> f64 {
-        self.value / self.against_value.max(f64::MIN_POSITIVE)
+    /// `figure` beside the ceiling or peer `against`, measured in the same run.
+    pub fn against(
+        figure: impl Into<String>,
+        value: f64,
+        unit: &str,
+        against: impl Into<String>,
+        against_value: f64,
+    ) -> Self {
+        Headline {
+            figure: figure.into(),
+            value,
+            unit: unit.into(),
+            against: against.into(),
+            against_value,
+            targets: Vec::new(),
+        }
+    }
+
+    /// A figure with no ceiling or peer, judged by its targets alone.
+    pub fn alone(figure: impl Into<String>, value: f64, unit: &str) -> Self {
+        Self::against(figure, value, unit, "", 0.0)
+    }
+
+    /// The same headline, also judged by `target`.
+    pub fn target(mut self, target: Target) -> Self {
+        self.targets.push(target);
+        self
+    }
+
+    /// Value over ceiling or peer; `None` without one.
+    pub fn ratio(&self) -> Option<f64> {
+        (!self.against.is_empty()).then(|| self.value / self.against_value.max(f64::MIN_POSITIVE))
+    }
+
+    /// Whether every target holds; `None` without targets (reported, not judged).
+    pub fn met(&self) -> Option<bool> {
+        if self.targets.is_empty() {
+            return None;
+        }
+        Some(self.targets.iter().all(|t| match *t {
+            Target::RatioAtLeast(r) => self.ratio().is_some_and(|x| x >= r),
+            Target::AtLeast(v) => self.value >= v,
+            Target::AtMost(v) => self.value <= v,
+        }))
+    }
+
+    /// The targets as the summary table shows them: `ratio ≥ 0.90`, `≤ 50 ms`; `—` for none.
+    pub fn target_text(&self) -> String {
+        if self.targets.is_empty() {
+            return "—".into();
+        }
+        let texts: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| match *t {
+                Target::RatioAtLeast(r) => format!("ratio ≥ {r:.2}"),
+                Target::AtLeast(v) => format!("≥ {} {}", figure_number(v), self.unit),
+                Target::AtMost(v) => format!("≤ {} {}", figure_number(v), self.unit),
+            })
+            .collect();
+        texts.join(", ")
+    }
+}
+
+/// A figure as the summary table writes it: `1,018,120`, `28.52`, `0.5`.
+pub fn figure_number(v: f64) -> String {
+    if v.abs() >= 1000.0 {
+        let digits = format!("{:.0}", v.abs());
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if v < 0.0 {
+            out.insert(0, '-');
+        }
+        out
+    } else if v.abs() >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
     }
 }
 
@@ -175,4 +271,31 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_read_as_in_the_table() {
+        assert_eq!(figure_number(1_018_120.4), "1,018,120");
+        assert_eq!(figure_number(20_000.0), "20,000");
+        assert_eq!(figure_number(256.0), "256");
+        assert_eq!(figure_number(28.516), "28.52");
+        assert_eq!(figure_number(5.0), "5");
+    }
+
+    #[test]
+    fn a_headline_meets_all_its_targets_or_none() {
+        let h = Headline::against("orders/s", 25_930.0, "orders/s", "naive", 4_565.0)
+            .target(Target::AtLeast(20_000.0))
+            .target(Target::RatioAtLeast(5.0));
+        assert_eq!(h.met(), Some(true));
+        assert_eq!(h.target_text(), "≥ 20,000 orders/s, ratio ≥ 5.00");
+        let p99 = Headline::alone("p99", 28.52, "ms").target(Target::AtMost(20.0));
+        assert_eq!(p99.ratio(), None);
+        assert_eq!(p99.met(), Some(false));
+        assert_eq!(Headline::alone("rows/s", 1.0, "rows/s").met(), None);
+    }
 }

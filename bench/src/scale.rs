@@ -515,13 +515,13 @@ fn report(
     md.push('\n');
     let outcome = Outcome {
         scenario: "scale",
-        headlines: vec![Headline {
-            figure: format!("durable orders/s, {} daemons behind nginx", best.daemons),
-            value: best.run.created_per_s,
-            unit: "orders/s".into(),
-            against: format!("{} daemon behind the same nginx, baseline", base.daemons),
-            against_value: base.run.created_per_s,
-        }],
+        headlines: vec![Headline::against(
+            format!("durable orders/s, {} daemons behind nginx", best.daemons),
+            best.run.created_per_s,
+            "orders/s",
+            format!("{} daemon behind the same nginx, baseline", base.daemons),
+            base.run.created_per_s,
+        )],
         json: json!({
             "scenario": "scale",
             "date": ctx.stamp,

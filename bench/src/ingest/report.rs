@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::chart::{self, LineChart, Series};
 use crate::market::BenchRecord;
-use crate::run::{median, runs, Headline, Outcome, RunContext};
+use crate::run::{median, runs, Headline, Outcome, RunContext, Target};
 
 use super::{IngestArgs, IngestRun, PeerRun, ShardPoint};
 
@@ -38,25 +38,34 @@ pub(super) fn report_ingest<R: BenchRecord>(
     let br = christmas_core::Summary::of(&lat.batch_rows);
     let table = R::DEFAULT_TABLE;
 
-    let mut headlines = vec![Headline {
-        figure: format!("committed rows/s, embedded engine ({hs} shards, batches of {hb})"),
-        value: engine,
-        unit: "rows/s".into(),
-        against: format!("parallel `psql \\copy` binary ({hs} streams), ceiling"),
-        against_value: ceiling,
-    }];
+    let mut headlines = vec![Headline::against(
+        format!("committed rows/s, embedded engine ({hs} shards, batches of {hb})"),
+        engine,
+        "rows/s",
+        format!("parallel `psql \\copy` binary ({hs} streams), ceiling"),
+        ceiling,
+    )
+    .target(Target::RatioAtLeast(0.90))];
     let peer_at = |p: &PeerRun, s: usize| p.rates.get(&s).map(|v| median(v.clone()));
     for p in peer_runs {
         if let Some(v) = peer_at(p, hs) {
-            headlines.push(Headline {
-                figure: format!("committed rows/s, embedded engine ({hs} shards)"),
-                value: engine,
-                unit: "rows/s".into(),
-                against: format!("{} ({hs} connections), peer", p.version),
-                against_value: v,
-            });
+            headlines.push(Headline::against(
+                format!("committed rows/s, embedded engine ({hs} shards)"),
+                engine,
+                "rows/s",
+                format!("{} ({hs} connections), peer", p.version),
+                v,
+            ));
         }
     }
+    headlines.push(
+        Headline::alone("push → commit p99 at 50 % load", l.p99 as f64 / 1e3, "ms")
+            .target(Target::AtMost(50.0)),
+    );
+    headlines.push(
+        Headline::alone("peak RSS, default settings, full speed", *rss, "MiB")
+            .target(Target::AtMost(256.0)),
+    );
 
     let charts = charts(ctx, args, run)?;
 
