@@ -1,18 +1,64 @@
-//! SVG charts written by hand: line charts (linear or log x) and bar charts, with axes,
-//! ticks, labels and a legend. Small enough that a plotting crate is not worth its build time.
+//! The bench's SVG charts, drawn by `plotters` (SVG backend only): line charts on a linear or
+//! logarithmic x axis, and bar charts, each with a title, axis titles with units, tick labels
+//! and a legend. Tick positions are chosen here (1, 2 and 5 × 10^k) and bound as the axes' key
+//! points, so shard counts, batch sizes and milliseconds read as round numbers.
 
-use std::fmt::Write;
+use std::ops::Range;
 
-const W: f64 = 720.0;
-const H: f64 = 420.0;
-/// Plot area: left, top, right, bottom margins.
-const ML: f64 = 78.0;
-const MT: f64 = 44.0;
-const MR: f64 = 215.0;
-const MB: f64 = 56.0;
-const COLORS: &[&str] = &[
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#7f7f7f",
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+/// Width and height of every chart, pixels.
+const SIZE: (u32, u32) = (720, 420);
+const FONT: &str = "sans-serif";
+const COLORS: [RGBColor; 8] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0x17, 0xbe, 0xcf),
+    RGBColor(0x7f, 0x7f, 0x7f),
 ];
+const GRID: RGBColor = RGBColor(0xe5, 0xe5, 0xe5);
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// A linear f64 axis with its ticks at given values (plotters chooses its own for an f64
+/// range, and does not take given ones there).
+#[derive(Debug, Clone)]
+struct Axis {
+    range: Range<f64>,
+    ticks: Vec<f64>,
+}
+
+impl Axis {
+    fn new(range: Range<f64>, ticks: Vec<f64>) -> Self {
+        Axis { range, ticks }
+    }
+}
+
+impl Ranged for Axis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let f = (v - self.range.start) / (self.range.end - self.range.start);
+        limit.0 + (f * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, _hint: H) -> Vec<f64> {
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.range.clone()
+    }
+}
 
 /// One line of a [`LineChart`].
 #[derive(Debug, Clone)]
@@ -57,12 +103,6 @@ impl LineChart {
             series,
         }
     }
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// `1234567.0` → `1.23M`, `45600.0` → `45.6k`.
@@ -133,156 +173,174 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
-fn header(out: &mut String, title: &str) {
-    let _ = write!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="Helvetica, Arial, sans-serif" font-size="12">
-<rect width="{W}" height="{H}" fill="white"/>
-<text x="{}" y="24" text-anchor="middle" font-size="15" font-weight="bold">{}</text>
-"#,
-        (ML + W - MR) / 2.0,
-        esc(title)
-    );
-}
-
-fn axis_labels(out: &mut String, x_label: &str, y_label: &str) {
-    let _ = write!(
-        out,
-        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>
-<text transform="translate(18,{}) rotate(-90)" text-anchor="middle">{}</text>
-"#,
-        (ML + W - MR) / 2.0,
-        H - 14.0,
-        esc(x_label),
-        (MT + H - MB) / 2.0,
-        esc(y_label)
-    );
-}
-
-fn legend(out: &mut String, entries: &[(String, bool)]) {
-    for (i, (name, dashed)) in entries.iter().enumerate() {
-        let y = MT + 10.0 + i as f64 * 20.0;
-        let x = W - MR + 14.0;
-        let dash = if *dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
-        let _ = write!(
-            out,
-            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2.5"{dash}/>
-<text x="{}" y="{}">{}</text>
-"#,
-            x + 26.0,
-            COLORS[i % COLORS.len()],
-            x + 32.0,
-            y + 4.0,
-            esc(name)
-        );
+/// Draws a chart with `draw` into an SVG document; a chart that cannot be drawn becomes an
+/// SVG saying why (a report is still written).
+fn render(draw: impl FnOnce(&Area<'_>) -> Drawn) -> String {
+    let mut svg = String::new();
+    let result = {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(Into::into)
+            .and_then(|()| draw(&root))
+            .and_then(|()| root.present().map_err(Into::into))
+    };
+    match result {
+        Ok(()) if svg.ends_with('\n') => svg,
+        Ok(()) => svg + "\n",
+        Err(e) => {
+            let text = e.to_string().replace('&', "&amp;").replace('<', "&lt;");
+            format!(
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\">\
+                 <text x=\"20\" y=\"40\">chart not drawn: {text}</text></svg>\n",
+                SIZE.0, SIZE.1
+            )
+        }
     }
+}
+
+/// A chart on two [`Axis`].
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<Axis, Axis>>;
+
+/// The smallest and largest of `values`.
+fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    })
+}
+
+/// A chart's frame: the title, the plot area on axes `x` and `y` (each with its title,
+/// units included), a light grid at their ticks and the tick labels `x_tick` and `y_tick`
+/// write.
+fn frame<'a, 'b>(
+    root: &'a Area<'b>,
+    title: &str,
+    x: (Axis, &str),
+    y: (Axis, &str),
+    x_tick: &dyn Fn(&f64) -> String,
+    y_tick: &dyn Fn(&f64) -> String,
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 18))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x.0, y.0)?;
+    chart
+        .configure_mesh()
+        .x_desc(x.1)
+        .y_desc(y.1)
+        .x_label_formatter(x_tick)
+        .y_label_formatter(y_tick)
+        .bold_line_style(GRID)
+        .light_line_style(TRANSPARENT)
+        .label_style((FONT, 12))
+        .axis_desc_style((FONT, 13))
+        .draw()?;
+    Ok(chart)
+}
+
+/// The legend of every labelled series, boxed, at `position` inside the plot.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Drawn {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font((FONT, 12))
+        .draw()?;
+    Ok(())
+}
+
+/// The tick of `ticks` whose axis position (in `keys`) is nearest `v`, as a label.
+fn tick_label(ticks: &[f64], keys: &[f64], v: f64) -> String {
+    ticks
+        .iter()
+        .zip(keys)
+        .min_by(|a, b| (a.1 - v).abs().total_cmp(&(b.1 - v).abs()))
+        .map_or_else(String::new, |(t, _)| si(*t))
 }
 
 /// Renders `c` as an SVG document.
 pub fn line_chart(c: &LineChart) -> String {
-    let pts = || c.series.iter().flat_map(|s| s.points.iter());
-    let finite = |v: &f64| v.is_finite() && (!c.x_log || *v > 0.0);
-    let xs: Vec<f64> = pts().map(|p| p.0).filter(finite).collect();
-    let ys: Vec<f64> = pts().map(|p| p.1).filter(|v| v.is_finite()).collect();
-    let mut out = String::new();
-    header(&mut out, &c.title);
-    if xs.is_empty() || ys.is_empty() {
-        out.push_str("<text x=\"40\" y=\"80\">no data</text></svg>\n");
-        return out;
+    render(|root| draw_lines(c, root))
+}
+
+// Long: one chart, axes to legend, top to bottom.
+fn draw_lines(c: &LineChart, root: &Area<'_>) -> Drawn {
+    let finite = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!c.x_log || x > 0.0);
+    let all: Vec<(f64, f64)> = c
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(finite)
+        .collect();
+    if all.is_empty() {
+        root.titled(&c.title, (FONT, 18))?
+            .draw(&Text::new("no data", (40, 80), (FONT, 14)))?;
+        return Ok(());
     }
-    let (mut x0, mut x1) = (
-        xs.iter().copied().fold(f64::INFINITY, f64::min),
-        xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    );
+    let (mut x0, mut x1) = span(all.iter().map(|p| p.0));
     if x1 <= x0 {
         x1 = x0 * 2.0 + 1.0;
         x0 = if c.x_log { x0 / 2.0 } else { x0 - 1.0 };
     }
-    let y_max = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let y_min = ys.iter().copied().fold(f64::INFINITY, f64::min);
+    let (y_min, y_max) = span(all.iter().map(|p| p.1));
     let (y0, y1) = if c.y_from_zero {
         (0.0, if y_max > 0.0 { y_max * 1.08 } else { 1.0 })
     } else {
         let pad = ((y_max - y_min) * 0.05).max(1e-9);
         (y_min - pad, y_max + pad)
     };
-    let (pw, ph) = (W - ML - MR, H - MT - MB);
-    let sx = |x: f64| {
-        let f = if c.x_log {
-            (x.log10() - x0.log10()) / (x1.log10() - x0.log10())
+    // A log axis is drawn as a linear one over log10(x), its ticks labelled with x.
+    let fx = |x: f64| if c.x_log { x.log10() } else { x };
+    let x_ticks = c.x_ticks.clone().unwrap_or_else(|| {
+        if c.x_log {
+            log_ticks(x0, x1)
         } else {
-            (x - x0) / (x1 - x0)
-        };
-        ML + f * pw
-    };
-    let sy = |y: f64| MT + ph - (y - y0) / (y1 - y0) * ph;
-    // Grid and ticks.
-    let xt = if let Some(t) = &c.x_ticks {
-        t.clone()
-    } else if c.x_log {
-        log_ticks(x0, x1)
-    } else {
-        linear_ticks(x0, x1)
-    };
-    for t in &xt {
-        let x = sx(*t);
-        let _ = write!(
-            out,
-            r##"<line x1="{x:.1}" y1="{MT}" x2="{x:.1}" y2="{:.1}" stroke="#e5e5e5"/>
-<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>
-"##,
-            MT + ph,
-            MT + ph + 18.0,
-            si(*t)
-        );
-    }
-    for t in linear_ticks(y0, y1) {
-        let y = sy(t);
-        y_gridline(&mut out, y, pw, &esc(&(c.y_format)(t)));
-    }
-    let _ = writeln!(
-        out,
-        r##"<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-    );
+            linear_ticks(x0, x1)
+        }
+    });
+    let x_keys: Vec<f64> = x_ticks.iter().map(|t| fx(*t)).collect();
+    let mut chart = frame(
+        root,
+        &c.title,
+        (Axis::new(fx(x0)..fx(x1), x_keys.clone()), &c.x_label),
+        (Axis::new(y0..y1, linear_ticks(y0, y1)), &c.y_label),
+        &|v| tick_label(&x_ticks, &x_keys, *v),
+        &|v| (c.y_format)(*v),
+    )?;
     for (i, s) in c.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let path: Vec<String> = s
+        let style = color.stroke_width(2);
+        let points: Vec<(f64, f64)> = s
             .points
             .iter()
-            .filter(|p| finite(&p.0) && p.1.is_finite())
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .copied()
+            .filter(finite)
+            .map(|(x, y)| (fx(x), y))
             .collect();
-        let dash = if s.dashed {
-            r#" stroke-dasharray="6 4""#
+        if s.dashed {
+            chart
+                .draw_series(DashedLineSeries::new(points.clone(), 6, 4, style))?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (8, 0)], style)
+                        + PathElement::new(vec![(12, 0), (20, 0)], style)
+                });
         } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2.5"{dash}/>"#,
-            path.join(" ")
-        );
+            chart
+                .draw_series(LineSeries::new(points.clone(), style))?
+                .label(s.name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
         // Markers, unless the series is dense (a CDF).
-        if path.len() <= 12 {
-            for p in &path {
-                let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
-                let _ = writeln!(out, r#"<circle cx="{x}" cy="{y}" r="3.5" fill="{color}"/>"#);
-            }
+        if points.len() <= 12 {
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         }
     }
-    axis_labels(&mut out, &c.x_label, &c.y_label);
-    let entries: Vec<(String, bool)> = c
-        .series
-        .iter()
-        .map(|s| (s.name.clone(), s.dashed))
-        .collect();
-    legend(&mut out, &entries);
-    out.push_str("</svg>\n");
-    out
+    // Below the lines: CDFs and throughput curves leave the lower right empty.
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 /// One bar of a [`bar_chart`].
@@ -295,66 +353,59 @@ pub struct Bar {
     pub color: usize,
 }
 
-/// A horizontal grid line at height `y` across a plot `pw` wide, with `label` (SVG-ready
-/// text) left of the axis.
-fn y_gridline(out: &mut String, y: f64, pw: f64, label: &str) {
-    let _ = write!(
-        out,
-        r##"<line x1="{ML}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e5e5e5"/>
-<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>
-"##,
-        ML + pw,
-        ML - 6.0,
-        y + 4.0,
-        label
-    );
-}
-
 /// A vertical bar chart with the value printed on each bar; `legend` names the colours.
 pub fn bar_chart(title: &str, y_label: &str, bars: &[Bar], legend_names: &[&str]) -> String {
-    let mut out = String::new();
-    header(&mut out, title);
-    let (pw, ph) = (W - ML - MR, H - MT - MB);
+    render(|root| draw_bars(title, y_label, bars, legend_names, root))
+}
+
+fn draw_bars(
+    title: &str,
+    y_label: &str,
+    bars: &[Bar],
+    legend_names: &[&str],
+    root: &Area<'_>,
+) -> Drawn {
+    let n = bars.len().max(1);
     let y_max = bars.iter().map(|b| b.value).fold(0.0, f64::max);
-    let y1 = if y_max > 0.0 { y_max * 1.12 } else { 1.0 };
-    let sy = |y: f64| MT + ph - y / y1 * ph;
-    for t in linear_ticks(0.0, y1) {
-        let y = sy(t);
-        y_gridline(&mut out, y, pw, &si(t));
+    // Head room above the highest bar for its value and the legend.
+    let y1 = if y_max > 0.0 { y_max * 1.3 } else { 1.0 };
+    let bar_label = |v: &f64| {
+        bars.get(v.round().max(0.0) as usize)
+            .map_or_else(String::new, |b| b.label.clone())
+    };
+    let mut chart = frame(
+        root,
+        title,
+        (
+            Axis::new(-0.5..n as f64 - 0.5, (0..n).map(|i| i as f64).collect()),
+            "",
+        ),
+        (Axis::new(0.0..y1, linear_ticks(0.0, y1)), y_label),
+        &bar_label,
+        &|v| si(*v),
+    )?;
+    let color = |b: &Bar| COLORS[b.color % COLORS.len()];
+    chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
+        let x = i as f64;
+        Rectangle::new(
+            [(x - 0.31, 0.0), (x + 0.31, b.value.max(0.0))],
+            color(b).filled(),
+        )
+    }))?;
+    let above = TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    chart.draw_series(
+        bars.iter()
+            .enumerate()
+            .map(|(i, b)| Text::new(si(b.value), (i as f64, b.value.max(0.0)), above.clone())),
+    )?;
+    for (i, name) in legend_names.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
     }
-    let n = bars.len().max(1) as f64;
-    let slot = pw / n;
-    let bw = (slot * 0.62).min(90.0);
-    for (i, b) in bars.iter().enumerate() {
-        let cx = ML + slot * (i as f64 + 0.5);
-        let y = sy(b.value.max(0.0));
-        let color = COLORS[b.color % COLORS.len()];
-        let _ = write!(
-            out,
-            r#"<rect x="{:.1}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="{color}"/>
-<text x="{cx:.1}" y="{:.1}" text-anchor="middle">{}</text>
-<text x="{cx:.1}" y="{:.1}" text-anchor="middle" font-size="11">{}</text>
-"#,
-            cx - bw / 2.0,
-            MT + ph - y,
-            y - 5.0,
-            si(b.value),
-            MT + ph + 16.0,
-            esc(&b.label)
-        );
-    }
-    let _ = writeln!(
-        out,
-        r##"<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-    );
-    axis_labels(&mut out, "", y_label);
-    let entries: Vec<(String, bool)> = legend_names
-        .iter()
-        .map(|n| (n.to_string(), false))
-        .collect();
-    legend(&mut out, &entries);
-    out.push_str("</svg>\n");
-    out
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// The points of a latency CDF from a histogram of microseconds: (milliseconds, fraction).
@@ -389,34 +440,59 @@ mod tests {
     }
 
     #[test]
-    fn charts_are_svg() {
+    fn charts_are_svg_with_axes_and_legend() {
         let c = LineChart {
             title: "t <x>".into(),
-            x_label: "x".into(),
-            y_label: "y".into(),
+            x_label: "batch size (log scale)".into(),
+            y_label: "rows/s".into(),
             x_log: true,
             x_ticks: None,
             y_format: si,
             y_from_zero: true,
-            series: vec![Series {
-                name: "a".into(),
-                points: vec![(1e3, 1.0), (1e4, 2.0)],
-                dashed: true,
-            }],
+            series: vec![
+                Series {
+                    name: "engine".into(),
+                    points: vec![(1e3, 1.0), (1e4, 2.0)],
+                    dashed: false,
+                },
+                Series {
+                    name: "ceiling".into(),
+                    points: vec![(1e3, 2.0), (1e4, 2.0)],
+                    dashed: true,
+                },
+            ],
         };
         let svg = line_chart(&c);
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
-        assert!(svg.contains("t &lt;x&gt;") && svg.contains("polyline"));
+        assert!(
+            svg.starts_with("<svg") && svg.ends_with("</svg>\n"),
+            "{svg}"
+        );
+        assert!(svg.contains("t &lt;x&gt;"));
+        // plotters writes each text on a line of its own.
+        let has = |svg: &str, text: &str| svg.lines().any(|l| l.trim() == text);
+        for text in [
+            "batch size (log scale)",
+            "rows/s",
+            "engine",
+            "ceiling",
+            "1k",
+            "10k",
+        ] {
+            assert!(has(&svg, text), "{text} missing in {svg}");
+        }
         let b = bar_chart(
             "b",
-            "y",
+            "orders/s",
             &[Bar {
-                label: "x".into(),
-                value: 3.0,
+                label: "christmas-ingest".into(),
+                value: 3000.0,
                 color: 0,
             }],
             &["ours"],
         );
         assert!(b.contains("<rect") && b.ends_with("</svg>\n"));
+        for text in ["orders/s", "christmas-ingest", "3k", "ours"] {
+            assert!(has(&b, text), "{text} missing in {b}");
+        }
     }
 }
