@@ -353,7 +353,8 @@ pub struct Bar {
     pub color: usize,
 }
 
-/// A vertical bar chart with the value printed on each bar; `legend` names the colours.
+/// A vertical bar chart with the value printed on each bar; `legend_names[i]` names the
+/// bars of colour `i`.
 pub fn bar_chart(title: &str, y_label: &str, bars: &[Bar], legend_names: &[&str]) -> String {
     render(|root| draw_bars(title, y_label, bars, legend_names, root))
 }

@@ -411,7 +411,8 @@ fn report(
                     Bar {
                         label: "naive INSERT/request".into(),
                         value: naive.created_per_s,
-                        color: 3,
+                        // The legend's second entry.
+                        color: 1,
                     },
                 ],
                 &["christmas-ingest", "naive baseline"],
