@@ -195,6 +195,15 @@ impl FrameBuffer {
         self.bytes.as_mut_slice()
     }
 
+    /// Gives back its memory when it grew past `max_bytes`, so a connection that once sent
+    /// one large frame does not hold that much for the rest of its life; smaller buffers
+    /// are kept for the next frame.
+    pub fn release_if_over(&mut self, max_bytes: usize) {
+        if self.bytes.capacity() > max_bytes {
+            self.bytes = AlignedVec::new();
+        }
+    }
+
     /// The body read last, checked to be an archived [`IngestFrame`] and read in place.
     pub fn ingest(&self) -> Result<IngestView<'_>> {
         rkyv::access::<ArchivedIngestFrame, rkyv::rancor::Error>(&self.bytes)
@@ -374,6 +383,18 @@ pub fn to_records(
 mod tests {
     use super::*;
     use crate::error::Invalid;
+
+    #[test]
+    fn a_frame_buffer_gives_back_only_a_large_buffer() {
+        let mut b = FrameBuffer::default();
+        b.body_mut(1_000);
+        b.release_if_over(4_096);
+        assert!(b.bytes.capacity() >= 1_000);
+        b.body_mut(10_000);
+        b.release_if_over(4_096);
+        assert_eq!(b.bytes.capacity(), 0);
+        assert_eq!(b.body_mut(8).len(), 8);
+    }
 
     fn frame() -> IngestFrame {
         IngestFrame {

@@ -182,6 +182,18 @@ impl Ticks {
         self.quotes.clear();
     }
 
+    /// Empties it, and gives back the memory of a kind whose capacity grew past
+    /// `max_records` (a reader reused across requests keeps small buffers, not its largest).
+    pub fn clear_and_release_over(&mut self, max_records: usize) {
+        self.clear();
+        if self.trades.capacity() > max_records {
+            self.trades = Vec::new();
+        }
+        if self.quotes.capacity() > max_records {
+            self.quotes = Vec::new();
+        }
+    }
+
     /// The trades and the quotes, as vectors.
     pub fn into_parts(self) -> (Vec<Trade>, Vec<Quote>) {
         (self.trades, self.quotes)
@@ -440,6 +452,19 @@ mod tests {
             bid_size: 3.0,
             ask_size: 4.0,
         }
+    }
+
+    #[test]
+    fn a_reused_ticks_gives_back_only_a_large_buffer() {
+        let mut small = ticks(10, 10);
+        small.clear_and_release_over(100);
+        assert!(small.is_empty());
+        assert!(small.trades.capacity() >= 10 && small.quotes.capacity() >= 10);
+        let mut large = ticks(500, 5);
+        large.clear_and_release_over(100);
+        assert!(large.is_empty());
+        assert_eq!(large.trades.capacity(), 0);
+        assert!(large.quotes.capacity() >= 5);
     }
 
     fn ticks(trades: i64, quotes: i64) -> Ticks {

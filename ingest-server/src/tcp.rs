@@ -56,6 +56,11 @@ pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Rece
     while conns.join_next().await.is_some() {}
 }
 
+/// Frame buffer a connection keeps between frames; a larger one is freed after its frame.
+const KEEP_FRAME_BYTES: usize = 1 << 20;
+/// Records of each kind a connection keeps room for between frames.
+const KEEP_RECORDS: usize = 16_384;
+
 /// What the ack writer waits for before answering a frame.
 enum PendingAck {
     /// Answer now.
@@ -159,10 +164,14 @@ async fn connection(
                 }
             }
         }
+        let seq = f.seq();
         let pending = match push(&s, f, &mut ticks).await {
-            Ok(ack) => PendingAck::Pushed { seq: f.seq(), ack },
-            Err(msg) => PendingAck::Ready(refused(f.seq(), msg)),
+            Ok(ack) => PendingAck::Pushed { seq, ack },
+            Err(msg) => PendingAck::Ready(refused(seq, msg)),
         };
+        // The records are in the rings now: an idle connection keeps at most this much.
+        body.release_if_over(KEEP_FRAME_BYTES);
+        ticks.clear_and_release_over(KEEP_RECORDS);
         if tx.send(pending).await.is_err() {
             break;
         }

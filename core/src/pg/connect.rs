@@ -28,11 +28,20 @@ impl Default for ConnectPolicy {
 }
 
 impl ConnectPolicy {
-    /// Applies the policy to `config`, naming the connection `application_name`.
+    /// Applies the policy to `config`, naming the connection `application_name`. What the
+    /// URL sets itself (`application_name`, `connect_timeout`, `keepalives_idle`) wins: an
+    /// operator's setting for a replica or a pooler is never silently replaced.
     pub fn apply(&self, config: &mut Config, application_name: &str) {
-        config.application_name(application_name);
-        config.connect_timeout(self.connect_timeout);
-        config.keepalives_idle(self.keepalives_idle);
+        if config.get_application_name().is_none() {
+            config.application_name(application_name);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.connect_timeout);
+        }
+        // The driver has no "unset" for keepalives_idle: its default (2 hours) means unset.
+        if config.get_keepalives_idle() == Config::new().get_keepalives_idle() {
+            config.keepalives_idle(self.keepalives_idle);
+        }
     }
 }
 
@@ -74,4 +83,32 @@ pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
         let c = db.code().code();
         c.starts_with("08") || c.starts_with("57") || c.starts_with("40")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{parse_url, ConnectPolicy};
+
+    #[test]
+    fn the_policy_fills_in_what_the_url_leaves_out() {
+        let mut c = parse_url("postgres://u@127.0.0.1/db").unwrap();
+        ConnectPolicy::default().apply(&mut c, "christmas-reader");
+        assert_eq!(c.get_application_name(), Some("christmas-reader"));
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn what_the_url_sets_wins() {
+        let mut c = parse_url(
+            "postgres://u@127.0.0.1/db?application_name=ops&connect_timeout=30&keepalives_idle=60",
+        )
+        .unwrap();
+        ConnectPolicy::default().apply(&mut c, "christmas-reader");
+        assert_eq!(c.get_application_name(), Some("ops"));
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(30)));
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(60));
+    }
 }
