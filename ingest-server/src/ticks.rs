@@ -76,9 +76,9 @@ fn parse_array(body: &[u8], out: &mut Ticks) -> Result<(), TickError> {
 
 /// One object per line; blank lines are skipped but counted.
 fn parse_ndjson(body: &[u8], out: &mut Ticks) -> Result<(), TickError> {
-    let mut index = 0;
-    let lines = body.split(|&b| b == b'\n').enumerate();
-    for (n, line) in lines.filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace)) {
+    let numbered = body.split(|&b| b == b'\n').enumerate();
+    let records = numbered.filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
+    for (index, (n, line)) in records.enumerate() {
         let mut refused = None;
         let mut de = serde_json::Deserializer::from_slice(line);
         let record = Record {
@@ -92,7 +92,6 @@ fn parse_ndjson(body: &[u8], out: &mut Ticks) -> Result<(), TickError> {
             e.line = Some(n + 1);
             return Err(e);
         }
-        index += 1;
     }
     Ok(())
 }
