@@ -13,7 +13,7 @@
 //! Unknown and repeated keys are refused.
 //!
 //! The body is read in one pass, straight into a core [`Ticks`]: each object's keys and
-//! values are checked as they come ([`json_fields`]), nothing is kept per tick but the
+//! values are checked as they come ([`crate::json_fields`]), nothing is kept per tick but the
 //! record itself, and each record is validated by its kind as it goes in, so the whole
 //! request is checked before anything is accepted. The first bad record is reported by
 //! index (and, in NDJSON, line) and field; a body of something else than objects (an 8 MiB
