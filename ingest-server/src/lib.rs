@@ -19,6 +19,7 @@
 //! | [`http`] | [`router`](http::router) and the request middleware; handlers by area: [`ticks`](http::ticks), [`market_data`](http::market_data), [`orders`], [`ops`](http::ops) (health, ready, metrics, OpenAPI); the [`Authorized`](http::auth::Authorized) extractor and the JSON [`reply`](http::reply) helpers |
 //! | [`tcp`] | the TCP ingest listener (rkyv frames, acks) |
 //! | [`ticks`] | the JSON / NDJSON tick format of `POST /api/ticks` |
+//! | [`json_fields`] | strict field-by-field reading of a flat JSON object (unknown and repeated keys refused), for ticks and orders |
 //! | [`auth`] | API keys: hashed, scoped |
 //! | [`ratelimit`] | per-account token buckets (429) |
 //! | [`metrics_text`] | `/metrics` in the Prometheus text format |
@@ -34,6 +35,7 @@ pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod http;
+pub mod json_fields;
 pub mod metrics_text;
 pub mod ratelimit;
 pub mod server;

@@ -10,4 +10,5 @@ mod orders;
 mod scale;
 mod schema;
 mod spool;
+mod strict;
 mod support;

@@ -8,7 +8,8 @@
 //!
 //! 201 with the order once it is committed; 200 with the original when this account
 //! already sent this `client_order_id` with the same body; 409 when with another body. The
-//! account is the API key's name (`default` without keys).
+//! account is the API key's name (`default` without keys). Unknown and repeated keys are a
+//! 400 naming the key.
 
 use std::collections::HashMap;
 
@@ -18,77 +19,79 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use christmas_core::orders::{
-    CancelOutcome, NewOrder, OrderFilter, OrderStatus, SubmitOutcome, TimeInForce,
+    CancelOutcome, NewOrder, OrderFilter, OrderSide, OrderStatus, OrderType, SubmitOutcome,
+    TimeInForce,
 };
 use christmas_core::Symbol;
-use serde_json::{json, Map, Value};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::Deserializer;
+use serde_json::json;
 
 use crate::http::auth::{Authorized, Orders};
 use crate::http::reply::{bad_request as bad, engine_error, error};
+use crate::json_fields::{Keys, Scalar};
 use crate::state::AppState;
 
 /// An order body is small; anything larger is refused with 413.
 const MAX_ORDER_BYTES: usize = 16 << 10;
 
-const FIELDS: &[&str] = &[
-    "client_order_id",
-    "symbol",
-    "side",
-    "type",
-    "quantity",
-    "limit_price",
-    "time_in_force",
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    ClientOrderId,
+    Symbol,
+    Side,
+    Type,
+    Quantity,
+    LimitPrice,
+    TimeInForce,
+}
+
+const FIELDS: &[(&str, Field)] = &[
+    ("client_order_id", Field::ClientOrderId),
+    ("symbol", Field::Symbol),
+    ("side", Field::Side),
+    ("type", Field::Type),
+    ("quantity", Field::Quantity),
+    ("limit_price", Field::LimitPrice),
+    ("time_in_force", Field::TimeInForce),
 ];
 
-fn string<'a>(o: &'a Map<String, Value>, field: &str) -> Result<&'a str, Response> {
-    o.get(field)
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad(field, "required string"))
+/// A field refused: its name and why.
+type Refusal = (String, String);
+
+fn no(field: &str, reason: impl std::fmt::Display) -> Refusal {
+    (field.to_string(), reason.to_string())
 }
 
-/// The body's shape, for the fast path: a well-formed body parses straight into it.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OrderBody<'a> {
-    #[serde(borrow)]
-    client_order_id: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    symbol: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    side: std::borrow::Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    order_type: std::borrow::Cow<'a, str>,
-    quantity: f64,
-    limit_price: Option<f64>,
-    #[serde(borrow)]
-    time_in_force: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// Parses and validates an order body for `account`.
+/// Parses and validates an order body for `account`: one pass over the object, refusing
+/// unknown and repeated keys by name (a second `client_order_id` must not pick another
+/// order), then [`NewOrder::validate`].
 pub fn parse_order(account: String, body: &[u8]) -> Result<NewOrder, Response> {
-    match serde_json::from_slice::<OrderBody<'_>>(body) {
-        Ok(b) => {
-            let order = NewOrder {
-                account,
-                client_order_id: b.client_order_id.into_owned(),
-                symbol: Symbol::new(&b.symbol).map_err(|e| bad("symbol", e))?,
-                side: b.side.parse().map_err(|e| bad("side", e))?,
-                order_type: b.order_type.parse().map_err(|e| bad("type", e))?,
-                quantity: b.quantity,
-                limit_price: b.limit_price,
-                time_in_force: match b.time_in_force {
-                    Some(t) => t.parse().map_err(|e| bad("time_in_force", e))?,
-                    None => TimeInForce::Day,
-                },
-            };
-            validated(order)
-        }
-        // Anything else goes the slow way, which names the offending field.
-        Err(_) => parse_order_slowly(account, body),
+    let mut refused = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let read = OrderBody {
+        refused: &mut refused,
     }
-}
-
-fn validated(order: NewOrder) -> Result<NewOrder, Response> {
+    .deserialize(&mut de)
+    .and_then(|draft| de.end().map(|()| draft));
+    let draft = match (read, refused) {
+        (Ok(draft), _) => draft,
+        (Err(_), Some((field, reason))) => return Err(bad(&field, reason)),
+        (Err(e), None) => return Err(bad("body", format!("not a JSON object of an order: {e}"))),
+    };
+    let required = |field| bad(field, "required");
+    let order = NewOrder {
+        account,
+        client_order_id: draft
+            .client_order_id
+            .ok_or_else(|| required("client_order_id"))?,
+        symbol: draft.symbol.ok_or_else(|| required("symbol"))?,
+        side: draft.side.ok_or_else(|| required("side"))?,
+        order_type: draft.order_type.ok_or_else(|| required("type"))?,
+        quantity: draft.quantity.ok_or_else(|| required("quantity"))?,
+        limit_price: draft.limit_price,
+        time_in_force: draft.time_in_force.unwrap_or(TimeInForce::Day),
+    };
     order.validate().map_err(|e| match e {
         christmas_core::Error::InvalidField { field, reason } => bad(field, reason),
         other => bad("body", other),
@@ -96,45 +99,82 @@ fn validated(order: NewOrder) -> Result<NewOrder, Response> {
     Ok(order)
 }
 
-fn parse_order_slowly(account: String, body: &[u8]) -> Result<NewOrder, Response> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| bad("body", format!("not JSON: {e}")))?;
-    let o = v
-        .as_object()
-        .ok_or_else(|| bad("body", "an order is a JSON object"))?;
-    if let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(bad(k, "unknown field"));
+/// An order's fields as read so far.
+#[derive(Default)]
+struct Draft {
+    client_order_id: Option<String>,
+    symbol: Option<Symbol>,
+    side: Option<OrderSide>,
+    order_type: Option<OrderType>,
+    quantity: Option<f64>,
+    limit_price: Option<f64>,
+    time_in_force: Option<TimeInForce>,
+}
+
+impl Draft {
+    /// Reads `field`'s value, checking its type and, for the words, its content.
+    fn read(&mut self, field: Field, v: Scalar<'_>) -> Result<(), Refusal> {
+        let text = |name| v.as_str().ok_or_else(|| no(name, "must be a string"));
+        let number = |name| v.as_f64().ok_or_else(|| no(name, "must be a number"));
+        match field {
+            Field::ClientOrderId => {
+                self.client_order_id = Some(text("client_order_id")?.to_string())
+            }
+            Field::Symbol => {
+                let symbol = Symbol::parse(text("symbol")?).map_err(|e| no("symbol", e.reason))?;
+                self.symbol = Some(symbol);
+            }
+            Field::Side => self.side = Some(text("side")?.parse().map_err(|e| no("side", e))?),
+            Field::Type => {
+                self.order_type = Some(text("type")?.parse().map_err(|e| no("type", e))?)
+            }
+            Field::Quantity => self.quantity = Some(number("quantity")?),
+            Field::LimitPrice if v.is_null() => self.limit_price = None,
+            Field::LimitPrice => self.limit_price = Some(number("limit_price")?),
+            Field::TimeInForce => {
+                let tif = text("time_in_force")?;
+                self.time_in_force = Some(tif.parse().map_err(|e| no("time_in_force", e))?);
+            }
+        }
+        Ok(())
     }
-    let symbol = Symbol::new(string(o, "symbol")?).map_err(|e| bad("symbol", e))?;
-    let side = string(o, "side")?.parse().map_err(|e| bad("side", e))?;
-    let order_type = string(o, "type")?.parse().map_err(|e| bad("type", e))?;
-    let quantity = o
-        .get("quantity")
-        .and_then(Value::as_f64)
-        .ok_or_else(|| bad("quantity", "required number"))?;
-    let limit_price = match o.get("limit_price") {
-        None | Some(Value::Null) => None,
-        Some(p) => Some(
-            p.as_f64()
-                .ok_or_else(|| bad("limit_price", "must be a number"))?,
-        ),
-    };
-    let time_in_force = match o.get("time_in_force") {
-        None => TimeInForce::Day,
-        Some(Value::String(t)) => t.parse().map_err(|e| bad("time_in_force", e))?,
-        Some(_) => return Err(bad("time_in_force", "must be a string")),
-    };
-    let order = NewOrder {
-        account,
-        client_order_id: string(o, "client_order_id")?.to_string(),
-        symbol,
-        side,
-        order_type,
-        quantity,
-        limit_price,
-        time_in_force,
-    };
-    validated(order)
+}
+
+/// The order object; a refused field is left in `refused` and stops the parse.
+struct OrderBody<'a> {
+    refused: &'a mut Option<Refusal>,
+}
+
+impl<'de> DeserializeSeed<'de> for OrderBody<'_> {
+    type Value = Draft;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Draft, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OrderBody<'_> {
+    type Value = Draft;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an order (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Draft, A::Error> {
+        let mut keys = Keys::new(FIELDS);
+        let mut draft = Draft::default();
+        while let Some(key) = keys.next(&mut map)? {
+            let outcome = match key {
+                Ok(field) => draft.read(field, map.next_value()?),
+                Err(e) => Err(no(e.field(), e.reason())),
+            };
+            if let Err(refusal) = outcome {
+                *self.refused = Some(refusal);
+                return Err(de::Error::custom("refused"));
+            }
+        }
+        Ok(draft)
+    }
 }
 
 fn order_response(status: StatusCode, o: &christmas_core::orders::Order) -> Response {
@@ -276,5 +316,80 @@ pub async fn cancel(State(s): State<AppState>, OrderRef { account, id }: OrderRe
             .into_response(),
         Ok(CancelOutcome::NotFound) => error(StatusCode::NOT_FOUND, Some("id"), "no such order"),
         Err(e) => engine_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field a refused body is refused for.
+    fn refused_field(body: &str) -> String {
+        let r = parse_order("a".into(), body.as_bytes()).unwrap_err();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let bytes = body_bytes(r);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["field"].as_str().unwrap().to_string()
+    }
+
+    fn body_bytes(r: Response) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(axum::body::to_bytes(r.into_body(), usize::MAX))
+            .unwrap()
+            .to_vec()
+    }
+
+    const ORDER: &str =
+        r#""symbol":"ESZ6","side":"buy","type":"limit","quantity":2,"limit_price":6000.25"#;
+
+    #[test]
+    fn a_well_formed_order_parses() {
+        let o = parse_order(
+            "a".into(),
+            format!(r#"{{"client_order_id":"c\u002d1",{ORDER}}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!((o.client_order_id.as_str(), o.quantity), ("c-1", 2.0));
+        assert_eq!(o.time_in_force, TimeInForce::Day);
+    }
+
+    #[test]
+    fn repeated_unknown_and_mistyped_keys_are_named() {
+        for (body, field) in [
+            (
+                format!(r#"{{"client_order_id":"c-1",{ORDER},"client_order_id":"c-2"}}"#),
+                "client_order_id",
+            ),
+            (
+                format!(r#"{{"client_order_id":"c-1",{ORDER},"quantity":9}}"#),
+                "quantity",
+            ),
+            (
+                format!(r#"{{"client_order_id":"c-1",{ORDER},"venue":"X"}}"#),
+                "venue",
+            ),
+            (
+                format!(r#"{{"client_order_id":1,{ORDER}}}"#),
+                "client_order_id",
+            ),
+            (
+                format!(r#"{{"client_order_id":"c-1",{ORDER},"time_in_force":[]}}"#),
+                "time_in_force",
+            ),
+            (
+                format!(
+                    r#"{{"client_order_id":"c-1",{}}}"#,
+                    ORDER.replace("buy", "up")
+                ),
+                "side",
+            ),
+            (format!("{{{ORDER}}}"), "client_order_id"),
+            ("[1]".to_string(), "body"),
+            ("{".to_string(), "body"),
+        ] {
+            assert_eq!(refused_field(&body), field, "{body}");
+        }
     }
 }
