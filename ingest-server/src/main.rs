@@ -90,7 +90,19 @@ fn config(cli: &Cli) -> anyhow::Result<DaemonConfig> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    // One line with the cause chain, never a backtrace (anyhow's Debug prints one when
+    // RUST_BACKTRACE is set): an operator reads the reason, not the frames.
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tune_allocator();
     let cli = Cli::parse();
     init_tracing();
