@@ -5,8 +5,9 @@
 use std::marker::PhantomData;
 
 use axum::extract::FromRequestParts;
+use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::auth::{self, Access, Scope};
@@ -74,11 +75,23 @@ fn account(s: &AppState, parts: &Parts, scope: Scope) -> Result<String, Response
         .and_then(|v| v.to_str().ok());
     match auth::check(&s.config.api_keys, header, scope) {
         Access::Allowed(name) => Ok(name.unwrap_or_else(|| "default".to_string())),
-        Access::Unauthenticated => Err(error(
-            StatusCode::UNAUTHORIZED,
-            Some("authorization"),
-            "missing or unknown API key (Authorization: Bearer <key>)",
-        )),
+        Access::Unauthenticated => {
+            let mut reply = error(
+                StatusCode::UNAUTHORIZED,
+                Some("authorization"),
+                "missing or unknown API key (Authorization: Bearer <key>)",
+            );
+            // RFC 6750: a 401 names the scheme, and says so when a token was given but is
+            // unknown.
+            let challenge = match header.and_then(auth::bearer_token) {
+                Some(_) => r#"Bearer error="invalid_token""#,
+                None => "Bearer",
+            };
+            reply
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            Err(reply)
+        }
         Access::Forbidden(name) => Err(error(
             StatusCode::FORBIDDEN,
             Some("authorization"),

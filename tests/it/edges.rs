@@ -1,0 +1,67 @@
+//! The HTTP API's edges under clients that get things wrong: auth challenges, JSON error
+//! bodies for every refusal, NUL bytes in parameters, and closing after an early refusal.
+
+use christmas_ingest::auth::{hash_key, ApiKey};
+use christmas_ingest::config::DaemonConfig;
+use christmas_tests::{HttpClient, InProcessDaemon};
+use serde_json::Value;
+
+use crate::support::fresh_core_db;
+
+/// A daemon (HTTP only) with its own database and one `orders+read` key, `desk-key`.
+async fn start(tweak: impl FnOnce(&mut DaemonConfig)) -> InProcessDaemon {
+    let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let mut config = DaemonConfig {
+        database_url: Some(url),
+        api_keys: vec![
+            ApiKey::parse(&format!("desk:{}:orders+read", hash_key("desk-key"))).unwrap(),
+        ],
+        ..DaemonConfig::default()
+    };
+    tweak(&mut config);
+    InProcessDaemon::start(config, false).await.unwrap()
+}
+
+/// `method path` with `headers` on a fresh keep-alive connection: status, headers, JSON body.
+async fn call(
+    d: &InProcessDaemon,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, hyper::HeaderMap, Value) {
+    let r = HttpClient::keep_alive(d.http())
+        .request(method, path, headers, Vec::new())
+        .await
+        .unwrap();
+    let body = r
+        .json()
+        .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {:?}", r.text()));
+    (r.status, r.headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_is_case_insensitive_and_401s_carry_a_challenge() {
+    let d = start(|_| {}).await;
+    let (status, headers, v) = call(&d, "GET", "/api/orders", &[]).await;
+    assert_eq!((status, v["field"].as_str()), (401, Some("authorization")));
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    let (status, headers, _) = call(
+        &d,
+        "GET",
+        "/api/orders",
+        &[("authorization", "Bearer nope")],
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        headers["www-authenticate"],
+        r#"Bearer error="invalid_token""#
+    );
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let key = format!("{scheme} desk-key");
+        let (status, headers, _) = call(&d, "GET", "/api/orders", &[("authorization", &key)]).await;
+        assert_eq!(status, 200, "{key}");
+        assert!(headers.get("www-authenticate").is_none());
+    }
+    d.stop().await.unwrap();
+}
