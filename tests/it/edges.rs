@@ -65,3 +65,33 @@ async fn bearer_is_case_insensitive_and_401s_carry_a_challenge() {
     }
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_a_json_error_naming_the_field() {
+    let d = start(|_| {}).await;
+    let key = [("authorization", "Bearer desk-key")];
+    let (status, _, v) = call(&d, "GET", "/api/nothing", &[]).await;
+    assert_eq!((status, v["error"].is_string()), (404, true));
+    let (status, headers, v) = call(&d, "PUT", "/api/orders", &key).await;
+    assert_eq!((status, v["field"].as_str()), (405, Some("method")));
+    assert_eq!(headers["allow"], "POST,GET,HEAD");
+    assert_eq!(headers["content-type"], "application/json");
+    let (status, headers, v) = call(&d, "PATCH", "/api/orders/1", &key).await;
+    assert_eq!((status, v["field"].as_str()), (405, Some("method")));
+    assert!(headers["allow"].to_str().unwrap().contains("DELETE"));
+    // A path parameter that is not UTF-8 once decoded.
+    for (path, field) in [
+        ("/api/orders/%FF", "id"),
+        ("/api/market-data/%FF/trades", "symbol"),
+        ("/api/market-data/%FF/bars", "symbol"),
+    ] {
+        let (status, headers, v) = call(&d, "GET", path, &key).await;
+        assert_eq!(
+            (status, v["field"].as_str()),
+            (400, Some(field)),
+            "{path}: {v}"
+        );
+        assert_eq!(headers["content-type"], "application/json", "{path}");
+    }
+    d.stop().await.unwrap();
+}
