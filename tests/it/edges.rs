@@ -95,3 +95,27 @@ async fn every_refusal_is_a_json_error_naming_the_field() {
     }
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_byte_in_a_parameter_is_the_clients_error() {
+    let d = start(|_| {}).await;
+    let key = [("authorization", "Bearer desk-key")];
+    for (path, field) in [
+        ("/api/orders?symbol=%00", "symbol"),
+        ("/api/orders?status=%00", "status"),
+        ("/api/orders?symbol=ES%00Z6&limit=5", "symbol"),
+        ("/api/market-data?symbol=%00", "symbol"),
+        ("/api/market-data/ESZ6/trades?from=%00", "from"),
+        ("/api/market-data/ESZ6/bars?interval=1m%00", "interval"),
+        ("/api/market-data/ES%00Z6/trades", "symbol"),
+        ("/api/orders/1%00", "id"),
+    ] {
+        let (status, _, v) = call(&d, "GET", path, &key).await;
+        assert_eq!(
+            (status, v["field"].as_str()),
+            (400, Some(field)),
+            "{path}: {v}"
+        );
+    }
+    d.stop().await.unwrap();
+}

@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use crate::http::reply::bad_request;
 
-/// The route's one `{name}` path parameter, percent-decoded.
+/// The route's one `{name}` path parameter, percent-decoded, without a NUL byte.
 #[derive(Debug)]
 pub struct PathParam(pub String);
 
@@ -22,6 +22,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
         let Path(value) = Path::<String>::from_request_parts(parts, s)
             .await
             .map_err(|e| bad_request(&field, e.body_text()))?;
+        no_nul(&field, &value)?;
         Ok(PathParam(value))
     }
 }
@@ -39,7 +40,8 @@ fn param_name(parts: &Parts) -> String {
         .map_or_else(|| "path".to_string(), |(name, _)| name.to_string())
 }
 
-/// The query string's parameters, percent-decoded; the last of a repeated name wins.
+/// The query string's parameters, percent-decoded, none holding a NUL byte; the last of a
+/// repeated name wins.
 #[derive(Debug)]
 pub struct QueryParams(pub HashMap<String, String>);
 
@@ -50,6 +52,19 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
         let Query(params) = Query::<HashMap<String, String>>::from_request_parts(parts, s)
             .await
             .map_err(|e| bad_request("query", e.body_text()))?;
+        for (name, value) in &params {
+            no_nul(name, name)?;
+            no_nul(name, value)?;
+        }
         Ok(QueryParams(params))
+    }
+}
+
+/// PostgreSQL text cannot hold a NUL byte: refuse it here as the client's error (400),
+/// rather than let the store fail the read (503).
+fn no_nul(field: &str, text: &str) -> Result<(), Response> {
+    match text.contains('\0') {
+        true => Err(bad_request(field, "must not contain a NUL byte")),
+        false => Ok(()),
     }
 }
