@@ -1,20 +1,26 @@
 //! The HTTP API's edges under clients that get things wrong: auth challenges, JSON error
 //! bodies for every refusal, NUL bytes in parameters, and closing after an early refusal.
 
+use std::time::Duration;
+
 use christmas_ingest::auth::{hash_key, ApiKey};
 use christmas_ingest::config::DaemonConfig;
 use christmas_tests::{HttpClient, InProcessDaemon};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::support::fresh_core_db;
 
-/// A daemon (HTTP only) with its own database and one `orders+read` key, `desk-key`.
+/// A daemon (HTTP only) with its own database and two keys: `desk-key` (orders and reads)
+/// and `feed-key` (ingest).
 async fn start(tweak: impl FnOnce(&mut DaemonConfig)) -> InProcessDaemon {
     let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
     let mut config = DaemonConfig {
         database_url: Some(url),
         api_keys: vec![
             ApiKey::parse(&format!("desk:{}:orders+read", hash_key("desk-key"))).unwrap(),
+            ApiKey::parse(&format!("feed:{}:ingest", hash_key("feed-key"))).unwrap(),
         ],
         ..DaemonConfig::default()
     };
@@ -117,5 +123,42 @@ async fn a_nul_byte_in_a_parameter_is_the_clients_error() {
             "{path}: {v}"
         );
     }
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_before_the_body_is_read_closes_the_connection() {
+    let d = start(|c| c.max_body_bytes = 1024).await;
+    let client = HttpClient::keep_alive(d.http());
+    let ticks = "[]".repeat(10);
+    for (key, path, body, status) in [
+        (None, "/api/ticks", ticks.clone(), 401),
+        (Some("Bearer desk-key"), "/api/ticks", ticks, 403),
+        (
+            Some("Bearer desk-key"),
+            "/api/orders",
+            "x".repeat(70_000),
+            413,
+        ),
+        (None, "/api/orders", "{}".to_string(), 401),
+    ] {
+        let headers: Vec<_> = key.map(|k| ("authorization", k)).into_iter().collect();
+        let r = client.request("POST", path, &headers, body).await.unwrap();
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert_eq!(r.header("connection"), Some("close"), "{path} {status}");
+        assert!(r.json().unwrap()["error"].is_string());
+    }
+    // Over a raw socket: the 401 arrives with half the body unsent, then the server closes.
+    let mut socket = TcpStream::connect(d.http()).await.unwrap();
+    let head = "POST /api/ticks HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n[";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
     d.stop().await.unwrap();
 }

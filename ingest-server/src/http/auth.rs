@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::auth::{self, Access, Scope};
-use crate::http::reply::error;
+use crate::http::reply::{closing, error};
 use crate::state::AppState;
 
 /// A [`Scope`] as a type, so a handler's signature can say which one it needs.
@@ -64,7 +64,8 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
     }
 }
 
-/// The account (key name) the request acts for, or the 401/403 reply.
+/// The account (key name) the request acts for, or the 401/403 reply; that reply closes
+/// the connection, as it comes before the body is read.
 fn account(s: &AppState, parts: &Parts, scope: Scope) -> Result<String, Response> {
     if !s.config.needs_key(scope) {
         return Ok("default".to_string());
@@ -90,12 +91,12 @@ fn account(s: &AppState, parts: &Parts, scope: Scope) -> Result<String, Response
             reply
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-            Err(reply)
+            Err(closing(reply))
         }
-        Access::Forbidden(name) => Err(error(
+        Access::Forbidden(name) => Err(closing(error(
             StatusCode::FORBIDDEN,
             Some("authorization"),
             format!("key {name:?} may not {scope:?}"),
-        )),
+        ))),
     }
 }

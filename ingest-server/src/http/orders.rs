@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::http::auth::{Authorized, Orders};
 use crate::http::params::{PathParam, QueryParams};
-use crate::http::reply::{bad_request as bad, engine_error, error};
+use crate::http::reply::{bad_request as bad, closing, engine_error, error};
 use crate::json_fields::{Keys, Scalar};
 use crate::state::AppState;
 
@@ -206,11 +206,11 @@ pub async fn submit(
     let body = match axum::body::to_bytes(body, MAX_ORDER_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return error(
+            return closing(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Some("body"),
                 format!("an order is at most {MAX_ORDER_BYTES} bytes"),
-            )
+            ))
         }
     };
     let order = match parse_order(account, &body) {

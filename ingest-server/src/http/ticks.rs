@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::http::auth::{Authorized, Ingest};
 use crate::http::params::QueryParams;
-use crate::http::reply::{bad_request, engine_error, error};
+use crate::http::reply::{bad_request, closing, engine_error, error};
 use crate::state::AppState;
 use crate::ticks;
 
@@ -36,11 +36,11 @@ pub async fn post_ticks(
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
-            return error(
+            return closing(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Some("body"),
                 format!("body larger than {limit} bytes"),
-            )
+            ))
         }
     };
     let parsed = match parse_off_the_workers(bytes).await {
