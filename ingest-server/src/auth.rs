@@ -103,9 +103,15 @@ pub enum Access {
     Forbidden(String),
 }
 
+/// The token of a `Bearer <token>` header value; the scheme is case-insensitive (RFC 7235).
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 /// Checks `authorization` (the header's value) against `keys` for `scope`.
 pub fn check(keys: &[ApiKey], authorization: Option<&str>, scope: Scope) -> Access {
-    let Some(token) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+    let Some(token) = authorization.and_then(bearer_token) else {
         return Access::Unauthenticated;
     };
     let hash = hash_key(token.trim());
@@ -151,6 +157,10 @@ mod tests {
         assert_eq!(
             check(&keys, Some("Bearer s3cret"), Scope::Orders),
             Access::Forbidden("feed".into())
+        );
+        assert_eq!(
+            check(&keys, Some("bEARER s3cret"), Scope::Ingest),
+            Access::Allowed(Some("feed".into()))
         );
         assert_eq!(
             check(&keys, Some("Bearer nope"), Scope::Ingest),

@@ -3,6 +3,7 @@
 mod core_faults;
 mod core_ingest;
 mod daemon;
+mod edges;
 mod fanout;
 mod faults;
 mod harness;

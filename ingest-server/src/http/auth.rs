@@ -5,12 +5,13 @@
 use std::marker::PhantomData;
 
 use axum::extract::FromRequestParts;
+use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 
 use crate::auth::{self, Access, Scope};
-use crate::http::reply::error;
+use crate::http::reply::{closing, error};
 use crate::state::AppState;
 
 /// A [`Scope`] as a type, so a handler's signature can say which one it needs.
@@ -63,7 +64,8 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
     }
 }
 
-/// The account (key name) the request acts for, or the 401/403 reply.
+/// The account (key name) the request acts for, or the 401/403 reply; that reply closes
+/// the connection, as it comes before the body is read.
 fn account(s: &AppState, parts: &Parts, scope: Scope) -> Result<String, Response> {
     if !s.config.needs_key(scope) {
         return Ok("default".to_string());
@@ -74,15 +76,27 @@ fn account(s: &AppState, parts: &Parts, scope: Scope) -> Result<String, Response
         .and_then(|v| v.to_str().ok());
     match auth::check(&s.config.api_keys, header, scope) {
         Access::Allowed(name) => Ok(name.unwrap_or_else(|| "default".to_string())),
-        Access::Unauthenticated => Err(error(
-            StatusCode::UNAUTHORIZED,
-            Some("authorization"),
-            "missing or unknown API key (Authorization: Bearer <key>)",
-        )),
-        Access::Forbidden(name) => Err(error(
+        Access::Unauthenticated => {
+            let mut reply = error(
+                StatusCode::UNAUTHORIZED,
+                Some("authorization"),
+                "missing or unknown API key (Authorization: Bearer <key>)",
+            );
+            // RFC 6750: a 401 names the scheme, and says so when a token was given but is
+            // unknown.
+            let challenge = match header.and_then(auth::bearer_token) {
+                Some(_) => r#"Bearer error="invalid_token""#,
+                None => "Bearer",
+            };
+            reply
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            Err(closing(reply))
+        }
+        Access::Forbidden(name) => Err(closing(error(
             StatusCode::FORBIDDEN,
             Some("authorization"),
             format!("key {name:?} may not {scope:?}"),
-        )),
+        ))),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,6 +12,7 @@ use christmas_core::{Quote, Symbol, Trade};
 use serde_json::{json, Value};
 
 use crate::http::auth::{Authorized, Read};
+use crate::http::params::{PathParam, QueryParams};
 use crate::http::reply::error;
 use crate::state::AppState;
 use crate::timefmt::{format_ns, parse_ns};
@@ -54,7 +55,7 @@ fn time_param(q: &HashMap<String, String>, field: &str, default: i64) -> Result<
 /// has them, else from the database.
 pub async fn latest(
     State(s): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    QueryParams(q): QueryParams,
     _key: Authorized<Read>,
 ) -> Response {
     let symbol = match symbol_param(q.get("symbol")) {
@@ -106,8 +107,8 @@ fn range_read(
 /// `GET /api/market-data/{symbol}/trades?from&to&limit`
 pub async fn trades(
     State(s): State<AppState>,
-    Path(symbol): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    PathParam(symbol): PathParam,
+    QueryParams(q): QueryParams,
     _key: Authorized<Read>,
 ) -> Response {
     let (symbol, from, to) = match range_read(&symbol, &q, i64::MIN / 2, i64::MAX / 2) {
@@ -138,8 +139,8 @@ pub async fn trades(
 /// `GET /api/market-data/{symbol}/bars?interval=1m&from&to`
 pub async fn bars(
     State(s): State<AppState>,
-    Path(symbol): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    PathParam(symbol): PathParam,
+    QueryParams(q): QueryParams,
     _key: Authorized<Read>,
 ) -> Response {
     let now = christmas_core::query::unix_ns(std::time::SystemTime::now());

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ pub mod auth;
 pub mod market_data;
 pub mod ops;
 pub mod orders;
+pub mod params;
 pub mod reply;
 pub mod ticks;
 
@@ -39,6 +40,14 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .fallback(|| async { reply::error(StatusCode::NOT_FOUND, None, "no such endpoint") })
+        // axum adds the `Allow` header to this reply.
+        .method_not_allowed_fallback(|method: Method| async move {
+            reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Some("method"),
+                format!("{method} is not allowed here (see Allow)"),
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -11,9 +11,7 @@
 //! account is the API key's name (`default` without keys). Unknown and repeated keys are a
 //! 400 naming the key.
 
-use std::collections::HashMap;
-
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +26,8 @@ use serde::Deserializer;
 use serde_json::json;
 
 use crate::http::auth::{Authorized, Orders};
-use crate::http::reply::{bad_request as bad, engine_error, error};
+use crate::http::params::{PathParam, QueryParams};
+use crate::http::reply::{bad_request as bad, closing, engine_error, error};
 use crate::json_fields::{Keys, Scalar};
 use crate::state::AppState;
 
@@ -207,11 +206,11 @@ pub async fn submit(
     let body = match axum::body::to_bytes(body, MAX_ORDER_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return error(
+            return closing(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Some("body"),
                 format!("an order is at most {MAX_ORDER_BYTES} bytes"),
-            )
+            ))
         }
     };
     let order = match parse_order(account, &body) {
@@ -250,9 +249,7 @@ impl FromRequestParts<AppState> for OrderRef {
     /// The path first, then the key (401/403), then the id (400): a bad id from a caller
     /// without a key is refused for the key.
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
-        let Path(id) = Path::<String>::from_request_parts(parts, s)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let PathParam(id) = PathParam::from_request_parts(parts, s).await?;
         let Authorized { account, .. } = Authorized::<Orders>::from_request_parts(parts, s).await?;
         let id = id.parse().map_err(|_| bad("id", "must be an integer"))?;
         Ok(OrderRef { account, id })
@@ -271,7 +268,7 @@ pub async fn get(State(s): State<AppState>, OrderRef { account, id }: OrderRef) 
 /// `GET /api/orders?status=&symbol=&limit=`
 pub async fn list(
     State(s): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    QueryParams(q): QueryParams,
     Authorized { account, .. }: Authorized<Orders>,
 ) -> Response {
     let status = match q

@@ -1,7 +1,8 @@
 //! Replies every handler shares: the JSON error (`{"error": "...", "field": "..."}`) and
 //! how an engine error reads to a client.
 
-use axum::http::StatusCode;
+use axum::http::header::CONNECTION;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -13,6 +14,16 @@ pub fn error(status: StatusCode, field: Option<&str>, message: impl std::fmt::Di
         body["field"] = json!(f);
     }
     (status, Json(body)).into_response()
+}
+
+/// `reply` with `Connection: close`, for a refusal sent before the request body was read:
+/// the unread rest of the body is still on the connection, so the server closes it after
+/// this reply, and the header tells the client not to reuse it.
+pub fn closing(mut reply: Response) -> Response {
+    reply
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    reply
 }
 
 /// 400 naming the offending `field`.

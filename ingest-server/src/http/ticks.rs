@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +15,8 @@ use christmas_core::{AckLevel, Ticks};
 use serde_json::json;
 
 use crate::http::auth::{Authorized, Ingest};
-use crate::http::reply::{bad_request, engine_error, error};
+use crate::http::params::QueryParams;
+use crate::http::reply::{bad_request, closing, engine_error, error};
 use crate::state::AppState;
 use crate::ticks;
 
@@ -23,7 +24,7 @@ use crate::ticks;
 /// counts of trades and quotes.
 pub async fn post_ticks(
     State(s): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    QueryParams(q): QueryParams,
     _key: Authorized<Ingest>,
     body: Body,
 ) -> Response {
@@ -35,11 +36,11 @@ pub async fn post_ticks(
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
-            return error(
+            return closing(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Some("body"),
                 format!("body larger than {limit} bytes"),
-            )
+            ))
         }
     };
     let parsed = match parse_off_the_workers(bytes).await {
