@@ -18,6 +18,17 @@ pub enum Scope {
     Read,
 }
 
+impl Scope {
+    /// The scope's name as it is written in a key's configuration (`ingest`, `orders`, `read`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Orders => "orders",
+            Scope::Read => "read",
+        }
+    }
+}
+
 impl std::str::FromStr for Scope {
     type Err = anyhow::Error;
 

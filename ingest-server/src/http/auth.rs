@@ -96,7 +96,7 @@ fn account(s: &AppState, parts: &Parts, scope: Scope) -> Result<String, Response
         Access::Forbidden(name) => Err(closing(error(
             StatusCode::FORBIDDEN,
             Some("authorization"),
-            format!("key {name:?} may not {scope:?}"),
+            format!("key {name:?} lacks the {} scope", scope.as_str()),
         ))),
     }
 }
