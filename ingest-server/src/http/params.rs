@@ -18,11 +18,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, Response> {
-        let field = param_name(parts);
+        // The parameter's name is only worked out for an error answer.
         let Path(value) = Path::<String>::from_request_parts(parts, s)
             .await
-            .map_err(|e| bad_request(&field, e.body_text()))?;
-        no_nul(&field, &value)?;
+            .map_err(|e| bad_request(&param_name(parts), e.body_text()))?;
+        if value.contains('\0') {
+            return Err(nul_refusal(&param_name(parts)));
+        }
         Ok(PathParam(value))
     }
 }
@@ -64,7 +66,11 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
 /// rather than let the store fail the read (503).
 fn no_nul(field: &str, text: &str) -> Result<(), Response> {
     match text.contains('\0') {
-        true => Err(bad_request(field, "must not contain a NUL byte")),
+        true => Err(nul_refusal(field)),
         false => Ok(()),
     }
+}
+
+fn nul_refusal(field: &str) -> Response {
+    bad_request(field, "must not contain a NUL byte")
 }
