@@ -6,7 +6,7 @@
 
 GRANT USAGE ON SCHEMA public TO {{role}};
 GRANT SELECT, INSERT ON market_data, quotes, ingest_batches, ingest_dead_letters TO {{role}};
-GRANT SELECT, INSERT, UPDATE ON orders TO {{role}};
+GRANT SELECT, INSERT, UPDATE ON orders, ingest_producers TO {{role}};
 GRANT SELECT, INSERT, DELETE ON order_outbox TO {{role}};
 GRANT SELECT ON market_data_1m, christmas_settings, christmas_migrations TO {{role}};
 GRANT USAGE ON SEQUENCE ingest_dead_letters_id_seq TO {{role}};
@@ -16,5 +16,6 @@ GRANT EXECUTE ON FUNCTION christmas_prune_ledger(timestamptz),
                           christmas_apply_retention(text, timestamptz),
                           christmas_default_rows(text),
                           christmas_tune_autovacuum(text, timestamptz),
-                          christmas_bars(text, interval, timestamptz, timestamptz)
+                          christmas_bars(text, interval, timestamptz, timestamptz),
+                          christmas_claim_producers(text[], text[], text[], bigint[], bigint[])
    TO {{role}};

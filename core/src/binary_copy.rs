@@ -256,6 +256,28 @@ impl CopyRows {
         self.row_ends.len()
     }
 
+    /// These rows without those at `drop` (ascending indexes), and each old row's new index
+    /// (`u32::MAX` for a row left out).
+    pub fn without(&self, drop: &[usize]) -> (CopyRows, Vec<u32>) {
+        let mut body = bytes::BytesMut::with_capacity(self.body.len());
+        let mut row_ends = Vec::with_capacity(self.len().saturating_sub(drop.len()));
+        let mut new_index = Vec::with_capacity(self.len());
+        for row in 0..self.len() {
+            if drop.binary_search(&row).is_ok() {
+                new_index.push(u32::MAX);
+                continue;
+            }
+            new_index.push(row_ends.len() as u32);
+            body.extend_from_slice(&self.slice(row..row + 1));
+            row_ends.push(body.len() as u32);
+        }
+        let rows = CopyRows {
+            body: body.freeze(),
+            row_ends,
+        };
+        (rows, new_index)
+    }
+
     /// The bytes of rows `range`.
     pub fn slice(&self, range: std::ops::Range<usize>) -> bytes::Bytes {
         let end_of = |row: usize| match row {

@@ -149,6 +149,12 @@ pub enum Invalid {
     /// A side written as text outside `B`/`buy`/`bid`, `S`/`sell`/`A`/`ask`, `N`/`none`.
     #[error("one of B, S, N (or buy, sell, none; A or ask for sell, bid for buy)")]
     UnknownSideText,
+    /// A name holding a character outside printable ASCII (a producer id).
+    #[error("must be printable ASCII without spaces")]
+    NotPrintable,
+    /// A sequence number that must be at least 1.
+    #[error("must be at least 1")]
+    NotPositive,
 }
 
 /// A record field that failed validation: which field, and why.

@@ -13,9 +13,10 @@ use crate::error::{Error, Result};
 use crate::fanout::FanoutConfig;
 use crate::metrics::{lock_histograms, MetricsSnapshot, ShardSnapshot};
 use crate::pipeline::batch::BatchReport;
-use crate::pipeline::batch::Slot;
+use crate::pipeline::batch::{Chunk, Slot};
 use crate::pipeline::ring::ShardRing;
 use crate::pipeline::{Pipeline, Started};
+use crate::producer::{ProducerId, PushOutcome};
 use crate::record::Record;
 use crate::spool::config::SpoolConfig;
 
@@ -364,6 +365,52 @@ impl<R: Record> Ingestor<R> {
         Ok(touched)
     }
 
+    /// Pushes a named producer's `records`, numbered from `first_seq`, as one chunk per
+    /// shard (each waits for ring space whatever the backpressure policy: a chunk is all
+    /// or nothing); then a [`Receipt`] at `ack` (none for `Accepted`). The caller holds the
+    /// producer's lock, so its chunks reach each shard in sequence order.
+    pub(crate) async fn push_produced(
+        &self,
+        producer: &ProducerId,
+        records: &[R],
+        first_seq: u64,
+        outcome: &Arc<PushOutcome>,
+        ack: crate::ingress::AckLevel,
+    ) -> Result<Option<Receipt>> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let mut per_shard: Vec<Vec<(R, u64)>> = (0..self.shards()).map(|_| Vec::new()).collect();
+        for (i, record) in records.iter().enumerate() {
+            let shard = self.pipeline.router.shard_for(record.symbol());
+            per_shard[shard].push((*record, first_seq + i as u64));
+        }
+        let pushed_at = self.pipeline.clock.now();
+        let mut touched = ShardSet::default();
+        for (shard, records) in per_shard.into_iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            touched.insert(shard);
+            let ring = self.ring(shard);
+            let _in = ring.enter().ok_or(Error::Closed)?;
+            let chunk = Chunk {
+                producer: producer.clone(),
+                records,
+                pushed_at,
+                shard,
+                outcome: outcome.clone(),
+            };
+            ring.push_waiting(Slot::Chunk(Box::new(chunk))).await;
+        }
+        use crate::ingress::AckLevel;
+        match ack {
+            AckLevel::Accepted => Ok(None),
+            AckLevel::Durable => self.barriers(touched.iter(), true).await.map(Some),
+            AckLevel::Committed => self.barriers(touched.iter(), false).await.map(Some),
+        }
+    }
+
     /// Pushes `records` (as [`Ingestor::push_batch_async`]) and returns a [`Receipt`] that
     /// resolves once all of them are committed (or dead-lettered).
     pub async fn push_with_receipt(&self, records: &[R]) -> Result<Receipt> {
@@ -436,6 +483,7 @@ impl<R: Record> Ingestor<R> {
                 connects: crate::metrics::load(&c.connects),
                 dead_lettered: crate::metrics::load(&c.dead_lettered),
                 ledger_hits: crate::metrics::load(&c.ledger_hits),
+                producer_resends: crate::metrics::load(&c.producer_resends),
             });
             let h = lock_histograms(&shard.histograms);
             // Histograms auto-resize, so adding cannot fail.

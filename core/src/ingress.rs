@@ -44,11 +44,13 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::config::IngestorConfig;
 use crate::error::{Error, FieldError, Result};
 use crate::ingestor::{Ingestor, IngestorBuilder, Receipt};
 use crate::metrics::MetricsSnapshot;
+use crate::producer::{ProducerId, ProducerLocks, PushOutcome};
 use crate::record::{Quote, Record, Tick, Trade};
 
 /// How far records must have gone before a push is acknowledged.
@@ -209,6 +211,8 @@ pub struct Ingress {
     quotes: Ingestor<Quote>,
     /// Both pipelines spool, so [`AckLevel::Durable`] can be served.
     spooled: bool,
+    /// One lock per named producer pushing now, so its pushes reach the rings in order.
+    producers: Arc<ProducerLocks>,
 }
 
 /// Both pipelines' metrics.
@@ -259,6 +263,7 @@ impl Ingress {
             trades,
             quotes,
             spooled,
+            producers: Arc::default(),
         }
     }
 
@@ -296,6 +301,7 @@ impl Ingress {
             trades: ticks.trades.len(),
             quotes: ticks.quotes.len(),
             receipts: [None, None],
+            outcome: None,
         };
         match ack {
             AckLevel::Accepted => {
@@ -310,6 +316,67 @@ impl Ingress {
             }
         }
         Ok(pending)
+    }
+
+    /// Enqueues the ticks of a named producer, numbered `first_seq, first_seq + 1, …` (the
+    /// trades in order, then the quotes), and returns the [`Ack`] that resolves at `ack`.
+    ///
+    /// Ticks the producer already stored (a resend after a timeout, a reconnect, a crash,
+    /// or one sent to another daemon too) are left out when their batch commits, and the
+    /// acknowledgement counts them in [`Acked::duplicates`]: exactly once, with no per-row
+    /// cost (see [`crate::producer`]). A resend of ticks still in flight is answered when
+    /// the original's batch is. The producer's pushes are enqueued one at a time, in call
+    /// order; its next push must start above this one (`first_seq + ticks.len()` or later).
+    ///
+    /// Errors before the [`Ack`]: [`Error::InvalidField`] naming `producer_seq` when
+    /// `first_seq` is 0 or the sequences would pass `i64::MAX` (nothing is pushed); the
+    /// errors of [`Ingress::push`].
+    pub async fn push_from(
+        &self,
+        producer: &ProducerId,
+        first_seq: u64,
+        ticks: &Ticks,
+        ack: AckLevel,
+    ) -> Result<Ack> {
+        if first_seq == 0 {
+            return Err(FieldError::new("producer_seq", crate::error::Invalid::NotPositive).into());
+        }
+        if first_seq
+            .checked_add(ticks.len() as u64)
+            .is_none_or(|end| end > i64::MAX as u64)
+        {
+            return Err(Error::field(
+                "producer_seq",
+                "the request's sequences would pass 9223372036854775807",
+            ));
+        }
+        if !self.supports(ack) {
+            return Err(Error::Spool {
+                reason: "the durable ack level needs a spool; none is configured".into(),
+            });
+        }
+        let outcome = Arc::new(PushOutcome::default());
+        let lock = self.producers.of(producer);
+        let receipts = {
+            let _in_order = lock.lock().await;
+            let trades = self
+                .trades
+                .push_produced(producer, &ticks.trades, first_seq, &outcome, ack)
+                .await?;
+            let quotes_from = first_seq + ticks.trades.len() as u64;
+            let quotes = self
+                .quotes
+                .push_produced(producer, &ticks.quotes, quotes_from, &outcome, ack)
+                .await?;
+            [trades, quotes]
+        };
+        Ok(Ack {
+            level: ack,
+            trades: ticks.trades.len(),
+            quotes: ticks.quotes.len(),
+            receipts,
+            outcome: Some(outcome),
+        })
     }
 
     /// Both pipelines' metrics so far.
@@ -361,6 +428,8 @@ pub struct Ack {
     /// The trade and the quote receipt of a durable or committed push with records of
     /// that kind.
     receipts: [Option<Receipt>; 2],
+    /// A named producer's push: resends counted, evictions noted.
+    outcome: Option<Arc<PushOutcome>>,
 }
 
 /// What an [`Ack`] resolves to: the ticks reached `level`.
@@ -372,6 +441,10 @@ pub struct Acked {
     pub trades: usize,
     /// Quotes acknowledged.
     pub quotes: usize,
+    /// Of those, ticks a named producer had already stored: resends left out, not written
+    /// again. Complete at [`AckLevel::Committed`]; at lower levels it counts only what was
+    /// found by then (usually none).
+    pub duplicates: u64,
 }
 
 impl Acked {
@@ -402,12 +475,16 @@ impl Ack {
                 failed.get_or_insert(e);
             }
         }
+        if let Some(shard) = self.outcome.as_ref().and_then(|o| o.evicted_from()) {
+            failed.get_or_insert(Error::Dropped { shard });
+        }
         match failed {
             Some(e) => Err(e),
             None => Ok(Acked {
                 level: self.level,
                 trades: self.trades,
                 quotes: self.quotes,
+                duplicates: self.outcome.map_or(0, |o| o.duplicates()),
             }),
         }
     }

@@ -96,6 +96,7 @@ pub mod metrics;
 pub mod orders;
 pub mod pg;
 mod pipeline;
+pub mod producer;
 pub mod query;
 pub mod record;
 pub mod redis;

@@ -21,6 +21,8 @@ pub(crate) struct ShardCounters {
     pub dead_lettered: AtomicU64,
     /// Batches whose commit was found in the ledger after an ambiguous failure .
     pub ledger_hits: AtomicU64,
+    /// Producer ticks left out at commit as resends of ticks already stored .
+    pub producer_resends: AtomicU64,
 }
 
 /// Latency histograms of one shard, locked once per batch (never per record).
@@ -83,6 +85,8 @@ pub struct ShardSnapshot {
     pub dead_lettered: u64,
     /// Ambiguous failures resolved by the ledger as "already committed".
     pub ledger_hits: u64,
+    /// Producer ticks left out at commit: resends of ticks already stored.
+    pub producer_resends: u64,
 }
 
 /// A histogram's headline figures.
@@ -197,6 +201,10 @@ impl MetricsSnapshot {
     /// Ambiguous failures the ledger resolved as committed, all shards.
     pub fn ledger_hits(&self) -> u64 {
         self.sum(|s| s.ledger_hits)
+    }
+    /// Producer ticks left out at commit as resends, all shards.
+    pub fn producer_resends(&self) -> u64 {
+        self.sum(|s| s.producer_resends)
     }
 }
 

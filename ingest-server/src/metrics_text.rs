@@ -41,7 +41,7 @@ fn summary(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram
 type Counter = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
 
 /// The engine's counters, one series per record kind.
-const ENGINE_COUNTERS: [Counter; 8] = [
+const ENGINE_COUNTERS: [Counter; 9] = [
     (
         "christmas_accepted_total",
         "Records accepted into the rings.",
@@ -81,6 +81,11 @@ const ENGINE_COUNTERS: [Counter; 8] = [
         "christmas_ledger_hits_total",
         "Ambiguous failures the ledger resolved as committed.",
         MetricsSnapshot::ledger_hits,
+    ),
+    (
+        "christmas_producer_resends_total",
+        "Producer ticks left out at commit: resends of ticks already stored.",
+        MetricsSnapshot::producer_resends,
     ),
 ];
 

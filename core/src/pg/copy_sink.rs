@@ -32,15 +32,38 @@ use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::metrics::{self, ShardCounters};
 use crate::pg::ledger::{BatchLedger, BatchOrigin, LedgerEntry};
+use crate::producer::claim::Refused;
+use crate::producer::BatchClaims;
 use crate::record::Record;
 
 /// How one attempt ended.
 enum AttemptError {
     /// PostgreSQL refused the data; the transaction certainly did not commit.
     Data(tokio_postgres::Error),
+    /// Producer claims were refused: those keys' ticks (some of them) are stored already.
+    /// The transaction did not commit.
+    Refused(Refused),
     /// Anything else: the outcome is unknown or the failure may pass. Retry after the
     /// ledger says the batch is not in.
     Retry(Error),
+}
+
+/// Why a batch (or part) was not written.
+enum Unwritten {
+    /// PostgreSQL refused the data.
+    Data(tokio_postgres::Error),
+    /// Producer claims were refused (positions in the claims' key order).
+    Refused(Refused),
+}
+
+/// What became of a batch's rows besides committing.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    /// Rows rejected by PostgreSQL, now dead letters (batch indexes, ascending).
+    pub dead: Vec<usize>,
+    /// Rows left out as resends of producer ticks already stored (batch indexes,
+    /// ascending).
+    pub resent: Vec<usize>,
 }
 
 /// What one transaction does besides writing its ledger row.
@@ -68,6 +91,8 @@ pub(crate) struct BatchToWrite<'a> {
 pub(crate) struct CopySink {
     url: String,
     application_name: String,
+    /// The record kind written (`trade`, `quote`): the kind of its producer claims.
+    kind: &'static str,
     client: Option<Client>,
     /// The shard this sink writes for (logs).
     shard: usize,
@@ -116,6 +141,7 @@ impl CopySink {
             url: url.clone(),
             application_name: format!("christmas-{}-{}-{shard}", origin.stream, R::KIND),
             client: None,
+            kind: R::KIND,
             shard,
             copy_sql: format!("COPY {table} ({columns}) FROM STDIN (FORMAT binary)"),
             table,
@@ -146,10 +172,110 @@ impl CopySink {
         Ok(())
     }
 
-    /// Writes `batch` exactly once; returns the indexes of the rows that were dead-lettered,
-    /// ascending. Retries for as long as it takes: a stuck database fills the ring and
-    /// pushes back on producers.
-    pub async fn write(&mut self, counters: &ShardCounters, batch: BatchToWrite<'_>) -> Vec<usize> {
+    /// Writes `batch` exactly once, with its producer claims in the same transaction; rows
+    /// whose producer already stored them are left out. Retries for as long as it takes: a
+    /// stuck database fills the ring and pushes back on producers.
+    pub async fn write(
+        &mut self,
+        counters: &ShardCounters,
+        batch: BatchToWrite<'_>,
+        claims: &mut BatchClaims,
+    ) -> Written {
+        if claims.is_empty() {
+            let dead = match self.write_rows(counters, batch, None).await {
+                Ok(dead) => dead,
+                Err(_) => unreachable!("no claims, none refused"),
+            };
+            return Written {
+                dead,
+                resent: Vec::new(),
+            };
+        }
+        let mut rows = batch.rows.clone();
+        // Each current row's index in the batch as sealed, once rows were left out.
+        let mut original: Option<Vec<usize>> = None;
+        let mut resent = Vec::new();
+        loop {
+            let to_write = BatchToWrite {
+                rows: &rows,
+                ..batch
+            };
+            let refused = match self.write_rows(counters, to_write, Some(claims)).await {
+                Ok(mut dead) => {
+                    if let Some(map) = &original {
+                        dead.iter_mut().for_each(|d| *d = map[*d]);
+                    }
+                    resent.sort_unstable();
+                    return Written { dead, resent };
+                }
+                Err(refused) => refused,
+            };
+            let stored = self.stored_seqs(counters, claims, &refused).await;
+            let dropped = claims.drop_stored(&refused, &stored);
+            metrics::add(&counters.producer_resends, dropped.len() as u64);
+            tracing::info!(
+                shard = self.shard,
+                seq = batch.seq,
+                rows = dropped.len(),
+                "producer ticks already stored; leaving them out"
+            );
+            let (kept, new_index) = rows.without(&dropped);
+            let map = original.get_or_insert_with(|| (0..rows.len()).collect());
+            resent.extend(dropped.iter().map(|&d| map[d]));
+            let kept_original: Vec<usize> = new_index
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n != u32::MAX)
+                .map(|(old, _)| map[old])
+                .collect();
+            *map = kept_original;
+            claims.renumber(&new_index);
+            rows = kept;
+            if rows.len() == 0 {
+                resent.sort_unstable();
+                return Written {
+                    dead: Vec::new(),
+                    resent,
+                };
+            }
+        }
+    }
+
+    /// What is stored for each refused claim, retried until the database answers.
+    async fn stored_seqs(
+        &mut self,
+        counters: &ShardCounters,
+        claims: &BatchClaims,
+        refused: &Refused,
+    ) -> Vec<u64> {
+        let mut backoff = self.reconnect_min;
+        loop {
+            if let Some(client) = self.client.as_ref().filter(|c| !c.is_closed()) {
+                match claims.stored(client, self.kind, refused).await {
+                    Ok(stored) => return stored,
+                    Err(e) => {
+                        tracing::warn!(shard = self.shard, error = %e, "reading producer claims failed")
+                    }
+                }
+            } else if let Err(e) = self.open(counters).await {
+                tracing::warn!(shard = self.shard, error = %e, "reconnect failed");
+            } else {
+                continue;
+            }
+            self.after_failure(&mut backoff).await;
+        }
+    }
+
+    /// Writes `batch`'s rows exactly once; the indexes of the rows that were dead-lettered,
+    /// ascending. `claims` go into the transaction of the batch's last part (the whole batch
+    /// unless bad rows split it). `Err` when the claims were refused (nothing committed
+    /// then, unless bad rows split the batch first: see below).
+    async fn write_rows(
+        &mut self,
+        counters: &ShardCounters,
+        batch: BatchToWrite<'_>,
+        claims: Option<&BatchClaims>,
+    ) -> Result<Vec<usize>, Refused> {
         let mut dead = Vec::new();
         // Ranges still to commit, last = next; halves are pushed in reverse so rows keep
         // their order.
@@ -163,24 +289,83 @@ impl CopySink {
                 rows: range.len(),
             };
             let work = Work::Copy(batch.rows, range.clone());
+            let whole = range.len() == batch.rows.len();
+            // The claims commit with the last part, so a part before it never marks ticks
+            // of a later part as stored.
+            let part_claims = claims.filter(|_| todo.is_empty());
             match self
-                .exactly_once(counters, &entry, batch.check_ledger_first, work)
+                .exactly_once(
+                    counters,
+                    &entry,
+                    batch.check_ledger_first,
+                    work,
+                    part_claims,
+                )
                 .await
             {
                 Ok(()) => {}
-                Err(e) if range.len() > 1 => {
+                Err(Unwritten::Refused(refused)) if whole => return Err(refused),
+                Err(Unwritten::Refused(_)) => {
+                    // Bad rows split the batch and a resend of its last part raced in from
+                    // elsewhere meanwhile: the earlier parts are committed, so this part is
+                    // written without its claims rather than left out.
+                    tracing::warn!(shard = self.shard, seq = batch.seq, "producer claims refused for the last part of a split batch; writing it unclaimed");
+                    todo.push(range);
+                    return self.finish_unclaimed(counters, batch, todo, dead).await;
+                }
+                Err(Unwritten::Data(e)) if range.len() > 1 => {
                     tracing::debug!(shard = self.shard, seq = batch.seq, rows = range.len(), error = %e, "rejected rows in batch; splitting");
                     let mid = range.start + range.len() / 2;
                     todo.push(mid..range.end);
                     todo.push(range.start..mid);
                 }
-                Err(e) => {
-                    self.dead_letter(counters, &batch, &entry, &e).await;
+                Err(Unwritten::Data(e)) => {
+                    self.dead_letter(counters, &batch, &entry, &e, part_claims)
+                        .await;
                     dead.push(range.start);
                 }
             }
         }
-        dead
+        Ok(dead)
+    }
+
+    /// The rest of a split batch, without claims.
+    async fn finish_unclaimed(
+        &mut self,
+        counters: &ShardCounters,
+        batch: BatchToWrite<'_>,
+        todo: Vec<Range<usize>>,
+        mut dead: Vec<usize>,
+    ) -> Result<Vec<usize>, Refused> {
+        for range in todo.into_iter().rev() {
+            let entry = LedgerEntry {
+                origin: batch.origin,
+                seq: batch.seq,
+                first_row: range.start,
+                rows: range.len(),
+            };
+            let work = Work::Copy(batch.rows, range.clone());
+            match self
+                .exactly_once(counters, &entry, batch.check_ledger_first, work, None)
+                .await
+            {
+                Ok(()) | Err(Unwritten::Refused(_)) => {}
+                Err(Unwritten::Data(e)) => {
+                    // One part, one attempt: its rows go to the dead-letter table row by row.
+                    for row in range {
+                        let entry = LedgerEntry {
+                            first_row: row,
+                            rows: 1,
+                            ..entry
+                        };
+                        self.dead_letter(counters, &batch, &entry, &e, None).await;
+                        dead.push(row);
+                    }
+                }
+            }
+        }
+        dead.sort_unstable();
+        Ok(dead)
     }
 
     /// Stores the row `entry` names in the dead-letter table (exactly once, like a batch)
@@ -191,6 +376,7 @@ impl CopySink {
         batch: &BatchToWrite<'_>,
         entry: &LedgerEntry<'_>,
         e: &tokio_postgres::Error,
+        claims: Option<&BatchClaims>,
     ) {
         let row = entry.first_row;
         let (reason, sqlstate) = match e.as_db_error() {
@@ -219,12 +405,29 @@ impl CopySink {
                 entry,
                 batch.check_ledger_first,
                 Work::DeadLetter(&letter),
+                claims,
             )
             .await;
-        if let Err(e) = stored {
+        match stored {
+            Ok(()) => {}
             // The dead-letter table itself refused the row: nothing more the database will
             // take. Report it loudly; the hook still sees it.
-            tracing::error!(shard = self.shard, seq = batch.seq, error = %e, "dead-letter table rejected the row");
+            Err(Unwritten::Data(e)) => {
+                tracing::error!(shard = self.shard, seq = batch.seq, error = %e, "dead-letter table rejected the row")
+            }
+            Err(Unwritten::Refused(_)) => {
+                tracing::warn!(
+                    shard = self.shard,
+                    seq = batch.seq,
+                    "producer claims refused with a dead letter; stored it unclaimed"
+                );
+                let again = self
+                    .exactly_once(counters, entry, true, Work::DeadLetter(&letter), None)
+                    .await;
+                if let Err(Unwritten::Data(e)) = again {
+                    tracing::error!(shard = self.shard, seq = batch.seq, error = %e, "dead-letter table rejected the row");
+                }
+            }
         }
         if let Some(hook) = &self.on_dead_letter {
             hook(&letter);
@@ -240,7 +443,8 @@ impl CopySink {
         entry: &LedgerEntry<'_>,
         check_ledger_first: bool,
         work: Work<'_>,
-    ) -> Result<(), tokio_postgres::Error> {
+        claims: Option<&BatchClaims>,
+    ) -> Result<(), Unwritten> {
         let mut backoff = self.reconnect_min;
         let mut failed_before = check_ledger_first;
         loop {
@@ -275,11 +479,15 @@ impl CopySink {
                     }
                 }
             }
-            match self.attempt(client, entry, &work).await {
+            match self.attempt(client, entry, &work, claims).await {
                 Ok(()) => return Ok(()),
                 Err(AttemptError::Data(e)) => {
                     self.rollback().await;
-                    return Err(e);
+                    return Err(Unwritten::Data(e));
+                }
+                Err(AttemptError::Refused(refused)) => {
+                    self.rollback().await;
+                    return Err(Unwritten::Refused(refused));
                 }
                 Err(AttemptError::Retry(e)) => {
                     metrics::add(&counters.retries, 1);
@@ -311,12 +519,24 @@ impl CopySink {
         client: &Client,
         entry: &LedgerEntry<'_>,
         work: &Work<'_>,
+        claims: Option<&BatchClaims>,
     ) -> Result<(), AttemptError> {
         let classify = |e| self.classify(e);
         client
             .batch_execute(&self.ledger.begin_with_insert(entry))
             .await
             .map_err(classify)?;
+        // Before the COPY: a refused claim costs no rows sent, and the row locks it takes
+        // make a concurrent resend elsewhere wait for this transaction's outcome.
+        if let Some(claims) = claims.filter(|c| !c.is_empty()) {
+            let refused = claims
+                .claim(client, self.kind)
+                .await
+                .map_err(|e| AttemptError::Retry(Error::pg("claiming producer ticks", e)))?;
+            if !refused.is_empty() {
+                return Err(AttemptError::Refused(refused));
+            }
+        }
         match work {
             Work::Copy(rows, range) => {
                 let sink = client

@@ -12,6 +12,7 @@ use crate::binary_copy::CopyRows;
 use crate::error::Result;
 use crate::fanout::publisher::FanoutBatch;
 use crate::pg::ledger::BatchOrigin;
+use crate::producer::{BatchClaims, ProducerId, PushOutcome};
 use crate::spool::shard_spool::{ShardSpool, SpoolRef};
 
 /// What happened to one batch.
@@ -38,6 +39,25 @@ pub(crate) enum Slot<R> {
     /// A producer waiting until everything it pushed to this shard before is committed
     /// (`durable: false`) or fsynced in the spool (`durable: true`).
     Barrier { waiter: Waiter, durable: bool },
+    /// A named producer's ticks for this shard from one push: one slot, so they land in one
+    /// batch with their claims.
+    Chunk(Box<Chunk<R>>),
+}
+
+/// A named producer's ticks for one shard from one push, each with its sequence number
+/// (ascending).
+#[derive(Debug)]
+pub(crate) struct Chunk<R> {
+    /// Who sent them.
+    pub producer: ProducerId,
+    /// The ticks and their sequences.
+    pub records: Vec<(R, u64)>,
+    /// When they were pushed (ns since the ingestor started).
+    pub pushed_at: u64,
+    /// The shard they go through.
+    pub shard: usize,
+    /// The push's outcome: told of resends and of eviction.
+    pub outcome: Arc<PushOutcome>,
 }
 
 /// The batch a batcher is filling.
@@ -57,6 +77,8 @@ pub(crate) struct OpenBatch<R> {
     pub opened: Option<Instant>,
     /// The records and their fan-out sequences (empty when fan-out is off).
     pub fanout: Vec<(R, u64)>,
+    /// What it claims for named producers' rows.
+    pub claims: BatchClaims,
 }
 
 impl<R> OpenBatch<R> {
@@ -71,6 +93,7 @@ impl<R> OpenBatch<R> {
             durable_waiters: Vec::new(),
             opened: None,
             fanout: Vec::with_capacity(fanout_rows),
+            claims: BatchClaims::default(),
         }
     }
 
@@ -92,6 +115,7 @@ impl<R> OpenBatch<R> {
             durable_waiters: self.durable_waiters,
             earlier_run: None,
             spooled: None,
+            claims: self.claims,
         };
         (batch, self.fanout)
     }
@@ -115,6 +139,8 @@ pub(crate) struct CopyBatch {
     pub earlier_run: Option<BatchOrigin>,
     /// Where the batch is in the spool, when there is one.
     pub spooled: Option<SpoolPosition>,
+    /// What it claims for named producers' rows (empty without any).
+    pub claims: BatchClaims,
 }
 
 /// A batch's place in the spool.
@@ -140,6 +166,7 @@ impl CopyBatch {
             waiters: Vec::new(),
             durable_waiters: Vec::new(),
             earlier_run: None,
+            claims: BatchClaims::default(),
             spooled: Some(SpoolPosition {
                 spool,
                 entry: at.entry,

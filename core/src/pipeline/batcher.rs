@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::fanout::publisher::{FanoutBatch, SymbolSequences};
-use crate::pipeline::batch::{OpenBatch, SealedBatch, Slot};
+use crate::pipeline::batch::{Chunk, OpenBatch, SealedBatch, Slot};
 use crate::pipeline::shard::ShardContext;
 use crate::record::Record;
 
@@ -51,6 +51,7 @@ struct Batcher<R: Record> {
 #[derive(Default)]
 struct Drained {
     slots: usize,
+    records: u64,
     barriers: u64,
 }
 
@@ -95,7 +96,14 @@ impl<R: Record> Batcher<R> {
             drained.slots += 1;
             match slot {
                 Slot::Record { record, pushed_at } => {
+                    drained.records += 1;
                     if self.add(record, pushed_at) {
+                        self.seal(self.max_rows).await?;
+                    }
+                }
+                Slot::Chunk(chunk) => {
+                    drained.records += chunk.records.len() as u64;
+                    if self.add_chunk(*chunk) {
                         self.seal(self.max_rows).await?;
                     }
                 }
@@ -110,8 +118,7 @@ impl<R: Record> Batcher<R> {
             }
         }
         // Barriers are receipts' markers, not records: `accepted` counts records only.
-        let records = (drained.slots as u64) - drained.barriers;
-        self.shard.ring.drained(drained.slots, records);
+        self.shard.ring.drained(drained.slots, drained.records);
         Some(drained)
     }
 
@@ -139,6 +146,25 @@ impl<R: Record> Batcher<R> {
             open.fanout.push((record, s));
         }
         open.row_ends.len() >= self.max_rows || open.body.len() > self.byte_limit
+    }
+
+    /// Encodes a producer's chunk into the open batch, all of it (a batch may outgrow
+    /// `max_rows` by one chunk: its rows and their claim commit together). Rows the batch
+    /// already holds for their key are resends and are left out. True when the batch is now
+    /// full.
+    fn add_chunk(&mut self, chunk: Chunk<R>) -> bool {
+        let mut full = false;
+        for (record, seq) in chunk.records {
+            let row = self.open.row_ends.len() as u32;
+            let fresh =
+                self.open
+                    .claims
+                    .add(&chunk.producer, *record.symbol(), seq, &chunk.outcome, row);
+            if fresh {
+                full |= self.add(record, chunk.pushed_at);
+            }
+        }
+        full
     }
 
     /// Seals the open batch (the next one is sized for `expect_rows`) and hands it on,

@@ -124,8 +124,13 @@ impl<R> ShardRing<R> {
     #[inline]
     pub fn force_push(&self, slot: Slot<R>) -> Option<Slot<R>> {
         let evicted = self.queue.force_push(slot);
-        if let Some(Slot::Record { .. }) = &evicted {
-            metrics::add(&self.dropped, 1);
+        match &evicted {
+            Some(Slot::Record { .. }) => metrics::add(&self.dropped, 1),
+            Some(Slot::Chunk(chunk)) => {
+                metrics::add(&self.dropped, chunk.records.len() as u64);
+                chunk.outcome.evicted(chunk.shard);
+            }
+            _ => {}
         }
         self.wake_batcher_if_asleep();
         evicted
@@ -269,7 +274,7 @@ mod tests {
     fn value<R>(slot: Slot<R>) -> R {
         match slot {
             Slot::Record { record, .. } => record,
-            Slot::Barrier { .. } => panic!("a barrier where a record was expected"),
+            _ => panic!("a barrier or chunk where a record was expected"),
         }
     }
 

@@ -92,7 +92,8 @@ pub(crate) async fn run<R: Record>(
             rows_committed: rows,
             rows_dead_lettered: 0,
         };
-        // Rows the database rejected (indexes in the batch): not published after commit.
+        // Rows the database rejected, and producer resends left out (indexes in the
+        // batch): not published after commit.
         let mut dead_rows = Vec::new();
         if rows > 0 {
             if let Some(sink) = sink.as_mut() {
@@ -102,10 +103,17 @@ pub(crate) async fn run<R: Record>(
                     rows: &batch.rows,
                     check_ledger_first: batch.earlier_run.is_some(),
                 };
-                dead_rows = sink.write(&shard.counters, to_write).await;
-                let dead = dead_rows.len() as u64;
-                report.rows_committed = rows - dead;
+                let written = sink
+                    .write(&shard.counters, to_write, &mut batch.claims)
+                    .await;
+                let dead = written.dead.len() as u64;
+                report.rows_committed = rows - dead - written.resent.len() as u64;
                 report.rows_dead_lettered = dead;
+                dead_rows = written.dead;
+                if !written.resent.is_empty() {
+                    dead_rows.extend(written.resent);
+                    dead_rows.sort_unstable();
+                }
             }
             record_commit(&shard, &batch, &report, started);
         }

@@ -55,6 +55,12 @@ const QUEUE_TABLES: Migration = Migration {
     sql: include_str!("../../../sql/0005_queue_tables.sql"),
 };
 
+const PRODUCERS: Migration = Migration {
+    version: 7,
+    name: "producers",
+    sql: include_str!("../../../sql/0007_producers.sql"),
+};
+
 const POSTGRES: &[Migration] = &[
     CORE_TABLES,
     Migration {
@@ -74,6 +80,7 @@ const POSTGRES: &[Migration] = &[
         name: "partition_autovacuum",
         sql: include_str!("../../../sql/postgres/0006_partition_autovacuum.sql"),
     },
+    PRODUCERS,
 ];
 
 const TIMESCALEDB: &[Migration] = &[
@@ -95,6 +102,7 @@ const TIMESCALEDB: &[Migration] = &[
         name: "partition_autovacuum",
         sql: include_str!("../../../sql/timescaledb/0006_partition_autovacuum.sql"),
     },
+    PRODUCERS,
 ];
 
 /// The migrations of `variant`, oldest first.
