@@ -100,6 +100,13 @@ pub struct IngestFrame {
     pub trades: Vec<FrameTrade>,
     /// Quotes.
     pub quotes: Vec<FrameQuote>,
+    /// The feed handler's producer id, so a resend after a reconnect is stored once
+    /// ([`crate::producer`]). Sent on the connection's first frame (later frames may leave
+    /// it empty and keep it; empty on the first frame: no producer, as before).
+    pub producer: String,
+    /// With a producer: the sequence of the frame's first tick (trades, then quotes, take
+    /// the next ones). A resend repeats the frame with the same `producer_seq`.
+    pub producer_seq: u64,
 }
 
 /// The daemon's answer to one frame.
@@ -111,6 +118,8 @@ pub struct AckFrame {
     pub ok: bool,
     /// Records accepted (0 when `ok` is false).
     pub records: u32,
+    /// Of those, a producer's ticks left out as resends of ticks already stored.
+    pub duplicates: u32,
     /// Why not, when `ok` is false.
     pub error: String,
 }
@@ -248,6 +257,16 @@ impl<'a> IngestView<'a> {
     /// The API key (empty when not sent).
     pub fn api_key(&self) -> &'a str {
         self.archived.api_key.as_str()
+    }
+
+    /// The producer id (empty when not sent).
+    pub fn producer(&self) -> &'a str {
+        self.archived.producer.as_str()
+    }
+
+    /// The sequence of the frame's first tick, with a producer.
+    pub fn producer_seq(&self) -> u64 {
+        self.archived.producer_seq.to_native()
     }
 
     /// Records in the frame, trades and quotes.
@@ -417,6 +436,7 @@ mod tests {
                 bid_size: 10.0,
                 ask_size: 12.0,
             }],
+            ..Default::default()
         }
     }
 
@@ -431,6 +451,7 @@ mod tests {
             ok: true,
             records: 2,
             error: String::new(),
+            ..Default::default()
         };
         assert_eq!(decode_ack(&encode_ack(&ack).unwrap()[4..]).unwrap(), ack);
     }

@@ -355,6 +355,7 @@ fn ingest_frame() -> impl Strategy<Value = IngestFrame> {
             api_key,
             trades,
             quotes,
+            ..Default::default()
         })
 }
 

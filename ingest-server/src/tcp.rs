@@ -8,6 +8,7 @@
 //! closed; a client gone mid-frame is just a closed connection.
 
 use christmas_core::frame::{self, AckFrame, FrameBuffer, IngestView};
+use christmas_core::producer::ProducerId;
 use christmas_core::{Ack, Ticks};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -79,6 +80,7 @@ impl PendingAck {
                     seq,
                     ok: true,
                     records: acked.records() as u32,
+                    duplicates: acked.duplicates as u32,
                     error: String::new(),
                 },
                 Err(e) => refused(seq, e.to_string()),
@@ -97,6 +99,7 @@ fn refused(seq: u64, error: impl Into<String>) -> AckFrame {
         seq,
         ok: false,
         records: 0,
+        duplicates: 0,
         error: error.into(),
     }
 }
@@ -119,6 +122,8 @@ async fn connection(
     // Reused for every frame: reading a frame allocates nothing once they have grown.
     let mut body = FrameBuffer::default();
     let mut ticks = Ticks::default();
+    // The feed handler's producer, named by its first frame.
+    let mut producer: Option<ProducerId> = None;
     loop {
         let mut len = [0u8; 4];
         tokio::select! {
@@ -165,7 +170,18 @@ async fn connection(
             }
         }
         let seq = f.seq();
-        let pending = match push(&s, f, &mut ticks).await {
+        if producer.is_none() && !f.producer().is_empty() {
+            match ProducerId::new(f.producer()) {
+                Ok(p) => producer = Some(p),
+                Err(e) => {
+                    let _ = tx
+                        .send(PendingAck::Ready(refused(seq, e.to_string())))
+                        .await;
+                    break;
+                }
+            }
+        }
+        let pending = match push(&s, f, &mut ticks, producer.as_ref()).await {
             Ok(ack) => PendingAck::Pushed { seq, ack },
             Err(msg) => PendingAck::Ready(refused(seq, msg)),
         };
@@ -183,7 +199,12 @@ async fn connection(
 
 /// Reads one frame's records into `ticks` and pushes them at the frame's ack level; the
 /// error is the refused frame's ack text.
-async fn push(s: &AppState, f: IngestView<'_>, ticks: &mut Ticks) -> Result<Ack, String> {
+async fn push(
+    s: &AppState,
+    f: IngestView<'_>,
+    ticks: &mut Ticks,
+    producer: Option<&ProducerId>,
+) -> Result<Ack, String> {
     let ack = f.ack().map_err(|e| e.to_string())?;
     if !s.ingress.supports(ack) {
         return Err(
@@ -192,5 +213,9 @@ async fn push(s: &AppState, f: IngestView<'_>, ticks: &mut Ticks) -> Result<Ack,
         );
     }
     f.read_ticks(ticks)?;
-    s.ingress.push(ticks, ack).await.map_err(|e| e.to_string())
+    match producer {
+        Some(p) => s.ingress.push_from(p, f.producer_seq(), ticks, ack).await,
+        None => s.ingress.push(ticks, ack).await,
+    }
+    .map_err(|e| e.to_string())
 }

@@ -427,6 +427,7 @@ fn ingest_frame(seq: u64, ack: AckLevel, n: i64) -> IngestFrame {
             bid_size: 1.0,
             ask_size: 1.0,
         }],
+        ..Default::default()
     }
 }
 

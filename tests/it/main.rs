@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod orders;
 mod producers;
+mod producers_daemon;
 mod scale;
 mod schema;
 mod spool;

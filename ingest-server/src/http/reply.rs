@@ -37,6 +37,7 @@ pub fn engine_error(e: christmas_core::Error) -> Response {
         christmas_core::Error::Closed => {
             error(StatusCode::SERVICE_UNAVAILABLE, None, "shutting down")
         }
+        christmas_core::Error::InvalidField { field, reason } => bad_request(field, reason),
         other => error(StatusCode::SERVICE_UNAVAILABLE, None, other),
     }
 }

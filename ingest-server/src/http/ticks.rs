@@ -3,14 +3,22 @@
 //! [`Ingress`](christmas_core::Ingress) and answered once they reached the ack level. A
 //! refused record is a 400 with its `index` (and `line` in NDJSON) and `field`; a large body
 //! is parsed on the blocking pool, so that health checks and small requests go on meanwhile.
+//!
+//! A client that may retry names itself, so a retry is stored once
+//! ([`christmas_core::producer`]): `Producer-Id` with `Producer-Seq` (the sequence of the
+//! request's first tick; its ticks take the next ones, so the next request starts at
+//! `Producer-Seq` + ticks or later), or `Idempotency-Key` alone (the IETF httpapi draft's
+//! header: the key is a producer of one request). The answer counts the ticks a retry left
+//! out as `duplicates`.
 
 use std::collections::HashMap;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use christmas_core::producer::ProducerId;
 use christmas_core::{AckLevel, Ticks};
 use serde_json::json;
 
@@ -26,11 +34,16 @@ pub async fn post_ticks(
     State(s): State<AppState>,
     QueryParams(q): QueryParams,
     _key: Authorized<Ingest>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     let ack = match ack_level(&s, &q) {
         Ok(a) => a,
         Err(r) => return r,
+    };
+    let producer = match producer(&headers) {
+        Ok(p) => p,
+        Err(r) => return closing(r),
     };
     let limit = s.config.max_body_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
@@ -51,7 +64,11 @@ pub async fn post_ticks(
     if parsed.is_empty() {
         return bad_request("body", "no ticks in the request");
     }
-    let acked = match s.ingress.push(&parsed, ack).await {
+    let pushed = match &producer {
+        Some((id, first_seq)) => s.ingress.push_from(id, *first_seq, &parsed, ack).await,
+        None => s.ingress.push(&parsed, ack).await,
+    };
+    let acked = match pushed {
         Ok(pending) => pending.wait().await,
         Err(e) => Err(e),
     };
@@ -63,12 +80,58 @@ pub async fn post_ticks(
         AckLevel::Accepted => StatusCode::ACCEPTED,
         AckLevel::Durable | AckLevel::Committed => StatusCode::CREATED,
     };
-    let body = json!({
+    let mut body = json!({
         ack.as_str(): acked.records(),
         "trades": acked.trades,
         "quotes": acked.quotes,
     });
+    if producer.is_some() {
+        body["duplicates"] = acked.duplicates.into();
+    }
     (status, Json(body)).into_response()
+}
+
+/// The request's producer and its first sequence, from `Producer-Id` + `Producer-Seq` or
+/// `Idempotency-Key`; `None` when it names none. A 400 naming the header otherwise.
+fn producer(headers: &HeaderMap) -> Result<Option<(ProducerId, u64)>, Response> {
+    let text = |name: &'static str| -> Result<Option<&str>, Response> {
+        match headers.get(name).map(|v| v.to_str()) {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v.trim())),
+            Some(Err(_)) => Err(bad_request(name, "must be printable ASCII")),
+        }
+    };
+    let id = text("Producer-Id")?;
+    let seq = text("Producer-Seq")?;
+    let key = text("Idempotency-Key")?;
+    let named = |r: Result<ProducerId, christmas_core::FieldError>| {
+        r.map_err(|e| bad_request(e.field, e.reason))
+    };
+    match (id, seq, key) {
+        (None, None, None) => Ok(None),
+        (Some(_), _, Some(_)) => Err(bad_request(
+            "Idempotency-Key",
+            "send either Idempotency-Key or Producer-Id with Producer-Seq, not both",
+        )),
+        (None, None, Some(key)) => {
+            // The draft's keys are often quoted structured-field strings.
+            let key = key.trim_matches('"');
+            Ok(Some((named(ProducerId::for_idempotency_key(key))?, 1)))
+        }
+        (None, Some(_), _) => Err(bad_request("Producer-Id", "Producer-Seq needs a Producer-Id")),
+        (Some(_), None, _) => Err(bad_request(
+            "Producer-Seq",
+            "Producer-Id needs a Producer-Seq: the sequence of the request's first tick (1 or more)",
+        )),
+        (Some(id), Some(seq), None) => {
+            let seq = seq
+                .parse::<u64>()
+                .ok()
+                .filter(|s| *s >= 1)
+                .ok_or_else(|| bad_request("Producer-Seq", "must be a whole number from 1"))?;
+            Ok(Some((named(ProducerId::new(id))?, seq)))
+        }
+    }
 }
 
 /// Bodies above this are parsed on a blocking thread: a few hundred KiB parse in about a
