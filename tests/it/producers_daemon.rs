@@ -241,19 +241,66 @@ async fn feed(
     acked
 }
 
-fn spawn_daemon(url: &str) -> DaemonProcess {
+fn spawn_daemon(url: &str, spool: Option<&std::path::Path>) -> DaemonProcess {
     DaemonProcess::spawn(&daemon_binary(), free_addr(), Some(free_addr()), |cmd| {
         cmd.env("DATABASE_URL", url)
             .env("RUST_LOG", "warn")
             .env("CHRISTMAS_LINGER_MS", "5");
+        if let Some(dir) = spool {
+            cmd.env("CHRISTMAS_SPOOL_DIR", dir);
+        }
     })
     .unwrap()
+}
+
+/// Every one of the feed's 20,000 ticks is stored once.
+async fn all_stored_once(client: &tokio_postgres::Client) {
+    assert_eq!(count(client, "market_data").await, 20_000);
+    let row = client
+        .query_one(
+            "SELECT count(DISTINCT exchange_seq), sum(exchange_seq)::bigint FROM market_data",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (distinct, sum): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((distinct, sum), (20_000, (1..=20_000).sum::<i64>()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_handler_resending_what_a_killed_daemon_had_spooled_is_stored_once() {
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let spool =
+        std::env::temp_dir().join(format!("christmas-producer-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool);
+    let mut locker = connect(&url).await;
+    let lock = lock_trades(&mut locker).await;
+    let mut first = spawn_daemon(&url, Some(&spool));
+    first.wait_ready(Duration::from_secs(30)).await.unwrap();
+    // Nothing can commit: the frames are spooled, none is acknowledged as committed, and
+    // the daemon is killed with all of them on disk.
+    let tcp = first.tcp().unwrap();
+    let handler = tokio::spawn(async move { feed(tcp, (0..40).collect(), None).await });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    first.signal("KILL").unwrap();
+    first.wait_exit(Duration::from_secs(10)).unwrap();
+    assert!(handler.await.unwrap().is_empty());
+    lock.rollback().await.unwrap();
+    assert_eq!(count(&client, "market_data").await, 0);
+    // The next run recovers the spool while the handler resends all 40 frames.
+    let mut second = spawn_daemon(&url, Some(&spool));
+    second.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let resent = feed(second.tcp().unwrap(), (0..40).collect(), None).await;
+    assert_eq!(resent.len(), 40);
+    second.stop().unwrap();
+    all_stored_once(&client).await;
+    let _ = std::fs::remove_dir_all(&spool);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feed_handler_resending_after_a_kill_9_is_stored_once() {
     let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let mut first = spawn_daemon(&url);
+    let mut first = spawn_daemon(&url, None);
     first.wait_ready(Duration::from_secs(30)).await.unwrap();
     // 40 frames of 500 ticks, pipelined; the daemon is killed after 10 acks, without a
     // spool: what was in flight is lost or committed, the handler cannot tell which.
@@ -268,23 +315,12 @@ async fn a_feed_handler_resending_after_a_kill_9_is_stored_once() {
     assert!(before >= 5_000, "{before} rows after the kill");
     // It reconnects to a new daemon and resends every frame not acknowledged, in order,
     // under the same producer.
-    let mut second = spawn_daemon(&url);
+    let mut second = spawn_daemon(&url, None);
     second.wait_ready(Duration::from_secs(30)).await.unwrap();
     let unacked: Vec<u64> = (0..40).filter(|f| !acked.contains(f)).collect();
     let n = unacked.len();
     let resent = feed(second.tcp().unwrap(), unacked, None).await;
     assert_eq!(resent.len(), n);
     second.stop().unwrap();
-    assert_eq!(count(&client, "market_data").await, 20_000);
-    let (distinct, sum): (i64, i64) = {
-        let row = client
-            .query_one(
-                "SELECT count(DISTINCT exchange_seq), sum(exchange_seq)::bigint FROM market_data",
-                &[],
-            )
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
-    assert_eq!((distinct, sum), (20_000, (1..=20_000).sum::<i64>()));
+    all_stored_once(&client).await;
 }

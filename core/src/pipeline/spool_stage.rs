@@ -93,6 +93,7 @@ fn append<R: Record>(
         seq: batch.seq,
         row_ends: std::mem::take(&mut batch.rows.row_ends),
         body: batch.rows.body.to_vec(),
+        claims: batch.claims.to_spooled(),
     };
     let encoded = encode_entry(&entry);
     batch.rows.body = bytes::Bytes::from(entry.body);

@@ -16,6 +16,7 @@ use crate::pg::copy_sink::{BatchToWrite, CopySink};
 use crate::pg::ledger::BatchOrigin;
 use crate::pipeline::batch::{BatchReport, CopyBatch, SealedBatch};
 use crate::pipeline::shard::{ShardContext, SpoolBacklog};
+use crate::producer::BatchClaims;
 use crate::record::Record;
 
 /// Where a writer's batches come from: the batcher, or the spool stage.
@@ -61,6 +62,7 @@ fn load_spooled<R>(shard: &ShardContext<R>, batch: &mut CopyBatch) -> bool {
                     shard: entry.shard as usize,
                 });
                 batch.seq = entry.seq;
+                batch.claims = BatchClaims::from_spooled(&entry.claims);
             }
             batch.rows.body = Bytes::from(entry.body);
             batch.rows.row_ends = entry.row_ends;

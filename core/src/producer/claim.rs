@@ -8,6 +8,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use super::{ProducerId, PushOutcome};
+use crate::spool::format::SpooledClaim;
 use crate::symbol::Symbol;
 
 /// A row of a batch that belongs to a producer.
@@ -213,6 +214,38 @@ impl BatchClaims {
         self.producers.retain(|p| !p.by_symbol.is_empty());
         dropped.sort_unstable();
         dropped
+    }
+
+    /// The claims as the spool keeps them.
+    pub fn to_spooled(&self) -> Vec<SpooledClaim> {
+        self.keys()
+            .into_iter()
+            .map(|(producer, symbol, claim)| SpooledClaim {
+                producer: producer.as_str().to_string(),
+                symbol: symbol.as_str().to_string(),
+                rows: claim.rows.iter().map(|r| r.row).collect(),
+                seqs: claim.rows.iter().map(|r| r.seq).collect(),
+            })
+            .collect()
+    }
+
+    /// The claims of a batch an earlier run spooled. A claim that does not read back (it
+    /// cannot come from this engine) is left out, and the batch is written as if its rows
+    /// were unnamed.
+    pub fn from_spooled(spooled: &[SpooledClaim]) -> BatchClaims {
+        let nobody = Arc::new(PushOutcome::default());
+        let mut claims = BatchClaims::default();
+        for c in spooled {
+            let (Ok(producer), Ok(symbol)) = (ProducerId::new(&c.producer), Symbol::new(&c.symbol))
+            else {
+                tracing::error!(producer = %c.producer, symbol = %c.symbol, "unreadable producer claim in the spool; left out");
+                continue;
+            };
+            for (&row, &seq) in c.rows.iter().zip(&c.seqs) {
+                claims.add(&producer, symbol, seq, &nobody, row);
+            }
+        }
+        claims
     }
 
     /// Renumbers rows after the batch was rebuilt: `new_index[old]` is each kept row's new

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::atomic::Ordering;
 
-use super::format::{decode_payload, io, Entry, ENTRY_HEADER, MAGIC, MAX_PAYLOAD};
+use super::format::{decode_payload, io, length_word, Entry, ENTRY_HEADER, MAGIC, MAX_PAYLOAD};
 use super::shard_spool::{ShardSpool, SpoolRef};
 use crate::error::{Error, Result};
 
@@ -17,14 +17,15 @@ pub fn scan_segment(bytes: &[u8]) -> (Vec<(u64, u32)>, usize) {
     }
     let mut at = MAGIC.len();
     while bytes.len() - at >= ENTRY_HEADER {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
+        let word = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
+        let (len, with_claims) = length_word(word);
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap_or_default());
         let start = at + ENTRY_HEADER;
         if len > MAX_PAYLOAD || bytes.len() - start < len as usize {
             break;
         }
         let payload = &bytes[start..start + len as usize];
-        if crc32fast::hash(payload) != crc || decode_payload(payload).is_err() {
+        if crc32fast::hash(payload) != crc || decode_payload(payload, with_claims).is_err() {
             break;
         }
         found.push((at as u64, len));
@@ -43,7 +44,8 @@ impl ShardSpool {
             .map_err(|e| io("seeking in", path, e))?;
         let mut buf = vec![0u8; ENTRY_HEADER + at.len as usize];
         f.read_exact(&mut buf).map_err(|e| io("reading", path, e))?;
-        let len = u32::from_le_bytes(buf[0..4].try_into().unwrap_or_default());
+        let (len, with_claims) =
+            length_word(u32::from_le_bytes(buf[0..4].try_into().unwrap_or_default()));
         let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap_or_default());
         let payload = &buf[ENTRY_HEADER..];
         if len != at.len || crc32fast::hash(payload) != crc {
@@ -55,6 +57,6 @@ impl ShardSpool {
                 ),
             });
         }
-        decode_payload(payload)
+        decode_payload(payload, with_claims)
     }
 }
