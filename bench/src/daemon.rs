@@ -95,6 +95,8 @@ struct Inputs<R> {
     /// By connection, each owning its symbols, as partitioned feed handlers would.
     http_bodies: Vec<Vec<Bytes>>,
     tcp_frames: Vec<Vec<Vec<u8>>>,
+    /// The same frames from named producers (one per connection), sequence-numbered.
+    producer_frames: Vec<Vec<Vec<u8>>>,
     /// Holds the files until the run ends.
     _tmp: TempDir,
 }
@@ -119,15 +121,27 @@ fn prepare<R: BenchRecord>(args: &DaemonArgs) -> Result<Inputs<R>> {
         .iter()
         .map(|part| market::ndjson_bodies(part, args.http_batch))
         .collect();
-    let tcp_frames: Vec<Vec<Vec<u8>>> = market::split_by_shard(&rows, args.tcp_connections)
+    let by_connection = market::split_by_shard(&rows, args.tcp_connections);
+    let tcp_frames: Vec<Vec<Vec<u8>>> = by_connection
         .iter()
-        .map(|part| market::frames(part, args.frame_rows, AckLevel::Committed))
+        .map(|part| market::frames(part, args.frame_rows, AckLevel::Committed, None))
+        .collect::<Result<_>>()?;
+    // A fresh producer name per run is not needed: every run starts on an emptied table
+    // and ledger (`pg::reset`), producers included.
+    let producer_frames: Vec<Vec<Vec<u8>>> = by_connection
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let name = format!("bench-feed-{i}");
+            market::frames(part, args.frame_rows, AckLevel::Committed, Some(&name))
+        })
         .collect::<Result<_>>()?;
     Ok(Inputs {
         per_shard,
         files,
         http_bodies,
         tcp_frames,
+        producer_frames,
         _tmp: tmp,
     })
 }
@@ -143,6 +157,8 @@ struct DaemonRun {
     engine: Vec<f64>,
     http: Vec<f64>,
     tcp: Vec<f64>,
+    /// TCP frames from named producers (idempotent), same rows.
+    producers: Vec<f64>,
     /// Send → ack latencies of every measured run.
     http_lat: Histogram<u64>,
     tcp_lat: Histogram<u64>,
@@ -164,7 +180,7 @@ impl DaemonRun {
 /// contender in each repeat.
 // Long: the warm-up and the repeats share its closures (reset, run, check) on one runtime.
 fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcome> {
-    let steps = 1 + if args.no_warmup { 0 } else { 2 } + 4 * args.load.common.repeats();
+    let steps = 1 + if args.no_warmup { 0 } else { 2 } + 5 * args.load.common.repeats();
     let bar = ctx.steps("daemon", steps as u64);
     bar.set_message("fresh database christmas_bench_daemon; rows; daemon start");
     let rt = runtime()?;
@@ -207,14 +223,9 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         check("POST /api/ticks")?;
         Ok(r)
     };
-    let tcp_once = || -> Result<PathRun> {
+    let tcp_once = |frames: &[Vec<Vec<u8>>]| -> Result<PathRun> {
         rt.block_on(pg::reset(&client, settle))?;
-        let r = rt.block_on(tcp_run(
-            &tcp_addr,
-            tcp_frames,
-            args.tcp_window,
-            args.load.rows,
-        ))?;
+        let r = rt.block_on(tcp_run(&tcp_addr, frames, args.tcp_window, args.load.rows))?;
         check("TCP frames")?;
         Ok(r)
     };
@@ -223,7 +234,7 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         let h = http_once()?;
         bar.inc(1);
         bar.set_message("warm-up: TCP frames");
-        let t = tcp_once()?;
+        let t = tcp_once(tcp_frames)?;
         bar.inc(1);
         crate::run::say(
             &bar,
@@ -234,6 +245,7 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         );
     }
     let (mut ceiling, mut engine, mut http, mut tcp) = (vec![], vec![], vec![], vec![]);
+    let mut producers = vec![];
     let mut http_lat = Histogram::<u64>::new(3)?;
     let mut tcp_lat = Histogram::<u64>::new(3)?;
     http_lat.auto(true);
@@ -258,19 +270,23 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         http_lat.add(&h.latency_us)?;
         bar.inc(1);
         bar.set_message(msg("TCP frames"));
-        let t = tcp_once()?;
+        let t = tcp_once(tcp_frames)?;
         tcp.push(t.rows_per_s);
         tcp_lat.add(&t.latency_us)?;
+        bar.inc(1);
+        bar.set_message(msg("TCP frames, named producers"));
+        producers.push(tcp_once(&inputs.producer_frames)?.rows_per_s);
         bar.inc(1);
         crate::run::say(
             &bar,
             format!(
-                "daemon run {}: ceiling {:.0}, engine {:.0}, HTTP {:.0}, TCP {:.0} rows/s",
+                "daemon run {}: ceiling {:.0}, engine {:.0}, HTTP {:.0}, TCP {:.0}, TCP with producer ids {:.0} rows/s",
                 r + 1,
                 ceiling[r],
                 engine[r],
                 http[r],
-                tcp[r]
+                tcp[r],
+                producers[r]
             ),
         );
     }
@@ -284,6 +300,7 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         engine,
         http,
         tcp,
+        producers,
         http_lat,
         tcp_lat,
     };
@@ -383,6 +400,13 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
             ceiling_name,
             ceiling_m,
         ),
+        Headline::against(
+            "committed rows/s, TCP frames from named producers",
+            median(run.producers.clone()),
+            "rows/s",
+            "the same frames without producer ids".to_string(),
+            tcp_m,
+        ),
     ];
     let mut md = format!(
         "## daemon — the same rows through POST /api/ticks and the TCP listener\n\n\
@@ -416,6 +440,7 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
         },
         runs = runs(args.load.common.repeats()),
     );
+    let producers_m = median(run.producers.clone());
     for (name, v, l) in [
         ("POST /api/ticks (NDJSON)", http_m, &hl),
         ("TCP frames (rkyv)", tcp_m, &tl),
@@ -428,6 +453,14 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
             l.p99 as f64 / 1e3
         ));
     }
+    md.push_str(&format!(
+        "| TCP frames, named producers (idempotent) | {producers_m:.0} | {ceiling_m:.0} | **{:.2}** | {engine_m:.0} | {:.2} | — |\n\n\
+         Cost of producer ids: TCP frames from named, sequence-numbered producers reach **{:.2}** of \
+         the same frames without them (target ≥ 0.90): one claim statement per batch, nothing per row.\n",
+        producers_m / ceiling_m,
+        producers_m / engine_m,
+        producers_m / tcp_m,
+    ));
     md.push('\n');
     let outcome = Outcome {
         scenario: "daemon",
@@ -438,9 +471,12 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
             settings,
             json!({
                 "shards": args.shards,
-                "runs": {"ceiling": ceiling, "engine": engine, "http": http, "tcp": tcp},
+                "runs": {"ceiling": ceiling, "engine": engine, "http": http, "tcp": tcp,
+                         "tcp_producers": run.producers},
                 "medians": {"ceiling": ceiling_m.round(), "engine": engine_m.round(),
-                            "http": http_m.round(), "tcp": tcp_m.round()},
+                            "http": http_m.round(), "tcp": tcp_m.round(),
+                            "tcp_producers": producers_m.round()},
+                "producer_cost_ratio": producers_m / tcp_m,
                 "http": {"connections": args.http_connections, "rows_per_request": args.http_batch,
                          "p50_us": hl.p50, "p99_us": hl.p99},
                 "tcp": {"connections": args.tcp_connections, "rows_per_frame": args.frame_rows,

@@ -436,18 +436,27 @@ pub fn ndjson_bodies<R: BenchRecord>(rows: &[R], per_request: usize) -> Vec<byte
 }
 
 /// Length-prefixed TCP ingest frames of `per_frame` records each, numbered from 1, asking
-/// for `ack`.
+/// for `ack`; with `producer`, every frame names it and numbers its ticks (an idempotent
+/// feed handler).
 pub fn frames<R: BenchRecord>(
     rows: &[R],
     per_frame: usize,
     ack: christmas_core::frame::AckLevel,
+    producer: Option<&str>,
 ) -> Result<Vec<Vec<u8>>> {
-    rows.chunks(per_frame.max(1))
+    let per_frame = per_frame.max(1);
+    rows.chunks(per_frame)
         .enumerate()
         .map(|(i, chunk)| {
             let mut f = IngestFrame {
                 seq: i as u64 + 1,
                 ack: ack.code(),
+                producer: producer.unwrap_or_default().to_string(),
+                producer_seq: if producer.is_some() {
+                    1 + (i * per_frame) as u64
+                } else {
+                    0
+                },
                 ..IngestFrame::default()
             };
             for r in chunk {

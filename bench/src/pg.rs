@@ -29,7 +29,7 @@ pub async fn fresh_database(base: &str, name: &str) -> Result<String> {
 /// server's background writes settle, so each run starts from the same idle state.
 pub async fn reset(client: &Client, settle: Duration) -> Result<()> {
     client
-        .batch_execute("TRUNCATE market_data, quotes, ingest_batches; CHECKPOINT")
+        .batch_execute("TRUNCATE market_data, quotes, ingest_batches, ingest_producers; CHECKPOINT")
         .await?;
     tokio::time::sleep(settle).await;
     Ok(())

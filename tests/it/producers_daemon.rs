@@ -2,7 +2,6 @@
 //! retry sent to a second daemon while the first holds the batch, bad producer headers, and
 //! a TCP feed handler that resends everything unacknowledged after the daemon was killed.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use christmas_core::frame::{self, AckLevel, FrameTrade, IngestFrame};
@@ -157,26 +156,6 @@ async fn bad_producer_headers_are_400s_naming_the_header() {
     assert_eq!(count(&client, "market_data").await, 0);
 }
 
-/// The daemon binary next to the test binary, built first when missing.
-fn daemon_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("christmas-ingest");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = std::process::Command::new(cargo)
-            .args(["build", "-p", "christmas-ingest"])
-            .status()
-            .unwrap();
-        assert!(built.success(), "building christmas-ingest");
-    }
-    bin
-}
-
 fn frame_of(seq: u64, producer_seq: u64, n: u64) -> IngestFrame {
     IngestFrame {
         seq,
@@ -242,14 +221,19 @@ async fn feed(
 }
 
 fn spawn_daemon(url: &str, spool: Option<&std::path::Path>) -> DaemonProcess {
-    DaemonProcess::spawn(&daemon_binary(), free_addr(), Some(free_addr()), |cmd| {
-        cmd.env("DATABASE_URL", url)
-            .env("RUST_LOG", "warn")
-            .env("CHRISTMAS_LINGER_MS", "5");
-        if let Some(dir) = spool {
-            cmd.env("CHRISTMAS_SPOOL_DIR", dir);
-        }
-    })
+    DaemonProcess::spawn(
+        &DaemonProcess::binary().unwrap(),
+        free_addr(),
+        Some(free_addr()),
+        |cmd| {
+            cmd.env("DATABASE_URL", url)
+                .env("RUST_LOG", "warn")
+                .env("CHRISTMAS_LINGER_MS", "5");
+            if let Some(dir) = spool {
+                cmd.env("CHRISTMAS_SPOOL_DIR", dir);
+            }
+        },
+    )
     .unwrap()
 }
 

@@ -182,3 +182,55 @@ async fn an_8_mib_array_of_zeros_is_refused_at_once_and_health_answers_during_la
     assert_eq!(count(&d.db, "market_data").await, 160_000);
     d.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_bodies_of_8_mib_in_parallel_keep_the_daemons_memory_bounded() {
+    let (url, client) = crate::support::fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let mut d = christmas_tests::DaemonProcess::spawn(
+        &christmas_tests::DaemonProcess::binary().unwrap(),
+        christmas_tests::free_addr(),
+        None,
+        |cmd| {
+            cmd.env("DATABASE_URL", &url).env("RUST_LOG", "warn");
+        },
+    )
+    .unwrap();
+    d.wait_ready(Duration::from_secs(30)).await.unwrap();
+    let http = christmas_tests::HttpClient::new(d.http());
+    let (_, peak_before) = d.memory().unwrap();
+    let mut zeros = String::with_capacity(8 << 20);
+    zeros.push('[');
+    while zeros.len() + 4 <= 8 << 20 {
+        zeros.push_str("0,");
+    }
+    zeros.push_str("0]");
+    // Eight hostile bodies at once, while /health is asked.
+    let posts: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, body) = (http.clone(), zeros.clone());
+            tokio::spawn(async move { client.request("POST", "/api/ticks", &[], body).await })
+        })
+        .collect();
+    let health = http.get("/health").await.unwrap();
+    assert_eq!(health.status, 200);
+    for post in posts {
+        let r = post.await.unwrap().unwrap();
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json().unwrap()["field"], "body");
+    }
+    let (_, peak) = d.memory().unwrap();
+    let grew = peak.saturating_sub(peak_before);
+    // The bodies themselves are 64 MiB; parsing them must not cost a multiple of that (it
+    // once reached 511 MB).
+    assert!(
+        grew < 160 << 20,
+        "peak resident memory grew by {} MiB",
+        grew >> 20
+    );
+    eprintln!(
+        "8 × 8 MiB hostile bodies: peak RSS grew by {} MiB",
+        grew >> 20
+    );
+    assert_eq!(count(&client, "market_data").await, 0);
+    d.stop().unwrap();
+}

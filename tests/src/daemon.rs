@@ -3,7 +3,7 @@
 //! the real binary: spawned, waited for until it answers, stopped with a signal.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,51 @@ pub struct DaemonProcess {
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
 impl DaemonProcess {
+    /// The `christmas-ingest` binary of this build (next to the running test or bench
+    /// binary's directory), built with `cargo build -p christmas-ingest` first when missing.
+    pub fn binary() -> Result<PathBuf> {
+        let exe = std::env::current_exe()?;
+        let dir = exe
+            .parent()
+            .context("no directory for the running binary")?;
+        // Test binaries live in target/<profile>/deps, the daemon in target/<profile>.
+        let dir = if dir.ends_with("deps") {
+            dir.parent().context("no profile directory")?
+        } else {
+            dir
+        };
+        let bin = dir.join("christmas-ingest");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let release = dir.ends_with("release");
+            let mut build = Command::new(cargo);
+            build.args(["build", "-p", "christmas-ingest"]);
+            if release {
+                build.arg("--release");
+            }
+            let built = build.status().context("running cargo build")?;
+            anyhow::ensure!(built.success(), "cargo build -p christmas-ingest failed");
+        }
+        Ok(bin)
+    }
+
+    /// Resident memory of the process now and at its peak, in bytes (`VmRSS`, `VmHWM`).
+    pub fn memory(&self) -> Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .with_context(|| format!("no {name} in /proc/<pid>/status"))?;
+            let kb: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .context("an empty memory line")?
+                .parse()?;
+            Ok(kb * 1024)
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
     /// Spawns `binary serve` with HTTP on `http` and TCP ingest on `tcp` (off when `None`),
     /// `CHRISTMAS_CONFIG` unset and stdin, stdout and stderr closed; `setup` adds flags
     /// (`--config`), environment and where the output goes. Not yet ready: see
