@@ -489,6 +489,7 @@ impl<R: Record> Ingestor<R> {
             // Histograms auto-resize, so adding cannot fail.
             let _ = snap.push_to_commit_us.add(&h.push_to_commit_us);
             let _ = snap.batch_commit_us.add(&h.batch_commit_us);
+            snap.stages.add(&h.stages);
             let _ = snap.batch_rows.add(&h.batch_rows);
         }
         snap.fanout = self.pipeline.fanout.as_ref().map(|q| q.snapshot());

@@ -34,6 +34,61 @@ pub(crate) struct ShardHistograms {
     pub batch_commit_us: Histogram<u64>,
     /// Rows per committed batch.
     pub batch_rows: Histogram<u64>,
+    /// Where a tick's push → commit time goes, stage by stage.
+    pub stages: StageHistograms,
+}
+
+/// A tick's way to a commit, stage by stage, in microseconds: what
+/// [`MetricsSnapshot::push_to_commit_us`] is made of.
+#[derive(Debug, Clone)]
+pub struct StageHistograms {
+    /// Push → its batch sealed, per row: the ring and the batch's linger.
+    pub batching_us: Histogram<u64>,
+    /// Sealed → the writer takes the batch, per batch: the spool stage (append and fsync)
+    /// and the wait behind earlier batches.
+    pub queue_us: Histogram<u64>,
+    /// The writer's transaction up to the end of its `COPY` (`BEGIN`, the ledger row,
+    /// producer claims, `COPY`), per batch, the successful attempt.
+    pub copy_us: Histogram<u64>,
+    /// The `COMMIT` round trip, per batch.
+    pub commit_us: Histogram<u64>,
+}
+
+impl StageHistograms {
+    fn new() -> Self {
+        StageHistograms {
+            batching_us: histogram(),
+            queue_us: histogram(),
+            copy_us: histogram(),
+            commit_us: histogram(),
+        }
+    }
+
+    /// Each stage with its name (`batching`, `queue`, `copy`, `commit`).
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 4] {
+        [
+            ("batching", &self.batching_us),
+            ("queue", &self.queue_us),
+            ("copy", &self.copy_us),
+            ("commit", &self.commit_us),
+        ]
+    }
+
+    /// Adds `other`'s figures.
+    pub fn add(&mut self, other: &StageHistograms) {
+        // Auto-resizing histograms of the same precision: adding cannot fail.
+        let _ = self.batching_us.add(&other.batching_us);
+        let _ = self.queue_us.add(&other.queue_us);
+        let _ = self.copy_us.add(&other.copy_us);
+        let _ = self.commit_us.add(&other.commit_us);
+    }
+}
+
+/// An empty histogram of 3 significant figures that grows to fit any value.
+fn histogram() -> Histogram<u64> {
+    let mut h = Histogram::new(3).expect("3 significant figures is valid");
+    h.auto(true);
+    h
 }
 
 impl ShardHistograms {
@@ -48,6 +103,7 @@ impl ShardHistograms {
             push_to_commit_us: h(),
             batch_commit_us: h(),
             batch_rows: h(),
+            stages: StageHistograms::new(),
         }
     }
 }
@@ -134,6 +190,8 @@ pub struct MetricsSnapshot {
     pub batch_commit_us: Histogram<u64>,
     /// Rows per batch, all shards.
     pub batch_rows: Histogram<u64>,
+    /// Push → commit, stage by stage, all shards.
+    pub stages: StageHistograms,
     /// The last partition maintenance pass over the target table (plain-PostgreSQL schema;
     /// `None` before the first pass or when maintenance is off). Its `rows_in_default`
     /// counts rows no time partition covers.
@@ -152,6 +210,7 @@ impl MetricsSnapshot {
             push_to_commit_us: h.push_to_commit_us,
             batch_commit_us: h.batch_commit_us,
             batch_rows: h.batch_rows,
+            stages: h.stages,
             maintenance: None,
             fanout: None,
             spool: None,

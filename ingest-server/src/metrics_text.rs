@@ -10,7 +10,10 @@ use crate::state::AppState;
 
 fn summary(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram<u64>, scale: f64) {
     let s = Summary::of(h);
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+    // One HELP and TYPE per metric, before its first series: Prometheus refuses a second.
+    if !out.contains(&format!("# TYPE {name} summary\n")) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+    }
     for (q, v) in [
         ("0.5", s.p50),
         ("0.9", s.p90),
@@ -140,6 +143,16 @@ fn engine(out: &mut String, kinds: &[(&str, MetricsSnapshot)]) {
             &m.batch_commit_us,
             1e-6,
         );
+        for (stage, h) in m.stages.named() {
+            summary(
+                out,
+                "christmas_stage_seconds",
+                "Push to commit, by stage: batching (ring and linger, per tick), queue (spool and writer queue), copy (BEGIN to end of COPY), commit (COMMIT).",
+                &format!("{labels},stage=\"{stage}\""),
+                h,
+                1e-6,
+            );
+        }
         if let Some(r) = &m.maintenance {
             let _ = writeln!(
                 out,

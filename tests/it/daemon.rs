@@ -366,6 +366,21 @@ async fn health_ready_metrics_and_openapi() {
         "{text}"
     );
     assert!(text.contains("christmas_push_to_commit_seconds{kind=\"trade\",quantile=\"0.99\"}"));
+    // Where the time went, stage by stage; the committed trades were measured in each.
+    for stage in ["batching", "queue", "copy", "commit"] {
+        let count = format!("christmas_stage_seconds_count{{kind=\"trade\",stage=\"{stage}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&count));
+        let n: u64 = line
+            .and_then(|l| l[count.len()..].parse().ok())
+            .unwrap_or(0);
+        assert!(n >= 1, "{stage}: {line:?}");
+    }
+    // One TYPE line per metric: a Prometheus scrape refuses a second.
+    let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let all = types.len();
+    types.sort_unstable();
+    types.dedup();
+    assert_eq!(types.len(), all, "a metric's TYPE line repeats");
     let (status, v) = d.get("/api/openapi.json").await;
     assert_eq!(status, 200);
     for p in [

@@ -103,6 +103,8 @@ pub(crate) struct CopySink {
     reconnect_min: Duration,
     reconnect_max: Duration,
     on_dead_letter: Option<DeadLetterHook>,
+    /// The last committed attempt's time to the end of its COPY and its COMMIT round trip.
+    last_timing: Option<(Duration, Duration)>,
 }
 
 impl std::fmt::Debug for CopySink {
@@ -150,6 +152,7 @@ impl CopySink {
             reconnect_min: config.reconnect_min,
             reconnect_max: config.reconnect_max,
             on_dead_letter: config.on_dead_letter.clone(),
+            last_timing: None,
         };
         match sink.open(counters).await {
             Ok(()) => {}
@@ -480,7 +483,10 @@ impl CopySink {
                 }
             }
             match self.attempt(client, entry, &work, claims).await {
-                Ok(()) => return Ok(()),
+                Ok(timing) => {
+                    self.last_timing = Some(timing);
+                    return Ok(());
+                }
                 Err(AttemptError::Data(e)) => {
                     self.rollback().await;
                     return Err(Unwritten::Data(e));
@@ -520,7 +526,8 @@ impl CopySink {
         entry: &LedgerEntry<'_>,
         work: &Work<'_>,
         claims: Option<&BatchClaims>,
-    ) -> Result<(), AttemptError> {
+    ) -> Result<(Duration, Duration), AttemptError> {
+        let began = std::time::Instant::now();
         let classify = |e| self.classify(e);
         client
             .batch_execute(&self.ledger.begin_with_insert(entry))
@@ -565,10 +572,18 @@ impl CopySink {
         }
         // An error here is ambiguous only when the connection broke; a server error reply
         // means the transaction did not commit. Either way the ledger decides on retry.
+        let copied = began.elapsed();
         client
             .batch_execute("COMMIT")
             .await
-            .map_err(|e| AttemptError::Retry(Error::pg("committing", e)))
+            .map_err(|e| AttemptError::Retry(Error::pg("committing", e)))?;
+        Ok((copied, began.elapsed() - copied))
+    }
+
+    /// The time to the end of the COPY and the COMMIT round trip of the last transaction
+    /// committed since asked before (`None`: none, or the ledger found the batch in).
+    pub fn take_timing(&mut self) -> Option<(Duration, Duration)> {
+        self.last_timing.take()
     }
 
     async fn insert_dead_letter(

@@ -102,10 +102,12 @@ impl<R> OpenBatch<R> {
         self.row_ends.is_empty() && self.waiters.is_empty() && self.durable_waiters.is_empty()
     }
 
-    /// Seals it as batch `seq`; the fan-out records come back separately.
-    pub fn seal(self, seq: u64) -> (CopyBatch, Vec<(R, u64)>) {
+    /// Seals it as batch `seq` at `sealed_at` (ns since the ingestor started); the fan-out
+    /// records come back separately.
+    pub fn seal(self, seq: u64, sealed_at: u64) -> (CopyBatch, Vec<(R, u64)>) {
         let batch = CopyBatch {
             seq,
+            sealed_at,
             rows: CopyRows {
                 body: self.body.freeze(),
                 row_ends: self.row_ends,
@@ -130,6 +132,8 @@ pub(crate) struct CopyBatch {
     pub rows: CopyRows,
     /// Push time of each row (ns since the ingestor started).
     pub pushed_at: Vec<u64>,
+    /// When it was sealed (ns since the ingestor started; 0 for an earlier run's batch).
+    pub sealed_at: u64,
     /// Producers waiting for this batch (and every earlier one) to commit.
     pub waiters: Vec<Waiter>,
     /// Producers waiting for this batch (and every earlier one) to be fsynced in the spool.
@@ -161,6 +165,7 @@ impl CopyBatch {
     pub fn on_disk(spool: Arc<ShardSpool>, at: SpoolRef) -> Self {
         CopyBatch {
             seq: 0,
+            sealed_at: 0,
             rows: CopyRows::default(),
             pushed_at: Vec::new(),
             waiters: Vec::new(),

@@ -173,7 +173,8 @@ impl<R: Record> Batcher<R> {
     async fn seal(&mut self, expect_rows: usize) -> Option<()> {
         self.seq += 1;
         let next = self.fresh(expect_rows);
-        let (batch, ticks) = std::mem::replace(&mut self.open, next).seal(self.seq);
+        let (batch, ticks) =
+            std::mem::replace(&mut self.open, next).seal(self.seq, self.shard.clock.now());
         // Publishing at seal goes straight to the fan-out queue; after commit, via the writer.
         let fanout = match self.shard.fanout.as_deref() {
             Some(q) if self.shard.publish_sealed => {

@@ -200,7 +200,7 @@ mod tests {
         }
         let (waiter, answer) = oneshot::channel();
         open.durable_waiters.push(waiter);
-        let (batch, _) = open.seal(seq);
+        let (batch, _) = open.seal(seq, 0);
         (
             SealedBatch {
                 batch,

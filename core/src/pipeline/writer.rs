@@ -87,6 +87,7 @@ pub(crate) async fn run<R: Record>(
             batch.rows.row_ends.clear();
         }
         let started = Instant::now();
+        let taken_at = shard.clock.now();
         let rows = batch.rows() as u64;
         let mut report = BatchReport {
             shard: shard.index(),
@@ -117,7 +118,9 @@ pub(crate) async fn run<R: Record>(
                     dead_rows.sort_unstable();
                 }
             }
+            let timing = sink.as_mut().and_then(|s| s.take_timing());
             record_commit(&shard, &batch, &report, started);
+            record_stages(&shard, &batch, taken_at, timing);
         }
         if let (Some(q), Some(f)) = (shard.fanout.as_deref(), fanout) {
             q.push(without_rows(f, &dead_rows));
@@ -151,6 +154,33 @@ fn record_commit<R>(
         .batch_commit_us
         .record(started.elapsed().as_micros() as u64);
     let _ = h.batch_rows.record(batch.rows() as u64);
+}
+
+/// Records where the batch's time went, stage by stage (not for an earlier run's batch,
+/// whose push times are not this run's).
+fn record_stages<R>(
+    shard: &ShardContext<R>,
+    batch: &CopyBatch,
+    taken_at: u64,
+    timing: Option<(std::time::Duration, std::time::Duration)>,
+) {
+    if batch.earlier_run.is_some() || batch.sealed_at == 0 {
+        return;
+    }
+    let mut h = lock_histograms(&shard.histograms);
+    let stages = &mut h.stages;
+    for &p in &batch.pushed_at {
+        let _ = stages
+            .batching_us
+            .record(batch.sealed_at.saturating_sub(p) / 1_000);
+    }
+    let _ = stages
+        .queue_us
+        .record(taken_at.saturating_sub(batch.sealed_at) / 1_000);
+    if let Some((copy, commit)) = timing {
+        let _ = stages.copy_us.record(copy.as_micros() as u64);
+        let _ = stages.commit_us.record(commit.as_micros() as u64);
+    }
 }
 
 /// The fan-out batch without the rows at `dead_rows` (ascending): their sequences become
