@@ -8,6 +8,7 @@ mod fanout;
 mod faults;
 mod harness;
 mod orders;
+mod replay;
 mod scale;
 mod schema;
 mod spool;
