@@ -125,138 +125,176 @@ async fn empty(db: &Client) {
 const T: c_char = b'T' as c_char;
 const ADD: c_char = b'A' as c_char;
 
-/// `n` records of each tick schema, built from the sample's first record (its instrument
-/// and time, so its symbology maps them): every third a trade at 5000 + k/4.
-fn schema_files(
-    metadata: &Metadata,
-    first: &dbn::Mbp1Msg,
-    n: u64,
-) -> Vec<(Schema, u8, bool, Vec<u8>, i64, i64)> {
-    let id = first.hd.instrument_id;
-    let ts = |k: u64| first.hd.ts_event + k * 1_000;
-    let px = |k: u64| 5_000_000_000_000 + (k as i64 % 400) * 250_000_000;
-    let action = |k: u64| if k % 3 == 0 { T } else { ADD };
-    let side = b'B' as c_char;
-    let level = |k: u64| dbn::BidAskPair {
-        bid_px: px(k),
-        ask_px: px(k) + 250_000_000,
-        bid_sz: 3,
-        ask_sz: 4,
-        bid_ct: 1,
-        ask_ct: 1,
-    };
-    let clevel = |k: u64| dbn::ConsolidatedBidAskPair {
-        bid_px: px(k),
-        ask_px: px(k) + 250_000_000,
-        bid_sz: 3,
-        ask_sz: 4,
-        ..Default::default()
-    };
-    let ks = 0..n;
-    let trades_of = (n as i64 + 2) / 3;
-    let n = n as i64;
-    let mbo: Vec<_> = ks
-        .clone()
-        .map(|k| dbn::MboMsg {
-            hd: RecordHeader::new::<dbn::MboMsg>(rtype::MBO, 1, id, ts(k)),
-            price: px(k),
+/// Records of each tick schema for one instrument, built from the sample's first record
+/// (its instrument and time, so the sample's symbology maps them): record `k` is at
+/// 5000 + (k mod 400) / 4, and every third of the book schemas is a trade.
+struct Gen {
+    id: u32,
+    ts0: u64,
+}
+
+const SIDE: c_char = b'B' as c_char;
+
+impl Gen {
+    fn ts(&self, k: u64) -> u64 {
+        self.ts0 + k * 1_000
+    }
+
+    fn px(k: u64) -> i64 {
+        5_000_000_000_000 + (k as i64 % 400) * 250_000_000
+    }
+
+    fn action(k: u64) -> c_char {
+        if k.is_multiple_of(3) {
+            T
+        } else {
+            ADD
+        }
+    }
+
+    fn level(k: u64) -> dbn::BidAskPair {
+        dbn::BidAskPair {
+            bid_px: Self::px(k),
+            ask_px: Self::px(k) + 250_000_000,
+            bid_sz: 3,
+            ask_sz: 4,
+            bid_ct: 1,
+            ask_ct: 1,
+        }
+    }
+
+    fn clevel(k: u64) -> dbn::ConsolidatedBidAskPair {
+        dbn::ConsolidatedBidAskPair {
+            bid_px: Self::px(k),
+            ask_px: Self::px(k) + 250_000_000,
+            bid_sz: 3,
+            ask_sz: 4,
+            ..Default::default()
+        }
+    }
+
+    fn hd<R: dbn::HasRType<Header = RecordHeader>>(&self, rtype: u8, k: u64) -> RecordHeader {
+        RecordHeader::new::<R>(rtype, 1, self.id, self.ts(k))
+    }
+
+    fn mbo(&self, k: u64) -> dbn::MboMsg {
+        dbn::MboMsg {
+            hd: self.hd::<dbn::MboMsg>(rtype::MBO, k),
+            price: Self::px(k),
             size: 1,
-            ts_recv: ts(k),
-            action: action(k),
-            side,
+            ts_recv: self.ts(k),
+            action: Self::action(k),
+            side: SIDE,
             sequence: k as u32,
             ..Default::default()
-        })
-        .collect();
-    let mbp10: Vec<_> = ks
-        .clone()
-        .map(|k| {
-            let levels =
-                std::array::from_fn(|i| if i == 0 { level(k) } else { Default::default() });
-            dbn::Mbp10Msg {
-                hd: RecordHeader::new::<dbn::Mbp10Msg>(rtype::MBP_10, 1, id, ts(k)),
-                price: px(k),
-                size: 1,
-                ts_recv: ts(k),
-                action: action(k),
-                side,
-                sequence: k as u32,
-                levels,
-                ..Default::default()
-            }
-        })
-        .collect();
-    let tbbo: Vec<_> = ks
-        .clone()
-        .map(|k| dbn::Mbp1Msg {
-            hd: RecordHeader::new::<dbn::Mbp1Msg>(rtype::MBP_1, 1, id, ts(k)),
-            price: px(k),
+        }
+    }
+
+    fn mbp10(&self, k: u64) -> dbn::Mbp10Msg {
+        dbn::Mbp10Msg {
+            hd: self.hd::<dbn::Mbp10Msg>(rtype::MBP_10, k),
+            price: Self::px(k),
             size: 1,
-            ts_recv: ts(k),
+            ts_recv: self.ts(k),
+            action: Self::action(k),
+            side: SIDE,
+            sequence: k as u32,
+            levels: std::array::from_fn(|i| {
+                if i == 0 {
+                    Self::level(k)
+                } else {
+                    Default::default()
+                }
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A TBBO record: a trade with the book before it.
+    fn tbbo(&self, k: u64) -> dbn::Mbp1Msg {
+        dbn::Mbp1Msg {
+            hd: self.hd::<dbn::Mbp1Msg>(rtype::MBP_1, k),
+            price: Self::px(k),
+            size: 1,
+            ts_recv: self.ts(k),
             action: T,
-            side,
+            side: SIDE,
             sequence: k as u32,
-            levels: [level(k)],
+            levels: [Self::level(k)],
             ..Default::default()
-        })
-        .collect();
-    let trades: Vec<_> = ks
-        .clone()
-        .map(|k| dbn::TradeMsg {
-            hd: RecordHeader::new::<dbn::TradeMsg>(rtype::MBP_0, 1, id, ts(k)),
-            price: px(k),
+        }
+    }
+
+    fn trade(&self, k: u64) -> dbn::TradeMsg {
+        dbn::TradeMsg {
+            hd: self.hd::<dbn::TradeMsg>(rtype::MBP_0, k),
+            price: Self::px(k),
             size: 1,
-            ts_recv: ts(k),
+            ts_recv: self.ts(k),
             action: T,
-            side,
+            side: SIDE,
             sequence: k as u32,
             ..Default::default()
-        })
-        .collect();
-    let bbo: Vec<_> = ks
-        .clone()
-        .map(|k| dbn::BboMsg {
-            hd: RecordHeader::new::<dbn::BboMsg>(rtype::BBO_1S, 1, id, ts(k)),
-            price: px(k),
+        }
+    }
+
+    fn bbo(&self, k: u64) -> dbn::BboMsg {
+        dbn::BboMsg {
+            hd: self.hd::<dbn::BboMsg>(rtype::BBO_1S, k),
+            price: Self::px(k),
             size: 1,
-            ts_recv: ts(k),
-            side,
-            levels: [level(k)],
+            ts_recv: self.ts(k),
+            side: SIDE,
+            levels: [Self::level(k)],
             ..dbn::BboMsg::default_for_schema(Schema::Bbo1S)
-        })
-        .collect();
-    let cbbo: Vec<_> = ks
-        .clone()
-        .map(|k| dbn::CbboMsg {
-            hd: RecordHeader::new::<dbn::CbboMsg>(rtype::CBBO_1S, 1, id, ts(k)),
-            price: px(k),
+        }
+    }
+
+    fn cbbo(&self, k: u64) -> dbn::CbboMsg {
+        dbn::CbboMsg {
+            hd: self.hd::<dbn::CbboMsg>(rtype::CBBO_1S, k),
+            price: Self::px(k),
             size: 1,
-            ts_recv: ts(k),
-            side,
-            levels: [clevel(k)],
+            ts_recv: self.ts(k),
+            side: SIDE,
+            levels: [Self::clevel(k)],
             ..dbn::CbboMsg::default_for_schema(Schema::Cbbo1S)
-        })
-        .collect();
-    let cmbp1: Vec<_> = ks
-        .clone()
-        .map(|k| dbn::Cmbp1Msg {
-            hd: RecordHeader::new::<dbn::Cmbp1Msg>(rtype::CMBP_1, 1, id, ts(k)),
-            price: px(k),
+        }
+    }
+
+    fn cmbp1(&self, k: u64) -> dbn::Cmbp1Msg {
+        dbn::Cmbp1Msg {
+            hd: self.hd::<dbn::Cmbp1Msg>(rtype::CMBP_1, k),
+            price: Self::px(k),
             size: 1,
-            ts_recv: ts(k),
-            action: action(k),
-            side,
-            levels: [clevel(k)],
+            ts_recv: self.ts(k),
+            action: Self::action(k),
+            side: SIDE,
+            levels: [Self::clevel(k)],
             ..dbn::Cmbp1Msg::default_for_schema(Schema::Cmbp1)
-        })
-        .collect();
+        }
+    }
+}
+
+/// A generated file: schema, DBN version, zstd, bytes, trades and quotes it holds.
+type SchemaFile = (Schema, u8, bool, Vec<u8>, i64, i64);
+
+/// `n` records of each tick schema, in several DBN versions, plain and zstd.
+fn schema_files(metadata: &Metadata, first: &dbn::Mbp1Msg, n: u64) -> Vec<SchemaFile> {
+    let g = Gen {
+        id: first.hd.instrument_id,
+        ts0: first.hd.ts_event,
+    };
+    let mbo: Vec<_> = (0..n).map(|k| g.mbo(k)).collect();
+    let thirds = (n as i64 + 2) / 3;
+    let n = n as i64;
     vec![
         (
             Schema::Mbo,
             1,
             false,
             dbn_file(metadata, Schema::Mbo, 1, false, &mbo),
-            trades_of,
+            thirds,
             0,
         ),
         (
@@ -264,57 +302,75 @@ fn schema_files(
             3,
             true,
             dbn_file(metadata, Schema::Mbo, 3, true, &mbo),
-            trades_of,
+            thirds,
             0,
         ),
-        (
-            Schema::Mbp10,
-            2,
-            true,
-            dbn_file(metadata, Schema::Mbp10, 2, true, &mbp10),
-            trades_of,
-            n,
-        ),
-        (
-            Schema::Tbbo,
-            3,
-            false,
-            dbn_file(metadata, Schema::Tbbo, 3, false, &tbbo),
-            n,
-            n,
-        ),
-        (
-            Schema::Trades,
-            1,
-            true,
-            dbn_file(metadata, Schema::Trades, 1, true, &trades),
-            n,
-            0,
-        ),
-        (
-            Schema::Bbo1S,
-            2,
-            false,
-            dbn_file(metadata, Schema::Bbo1S, 2, false, &bbo),
-            0,
-            n,
-        ),
-        (
-            Schema::Cbbo1S,
-            3,
-            true,
-            dbn_file(metadata, Schema::Cbbo1S, 3, true, &cbbo),
-            0,
-            n,
-        ),
-        (
-            Schema::Cmbp1,
-            3,
-            false,
-            dbn_file(metadata, Schema::Cmbp1, 3, false, &cmbp1),
-            trades_of,
-            n,
-        ),
+        {
+            let r: Vec<_> = (0..n as u64).map(|k| g.mbp10(k)).collect();
+            (
+                Schema::Mbp10,
+                2,
+                true,
+                dbn_file(metadata, Schema::Mbp10, 2, true, &r),
+                thirds,
+                n,
+            )
+        },
+        {
+            let r: Vec<_> = (0..n as u64).map(|k| g.tbbo(k)).collect();
+            (
+                Schema::Tbbo,
+                3,
+                false,
+                dbn_file(metadata, Schema::Tbbo, 3, false, &r),
+                n,
+                n,
+            )
+        },
+        {
+            let r: Vec<_> = (0..n as u64).map(|k| g.trade(k)).collect();
+            (
+                Schema::Trades,
+                1,
+                true,
+                dbn_file(metadata, Schema::Trades, 1, true, &r),
+                n,
+                0,
+            )
+        },
+        {
+            let r: Vec<_> = (0..n as u64).map(|k| g.bbo(k)).collect();
+            (
+                Schema::Bbo1S,
+                2,
+                false,
+                dbn_file(metadata, Schema::Bbo1S, 2, false, &r),
+                0,
+                n,
+            )
+        },
+        {
+            let r: Vec<_> = (0..n as u64).map(|k| g.cbbo(k)).collect();
+            (
+                Schema::Cbbo1S,
+                3,
+                true,
+                dbn_file(metadata, Schema::Cbbo1S, 3, true, &r),
+                0,
+                n,
+            )
+        },
+        {
+            let r: Vec<_> = (0..n as u64).map(|k| g.cmbp1(k)).collect();
+            (
+                Schema::Cmbp1,
+                3,
+                false,
+                dbn_file(metadata, Schema::Cmbp1, 3, false, &r),
+                thirds,
+                n,
+            )
+        },
     ]
 }
 

@@ -7,8 +7,10 @@ use std::thread::JoinHandle;
 use crate::error::Result;
 use crate::record::Tick;
 use crate::sources::csv::{CsvDialect, CsvOptions, CsvReader};
+use crate::sources::error::{SourceError, SourceErrorKind};
+use crate::sources::hash::ContentHash;
+use crate::sources::tick_source::TickSource;
 use crate::sources::timefmt::TimeUnit;
-use crate::sources::{ContentHash, SourceError, SourceErrorKind, TickSource};
 use crate::symbol::Symbol;
 
 /// How to read a file, where the file does not say (the CSV options; a DBN file says all).

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::sources::{SourceError, SourceErrorKind};
+use crate::sources::error::{SourceError, SourceErrorKind};
 
 /// The SHA-256 of a file's bytes as stored (of the compressed bytes for `.dbn.zst`): the
 /// same file under any name has the same hash, and a changed byte changes it.

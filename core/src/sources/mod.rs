@@ -12,28 +12,16 @@
 //! identify every tick of every file. A reader that cannot go on returns a
 //! [`SourceError`] naming the kind of failure and where.
 
-use crate::error::Result;
-use crate::record::Tick;
-
 pub mod csv;
 #[cfg(feature = "dbn")]
 pub mod dbn;
 mod error;
 mod file;
 mod hash;
+mod tick_source;
 pub mod timefmt;
 
 pub use error::{SourceError, SourceErrorKind, SourcePosition};
 pub use file::{FileFormat, ReadOptions, ReplayFile};
 pub use hash::ContentHash;
-
-/// A file read one tick at a time, each tick valid by its kind: what a replay drives.
-pub trait TickSource: Send {
-    /// The next tick; `None` at the end of the file.
-    fn next_tick(&mut self) -> Result<Option<Tick>>;
-
-    /// Fraction of the file read so far, when the reader knows it.
-    fn progress(&self) -> Option<f64> {
-        None
-    }
-}
+pub use tick_source::TickSource;

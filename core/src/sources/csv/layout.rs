@@ -1,7 +1,7 @@
 //! Which dialect a CSV is and where its columns are: from its header's names, or, for the
 //! headerless dialects (HistData, Binance), from the shape of its first line.
 
-use crate::sources::{SourceError, SourceErrorKind};
+use crate::sources::error::{SourceError, SourceErrorKind};
 
 /// The CSV dialects replay reads; [`CsvDialect::detect`] tells them apart when it can, and
 /// `--format` names one when it cannot.

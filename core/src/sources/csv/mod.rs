@@ -30,8 +30,9 @@ use self::layout::{looks_like_header, Layout, QuoteColumns, SideColumn, TradeCol
 pub use self::layout::{CsvDialect, ACCEPTED_COLUMNS};
 use crate::error::Result;
 use crate::record::{Quote, Side, Tick, Trade};
+use crate::sources::error::{SourceError, SourceErrorKind, SourcePosition};
+use crate::sources::tick_source::TickSource;
 use crate::sources::timefmt::{parse_epoch, parse_naive_ns, parse_ns, TimeUnit};
-use crate::sources::{SourceError, SourceErrorKind, SourcePosition, TickSource};
 use crate::symbol::Symbol;
 
 /// How to read a CSV, where the file does not say.

@@ -1,7 +1,7 @@
 //! The CSV reader: the generic layout, each dialect, and the errors a user meets.
 
 use super::*;
-use crate::sources::SourceErrorKind;
+use crate::sources::error::SourceErrorKind;
 
 #[test]
 fn pair_from_file_name() {

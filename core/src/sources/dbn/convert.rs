@@ -24,7 +24,7 @@ use std::ffi::c_char;
 use dbn::{rtype, RecordRef, Schema};
 
 use super::framing::RecordTypes;
-use crate::sources::{SourceError, SourceErrorKind};
+use crate::sources::error::{SourceError, SourceErrorKind};
 
 /// The record types of a tick schema, with their sizes; an error naming what to do for
 /// the schemas replay does not read.

@@ -11,7 +11,7 @@
 
 use std::io::{self, Read};
 
-use crate::sources::{SourceError, SourceErrorKind, SourcePosition};
+use crate::sources::error::{SourceError, SourceErrorKind, SourcePosition};
 
 /// The record types a file may hold, each with its size in bytes (the least a record of
 /// that type may be; `ts_out` files append 8 bytes).

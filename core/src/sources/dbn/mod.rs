@@ -44,7 +44,8 @@ use self::convert::{record_types, ticks_of, RawQuote, RawTrade};
 use self::framing::RecordFraming;
 use crate::error::Result;
 use crate::record::{Quote, Side, Tick, Trade};
-use crate::sources::{SourceError, SourceErrorKind, SourcePosition, TickSource};
+use crate::sources::error::{SourceError, SourceErrorKind, SourcePosition};
+use crate::sources::tick_source::TickSource;
 use crate::symbol::Symbol;
 
 /// The ticks of one record.

@@ -7,7 +7,7 @@ use ::dbn::decode::DynReader;
 
 use super::framing::RecordFraming;
 use super::*;
-use crate::sources::SourceErrorKind;
+use crate::sources::error::SourceErrorKind;
 
 fn sample_path() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/glbx-futures-mbp-1.dbn.zst")
