@@ -87,6 +87,11 @@ pub enum Error {
         /// What went wrong, with the path.
         reason: String,
     },
+    /// A file read for replay cannot be read on: truncated, corrupt, of a kind replay does
+    /// not read, or a record refused; [`SourceError::kind`](crate::sources::SourceError)
+    /// says which and where.
+    #[error(transparent)]
+    Source(#[from] crate::sources::SourceError),
     /// A pipeline task stopped unexpectedly.
     #[error("pipeline task failed: {0}")]
     Task(String),

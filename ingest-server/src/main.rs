@@ -105,7 +105,8 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     tune_allocator();
     let cli = Cli::parse();
-    init_tracing();
+    // replay's stdout is its summary alone: its logs go to stderr with the progress bar.
+    init_tracing(matches!(cli.command, Command::Replay(_)));
     let url = || {
         cli.database_url
             .clone()
@@ -170,12 +171,20 @@ async fn run() -> anyhow::Result<()> {
     }
 }
 
-/// Human-readable logs on a terminal, JSON lines otherwise; `RUST_LOG` filters.
-fn init_tracing() {
+/// Human-readable logs on a terminal, JSON lines otherwise, on stdout (or on stderr with
+/// `to_stderr`); `RUST_LOG` filters.
+fn init_tracing(to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if std::io::stdout().is_terminal() {
+    if to_stderr {
+        let builder = builder.with_writer(std::io::stderr);
+        if std::io::stderr().is_terminal() {
+            builder.init();
+        } else {
+            builder.json().init();
+        }
+    } else if std::io::stdout().is_terminal() {
         builder.init();
     } else {
         builder.json().init();

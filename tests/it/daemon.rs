@@ -512,14 +512,7 @@ async fn tcp_frames_are_acked_in_order_and_garbage_closes_only_its_connection() 
 async fn replaying_both_sample_files_lands_every_row() {
     let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
     let data = format!("{}/data", env!("CARGO_MANIFEST_DIR"));
-    let args = |file: &str| ReplayArgs {
-        file: format!("{data}/{file}").into(),
-        speed: 0.0,
-        symbol: None,
-        rebase_to_now: false,
-        shards: 2,
-        redis_url: None,
-    };
+    let args = |file: &str| ReplayArgs::new(format!("{data}/{file}"));
     let dbn = replay::run(&url, &args("glbx-futures-mbp-1.dbn.zst"))
         .await
         .unwrap();

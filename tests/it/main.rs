@@ -10,6 +10,7 @@ mod harness;
 mod orders;
 mod producers;
 mod producers_daemon;
+mod replay;
 mod scale;
 mod schema;
 mod spool;

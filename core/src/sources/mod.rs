@@ -3,25 +3,25 @@
 //!
 //! | module | format | feature |
 //! |---|---|---|
-//! | [`csv`] | CSV of trades or quotes with a header (TrueFX, exported tick files) | |
-//! | [`dbn`] | Databento DBN, MBP-1 schema (`.dbn`, `.dbn.zst`) | `dbn` |
-//! | [`timefmt`] | RFC 3339 / integer-nanosecond timestamps, as files and the HTTP API write them | |
-
-use crate::error::Result;
-use crate::record::Tick;
+//! | [`csv`] | CSV of trades or quotes: a header-driven generic layout and the dialects of Databento, Tardis, Binance and HistData | |
+//! | [`dbn`] | Databento DBN, every tick schema, versions 1 to 3 (`.dbn`, `.dbn.zst`) | `dbn` |
+//! | [`timefmt`] | RFC 3339 / integer timestamps in any unit / naive times at a fixed offset | |
+//!
+//! [`ReplayFile`] is the way in: it opens any of them by name and content, and numbers
+//! the ticks it yields (their position) next to the file's [`ContentHash`], which together
+//! identify every tick of every file. A reader that cannot go on returns a
+//! [`SourceError`] naming the kind of failure and where.
 
 pub mod csv;
 #[cfg(feature = "dbn")]
 pub mod dbn;
+mod error;
+mod file;
+mod hash;
+mod tick_source;
 pub mod timefmt;
 
-/// A file read one tick at a time, each tick valid by its kind: what a replay drives.
-pub trait TickSource {
-    /// The next tick; `None` at the end of the file.
-    fn next_tick(&mut self) -> Result<Option<Tick>>;
-
-    /// Fraction of the file read so far, when the reader knows it.
-    fn progress(&self) -> Option<f64> {
-        None
-    }
-}
+pub use error::{SourceError, SourceErrorKind, SourcePosition};
+pub use file::{FileFormat, ReadOptions, ReplayFile};
+pub use hash::ContentHash;
+pub use tick_source::TickSource;

@@ -2,6 +2,10 @@
 //! `2024-07-02T02:00:00+02:00`; also with a space for `T` and an offset without its colon,
 //! `+0200`, as CSV exports write them) or integer nanoseconds since the Unix epoch.
 //!
+//! Files also write integers in other units ([`TimeUnit`], told apart by magnitude with
+//! [`TimeUnit::guess`]) and naive times without an offset (`2024-07-02 00:00:00.5`,
+//! HistData's `20240702 000000500`), read at a fixed offset by [`parse_naive_ns`].
+//!
 //! Parsing is strict: the date must exist (`2024-02-30` is refused, `2024-02-29` is not),
 //! the offset is required and within ±23:59, each field has exactly its digits, and a
 //! leap second (`:60`) is only read at 23:59 UTC. A lenient parser would store a different
@@ -125,6 +129,159 @@ pub fn parse_ns(s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
+/// The unit of an integer (or decimal) time since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeUnit {
+    /// Seconds.
+    S,
+    /// Milliseconds (Binance).
+    Ms,
+    /// Microseconds (Tardis).
+    Us,
+    /// Nanoseconds (Databento, the HTTP API).
+    Ns,
+}
+
+impl TimeUnit {
+    /// Nanoseconds in one unit.
+    pub fn nanos(self) -> i64 {
+        match self {
+            TimeUnit::S => 1_000_000_000,
+            TimeUnit::Ms => 1_000_000,
+            TimeUnit::Us => 1_000,
+            TimeUnit::Ns => 1,
+        }
+    }
+
+    /// The unit a time of this magnitude is in, taking times to lie between 1973 and 5138:
+    /// below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds, else
+    /// nanoseconds. A guess: say so to the user, and let them name the unit.
+    pub fn guess(value: i64) -> TimeUnit {
+        match value.unsigned_abs() {
+            v if v < 100_000_000_000 => TimeUnit::S,
+            v if v < 100_000_000_000_000 => TimeUnit::Ms,
+            v if v < 100_000_000_000_000_000 => TimeUnit::Us,
+            _ => TimeUnit::Ns,
+        }
+    }
+
+    /// The unit's short name: `s`, `ms`, `us`, `ns`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeUnit::S => "s",
+            TimeUnit::Ms => "ms",
+            TimeUnit::Us => "us",
+            TimeUnit::Ns => "ns",
+        }
+    }
+}
+
+impl std::str::FromStr for TimeUnit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "s" => Ok(TimeUnit::S),
+            "ms" => Ok(TimeUnit::Ms),
+            "us" | "µs" => Ok(TimeUnit::Us),
+            "ns" => Ok(TimeUnit::Ns),
+            other => Err(format!("{other:?} is not a time unit: s, ms, us or ns")),
+        }
+    }
+}
+
+/// A number of `unit`s since the epoch as nanoseconds: an integer, or a decimal (`1719878400.5`
+/// seconds) whose digits past nanoseconds are dropped.
+pub fn parse_epoch(s: &str, unit: TimeUnit) -> Result<i64, String> {
+    let s = s.trim();
+    let out_of_range = || format!("{s:?} {} is out of range", unit.as_str());
+    if let Ok(n) = s.parse::<i64>() {
+        return n.checked_mul(unit.nanos()).ok_or_else(out_of_range);
+    }
+    let bad = || format!("{s:?} is not a number of {} since the epoch", unit.as_str());
+    let (whole, frac) = s.split_once('.').ok_or_else(bad)?;
+    let negative = whole.starts_with('-');
+    let whole: i64 = whole.parse().map_err(|_| bad())?;
+    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    // The fraction of one unit, in nanoseconds: its first digits, padded.
+    let digits = unit.nanos().ilog10() as usize;
+    let kept = &frac[..frac.len().min(digits)];
+    let frac_ns = if kept.is_empty() {
+        0
+    } else {
+        kept.parse::<i64>().map_err(|_| bad())? * 10i64.pow((digits - kept.len()) as u32)
+    };
+    let frac_ns = if negative { -frac_ns } else { frac_ns };
+    whole
+        .checked_mul(unit.nanos())
+        .and_then(|n| n.checked_add(frac_ns))
+        .ok_or_else(out_of_range)
+}
+
+/// A time without an offset, at `offset_minutes` east of UTC: `YYYY-MM-DD hh:mm:ss[.f]`
+/// (or with `T`), or HistData's `YYYYMMDD hhmmss[fff]` (milliseconds).
+pub fn parse_naive_ns(s: &str, offset_minutes: i32) -> Result<i64, String> {
+    let t = s.trim();
+    let b = t.as_bytes();
+    let bad = || format!("{t:?} is not a date and time (YYYY-MM-DD hh:mm:ss)");
+    let (date, rest) = if b.len() >= 15 && b[8] == b' ' && b[..8].iter().all(u8::is_ascii_digit) {
+        // HistData: YYYYMMDD hhmmss + milliseconds.
+        let rest = &t[9..];
+        if rest.len() < 6 || !rest.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let iso = format!(
+            "{}-{}-{}T{}:{}:{}",
+            &t[..4],
+            &t[4..6],
+            &t[6..8],
+            &rest[..2],
+            &rest[2..4],
+            &rest[4..6]
+        );
+        let frac = &rest[6..];
+        (
+            iso,
+            if frac.is_empty() {
+                String::new()
+            } else {
+                format!(".{frac}")
+            },
+        )
+    } else if b.len() >= 19 {
+        (t[..19].to_string(), t[19..].to_string())
+    } else {
+        return Err(bad());
+    };
+    let sign = if offset_minutes < 0 { '-' } else { '+' };
+    let m = offset_minutes.unsigned_abs();
+    let offset = format!("{sign}{:02}:{:02}", m / 60, m % 60);
+    parse_ns(&format!("{date}{rest}{offset}")).map_err(|_| bad())
+}
+
+/// A fixed offset east of UTC in minutes, from `Z`, `UTC`, `+hh:mm`, `-hhmm` or `-05`.
+pub fn parse_offset(s: &str) -> Result<i32, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("utc") || t == "Z" {
+        return Ok(0);
+    }
+    let padded = if t.len() == 3 {
+        format!("{t}:00")
+    } else {
+        t.to_string()
+    };
+    offset_minutes(padded.as_bytes())
+        .map(|m| m as i32)
+        .ok_or_else(|| {
+            format!(
+                "{t:?} is not a fixed offset: write it as -05:00, +0530, -05 or UTC (time zone \
+                 names are not read, as their offsets change with the season)"
+            )
+        })
+}
+
 /// RFC 3339 in UTC with nanoseconds: `2024-07-02T00:00:00.123456789Z`.
 pub fn format_ns(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
@@ -222,6 +379,47 @@ mod tests {
         ] {
             assert!(parse_ns(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn integer_times_in_every_unit_and_naive_times_at_an_offset() {
+        let t = 1_719_878_400_000_000_000;
+        assert_eq!(parse_epoch("1719878400", TimeUnit::S).unwrap(), t);
+        assert_eq!(
+            parse_epoch("1719878400.25", TimeUnit::S).unwrap(),
+            t + 250_000_000
+        );
+        assert_eq!(parse_epoch("1719878400000", TimeUnit::Ms).unwrap(), t);
+        assert_eq!(
+            parse_epoch("1719878400000001", TimeUnit::Us).unwrap(),
+            t + 1_000
+        );
+        assert!(parse_epoch("1719878400x", TimeUnit::S).is_err());
+        assert!(parse_epoch("9999999999999999999", TimeUnit::S).is_err());
+        for (v, unit) in [
+            (1_719_878_400, TimeUnit::S),
+            (1_719_878_400_000, TimeUnit::Ms),
+            (1_719_878_400_000_000, TimeUnit::Us),
+            (t, TimeUnit::Ns),
+        ] {
+            assert_eq!(TimeUnit::guess(v), unit);
+        }
+        assert_eq!(parse_naive_ns("2024-07-01 19:00:00", -300).unwrap(), t);
+        assert_eq!(
+            parse_naive_ns("2024-07-02T00:00:00.5", 0).unwrap(),
+            t + 500_000_000
+        );
+        assert_eq!(parse_naive_ns("20240701 190000000", -300).unwrap(), t);
+        assert_eq!(
+            parse_naive_ns("20240701 190000250", -300).unwrap(),
+            t + 250_000_000
+        );
+        assert!(parse_naive_ns("2024-07-02", 0).is_err());
+        assert_eq!(parse_offset("-05:00").unwrap(), -300);
+        assert_eq!(parse_offset("-05").unwrap(), -300);
+        assert_eq!(parse_offset("+0530").unwrap(), 330);
+        assert_eq!(parse_offset("UTC").unwrap(), 0);
+        assert!(parse_offset("America/New_York").is_err());
     }
 
     #[test]

@@ -1,12 +1,20 @@
-//! `christmas-ingest replay FILE`: a Databento DBN file (MBP-1, `.dbn` or `.dbn.zst`) or a
-//! CSV of trades or quotes into PostgreSQL (and Redis, when `REDIS_URL` is set), as fast as
-//! possible or at recorded speed × N, with a progress bar and a summary.
+//! `christmas-ingest replay FILE`: a Databento DBN file (every tick schema, `.dbn` or
+//! `.dbn.zst`) or a CSV of trades or quotes (generic, Databento, Tardis, Binance, HistData)
+//! into PostgreSQL (and Redis, when `REDIS_URL` is set), as fast as possible or at recorded
+//! speed × N, with a progress bar on stderr and the summary alone on stdout.
 //!
-//! The files are read by core's readers ([`christmas_core::sources::csv`] describes the CSV
-//! columns, [`christmas_core::sources::dbn`] the DBN mapping), which validate each tick by
-//! its kind; the ticks go in through an [`Ingress`] like every other way in. A CSV without a
-//! symbol column takes `--symbol`, else the six-letter pair in the file name
+//! The files are read by core's readers ([`christmas_core::sources`]: which file is which,
+//! the CSV dialects and their columns, the DBN schemas and their mapping), which validate
+//! each tick by its kind, on a thread of their own so that parsing runs beside the COPY;
+//! the ticks go in through an [`Ingress`] like every other way in. A CSV without a symbol
+//! column takes `--symbol`, else the six-letter pair in the file name
 //! (`truefx-usdjpy-ticks.csv` → `USDJPY`).
+//!
+//! A file that cannot be read to its end (truncated, corrupt, a bad line) fails the replay
+//! with an error naming where; the ticks before that point were pushed and are committed
+//! (a prefix of the file, in file order), nothing after it. Ticks older than the database's
+//! retention are refused unless `--retention-ok` (the next maintenance pass would delete
+//! them) or `--rebase-to-now`.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -14,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use christmas_core::fanout::FanoutConfig;
-use christmas_core::sources::csv::CsvReader;
-use christmas_core::sources::dbn::Mbp1TickReader;
-use christmas_core::sources::TickSource;
-use christmas_core::{AckLevel, IngestorConfig, Ingress, Sink, Ticks};
+use christmas_core::sources::csv::CsvDialect;
+use christmas_core::sources::timefmt::{format_ns, parse_offset, TimeUnit};
+use christmas_core::sources::{ReadOptions, ReplayFile};
+use christmas_core::{AckLevel, IngestorConfig, Ingress, Sink, Tick, Ticks};
+use tokio::sync::mpsc;
 
 /// The CSV reader of replay, kept at its former path for the fuzz target.
 pub use christmas_core::sources::csv::parse_csv;
@@ -25,7 +34,7 @@ pub use christmas_core::sources::csv::parse_csv;
 /// Flags of `christmas-ingest replay`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
-    /// The file: `.dbn`, `.dbn.zst` or `.csv`.
+    /// The file: DBN (`.dbn`, `.dbn.zst`, told by its content) or CSV.
     pub file: PathBuf,
     /// 0: as fast as possible; N: the recorded pace × N.
     #[arg(long, default_value_t = 0.0)]
@@ -43,6 +52,40 @@ pub struct ReplayArgs {
     /// Redis to fan out to (unset: none).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// The CSV dialect, when detection is not sure: csv, databento-csv, tardis, binance,
+    /// histdata.
+    #[arg(long = "format", value_name = "NAME")]
+    pub format: Option<CsvDialect>,
+    /// Unit of a CSV's integer times: s, ms, us or ns (default: the dialect's, else guessed
+    /// from their magnitude, with a warning).
+    #[arg(long, value_name = "UNIT")]
+    pub time_unit: Option<TimeUnit>,
+    /// Fixed offset of a CSV's times written without one, like -05:00 (default: the
+    /// dialect's, HistData's EST; else UTC, with a warning).
+    #[arg(long, value_name = "OFFSET", value_parser = parse_offset, allow_hyphen_values = true)]
+    pub tz: Option<i32>,
+    /// Load ticks older than the database's retention anyway (the next maintenance pass
+    /// deletes them).
+    #[arg(long)]
+    pub retention_ok: bool,
+}
+
+impl ReplayArgs {
+    /// Flags for replaying `file` as fast as possible with the defaults.
+    pub fn new(file: impl Into<PathBuf>) -> Self {
+        ReplayArgs {
+            file: file.into(),
+            speed: 0.0,
+            symbol: None,
+            rebase_to_now: false,
+            shards: 2,
+            redis_url: None,
+            format: None,
+            time_unit: None,
+            tz: None,
+            retention_ok: false,
+        }
+    }
 }
 
 /// What a replay did.
@@ -56,22 +99,6 @@ pub struct ReplaySummary {
     pub committed: u64,
     /// Rows the database rejected.
     pub dead_lettered: u64,
-}
-
-fn open(args: &ReplayArgs) -> Result<Box<dyn TickSource>> {
-    let name = args.file.to_string_lossy().to_ascii_lowercase();
-    if name.ends_with(".dbn") || name.ends_with(".dbn.zst") {
-        Ok(Box::new(Mbp1TickReader::open(&args.file).with_context(
-            || format!("opening {}", args.file.display()),
-        )?))
-    } else if name.ends_with(".csv") {
-        Ok(Box::new(CsvReader::open(
-            &args.file,
-            args.symbol.as_deref(),
-        )?))
-    } else {
-        bail!("{}: expected .dbn, .dbn.zst or .csv", args.file.display())
-    }
 }
 
 /// Draws `[#####.....]  45%  12,345 ticks  98,765/s` on stderr (or a line a second when it
@@ -127,15 +154,131 @@ impl Progress {
     }
 }
 
-/// Ticks pushed at once, at most.
+/// Ticks read into one chunk, at most: the unit the reader thread hands over.
 const CHUNK: usize = 4_096;
+
+/// A run of ticks read, and how far into the file the reader was after them.
+struct Chunk {
+    ticks: Vec<Tick>,
+    progress: Option<f64>,
+}
+
+/// The reader thread: reads `file` to its end in chunks; an error goes after the ticks
+/// read before it, and ends the reading.
+fn read_chunks(mut file: ReplayFile, tx: mpsc::Sender<Result<Chunk, christmas_core::Error>>) {
+    loop {
+        let mut ticks = Vec::with_capacity(CHUNK);
+        let mut failed = None;
+        while ticks.len() < CHUNK {
+            match file.next_tick() {
+                Ok(Some((_, t))) => ticks.push(t),
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let end = ticks.len() < CHUNK;
+        let chunk = Chunk {
+            ticks,
+            progress: file.progress(),
+        };
+        if tx.blocking_send(Ok(chunk)).is_err() {
+            return;
+        }
+        if let Some(e) = failed {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        if end {
+            return;
+        }
+    }
+}
+
+/// The database's retention (`christmas_settings.retention`), when it has one.
+async fn retention(url: &str) -> Result<Option<Duration>> {
+    let mut config: tokio_postgres::Config = url.parse().context("parsing the database URL")?;
+    christmas_core::pg::ConnectPolicy::default().apply(&mut config, "christmas-replay");
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connecting to the database")?;
+    tokio::spawn(connection);
+    let row = client
+        .query_opt(
+            "SELECT extract(epoch FROM retention)::float8 FROM christmas_settings",
+            &[],
+        )
+        .await
+        .context(
+            "reading the retention from christmas_settings (run `christmas-ingest migrate` first)",
+        )?;
+    let secs: Option<f64> = row.and_then(|r| r.get(0));
+    Ok(secs.map(Duration::from_secs_f64))
+}
+
+/// Refuses (or, with `--retention-ok`, warns about) a file whose oldest tick of its first
+/// chunk is older than the database keeps.
+async fn check_retention(url: &str, args: &ReplayArgs, oldest_ns: i64) -> Result<()> {
+    if args.rebase_to_now {
+        return Ok(());
+    }
+    let keep = match retention(url).await {
+        Ok(Some(keep)) => keep,
+        Ok(None) => return Ok(()),
+        // The COPY that follows says whether the database can be written at all; a role
+        // that may not read the settings still may load.
+        Err(e) => {
+            eprintln!("warning: the file's age is not checked against the retention: {e:#}");
+            return Ok(());
+        }
+    };
+    let now = christmas_core::query::unix_ns(std::time::SystemTime::now());
+    let cutoff = now.saturating_sub(keep.as_nanos().min(i64::MAX as u128) as i64);
+    if oldest_ns >= cutoff {
+        return Ok(());
+    }
+    let days = keep.as_secs_f64() / 86_400.0;
+    let what = format!(
+        "The file's ticks start at {}, older than the database's retention of {days:.0} days: \
+         the next maintenance pass deletes them",
+        format_ns(oldest_ns)
+    );
+    if args.retention_ok {
+        eprintln!("warning: {what}. Loading them anyway (--retention-ok).");
+        return Ok(());
+    }
+    bail!(
+        "{what}. Pass --retention-ok to load them anyway, or --rebase-to-now to shift them to now."
+    )
+}
 
 /// Replays `args.file` into the database at `url`.
 pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     if !(args.speed >= 0.0 && args.speed.is_finite()) {
         bail!("--speed must be 0 (as fast as possible) or a positive factor");
     }
-    let mut source = open(args)?;
+    let options = ReadOptions {
+        symbol: args.symbol.clone(),
+        dialect: args.format,
+        time_unit: args.time_unit,
+        tz_offset_minutes: args.tz,
+    };
+    let path = args.file.display().to_string();
+    let file = ReplayFile::open(&args.file, &options).with_context(|| format!("reading {path}"))?;
+    for note in file.notes() {
+        eprintln!("warning: {path}: {note}");
+    }
+    let (tx, mut rx) = mpsc::channel(4);
+    let reader = std::thread::spawn(move || read_chunks(file, tx));
+    let first = rx.recv().await;
+    if let Some(Ok(chunk)) = &first {
+        if let Some(oldest) = chunk.ticks.iter().map(Tick::time_ns).min() {
+            check_retention(url, args, oldest).await?;
+        }
+    }
     let ingress = Ingress::start(IngestorConfig {
         sink: Some(Sink::Postgres(url.into())),
         shards: args.shards,
@@ -145,60 +288,119 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     })
     .await
     .context("starting the trade and quote pipelines")?;
-    let mut summary = ReplaySummary::default();
-    let mut ticks = Ticks::default();
-    let mut progress = Progress::new();
-    let wall_start = Instant::now();
-    let mut first: Option<i64> = None;
-    let mut offset = 0i64;
-    while let Some(mut tick) = source.next_tick()? {
-        let t = tick.time_ns();
-        let t0 = *first.get_or_insert_with(|| {
-            if args.rebase_to_now {
-                offset = christmas_core::query::unix_ns(std::time::SystemTime::now()) - t;
+    let mut pusher = Pusher::new(args);
+    let mut failed = None;
+    let mut next = first;
+    while let Some(chunk) = next {
+        match chunk {
+            Ok(chunk) => {
+                if let Err(e) = pusher.chunk(&ingress, chunk).await {
+                    failed = Some(e);
+                    break;
+                }
             }
-            t
-        });
-        if args.speed > 0.0 {
-            let due = Duration::from_nanos(((t - t0).max(0) as f64 / args.speed) as u64);
-            let ahead = due.saturating_sub(wall_start.elapsed());
-            if ahead > Duration::from_millis(1) {
-                // What is due goes in before the wait, so it is not held back by it.
-                push(&ingress, &mut ticks, &mut summary).await?;
-                tokio::time::sleep(ahead).await;
+            Err(e) => {
+                failed = Some(anyhow::Error::new(e).context(format!("reading {path}")));
+                break;
             }
         }
-        tick.shift_time(offset);
-        ticks.push(tick)?;
-        if ticks.len() >= CHUNK {
-            push(&ingress, &mut ticks, &mut summary).await?;
-        }
-        let read = summary.trades + summary.quotes + ticks.len() as u64;
-        progress.tick(source.progress(), read, false);
+        next = rx.recv().await;
     }
-    push(&ingress, &mut ticks, &mut summary).await?;
-    progress.tick(Some(1.0), summary.trades + summary.quotes, true);
-    if progress.tty {
-        eprintln!();
-    }
+    drop(rx);
+    let _ = reader.join();
+    let pushed = pusher.finish(&ingress).await;
     let totals = ingress.shutdown().await?;
+    let mut summary = pusher.summary;
     summary.committed = totals.rows_committed();
     summary.dead_lettered = totals.dead_lettered();
-    Ok(summary)
+    match failed.or(pushed.err()) {
+        None => Ok(summary),
+        Some(e) => Err(e.context(format!(
+            "replay stopped; the {} ticks before that point were committed",
+            summary.committed
+        ))),
+    }
 }
 
-/// Pushes the ticks read so far (accepted into the rings), counts them and empties `ticks`.
-async fn push(ingress: &Ingress, ticks: &mut Ticks, summary: &mut ReplaySummary) -> Result<()> {
-    if ticks.is_empty() {
-        return Ok(());
+/// The async side of a replay: paces, rebases and pushes what the reader thread read.
+struct Pusher<'a> {
+    args: &'a ReplayArgs,
+    ticks: Ticks,
+    summary: ReplaySummary,
+    progress: Progress,
+    wall_start: Instant,
+    first: Option<i64>,
+    offset: i64,
+}
+
+impl<'a> Pusher<'a> {
+    fn new(args: &'a ReplayArgs) -> Self {
+        Pusher {
+            args,
+            ticks: Ticks::default(),
+            summary: ReplaySummary::default(),
+            progress: Progress::new(),
+            wall_start: Instant::now(),
+            first: None,
+            offset: 0,
+        }
     }
-    ingress
-        .push(ticks, AckLevel::Accepted)
-        .await?
-        .wait()
-        .await?;
-    summary.trades += ticks.trades().len() as u64;
-    summary.quotes += ticks.quotes().len() as u64;
-    ticks.clear();
-    Ok(())
+
+    /// Pushes one chunk's ticks, pacing them at `--speed`.
+    async fn chunk(&mut self, ingress: &Ingress, chunk: Chunk) -> Result<()> {
+        for mut tick in chunk.ticks {
+            let t = tick.time_ns();
+            let (rebase, offset) = (self.args.rebase_to_now, &mut self.offset);
+            let t0 = *self.first.get_or_insert_with(|| {
+                if rebase {
+                    *offset = christmas_core::query::unix_ns(std::time::SystemTime::now()) - t;
+                }
+                t
+            });
+            if self.args.speed > 0.0 {
+                let due = Duration::from_nanos(((t - t0).max(0) as f64 / self.args.speed) as u64);
+                let ahead = due.saturating_sub(self.wall_start.elapsed());
+                if ahead > Duration::from_millis(1) {
+                    // What is due goes in before the wait, so it is not held back by it.
+                    self.push(ingress).await?;
+                    tokio::time::sleep(ahead).await;
+                }
+            }
+            tick.shift_time(self.offset);
+            self.ticks.push(tick)?;
+            if self.ticks.len() >= CHUNK {
+                self.push(ingress).await?;
+            }
+        }
+        let read = self.summary.trades + self.summary.quotes + self.ticks.len() as u64;
+        self.progress.tick(chunk.progress, read, false);
+        Ok(())
+    }
+
+    /// Pushes what is left and ends the progress line.
+    async fn finish(&mut self, ingress: &Ingress) -> Result<()> {
+        let pushed = self.push(ingress).await;
+        self.progress
+            .tick(Some(1.0), self.summary.trades + self.summary.quotes, true);
+        if self.progress.tty {
+            eprintln!();
+        }
+        pushed
+    }
+
+    /// Pushes the ticks held (accepted into the rings), counts them and empties them.
+    async fn push(&mut self, ingress: &Ingress) -> Result<()> {
+        if self.ticks.is_empty() {
+            return Ok(());
+        }
+        ingress
+            .push(&self.ticks, AckLevel::Accepted)
+            .await?
+            .wait()
+            .await?;
+        self.summary.trades += self.ticks.trades().len() as u64;
+        self.summary.quotes += self.ticks.quotes().len() as u64;
+        self.ticks.clear();
+        Ok(())
+    }
 }

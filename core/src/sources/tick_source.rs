@@ -1,0 +1,15 @@
+//! [`TickSource`]: what every file reader is to replay.
+
+use crate::error::Result;
+use crate::record::Tick;
+
+/// A file read one tick at a time, each tick valid by its kind: what a replay drives.
+pub trait TickSource: Send {
+    /// The next tick; `None` at the end of the file.
+    fn next_tick(&mut self) -> Result<Option<Tick>>;
+
+    /// Fraction of the file read so far, when the reader knows it.
+    fn progress(&self) -> Option<f64> {
+        None
+    }
+}
