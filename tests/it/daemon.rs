@@ -58,6 +58,16 @@ impl Daemon {
         self.url.clone()
     }
 
+    /// Its HTTP address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.daemon.http()
+    }
+
+    /// Its state (engine, feed, metrics).
+    pub(crate) fn state(&self) -> &christmas_ingest::state::AppState {
+        self.daemon.state()
+    }
+
     /// A client of its HTTP port.
     pub(crate) fn client(&self) -> HttpClient {
         self.daemon.client()

@@ -11,5 +11,6 @@ mod orders;
 mod scale;
 mod schema;
 mod spool;
+mod stream;
 mod strict;
 mod support;

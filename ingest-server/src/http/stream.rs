@@ -410,8 +410,31 @@ impl ClientFeed {
                     messages.push(m);
                 }
             }
+            // The newest retained message of each kind names the run the replay follows;
+            // one that ends before the position means the engine restarted since.
+            for kind in [TickKind::Trade, TickKind::Quote] {
+                let seen = self.positions[i].of(kind);
+                match messages.iter().find(|m| m.kind == kind) {
+                    Some(newest) if seen.seq > 0 => {
+                        let restarted = newest.last_seq() < seen.seq;
+                        seen.source = source_hash(&newest.source);
+                        if restarted {
+                            seen.seq = 0;
+                            self.gap(i, kind, None, "restarted");
+                        }
+                    }
+                    // Nothing of this kind retained: the gap cannot be measured yet; the
+                    // next live message shows it.
+                    None if seen.seq > 0 => self.gap(i, kind, None, "not_retained"),
+                    _ => {}
+                }
+            }
             for m in messages.into_iter().rev() {
                 let source = source_hash(&m.source);
+                let run = self.positions[i].of(m.kind).source;
+                if run != 0 && run != source {
+                    continue;
+                }
                 if let Ok(json) = serde_json::to_vec(&m) {
                     self.on_frame(&Frame {
                         message: m,
@@ -419,14 +442,6 @@ impl ClientFeed {
                         json: json.into(),
                         source,
                     });
-                }
-            }
-            for kind in [TickKind::Trade, TickKind::Quote] {
-                let seen = *self.positions[i].of(kind);
-                // Nothing of this kind retained: the gap cannot be measured yet; the next
-                // live message shows it.
-                if seen.source == 0 && seen.seq > 0 {
-                    self.gap(i, kind, None, "not_retained");
                 }
             }
         }
