@@ -385,6 +385,8 @@ async fn health_ready_metrics_and_openapi() {
         "/api/market-data",
         "/api/market-data/{symbol}/trades",
         "/api/market-data/{symbol}/bars",
+        "/api/stream",
+        "/api/engine",
         "/health",
         "/ready",
         "/metrics",

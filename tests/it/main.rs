@@ -13,4 +13,5 @@ mod schema;
 mod spool;
 mod stream;
 mod strict;
+mod web;
 mod support;

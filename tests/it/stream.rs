@@ -328,3 +328,25 @@ async fn the_stream_needs_a_read_key_in_a_header_or_cookie() {
     assert_eq!(status, 400);
     d.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_pass_nginx_unbuffered() {
+    let d = redis_daemon(|_| {}).await;
+    let conf = format!("{}/../deploy/nginx", env!("CARGO_MANIFEST_DIR"));
+    let nginx = christmas_tests::Nginx::start(
+        std::path::Path::new(&conf),
+        &[d.addr().to_string()],
+    )
+    .unwrap();
+    let sym = fresh_symbol("SSEN");
+    let addr: SocketAddr = nginx.addr().parse().unwrap();
+    let (status, mut sse) = open(addr, &format!("/api/stream?symbols={sym}"), &[], None).await;
+    assert_eq!(status, 200, "{}", nginx.error_log());
+    // One small message: a buffering proxy would sit on it.
+    push_trades(&d, &sym, 0..3, "committed").await;
+    let events = sse.trades(3, Duration::from_secs(2)).await;
+    assert_eq!(check_in_order(&events, &sym, 1), vec![0, 1, 2]);
+    drop(sse);
+    drop(nginx);
+    d.shutdown().await.unwrap();
+}

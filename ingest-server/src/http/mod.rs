@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::state::AppState;
 
 pub mod auth;
+pub mod engine;
 pub mod market_data;
 pub mod ops;
 pub mod orders;
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/orders", post(orders::submit).get(orders::list))
         .route("/api/orders/{id}", get(orders::get).delete(orders::cancel))
         .route("/api/stream", get(stream::stream))
+        .route("/api/engine", get(engine::engine))
         .route("/api/openapi.json", get(ops::openapi))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
