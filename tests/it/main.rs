@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area, real servers only.
 
+mod browser;
 mod core_faults;
 mod core_ingest;
 mod daemon;

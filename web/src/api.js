@@ -3,9 +3,9 @@
 
 const KEY = "christmas.key";
 
-/** The saved API key ("" when none). */
+/** The saved API key: "" when the daemon needs none, null when none was ever entered. */
 export function apiKey() {
-  return localStorage.getItem(KEY) ?? "";
+  return localStorage.getItem(KEY);
 }
 
 /**

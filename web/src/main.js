@@ -41,20 +41,33 @@ $("symbols").append(
 );
 
 const keyInput = $("key");
-keyInput.value = apiKey();
+keyInput.value = apiKey() ?? "";
 const refreshOrders = blotter($("orders"), $("blotter-answer"));
 const refreshEngine = enginePanel($("engine-figures"));
+orderTicket($("order-form"), $("order-answer"), () => market.symbol, refreshOrders);
+
+let started = false;
+/** Loads the panels and keeps them fresh; runs once a key (possibly empty) is saved. */
+function start() {
+  showSymbol(symbolInput.value || initialSymbol());
+  refreshOrders();
+  refreshEngine();
+  if (started) return;
+  started = true;
+  setInterval(refreshEngine, 1000);
+  setInterval(refreshOrders, 5000);
+}
+
+function initialSymbol() {
+  return new URLSearchParams(location.search).get("symbol") ?? localStorage.getItem(SYMBOL) ?? "SYM0000";
+}
+
 $("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
   saveKey(keyInput.value.trim());
-  // The stream's cookie changed: reconnect with it.
-  showSymbol(symbolInput.value || "SYM0000");
-  refreshOrders();
-  refreshEngine();
+  // The stream's cookie changed: start, or reconnect with it.
+  start();
 });
-if (apiKey()) saveKey(apiKey());
-
-orderTicket($("order-form"), $("order-answer"), () => market.symbol, refreshOrders);
 
 document.addEventListener("keydown", (e) => {
   const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement;
@@ -68,9 +81,13 @@ document.addEventListener("keydown", (e) => {
   }
 });
 
-const initial = new URLSearchParams(location.search).get("symbol") ?? localStorage.getItem(SYMBOL) ?? "SYM0000";
-showSymbol(initial);
-refreshOrders();
-refreshEngine();
-setInterval(refreshEngine, 1000);
-setInterval(refreshOrders, 5000);
+symbolInput.value = initialSymbol();
+if (apiKey() === null) {
+  // Nothing is asked of the daemon before the key is known: a keyed daemon would only
+  // answer 401s.
+  $("feed-status").textContent = "enter your API key (leave it empty if the daemon needs none) and press Enter";
+  keyInput.focus();
+} else {
+  saveKey(apiKey());
+  start();
+}
