@@ -306,9 +306,21 @@ pub fn render(s: &AppState) -> String {
         let c = &feed.counters;
         for (name, kind, v) in [
             ("christmas_stream_clients", "gauge", c.clients.load(Relaxed)),
-            ("christmas_stream_dropped_slow_total", "counter", c.dropped_slow.load(Relaxed)),
-            ("christmas_stream_messages_total", "counter", c.messages.load(Relaxed)),
-            ("christmas_stream_delivered_total", "counter", c.delivered.load(Relaxed)),
+            (
+                "christmas_stream_dropped_slow_total",
+                "counter",
+                c.dropped_slow.load(Relaxed),
+            ),
+            (
+                "christmas_stream_messages_total",
+                "counter",
+                c.messages.load(Relaxed),
+            ),
+            (
+                "christmas_stream_delivered_total",
+                "counter",
+                c.delivered.load(Relaxed),
+            ),
         ] {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");
         }

@@ -45,7 +45,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .clone()
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from("web/dist")).filter(|d| d.join("index.html").is_file()));
-    let files = match dir.as_deref().map(|d| load(d, state.config.web_asset_base.as_deref())) {
+    let files = match dir
+        .as_deref()
+        .map(|d| load(d, state.config.web_asset_base.as_deref()))
+    {
         Some(Ok(files)) if !files.is_empty() => files,
         Some(Ok(_)) | None => return Router::new().route("/", get(not_built)),
         Some(Err(e)) => {

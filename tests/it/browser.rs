@@ -28,7 +28,10 @@ fn repo() -> PathBuf {
 fn missing(chromium: &Path) -> Option<String> {
     let web = repo().join("web");
     if !chromium.is_file() {
-        return Some(format!("no {} (bash scripts/web.sh install)", chromium.display()));
+        return Some(format!(
+            "no {} (bash scripts/web.sh install)",
+            chromium.display()
+        ));
     }
     if !web.join("node_modules/playwright-core").is_dir() {
         return Some("no web/node_modules (bash scripts/web.sh install)".into());
@@ -48,18 +51,13 @@ fn missing(chromium: &Path) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_market_and_places_and_cancels_an_order() {
-    let chromium = PathBuf::from(
-        std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-    );
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
     if let Some(reason) = missing(&chromium) {
         println!("skipped: {reason}");
         return;
     }
-    let keys = vec![ApiKey::parse(&format!(
-        "web:{}:ingest+orders+read",
-        hash_key(KEY)
-    ))
-    .unwrap()];
+    let keys = vec![ApiKey::parse(&format!("web:{}:ingest+orders+read", hash_key(KEY))).unwrap()];
     let dist = repo().join("web/dist").display().to_string();
     let d = Daemon::start(|c| {
         c.redis_url = Some(christmas_tests::shared_redis_url());
@@ -101,9 +99,8 @@ async fn the_page_shows_the_market_and_places_and_cancels_an_order() {
 
     // The order the page placed and cancelled, as PostgreSQL holds it.
     let id = result["order_id"].as_i64().unwrap();
-    let row = d
-        .db
-        .query_one(
+    let row =
+        d.db.query_one(
             "SELECT account, symbol, side::text, type, quantity, limit_price, time_in_force, status
              FROM orders WHERE id = $1",
             &[&id],

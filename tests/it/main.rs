@@ -14,5 +14,5 @@ mod schema;
 mod spool;
 mod stream;
 mod strict;
-mod web;
 mod support;
+mod web;

@@ -163,9 +163,7 @@ async fn push_trades(d: &Daemon, symbol: &str, seqs: std::ops::Range<i64>, ack: 
         .map(|k| json!({"kind": "trade", "symbol": symbol, "time_ns": 1_795_600_000_000_000_000i64 + k,
                         "price": 100.0 + (k % 50) as f64, "volume": 1, "side": "B", "exchange_seq": k}))
         .collect();
-    let (status, v) = d
-        .post(&format!("/api/ticks?ack={ack}"), &json!(body))
-        .await;
+    let (status, v) = d.post(&format!("/api/ticks?ack={ack}"), &json!(body)).await;
     assert!((200..300).contains(&status), "{status} {v}");
 }
 
@@ -177,7 +175,11 @@ fn check_in_order(events: &[SseEvent], symbol: &str, from_seq: u64) -> Vec<i64> 
     for e in events.iter().filter(|e| e.event == "trade") {
         let v = data(e);
         assert_eq!(v["symbol"], symbol);
-        assert_eq!(v["first_seq"].as_u64().unwrap(), next, "gap or repeat: {e:?}");
+        assert_eq!(
+            v["first_seq"].as_u64().unwrap(),
+            next,
+            "gap or repeat: {e:?}"
+        );
         let trades = v["trades"].as_array().unwrap();
         next += trades.len() as u64;
         out.extend(trades.iter().map(|t| t["exchange_seq"].as_i64().unwrap()));
@@ -235,8 +237,13 @@ async fn a_reconnect_with_last_event_id_resumes_where_it_stood() {
     // Pushed while no client watches: only the Redis stream has them.
     push_trades(&d, &sym, 30..50, "committed").await;
     push_trades(&d, &sym, 50..60, "committed").await;
-    let (status, mut again) =
-        open(d.addr(), &path, &[("Last-Event-ID", last_id.as_str())], None).await;
+    let (status, mut again) = open(
+        d.addr(),
+        &path,
+        &[("Last-Event-ID", last_id.as_str())],
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     push_trades(&d, &sym, 60..70, "committed").await;
     let events = again.trades(40, Duration::from_secs(10)).await;
@@ -324,7 +331,13 @@ async fn the_stream_needs_a_read_key_in_a_header_or_cookie() {
     )
     .await;
     assert_eq!(status, 200);
-    let (status, _) = open(d.addr(), "/api/stream?symbols=", &[("Cookie", "christmas_key=view-key")], None).await;
+    let (status, _) = open(
+        d.addr(),
+        "/api/stream?symbols=",
+        &[("Cookie", "christmas_key=view-key")],
+        None,
+    )
+    .await;
     assert_eq!(status, 400);
     d.shutdown().await.unwrap();
 }
@@ -333,11 +346,8 @@ async fn the_stream_needs_a_read_key_in_a_header_or_cookie() {
 async fn events_pass_nginx_unbuffered() {
     let d = redis_daemon(|_| {}).await;
     let conf = format!("{}/../deploy/nginx", env!("CARGO_MANIFEST_DIR"));
-    let nginx = christmas_tests::Nginx::start(
-        std::path::Path::new(&conf),
-        &[d.addr().to_string()],
-    )
-    .unwrap();
+    let nginx = christmas_tests::Nginx::start(std::path::Path::new(&conf), &[d.addr().to_string()])
+        .unwrap();
     let sym = fresh_symbol("SSEN");
     let addr: SocketAddr = nginx.addr().parse().unwrap();
     let (status, mut sse) = open(addr, &format!("/api/stream?symbols={sym}"), &[], None).await;

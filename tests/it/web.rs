@@ -2,7 +2,6 @@
 //! immutable, the HTML revalidated, ETags, precompressed copies), the asset base written
 //! into the HTML, nginx caching `/assets/`, and a note when nothing is built.
 
-
 use christmas_tests::HttpClient;
 
 use crate::daemon::Daemon;
@@ -36,7 +35,10 @@ async fn the_page_is_served_with_cache_headers_etags_and_compression() {
     let index = c.get("/").await.unwrap();
     assert_eq!(index.status, 200);
     assert_eq!(index.header("cache-control"), Some("no-cache"));
-    assert!(index.header("content-type").unwrap().starts_with("text/html"));
+    assert!(index
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
     let etag = index.header("etag").unwrap().to_string();
     let again = c
         .request("GET", "/", &[("If-None-Match", etag.as_str())], Vec::new())
@@ -99,9 +101,8 @@ async fn nginx_caches_the_hashed_assets() {
     let dir = dist.display().to_string();
     let d = Daemon::start(|c| c.web_dir = Some(dir)).await;
     let conf = format!("{}/../deploy/nginx", env!("CARGO_MANIFEST_DIR"));
-    let nginx =
-        christmas_tests::Nginx::start(std::path::Path::new(&conf), &[d.addr().to_string()])
-            .unwrap();
+    let nginx = christmas_tests::Nginx::start(std::path::Path::new(&conf), &[d.addr().to_string()])
+        .unwrap();
     let c = HttpClient::new(nginx.addr());
     let first = c.get("/assets/index-Ab12Cd34.js").await.unwrap();
     assert_eq!(first.status, 200, "{}", nginx.error_log());

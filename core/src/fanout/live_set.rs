@@ -54,6 +54,9 @@ impl Drop for LiveSet {
     }
 }
 
+/// One `XREVRANGE` entry: its id and its field-value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 /// Delay before reconnecting after the connection is lost.
 const RECONNECT: Duration = Duration::from_millis(100);
 
@@ -129,8 +132,10 @@ impl LiveSet {
                 c
             }
         };
-        let entries: Vec<(String, Vec<(String, Vec<u8>)>)> =
-            conn.query(&cmd, "reading a fan-out stream").await.inspect_err(|_| {
+        let entries: Vec<StreamEntry> = conn
+            .query(&cmd, "reading a fan-out stream")
+            .await
+            .inspect_err(|_| {
                 // Reconnect next time (Sentinel may name a new master).
                 *self.reads.lock().unwrap_or_else(|e| e.into_inner()) = None;
             })?;
