@@ -101,6 +101,9 @@ pub struct DaemonConfig {
     /// that falls further behind is sent `event: dropped` and disconnected, so it never
     /// slows the others.
     pub stream_client_buffer: usize,
+    /// Bytes of messages each `GET /api/stream` client may have waiting (default 4 MiB);
+    /// beyond, as beyond `stream_client_buffer`, the client is dropped.
+    pub stream_client_buffer_bytes: usize,
     /// Directory of the built page (`scripts/web.sh build` writes `web/dist`); unset: `web/dist`
     /// when it exists. Without it `/` answers how to build the page.
     pub web_dir: Option<String>,
@@ -146,6 +149,10 @@ impl std::fmt::Debug for DaemonConfig {
             .field("spool_max_bytes", &self.spool_max_bytes)
             .field("spool_memory_bytes", &self.spool_memory_bytes)
             .field("stream_client_buffer", &self.stream_client_buffer)
+            .field(
+                "stream_client_buffer_bytes",
+                &self.stream_client_buffer_bytes,
+            )
             .field("web_dir", &self.web_dir)
             .field("web_asset_base", &self.web_asset_base)
             .finish()
@@ -184,6 +191,7 @@ impl Default for DaemonConfig {
             spool_max_bytes: christmas_core::spool::SpoolConfig::DEFAULT_MAX_BYTES,
             spool_memory_bytes: christmas_core::spool::SpoolConfig::DEFAULT_MEMORY_BYTES,
             stream_client_buffer: 1_024,
+            stream_client_buffer_bytes: 4 << 20,
             web_dir: None,
             web_asset_base: None,
         }

@@ -9,7 +9,7 @@
 //! engine never waits for the feed at all (it only publishes to Redis).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -45,6 +45,8 @@ pub enum Ending {
 #[derive(Debug)]
 pub struct Client {
     tx: mpsc::Sender<Arc<Frame>>,
+    /// Bytes of JSON waiting in `tx` (added by the dispatcher, taken off by the feed).
+    queued: AtomicUsize,
     ending: AtomicU8,
     /// Woken when `ending` is set.
     pub woken: Notify,
@@ -58,6 +60,11 @@ impl Client {
             2 => Ending::Closing,
             _ => Ending::Open,
         }
+    }
+
+    /// Called by the feed for each frame it takes from its buffer.
+    pub fn taken(&self, frame: &Frame) {
+        self.queued.fetch_sub(frame.json.len(), Ordering::Relaxed);
     }
 
     fn end(&self, why: Ending) {
@@ -91,6 +98,9 @@ pub struct LiveFeed {
     clients: Mutex<HashMap<Symbol, Vec<Arc<Client>>>>,
     /// Frames each client's buffer holds before the client is dropped.
     pub buffer: usize,
+    /// Bytes each client's buffer holds before the client is dropped (a message may carry
+    /// thousands of ticks, so a count alone bounds memory loosely).
+    pub buffer_bytes: usize,
     closing: AtomicBool,
     /// Counters.
     pub counters: FeedCounters,
@@ -119,11 +129,12 @@ pub enum JoinError {
 
 impl LiveFeed {
     /// Subscribes through the Redis at `url` (payloads in `format`); each client's buffer
-    /// holds `buffer` frames.
+    /// holds `buffer` frames and `buffer_bytes` bytes of JSON.
     pub fn start(
         url: &str,
         format: PayloadFormat,
         buffer: usize,
+        buffer_bytes: usize,
     ) -> christmas_core::Result<Arc<LiveFeed>> {
         // Enough to ride out a burst while the dispatcher is busy; beyond, Redis buffers.
         let (tx, rx) = mpsc::channel(4_096);
@@ -131,6 +142,7 @@ impl LiveFeed {
             live: LiveSet::start(url, format, tx)?,
             clients: Mutex::default(),
             buffer: buffer.max(1),
+            buffer_bytes: buffer_bytes.max(1),
             closing: AtomicBool::new(false),
             counters: FeedCounters::default(),
         });
@@ -150,6 +162,7 @@ impl LiveFeed {
         let (tx, rx) = mpsc::channel(self.buffer);
         let client = Arc::new(Client {
             tx,
+            queued: AtomicUsize::new(0),
             ending: AtomicU8::new(0),
             woken: Notify::new(),
         });
@@ -201,8 +214,17 @@ impl LiveFeed {
             if c.ending() != Ending::Open {
                 continue;
             }
+            let len = frame.json.len();
+            if c.queued.load(Ordering::Relaxed) + len > self.buffer_bytes {
+                self.counters.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                c.end(Ending::Slow);
+                continue;
+            }
             match c.tx.try_send(frame.clone()) {
-                Ok(()) => delivered += 1,
+                Ok(()) => {
+                    c.queued.fetch_add(len, Ordering::Relaxed);
+                    delivered += 1;
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.counters.dropped_slow.fetch_add(1, Ordering::Relaxed);
                     c.end(Ending::Slow);

@@ -161,6 +161,7 @@ impl AppState {
                 r,
                 config.fanout_format.parse()?,
                 config.stream_client_buffer,
+                config.stream_client_buffer_bytes,
             )?),
             None => None,
         };

@@ -260,7 +260,22 @@ async fn a_reconnect_with_last_event_id_resumes_where_it_stood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_is_dropped_while_another_keeps_up() {
-    let d = redis_daemon(|c| c.stream_client_buffer = 4).await;
+    stalled_and_reading(|c| c.stream_client_buffer = 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_dropped_by_the_byte_bound_too() {
+    stalled_and_reading(|c| {
+        c.stream_client_buffer = 1_000_000;
+        c.stream_client_buffer_bytes = 256 << 10;
+    })
+    .await;
+}
+
+/// A stalled client (never reads, 4 KiB receive buffer) and a reading one on the same
+/// symbol, under a buffer bound set by `bound`.
+async fn stalled_and_reading(bound: impl FnOnce(&mut christmas_ingest::config::DaemonConfig)) {
+    let d = redis_daemon(bound).await;
     let sym = fresh_symbol("SSEC");
     let path = format!("/api/stream?symbols={sym}");
     let (_, mut stalled) = open(d.addr(), &path, &[], Some(4_096)).await;

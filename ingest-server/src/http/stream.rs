@@ -9,7 +9,7 @@
 //! **Events.** `trade` / `quote`: one fan-out message (the Redis JSON form, `first_seq` …
 //! `first_seq + n − 1`); `gap`: `{symbol, kind, from, to, reason}` (ticks this client will
 //! not get: `missed`, `not_retained`; or `restarted`, the engine's sequences began again);
-//! `dropped`: `{reason, buffer}` then the stream ends (the client read too slowly);
+//! `dropped`: `{reason, buffer, buffer_bytes}` then the stream ends (the client read too slowly);
 //! `closing`: the daemon is shutting down. Comments (`: keep-alive`) every 15 s.
 //!
 //! **Ids.** Each tick event's `id` is the client's position in every symbol it watches:
@@ -222,6 +222,7 @@ struct ClientFeed {
     out: VecDeque<Bytes>,
     keep_alive: tokio::time::Interval,
     buffer: usize,
+    buffer_bytes: usize,
     done: bool,
 }
 
@@ -242,6 +243,7 @@ impl ClientFeed {
             out: VecDeque::new(),
             keep_alive,
             buffer: feed.buffer,
+            buffer_bytes: feed.buffer_bytes,
             done: false,
         }
     }
@@ -265,7 +267,10 @@ impl ClientFeed {
                     self.end_if_told();
                 }
                 frame = self.rx.recv() => match frame {
-                    Some(f) => self.on_frame(&f),
+                    Some(f) => {
+                        client.taken(&f);
+                        self.on_frame(&f);
+                    }
                     None => self.done = true,
                 },
                 _ = self.keep_alive.tick() => {
@@ -284,6 +289,7 @@ impl ClientFeed {
                 json!({
                     "reason": "slow consumer: the client's buffer filled before it read",
                     "buffer": self.buffer,
+                    "buffer_bytes": self.buffer_bytes,
                 }),
             ),
             Ending::Closing => ("closing", json!({"reason": "the daemon is shutting down"})),
