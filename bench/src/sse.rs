@@ -355,7 +355,9 @@ fn report(
     ];
     let md = format!(
         "## sse\n\n`christmas-bench sse` — {} subscribers (+{} stalled) of `GET /api/stream`, {} symbols each, \
-         {} ticks/s offered for {} s over {} symbols, daemon and subscribers in one process on loopback.\n\n\
+         {} ticks/s offered for {} s over {} symbols, daemon and subscribers in one process on loopback. \
+         The subscribers parse every event on the same cores as the engine, so the ratio charges their \
+         CPU to ingest too; the engine itself never waits for the feed (it publishes to Redis only).\n\n\
          | figure | value |\n|---|---|\n\
          | committed ticks/s without subscribers | {alone:.0} |\n\
          | committed ticks/s with subscribers | {with:.0} (ratio {:.3}) |\n\
