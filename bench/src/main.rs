@@ -42,6 +42,7 @@ mod run;
 mod scale;
 mod services;
 mod soak;
+mod sse;
 
 use run::{Outcome, RunContext};
 
@@ -91,6 +92,8 @@ enum Command {
     /// Redis fan-out: ticks/s delivered to one subscriber vs redis-benchmark PUBLISH of the
     /// same payload size; push → subscriber latency; PostgreSQL throughput with Redis down.
     Fanout(fanout::FanoutArgs),
+    /// SSE subscribers of GET /api/stream while the engine ingests (not part of `all`).
+    Sse(sse::SseArgs),
     /// POST /api/orders under wrk against a naive one-INSERT-per-request baseline, and
     /// siege on GET /api/market-data.
     Orders(orders::OrdersArgs),
@@ -227,7 +230,7 @@ fn run() -> Result<()> {
     // are read, so DATABASE_URL and REDIS_URL defaults come from scripts/services.sh.
     let needs_services = std::env::args().nth(1).is_some_and(|c| {
         [
-            "all", "ingest", "daemon", "fanout", "orders", "scale", "soak",
+            "all", "ingest", "daemon", "fanout", "orders", "scale", "soak", "sse",
         ]
         .contains(&c.as_str())
     }) && !std::env::args().any(|a| a == "--help" || a == "-h");
@@ -241,6 +244,7 @@ fn run() -> Result<()> {
         Command::Ingest(args) => single("ingest", args.load.common.quick, |c| ingest::run(c, args)),
         Command::Daemon(args) => single("daemon", args.load.common.quick, |c| daemon::run(c, args)),
         Command::Fanout(args) => single("fanout", args.common.quick, |c| fanout::run(c, args)),
+        Command::Sse(args) => single("sse", args.common.quick, |c| sse::run(c, args)),
         Command::Orders(args) => single("orders", args.common.quick, |c| orders::run(c, args)),
         Command::Scale(args) => single("scale", args.common.quick, |c| scale::run(c, args)),
         Command::Soak(args) => soak::run(args),

@@ -3,7 +3,7 @@
 //! Every field has a default; a file may set any of them (unknown keys are refused). Then
 //! the environment wins: `DATABASE_URL`, `READ_DATABASE_URL`, `REDIS_URL`,
 //! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_LINGER_MS`,
-//! `CHRISTMAS_AUTH_READS`,
+//! `CHRISTMAS_AUTH_READS`, `CHRISTMAS_WEB_DIR`, `CHRISTMAS_WEB_ASSET_BASE`,
 //! `CHRISTMAS_API_KEYS` (`name:sha256hex:scope+scope,…`), `CHRISTMAS_SPOOL_DIR`.
 
 use std::path::Path;
@@ -97,6 +97,19 @@ pub struct DaemonConfig {
     /// writer (default 64 MiB); a larger backlog (PostgreSQL away) is read back from disk,
     /// and those ticks are not fanned out (`christmas_fanout_spilled_total`).
     pub spool_memory_bytes: u64,
+    /// Messages each `GET /api/stream` client may have waiting (default 1,024); a client
+    /// that falls further behind is sent `event: dropped` and disconnected, so it never
+    /// slows the others.
+    pub stream_client_buffer: usize,
+    /// Bytes of messages each `GET /api/stream` client may have waiting (default 4 MiB);
+    /// beyond, as beyond `stream_client_buffer`, the client is dropped.
+    pub stream_client_buffer_bytes: usize,
+    /// Directory of the built page (`scripts/web.sh build` writes `web/dist`); unset: `web/dist`
+    /// when it exists. Without it `/` answers how to build the page.
+    pub web_dir: Option<String>,
+    /// Where the page's assets are loaded from, e.g. a CDN origin `https://cdn.example.com`
+    /// (default: this daemon). The CDN fetches `/assets/…` from the daemon.
+    pub web_asset_base: Option<String>,
 }
 
 impl std::fmt::Debug for DaemonConfig {
@@ -135,6 +148,13 @@ impl std::fmt::Debug for DaemonConfig {
             .field("spool_fsync_ms", &self.spool_fsync_ms)
             .field("spool_max_bytes", &self.spool_max_bytes)
             .field("spool_memory_bytes", &self.spool_memory_bytes)
+            .field("stream_client_buffer", &self.stream_client_buffer)
+            .field(
+                "stream_client_buffer_bytes",
+                &self.stream_client_buffer_bytes,
+            )
+            .field("web_dir", &self.web_dir)
+            .field("web_asset_base", &self.web_asset_base)
             .finish()
     }
 }
@@ -170,6 +190,10 @@ impl Default for DaemonConfig {
             spool_fsync_ms: 0,
             spool_max_bytes: christmas_core::spool::SpoolConfig::DEFAULT_MAX_BYTES,
             spool_memory_bytes: christmas_core::spool::SpoolConfig::DEFAULT_MEMORY_BYTES,
+            stream_client_buffer: 1_024,
+            stream_client_buffer_bytes: 4 << 20,
+            web_dir: None,
+            web_asset_base: None,
         }
     }
 }
@@ -217,6 +241,12 @@ impl DaemonConfig {
             self.auth_reads = v
                 .parse()
                 .context("CHRISTMAS_AUTH_READS must be true or false")?;
+        }
+        if let Some(v) = var("CHRISTMAS_WEB_DIR") {
+            self.web_dir = Some(v).filter(|d| !d.is_empty());
+        }
+        if let Some(v) = var("CHRISTMAS_WEB_ASSET_BASE") {
+            self.web_asset_base = Some(v).filter(|d| !d.is_empty());
         }
         if let Some(v) = var("CHRISTMAS_SPOOL_DIR") {
             self.spool_dir = Some(v).filter(|d| !d.is_empty());

@@ -17,6 +17,8 @@
 //! | [`state`] | [`AppState`](state::AppState): the engine behind the daemon, started from the config; its [`Ingress`](christmas_core::Ingress) is the one way HTTP and TCP ticks go in |
 //! | [`server`] | bind ([`listen`](server::listen)) and [`run`](server::run): HTTP and TCP until shutdown, then drain |
 //! | [`http`] | [`router`](http::router) and the request middleware; handlers by area: [`ticks`](http::ticks), [`market_data`](http::market_data), [`orders`], [`ops`](http::ops) (health, ready, metrics, OpenAPI); the [`Authorized`](http::auth::Authorized) extractor and the JSON [`reply`](http::reply) helpers |
+//! | [`live_feed`] | [`LiveFeed`](live_feed::LiveFeed): one Redis subscription per daemon relayed to every `GET /api/stream` client, each through a bounded buffer |
+//! | [`web`] | the page at `/`: built files served from `web_dir`, hashed assets cached for a year |
 //! | [`tcp`] | the TCP ingest listener (rkyv frames, acks) |
 //! | [`ticks`] | the JSON / NDJSON tick format of `POST /api/ticks` |
 //! | [`json_fields`] | strict field-by-field reading of a flat JSON object (unknown and repeated keys refused), for ticks and orders |
@@ -36,6 +38,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod json_fields;
+pub mod live_feed;
 pub mod metrics_text;
 pub mod ratelimit;
 pub mod server;
@@ -43,6 +46,7 @@ pub mod state;
 pub mod tcp;
 pub mod ticks;
 pub mod timefmt;
+pub mod web;
 
 // Paths other crates use, kept where they were before the modules moved: the order body
 // parser (fuzz), replay and feed (tests, bench).

@@ -62,6 +62,10 @@ enum Command {
         /// TCP ingest listen address; "" turns it off.
         #[arg(long)]
         tcp_addr: Option<String>,
+        /// Directory of the built page served at `/` (overrides config and
+        /// CHRISTMAS_WEB_DIR; default `web/dist` when it exists).
+        #[arg(long)]
+        web_dir: Option<String>,
     },
     /// Validate the config (file + environment) and print it without secrets.
     CheckConfig,
@@ -116,6 +120,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve {
             http_addr,
             tcp_addr,
+            web_dir,
         } => {
             let mut c = config(&cli)?;
             if let Some(a) = http_addr {
@@ -123,6 +128,9 @@ async fn run() -> anyhow::Result<()> {
             }
             if let Some(a) = tcp_addr {
                 c.tcp_addr = a.clone();
+            }
+            if let Some(d) = web_dir {
+                c.web_dir = Some(d.clone());
             }
             c.validate()?;
             let http = server::listen(&c.http_addr, c.max_connections)

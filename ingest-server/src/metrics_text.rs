@@ -319,6 +319,30 @@ pub fn render(s: &AppState) -> String {
         1e-6,
     );
     orders(&mut out, &s.orders.metrics());
+    if let Some(feed) = &s.stream {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &feed.counters;
+        for (name, kind, v) in [
+            ("christmas_stream_clients", "gauge", c.clients.load(Relaxed)),
+            (
+                "christmas_stream_dropped_slow_total",
+                "counter",
+                c.dropped_slow.load(Relaxed),
+            ),
+            (
+                "christmas_stream_messages_total",
+                "counter",
+                c.messages.load(Relaxed),
+            ),
+            (
+                "christmas_stream_delivered_total",
+                "counter",
+                c.delivered.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");
+        }
+    }
     let _ = writeln!(out, "# HELP christmas_uptime_seconds Seconds since start.\n# TYPE christmas_uptime_seconds gauge\nchristmas_uptime_seconds {}", s.started.elapsed().as_secs());
     out
 }

@@ -152,6 +152,10 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: no new requests; draining");
     let _ = stop_tx.send(true);
+    // Open event streams would hold the graceful shutdown until its deadline.
+    if let Some(feed) = &state.stream {
+        feed.close();
+    }
     let deadline = state.config.shutdown_timeout();
     let drained = tokio::time::timeout(deadline, async {
         let _ = server.await;

@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
 use crate::config::DaemonConfig;
+use crate::live_feed::LiveFeed;
 use crate::ratelimit::RateLimiter;
 
 /// Everything a request handler needs. Cheap to clone.
@@ -49,6 +50,8 @@ pub struct Engine {
     pub orders: OrderDesk,
     /// Per-account order rate.
     pub order_limiter: RateLimiter,
+    /// The live feed of `GET /api/stream`, when Redis is configured.
+    pub stream: Option<Arc<LiveFeed>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -153,6 +156,15 @@ impl AppState {
         })
         .await
         .context("starting the order desk")?;
+        let stream = match &config.redis_url {
+            Some(r) => Some(LiveFeed::start(
+                r,
+                config.fanout_format.parse()?,
+                config.stream_client_buffer,
+                config.stream_client_buffer_bytes,
+            )?),
+            None => None,
+        };
         if config.api_keys.is_empty() {
             tracing::warn!("no api_keys configured: every endpoint is open");
         }
@@ -163,6 +175,7 @@ impl AppState {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             order_limiter: RateLimiter::new(config.order_rate_per_second, config.order_rate_burst),
             orders,
+            stream,
             config,
             ingress,
             reader,

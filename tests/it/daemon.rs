@@ -58,6 +58,16 @@ impl Daemon {
         self.url.clone()
     }
 
+    /// Its HTTP address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.daemon.http()
+    }
+
+    /// Its state (engine, feed, metrics).
+    pub(crate) fn state(&self) -> &christmas_ingest::state::AppState {
+        self.daemon.state()
+    }
+
     /// A client of its HTTP port.
     pub(crate) fn client(&self) -> HttpClient {
         self.daemon.client()
@@ -390,6 +400,8 @@ async fn health_ready_metrics_and_openapi() {
         "/api/market-data",
         "/api/market-data/{symbol}/trades",
         "/api/market-data/{symbol}/bars",
+        "/api/stream",
+        "/api/engine",
         "/health",
         "/ready",
         "/metrics",

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area, real servers only.
 
+mod browser;
 mod core_faults;
 mod core_ingest;
 mod daemon;
@@ -14,5 +15,7 @@ mod replay;
 mod scale;
 mod schema;
 mod spool;
+mod stream;
 mod strict;
 mod support;
+mod web;

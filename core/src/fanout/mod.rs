@@ -19,10 +19,12 @@
 //! | [`wire`] | message format (JSON or rkyv) and key names |
 //! | `publisher` | the bounded queue and the publishing task |
 //! | [`subscriber`] | [`TickSubscription`]: live pub/sub, or stream replay with resume |
+//! | [`live_set`] | [`LiveSet`]: one subscription, symbols added and removed while it runs; retained messages read back |
 //! | [`latest`] | [`LatestCache`]: the latest trade / quote hashes, read back |
 
 pub mod config;
 pub mod latest;
+pub mod live_set;
 pub(crate) mod publisher;
 pub(crate) mod snapshot;
 pub mod subscriber;
@@ -31,6 +33,7 @@ pub mod wire;
 pub use crate::redis::target::RedisTarget;
 pub use config::{FanoutConfig, PublishPoint};
 pub use latest::{LatestCache, LatestTicks};
+pub use live_set::LiveSet;
 pub use snapshot::FanoutSnapshot;
 pub use subscriber::{Delivery, TickSubscription};
 pub use wire::{access_rkyv, ArchivedTickMessage, PayloadFormat, TickKind, TickMessage};

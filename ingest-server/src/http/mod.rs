@@ -19,11 +19,13 @@ use tracing::Instrument;
 use crate::state::AppState;
 
 pub mod auth;
+pub mod engine;
 pub mod market_data;
 pub mod ops;
 pub mod orders;
 pub mod params;
 pub mod reply;
+pub mod stream;
 pub mod ticks;
 
 /// All routes, with request ids, timeouts, logs and metrics around them.
@@ -35,10 +37,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/market-data/{symbol}/bars", get(market_data::bars))
         .route("/api/orders", post(orders::submit).get(orders::list))
         .route("/api/orders/{id}", get(orders::get).delete(orders::cancel))
+        .route("/api/stream", get(stream::stream))
+        .route("/api/engine", get(engine::engine))
         .route("/api/openapi.json", get(ops::openapi))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .merge(crate::web::routes(&state))
         .fallback(|| async { reply::error(StatusCode::NOT_FOUND, None, "no such endpoint") })
         // axum adds the `Allow` header to this reply.
         .method_not_allowed_fallback(|method: Method| async move {

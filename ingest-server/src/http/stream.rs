@@ -1,0 +1,468 @@
+//! `GET /api/stream?symbols=A,B`: live trades and quotes as Server-Sent Events.
+//!
+//! **Why SSE and not WebSocket.** The feed goes one way (server to browser); SSE is plain
+//! HTTP/1.1, so it passes nginx, the auth extractor, the request log and every proxy
+//! unchanged, and the browser's `EventSource` reconnects by itself and sends
+//! `Last-Event-ID`, which is exactly the resume this feed offers. A WebSocket would need an
+//! upgrade path through nginx, its own framing, and a hand-written reconnect on the page.
+//!
+//! **Events.** `trade` / `quote`: one fan-out message (the Redis JSON form, `first_seq` …
+//! `first_seq + n − 1`); `gap`: `{symbol, kind, from, to, reason}` (ticks this client will
+//! not get: `missed`, `not_retained`; or `restarted`, the engine's sequences began again);
+//! `dropped`: `{reason, buffer, buffer_bytes}` then the stream ends (the client read too slowly);
+//! `closing`: the daemon is shutting down. Comments (`: keep-alive`) every 15 s.
+//!
+//! **Ids.** Each tick event's `id` is the client's position in every symbol it watches:
+//! `SYM:trade_seq:quote_seq` joined by `,`. A reconnect sending it as `Last-Event-ID` (the
+//! browser does so by itself) is resumed from the symbol's capped Redis stream; what the
+//! stream no longer holds is reported as a `gap`.
+//!
+//! **Auth.** As the other reads (`read` scope when `auth_reads` is on). `EventSource`
+//! cannot set headers, so the key may also come in the cookie `christmas_key` (the page
+//! sets it, `Path=/api/stream; SameSite=Strict`). Not a query parameter: a URL lands in
+//! access logs, proxy logs and browser history; a cookie does not.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use christmas_core::fanout::{TickKind, TickMessage};
+use christmas_core::Symbol;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::http::auth::{Authorized, Read};
+use crate::http::params::QueryParams;
+use crate::http::reply::{bad_request, error};
+use crate::live_feed::{source_hash, Ending, Frame, JoinError, LiveFeed, Registration};
+use crate::state::AppState;
+
+/// Most symbols one stream may watch.
+pub const MAX_SYMBOLS: usize = 64;
+/// How often an idle stream sends a comment, so proxies and browsers keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Stream entries read per round trip when resuming.
+const RESUME_PAGE: usize = 500;
+/// Most entries read back when resuming one symbol (the stream keeps about this many).
+const RESUME_MAX: usize = 20_000;
+/// The cookie `EventSource` clients send their key in.
+pub const KEY_COOKIE: &str = "christmas_key";
+
+/// [`Authorized<Read>`], also taking the key from the `christmas_key` cookie.
+#[derive(Debug)]
+pub struct StreamReader(pub Authorized<Read>);
+
+impl FromRequestParts<AppState> for StreamReader {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            if let Some(key) = cookie(&parts.headers, KEY_COOKIE) {
+                if let Ok(v) = HeaderValue::try_from(format!("Bearer {key}")) {
+                    parts.headers.insert(header::AUTHORIZATION, v);
+                }
+            }
+        }
+        Authorized::<Read>::from_request_parts(parts, s)
+            .await
+            .map(StreamReader)
+    }
+}
+
+/// The value of cookie `name`, if the request has it.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+}
+
+/// `GET /api/stream?symbols=A,B`: see the module doc.
+pub async fn stream(
+    State(s): State<AppState>,
+    _key: StreamReader,
+    QueryParams(q): QueryParams,
+    headers: HeaderMap,
+) -> Response {
+    let Some(feed) = s.stream.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "no live feed: the daemon has no Redis (redis_url)",
+        );
+    };
+    let symbols = match parse_symbols(q.get("symbols")) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|id| parse_cursor(id, &symbols))
+        .unwrap_or_default();
+    let (registration, rx) = match feed.join(&symbols).await {
+        Ok(r) => r,
+        Err(JoinError::Closing) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, None, "shutting down")
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, None, e),
+    };
+    let mut client = ClientFeed::new(feed.clone(), registration, rx, symbols);
+    // "retry" sets how soon the browser reconnects after the stream ends.
+    client.out.push_back(Bytes::from_static(b"retry: 1000\n\n"));
+    if !resume.is_empty() {
+        client.resume(&feed, resume).await;
+    }
+    let body = futures_util::stream::unfold(client, |mut c| async move {
+        c.next_chunk().await.map(|b| (Ok::<_, Infallible>(b), c))
+    });
+    let mut reply = Response::new(Body::from_stream(body));
+    let h = reply.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx passes each event on at once instead of filling its buffer first.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    reply
+}
+
+/// `symbols=A,B`: 1 to [`MAX_SYMBOLS`] distinct symbols, none holding `:` or `,` (the id
+/// uses them).
+fn parse_symbols(raw: Option<&String>) -> Result<Vec<Symbol>, Response> {
+    let raw = raw.ok_or_else(|| bad_request("symbols", "required (symbols=A,B)"))?;
+    let mut out: Vec<Symbol> = Vec::new();
+    for s in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if s.contains(':') {
+            return Err(bad_request("symbols", format!("{s:?} holds a ':'")));
+        }
+        let sym = Symbol::new(s).map_err(|e| bad_request("symbols", e))?;
+        if !out.contains(&sym) {
+            out.push(sym);
+        }
+    }
+    if out.is_empty() || out.len() > MAX_SYMBOLS {
+        return Err(bad_request(
+            "symbols",
+            format!("between 1 and {MAX_SYMBOLS} symbols, comma-separated"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Sequences a client has seen for one symbol and kind, and the engine run they count in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Seen {
+    seq: u64,
+    /// [`source_hash`] of the run; 0 when it came from a `Last-Event-ID` (unknown).
+    source: u64,
+}
+
+/// Where a client is in one symbol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Position {
+    trade: Seen,
+    quote: Seen,
+}
+
+impl Position {
+    fn of(&mut self, kind: TickKind) -> &mut Seen {
+        match kind {
+            TickKind::Trade => &mut self.trade,
+            TickKind::Quote => &mut self.quote,
+        }
+    }
+}
+
+/// The positions in a `Last-Event-ID`, for the subscribed symbols (others are ignored);
+/// empty when it names none of them or does not parse.
+fn parse_cursor(id: &str, symbols: &[Symbol]) -> Vec<(usize, Position)> {
+    let mut out = Vec::new();
+    for entry in id.split(',') {
+        let mut f = entry.rsplitn(3, ':');
+        let (Some(q), Some(t), Some(sym)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let (Ok(t), Ok(q)) = (t.parse::<u64>(), q.parse::<u64>()) else {
+            continue;
+        };
+        if let Some(i) = symbols.iter().position(|s| s.as_str() == sym) {
+            let seen = |seq| Seen { seq, source: 0 };
+            out.push((
+                i,
+                Position {
+                    trade: seen(t),
+                    quote: seen(q),
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// One client's stream: its buffer from the [`LiveFeed`], its positions, and the SSE bytes
+/// waiting to go out.
+struct ClientFeed {
+    registration: Registration,
+    rx: mpsc::Receiver<Arc<Frame>>,
+    symbols: Vec<Symbol>,
+    positions: Vec<Position>,
+    out: VecDeque<Bytes>,
+    keep_alive: tokio::time::Interval,
+    buffer: usize,
+    buffer_bytes: usize,
+    done: bool,
+}
+
+impl ClientFeed {
+    fn new(
+        feed: Arc<LiveFeed>,
+        registration: Registration,
+        rx: mpsc::Receiver<Arc<Frame>>,
+        symbols: Vec<Symbol>,
+    ) -> Self {
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+        keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ClientFeed {
+            registration,
+            rx,
+            positions: vec![Position::default(); symbols.len()],
+            symbols,
+            out: VecDeque::new(),
+            keep_alive,
+            buffer: feed.buffer,
+            buffer_bytes: feed.buffer_bytes,
+            done: false,
+        }
+    }
+
+    /// The next bytes to send; `None` ends the stream.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(b) = self.out.pop_front() {
+                return Some(b);
+            }
+            if self.done {
+                return None;
+            }
+            if self.end_if_told() {
+                continue;
+            }
+            let client = self.registration.client.clone();
+            tokio::select! {
+                biased;
+                _ = client.woken.notified() => {
+                    self.end_if_told();
+                }
+                frame = self.rx.recv() => match frame {
+                    Some(f) => {
+                        client.taken(&f);
+                        self.on_frame(&f);
+                    }
+                    None => self.done = true,
+                },
+                _ = self.keep_alive.tick() => {
+                    self.out.push_back(Bytes::from_static(b": keep-alive\n\n"));
+                }
+            }
+        }
+    }
+
+    /// Queues the last event and ends the stream when the feed dropped or closed it.
+    fn end_if_told(&mut self) -> bool {
+        let (event, data) = match self.registration.client.ending() {
+            Ending::Open => return false,
+            Ending::Slow => (
+                "dropped",
+                json!({
+                    "reason": "slow consumer: the client's buffer filled before it read",
+                    "buffer": self.buffer,
+                    "buffer_bytes": self.buffer_bytes,
+                }),
+            ),
+            Ending::Closing => ("closing", json!({"reason": "the daemon is shutting down"})),
+        };
+        // The id keeps the position, so the reconnect resumes where this client stood.
+        self.push_event(event, Some(self.id()), data.to_string().into());
+        self.done = true;
+        true
+    }
+
+    /// Queues the events `frame` makes for this client: a gap or a restart first when the
+    /// sequence does not follow, nothing for a repeat, the ticks past the position only.
+    fn on_frame(&mut self, frame: &Frame) {
+        let Some(i) = self.symbols.iter().position(|s| *s == frame.symbol) else {
+            return;
+        };
+        let m = &frame.message;
+        let kind = m.kind;
+        let seen = *self.positions[i].of(kind);
+        let (first, last) = (m.first_seq, m.last_seq());
+        let restarted = match seen.source {
+            0 => seen.seq > 0 && last <= seen.seq,
+            s => s != frame.source,
+        };
+        let mut from = seen.seq + 1;
+        if restarted {
+            self.gap(i, kind, None, "restarted");
+            from = 1;
+        } else if seen.seq > 0 && last < from {
+            return;
+        } else if seen.seq > 0 && first > from {
+            self.gap(i, kind, Some((from, first - 1)), "missed");
+        }
+        *self.positions[i].of(kind) = Seen {
+            seq: last,
+            source: frame.source,
+        };
+        let data = if first >= from || seen.seq == 0 || restarted {
+            frame.json.clone()
+        } else {
+            match serde_json::to_vec(&tail(m, from)) {
+                Ok(j) => Bytes::from(j),
+                Err(_) => return,
+            }
+        };
+        let name = match kind {
+            TickKind::Trade => "trade",
+            TickKind::Quote => "quote",
+        };
+        self.push_event(name, Some(self.id()), data);
+    }
+
+    fn gap(&mut self, i: usize, kind: TickKind, range: Option<(u64, u64)>, reason: &str) {
+        let mut data = json!({
+            "symbol": self.symbols[i].as_str(),
+            "kind": kind,
+            "reason": reason,
+        });
+        if let Some((from, to)) = range {
+            data["from"] = json!(from);
+            data["to"] = json!(to);
+        }
+        self.push_event("gap", None, data.to_string().into());
+    }
+
+    /// `SYM:trade_seq:quote_seq,…` for every watched symbol.
+    fn id(&self) -> String {
+        let mut id = String::with_capacity(self.symbols.len() * 16);
+        for (s, p) in self.symbols.iter().zip(&self.positions) {
+            if !id.is_empty() {
+                id.push(',');
+            }
+            id.push_str(s.as_str());
+            id.push(':');
+            id.push_str(&p.trade.seq.to_string());
+            id.push(':');
+            id.push_str(&p.quote.seq.to_string());
+        }
+        id
+    }
+
+    fn push_event(&mut self, event: &str, id: Option<String>, data: Bytes) {
+        let mut head = String::with_capacity(64);
+        if let Some(id) = id {
+            head.push_str("id: ");
+            head.push_str(&id);
+            head.push('\n');
+        }
+        head.push_str("event: ");
+        head.push_str(event);
+        head.push_str("\ndata: ");
+        self.out.push_back(Bytes::from(head));
+        self.out.push_back(data);
+        self.out.push_back(Bytes::from_static(b"\n\n"));
+    }
+
+    /// Replays, from each symbol's capped stream, what came after `cursor`; a gap where the
+    /// stream no longer reaches back that far. Live frames queued meanwhile are repeats
+    /// and are skipped by sequence.
+    async fn resume(&mut self, feed: &LiveFeed, cursor: Vec<(usize, Position)>) {
+        for (i, p) in cursor {
+            self.positions[i] = p;
+            let symbol = self.symbols[i];
+            let mut messages: Vec<TickMessage> = Vec::new();
+            let mut before = "+".to_string();
+            // Read back until both kinds reach the position (or the stream's start).
+            let mut reached = [p.trade.seq == 0, p.quote.seq == 0];
+            while !(reached[0] && reached[1]) && messages.len() < RESUME_MAX {
+                let page = match feed.retained_before(symbol, &before, RESUME_PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "resume: reading the stream failed");
+                        break;
+                    }
+                };
+                let Some((last_id, _)) = page.last() else {
+                    break;
+                };
+                before = last_id.clone();
+                for (_, m) in page {
+                    let k = usize::from(m.kind == TickKind::Quote);
+                    let at = if k == 0 { p.trade.seq } else { p.quote.seq };
+                    reached[k] |= m.first_seq <= at + 1;
+                    messages.push(m);
+                }
+            }
+            // The newest retained message of each kind names the run the replay follows;
+            // one that ends before the position means the engine restarted since.
+            for kind in [TickKind::Trade, TickKind::Quote] {
+                let seen = self.positions[i].of(kind);
+                match messages.iter().find(|m| m.kind == kind) {
+                    Some(newest) if seen.seq > 0 => {
+                        let restarted = newest.last_seq() < seen.seq;
+                        seen.source = source_hash(&newest.source);
+                        if restarted {
+                            seen.seq = 0;
+                            self.gap(i, kind, None, "restarted");
+                        }
+                    }
+                    // Nothing of this kind retained: the gap cannot be measured yet; the
+                    // next live message shows it.
+                    None if seen.seq > 0 => self.gap(i, kind, None, "not_retained"),
+                    _ => {}
+                }
+            }
+            for m in messages.into_iter().rev() {
+                let source = source_hash(&m.source);
+                let run = self.positions[i].of(m.kind).source;
+                if run != 0 && run != source {
+                    continue;
+                }
+                if let Ok(json) = serde_json::to_vec(&m) {
+                    self.on_frame(&Frame {
+                        message: m,
+                        symbol,
+                        json: json.into(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The part of `m` from sequence `from` on.
+fn tail(m: &TickMessage, from: u64) -> TickMessage {
+    let skip = (from - m.first_seq) as usize;
+    TickMessage {
+        source: m.source.clone(),
+        symbol: m.symbol.clone(),
+        kind: m.kind,
+        first_seq: from,
+        trades: m.trades.iter().skip(skip).copied().collect(),
+        quotes: m.quotes.iter().skip(skip).copied().collect(),
+    }
+}
