@@ -15,6 +15,10 @@ echo "==> building christmas-ingest (release)"
 cargo build --release -p christmas-ingest
 bin=./target/release/christmas-ingest
 
+echo "==> building the web page (web/dist)"
+bash scripts/web.sh install-page
+bash scripts/web.sh build
+
 echo "==> migrating"
 "$bin" migrate
 
@@ -53,6 +57,7 @@ fi
 echo "==> replaying the bundled CME sample (timestamps moved to now)"
 "$bin" replay tests/data/glbx-futures-mbp-1.dbn.zst --rebase-to-now
 
+echo "==> the page: http://$http_addr/?symbol=ESU4   (no API keys here: leave the key empty, press Enter)"
 echo "==> feeding a synthetic market over TCP (Ctrl-C to stop)"
 echo "    try: curl -s 'http://$http_addr/api/market-data?symbol=ESU4'"
 echo "         curl -s 'http://$http_addr/api/market-data/SYM0000/bars?interval=1m'"

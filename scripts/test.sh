@@ -10,6 +10,10 @@ eval "$(bash scripts/services.sh env)"
 export CHRISTMAS_TEST_DATABASE_URL="$DATABASE_URL"
 export CHRISTMAS_TEST_REDIS_URL="$REDIS_URL"
 
+# The page the daemon serves and tests/it/browser.rs drives (that test prints
+# "skipped: <reason>" without web/node_modules, chromium or a build).
+if [ -d web/node_modules ]; then bash scripts/web.sh build; fi
+
 echo "==> cargo test --workspace"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

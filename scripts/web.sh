@@ -2,7 +2,8 @@
 # The web page's build: `install` (npm ci in web/; Debian's chromium and chromium-driver
 # for the browser test, as root, when missing) and `build` (vite → web/dist, with .gz and,
 # when the brotli tool is there, .br copies the daemon serves to clients that accept them).
-#   bash scripts/web.sh install | build | test
+#   bash scripts/web.sh install | install-page | build | test
+# `install-page` is `install` without the browser (what the demo needs to build the page).
 # `test` runs the browser test (tests/it/browser.rs) alone; it skips, saying why, without
 # chromium or web/node_modules. The daemon serves web/dist at / (see --web-dir).
 set -euo pipefail
@@ -16,14 +17,21 @@ apt_install() {
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-case "${1:-}" in
-install)
+page_deps() {
     if ! command -v npm >/dev/null; then
         echo "==> installing Node.js and npm (Debian)"
         apt_install nodejs npm
     fi
     echo "==> npm ci (web/)"
     npm ci --no-audit --no-fund
+}
+
+case "${1:-}" in
+install-page)
+    page_deps
+    ;;
+install)
+    page_deps
     missing=()
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
@@ -50,7 +58,7 @@ test)
     cargo test -p christmas-tests --test it -- browser:: --nocapture
     ;;
 *)
-    echo "usage: $0 install | build | test" >&2
+    echo "usage: $0 install | install-page | build | test" >&2
     exit 2
     ;;
 esac
