@@ -517,7 +517,13 @@ mod tests {
         let f = frames(&rows, 4, christmas_core::frame::AckLevel::Committed, None).unwrap();
         assert_eq!(f.len(), 3);
         // Named: every frame carries the producer and its first tick's sequence.
-        let f = frames(&rows, 4, christmas_core::frame::AckLevel::Committed, Some("p")).unwrap();
+        let f = frames(
+            &rows,
+            4,
+            christmas_core::frame::AckLevel::Committed,
+            Some("p"),
+        )
+        .unwrap();
         let third = christmas_core::frame::decode_ingest(&f[2][4..]).unwrap();
         assert_eq!((third.producer.as_str(), third.producer_seq), ("p", 9));
     }

@@ -365,7 +365,7 @@ impl<R: Record> Ingestor<R> {
         Ok(touched)
     }
 
-    /// Pushes a named producer's `records`, numbered from `first_seq`, as one chunk per
+    /// Pushes a named producer's `records`, numbered by `seqs`, as one chunk per
     /// shard (each waits for ring space whatever the backpressure policy: a chunk is all
     /// or nothing); then a [`Receipt`] at `ack` (none for `Accepted`). The caller holds the
     /// producer's lock, so its chunks reach each shard in sequence order.
@@ -373,7 +373,7 @@ impl<R: Record> Ingestor<R> {
         &self,
         producer: &ProducerId,
         records: &[R],
-        first_seq: u64,
+        seqs: crate::producer::Seqs<'_>,
         outcome: &Arc<PushOutcome>,
         ack: crate::ingress::AckLevel,
     ) -> Result<Option<Receipt>> {
@@ -383,7 +383,7 @@ impl<R: Record> Ingestor<R> {
         let mut per_shard: Vec<Vec<(R, u64)>> = (0..self.shards()).map(|_| Vec::new()).collect();
         for (i, record) in records.iter().enumerate() {
             let shard = self.pipeline.router.shard_for(record.symbol());
-            per_shard[shard].push((*record, first_seq + i as u64));
+            per_shard[shard].push((*record, seqs.of(i)));
         }
         let pushed_at = self.pipeline.clock.now();
         let mut touched = ShardSet::default();

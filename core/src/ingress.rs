@@ -50,7 +50,7 @@ use crate::config::IngestorConfig;
 use crate::error::{Error, FieldError, Result};
 use crate::ingestor::{Ingestor, IngestorBuilder, Receipt};
 use crate::metrics::MetricsSnapshot;
-use crate::producer::{ProducerId, ProducerLocks, PushOutcome};
+use crate::producer::{ProducerId, ProducerLocks, PushOutcome, Seqs};
 use crate::record::{Quote, Record, Tick, Trade};
 
 /// How far records must have gone before a push is acknowledged.
@@ -355,18 +355,86 @@ impl Ingress {
                 reason: "the durable ack level needs a spool; none is configured".into(),
             });
         }
+        let quotes_from = first_seq + ticks.trades.len() as u64;
+        self.push_produced(
+            producer,
+            ticks,
+            Seqs::From(first_seq),
+            Seqs::From(quotes_from),
+            ack,
+        )
+        .await
+    }
+
+    /// [`Ingress::push_from`] with each tick's sequence given: `trade_seqs[i]` for
+    /// `ticks.trades()[i]`, `quote_seqs[i]` for `ticks.quotes()[i]` (a file's tick
+    /// positions, say, so that how the ticks were split into pushes does not matter).
+    ///
+    /// Errors before the [`Ack`], nothing pushed: [`Error::InvalidField`] naming
+    /// `producer_seq` when a list's length differs from its kind's, a sequence is 0 or past
+    /// `i64::MAX`, or a kind's sequences do not rise.
+    pub async fn push_numbered(
+        &self,
+        producer: &ProducerId,
+        ticks: &Ticks,
+        trade_seqs: &[u64],
+        quote_seqs: &[u64],
+        ack: AckLevel,
+    ) -> Result<Ack> {
+        for (seqs, n) in [
+            (trade_seqs, ticks.trades.len()),
+            (quote_seqs, ticks.quotes.len()),
+        ] {
+            if seqs.len() != n {
+                return Err(Error::field(
+                    "producer_seq",
+                    format!("{} sequences for {n} ticks", seqs.len()),
+                ));
+            }
+            let rising = seqs.windows(2).all(|w| w[0] < w[1]);
+            let in_range = seqs.iter().all(|&s| (1..=i64::MAX as u64).contains(&s));
+            if !rising || !in_range {
+                return Err(Error::field(
+                    "producer_seq",
+                    "each kind's sequences must rise, from 1 to 9223372036854775807",
+                ));
+            }
+        }
+        if !self.supports(ack) {
+            return Err(Error::Spool {
+                reason: "the durable ack level needs a spool; none is configured".into(),
+            });
+        }
+        self.push_produced(
+            producer,
+            ticks,
+            Seqs::Each(trade_seqs),
+            Seqs::Each(quote_seqs),
+            ack,
+        )
+        .await
+    }
+
+    /// Enqueues both kinds of a named producer's push under its lock.
+    async fn push_produced(
+        &self,
+        producer: &ProducerId,
+        ticks: &Ticks,
+        trade_seqs: Seqs<'_>,
+        quote_seqs: Seqs<'_>,
+        ack: AckLevel,
+    ) -> Result<Ack> {
         let outcome = Arc::new(PushOutcome::default());
         let lock = self.producers.of(producer);
         let receipts = {
             let _in_order = lock.lock().await;
             let trades = self
                 .trades
-                .push_produced(producer, &ticks.trades, first_seq, &outcome, ack)
+                .push_produced(producer, &ticks.trades, trade_seqs, &outcome, ack)
                 .await?;
-            let quotes_from = first_seq + ticks.trades.len() as u64;
             let quotes = self
                 .quotes
-                .push_produced(producer, &ticks.quotes, quotes_from, &outcome, ack)
+                .push_produced(producer, &ticks.quotes, quote_seqs, &outcome, ack)
                 .await?;
             [trades, quotes]
         };

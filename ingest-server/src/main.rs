@@ -163,15 +163,19 @@ async fn run() -> anyhow::Result<()> {
             let s = replay::run(&url()?, args).await?;
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "replayed {}: {} trades, {} quotes; {} rows committed, {} dead-lettered, in {:.2} s ({:.0} ticks/s)",
+                "replayed {}: {} trades, {} quotes; {} rows committed, {} dead-lettered, {} already stored by an earlier run, in {:.2} s ({:.0} ticks/s)",
                 args.file.display(),
                 s.trades,
                 s.quotes,
                 s.committed,
                 s.dead_lettered,
+                s.already_stored,
                 secs,
                 (s.trades + s.quotes) as f64 / secs.max(1e-9)
             );
+            if s.committed == 0 && s.already_stored > 0 {
+                println!("nothing new: this file was loaded before (--force loads it again)");
+            }
             Ok(())
         }
         Command::Demo(args) => demo::run(&url()?, args.clone(), shutdown_signal()).await,

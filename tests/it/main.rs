@@ -12,6 +12,7 @@ mod orders;
 mod producers;
 mod producers_daemon;
 mod replay;
+mod replay_once;
 mod scale;
 mod schema;
 mod spool;

@@ -117,7 +117,7 @@ async fn stored(db: &Client) -> (i64, i64, f64) {
 }
 
 async fn empty(db: &Client) {
-    db.batch_execute("TRUNCATE market_data, quotes")
+    db.batch_execute("TRUNCATE market_data, quotes, ingest_producers")
         .await
         .unwrap();
 }

@@ -88,6 +88,25 @@ impl std::fmt::Display for ProducerId {
     }
 }
 
+/// The sequence numbers of a push's records of one kind.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Seqs<'a> {
+    /// Consecutive from this one.
+    From(u64),
+    /// One each, in record order.
+    Each(&'a [u64]),
+}
+
+impl Seqs<'_> {
+    /// The sequence of record `i`.
+    pub fn of(&self, i: usize) -> u64 {
+        match self {
+            Seqs::From(first) => first + i as u64,
+            Seqs::Each(seqs) => seqs[i],
+        }
+    }
+}
+
 /// What became of one push's ticks beyond its ack: how many were resends of ticks already
 /// stored (dropped, not written again). Shared by the push's chunks and the writers.
 #[derive(Debug, Default)]

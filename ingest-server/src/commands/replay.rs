@@ -15,6 +15,14 @@
 //! (a prefix of the file, in file order), nothing after it. Ticks older than the database's
 //! retention are refused unless `--retention-ok` (the next maintenance pass would delete
 //! them) or `--rebase-to-now`.
+//!
+//! A file is loaded exactly once: it is an idempotent producer
+//! ([`christmas_core::producer`]) named `file:<SHA-256 of its bytes>`, each tick numbered
+//! by its position in the file. Running it again stores nothing new and says so; running
+//! it again after a failure or a kill stores the rest, whatever was committed before.
+//! `--producer NAME` names it yourself (a file fixed after a failure keeps its old name and
+//! resumes); `--force` loads it again as new ticks, and so does `--rebase-to-now` (its
+//! times differ on every run) unless a `--producer` is named.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -22,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use christmas_core::fanout::FanoutConfig;
+use christmas_core::producer::ProducerId;
 use christmas_core::sources::csv::CsvDialect;
 use christmas_core::sources::timefmt::{format_ns, parse_offset, TimeUnit};
 use christmas_core::sources::{ReadOptions, ReplayFile};
@@ -68,6 +77,13 @@ pub struct ReplayArgs {
     /// deletes them).
     #[arg(long)]
     pub retention_ok: bool,
+    /// The producer the file's ticks are stored as (default `file:<SHA-256 of the file>`):
+    /// what makes a second run store nothing new, and a run after a failure store the rest.
+    #[arg(long, value_name = "NAME", conflicts_with = "force")]
+    pub producer: Option<String>,
+    /// Load the file again even if it was loaded before: its ticks are stored as new.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl ReplayArgs {
@@ -84,6 +100,8 @@ impl ReplayArgs {
             time_unit: None,
             tz: None,
             retention_ok: false,
+            producer: None,
+            force: false,
         }
     }
 }
@@ -99,6 +117,8 @@ pub struct ReplaySummary {
     pub committed: u64,
     /// Rows the database rejected.
     pub dead_lettered: u64,
+    /// Ticks left out because an earlier run of the same file (producer) stored them.
+    pub already_stored: u64,
 }
 
 /// Draws `[#####.....]  45%  12,345 ticks  98,765/s` on stderr (or a line a second when it
@@ -157,9 +177,11 @@ impl Progress {
 /// Ticks read into one chunk, at most: the unit the reader thread hands over.
 const CHUNK: usize = 4_096;
 
-/// A run of ticks read, and how far into the file the reader was after them.
+/// A run of ticks read, their positions in the file, and how far into the file the reader
+/// was after them.
 struct Chunk {
     ticks: Vec<Tick>,
+    positions: Vec<u64>,
     progress: Option<f64>,
 }
 
@@ -168,10 +190,14 @@ struct Chunk {
 fn read_chunks(mut file: ReplayFile, tx: mpsc::Sender<Result<Chunk, christmas_core::Error>>) {
     loop {
         let mut ticks = Vec::with_capacity(CHUNK);
+        let mut positions = Vec::with_capacity(CHUNK);
         let mut failed = None;
         while ticks.len() < CHUNK {
             match file.next_tick() {
-                Ok(Some((_, t))) => ticks.push(t),
+                Ok(Some((at, t))) => {
+                    ticks.push(t);
+                    positions.push(at);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     failed = Some(e);
@@ -182,6 +208,7 @@ fn read_chunks(mut file: ReplayFile, tx: mpsc::Sender<Result<Chunk, christmas_co
         let end = ticks.len() < CHUNK;
         let chunk = Chunk {
             ticks,
+            positions,
             progress: file.progress(),
         };
         if tx.blocking_send(Ok(chunk)).is_err() {
@@ -267,10 +294,23 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
         tz_offset_minutes: args.tz,
     };
     let path = args.file.display().to_string();
-    let file = ReplayFile::open(&args.file, &options).with_context(|| format!("reading {path}"))?;
+    let mut file =
+        ReplayFile::open(&args.file, &options).with_context(|| format!("reading {path}"))?;
     for note in file.notes() {
         eprintln!("warning: {path}: {note}");
     }
+    let producer = match (&args.producer, args.force) {
+        (_, true) => None,
+        // Shifted to now, the ticks differ from every earlier run's: new ticks each time.
+        (None, false) if args.rebase_to_now => None,
+        (Some(name), false) => Some(ProducerId::new(name).context("--producer")?),
+        (None, false) => {
+            let hash = file
+                .content_hash()
+                .with_context(|| format!("hashing {path}"))?;
+            Some(ProducerId::new(&format!("file:{}", hash.to_hex()))?)
+        }
+    };
     let (tx, mut rx) = mpsc::channel(4);
     let reader = std::thread::spawn(move || read_chunks(file, tx));
     let first = rx.recv().await;
@@ -288,7 +328,7 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     })
     .await
     .context("starting the trade and quote pipelines")?;
-    let mut pusher = Pusher::new(args);
+    let mut pusher = Pusher::new(args, producer.clone());
     let mut failed = None;
     let mut next = first;
     while let Some(chunk) = next {
@@ -313,18 +353,31 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     let mut summary = pusher.summary;
     summary.committed = totals.rows_committed();
     summary.dead_lettered = totals.dead_lettered();
+    summary.already_stored = totals.trades.producer_resends() + totals.quotes.producer_resends();
     match failed.or(pushed.err()) {
         None => Ok(summary),
-        Some(e) => Err(e.context(format!(
-            "replay stopped; the {} ticks before that point were committed",
-            summary.committed
-        ))),
+        Some(e) => {
+            let again = match &producer {
+                Some(p) => format!(
+                    "; run it again to store the rest (producer {p}; after fixing the file, add --producer {p})"
+                ),
+                None => String::new(),
+            };
+            Err(e.context(format!(
+                "replay stopped; the {} ticks before that point were committed{again}",
+                summary.committed
+            )))
+        }
     }
 }
 
 /// The async side of a replay: paces, rebases and pushes what the reader thread read.
 struct Pusher<'a> {
     args: &'a ReplayArgs,
+    /// The file as a producer (`None` with `--force`), and the held ticks' positions + 1.
+    producer: Option<ProducerId>,
+    trade_seqs: Vec<u64>,
+    quote_seqs: Vec<u64>,
     ticks: Ticks,
     summary: ReplaySummary,
     progress: Progress,
@@ -334,9 +387,12 @@ struct Pusher<'a> {
 }
 
 impl<'a> Pusher<'a> {
-    fn new(args: &'a ReplayArgs) -> Self {
+    fn new(args: &'a ReplayArgs, producer: Option<ProducerId>) -> Self {
         Pusher {
             args,
+            producer,
+            trade_seqs: Vec::new(),
+            quote_seqs: Vec::new(),
             ticks: Ticks::default(),
             summary: ReplaySummary::default(),
             progress: Progress::new(),
@@ -348,7 +404,7 @@ impl<'a> Pusher<'a> {
 
     /// Pushes one chunk's ticks, pacing them at `--speed`.
     async fn chunk(&mut self, ingress: &Ingress, chunk: Chunk) -> Result<()> {
-        for mut tick in chunk.ticks {
+        for (mut tick, at) in chunk.ticks.into_iter().zip(chunk.positions) {
             let t = tick.time_ns();
             let (rebase, offset) = (self.args.rebase_to_now, &mut self.offset);
             let t0 = *self.first.get_or_insert_with(|| {
@@ -367,6 +423,10 @@ impl<'a> Pusher<'a> {
                 }
             }
             tick.shift_time(self.offset);
+            match tick {
+                Tick::Trade(_) => self.trade_seqs.push(at + 1),
+                Tick::Quote(_) => self.quote_seqs.push(at + 1),
+            }
             self.ticks.push(tick)?;
             if self.ticks.len() >= CHUNK {
                 self.push(ingress).await?;
@@ -393,14 +453,21 @@ impl<'a> Pusher<'a> {
         if self.ticks.is_empty() {
             return Ok(());
         }
-        ingress
-            .push(&self.ticks, AckLevel::Accepted)
-            .await?
-            .wait()
-            .await?;
+        let pushed = match &self.producer {
+            Some(p) => {
+                let (trades, quotes) = (&self.trade_seqs, &self.quote_seqs);
+                ingress
+                    .push_numbered(p, &self.ticks, trades, quotes, AckLevel::Accepted)
+                    .await?
+            }
+            None => ingress.push(&self.ticks, AckLevel::Accepted).await?,
+        };
+        pushed.wait().await?;
         self.summary.trades += self.ticks.trades().len() as u64;
         self.summary.quotes += self.ticks.quotes().len() as u64;
         self.ticks.clear();
+        self.trade_seqs.clear();
+        self.quote_seqs.clear();
         Ok(())
     }
 }

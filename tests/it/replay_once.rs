@@ -1,0 +1,146 @@
+//! A file is loaded exactly once: a second run stores nothing, a failed run resumes with its
+//! producer, and a run killed with SIGKILL stores the rest at the next run, each tick once.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use christmas_ingest::replay::{self, ReplayArgs};
+use christmas_tests::DaemonProcess;
+use tokio_postgres::Client;
+
+use crate::support::{count, fresh_core_db};
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/glbx-futures-mbp-1.dbn.zst")
+}
+
+async fn rows(db: &Client) -> i64 {
+    count(db, "market_data").await + count(db, "quotes").await
+}
+
+/// A CSV of `n` trades over 20 symbols, `exchange_seq` = line number.
+fn csv(n: u64) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "christmas-replay-once-{}-{n}.csv",
+        std::process::id()
+    ));
+    let mut body = String::from("time_ns,symbol,price,volume,side,exchange_seq\n");
+    for k in 0..n {
+        body.push_str(&format!(
+            "{},S{},{}.25,1,B,{k}\n",
+            1_795_600_000_000_000_000u64 + k * 1_000,
+            k % 20,
+            100 + k % 50
+        ));
+    }
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_of_a_file_stores_nothing_and_force_loads_it_again() {
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let args = ReplayArgs {
+        retention_ok: true,
+        ..ReplayArgs::new(sample())
+    };
+    let first = replay::run(&url, &args).await.unwrap();
+    let n = (first.trades + first.quotes) as i64;
+    assert!(n > 2_000, "{first:?}");
+    assert_eq!((first.committed as i64, first.already_stored), (n, 0));
+    let again = replay::run(&url, &args).await.unwrap();
+    assert_eq!((again.committed, again.already_stored as i64), (0, n));
+    assert_eq!(rows(&db).await, n);
+    let forced = replay::run(
+        &url,
+        &ReplayArgs {
+            force: true,
+            ..args
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(forced.committed as i64, n);
+    assert_eq!(rows(&db).await, 2 * n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_replay_fixed_and_run_again_under_its_producer_stores_the_rest_once() {
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let full = csv(50_000);
+    let text = std::fs::read_to_string(&full).unwrap();
+    // Line 30,001 (the 30,000th trade) has a bad price: the replay stops there.
+    let mut lines: Vec<&str> = text.lines().collect();
+    let bad = lines[30_001].replacen(",S", ",S", 1).replace(".25,", "x,");
+    lines[30_001] = &bad;
+    let broken = full.with_extension("broken.csv");
+    std::fs::write(&broken, lines.join("\n")).unwrap();
+    let args = |file: &Path| ReplayArgs {
+        producer: Some("history-2026-11".into()),
+        retention_ok: true,
+        ..ReplayArgs::new(file)
+    };
+    let e = format!("{:#}", replay::run(&url, &args(&broken)).await.unwrap_err());
+    assert!(e.contains("--producer history-2026-11"), "{e}");
+    let prefix = rows(&db).await;
+    assert!(prefix <= 30_000, "{prefix}");
+    // The fixed file, under the same producer: the rest, and nothing twice.
+    let fixed = replay::run(&url, &args(&full)).await.unwrap();
+    assert_eq!(fixed.already_stored as i64, prefix);
+    assert_eq!(rows(&db).await, 50_000);
+    let distinct: i64 = db
+        .query_one("SELECT count(DISTINCT exchange_seq) FROM market_data", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct, 50_000);
+    let _ = std::fs::remove_file(&full);
+    let _ = std::fs::remove_file(&broken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_killed_with_sigkill_stores_the_rest_once_at_the_next_run() {
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let file = csv(400_000);
+    let bin = DaemonProcess::binary().unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .arg("replay")
+        .arg(&file)
+        .arg("--retention-ok")
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once some of it is committed, well before the end.
+    let started = Instant::now();
+    while count(&db, "market_data").await < 20_000 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = count(&db, "market_data").await;
+    assert!(
+        (20_000..400_000).contains(&before),
+        "{before} rows when killed"
+    );
+    let rest = replay::run(
+        &url,
+        &ReplayArgs {
+            retention_ok: true,
+            ..ReplayArgs::new(&file)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&db, "market_data").await, 400_000);
+    assert_eq!(rest.committed as i64, 400_000 - before);
+    let distinct: i64 = db
+        .query_one("SELECT count(DISTINCT exchange_seq) FROM market_data", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct, 400_000);
+    let _ = std::fs::remove_file(&file);
+}
