@@ -71,7 +71,7 @@ async fn a_failed_replay_fixed_and_run_again_under_its_producer_stores_the_rest_
     let text = std::fs::read_to_string(&full).unwrap();
     // Line 30,001 (the 30,000th trade) has a bad price: the replay stops there.
     let mut lines: Vec<&str> = text.lines().collect();
-    let bad = lines[30_001].replacen(",S", ",S", 1).replace(".25,", "x,");
+    let bad = lines[30_001].replace(".25,", "x,");
     lines[30_001] = &bad;
     let broken = full.with_extension("broken.csv");
     std::fs::write(&broken, lines.join("\n")).unwrap();
