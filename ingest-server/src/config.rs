@@ -37,6 +37,9 @@ pub struct DaemonConfig {
     /// or a Redis stream (`redis://…`). Unset: `redis_url` (the default backend, Redis
     /// streams); both unset: no events.
     pub order_events_url: Option<String>,
+    /// The events stream (Redis) or queue (RabbitMQ; its dead-letter queue is
+    /// `<name>.dead`), default `orders:events`. Workers name the same.
+    pub order_events_stream: String,
     /// Fan-out payload: `json` or `rkyv`.
     pub fanout_format: String,
     /// Messages kept in each symbol's replay stream `md:{SYMBOL}:ticks` (default 10,000;
@@ -117,6 +120,7 @@ impl std::fmt::Debug for DaemonConfig {
             .field("replica_max_lag_ms", &self.replica_max_lag_ms)
             .field("redis_url", &set(&self.redis_url))
             .field("order_events_url", &set(&self.order_events_url))
+            .field("order_events_stream", &self.order_events_stream)
             .field("fanout_format", &self.fanout_format)
             .field("fanout_stream_max_len", &self.fanout_stream_max_len)
             .field("fanout_stream_max_age_ms", &self.fanout_stream_max_age_ms)
@@ -156,6 +160,7 @@ impl Default for DaemonConfig {
             replica_max_lag_ms: 5_000,
             redis_url: None,
             order_events_url: None,
+            order_events_stream: "orders:events".into(),
             fanout_format: "json".into(),
             fanout_stream_max_len: 10_000,
             fanout_stream_max_age_ms: 60_000,

@@ -149,6 +149,7 @@ impl AppState {
                 .order_events_url
                 .clone()
                 .or_else(|| config.redis_url.clone()),
+            events_stream: config.order_events_stream.clone(),
             connections: config.order_connections,
             max_group: config.order_max_group,
             max_replica_lag: max_lag,
