@@ -22,6 +22,8 @@ const BIN: &str = "/usr/lib/rabbitmq/bin";
 /// A private RabbitMQ node owned by one test; stopped and removed on drop.
 #[derive(Debug)]
 pub struct RabbitNode {
+    /// `rabbitmq-server`, in the foreground; `None` before it was started.
+    server: Option<std::process::Child>,
     dir: PathBuf,
     port: u16,
     dist_port: u16,
@@ -34,7 +36,8 @@ impl RabbitNode {
     pub fn start() -> Result<RabbitNode> {
         ensure_service_user()?;
         let dir = temp_dir("christmas-rabbit")?;
-        let node = RabbitNode {
+        let mut node = RabbitNode {
+            server: None,
             port: free_port(),
             dist_port: free_port(),
             epmd_port: free_port(),
@@ -61,12 +64,14 @@ impl RabbitNode {
                 .arg(&node.dir))?;
         }
         let log = std::fs::File::create(node.dir.join("startup.log"))?;
-        node.command("rabbitmq-server")
+        let server = node
+            .command("rabbitmq-server")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting rabbitmq-server (run `bash scripts/services.sh install`)")?;
+        node.server = Some(server);
         node.wait_up()?;
         Ok(node)
     }
@@ -82,10 +87,11 @@ impl RabbitNode {
     }
 
     fn command_at(&self, program: &Path) -> Command {
-        let mut c = as_service_user(program);
+        // HOME (where the Erlang cookie lives) after `runuser`, which resets it.
+        let mut c = as_service_user(Path::new("/usr/bin/env"));
         let dir = self.dir.display().to_string();
-        c.env("HOME", &dir)
-            .env("RABBITMQ_NODENAME", self.node_name())
+        c.arg(format!("HOME={dir}")).arg(program);
+        c.env("RABBITMQ_NODENAME", self.node_name())
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
             .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
@@ -99,10 +105,17 @@ impl RabbitNode {
             .env("RABBITMQ_LOG_BASE", format!("{dir}/log"))
             .env("RABBITMQ_PID_FILE", format!("{dir}/rabbitmq.pid"))
             .env("RABBITMQ_CONFIG_FILE", format!("{dir}/rabbitmq"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", format!("{dir}/advanced.config"))
+            .env(
+                "RABBITMQ_ADVANCED_CONFIG_FILE",
+                format!("{dir}/advanced.config"),
+            )
             .env("RABBITMQ_CONF_ENV_FILE", format!("{dir}/rabbitmq-env.conf"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", format!("{dir}/enabled_plugins"))
-            .current_dir("/");
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                format!("{dir}/enabled_plugins"),
+            )
+            // Where a crash dump goes.
+            .current_dir(&self.dir);
         c
     }
 
@@ -111,17 +124,30 @@ impl RabbitNode {
     }
 
     fn ctl(&self, args: &[&str]) -> Result<()> {
-        run(self.command("rabbitmqctl").args(["-q", "--timeout", "60"]).args(args))
+        run(self
+            .command("rabbitmqctl")
+            .args(["-q", "--timeout", "60"])
+            .args(args))
     }
 
-    fn wait_up(&self) -> Result<()> {
+    fn wait_up(&mut self) -> Result<()> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut exited = false;
+        let server = &mut self.server;
         wait_for("the RabbitMQ node", Duration::from_secs(90), || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            // A node that exited is not coming: say so at once, not after 90 s.
+            exited = server
+                .as_mut()
+                .is_some_and(|s| s.try_wait().ok().flatten().is_some());
+            exited || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         })
-        .with_context(|| {
-            std::fs::read_to_string(self.dir.join("startup.log")).unwrap_or_default()
+        .and_then(|()| {
+            if exited {
+                anyhow::bail!("rabbitmq-server exited")
+            }
+            Ok(())
         })
+        .with_context(|| std::fs::read_to_string(self.dir.join("startup.log")).unwrap_or_default())
     }
 
     /// Stops the broker application (the node's AMQP listener closes and every
@@ -131,7 +157,7 @@ impl RabbitNode {
     }
 
     /// Starts the broker application again and waits until it takes connections.
-    pub fn start_app(&self) -> Result<()> {
+    pub fn start_app(&mut self) -> Result<()> {
         self.ctl(&["start_app"])?;
         self.wait_up()
     }
@@ -145,6 +171,10 @@ impl RabbitNode {
 impl Drop for RabbitNode {
     fn drop(&mut self) {
         let _ = self.ctl(&["stop"]);
+        if let Some(mut s) = self.server.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
         let _ = self
             .command_at(Path::new("epmd"))
             .arg("-kill")

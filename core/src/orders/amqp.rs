@@ -124,14 +124,13 @@ fn dead_letter_queue(queue: &str) -> String {
 async fn declare(conn: &Connection, channel: Channel, queue: &str) -> Result<Channel> {
     const CONTEXT: &str = "declaring the order events queue";
     let mut quorum = FieldTable::default();
-    quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     let dlq = dead_letter_queue(queue);
     let channel = match channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions::durable(),
-            quorum.clone(),
-        )
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), quorum.clone())
         .await
     {
         Ok(_) => channel,
@@ -166,7 +165,11 @@ async fn declare(conn: &Connection, channel: Channel, queue: &str) -> Result<Cha
     // The dead-letter queue follows the events queue's type where it can.
     let dlq_args = quorum;
     let declared = channel
-        .queue_declare(dlq.as_str().into(), QueueDeclareOptions::durable(), dlq_args)
+        .queue_declare(
+            dlq.as_str().into(),
+            QueueDeclareOptions::durable(),
+            dlq_args,
+        )
         .await;
     match declared {
         Ok(_) => Ok(channel),
@@ -543,7 +546,11 @@ impl AmqpConsumer {
         };
         for tag in tags {
             self.held.remove(&tag);
-            if let Err(e) = live.channel.basic_ack(tag, BasicAckOptions::default()).await {
+            if let Err(e) = live
+                .channel
+                .basic_ack(tag, BasicAckOptions::default())
+                .await
+            {
                 self.live = None;
                 return Err(amqp_error(CONTEXT, e));
             }

@@ -15,10 +15,10 @@ use tokio_postgres::types::{ToSql, Type};
 use crate::error::{Error, Result};
 use crate::orders::group_commit::{connect_writer, write_groups, Intake, Submission};
 use crate::orders::outbox::{connect_events, publish_events, EventsConfig, OutboxBatch};
+use crate::orders::queue::EventsTarget;
 use crate::orders::stats::DeskStats;
 use crate::orders::types::{NewOrder, Order, OrderStatus, SubmitOutcome, ORDER_COLUMNS};
 use crate::pg::read::ReadClient;
-use crate::orders::queue::EventsTarget;
 
 /// How an [`OrderDesk`] runs.
 #[derive(Clone, PartialEq, Eq)]

@@ -225,9 +225,10 @@ impl EventPublisher {
 
     /// Publishes whether the broker connection is up, for `/ready` and `/metrics`.
     fn note_broker(&self) {
-        self.stats
-            .events_broker_up
-            .store(self.conn.as_ref().is_some_and(|c| c.is_open()), Ordering::Relaxed);
+        self.stats.events_broker_up.store(
+            self.conn.as_ref().is_some_and(|c| c.is_open()),
+            Ordering::Relaxed,
+        );
     }
 
     /// Announces `orders` and clears their outbox `groups`; while Redis refuses, leaves

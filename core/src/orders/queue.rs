@@ -42,7 +42,9 @@ impl EventsTarget {
     pub(crate) async fn connect(&self, stream: &str) -> Result<EventsConn> {
         Ok(match self {
             EventsTarget::Redis(t) => EventsConn::Redis(connection::connect(t).await?),
-            EventsTarget::Amqp(t) => EventsConn::Amqp(AmqpPublisher::connect(t, stream).await?),
+            EventsTarget::Amqp(t) => {
+                EventsConn::Amqp(Box::new(AmqpPublisher::connect(t, stream).await?))
+            }
         })
     }
 }
@@ -52,8 +54,8 @@ impl EventsTarget {
 pub(crate) enum EventsConn {
     /// Redis.
     Redis(RedisConn),
-    /// RabbitMQ, its channel in confirm mode.
-    Amqp(AmqpPublisher),
+    /// RabbitMQ, its channel in confirm mode (boxed: one per desk, and far larger).
+    Amqp(Box<AmqpPublisher>),
 }
 
 impl EventsConn {

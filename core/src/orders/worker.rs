@@ -113,7 +113,8 @@ pub struct OrderWorker {
 /// The broker a worker consumes from.
 enum WorkerQueue {
     Redis(RedisConn),
-    Amqp(AmqpConsumer),
+    /// Boxed: far larger than a Redis connection, and one per worker.
+    Amqp(Box<AmqpConsumer>),
 }
 
 impl std::fmt::Debug for OrderWorker {
@@ -181,7 +182,7 @@ impl OrderWorker {
     /// Connects to Redis and PostgreSQL and creates the consumer group if needed.
     pub async fn connect(config: OrderWorkerConfig) -> Result<OrderWorker> {
         let queue = if AmqpTarget::is_amqp(&config.redis_url) {
-            WorkerQueue::Amqp(
+            WorkerQueue::Amqp(Box::new(
                 AmqpConsumer::connect(
                     AmqpTarget::parse(&config.redis_url)?,
                     &config.stream,
@@ -190,7 +191,7 @@ impl OrderWorker {
                     config.max_attempts,
                 )
                 .await?,
-            )
+            ))
         } else {
             let mut redis = connection::connect(&RedisTarget::parse(&config.redis_url)?).await?;
             create_group(&mut redis, &config).await?;
@@ -365,12 +366,7 @@ async fn take(
             .arg(max)
             .arg("BLOCK")
             // Below the connection's 2 s reply timeout.
-            .arg(
-                config
-                    .block
-                    .min(Duration::from_millis(1_500))
-                    .as_millis() as u64,
-            )
+            .arg(config.block.min(Duration::from_millis(1_500)).as_millis() as u64)
             .arg("STREAMS")
             .arg(&config.stream)
             .arg(">"),

@@ -54,9 +54,9 @@ pub async fn ready(State(s): State<AppState>) -> Response {
     // Shown, not required: while the events broker is down orders are still taken and
     // their events wait in the outbox, so the daemon stays in the balancer.
     let orders = s.orders.metrics();
-    let events = orders.events_backend.map(|backend| {
-        json!({ "backend": backend, "connected": orders.events_broker_up })
-    });
+    let events = orders
+        .events_backend
+        .map(|backend| json!({ "backend": backend, "connected": orders.events_broker_up }));
     let body = Json(json!({
         "ready": ok,
         "checks": { "database": database, "redis": redis, "rings": rings, "fullest_ring": fullest, "accepting": open, "order_events": events },

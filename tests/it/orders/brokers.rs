@@ -175,9 +175,8 @@ async fn eight_thousand_events_each_once(events_url: String) {
         "every event once"
     );
     assert!(stored.values().all(|id| times.get(id) == Some(&1)));
-    let row = d
-        .db
-        .query_one(
+    let row =
+        d.db.query_one(
             "SELECT count(*) FILTER (WHERE status = 'filled' AND status_changes = 1), \
              (SELECT count(*) FROM order_outbox) FROM orders",
             &[],
@@ -194,8 +193,7 @@ async fn ten_thousand_orders_a_fifth_repeated_give_eight_thousand_events_each_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_orders_a_fifth_repeated_give_eight_thousand_events_each_once_over_rabbitmq()
-{
+async fn ten_thousand_orders_a_fifth_repeated_give_eight_thousand_events_each_once_over_rabbitmq() {
     eight_thousand_events_each_once(shared_amqp_url()).await;
 }
 
@@ -295,7 +293,10 @@ async fn rabbitmq_an_event_a_worker_dies_holding_is_redelivered_and_moves_the_or
         .await
         .unwrap());
     b.ack(&again).await.unwrap();
-    assert!(b.next().await.unwrap().is_none(), "an acknowledged event came back");
+    assert!(
+        b.next().await.unwrap().is_none(),
+        "an acknowledged event came back"
+    );
     let row = db
         .query_one(
             "SELECT status, status_changes FROM orders WHERE id = $1",
@@ -328,10 +329,16 @@ async fn rabbitmq_a_poison_event_lands_in_the_dead_letter_queue_after_n_attempts
         if w.reject(&e, "venue refuses symbol ESZ6").await.unwrap() {
             break;
         }
-        assert!(attempts < 3, "still not dead-lettered after {attempts} attempts");
+        assert!(
+            attempts < 3,
+            "still not dead-lettered after {attempts} attempts"
+        );
     }
     assert_eq!(attempts, 3);
-    assert!(w.next().await.unwrap().is_none(), "the poison event came back");
+    assert!(
+        w.next().await.unwrap().is_none(),
+        "the poison event came back"
+    );
     assert_eq!(queue_depth(&amqp, &queue).await, 0);
     let (_conn, channel) = broker_channel(&amqp).await;
     let dead = channel
@@ -348,7 +355,10 @@ async fn rabbitmq_a_poison_event_lands_in_the_dead_letter_queue_after_n_attempts
         h.get("x-christmas-reason"),
         Some(&AMQPValue::LongString("venue refuses symbol ESZ6".into()))
     );
-    assert_eq!(h.get("x-christmas-attempts"), Some(&AMQPValue::LongLongInt(3)));
+    assert_eq!(
+        h.get("x-christmas-attempts"),
+        Some(&AMQPValue::LongLongInt(3))
+    );
     assert_eq!(h.get("order_id"), Some(&AMQPValue::LongLongInt(order.id)));
     let body: serde_json::Value = serde_json::from_slice(&dead.delivery.data).unwrap();
     assert_eq!(body["id"].as_i64(), Some(order.id));
@@ -362,7 +372,7 @@ async fn rabbitmq_a_poison_event_lands_in_the_dead_letter_queue_after_n_attempts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_stopped_under_order_load_loses_no_event_and_sends_none_twice() {
-    let node = tokio::task::block_in_place(RabbitNode::start).unwrap();
+    let mut node = tokio::task::block_in_place(RabbitNode::start).unwrap();
     let amqp = node.url();
     let d = Daemon::start(|c| c.order_events_url = Some(amqp.clone())).await;
     let load = {
@@ -388,7 +398,9 @@ async fn rabbitmq_stopped_under_order_load_loses_no_event_and_sends_none_twice()
         serde_json::json!({"backend": "amqp", "connected": false}),
         "{ready}"
     );
-    tokio::time::sleep(Duration::from_secs(6).saturating_sub(stopped_at.elapsed())).await;
+    // Stopped for 10 s in all: long enough for several refused rounds and the publisher's
+    // longest pause, bounded for the suite.
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(stopped_at.elapsed())).await;
     tokio::task::block_in_place(|| node.start_app()).unwrap();
     let answers = load.await.unwrap();
     let created: Vec<i64> = answers.iter().filter(|a| a.1 == 201).map(|a| a.2).collect();
@@ -408,11 +420,15 @@ async fn rabbitmq_stopped_under_order_load_loses_no_event_and_sends_none_twice()
         *times.entry(*id).or_default() += 1;
     }
     eprintln!(
-        "broker stopped for 6 s: {} deliveries for {} orders",
+        "broker stopped for 10 s: {} deliveries for {} orders",
         seen.len(),
         created.len()
     );
-    assert_eq!((moved.len(), times.len()), (3_000, 3_000), "each order moved once");
+    assert_eq!(
+        (moved.len(), times.len()),
+        (3_000, 3_000),
+        "each order moved once"
+    );
     assert!(created.iter().all(|id| times.get(id) == Some(&1)));
     let unique_seen: std::collections::HashSet<i64> = seen.iter().copied().collect();
     assert_eq!(unique_seen.len(), 3_000, "every event delivered");
