@@ -477,3 +477,46 @@ async fn rabbitmq_a_lost_queue_is_declared_again_and_its_orders_announced_again(
     desk.shutdown().await;
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_poison_event_lands_in_the_dead_letter_stream_after_n_attempts() {
+    let (redis, url, _db, desk) = fresh_tuned_desk(|_| {}).await;
+    let mut w = OrderWorker::connect(OrderWorkerConfig {
+        claim_idle: Duration::from_millis(100),
+        block: Duration::from_millis(200),
+        max_attempts: 3,
+        ..OrderWorkerConfig::new(redis.url(), &url, "w")
+    })
+    .await
+    .unwrap();
+    let SubmitOutcome::Created(order) = desk.submit(new_order(3)).await.unwrap() else {
+        panic!()
+    };
+    let mut attempts = 0;
+    loop {
+        let e = next_event(&mut w).await;
+        assert_eq!(e.order_id, order.id);
+        attempts += 1;
+        if w.reject(&e, "venue refuses symbol ESZ6").await.unwrap() {
+            break;
+        }
+        assert!(
+            attempts < 3,
+            "still not dead-lettered after {attempts} attempts"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await; // until it may be claimed
+    }
+    assert_eq!(attempts, 3);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        w.next().await.unwrap().is_none(),
+        "the poison event came back"
+    );
+    assert_nothing_pending(&redis);
+    let dead = redis
+        .cli(&["XRANGE", "orders:events:dead", "-", "+"])
+        .unwrap();
+    assert!(dead.contains("venue refuses symbol ESZ6"), "{dead}");
+    assert!(dead.contains(&order.id.to_string()), "{dead}");
+    desk.shutdown().await;
+}
