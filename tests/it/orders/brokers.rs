@@ -126,12 +126,12 @@ impl Consumers {
         }
     }
 
-    /// Waits until `n` events were handled (bounded by `within`), then `quiet` more for a
+    /// Waits until `n` orders were moved (bounded by `within`), then `quiet` more for a
     /// duplicate to show; stops the workers and returns what they acknowledged and what
     /// they moved.
     async fn wait_for(self, n: usize, within: Duration, quiet: Duration) -> (Vec<i64>, Vec<i64>) {
         let start = Instant::now();
-        while self.seen.lock().unwrap().len() < n && start.elapsed() < within {
+        while self.moved.lock().unwrap().len() < n && start.elapsed() < within {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(quiet).await;
@@ -375,6 +375,8 @@ async fn rabbitmq_stopped_under_order_load_loses_no_event_and_sends_none_twice()
     let mut node = tokio::task::block_in_place(RabbitNode::start).unwrap();
     let amqp = node.url();
     let d = Daemon::start(|c| c.order_events_url = Some(amqp.clone())).await;
+    // Workers run across the stop: they reconnect by themselves.
+    let consumers = Consumers::start(&amqp, &d.db_url(), "orders:events", 2).await;
     let load = {
         let client = d.client();
         let ids: Vec<String> = (0..3_000).map(|i| format!("s-{i}")).collect();
@@ -409,7 +411,6 @@ async fn rabbitmq_stopped_under_order_load_loses_no_event_and_sends_none_twice()
     // Every order answered 201 is stored.
     let stored = stored_ids(&d.db).await;
     assert!(created.iter().all(|id| stored.values().any(|s| s == id)));
-    let consumers = Consumers::start(&amqp, &d.db_url(), "orders:events", 2).await;
     let (seen, moved) = consumers
         .wait_for(3_000, Duration::from_secs(60), Duration::from_secs(2))
         .await;
