@@ -55,7 +55,7 @@ fn new_order(i: usize) -> Result<NewOrder> {
         account: "bench".into(),
         client_order_id: format!("e-{i}"),
         symbol: Symbol::new("ESZ6")?,
-        side: if i % 2 == 0 {
+        side: if i.is_multiple_of(2) {
             OrderSide::Buy
         } else {
             OrderSide::Sell
