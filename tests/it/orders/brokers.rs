@@ -185,6 +185,9 @@ async fn eight_thousand_events_each_once(events_url: String) {
         .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (8_000, 0));
     d.shutdown().await.unwrap();
+    if events_url.starts_with("amqp://") {
+        delete_queues(&events_url, &stream).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,6 +246,20 @@ async fn broker_channel(url: &str) -> (lapin::Connection, lapin::Channel) {
         .unwrap();
     let channel = conn.create_channel().await.unwrap();
     (conn, channel)
+}
+
+/// Deletes `queue` and its dead-letter queue from the shared node, so runs leave nothing.
+async fn delete_queues(url: &str, queue: &str) {
+    let (_conn, channel) = broker_channel(url).await;
+    for q in [queue.to_string(), format!("{queue}.dead")] {
+        channel
+            .queue_delete(
+                q.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
 }
 
 /// How many messages wait in `queue`.
@@ -310,6 +327,7 @@ async fn rabbitmq_an_event_a_worker_dies_holding_is_redelivered_and_moves_the_or
     );
     assert_eq!(queue_depth(&amqp, &queue).await, 0);
     desk.shutdown().await;
+    delete_queues(&amqp, &queue).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,6 +386,7 @@ async fn rabbitmq_a_poison_event_lands_in_the_dead_letter_queue_after_n_attempts
         .await
         .unwrap();
     desk.shutdown().await;
+    delete_queues(&amqp, &queue).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
