@@ -1,5 +1,5 @@
 //! An asynchronous order worker: takes `order.accepted` events from the Redis stream with a
-//! consumer group, moves each order accepted → working → filled (market orders, and limit
+//! consumer group, or from the RabbitMQ queue when `ORDER_EVENTS_URL` is `amqp://…`, moves each order accepted → working → filled (market orders, and limit
 //! orders) and acknowledges the events. Start several with different names; events whose
 //! worker dies before acknowledging are claimed by another after 30 s.
 //!
@@ -22,7 +22,10 @@ const LIFECYCLE: [(OrderStatus, OrderStatus); 2] = [
 
 #[tokio::main]
 async fn main() -> christmas_core::Result<()> {
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56379/".into());
+    // The daemon's own precedence: `ORDER_EVENTS_URL`, else `REDIS_URL`.
+    let redis = std::env::var("ORDER_EVENTS_URL")
+        .or_else(|_| std::env::var("REDIS_URL"))
+        .unwrap_or_else(|_| "redis://127.0.0.1:56379/".into());
     let db = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://christmas@127.0.0.1:55432/christmas".into());
     let name = std::env::args().nth(1).unwrap_or_else(|| "worker-1".into());

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Private PostgreSQL and Redis on loopback for development, the demo and the tests.
-#   scripts/services.sh install | start | stop | status | env
+# Private PostgreSQL, Redis and RabbitMQ on loopback for development, the demo and the tests.
+#   scripts/services.sh install | start [postgres|redis|rabbitmq] | stop [same] | status | env
 # `install` also installs the load tools of christmas-bench (wrk, siege, redis-tools,
 # python3-venv).
-# PostgreSQL: 127.0.0.1:${CHRISTMAS_PG_PORT:-55432}, Redis: 127.0.0.1:${CHRISTMAS_REDIS_PORT:-56379}.
+# PostgreSQL: 127.0.0.1:${CHRISTMAS_PG_PORT:-55432}, Redis: 127.0.0.1:${CHRISTMAS_REDIS_PORT:-56379},
+# RabbitMQ (AMQP): 127.0.0.1:${CHRISTMAS_AMQP_PORT:-56672}, with its own Erlang distribution
+# port (${CHRISTMAS_AMQP_DIST_PORT:-56673}) and epmd (${CHRISTMAS_EPMD_PORT:-56369}), so it does not
+# meet a system node on 5672/25672/4369.
 # Data lives under .state/ at the repository root (or under /var/tmp when the repository is
 # somewhere the unprivileged `christmas` user cannot reach; .state/pgdata-location says where).
 # As root, PostgreSQL runs as the system user `christmas`: initdb and postgres refuse root.
@@ -13,6 +16,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 state="$root/.state"
 pg_port="${CHRISTMAS_PG_PORT:-55432}"
 redis_port="${CHRISTMAS_REDIS_PORT:-56379}"
+amqp_port="${CHRISTMAS_AMQP_PORT:-56672}"
+amqp_dist_port="${CHRISTMAS_AMQP_DIST_PORT:-56673}"
+epmd_port="${CHRISTMAS_EPMD_PORT:-56369}"
+rabbit_bin=/usr/lib/rabbitmq/bin
 svc_user=christmas
 
 say() { echo "==> $*" >&2; }
@@ -69,6 +76,7 @@ cmd_install() {
     # The scale-out tests put PgBouncer and nginx in front of daemons.
     [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
     [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+    [ -x "$rabbit_bin/rabbitmq-server" ] || need+=(rabbitmq-server)
     if [ ${#need[@]} -gt 0 ]; then
         apt_install "${need[@]}"
         # Debian's packages start their own cluster/server on the default ports; ours are
@@ -76,6 +84,29 @@ cmd_install() {
     fi
     if is_root && ! id "$svc_user" >/dev/null 2>&1; then
         useradd --system --no-create-home --shell /usr/sbin/nologin "$svc_user"
+    fi
+    stop_system_rabbitmq
+}
+
+# Debian's package starts a system node (5672, epmd on 4369) where an init system runs
+# services; nothing here uses it, and it would hold memory and a well-known port, so it is
+# stopped and kept from starting at boot.
+stop_system_rabbitmq() {
+    is_root || return 0
+    [ -e /etc/init.d/rabbitmq-server ] || [ -e /lib/systemd/system/rabbitmq-server.service ] || return 0
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
+    else
+        if [ -x /etc/init.d/rabbitmq-server ] && /etc/init.d/rabbitmq-server status >/dev/null 2>&1; then
+            say "stopping Debian's system RabbitMQ node"
+            /etc/init.d/rabbitmq-server stop >/dev/null 2>&1 || true
+        fi
+        command -v update-rc.d >/dev/null 2>&1 && update-rc.d rabbitmq-server disable >/dev/null 2>&1 || true
+    fi
+    # The package's post-install step leaves an epmd on 4369 (all interfaces) behind; it
+    # refuses to stop while a node is registered with it, so a live system node is safe.
+    if id rabbitmq >/dev/null 2>&1 && command -v epmd >/dev/null 2>&1; then
+        runuser -u rabbitmq -- epmd -kill >/dev/null 2>&1 || true
     fi
 }
 
@@ -167,14 +198,111 @@ start_redis() {
     die "Redis did not start"
 }
 
+# Where the RabbitMQ node keeps its data and logs (under .state/ unless the service user
+# cannot reach it, as for PostgreSQL).
+rabbit_dir() {
+    local dir="$state/rabbitmq"
+    if is_root && ! runuser -u "$svc_user" -- test -x "$state" 2>/dev/null; then
+        local hash
+        hash="$(echo -n "$root" | sha1sum | cut -c1-10)"
+        dir="/var/tmp/christmas-$hash/rabbitmq"
+    fi
+    echo "$dir"
+}
+
+# Runs a RabbitMQ tool against our private node: its own node name, ports, cookie (HOME)
+# and files, never the system node's.
+rabbit_env() {
+    local dir; dir="$(rabbit_dir)"
+    as_svc env HOME="$dir" \
+        RABBITMQ_NODENAME="christmas-$amqp_port@localhost" \
+        RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$amqp_port" \
+        RABBITMQ_DIST_PORT="$amqp_dist_port" \
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+        ERL_EPMD_PORT="$epmd_port" ERL_EPMD_ADDRESS=127.0.0.1 \
+        RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+        RABBITMQ_PID_FILE="$dir/rabbitmq.pid" \
+        RABBITMQ_CONFIG_FILE="$dir/rabbitmq" \
+        RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config" \
+        RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf" \
+        RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+        "$@"
+}
+
+rabbit_running() {
+    [ -x "$rabbit_bin/rabbitmqctl" ] || return 1
+    rabbit_env timeout 20 "$rabbit_bin/rabbitmq-diagnostics" -q check_port_listener "$amqp_port" \
+        >/dev/null 2>&1
+}
+
+start_rabbitmq() {
+    if rabbit_running; then
+        say "RabbitMQ already running on 127.0.0.1:$amqp_port"
+        return
+    fi
+    local dir; dir="$(rabbit_dir)"
+    mkdir -p "$dir/mnesia" "$dir/log"
+    # No plugins (no management listener on 15672); guest may log in over loopback only.
+    echo "[]." >"$dir/enabled_plugins"
+    : >"$dir/rabbitmq-env.conf"
+    echo "[]." >"$dir/advanced.config"
+    cat >"$dir/rabbitmq.conf" <<CONF
+listeners.tcp.1 = 127.0.0.1:$amqp_port
+loopback_users.guest = true
+log.file.level = warning
+CONF
+    if [ ! -f "$dir/.erlang.cookie" ]; then
+        head -c 32 /dev/urandom | sha1sum | cut -c1-32 >"$dir/.erlang.cookie"
+    fi
+    chmod 600 "$dir/.erlang.cookie"
+    is_root && chown -R "$svc_user" "$dir"
+    say "starting RabbitMQ on 127.0.0.1:$amqp_port"
+    rabbit_env setsid "$rabbit_bin/rabbitmq-server" >"$dir/log/startup.log" 2>&1 </dev/null &
+    # Bounded: a node that has not opened its AMQP port in 90 s is not coming.
+    local deadline=$((SECONDS + 90))
+    while [ $SECONDS -lt $deadline ]; do
+        rabbit_running && return
+        sleep 1
+    done
+    tail -n 30 "$dir/log/startup.log" >&2 || true
+    die "RabbitMQ did not start"
+}
+
+stop_rabbitmq() {
+    [ -x "$rabbit_bin/rabbitmqctl" ] || return 0
+    local dir; dir="$(rabbit_dir)"
+    [ -d "$dir" ] || return 0
+    if rabbit_env timeout 30 "$rabbit_bin/rabbitmqctl" -q status >/dev/null 2>&1; then
+        say "stopping RabbitMQ"
+        rabbit_env timeout 60 "$rabbit_bin/rabbitmqctl" -q stop >/dev/null 2>&1 || true
+    fi
+    # Our epmd (on its own port) goes with the node.
+    if command -v epmd >/dev/null 2>&1; then
+        ERL_EPMD_PORT="$epmd_port" epmd -kill >/dev/null 2>&1 || true
+    fi
+}
+
 cmd_start() {
     cmd_install
     mkdir -p "$state"
-    start_pg
-    start_redis
+    case "${1:-all}" in
+        all) start_pg; start_redis; start_rabbitmq ;;
+        postgres) start_pg ;;
+        redis) start_redis ;;
+        rabbitmq) start_rabbitmq ;;
+        *) die "unknown service: $1" ;;
+    esac
 }
 
 cmd_stop() {
+    case "${1:-all}" in
+        all) stop_pg_redis; stop_rabbitmq ;;
+        rabbitmq) stop_rabbitmq ;;
+        *) die "stop takes no service but rabbitmq (or none: all)" ;;
+    esac
+}
+
+stop_pg_redis() {
     local bin data
     bin="$(pg_bindir || true)"
     if [ -n "$bin" ] && [ -d "$state" ]; then
@@ -202,20 +330,26 @@ cmd_status() {
     else
         echo "redis: stopped"; rc=1
     fi
+    if rabbit_running; then
+        echo "rabbitmq: running on 127.0.0.1:$amqp_port"
+    else
+        echo "rabbitmq: stopped"; rc=1
+    fi
     return $rc
 }
 
 cmd_env() {
     echo "export DATABASE_URL=postgres://christmas@127.0.0.1:$pg_port/christmas"
     echo "export REDIS_URL=redis://127.0.0.1:$redis_port/"
+    echo "export AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
 }
 
 case "${1:-}" in
     # `start` installs only the servers; `install` also the bench's load tools.
     install) cmd_install; install_bench_tools ;;
-    start) cmd_start ;;
-    stop) cmd_stop ;;
+    start) cmd_start "${2:-all}" ;;
+    stop) cmd_stop "${2:-all}" ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start [postgres|redis|rabbitmq]|stop [rabbitmq]|status|env" >&2; exit 2 ;;
 esac

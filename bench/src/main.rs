@@ -34,6 +34,7 @@ mod ingest;
 mod loadgen;
 mod machine;
 mod market;
+mod order_events;
 mod orders;
 mod peers;
 mod pg;

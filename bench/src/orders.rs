@@ -57,6 +57,13 @@ pub struct OrdersArgs {
     /// PostgreSQL's WAL fsyncs: see docs/operations.md.
     #[arg(long)]
     pub dirty_background_bytes: Option<u64>,
+    /// RabbitMQ for the order-events part (`scripts/services.sh env` prints it); without
+    /// it that part runs over Redis alone.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// Orders submitted through the desk per events backend (events on, one worker).
+    #[arg(long, default_value_t = 20_000)]
+    pub event_orders: usize,
 }
 
 /// The baseline: each request takes a pooled connection and runs one INSERT.
@@ -222,16 +229,51 @@ pub fn run(ctx: &RunContext, args: OrdersArgs) -> Result<Outcome> {
         .dirty_background_bytes
         .map(machine::Writeback::set)
         .transpose()?;
-    let bar = ctx.steps("orders", 4);
+    let bar = ctx.steps("orders", 5);
     let rt = runtime()?;
     let daemon = measure_daemon(&rt, &args, plan, &bar)?;
     let naive = measure_naive(&rt, &args, plan, daemon.backlog, &bar)?;
+    bar.set_message("order events: each backend");
+    let mut backends = Vec::new();
+    if let Some(r) = &args.common.services.redis_url {
+        backends.push(("redis", services::bench_redis(r)));
+    }
+    if let Some(a) = &args.amqp_url {
+        backends.push(("amqp", a.clone()));
+    }
+    let events = rt.block_on(crate::order_events::measure(
+        &args.common.services.url,
+        &backends,
+        args.event_orders,
+    ))?;
+    bar.inc(1);
     let ratio = daemon.wrk.run.created_per_s / naive.run.created_per_s.max(1e-9);
     bar.finish_with_message(format!(
         "{:.0} orders/s, {ratio:.1}× the naive baseline",
         daemon.wrk.run.created_per_s
     ));
-    report(ctx, &args, &rt, &daemon, &naive)
+    report(ctx, &args, &rt, &daemon, &naive, &events)
+}
+
+/// The order-events part's table rows and json.
+fn events_report(events: &[crate::order_events::EventsRun]) -> (String, Vec<Value>) {
+    let rows: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "| {} | {} | {:.0} | {} | {:.2} / {:.2} / {:.2} ms |",
+                e.backend, e.orders, e.orders_per_s, e.delivered, e.p50_ms, e.p99_ms, e.max_ms
+            )
+        })
+        .collect();
+    let json = events
+        .iter()
+        .map(|e| {
+            json!({"backend": e.backend, "orders": e.orders, "orders_per_s": e.orders_per_s.round(),
+                   "delivered": e.delivered, "p50_ms": e.p50_ms, "p99_ms": e.p99_ms, "max_ms": e.max_ms})
+        })
+        .collect();
+    (rows.join("\n"), json)
 }
 
 /// Plan: the flags settled for this run and the wrk series both servers get.
@@ -240,6 +282,7 @@ fn plan(ctx: &RunContext, mut args: OrdersArgs) -> (OrdersArgs, WrkPlan) {
         args.seconds = args.seconds.min(5);
         args.siege_seconds = args.siege_seconds.min(5);
         args.warmup_seconds = args.warmup_seconds.min(1);
+        args.event_orders = args.event_orders.min(2_000);
     }
     let plan = WrkPlan {
         connections: args.connections,
@@ -375,7 +418,9 @@ fn report(
     rt: &tokio::runtime::Runtime,
     daemon: &DaemonOrders,
     naive_series: &WrkSeries,
+    events: &[crate::order_events::EventsRun],
 ) -> Result<Outcome> {
+    let (events_rows, events_json) = events_report(events);
     let writeback = machine::writeback();
     let (ours, stored_ours, our_runs) = (&daemon.wrk.run, daemon.wrk.stored, &daemon.wrk.runs);
     let (naive, naive_stored, naive_runs) =
@@ -435,7 +480,14 @@ fn report(
          **{ratio:.2}×** (target ≥ 5×). Targets for the daemon: ≥ 20,000 orders/s, p99 ≤ 20 ms.\n\n\
          `siege -c100 -t{ss}S -b` on `GET /api/market-data?symbol=ESZ6` ({source}): {siege_rate:.0} \
          requests/s, mean {mean:.2} ms, longest {longest:.0} ms, {failed} failed. The same load \
-         for Locust: bench/locust/locustfile.py (not run by the harness).\n\n",
+         for Locust: bench/locust/locustfile.py (not run by the harness).\n\n\
+         Order events, each backend in turn: {event_orders} orders submitted through the desk \
+         by {submitters} tasks with events on, one worker taking batches of 256; latency from \
+         the submit's answer to the worker taking the event.\n\n\
+         | events backend | orders | orders/s | events delivered | latency p50 / p99 / max |\n\
+         |---|---|---|---|---|\n{events_rows}\n\n",
+        event_orders = args.event_orders,
+        submitters = crate::order_events::SUBMITTERS,
         stamp = ctx.stamp,
         cmd = ctx.command,
         machine = machine::describe(),
@@ -497,6 +549,7 @@ fn report(
                       "p99_ms": naive.p99_ms, "p999_ms": naive.p999_ms, "stored": naive_stored,
                       "runs": runs_json(naive_runs)},
             "ratio": ratio,
+            "order_events": events_json,
             "siege": {"requests_per_s": sg.rate.round(), "mean_ms": sg.mean_s * 1e3,
                       "longest_ms": sg.longest_s * 1e3, "failed": sg.failed},
         }),

@@ -80,6 +80,16 @@ pub enum Error {
         /// The driver's error.
         reason: String,
     },
+    /// RabbitMQ (AMQP 0-9-1) refused an operation, or the connection failed.
+    #[error("amqp: {context}: {reason}")]
+    Amqp {
+        /// What the engine was doing.
+        context: &'static str,
+        /// What kind of failure it was: match on this, not on `reason`.
+        kind: AmqpErrorKind,
+        /// The driver's or the broker's error.
+        reason: String,
+    },
     /// The spool's files could not be read or written (I/O error, in use by another
     /// process, a batch too large), or it is needed and not configured.
     #[error("spool: {reason}")]
@@ -119,6 +129,24 @@ pub enum RedisErrorKind {
     /// Anything else on the client's side: a bad URL or config, a reply of an unexpected
     /// type.
     Client,
+}
+
+/// What kind of failure an [`Error::Amqp`] is, classified once from the broker's reply code
+/// (or the driver's error kind) where the error is converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AmqpErrorKind {
+    /// `404 NOT_FOUND`, or a publish the broker returned as unroutable: the queue is gone.
+    NotFound,
+    /// `406 PRECONDITION_FAILED`: a queue exists with other arguments (e.g. classic, not
+    /// quorum).
+    PreconditionFailed,
+    /// The broker answered a publish with a negative confirm: it did not take it.
+    Refused,
+    /// The broker could not be reached, or the connection or channel broke.
+    Connection,
+    /// Any other error from the broker or the client (a bad URL, an unsupported scheme).
+    Other,
 }
 
 /// Why a record field's value is refused: the typed reason of a [`FieldError`].

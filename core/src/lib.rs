@@ -109,7 +109,7 @@ pub mod synthetic;
 
 pub use config::{Backpressure, IngestorConfig, Sink};
 pub use dead_letter::DeadLetter;
-pub use error::{Error, FieldError, Invalid, RedisErrorKind, Result};
+pub use error::{AmqpErrorKind, Error, FieldError, Invalid, RedisErrorKind, Result};
 pub use ingestor::{CommitReport, Ingestor, IngestorBuilder, Receipt};
 pub use ingress::{Ack, AckLevel, Acked, Ingress, IngressMetrics, Ticks};
 pub use metrics::{MetricsSnapshot, ShardSnapshot, Summary};

@@ -115,6 +115,11 @@ def daemon_env_names() -> set[str]:
     return names
 
 
+def third_party(d: dict) -> bool:
+    """A manifest of a server the daemon uses (RabbitMQ), not of the daemon itself."""
+    return d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "rabbitmq"
+
+
 def deploy_env_names() -> dict[str, set[str]]:
     used: dict[str, set[str]] = {}
 
@@ -126,7 +131,7 @@ def deploy_env_names() -> dict[str, set[str]]:
     for svc in ("api", "migrate"):
         add(f"compose {svc}", c["services"][svc].get("environment", {}))
     for fname, d in k8s_docs():
-        if d["kind"] == "Secret":
+        if d["kind"] == "Secret" and not third_party(d):
             add(f"k8s {fname}", d.get("stringData", {}))
         if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "christmas-ingest-env":
             add(f"k8s {fname}", d["data"])
@@ -340,6 +345,8 @@ def check_k8s() -> None:
             if "configMap" in vol and ("ConfigMap", vol["configMap"]["name"]) not in defined:
                 error(f"volume {vol['name']} uses ConfigMap {vol['configMap']['name']}, not defined")
         selector = spec.get("selector")
+        if third_party(d):
+            continue
         if d["kind"] == "Service":
             sel = selector
         elif d["kind"] == "PodDisruptionBudget":

@@ -2,6 +2,7 @@
 //!
 //! Every field has a default; a file may set any of them (unknown keys are refused). Then
 //! the environment wins: `DATABASE_URL`, `READ_DATABASE_URL`, `REDIS_URL`,
+//! `ORDER_EVENTS_URL`,
 //! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_LINGER_MS`,
 //! `CHRISTMAS_AUTH_READS`, `CHRISTMAS_WEB_DIR`, `CHRISTMAS_WEB_ASSET_BASE`,
 //! `CHRISTMAS_API_KEYS` (`name:sha256hex:scope+scope,…`), `CHRISTMAS_SPOOL_DIR`.
@@ -32,6 +33,13 @@ pub struct DaemonConfig {
     pub replica_max_lag_ms: u64,
     /// Redis for the fan-out and the latest-tick cache; unset turns both off.
     pub redis_url: Option<String>,
+    /// Where `order.accepted` events go: a RabbitMQ queue (`amqp://user:pass@host:port/vhost`)
+    /// or a Redis stream (`redis://…`). Unset: `redis_url` (the default backend, Redis
+    /// streams); both unset: no events.
+    pub order_events_url: Option<String>,
+    /// The events stream (Redis) or queue (RabbitMQ; its dead-letter queue is
+    /// `<name>.dead`), default `orders:events`. Workers name the same.
+    pub order_events_stream: String,
     /// Fan-out payload: `json` or `rkyv`.
     pub fanout_format: String,
     /// Messages kept in each symbol's replay stream `md:{SYMBOL}:ticks` (default 10,000;
@@ -78,9 +86,10 @@ pub struct DaemonConfig {
     pub order_rate_per_second: f64,
     /// Orders an account may send in a burst above the rate (default 10,000).
     pub order_rate_burst: f64,
-    /// An order still `accepted` this long after its `order.accepted` event reached Redis,
-    /// while the workers are not behind, is announced again, once: Redis lost the event
-    /// (default 60,000 ms; 0 turns the re-check off).
+    /// An order still `accepted` this long after its `order.accepted` event reached the
+    /// broker, while the workers are not behind, is announced again, once: the broker lost
+    /// the event (default 60,000 ms; 0 turns the re-check off). On RabbitMQ a lost queue is
+    /// declared again and its orders announced again at the next round.
     pub order_events_recheck_after_ms: u64,
     /// Directory of the spool (unset: no spool, and `ack=durable` is refused). With it,
     /// `ack=durable` answers once the ticks are fsynced there, the daemon keeps accepting
@@ -123,6 +132,8 @@ impl std::fmt::Debug for DaemonConfig {
             .field("read_database_url", &set(&self.read_database_url))
             .field("replica_max_lag_ms", &self.replica_max_lag_ms)
             .field("redis_url", &set(&self.redis_url))
+            .field("order_events_url", &set(&self.order_events_url))
+            .field("order_events_stream", &self.order_events_stream)
             .field("fanout_format", &self.fanout_format)
             .field("fanout_stream_max_len", &self.fanout_stream_max_len)
             .field("fanout_stream_max_age_ms", &self.fanout_stream_max_age_ms)
@@ -168,6 +179,8 @@ impl Default for DaemonConfig {
             read_database_url: None,
             replica_max_lag_ms: 5_000,
             redis_url: None,
+            order_events_url: None,
+            order_events_stream: "orders:events".into(),
             fanout_format: "json".into(),
             fanout_stream_max_len: 10_000,
             fanout_stream_max_age_ms: 60_000,
@@ -225,6 +238,9 @@ impl DaemonConfig {
         if let Some(v) = var("REDIS_URL") {
             self.redis_url = Some(v);
         }
+        if let Some(v) = var("ORDER_EVENTS_URL") {
+            self.order_events_url = Some(v).filter(|u| !u.is_empty());
+        }
         if let Some(v) = var("CHRISTMAS_HTTP_ADDR") {
             self.http_addr = v;
         }
@@ -277,6 +293,12 @@ impl DaemonConfig {
         }
         if let Some(r) = &self.redis_url {
             christmas_core::fanout::RedisTarget::parse(r).context("redis_url")?;
+        }
+        if let Some(u) = &self.order_events_url {
+            let amqp = u.starts_with("amqp://") || u.starts_with("amqps://");
+            if !amqp {
+                christmas_core::fanout::RedisTarget::parse(u).context("order_events_url")?;
+            }
         }
         self.fanout_format
             .parse::<christmas_core::fanout::PayloadFormat>()

@@ -233,7 +233,7 @@ fn orders(out: &mut String, o: &christmas_core::orders::OrderDeskSnapshot) {
         (
             "christmas_order_events_published_total",
             "counter",
-            "order.accepted events added to the Redis stream.",
+            "order.accepted events the broker took (added to the Redis stream, or confirmed by RabbitMQ).",
             o.events_published,
         ),
         (
@@ -258,6 +258,13 @@ fn orders(out: &mut String, o: &christmas_core::orders::OrderDeskSnapshot) {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    if let Some(backend) = o.events_backend {
+        let _ = writeln!(
+            out,
+            "# HELP christmas_order_events_broker_up Whether the order events publisher is connected to its broker (1) or not (0; events wait in the outbox).\n# TYPE christmas_order_events_broker_up gauge\nchristmas_order_events_broker_up{{backend=\"{backend}\"}} {}",
+            u8::from(o.events_broker_up)
         );
     }
     summary(

@@ -147,7 +147,12 @@ impl AppState {
             .transpose()?;
         let orders = OrderDesk::start(OrderDeskConfig {
             read_database_url: config.read_database_url.clone(),
-            redis_url: config.redis_url.clone(),
+            // Events go where `order_events_url` says, else beside the fan-out on Redis.
+            redis_url: config
+                .order_events_url
+                .clone()
+                .or_else(|| config.redis_url.clone()),
+            events_stream: config.order_events_stream.clone(),
             connections: config.order_connections,
             max_group: config.order_max_group,
             max_replica_lag: max_lag,

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`pg`] | [`PgServer`] (private, may crash and restart), [`shared_pg_url`], [`fresh_database`], [`connect`] |
 //! | [`redis`] | [`RedisServer`], [`RedisCluster`], [`shared_redis_url`] |
+//! | [`amqp`] | [`RabbitNode`] (private, may stop and start), [`shared_amqp_url`] |
 //! | [`nginx`], [`pgbouncer`], [`netns`] | what stands between a client and the daemons in a deployment |
 //! | [`net`] | [`free_addr`] / [`free_port`], [`wait_listening`] |
 //! | [`http`] | [`HttpClient`]: hyper's client with the few calls the tests make |
@@ -16,9 +17,10 @@
 //!
 //! - A private server the test owns may be stopped, killed and restarted: data in a fresh
 //!   temporary directory, a free port, removed on drop.
-//! - [`shared_pg_url`] / [`shared_redis_url`]: one server for the whole test process (the
-//!   scripts' instances when `CHRISTMAS_TEST_DATABASE_URL` / `CHRISTMAS_TEST_REDIS_URL` are
-//!   set, as `scripts/test.sh` does).
+//! - [`shared_pg_url`] / [`shared_redis_url`] / [`shared_amqp_url`]: one server for the
+//!   whole test process (the scripts' instances when `CHRISTMAS_TEST_DATABASE_URL` /
+//!   `CHRISTMAS_TEST_REDIS_URL` / `CHRISTMAS_TEST_AMQP_URL` are set, as `scripts/test.sh`
+//!   does).
 //! - [`fresh_database`] / [`unique_name`]: how each test isolates itself.
 //!
 //! PostgreSQL refuses to run as root, so when the tests run as root the server runs as the
@@ -26,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod amqp;
 pub mod daemon;
 mod host;
 pub mod http;
@@ -37,6 +40,7 @@ pub mod pgbouncer;
 pub mod redis;
 pub mod ticks;
 
+pub use amqp::{shared_amqp_url, RabbitNode};
 pub use daemon::{DaemonProcess, InProcessDaemon};
 pub use host::unique_name;
 pub use http::{HttpClient, HttpResponse};

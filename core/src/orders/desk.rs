@@ -15,10 +15,10 @@ use tokio_postgres::types::{ToSql, Type};
 use crate::error::{Error, Result};
 use crate::orders::group_commit::{connect_writer, write_groups, Intake, Submission};
 use crate::orders::outbox::{connect_events, publish_events, EventsConfig, OutboxBatch};
+use crate::orders::queue::EventsTarget;
 use crate::orders::stats::DeskStats;
 use crate::orders::types::{NewOrder, Order, OrderStatus, SubmitOutcome, ORDER_COLUMNS};
 use crate::pg::read::ReadClient;
-use crate::redis::target::RedisTarget;
 
 /// How an [`OrderDesk`] runs.
 #[derive(Clone, PartialEq, Eq)]
@@ -27,7 +27,9 @@ pub struct OrderDeskConfig {
     pub database_url: String,
     /// Where reads go (a replica); default: the primary.
     pub read_database_url: Option<String>,
-    /// Redis for `order.accepted` events; `None`: no events.
+    /// Where `order.accepted` events go, by scheme: Redis (`redis://`,
+    /// `redis+sentinel://`, `redis+cluster://`: a stream with consumer groups) or RabbitMQ
+    /// (`amqp://`: a durable quorum queue); `None`: no events.
     pub redis_url: Option<String>,
     /// The events stream (default `orders:events`).
     pub events_stream: String,
@@ -126,8 +128,14 @@ pub struct OrderDeskSnapshot {
     pub rewritten: u64,
     /// Submissions waiting for a writer now.
     pub queued: u64,
-    /// `order.accepted` events added to the Redis stream.
+    /// `order.accepted` events the broker took (added to the Redis stream, or confirmed by
+    /// RabbitMQ).
     pub events_published: u64,
+    /// The events broker: `Some("redis")`, `Some("amqp")`, or `None` without events.
+    pub events_backend: Option<&'static str>,
+    /// Whether the event publisher's broker connection was up when it last looked (it
+    /// looks at every round and every few seconds).
+    pub events_broker_up: bool,
     /// Event rounds Redis or the outbox refused (the outbox keeps their events).
     pub event_failures: u64,
     /// Events trimmed from the stream once every consumer group had acknowledged them.
@@ -153,6 +161,7 @@ pub struct OrderDesk {
     primary: ReadClient,
     writers: Mutex<Vec<JoinHandle<()>>>,
     events: Mutex<Option<JoinHandle<()>>>,
+    events_backend: Option<&'static str>,
     /// Where the writers and the event publisher run.
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     stats: Arc<DeskStats>,
@@ -196,8 +205,9 @@ impl OrderDesk {
         let target = config
             .redis_url
             .as_deref()
-            .map(RedisTarget::parse)
+            .map(EventsTarget::parse)
             .transpose()?;
+        let events_backend = target.as_ref().map(EventsTarget::backend);
         let reader = match &config.read_database_url {
             Some(replica) => {
                 ReadClient::with_fallback(replica, &config.database_url, config.max_replica_lag)
@@ -235,6 +245,7 @@ impl OrderDesk {
             primary,
             writers: Mutex::new(writers),
             events: Mutex::new(events),
+            events_backend,
             runtime: Mutex::new(Some(runtime)),
             stats,
         })
@@ -351,6 +362,8 @@ impl OrderDesk {
             rewritten: st.rewritten.load(Ordering::Relaxed),
             queued,
             events_published: st.events_published.load(Ordering::Relaxed),
+            events_backend: self.events_backend,
+            events_broker_up: st.events_broker_up.load(Ordering::Relaxed),
             event_failures: st.event_failures.load(Ordering::Relaxed),
             events_trimmed: st.events_trimmed.load(Ordering::Relaxed),
             events_reannounced: st.events_reannounced.load(Ordering::Relaxed),
@@ -380,7 +393,7 @@ impl OrderDesk {
 /// desk's runtime).
 async fn start_tasks(
     config: OrderDeskConfig,
-    target: Option<RedisTarget>,
+    target: Option<EventsTarget>,
     intake: Arc<Intake>,
     stats: Arc<DeskStats>,
 ) -> Result<(Vec<JoinHandle<()>>, Option<JoinHandle<()>>)> {

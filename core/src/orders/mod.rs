@@ -1,5 +1,6 @@
 //! Orders: validated, group-committed, idempotent on `(account, client_order_id)`, and
-//! announced to asynchronous workers through a Redis stream after commit.
+//! announced to asynchronous workers after commit, through a Redis stream (the default) or
+//! a RabbitMQ queue (an `amqp://` events URL).
 //!
 //! | piece | what |
 //! |---|---|
@@ -9,6 +10,8 @@
 //! | `outbox` | publishing `order.accepted` events from the outbox; the pause after a refusal; the sweep |
 //! | `recheck` | the announced ids a desk holds, and the round that announces again orders Redis lost |
 //! | `stream` | the events stream as Redis holds it: `XADD`, consumer groups' places, trimming |
+//! | `amqp` | the events queue as RabbitMQ holds it: quorum queue, confirms, the workers' consumer, the dead-letter queue |
+//! | `queue` | which of the two an events URL names (`redis://…` or `amqp://…`), behind one type |
 //! | `stats` | the desk's counters and histograms |
 //! | `worker` | [`OrderWorker`]: consumes `order.accepted` events with a consumer group, claims the ones a dead worker left, moves orders along once |
 //!
@@ -29,9 +32,11 @@
 //! writer keeps `ON CONFLICT` for a second. Repeats inside one group never reach the
 //! database: only the first is inserted.
 
+mod amqp;
 mod desk;
 mod group_commit;
 mod outbox;
+mod queue;
 mod recheck;
 mod stats;
 mod stream;

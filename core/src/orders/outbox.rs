@@ -13,13 +13,11 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
+use crate::orders::queue::{breaks_connection, EventsConn, EventsTarget};
 use crate::orders::recheck::Recheck;
 use crate::orders::stats::DeskStats;
-use crate::orders::stream::{announce, trim_acknowledged};
 use crate::orders::types::{Order, ORDER_COLUMNS};
 use crate::pg;
-use crate::redis::connection::{self, RedisConn};
-use crate::redis::target::RedisTarget;
 
 /// Outbox groups (rows of `order_outbox`) and the new orders they hold.
 pub(super) type OutboxBatch = (Vec<i64>, Vec<Order>);
@@ -58,7 +56,7 @@ pub(super) async fn connect_events(url: &str) -> Result<Client> {
 /// seconds whatever the outbox still holds. Every few seconds it also trims what every
 /// consumer group has acknowledged from the stream.
 pub(super) async fn publish_events(
-    target: RedisTarget,
+    target: EventsTarget,
     config: EventsConfig,
     db: Client,
     mut rx: mpsc::Receiver<OutboxBatch>,
@@ -141,12 +139,12 @@ fn with_queued(rx: &mut mpsc::Receiver<OutboxBatch>, batch: OutboxBatch) -> Outb
 
 /// What the event publisher keeps between rounds.
 struct EventPublisher {
-    target: RedisTarget,
+    target: EventsTarget,
     stream: String,
     database_url: String,
     db: Client,
-    /// `None` until connected, and after Redis failed.
-    conn: Option<RedisConn>,
+    /// `None` until connected, and after the broker failed.
+    conn: Option<EventsConn>,
     recheck: Recheck,
     refusals: Refusals,
     stats: Arc<DeskStats>,
@@ -182,7 +180,7 @@ impl EventPublisher {
 
     /// One re-check round; a Redis failure drops the connection.
     async fn recheck_round(&mut self) {
-        let done = match connected(&mut self.conn, &self.target).await {
+        let done = match connected(&mut self.conn, &self.target, &self.stream).await {
             Ok(c) => {
                 self.recheck
                     .round(&self.db, c, &self.stream, &self.stats.events_reannounced)
@@ -192,22 +190,45 @@ impl EventPublisher {
         };
         if let Err(e) = done {
             tracing::debug!(error = %e, "order events: re-check failed");
-            if matches!(e, Error::Redis { .. }) {
+            if breaks_connection(&e) {
                 self.conn = None;
             }
+            self.note_broker();
         }
     }
 
-    /// Trims the stream of what every consumer group acknowledged (when connected).
+    /// Trims the stream of what every consumer group acknowledged (when connected). For a
+    /// broker whose connection shows it broke (RabbitMQ), reconnects now, so the broker's
+    /// state in the metrics is fresh without traffic.
     async fn trim(&mut self) {
+        if self.conn.as_ref().is_some_and(|c| !c.is_open()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() && matches!(self.target, EventsTarget::Amqp(_)) {
+            let _ = connected(&mut self.conn, &self.target, &self.stream).await;
+        }
         if let Some(c) = self.conn.as_mut() {
-            match trim_acknowledged(c, &self.stream).await {
+            match c.trim(&self.stream).await {
                 Ok(n) => {
                     self.stats.events_trimmed.fetch_add(n, Ordering::Relaxed);
                 }
-                Err(e) => tracing::debug!(error = %e, "order events: trimming failed"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "order events: trimming failed");
+                    if breaks_connection(&e) {
+                        self.conn = None;
+                    }
+                }
             }
         }
+        self.note_broker();
+    }
+
+    /// Publishes whether the broker connection is up, for `/ready` and `/metrics`.
+    fn note_broker(&self) {
+        self.stats.events_broker_up.store(
+            self.conn.as_ref().is_some_and(|c| c.is_open()),
+            Ordering::Relaxed,
+        );
     }
 
     /// Announces `orders` and clears their outbox `groups`; while Redis refuses, leaves
@@ -224,22 +245,37 @@ impl EventPublisher {
             }
             return;
         }
-        let stats = &self.stats;
-        let c = match connected(&mut self.conn, &self.target).await {
+        let stats = self.stats.clone();
+        if self.conn.as_ref().is_some_and(|c| !c.is_open()) {
+            self.conn = None;
+        }
+        let c = match connected(&mut self.conn, &self.target, &self.stream).await {
             Ok(c) => c,
             Err(e) => {
                 stats.event_failures.fetch_add(1, Ordering::Relaxed);
-                self.refusals.refused("Redis unreachable", &e);
+                self.refusals.refused("the broker is unreachable", &e);
+                self.note_broker();
                 return;
             }
         };
-        if let Err(e) = announce(c, &self.stream, &orders).await {
+        if let Err(e) = c.announce(&self.stream, &orders).await {
             stats.event_failures.fetch_add(1, Ordering::Relaxed);
             self.refusals.refused("publish failed", &e);
-            self.conn = None;
+            // A queue the broker lost was declared again on this connection: keep it.
+            if !matches!(
+                e,
+                Error::Amqp {
+                    kind: crate::error::AmqpErrorKind::NotFound,
+                    ..
+                }
+            ) {
+                self.conn = None;
+            }
+            self.note_broker();
             return;
         }
         self.refusals.published();
+        self.note_broker();
         stats
             .events_published
             .fetch_add(orders.len() as u64, Ordering::Relaxed);
@@ -254,14 +290,15 @@ impl EventPublisher {
     }
 }
 
-/// The publisher's Redis connection, made now if there is none.
+/// The publisher's broker connection, made now if there is none.
 async fn connected<'a>(
-    conn: &'a mut Option<RedisConn>,
-    target: &RedisTarget,
-) -> Result<&'a mut RedisConn> {
+    conn: &'a mut Option<EventsConn>,
+    target: &EventsTarget,
+    stream: &str,
+) -> Result<&'a mut EventsConn> {
     let c = match conn.take() {
         Some(c) => c,
-        None => connection::connect(target).await?,
+        None => target.connect(stream).await?,
     };
     Ok(conn.insert(c))
 }
@@ -353,7 +390,7 @@ impl Refusals {
         if self.logged_at.take().is_some() {
             tracing::info!(
                 rounds_refused_since_last_line = self.unlogged,
-                "order events: Redis takes them again"
+                "order events: the broker takes them again"
             );
         }
         *self = Refusals::new();

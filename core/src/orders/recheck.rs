@@ -9,9 +9,9 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::orders::stream::{announce, worker_progress, WorkerProgress};
+use crate::orders::queue::EventsConn;
+use crate::orders::stream::WorkerProgress;
 use crate::orders::types::{Order, ORDER_COLUMNS};
-use crate::redis::connection::RedisConn;
 
 /// Most orders one re-check lookup reads.
 const RECHECK_BATCH: usize = 65_536;
@@ -116,7 +116,7 @@ impl Recheck {
     pub(super) async fn round(
         &mut self,
         db: &Client,
-        conn: &mut RedisConn,
+        conn: &mut EventsConn,
         stream: &str,
         reannounced: &AtomicU64,
     ) -> Result<()> {
@@ -131,7 +131,7 @@ impl Recheck {
         if !self.wants_round() {
             return Ok(());
         }
-        let progress = worker_progress(conn, stream, self.after / 2).await?;
+        let progress = conn.progress(stream, self.after / 2).await?;
         if progress != WorkerProgress::NoGroup {
             self.seen_group = true;
         }
@@ -150,6 +150,10 @@ impl Recheck {
         }
         match progress {
             WorkerProgress::CaughtUp => {}
+            WorkerProgress::Lost => {
+                // Everything held is due now: the queue took its events with it.
+                self.make_all_due();
+            }
             WorkerProgress::Behind => return Ok(()),
             // Kept: the group may come back (a worker makes it again after Redis lost it).
             WorkerProgress::NoGroup if self.seen_group => return Ok(()),
@@ -173,7 +177,7 @@ impl Recheck {
     async fn announce_again(
         &mut self,
         db: &Client,
-        conn: &mut RedisConn,
+        conn: &mut EventsConn,
         stream: &str,
         due: Vec<i64>,
     ) -> Result<u64> {
@@ -201,11 +205,21 @@ impl Recheck {
             "order events: orders still accepted long after Redis took their events; announcing \
              them again (Redis lost events, or workers took them without moving the orders)"
         );
-        if let Err(e) = announce(conn, stream, &orders).await {
+        if let Err(e) = conn.announce(stream, &orders).await {
             self.due_again(orders.iter().map(|o| o.id).collect());
             return Err(e);
         }
         Ok(orders.len() as u64)
+    }
+
+    /// Makes every held id due now.
+    fn make_all_due(&mut self) {
+        let due_at = Instant::now()
+            .checked_sub(self.after)
+            .unwrap_or_else(Instant::now);
+        for (at, _) in self.announced.iter_mut() {
+            *at = due_at;
+        }
     }
 
     /// Puts `ids` back at the front, due now.

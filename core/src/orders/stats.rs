@@ -1,7 +1,7 @@
 //! [`DeskStats`]: what the desk's writers and event publisher count, shared with the desk's
 //! metrics.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ pub(super) struct DeskStats {
     pub(super) event_failures: AtomicU64,
     pub(super) events_trimmed: AtomicU64,
     pub(super) events_reannounced: AtomicU64,
+    /// Whether the publisher's broker connection was up when it last looked.
+    pub(super) events_broker_up: AtomicBool,
     /// Commit time, group size, submit time.
     pub(super) histograms: Mutex<[Histogram<u64>; 3]>,
 }
@@ -48,6 +50,7 @@ impl DeskStats {
             event_failures: AtomicU64::new(0),
             events_trimmed: AtomicU64::new(0),
             events_reannounced: AtomicU64::new(0),
+            events_broker_up: AtomicBool::new(false),
             histograms: Mutex::new([h(), h(), h()]),
         }
     }

@@ -143,6 +143,9 @@ pub(super) enum WorkerProgress {
     Behind,
     /// Every group was given, and acknowledged, every event older than the horizon.
     CaughtUp,
+    /// The broker lost the queue and it was declared again (RabbitMQ): whatever it held
+    /// is gone, so every order announced and still `accepted` is announced again now.
+    Lost,
 }
 
 /// Whether every consumer group of `stream` was given and acknowledged every event older

@@ -1,4 +1,10 @@
-//! [`OrderWorker`]: the consumer side of the order events stream.
+//! [`OrderWorker`]: the consumer side of the order events stream, on Redis or RabbitMQ
+//! (the `redis_url`'s scheme chooses: `amqp://` is RabbitMQ).
+//!
+//! RabbitMQ: the worker consumes the events queue with manual acknowledgements and a
+//! prefetch of `prefetch` deliveries; a worker that dies (or whose connection breaks)
+//! before `ack` has its deliveries redelivered at once, flagged `claimed`. It reconnects
+//! with backoff by itself. Redis, below:
 //!
 //! Workers of one consumer group share the stream: each event goes to one of them and stays
 //! pending until acknowledged. A worker that dies before `ack` leaves its events pending;
@@ -16,6 +22,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::error::{Error, RedisErrorKind, Result};
+use crate::orders::amqp::{AmqpConsumer, AmqpTarget};
 use crate::orders::stream::text;
 use crate::orders::types::OrderStatus;
 use crate::pg;
@@ -25,7 +32,8 @@ use crate::redis::target::RedisTarget;
 /// How an [`OrderWorker`] connects and consumes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OrderWorkerConfig {
-    /// Redis holding the stream (`redis://`, `redis+sentinel://`, `redis+cluster://`).
+    /// The events broker: Redis holding the stream (`redis://`, `redis+sentinel://`,
+    /// `redis+cluster://`) or RabbitMQ holding the queue (`amqp://`).
     pub redis_url: String,
     /// PostgreSQL holding the orders (the primary).
     pub database_url: String,
@@ -39,6 +47,12 @@ pub struct OrderWorkerConfig {
     pub claim_idle: Duration,
     /// How long `next` waits for a new event (default 1 s).
     pub block: Duration,
+    /// RabbitMQ: most deliveries this worker holds unacknowledged (default 256).
+    pub prefetch: u16,
+    /// After this many failed attempts ([`OrderWorker::reject`]) an event goes to the
+    /// dead-letter queue (`<queue>.dead` on RabbitMQ, `<stream>:dead` on Redis) with its
+    /// reason (default 5).
+    pub max_attempts: u32,
 }
 
 impl std::fmt::Debug for OrderWorkerConfig {
@@ -67,6 +81,8 @@ impl OrderWorkerConfig {
             consumer: consumer.into(),
             claim_idle: Duration::from_secs(30),
             block: Duration::from_secs(1),
+            prefetch: 256,
+            max_attempts: 5,
         }
     }
 }
@@ -74,7 +90,7 @@ impl OrderWorkerConfig {
 /// One `order.accepted` event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderEvent {
-    /// The stream entry id (what `ack` acknowledges).
+    /// The stream entry id, or on RabbitMQ the delivery's id: what `ack` acknowledges.
     pub stream_id: String,
     /// The event type (`order.accepted`).
     pub kind: String,
@@ -82,15 +98,23 @@ pub struct OrderEvent {
     pub order_id: i64,
     /// The order as JSON, as it was when accepted.
     pub order: serde_json::Value,
-    /// True when this worker claimed it from another that did not acknowledge it.
+    /// True when this worker claimed it from another that did not acknowledge it (on
+    /// RabbitMQ: a redelivery).
     pub claimed: bool,
 }
 
 /// Consumes order events; see the module docs.
 pub struct OrderWorker {
     config: OrderWorkerConfig,
-    redis: RedisConn,
+    queue: WorkerQueue,
     db: Client,
+}
+
+/// The broker a worker consumes from.
+enum WorkerQueue {
+    Redis(RedisConn),
+    /// Boxed: far larger than a Redis connection, and one per worker.
+    Amqp(Box<AmqpConsumer>),
 }
 
 impl std::fmt::Debug for OrderWorker {
@@ -157,15 +181,29 @@ async fn create_group(redis: &mut RedisConn, config: &OrderWorkerConfig) -> Resu
 impl OrderWorker {
     /// Connects to Redis and PostgreSQL and creates the consumer group if needed.
     pub async fn connect(config: OrderWorkerConfig) -> Result<OrderWorker> {
-        let mut redis = connection::connect(&RedisTarget::parse(&config.redis_url)?).await?;
-        create_group(&mut redis, &config).await?;
+        let queue = if AmqpTarget::is_amqp(&config.redis_url) {
+            WorkerQueue::Amqp(Box::new(
+                AmqpConsumer::connect(
+                    AmqpTarget::parse(&config.redis_url)?,
+                    &config.stream,
+                    &config.consumer,
+                    config.prefetch,
+                    config.max_attempts,
+                )
+                .await?,
+            ))
+        } else {
+            let mut redis = connection::connect(&RedisTarget::parse(&config.redis_url)?).await?;
+            create_group(&mut redis, &config).await?;
+            WorkerQueue::Redis(redis)
+        };
         let db = pg::connect(
             &pg::parse_url(&config.database_url)?,
             "christmas-order-worker",
             "connecting the order worker",
         )
         .await?;
-        Ok(OrderWorker { config, redis, db })
+        Ok(OrderWorker { config, queue, db })
     }
 
     /// The next event: one a dead worker left pending for `claim_idle`, else a new one
@@ -181,7 +219,23 @@ impl OrderWorker {
     /// three round trips however many orders it holds, where one event at a time costs
     /// five per order.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<OrderEvent>> {
-        match self.take(max).await {
+        let redis = match &mut self.queue {
+            WorkerQueue::Amqp(c) => {
+                let raw = c.next_batch(max.max(1), self.config.block).await;
+                return Ok(raw
+                    .into_iter()
+                    .map(|(stream_id, kind, order_id, order, claimed)| OrderEvent {
+                        stream_id,
+                        kind,
+                        order_id,
+                        order,
+                        claimed,
+                    })
+                    .collect());
+            }
+            WorkerQueue::Redis(r) => r,
+        };
+        match take(redis, &self.config, max).await {
             // Redis lost the stream and its group (a restart without persistence, a
             // failover): the group is made again, and the desk's re-check announces again
             // the orders whose events went with it.
@@ -194,81 +248,11 @@ impl OrderWorker {
                     group = %self.config.group,
                     "order worker: the consumer group is gone; creating it again"
                 );
-                create_group(&mut self.redis, &self.config).await?;
-                self.take(max).await
+                create_group(redis, &self.config).await?;
+                take(redis, &self.config, max).await
             }
             other => other,
         }
-    }
-
-    async fn take(&mut self, max: usize) -> Result<Vec<OrderEvent>> {
-        let max = max.max(1);
-        let idle = self.config.claim_idle.as_millis() as u64;
-        let claimed: Value = query(
-            &mut self.redis,
-            redis::cmd("XAUTOCLAIM")
-                .arg(&self.config.stream)
-                .arg(&self.config.group)
-                .arg(&self.config.consumer)
-                .arg(idle)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(max),
-        )
-        .await?;
-        // [next id, [entry, …], [deleted id, …]]
-        if let Value::Array(parts) = &claimed {
-            if let Some(Value::Array(entries)) = parts.get(1) {
-                let events = entries
-                    .iter()
-                    .filter_map(|e| entry(e, true).transpose())
-                    .collect::<Result<Vec<_>>>()?;
-                if !events.is_empty() {
-                    return Ok(events);
-                }
-            }
-        }
-        let read: Value = query(
-            &mut self.redis,
-            redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(&self.config.group)
-                .arg(&self.config.consumer)
-                .arg("COUNT")
-                .arg(max)
-                .arg("BLOCK")
-                // Below the connection's 2 s reply timeout.
-                .arg(
-                    self.config
-                        .block
-                        .min(Duration::from_millis(1_500))
-                        .as_millis() as u64,
-                )
-                .arg("STREAMS")
-                .arg(&self.config.stream)
-                .arg(">"),
-        )
-        .await?;
-        // RESP2: [[stream, [[id, [k, v, …]], …]]]; RESP3 may answer a map.
-        let streams = match read {
-            Value::Array(s) => s,
-            Value::Map(m) => m
-                .into_iter()
-                .map(|(k, v)| Value::Array(vec![k, v]))
-                .collect(),
-            _ => return Ok(Vec::new()),
-        };
-        let mut events = Vec::new();
-        for s in &streams {
-            if let Value::Array(kv) = s {
-                if let Some(Value::Array(entries)) = kv.get(1) {
-                    for e in entries {
-                        events.extend(entry(e, false)?);
-                    }
-                }
-            }
-        }
-        Ok(events)
     }
 
     /// Moves order `id` to `to` if its status is one of `from`; true when it moved. An event
@@ -311,14 +295,152 @@ impl OrderWorker {
         if events.is_empty() {
             return Ok(());
         }
+        let redis = match &mut self.queue {
+            WorkerQueue::Amqp(c) => {
+                let ids: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
+                return c.ack(&ids).await;
+            }
+            WorkerQueue::Redis(r) => r,
+        };
         let mut cmd = redis::cmd("XACK");
         cmd.arg(&self.config.stream).arg(&self.config.group);
         for e in events {
             cmd.arg(&e.stream_id);
         }
-        let _: Value = query(&mut self.redis, &cmd).await?;
+        let _: Value = query(redis, &cmd).await?;
         Ok(())
     }
+
+    /// This worker could not handle `event` (`reason` says why). Before `max_attempts`
+    /// failures it is delivered again (RabbitMQ: queued again at once with its attempts
+    /// counted; Redis: left pending, claimed after `claim_idle`); at `max_attempts` it goes
+    /// to the dead-letter queue with `reason` and is acknowledged. Returns true when it was
+    /// dead-lettered.
+    pub async fn reject(&mut self, event: &OrderEvent, reason: &str) -> Result<bool> {
+        match &mut self.queue {
+            WorkerQueue::Amqp(c) => c.reject(&event.stream_id, reason).await,
+            WorkerQueue::Redis(r) => reject_redis(r, &self.config, event, reason).await,
+        }
+    }
+}
+
+/// Up to `max` events from Redis: claimed from dead workers, else new ones.
+async fn take(
+    redis: &mut RedisConn,
+    config: &OrderWorkerConfig,
+    max: usize,
+) -> Result<Vec<OrderEvent>> {
+    let max = max.max(1);
+    let idle = config.claim_idle.as_millis() as u64;
+    let claimed: Value = query(
+        redis,
+        redis::cmd("XAUTOCLAIM")
+            .arg(&config.stream)
+            .arg(&config.group)
+            .arg(&config.consumer)
+            .arg(idle)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(max),
+    )
+    .await?;
+    // [next id, [entry, …], [deleted id, …]]
+    if let Value::Array(parts) = &claimed {
+        if let Some(Value::Array(entries)) = parts.get(1) {
+            let events = entries
+                .iter()
+                .filter_map(|e| entry(e, true).transpose())
+                .collect::<Result<Vec<_>>>()?;
+            if !events.is_empty() {
+                return Ok(events);
+            }
+        }
+    }
+    let read: Value = query(
+        redis,
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&config.group)
+            .arg(&config.consumer)
+            .arg("COUNT")
+            .arg(max)
+            .arg("BLOCK")
+            // Below the connection's 2 s reply timeout.
+            .arg(config.block.min(Duration::from_millis(1_500)).as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&config.stream)
+            .arg(">"),
+    )
+    .await?;
+    // RESP2: [[stream, [[id, [k, v, …]], …]]]; RESP3 may answer a map.
+    let streams = match read {
+        Value::Array(s) => s,
+        Value::Map(m) => m
+            .into_iter()
+            .map(|(k, v)| Value::Array(vec![k, v]))
+            .collect(),
+        _ => return Ok(Vec::new()),
+    };
+    let mut events = Vec::new();
+    for s in &streams {
+        if let Value::Array(kv) = s {
+            if let Some(Value::Array(entries)) = kv.get(1) {
+                for e in entries {
+                    events.extend(entry(e, false)?);
+                }
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// [`OrderWorker::reject`] on Redis: the stream counts deliveries in the pending list.
+async fn reject_redis(
+    redis: &mut RedisConn,
+    config: &OrderWorkerConfig,
+    event: &OrderEvent,
+    reason: &str,
+) -> Result<bool> {
+    // [[id, consumer, idle ms, times delivered]]
+    let pending: Vec<(String, String, u64, u64)> = query(
+        redis,
+        redis::cmd("XPENDING")
+            .arg(&config.stream)
+            .arg(&config.group)
+            .arg(&event.stream_id)
+            .arg(&event.stream_id)
+            .arg(1),
+    )
+    .await?;
+    let Some((_, _, _, delivered)) = pending.first() else {
+        return Ok(false);
+    };
+    if *delivered < u64::from(config.max_attempts) {
+        return Ok(false);
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("XADD")
+        .arg(format!("{}:dead", config.stream))
+        .arg("*")
+        .arg("type")
+        .arg(&event.kind)
+        .arg("order_id")
+        .arg(event.order_id)
+        .arg("order")
+        .arg(event.order.to_string())
+        .arg("reason")
+        .arg(reason)
+        .arg("attempts")
+        .arg(*delivered)
+        .ignore()
+        .cmd("XACK")
+        .arg(&config.stream)
+        .arg(&config.group)
+        .arg(&event.stream_id)
+        .ignore();
+    redis.run(&pipe).await?;
+    Ok(true)
 }
 
 async fn query<T: redis::FromRedisValue>(conn: &mut RedisConn, cmd: &redis::Cmd) -> Result<T> {

@@ -23,7 +23,8 @@ pub async fn health(State(s): State<AppState>) -> Response {
     Json(json!({ "status": "ok", "uptime_s": s.started.elapsed().as_secs() })).into_response()
 }
 
-/// `GET /ready`: database and Redis reachable, rings below the high-water mark.
+/// `GET /ready`: database and Redis reachable, rings below the high-water mark; the order
+/// events broker's state is shown beside them.
 pub async fn ready(State(s): State<AppState>) -> Response {
     // A silent network (a cut link, no RST) must not hang the probe.
     let within = std::time::Duration::from_secs(2);
@@ -50,9 +51,15 @@ pub async fn ready(State(s): State<AppState>) -> Response {
     let rings = fullest < s.config.ready_ring_fraction;
     let open = !s.ingress.trades().is_closed() && !s.ingress.quotes().is_closed();
     let ok = database && redis.unwrap_or(true) && rings && open;
+    // Shown, not required: while the events broker is down orders are still taken and
+    // their events wait in the outbox, so the daemon stays in the balancer.
+    let orders = s.orders.metrics();
+    let events = orders
+        .events_backend
+        .map(|backend| json!({ "backend": backend, "connected": orders.events_broker_up }));
     let body = Json(json!({
         "ready": ok,
-        "checks": { "database": database, "redis": redis, "rings": rings, "fullest_ring": fullest, "accepting": open },
+        "checks": { "database": database, "redis": redis, "rings": rings, "fullest_ring": fullest, "accepting": open, "order_events": events },
     }));
     let status = if ok {
         StatusCode::OK
