@@ -15,6 +15,9 @@ export CHRISTMAS_TEST_AMQP_URL="$AMQP_URL"
 # "skipped: <reason>" without web/node_modules, chromium or a build).
 if [ -d web/node_modules ]; then bash scripts/web.sh build; fi
 
+# The daemon binary the process-level tests spawn (kill -9, memory), built before them.
+cargo build -q -p christmas-ingest
+
 echo "==> cargo test --workspace"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
