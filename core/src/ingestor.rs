@@ -40,6 +40,15 @@ impl<R: Record> Drop for PipelineTasks<R> {
     }
 }
 
+/// What a [`Receipt`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Fsynced in the spool.
+    Spooled,
+    /// Committed to PostgreSQL.
+    Committed,
+}
+
 /// A running pipeline for one record kind: `S` shards, each a lock-free ring, a batcher
 /// and a PostgreSQL writer with its own connection.
 ///
@@ -375,7 +384,7 @@ impl<R: Record> Ingestor<R> {
         records: &[R],
         seqs: crate::producer::Seqs<'_>,
         outcome: &Arc<PushOutcome>,
-        ack: crate::ingress::AckLevel,
+        receipt: Option<Durability>,
     ) -> Result<Option<Receipt>> {
         if records.is_empty() {
             return Ok(None);
@@ -403,11 +412,10 @@ impl<R: Record> Ingestor<R> {
             };
             ring.push_waiting(Slot::Chunk(Box::new(chunk))).await;
         }
-        use crate::ingress::AckLevel;
-        match ack {
-            AckLevel::Accepted => Ok(None),
-            AckLevel::Durable => self.barriers(touched.iter(), true).await.map(Some),
-            AckLevel::Committed => self.barriers(touched.iter(), false).await.map(Some),
+        match receipt {
+            None => Ok(None),
+            Some(Durability::Spooled) => self.barriers(touched.iter(), true).await.map(Some),
+            Some(Durability::Committed) => self.barriers(touched.iter(), false).await.map(Some),
         }
     }
 

@@ -38,6 +38,7 @@
 //! | [`router`] | [`ShardRouter`]: `fnv1a(symbol) % shards` |
 //! | [`ingestor`] | [`Ingestor`]: the face — push, receipts, metrics, shutdown |
 //! | [`ingress`] | [`Ingress`]: trades and quotes together; `push(ticks, AckLevel)` → one ack future; what HTTP, TCP, replay and demo call |
+//! | [`producer`] | idempotent producers: a [`ProducerId`](producer::ProducerId) and sequence numbers (`Ingress::push_from`, `push_numbered`), claimed in each batch's transaction so a resend is stored once |
 //! | `pipeline/` | the stages behind it, wired in `pipeline/mod.rs`: |
 //! | `  batch.rs` | the travelling types: `Slot`, `OpenBatch`, `SealedBatch`, [`BatchReport`] |
 //! | `  shard.rs` | `ShardContext`: one shard's ring, counters, histograms, spool, limits |

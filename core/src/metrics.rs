@@ -84,7 +84,8 @@ impl StageHistograms {
     }
 }
 
-/// An empty histogram of 3 significant figures that grows to fit any value.
+/// An empty histogram of 3 significant figures that grows to fit any value (auto-resizing,
+/// so no value is ever rejected).
 fn histogram() -> Histogram<u64> {
     let mut h = Histogram::new(3).expect("3 significant figures is valid");
     h.auto(true);
@@ -93,16 +94,10 @@ fn histogram() -> Histogram<u64> {
 
 impl ShardHistograms {
     pub fn new() -> Self {
-        // 3 significant figures; auto-resizing so no value is ever rejected.
-        let h = || {
-            let mut h = Histogram::new(3).expect("3 significant figures is valid");
-            h.auto(true);
-            h
-        };
         ShardHistograms {
-            push_to_commit_us: h(),
-            batch_commit_us: h(),
-            batch_rows: h(),
+            push_to_commit_us: histogram(),
+            batch_commit_us: histogram(),
+            batch_rows: histogram(),
             stages: StageHistograms::new(),
         }
     }

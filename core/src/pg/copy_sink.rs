@@ -87,6 +87,18 @@ pub(crate) struct BatchToWrite<'a> {
     pub check_ledger_first: bool,
 }
 
+impl<'a> BatchToWrite<'a> {
+    /// The ledger row of the part `range` of the batch.
+    fn entry(&self, range: &Range<usize>) -> LedgerEntry<'a> {
+        LedgerEntry {
+            origin: self.origin,
+            seq: self.seq,
+            first_row: range.start,
+            rows: range.len(),
+        }
+    }
+}
+
 /// One shard's PostgreSQL connection and the statements it runs.
 pub(crate) struct CopySink {
     url: String,
@@ -285,12 +297,7 @@ impl CopySink {
         let mut todo: Vec<Range<usize>> = Vec::with_capacity(16);
         todo.push(0..batch.rows.len());
         while let Some(range) = todo.pop() {
-            let entry = LedgerEntry {
-                origin: batch.origin,
-                seq: batch.seq,
-                first_row: range.start,
-                rows: range.len(),
-            };
+            let entry = batch.entry(&range);
             let work = Work::Copy(batch.rows, range.clone());
             let whole = range.len() == batch.rows.len();
             // The claims commit with the last part, so a part before it never marks ticks
@@ -341,12 +348,7 @@ impl CopySink {
         mut dead: Vec<usize>,
     ) -> Result<Vec<usize>, Refused> {
         for range in todo.into_iter().rev() {
-            let entry = LedgerEntry {
-                origin: batch.origin,
-                seq: batch.seq,
-                first_row: range.start,
-                rows: range.len(),
-            };
+            let entry = batch.entry(&range);
             let work = Work::Copy(batch.rows, range.clone());
             match self
                 .exactly_once(counters, &entry, batch.check_ledger_first, work, None)

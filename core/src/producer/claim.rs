@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use super::{ProducerId, PushOutcome};
+use super::push::{ProducerId, PushOutcome};
 use crate::spool::format::SpooledClaim;
 use crate::symbol::Symbol;
 

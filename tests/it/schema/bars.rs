@@ -233,7 +233,7 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
         .await
         .unwrap();
     assert_eq!(report.variant, Variant::TimescaleDb);
-    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7]);
     let again = schema::migrate_url(&url, &SchemaConfig::default())
         .await
         .unwrap();

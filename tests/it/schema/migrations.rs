@@ -18,14 +18,15 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     let config = keep_everything();
     let first = schema::migrate_url(&url, &config).await.unwrap();
     assert_eq!(first.variant, Variant::Postgres);
-    assert_eq!(first.applied, vec![1, 2, 3, 4, 5, 6]);
-    assert_eq!(first.version, 6);
+    assert_eq!(first.applied, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(first.version, 7);
     let client = connect(&url).await;
     for t in [
         "market_data",
         "quotes",
         "ingest_batches",
         "ingest_dead_letters",
+        "ingest_producers",
         "orders",
         "market_data_1m",
         "market_data_default",
@@ -51,8 +52,8 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
 
     let second = schema::migrate_url(&url, &config).await.unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
-    assert_eq!(second.version, 6);
-    assert_eq!(count(&client, "christmas_migrations").await, 6);
+    assert_eq!(second.version, 7);
+    assert_eq!(count(&client, "christmas_migrations").await, 7);
     assert_eq!(
         count(&client, "pg_class WHERE relkind IN ('r', 'p')").await,
         tables_before
@@ -86,7 +87,7 @@ async fn a_database_from_before_versioned_migrations_is_upgraded_with_its_rows()
         .await
         .unwrap();
     let report = schema::migrate_url(&url, &keep_everything()).await.unwrap();
-    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7]);
     assert_eq!(count(&client, "market_data").await, 100);
     assert_eq!(count(&client, "quotes").await, 50);
     assert_eq!(count(&client, "ingest_batches").await, 1);
@@ -118,10 +119,10 @@ async fn concurrent_migrators_do_not_collide() {
     applied.sort();
     assert_eq!(
         applied,
-        vec![vec![], vec![], vec![], vec![1, 2, 3, 4, 5, 6]]
+        vec![vec![], vec![], vec![], vec![1, 2, 3, 4, 5, 6, 7]]
     );
     let client = connect(&url).await;
-    assert_eq!(count(&client, "christmas_migrations").await, 6);
+    assert_eq!(count(&client, "christmas_migrations").await, 7);
     assert_eq!(count(&client, "christmas_partitions").await, 10);
 }
 

@@ -42,75 +42,18 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
 //! ```
 
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
+mod ack;
+
 use std::sync::Arc;
+
+pub use ack::{Ack, AckLevel, Acked};
 
 use crate::config::IngestorConfig;
 use crate::error::{Error, FieldError, Result};
-use crate::ingestor::{Ingestor, IngestorBuilder, Receipt};
+use crate::ingestor::{Durability, Ingestor, IngestorBuilder, Receipt};
 use crate::metrics::MetricsSnapshot;
 use crate::producer::{ProducerId, ProducerLocks, PushOutcome, Seqs};
 use crate::record::{Quote, Record, Tick, Trade};
-
-/// How far records must have gone before a push is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AckLevel {
-    /// In the rings (fast; lost if the process dies before they commit).
-    #[default]
-    Accepted,
-    /// Spooled to disk and fsynced (needs the spool).
-    Durable,
-    /// Committed to PostgreSQL.
-    Committed,
-}
-
-impl AckLevel {
-    /// The byte on the TCP wire.
-    pub fn code(self) -> u8 {
-        match self {
-            AckLevel::Accepted => 0,
-            AckLevel::Durable => 1,
-            AckLevel::Committed => 2,
-        }
-    }
-
-    /// From the byte on the TCP wire.
-    pub fn from_code(c: u8) -> Result<AckLevel> {
-        match c {
-            0 => Ok(AckLevel::Accepted),
-            1 => Ok(AckLevel::Durable),
-            2 => Ok(AckLevel::Committed),
-            _ => Err(Error::field("ack", format!("unknown ack level {c}"))),
-        }
-    }
-
-    /// Its name, as HTTP's `?ack=` takes it and reports it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AckLevel::Accepted => "accepted",
-            AckLevel::Durable => "durable",
-            AckLevel::Committed => "committed",
-        }
-    }
-}
-
-impl std::str::FromStr for AckLevel {
-    type Err = Error;
-
-    /// `accepted`, `durable` or `committed`.
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "accepted" => Ok(AckLevel::Accepted),
-            "durable" => Ok(AckLevel::Durable),
-            "committed" => Ok(AckLevel::Committed),
-            _ => Err(Error::field(
-                "ack",
-                format!("{s:?} is not one of accepted, durable, committed"),
-            )),
-        }
-    }
-}
 
 /// Validated trades and quotes of one request, frame or file chunk, each kind in arrival
 /// order.
@@ -425,16 +368,21 @@ impl Ingress {
         ack: AckLevel,
     ) -> Result<Ack> {
         let outcome = Arc::new(PushOutcome::default());
+        let receipt = match ack {
+            AckLevel::Accepted => None,
+            AckLevel::Durable => Some(Durability::Spooled),
+            AckLevel::Committed => Some(Durability::Committed),
+        };
         let lock = self.producers.of(producer);
         let receipts = {
             let _in_order = lock.lock().await;
             let trades = self
                 .trades
-                .push_produced(producer, &ticks.trades, trade_seqs, &outcome, ack)
+                .push_produced(producer, &ticks.trades, trade_seqs, &outcome, receipt)
                 .await?;
             let quotes = self
                 .quotes
-                .push_produced(producer, &ticks.quotes, quote_seqs, &outcome, ack)
+                .push_produced(producer, &ticks.quotes, quote_seqs, &outcome, receipt)
                 .await?;
             [trades, quotes]
         };
@@ -483,88 +431,6 @@ async fn receipt<R: Record>(
         pipeline.push_with_receipt(records).await?
     };
     Ok(Some(receipt))
-}
-
-/// Ticks pushed by [`Ingress::push`], on their way to the ack level. Await it (or call
-/// [`Ack::wait`]) for the outcome; dropping it cancels nothing.
-#[derive(Debug)]
-#[must_use = "an Ack reports nothing unless awaited"]
-pub struct Ack {
-    level: AckLevel,
-    trades: usize,
-    quotes: usize,
-    /// The trade and the quote receipt of a durable or committed push with records of
-    /// that kind.
-    receipts: [Option<Receipt>; 2],
-    /// A named producer's push: resends counted, evictions noted.
-    outcome: Option<Arc<PushOutcome>>,
-}
-
-/// What an [`Ack`] resolves to: the ticks reached `level`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Acked {
-    /// The level reached.
-    pub level: AckLevel,
-    /// Trades acknowledged.
-    pub trades: usize,
-    /// Quotes acknowledged.
-    pub quotes: usize,
-    /// Of those, ticks a named producer had already stored: resends left out, not written
-    /// again. Complete at [`AckLevel::Committed`]; at lower levels it counts only what was
-    /// found by then (usually none).
-    pub duplicates: u64,
-}
-
-impl Acked {
-    /// Trades and quotes acknowledged.
-    pub fn records(&self) -> usize {
-        self.trades + self.quotes
-    }
-}
-
-impl Ack {
-    /// The level it waits for.
-    pub fn level(&self) -> AckLevel {
-        self.level
-    }
-
-    /// Trades and quotes it covers.
-    pub fn records(&self) -> usize {
-        self.trades + self.quotes
-    }
-
-    /// Waits until the ticks reached the level. Waits for both kinds even when one
-    /// failed, so nothing of the push is still in flight when it returns, and reports the
-    /// first failure (the trades').
-    pub async fn wait(self) -> Result<Acked> {
-        let mut failed = None;
-        for receipt in self.receipts.into_iter().flatten() {
-            if let Err(e) = receipt.wait().await {
-                failed.get_or_insert(e);
-            }
-        }
-        if let Some(shard) = self.outcome.as_ref().and_then(|o| o.evicted_from()) {
-            failed.get_or_insert(Error::Dropped { shard });
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(Acked {
-                level: self.level,
-                trades: self.trades,
-                quotes: self.quotes,
-                duplicates: self.outcome.map_or(0, |o| o.duplicates()),
-            }),
-        }
-    }
-}
-
-impl IntoFuture for Ack {
-    type Output = Result<Acked>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<Acked>> + Send>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.wait())
-    }
 }
 
 #[cfg(test)]
