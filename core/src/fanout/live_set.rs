@@ -163,22 +163,7 @@ async fn run_node(
     let mut set: HashSet<String> = HashSet::new();
     loop {
         let connected = async {
-            let url = match &target {
-                RedisTarget::Node(url) => url.clone(),
-                RedisTarget::Sentinel {
-                    sentinels,
-                    master,
-                    auth,
-                    db,
-                } => connection::sentinel_master(sentinels, master, auth, *db).await?,
-                RedisTarget::Cluster { .. } => unreachable!("clusters use run_cluster"),
-            };
-            let client = redis::Client::open(url.as_str())
-                .map_err(|e| redis_error("parsing the Redis URL", e))?;
-            let pubsub = client
-                .get_async_pubsub()
-                .await
-                .map_err(|e| redis_error("connecting the subscriber", e))?;
+            let pubsub = connection::node_pubsub(&target, "run_cluster").await?;
             let (mut sink, stream) = pubsub.split();
             for channel in &set {
                 sink.subscribe(channel)

@@ -203,22 +203,7 @@ async fn live_node(
     let mut ready = Some(ready);
     loop {
         let subscribed = async {
-            let url = match &target {
-                RedisTarget::Node(url) => url.clone(),
-                RedisTarget::Sentinel {
-                    sentinels,
-                    master,
-                    auth,
-                    db,
-                } => connection::sentinel_master(sentinels, master, auth, *db).await?,
-                RedisTarget::Cluster { .. } => unreachable!("clusters use live_cluster"),
-            };
-            let client = redis::Client::open(url.as_str())
-                .map_err(|e| redis_error("parsing the Redis URL", e))?;
-            let mut pubsub = client
-                .get_async_pubsub()
-                .await
-                .map_err(|e| redis_error("connecting the subscriber", e))?;
+            let mut pubsub = connection::node_pubsub(&target, "live_cluster").await?;
             pubsub
                 .subscribe(&channels)
                 .await

@@ -49,6 +49,27 @@ pub(crate) async fn connect_node(url: &str) -> Result<MultiplexedConnection> {
         .map_err(|e| redis_error("connecting to Redis", e))
 }
 
+/// A pub/sub connection to the node `target` names (the server, or the master Sentinel
+/// reports now). Clusters subscribe through their own client; `cluster` names the function
+/// that does, for the message of the impossible case.
+pub(crate) async fn node_pubsub(target: &RedisTarget, cluster: &str) -> Result<redis::aio::PubSub> {
+    let url = match target {
+        RedisTarget::Node(url) => url.clone(),
+        RedisTarget::Sentinel {
+            sentinels,
+            master,
+            auth,
+            db,
+        } => sentinel_master(sentinels, master, auth, *db).await?,
+        RedisTarget::Cluster { .. } => unreachable!("clusters use {cluster}"),
+    };
+    redis::Client::open(url.as_str())
+        .map_err(|e| redis_error("parsing the Redis URL", e))?
+        .get_async_pubsub()
+        .await
+        .map_err(|e| redis_error("connecting the subscriber", e))
+}
+
 /// The URL of the master Sentinel reports now, asking each sentinel in turn.
 pub(crate) async fn sentinel_master(
     sentinels: &[String],
