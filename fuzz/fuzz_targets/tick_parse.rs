@@ -3,13 +3,17 @@
 //! Asserts, beyond "no panic": every accepted trade has a finite price and a finite,
 //! non-negative volume, every accepted quote has finite prices and sizes (the parser refuses
 //! NaN and infinities), and a refusal gives a reason (its field may be `""`: an unknown key
-//! can be the empty string).
+//! can be the empty string). Whatever the fast path accepts, the reference parser accepts
+//! as the same ticks.
 #![no_main]
 
-use christmas_ingest::ticks::parse;
+use christmas_ingest::ticks::{fast, parse, parse_reference};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
+    if let Some(ticks) = fast::parse(body) {
+        assert_eq!(Ok(ticks), parse_reference(body));
+    }
     match parse(body) {
         Ok(ticks) => {
             for t in ticks.trades() {
