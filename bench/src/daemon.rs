@@ -53,6 +53,9 @@ pub struct DaemonArgs {
     /// Frames a TCP connection may have unacknowledged (`ack=committed`).
     #[arg(long, default_value_t = 16)]
     pub tcp_window: usize,
+    /// The daemon's batch linger, milliseconds (default: the daemon's own).
+    #[arg(long)]
+    pub linger_ms: Option<u64>,
     /// Skip the unrecorded warm-up run of each daemon path.
     #[arg(long)]
     pub no_warmup: bool,
@@ -201,6 +204,7 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         redis_url: None,
         shards: args.shards,
         max_connections: 4_096,
+        linger_ms: args.linger_ms.unwrap_or(DaemonConfig::default().linger_ms),
         ..DaemonConfig::default()
     };
     let daemon = rt.block_on(InProcessDaemon::start(config, true))?;

@@ -1,5 +1,6 @@
 //! `POST /api/ticks` parsing speed, one core: a 5,000-tick NDJSON body and the same ticks
-//! as a JSON array, as `christmas-bench daemon` sends them, read into a core `Ticks`.
+//! as a JSON array, as `christmas-bench daemon` sends them, read into a core `Ticks` by
+//! `ticks::parse` (its fast path) and by `ticks::parse_reference` (the serde walk).
 
 use christmas_core::synthetic::{SyntheticMarket, Tick};
 use christmas_ingest::ticks;
@@ -39,15 +40,24 @@ fn benches(c: &mut Criterion) {
     let ndjson = lines.join("\n").into_bytes();
     let array = format!("[{}]", lines.join(",")).into_bytes();
     let mut group = c.benchmark_group("http_ticks");
-    for (name, body) in [("ndjson", &ndjson), ("array", &array)] {
-        assert_eq!(
-            ticks::parse(body).expect("the bench's body parses").len(),
-            ROWS
+    type Parser = fn(&[u8]) -> Result<christmas_core::Ticks, ticks::TickError>;
+    let parsers: [(&str, Parser); 2] = [
+        ("fast", ticks::parse),
+        ("reference", ticks::parse_reference),
+    ];
+    for (form, body) in [("ndjson", &ndjson), ("array", &array)] {
+        assert!(
+            ticks::fast::parse(body).is_some(),
+            "the fast path reads the bench's body"
         );
         group.throughput(Throughput::Bytes(body.len() as u64));
-        group.bench_function(BenchmarkId::new(name, ROWS), |b| {
-            b.iter(|| std::hint::black_box(ticks::parse(body).map(|t| t.len())))
-        });
+        for (parser, parse) in parsers {
+            let parsed = parse(body).expect("the bench's body parses");
+            assert_eq!(parsed.len(), ROWS);
+            group.bench_function(BenchmarkId::new(format!("{form}/{parser}"), ROWS), |b| {
+                b.iter(|| std::hint::black_box(parse(body).map(|t| t.len())))
+            });
+        }
     }
     group.finish();
 }

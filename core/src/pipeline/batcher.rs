@@ -29,6 +29,15 @@ const WRITER_POLL: Duration = Duration::from_micros(250);
 /// big should not slow it down.
 const DURABLE_LINGER: Duration = Duration::from_millis(5);
 
+/// A batch someone waits on for its commit is sealed (when the writer is free) once
+/// nothing has arrived for this long, linger or not: its clients are most likely waiting
+/// for the answer before they send more (request/response clients, a TCP window that is
+/// full), so lingering on would only add to their latency. A feed whose pushes come closer
+/// together than this still lingers and commits in big batches; and since the ring must
+/// have been quiet this long, these seals come at most 100 times a second per shard, at
+/// loads where commits cost little.
+const QUIET: Duration = Duration::from_millis(10);
+
 /// One shard's batcher: the batch being filled and where sealed ones go.
 struct Batcher<R: Record> {
     shard: Arc<ShardContext<R>>,
@@ -45,6 +54,8 @@ struct Batcher<R: Record> {
     byte_limit: usize,
     /// Fan-out is on: each record is kept for Redis too.
     fanout_on: bool,
+    /// When the ring last gave anything (the [`QUIET`] seal counts from it).
+    last_input: Instant,
 }
 
 /// What one drain of the ring found.
@@ -68,6 +79,7 @@ impl<R: Record> Batcher<R> {
             tx,
             seq: 0,
             symbol_seqs: SymbolSequences::default(),
+            last_input: Instant::now(),
         };
         batcher.open = batcher.fresh(0);
         batcher
@@ -116,6 +128,9 @@ impl<R: Record> Batcher<R> {
                     drained.barriers += 1;
                 }
             }
+        }
+        if drained.slots > 0 {
+            self.last_input = Instant::now();
         }
         // Barriers are receipts' markers, not records: `accepted` counts records only.
         self.shard.ring.drained(drained.slots, drained.records);
@@ -210,7 +225,9 @@ impl<R: Record> Batcher<R> {
             let ring = &self.shard.ring;
             let closing = ring.is_closed();
             let age = self.open.opened.map(|t| t.elapsed());
-            let lingered = age.is_some_and(|a| a >= linger);
+            // Someone waits for this batch's commit and the ring has gone quiet: see QUIET.
+            let quiet = !self.open.waiters.is_empty() && self.last_input.elapsed() >= QUIET;
+            let lingered = age.is_some_and(|a| a >= linger) || quiet;
             // Group commit: a lingered batch is sealed only when no sealed batch is already
             // waiting, so it waits for at most the commit in progress. While the writer is
             // busy the batch keeps growing (up to max rows/bytes), and batch size follows
@@ -389,6 +406,34 @@ mod tests {
         assert!(started.elapsed() >= linger, "sealed before linger");
         assert_eq!(first.batch.rows(), 5);
         assert!(!shard.ring.is_closed(), "sealed by linger, not by close");
+        shard.ring.close();
+        assert!(rx.recv().await.is_none(), "nothing left to seal");
+        task.await.expect("batcher");
+    }
+
+    #[tokio::test]
+    async fn a_batch_waited_on_seals_when_the_ring_goes_quiet_not_at_linger() {
+        let linger = Duration::from_secs(3600);
+        let shard = shard(&IngestorConfig { linger, ..config() });
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(super::run(shard.clone(), tx));
+        // Rows nobody waits on keep lingering.
+        push(&shard, 0..5);
+        let early = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
+        assert!(early.is_err(), "sealed rows nobody waits on before linger");
+        // A commit waiter behind them: sealed once nothing more comes.
+        let (waiter, _answer) = oneshot::channel();
+        let barrier = Slot::Barrier {
+            waiter,
+            durable: false,
+        };
+        assert!(shard.ring.try_push(barrier).is_ok());
+        let sealed = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("sealed when quiet, long before the hour's linger")
+            .expect("a batch");
+        assert_eq!(sealed.batch.rows(), 5);
+        assert_eq!(sealed.batch.waiters.len(), 1);
         shard.ring.close();
         assert!(rx.recv().await.is_none(), "nothing left to seal");
         task.await.expect("batcher");
