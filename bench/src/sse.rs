@@ -251,6 +251,9 @@ fn event(block: &[u8], seen: &mut Seen, positions: &mut [Position]) {
     }
 }
 
+/// What each reading subscriber saw, and their thread's CPU time.
+type ReadersDone = Result<(Vec<Seen>, Duration)>;
+
 /// Starts the reading subscribers on a thread of their own with a current-thread runtime,
 /// pinned to `core` when given; the answer comes once `stop` is set and all returned,
 /// with the thread's CPU time.
@@ -259,7 +262,7 @@ fn spawn_readers(
     subscriptions: Vec<Vec<Symbol>>,
     stop: tokio::sync::watch::Receiver<bool>,
     core: Option<CoreId>,
-) -> Result<oneshot::Receiver<Result<(Vec<Seen>, Duration)>>> {
+) -> Result<oneshot::Receiver<ReadersDone>> {
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("sse-readers".into())
