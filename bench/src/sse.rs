@@ -2,12 +2,14 @@
 //! a synthetic market at a fixed, bounded rate. Measures what the subscribers received
 //! (every one gap-free or told of its gap by a `gap` event), that stalled subscribers are
 //! dropped while the others keep up, and the engine's committed rate with the subscribers
-//! against the same run without any (the ratio: the feed must not slow ingest).
+//! against the same run without any (the ratio: the feed must not slow ingest). By default
+//! the daemon runs on one core and the subscribers on another, in both runs (`--no-pin`
+//! shares them), so the ratio shows what serving the feed costs the daemon rather than
+//! what the bench's own clients cost.
 //!
 //! Not part of `all` (it holds a thousand connections and both cores for a minute):
 //! `christmas-bench sse [--quick]`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,9 +19,12 @@ use christmas_core::synthetic::SyntheticMarket;
 use christmas_core::Symbol;
 use christmas_ingest::config::DaemonConfig;
 use christmas_tests::InProcessDaemon;
+use core_affinity::CoreId;
+use memchr::memmem;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 use crate::args::CommonArgs;
 use crate::run::{runtime, say, Headline, Outcome, RunContext, Target};
@@ -49,6 +54,44 @@ pub struct SseArgs {
     /// Symbols each subscriber watches.
     #[arg(long, default_value_t = 2)]
     pub symbols_per_subscriber: usize,
+    /// Let the daemon and the subscribers run on any core. By default (with 2 cores or
+    /// more) the daemon's runtime, the engine's threads and the tick driver run on the
+    /// first core and the reading subscribers on the last, in both runs.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+/// The cores the run is pinned to.
+#[derive(Debug, Clone, Copy)]
+struct Cores {
+    daemon: CoreId,
+    clients: CoreId,
+}
+
+/// The first and last core this process may use, unless `--no-pin` or only one.
+fn cores(args: &SseArgs) -> Option<Cores> {
+    if args.no_pin {
+        return None;
+    }
+    let ids = core_affinity::get_core_ids()?;
+    match (ids.first(), ids.last()) {
+        (Some(&daemon), Some(&clients)) if ids.len() >= 2 => Some(Cores { daemon, clients }),
+        _ => None,
+    }
+}
+
+/// The daemon's two-worker runtime (as [`runtime`]), its threads pinned to `core`.
+fn daemon_runtime(core: Option<CoreId>) -> Result<tokio::runtime::Runtime> {
+    let Some(core) = core else {
+        return runtime();
+    };
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            core_affinity::set_for_current(core);
+        })
+        .build()?)
 }
 
 /// What one subscriber saw.
@@ -60,27 +103,30 @@ struct Seen {
     told_gaps: u64,
     /// Sequence jumps nobody announced: must stay 0.
     silent_gaps: u64,
+    /// Tick events whose `id` does not hold the position their data ends at: must stay 0.
+    bad_ids: u64,
+    /// Tick events the byte scan could not read (no symbol, `first_seq` or tick): must
+    /// stay 0, or the checks above missed them.
+    unreadable: u64,
     dropped: bool,
 }
 
-/// The fields of a tick event the subscriber checks.
-#[derive(serde::Deserialize)]
-struct Message {
-    symbol: String,
-    kind: String,
-    first_seq: u64,
-    #[serde(default)]
-    trades: Vec<serde::de::IgnoredAny>,
-    #[serde(default)]
-    quotes: Vec<serde::de::IgnoredAny>,
+/// Where a subscriber stands in one symbol: the last sequence of each kind (trade, quote)
+/// and whether a `gap` event announced the next jump.
+struct Position {
+    symbol: Vec<u8>,
+    last: [u64; 2],
+    told: [bool; 2],
 }
 
-/// Reads the stream of `symbols` until `stop`, checking sequences. HTTP/1.0, so the body
-/// is the raw event text up to the end of the connection (no chunk framing to undo).
+/// Reads the stream of `symbols` until `stop`, checking sequences and ids. HTTP/1.0, so
+/// the body is the raw event text up to the end of the connection (no chunk framing to
+/// undo). Events are checked by scanning their bytes, not by parsing their JSON: a
+/// thousand of these share one core, and what they cost is charged to the run.
 async fn subscriber(
     addr: SocketAddr,
     symbols: Vec<Symbol>,
-    stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Seen> {
     let mut s = TcpStream::connect(addr).await?;
     let names: Vec<&str> = symbols.iter().map(|s| s.as_str()).collect();
@@ -90,80 +136,167 @@ async fn subscriber(
     );
     s.write_all(req.as_bytes()).await?;
     let mut seen = Seen::default();
-    let mut last: HashMap<(String, String), (u64, bool)> = HashMap::new();
+    let mut positions: Vec<Position> = symbols
+        .iter()
+        .map(|s| Position {
+            symbol: s.as_str().as_bytes().to_vec(),
+            last: [0; 2],
+            told: [false; 2],
+        })
+        .collect();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut head_done = false;
-    let mut chunk = vec![0u8; 1 << 16];
-    let mut stop = stop;
     loop {
+        if buf.capacity() - buf.len() < 8 << 10 {
+            buf.reserve(1 << 16);
+        }
         let n = tokio::select! {
-            r = s.read(&mut chunk) => r?,
+            r = s.read_buf(&mut buf) => r?,
             _ = stop.wait_for(|s| *s) => break,
         };
         if n == 0 {
             break;
         }
-        buf.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
         if !head_done {
-            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let Some(end) = memmem::find(&buf, b"\r\n\r\n") else {
                 continue;
             };
-            buf.drain(..end + 4);
+            start = end + 4;
             head_done = true;
         }
-        let mut start = 0;
-        while let Some(end) = buf[start..].windows(2).position(|w| w == b"\n\n") {
-            let block = &buf[start..start + end];
+        while let Some(end) = memmem::find(&buf[start..], b"\n\n") {
+            event(&buf[start..start + end], &mut seen, &mut positions);
             start += end + 2;
-            event(block, &mut seen, &mut last);
         }
         buf.drain(..start);
     }
     Ok(seen)
 }
 
+/// The string after `key` (which ends with the opening quote), up to its closing quote.
+fn string_after<'a>(data: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let from = memmem::find(data, key)? + key.len();
+    let len = memchr::memchr(b'"', &data[from..])?;
+    Some(&data[from..from + len])
+}
+
+/// The unsigned integer at the start of `b`.
+fn number(b: &[u8]) -> Option<u64> {
+    let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    std::str::from_utf8(&b[..digits]).ok()?.parse().ok()
+}
+
+/// The sequence of kind `k` (0 trade, 1 quote) the id `SYM:trade:quote,…` gives `symbol`.
+fn id_position(id: &[u8], symbol: &[u8], k: usize) -> Option<u64> {
+    let entry = id
+        .split(|&b| b == b',')
+        .find_map(|e| e.strip_prefix(symbol)?.strip_prefix(b":"))?;
+    let mut seqs = entry.split(|&b| b == b':');
+    let trade = seqs.next()?;
+    let quote = seqs.next()?;
+    number(if k == 0 { trade } else { quote })
+}
+
 /// Accounts one event block.
-fn event(block: &[u8], seen: &mut Seen, last: &mut HashMap<(String, String), (u64, bool)>) {
-    let text = String::from_utf8_lossy(block);
-    let mut name = "";
-    let mut data = "";
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("event: ") {
+fn event(block: &[u8], seen: &mut Seen, positions: &mut [Position]) {
+    let (mut id, mut name, mut data): (&[u8], &[u8], &[u8]) = (b"", b"", b"");
+    for line in block.split(|&b| b == b'\n') {
+        if let Some(v) = line.strip_prefix(b"id: ") {
+            id = v;
+        } else if let Some(v) = line.strip_prefix(b"event: ") {
             name = v;
-        } else if let Some(v) = line.strip_prefix("data: ") {
+        } else if let Some(v) = line.strip_prefix(b"data: ") {
             data = v;
         }
     }
     seen.events += 1;
     match name {
-        "trade" | "quote" => {
-            let Ok(m) = serde_json::from_str::<Message>(data) else {
+        b"trade" | b"quote" => {
+            let k = usize::from(name == b"quote");
+            // Every trade and quote has one `time_ns`; the message's own fields do not.
+            let n = memmem::find_iter(data, b"\"time_ns\":").count() as u64;
+            let first =
+                memmem::find(data, b"\"first_seq\":").and_then(|at| number(&data[at + 12..]));
+            let symbol = string_after(data, b"\"symbol\":\"");
+            let p = symbol.and_then(|s| positions.iter_mut().find(|p| p.symbol == s));
+            let (Some(first), Some(p), true) = (first, p, n > 0) else {
+                seen.unreadable += 1;
                 return;
             };
-            let n = (m.trades.len() + m.quotes.len()) as u64;
+            let last = first + n - 1;
             seen.ticks += n;
-            let entry = last.entry((m.symbol, m.kind)).or_insert((0, false));
-            if entry.0 > 0 && m.first_seq != entry.0 + 1 {
-                if entry.1 {
+            if p.last[k] > 0 && first != p.last[k] + 1 {
+                if p.told[k] {
                     seen.told_gaps += 1;
                 } else {
                     seen.silent_gaps += 1;
                 }
             }
-            *entry = (m.first_seq + n - 1, false);
-        }
-        "gap" => {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(data) {
-                let key = (
-                    v["symbol"].as_str().unwrap_or("").to_string(),
-                    v["kind"].as_str().unwrap_or("").to_string(),
-                );
-                last.entry(key).or_insert((0, false)).1 = true;
+            p.last[k] = last;
+            p.told[k] = false;
+            if id_position(id, &p.symbol, k) != Some(last) {
+                seen.bad_ids += 1;
             }
         }
-        "dropped" => seen.dropped = true,
+        b"gap" => {
+            let symbol = string_after(data, b"\"symbol\":\"");
+            let k = usize::from(string_after(data, b"\"kind\":\"") == Some(b"quote"));
+            if let Some(p) = symbol.and_then(|s| positions.iter_mut().find(|p| p.symbol == s)) {
+                p.told[k] = true;
+            }
+        }
+        b"dropped" => seen.dropped = true,
         _ => {}
     }
+}
+
+/// What each reading subscriber saw, and their thread's CPU time.
+type ReadersDone = Result<(Vec<Seen>, Duration)>;
+
+/// Starts the reading subscribers on a thread of their own with a current-thread runtime,
+/// pinned to `core` when given; the answer comes once `stop` is set and all returned,
+/// with the thread's CPU time.
+fn spawn_readers(
+    addr: SocketAddr,
+    subscriptions: Vec<Vec<Symbol>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    core: Option<CoreId>,
+) -> Result<oneshot::Receiver<ReadersDone>> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("sse-readers".into())
+        .spawn(move || {
+            if let Some(c) = core {
+                core_affinity::set_for_current(c);
+            }
+            let read = || -> Result<Vec<Seen>> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let tasks: Vec<_> = subscriptions
+                        .into_iter()
+                        .map(|s| tokio::spawn(subscriber(addr, s, stop.clone())))
+                        .collect();
+                    let mut seen = Vec::with_capacity(tasks.len());
+                    for t in tasks {
+                        seen.push(t.await??);
+                    }
+                    Ok(seen)
+                })
+            };
+            let _ = tx.send(read().map(|seen| (seen, thread_cpu())));
+        })?;
+    Ok(rx)
+}
+
+/// CPU time of the calling thread so far (`/proc/thread-self/schedstat`; zero if absent).
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 /// A subscriber that never reads (a 4 KiB receive buffer); at the end, whether the stream
@@ -237,8 +370,36 @@ pub fn run(ctx: &RunContext, mut args: SseArgs) -> Result<Outcome> {
         args.seconds = args.seconds.min(5);
         args.subscribers = args.subscribers.min(200);
     }
+    let cores = cores(&args);
+    // On a thread of its own, so pinning it (for `block_on` and the threads the engine
+    // starts from it) leaves the caller's thread as it was.
+    let measured = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Some(c) = cores {
+                    core_affinity::set_for_current(c.daemon);
+                }
+                measure(ctx, &args, cores)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sse run panicked"))?
+    })?;
+    report(ctx, &args, cores, measured)
+}
+
+/// What the two runs measured.
+struct Measured {
+    alone: f64,
+    with: f64,
+    seen: Vec<Seen>,
+    dropped: usize,
+    peak: u64,
+    readers_cpu: Duration,
+}
+
+fn measure(ctx: &RunContext, args: &SseArgs, cores: Option<Cores>) -> Result<Measured> {
     let bar = ctx.steps("sse", 2);
-    let rt = runtime()?;
+    let rt = daemon_runtime(cores.map(|c| c.daemon))?;
     let redis = services::bench_redis(args.common.services.redis()?);
     let pg = rt.block_on(crate::pg::fresh_database(
         &args.common.services.url,
@@ -259,11 +420,10 @@ pub fn run(ctx: &RunContext, mut args: SseArgs) -> Result<Outcome> {
     bar.inc(1);
 
     bar.set_message(format!("{} subscribers", args.subscribers));
-    let (with, seen, dropped, clients_at_peak) =
-        rt.block_on(with_subscribers(&args, &pg, &redis))?;
+    let m = rt.block_on(with_subscribers(args, &pg, &redis, alone, cores))?;
     bar.inc(1);
     bar.finish_and_clear();
-    report(&args, alone, with, &seen, dropped, clients_at_peak)
+    Ok(m)
 }
 
 /// The run with subscribers: committed rate, each reader's view, stalled ones dropped, and
@@ -272,7 +432,9 @@ async fn with_subscribers(
     args: &SseArgs,
     pg: &str,
     redis: &str,
-) -> Result<(f64, Vec<Seen>, usize, u64)> {
+    alone: f64,
+    cores: Option<Cores>,
+) -> Result<Measured> {
     let d = InProcessDaemon::start(config(pg, redis), false).await?;
     let addr = d.http();
     let names = market(args.symbols).symbols().to_vec();
@@ -282,10 +444,12 @@ async fn with_subscribers(
             .collect()
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut readers = Vec::new();
-    for i in 0..args.subscribers {
-        readers.push(tokio::spawn(subscriber(addr, pick(i), stop_rx.clone())));
-    }
+    let readers = spawn_readers(
+        addr,
+        (0..args.subscribers).map(pick).collect(),
+        stop_rx,
+        cores.map(|c| c.clients),
+    )?;
     let mut stalls = Vec::new();
     for i in 0..args.stalled {
         // The most popular symbols: the fastest to fill a buffer.
@@ -302,30 +466,35 @@ async fn with_subscribers(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let peak = feed.counters.clients.load(Ordering::Relaxed);
-    let committed = drive(&d, args.rate, args.seconds, args.symbols).await?;
+    let with = drive(&d, args.rate, args.seconds, args.symbols).await?;
     // Let the last messages reach the readers.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop_tx.send(true);
-    let mut seen = Vec::new();
-    for r in readers {
-        seen.push(r.await??);
-    }
+    let (seen, readers_cpu) = readers.await.context("the readers' thread ended")??;
     let mut dropped = 0;
     for s in stalls {
         dropped += usize::from(was_dropped(s).await);
     }
     d.stop().await?;
-    Ok((committed, seen, dropped, peak))
+    Ok(Measured {
+        alone,
+        with,
+        seen,
+        dropped,
+        peak,
+        readers_cpu,
+    })
 }
 
-fn report(
-    args: &SseArgs,
-    alone: f64,
-    with: f64,
-    seen: &[Seen],
-    dropped: usize,
-    peak: u64,
-) -> Result<Outcome> {
+fn report(ctx: &RunContext, args: &SseArgs, cores: Option<Cores>, m: Measured) -> Result<Outcome> {
+    let Measured {
+        alone,
+        with,
+        seen,
+        dropped,
+        peak,
+        readers_cpu,
+    } = m;
     let ticks: u64 = seen.iter().map(|s| s.ticks).sum();
     let per_s = ticks as f64 / args.seconds as f64;
     let gap_free = seen
@@ -334,6 +503,8 @@ fn report(
         .count();
     let told = seen.iter().filter(|s| s.told_gaps > 0 || s.dropped).count();
     let silent: u64 = seen.iter().map(|s| s.silent_gaps).sum();
+    let bad_ids: u64 = seen.iter().map(|s| s.bad_ids).sum();
+    let unreadable: u64 = seen.iter().map(|s| s.unreadable).sum();
     let readers_dropped = seen.iter().filter(|s| s.dropped).count();
     let headlines = vec![
         Headline::against(
@@ -348,25 +519,50 @@ fn report(
         )
         .target(Target::RatioAtLeast(0.95)),
         Headline::alone("SSE ticks delivered/s (all subscribers)", per_s, "ticks/s"),
-        Headline::alone("subscribers with an unannounced gap", silent as f64, "gaps")
-            .target(Target::AtMost(0.0)),
+        Headline::alone(
+            "unannounced gaps, wrong ids, unreadable events",
+            (silent + bad_ids + unreadable) as f64,
+            "events",
+        )
+        .target(Target::AtMost(0.0)),
         Headline::alone("stalled subscribers dropped", dropped as f64, "clients")
             .target(Target::AtLeast(args.stalled as f64)),
     ];
+    let placement = match cores {
+        Some(c) => format!(
+            "**Pinned, in both runs**: the daemon (its two-worker runtime, the engine's threads, \
+             the tick driver) on core {}, the reading subscribers (one thread, one \
+             current-thread runtime) on core {}; PostgreSQL and Redis are shared services on \
+             either core. So the run with subscribers charges the daemon for serving them \
+             (one JSON encoding per message, shared by every client of its symbol; per client \
+             an id and the socket writes) on its own core, while the subscribers' reading \
+             competes with PostgreSQL and Redis on the other",
+            c.daemon.id, c.clients.id
+        ),
+        None => "Unpinned (`--no-pin`): the daemon and the subscribers share every core, so \
+                 the ratio charges the subscribers' CPU to ingest too"
+            .into(),
+    };
+    let run_s = args.seconds as f64;
     let md = format!(
-        "## sse\n\n`christmas-bench sse` — {} subscribers (+{} stalled) of `GET /api/stream`, {} symbols each, \
-         {} ticks/s offered for {} s over {} symbols, daemon and subscribers in one process on loopback. \
-         The subscribers parse every event on the same cores as the engine, so the ratio charges their \
-         CPU to ingest too; the engine itself never waits for the feed (it publishes to Redis only).\n\n\
+        "## sse\n\n{provenance}\n\n\
+         {} subscribers (+{} stalled) of `GET /api/stream`, {} symbols each, {} ticks/s offered \
+         for {} s over {} symbols, daemon and subscribers in one process on loopback; the same \
+         offered load first without subscribers. {placement}. The subscribers check each \
+         event by scanning its bytes (symbol, `first_seq`, ticks counted by `time_ns`, the \
+         `id`'s position), not by parsing its JSON. The engine itself never waits for the feed \
+         (it publishes to Redis only).\n\n\
          | figure | value |\n|---|---|\n\
          | committed ticks/s without subscribers | {alone:.0} |\n\
          | committed ticks/s with subscribers | {with:.0} (ratio {:.3}) |\n\
          | ticks delivered to subscribers | {ticks} ({per_s:.0}/s) |\n\
          | subscribers gap-free / told of a gap (gap event or dropped) | {gap_free} / {told} |\n\
          | sequence jumps no gap event announced | {silent} |\n\
+         | tick events whose id disagrees with their data / unreadable | {bad_ids} / {unreadable} |\n\
          | reading subscribers dropped as slow | {readers_dropped} |\n\
          | stalled subscribers dropped | {dropped} of {} |\n\
-         | feed clients counted during the run | {peak} |\n",
+         | feed clients counted during the run | {peak} |\n\
+         | the subscribers' thread: CPU time | {:.1} s ({:.0} % of a core over the {} s run and its 2 s tail) |\n",
         args.subscribers,
         args.stalled,
         args.symbols_per_subscriber,
@@ -375,6 +571,10 @@ fn report(
         args.symbols,
         with / alone.max(f64::MIN_POSITIVE),
         args.stalled,
+        readers_cpu.as_secs_f64(),
+        100.0 * readers_cpu.as_secs_f64() / (run_s + 2.0),
+        args.seconds,
+        provenance = ctx.provenance(),
     );
     let outcome = Outcome {
         scenario: "sse",
@@ -382,13 +582,90 @@ fn report(
         json: json!({
             "subscribers": args.subscribers, "stalled": args.stalled, "rate": args.rate,
             "seconds": args.seconds, "symbols": args.symbols,
+            "pinned": cores.map(|c| [c.daemon.id, c.clients.id]),
             "committed_alone": alone, "committed_with": with,
             "delivered_ticks": ticks, "gap_free": gap_free, "told_of_gap": told,
-            "silent_gaps": silent, "readers_dropped": readers_dropped,
+            "silent_gaps": silent, "bad_ids": bad_ids, "unreadable": unreadable,
+            "readers_dropped": readers_dropped,
             "stalled_dropped": dropped, "clients_peak": peak,
+            "readers_cpu_s": readers_cpu.as_secs_f64(),
         }),
         charts: Vec::new(),
         markdown: String::new(),
     };
     outcome.publish(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn positions(symbols: &[&str]) -> Vec<Position> {
+        symbols
+            .iter()
+            .map(|s| Position {
+                symbol: s.as_bytes().to_vec(),
+                last: [0; 2],
+                told: [false; 2],
+            })
+            .collect()
+    }
+
+    fn trade_event(id: &str, symbol: &str, first: u64, n: usize) -> Vec<u8> {
+        let trades: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"time_ns":{i},"price":1.0,"volume":1.0,"side":"B","exchange_seq":{i}}}"#
+                )
+            })
+            .collect();
+        format!(
+            "id: {id}\nevent: trade\ndata: {{\"source\":\"daemon-1\",\"symbol\":\"{symbol}\",\"kind\":\"trade\",\"first_seq\":{first},\"trades\":[{}],\"quotes\":[]}}",
+            trades.join(",")
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_byte_scan_counts_ticks_checks_ids_and_tells_gaps_apart() {
+        let mut p = positions(&["AAA", "BBB"]);
+        let mut seen = Seen::default();
+        event(
+            &trade_event("AAA:3:0,BBB:0:0", "AAA", 1, 3),
+            &mut seen,
+            &mut p,
+        );
+        event(
+            &trade_event("AAA:3:0,BBB:2:0", "BBB", 1, 2),
+            &mut seen,
+            &mut p,
+        );
+        event(
+            &trade_event("AAA:5:0,BBB:2:0", "AAA", 4, 2),
+            &mut seen,
+            &mut p,
+        );
+        assert_eq!((seen.ticks, seen.silent_gaps, seen.bad_ids), (7, 0, 0));
+        // A jump nobody announced, and an id that does not end where the data does.
+        event(
+            &trade_event("AAA:9:0,BBB:2:0", "AAA", 8, 1),
+            &mut seen,
+            &mut p,
+        );
+        assert_eq!((seen.silent_gaps, seen.bad_ids), (1, 1));
+        // Announced first: told, not silent.
+        let gap = br#"event: gap
+data: {"from":3,"kind":"trade","reason":"missed","symbol":"BBB","to":9}"#;
+        event(gap, &mut seen, &mut p);
+        event(
+            &trade_event("AAA:8:0,BBB:10:0", "BBB", 10, 1),
+            &mut seen,
+            &mut p,
+        );
+        assert_eq!((seen.told_gaps, seen.silent_gaps, seen.bad_ids), (1, 1, 1));
+        event(b"event: trade\ndata: {}", &mut seen, &mut p);
+        assert_eq!(seen.unreadable, 1);
+        event(b"event: dropped\ndata: {}", &mut seen, &mut p);
+        assert!(seen.dropped);
+    }
 }

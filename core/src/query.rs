@@ -156,9 +156,19 @@ impl MarketDataReader {
         })
     }
 
-    /// Whether reads go to the replica now (`false` for a reader without one).
+    /// Whether reads go to the replica now (`false` for a reader without one). Judged
+    /// at most once a second; the judgement also measures [`replica_lag`](Self::replica_lag).
     pub async fn on_replica(&self) -> bool {
         self.db.on_replica().await
+    }
+
+    /// How far the replica's replay is behind, as last measured on the replica (by
+    /// [`on_replica`](Self::on_replica) or a read, at most a second before them): zero when
+    /// it replayed all it received, else the age of the last transaction it replayed.
+    /// `None` for a reader without a replica, before the first judgement, and while the
+    /// replica cannot be reached.
+    pub fn replica_lag(&self) -> Option<Duration> {
+        self.db.replica_lag()
     }
 
     async fn query(

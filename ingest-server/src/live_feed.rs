@@ -4,7 +4,7 @@
 //! However many clients watch, Redis sees one subscriber connection per daemon (a
 //! [`LiveSet`]): a symbol is subscribed when its first client arrives and unsubscribed when
 //! its last leaves. Each message is encoded once ([`Frame`]) and shared by every client of
-//! its symbol. A client whose buffer is full is marked dropped (its feed tells it why and
+//! its symbol (each copies the bytes into its next write, beside its own event id). A client whose buffer is full is marked dropped (its feed tells it why and
 //! ends) instead of being waited for: one slow reader never delays the others, and the
 //! engine never waits for the feed at all (it only publishes to Redis).
 

@@ -350,6 +350,10 @@ pub fn render(s: &AppState) -> String {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");
         }
     }
+    // Only with a replica whose lag could be measured: an absent series, not a made-up 0.
+    if let Some(lag) = s.reader.replica_lag() {
+        let _ = writeln!(out, "# HELP christmas_replica_lag_seconds How far the read replica's replay is behind (0: replayed all it received).\n# TYPE christmas_replica_lag_seconds gauge\nchristmas_replica_lag_seconds {}", lag.as_secs_f64());
+    }
     let _ = writeln!(out, "# HELP christmas_uptime_seconds Seconds since start.\n# TYPE christmas_uptime_seconds gauge\nchristmas_uptime_seconds {}", s.started.elapsed().as_secs());
     out
 }

@@ -129,6 +129,13 @@ impl Running {
         (r.status, r.json().unwrap_or(Value::Null))
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    pub(crate) async fn metrics(&self) -> String {
+        let r = self.daemon.client().get("/metrics").await.unwrap();
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body.to_vec()).unwrap()
+    }
+
     pub(crate) async fn stop(self) {
         self.daemon.stop().await.unwrap();
     }
@@ -376,6 +383,12 @@ async fn health_ready_metrics_and_openapi() {
         "{text}"
     );
     assert!(text.contains("christmas_push_to_commit_seconds{kind=\"trade\",quantile=\"0.99\"}"));
+    // No replica: no lag series, and the engine panel's lag is null.
+    assert!(!text.contains("christmas_replica_lag_seconds"), "{text}");
+    let (status, v) = d.get("/api/engine").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["replica"]["configured"], json!(false), "{v}");
+    assert!(v["replica"]["lag_ms"].is_null(), "{v}");
     // Where the time went, stage by stage; the committed trades were measured in each.
     for stage in ["batching", "queue", "copy", "commit"] {
         let count = format!("christmas_stage_seconds_count{{kind=\"trade\",stage=\"{stage}\"}} ");

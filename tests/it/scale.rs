@@ -1,6 +1,6 @@
 //! Scale-out with real servers on loopback: PgBouncer in transaction mode between the
-//! daemon and PostgreSQL, a streaming read replica with fallback to the primary, and three
-//! daemons behind nginx with one killed under load.
+//! daemon and PostgreSQL, a streaming read replica with fallback to the primary (and the lag
+//! the daemon measures on it), and three daemons behind nginx with one killed under load.
 
 use std::time::{Duration, Instant};
 
@@ -201,5 +201,130 @@ async fn reads_go_to_the_replica_and_to_the_primary_while_it_is_down() {
     assert_eq!(trades(&d).await, 2_000);
     let (status, v) = d.call("GET", "/ready", &Value::Null).await;
     assert_eq!(status, 200, "reads still served: {v}");
+    d.stop().await;
+}
+
+/// The replica lag `/api/engine` and `/metrics` report, in ms (`None`: null or absent).
+async fn reported_lag(d: &Running) -> (Option<f64>, Option<f64>, bool) {
+    let (status, v) = d.call("GET", "/api/engine", &Value::Null).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["replica"]["configured"], json!(true), "{v}");
+    let gauge = d
+        .metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("christmas_replica_lag_seconds "))
+        .map(|s| s.parse::<f64>().unwrap() * 1e3);
+    let on_replica = v["replica"]["reads_on_replica"].as_bool().unwrap();
+    (v["replica"]["lag_ms"].as_f64(), gauge, on_replica)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_panel_shows_the_lag_measured_on_the_replica() {
+    let primary = PgServer::start().unwrap();
+    let (url, _client) = fresh_core_db(&primary.url()).await;
+    let mut replica = tokio::task::block_in_place(|| primary.start_replica()).unwrap();
+    let replica_url = url.replace(&primary.port().to_string(), &replica.port().to_string());
+    let d = Running::start(DaemonConfig {
+        database_url: Some(url.clone()),
+        read_database_url: Some(replica_url.clone()),
+        replica_max_lag_ms: 2_000,
+        ..DaemonConfig::default()
+    })
+    .await;
+    let first_write = Instant::now();
+    let (status, _) = d
+        .call("POST", "/api/ticks?ack=committed", &ticks("LAGZ6", 0, 100))
+        .await;
+    assert_eq!(status, 201);
+    let standby = connect(&replica_url).await;
+    wait_until("rows replicated", Duration::from_secs(20), async || {
+        count(&standby, "market_data").await == 100
+    })
+    .await;
+    // Caught up: the replica replayed all it received, so the lag is 0 in both places.
+    wait_until(
+        "a caught-up replica shows no lag",
+        Duration::from_secs(10),
+        async || {
+            let (engine, gauge, on_replica) = reported_lag(&d).await;
+            engine == Some(0.0) && gauge == Some(0.0) && on_replica
+        },
+    )
+    .await;
+
+    // Replay paused and a write received but not replayed: the lag is the age of the last
+    // transaction replayed, and grows.
+    standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let (status, _) = d
+        .call(
+            "POST",
+            "/api/ticks?ack=committed",
+            &ticks("LAGZ6", 100, 100),
+        )
+        .await;
+    assert_eq!(status, 201);
+    wait_until(
+        "the lag passes 2.5 s",
+        Duration::from_secs(20),
+        async || reported_lag(&d).await.0.is_some_and(|ms| ms > 2_500.0),
+    )
+    .await;
+    let (engine, gauge, on_replica) = reported_lag(&d).await;
+    let on_standby: f64 = standby
+        .query_one(
+            "SELECT extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (engine, gauge, truth) = (engine.unwrap(), gauge.unwrap(), on_standby * 1e3);
+    // The daemon's figure was measured on the replica at most a second before ours, and
+    // cannot exceed the time since the first write (the last replayed one is no older).
+    for (what, ms) in [("/api/engine", engine), ("/metrics", gauge)] {
+        assert!(
+            ms <= truth + 50.0 && ms >= truth - 1_500.0,
+            "{what}: {ms} ms, the replica says {truth} ms"
+        );
+        assert!(
+            ms <= first_write.elapsed().as_secs_f64() * 1e3 + 50.0,
+            "{what}: {ms} ms"
+        );
+    }
+    assert!(
+        !on_replica,
+        "past replica_max_lag_ms reads go to the primary"
+    );
+
+    // Replay resumed: back to no lag, reads on the replica again.
+    standby
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    drop(standby);
+    wait_until(
+        "the lag returns to 0",
+        Duration::from_secs(20),
+        async || {
+            let (engine, gauge, on_replica) = reported_lag(&d).await;
+            engine == Some(0.0) && gauge == Some(0.0) && on_replica
+        },
+    )
+    .await;
+    // Down: unmeasurable, so null and no series, rather than a made-up figure.
+    tokio::task::block_in_place(|| replica.stop()).unwrap();
+    wait_until(
+        "an unreachable replica's lag is null",
+        Duration::from_secs(20),
+        async || {
+            let (engine, gauge, on_replica) = reported_lag(&d).await;
+            engine.is_none() && gauge.is_none() && !on_replica
+        },
+    )
+    .await;
     d.stop().await;
 }

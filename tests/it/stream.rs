@@ -1,11 +1,13 @@
 //! `GET /api/stream` over real sockets: ticks pushed over HTTP come back as SSE events in
-//! order with rising ids, a reconnect resumes from the Redis stream, a stalled client is
-//! dropped while another keeps up, and the read key is required (header or cookie).
+//! order with rising ids (from a single Redis and from a Redis Cluster), a reconnect resumes
+//! from the Redis stream, a stalled client is dropped while another keeps up, and the read
+//! key is required (header or cookie).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use christmas_ingest::auth::{hash_key, ApiKey};
+use christmas_tests::RedisCluster;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -373,5 +375,109 @@ async fn events_pass_nginx_unbuffered() {
     assert_eq!(check_in_order(&events, &sym, 1), vec![0, 1, 2]);
     drop(sse);
     drop(nginx);
+    d.shutdown().await.unwrap();
+}
+
+/// For each node of `cluster`, the slot ranges it owns (from its `CLUSTER NODES` line).
+fn slot_ranges(cluster: &RedisCluster) -> Vec<Vec<(u16, u16)>> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let nodes = n.cli(&["CLUSTER", "NODES"]).unwrap();
+            let me = nodes.lines().find(|l| l.contains("myself")).unwrap();
+            // id addr flags master ping pong epoch link slot…
+            me.split_whitespace()
+                .skip(8)
+                .filter_map(|r| match r.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => r.parse().ok().map(|s| (s, s)),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Per symbol, the trades' `exchange_seq` in arrival order; asserts each symbol's
+/// sequences start at `from_seq` and have no gap and no repeat and that each event's id holds the symbol's new
+/// position (`SYM:trade_seq:0` among the others, joined by `,`).
+fn check_each_in_order(events: &[SseEvent], symbols: &[String], from_seq: u64) -> Vec<Vec<i64>> {
+    let mut out = vec![Vec::new(); symbols.len()];
+    let mut next = vec![from_seq; symbols.len()];
+    for e in events.iter().filter(|e| e.event == "trade") {
+        let v = data(e);
+        let i = symbols.iter().position(|s| v["symbol"] == **s).unwrap();
+        assert_eq!(
+            v["first_seq"].as_u64(),
+            Some(next[i]),
+            "gap or repeat: {e:?}"
+        );
+        let trades = v["trades"].as_array().unwrap();
+        next[i] += trades.len() as u64;
+        out[i].extend(trades.iter().map(|t| t["exchange_seq"].as_i64().unwrap()));
+        let id = e.id.as_deref().unwrap();
+        let want = format!("{}:{}:0", symbols[i], next[i] - 1);
+        assert!(id.split(',').any(|p| p == want), "{id} lacks {want}");
+    }
+    assert!(events.iter().all(|e| e.event != "gap"), "{events:?}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_feeds_the_stream_in_order_with_ids() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3)).unwrap();
+    // One symbol on each node, so one subscription spans the cluster.
+    let ranges = slot_ranges(&cluster);
+    let mut picked: Vec<Option<String>> = vec![None; ranges.len()];
+    for k in 0..200 {
+        let sym = format!("CL{k}");
+        let slot: u16 = cluster.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", &format!("md:{{{sym}}}")])
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let node = ranges
+            .iter()
+            .position(|r| r.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+            .unwrap();
+        picked[node].get_or_insert(sym);
+        if picked.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let syms: Vec<String> = picked.into_iter().map(Option::unwrap).collect();
+    // The daemon enters the cluster through its second node.
+    let url = cluster.url_via(1);
+    let d = Daemon::start(|c| {
+        c.redis_url = Some(url);
+        c.linger_ms = 5;
+    })
+    .await;
+    let path = format!("/api/stream?symbols={}", syms.join(","));
+    let (status, mut sse) = open(d.addr(), &path, &[], None).await;
+    assert_eq!(status, 200);
+    for k in 0..3 {
+        for s in &syms {
+            push_trades(&d, s, k * 20..(k + 1) * 20, "committed").await;
+        }
+    }
+    let events = sse.trades(3 * 60, Duration::from_secs(10)).await;
+    for seqs in check_each_in_order(&events, &syms, 1) {
+        assert_eq!(seqs, (0..60).collect::<Vec<_>>());
+    }
+    // Resumed from the capped streams, each on its own node.
+    let last_id = events.last().unwrap().id.clone().unwrap();
+    drop(sse);
+    for s in &syms {
+        push_trades(&d, s, 60..80, "committed").await;
+    }
+    let (status, mut again) = open(d.addr(), &path, &[("Last-Event-ID", &last_id)], None).await;
+    assert_eq!(status, 200);
+    let events = again.trades(3 * 20, Duration::from_secs(10)).await;
+    for seqs in check_each_in_order(&events, &syms, 61) {
+        assert_eq!(seqs, (60..80).collect::<Vec<_>>());
+    }
+    drop(again);
     d.shutdown().await.unwrap();
 }

@@ -3,6 +3,7 @@
 import { call } from "./api.js";
 
 const n = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+const ms = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 const pct = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
 
 export function enginePanel(dl) {
@@ -23,6 +24,11 @@ export function enginePanel(dl) {
     const replica = e.replica.configured
       ? `${e.replica.reads_on_replica ? "reads on replica" : "reads on primary (replica lags > " + e.replica.max_lag_ms + " ms or down)"}`
       : "no replica";
+    const lag = !e.replica.configured
+      ? "no replica"
+      : e.replica.lag_ms == null
+        ? "unreachable"
+        : `${ms.format(e.replica.lag_ms)} ms`;
     dl.replaceChildren(
       row("ticks in", rate("accepted")),
       row("committed", rate("committed")),
@@ -30,6 +36,7 @@ export function enginePanel(dl) {
       row("spool", spool ? pct.format(sum(e, "spool_bytes") / spool) : "off"),
       row("fan-out drops", n.format(sum(e, "fanout_dropped"))),
       row("replica", replica),
+      row("replica lag", lag),
       row("stream clients", e.stream ? `${e.stream.clients} (${e.stream.dropped_slow} dropped)` : "no Redis"),
     );
     previous = e;

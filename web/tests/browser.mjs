@@ -97,6 +97,13 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("#engine-figures div").length >= 6, null, {
     timeout: 3_000,
   });
+  // Its replica-lag row says what the daemon has (this one, no replica).
+  const lagRow = await page.evaluate(() =>
+    [...document.querySelectorAll("#engine-figures div")]
+      .map((d) => [d.querySelector("dt").textContent, d.querySelector("dd").textContent])
+      .find(([k]) => k === "replica lag"),
+  );
+  if (!lagRow || lagRow[1] !== "no replica") fail(`engine panel replica lag row: ${JSON.stringify(lagRow)}`);
 
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, "page.png"), fullPage: true });

@@ -32,8 +32,19 @@ pub(crate) struct ReadClient {
 struct Fallback {
     primary: Box<ReadClient>,
     max_lag: Duration,
-    /// When the replica was last judged, and whether it was fit to read from.
-    verdict: Mutex<Option<(Instant, bool)>>,
+    /// The replica's last judgement; `None` before the first.
+    verdict: Mutex<Option<Verdict>>,
+}
+
+/// One judgement of the replica.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    /// When it was made.
+    at: Instant,
+    /// Whether reads go to the replica.
+    fit: bool,
+    /// The lag measured on the replica; `None` when it could not be measured.
+    lag: Option<Duration>,
 }
 
 impl fmt::Debug for ReadClient {
@@ -89,34 +100,51 @@ impl ReadClient {
         &self.config
     }
 
+    /// The replica's lag as last measured (at most a second before the last
+    /// [`on_replica`](Self::on_replica) or read); `None` for a client without a replica,
+    /// before the first measurement, and while the replica cannot be reached.
+    pub(crate) fn replica_lag(&self) -> Option<Duration> {
+        let f = self.fallback.as_ref()?;
+        let verdict = *f.verdict.lock().unwrap_or_else(|e| e.into_inner());
+        verdict?.lag
+    }
+
     /// Whether reads go to the replica now (`false` for a client without one).
     pub(crate) async fn on_replica(&self) -> bool {
         let Some(f) = &self.fallback else {
             return false;
         };
         let fresh = *f.verdict.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, fit)) = fresh.filter(|(at, _)| at.elapsed() < REPLICA_CHECK_EVERY) {
-            return fit;
+        if let Some(v) = fresh.filter(|v| v.at.elapsed() < REPLICA_CHECK_EVERY) {
+            return v.fit;
         }
         // Caught up when everything received is replayed; otherwise the replay's age.
         let lag = "SELECT CASE WHEN NOT pg_is_in_recovery() \
                    OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0::float8 \
                    ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 0) END";
-        let fit = match self.query_here("measuring replica lag", lag, &[]).await {
-            Ok(rows) => {
-                let secs: f64 = rows.first().map_or(f64::MAX, |r| r.get(0));
-                let fit = secs <= f.max_lag.as_secs_f64();
-                if !fit {
-                    tracing::warn!(lag_s = secs, "replica lags: reading from the primary");
-                }
-                fit
-            }
+        let measured = match self.query_here("measuring replica lag", lag, &[]).await {
+            // Negative only if the clocks disagree; NaN or past `Duration`'s range, unknown.
+            Ok(rows) => rows
+                .first()
+                .and_then(|r| r.try_get::<_, f64>(0).ok())
+                .and_then(|secs| Duration::try_from_secs_f64(secs.max(0.0)).ok()),
             Err(e) => {
                 tracing::warn!(error = %e, "replica unreachable: reading from the primary");
-                false
+                None
             }
         };
-        *f.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), fit));
+        let fit = measured.is_some_and(|lag| lag <= f.max_lag);
+        if let Some(lag) = measured.filter(|_| !fit) {
+            tracing::warn!(
+                lag_s = lag.as_secs_f64(),
+                "replica lags: reading from the primary"
+            );
+        }
+        *f.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(Verdict {
+            at: Instant::now(),
+            fit,
+            lag: measured,
+        });
         fit
     }
 
@@ -151,8 +179,11 @@ impl ReadClient {
                 Ok(rows) => return Ok(rows),
                 Err(e) => {
                     tracing::warn!(error = %e, "replica read failed: reading from the primary");
-                    *f.verdict.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((Instant::now(), false));
+                    *f.verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(Verdict {
+                        at: Instant::now(),
+                        fit: false,
+                        lag: None,
+                    });
                 }
             }
         }

@@ -36,15 +36,18 @@ pub async fn engine(State(s): State<AppState>, _key: Authorized<Read>) -> Respon
             "dropped_slow": f.counters.dropped_slow.load(Relaxed),
         })
     });
+    let reads_on_replica = s.reader.on_replica().await;
     Json(json!({
         "uptime_s": s.started.elapsed().as_secs_f64(),
         "trades": kind(&m.trades),
         "quotes": kind(&m.quotes),
-        // The reader measures the replica's lag itself and answers from the primary
-        // beyond `replica_max_lag_ms`; it exposes whether reads are on the replica now.
+        // The reader measures the replica's lag on the replica (at most once a second) and
+        // answers from the primary beyond `replica_max_lag_ms`. `lag_ms` is null without a
+        // replica and while it cannot be reached.
         "replica": {
             "configured": s.config.read_database_url.is_some(),
-            "reads_on_replica": s.reader.on_replica().await,
+            "reads_on_replica": reads_on_replica,
+            "lag_ms": s.reader.replica_lag().map(|d| d.as_secs_f64() * 1e3),
             "max_lag_ms": s.config.replica_max_lag_ms,
         },
         "stream": stream,

@@ -71,6 +71,8 @@ pub async fn ready(State(s): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(s): State<AppState>) -> Response {
+    // Judges the replica (at most once a second), so the lag gauge is fresh.
+    s.reader.on_replica().await;
     let text = metrics_text::render(&s);
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
