@@ -33,7 +33,7 @@ fn ids_with_repeats() -> Vec<String> {
 
 /// Posts every id in `ids` from `clients` concurrent clients; each answer as
 /// (client order id, status, order id).
-async fn post_orders(
+pub(super) async fn post_orders(
     client: HttpClient,
     ids: Vec<String>,
     clients: usize,
@@ -71,7 +71,7 @@ async fn post_orders(
 
 /// Workers consuming `stream` at `events_url`, each moving its batch accepted → filled and
 /// acknowledging it; every event they handled, by order id, in the order seen.
-struct Consumers {
+pub(super) struct Consumers {
     seen: Arc<Mutex<Vec<i64>>>,
     /// The ids each worker's transition moved (an event delivered twice moves its order once).
     moved: Arc<Mutex<Vec<i64>>>,
@@ -81,6 +81,17 @@ struct Consumers {
 
 impl Consumers {
     async fn start(events_url: &str, db_url: &str, stream: &str, n: usize) -> Consumers {
+        Self::start_trusting(events_url, None, db_url, stream, n).await
+    }
+
+    /// [`Consumers::start`], over `amqps://` trusting the CA in `tls_ca`.
+    pub(super) async fn start_trusting(
+        events_url: &str,
+        tls_ca: Option<&std::path::Path>,
+        db_url: &str,
+        stream: &str,
+        n: usize,
+    ) -> Consumers {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let moved = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -89,6 +100,7 @@ impl Consumers {
             let mut w = OrderWorker::connect(OrderWorkerConfig {
                 stream: stream.into(),
                 block: Duration::from_millis(200),
+                tls_ca: tls_ca.map(Into::into),
                 ..OrderWorkerConfig::new(events_url, db_url, format!("w-{i}"))
             })
             .await
@@ -129,7 +141,12 @@ impl Consumers {
     /// Waits until `n` orders were moved (bounded by `within`), then `quiet` more for a
     /// duplicate to show; stops the workers and returns what they acknowledged and what
     /// they moved.
-    async fn wait_for(self, n: usize, within: Duration, quiet: Duration) -> (Vec<i64>, Vec<i64>) {
+    pub(super) async fn wait_for(
+        self,
+        n: usize,
+        within: Duration,
+        quiet: Duration,
+    ) -> (Vec<i64>, Vec<i64>) {
         let start = Instant::now();
         while self.moved.lock().unwrap().len() < n && start.elapsed() < within {
             tokio::time::sleep(Duration::from_millis(50)).await;
