@@ -308,29 +308,33 @@ impl AmqpPublisher {
     /// the queue was declared again.
     pub(crate) async fn announce(&mut self, orders: &[Order]) -> Result<()> {
         const CONTEXT: &str = "publishing order events";
-        let mut confirms = Vec::with_capacity(orders.len());
-        for o in orders {
+        let bodies: Vec<(i64, Vec<u8>)> = orders.iter().map(|o| (o.id, o.json_bytes())).collect();
+        // Every publish is handed to the connection before any is awaited: lapin resolves a
+        // publish once the I/O loop wrote its frames, so awaiting them one by one costs a
+        // turn of that loop per event, and a round of a thousand events a hundred
+        // milliseconds. Together they go out in a few writes, in order (delivery tags are
+        // taken when a publish is first polled, which `join_all` does in order).
+        let publishes = bodies.iter().map(|(id, body)| {
             let mut headers = FieldTable::default();
             headers.insert(
                 TYPE_HEADER.into(),
                 AMQPValue::LongString("order.accepted".into()),
             );
-            headers.insert(ORDER_ID_HEADER.into(), AMQPValue::LongLongInt(o.id));
-            let confirm = self
-                .channel
-                .basic_publish(
-                    "".into(),
-                    self.queue.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &o.json_bytes(),
-                    event_properties(headers).with_message_id(o.id.to_string().into()),
-                )
-                .await
-                .map_err(|e| amqp_error(CONTEXT, e))?;
-            confirms.push(confirm);
+            headers.insert(ORDER_ID_HEADER.into(), AMQPValue::LongLongInt(*id));
+            self.channel.basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                event_properties(headers).with_message_id(id.to_string().into()),
+            )
+        });
+        let mut confirms = Vec::with_capacity(orders.len());
+        for p in join_all(publishes).await {
+            confirms.push(p.map_err(|e| amqp_error(CONTEXT, e))?);
         }
         let mut returned = false;
         for c in join_all(confirms).await {
@@ -595,13 +599,15 @@ impl AmqpConsumer {
         let Some(live) = self.live.as_ref() else {
             return Ok(());
         };
-        for tag in tags {
-            self.held.remove(&tag);
-            if let Err(e) = live
-                .channel
-                .basic_ack(tag, BasicAckOptions::default())
-                .await
-            {
+        for tag in &tags {
+            self.held.remove(tag);
+        }
+        // All handed to the connection before any is awaited (see `announce`).
+        let acks = tags
+            .iter()
+            .map(|tag| live.channel.basic_ack(*tag, BasicAckOptions::default()));
+        for done in join_all(acks).await {
+            if let Err(e) = done {
                 self.live = None;
                 return Err(amqp_error(CONTEXT, e));
             }
