@@ -1,17 +1,15 @@
 //! Order events over either broker: the same exactly-once test over a Redis stream and a
-//! RabbitMQ queue, and RabbitMQ's own guarantees: redelivery after a worker dies, the
-//! dead-letter queue, a lost queue, and the broker stopped under load.
+//! RabbitMQ queue (redelivery and dead letters over both: `either.rs`), and RabbitMQ's own
+//! cases: a lost queue, and the broker stopped under load.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use christmas_core::orders::{
-    OrderDesk, OrderEvent, OrderStatus, OrderWorker, OrderWorkerConfig, SubmitOutcome,
-};
+use christmas_core::orders::{OrderDesk, OrderEvent, OrderStatus, OrderWorker, OrderWorkerConfig};
 use christmas_tests::{shared_amqp_url, shared_redis_url, unique_name, HttpClient, RabbitNode};
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 
 use crate::daemon::Daemon;
 
@@ -219,7 +217,7 @@ async fn ten_thousand_orders_a_fifth_repeated_give_eight_thousand_events_each_on
 
 /// A fresh database (its URL and a client) and a desk publishing events to `queue` at
 /// `amqp`, its config changed by `tune`.
-async fn amqp_desk(
+pub(super) async fn amqp_desk(
     amqp: &str,
     queue: &str,
     tune: impl FnOnce(&mut OrderDeskConfig),
@@ -234,20 +232,8 @@ async fn amqp_desk(
     (url, db, OrderDesk::start(config).await.unwrap())
 }
 
-/// A RabbitMQ worker on `queue` with `max_attempts`.
-async fn amqp_worker(amqp: &str, db: &str, queue: &str, name: &str, attempts: u32) -> OrderWorker {
-    OrderWorker::connect(OrderWorkerConfig {
-        stream: queue.into(),
-        block: Duration::from_millis(200),
-        max_attempts: attempts,
-        ..OrderWorkerConfig::new(amqp, db, name)
-    })
-    .await
-    .unwrap()
-}
-
 /// The next event `w` gets within 10 s.
-async fn next_event(w: &mut OrderWorker) -> OrderEvent {
+pub(super) async fn next_event(w: &mut OrderWorker) -> OrderEvent {
     for _ in 0..50 {
         if let Some(e) = w.next().await.unwrap() {
             return e;
@@ -257,7 +243,7 @@ async fn next_event(w: &mut OrderWorker) -> OrderEvent {
 }
 
 /// A channel on the broker at `url`, for looking at queues as a client would.
-async fn broker_channel(url: &str) -> (lapin::Connection, lapin::Channel) {
+pub(super) async fn broker_channel(url: &str) -> (lapin::Connection, lapin::Channel) {
     let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
         .await
         .unwrap();
@@ -266,7 +252,7 @@ async fn broker_channel(url: &str) -> (lapin::Connection, lapin::Channel) {
 }
 
 /// Deletes `queue` and its dead-letter queue from the shared node, so runs leave nothing.
-async fn delete_queues(url: &str, queue: &str) {
+pub(super) async fn delete_queues(url: &str, queue: &str) {
     let (_conn, channel) = broker_channel(url).await;
     for q in [queue.to_string(), format!("{queue}.dead")] {
         channel
@@ -280,7 +266,7 @@ async fn delete_queues(url: &str, queue: &str) {
 }
 
 /// How many messages wait in `queue`.
-async fn queue_depth(url: &str, queue: &str) -> u32 {
+pub(super) async fn queue_depth(url: &str, queue: &str) -> u32 {
     let (_conn, channel) = broker_channel(url).await;
     let passive = QueueDeclareOptions {
         passive: true,
@@ -291,119 +277,6 @@ async fn queue_depth(url: &str, queue: &str) -> u32 {
         .await
         .unwrap()
         .message_count()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rabbitmq_an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once() {
-    let amqp = shared_amqp_url();
-    let queue = unique_name("orders:events");
-    let (url, db, desk) = amqp_desk(&amqp, &queue, |_| {}).await;
-    let mut a = amqp_worker(&amqp, &url, &queue, "a", 5).await;
-    let SubmitOutcome::Created(order) = desk.submit(new_order(1)).await.unwrap() else {
-        panic!()
-    };
-    let event = next_event(&mut a).await;
-    assert_eq!(
-        (event.order_id, event.kind.as_str(), event.claimed),
-        (order.id, "order.accepted", false)
-    );
-    assert_eq!(event.order["client_order_id"], "k-1");
-    assert!(a
-        .transition(order.id, &[OrderStatus::Accepted], OrderStatus::Working)
-        .await
-        .unwrap());
-    drop(a); // dies mid-task, before acknowledging: its connection closes
-
-    let mut b = amqp_worker(&amqp, &url, &queue, "b", 5).await;
-    let again = next_event(&mut b).await;
-    assert_eq!((again.order_id, again.claimed), (order.id, true));
-    // The step the dead worker made does not happen twice.
-    assert!(!b
-        .transition(order.id, &[OrderStatus::Accepted], OrderStatus::Working)
-        .await
-        .unwrap());
-    assert!(b
-        .transition(order.id, &[OrderStatus::Working], OrderStatus::Filled)
-        .await
-        .unwrap());
-    b.ack(&again).await.unwrap();
-    assert!(
-        b.next().await.unwrap().is_none(),
-        "an acknowledged event came back"
-    );
-    let row = db
-        .query_one(
-            "SELECT status, status_changes FROM orders WHERE id = $1",
-            &[&order.id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (row.get::<_, String>(0).as_str(), row.get::<_, i32>(1)),
-        ("filled", 2)
-    );
-    assert_eq!(queue_depth(&amqp, &queue).await, 0);
-    desk.shutdown().await;
-    delete_queues(&amqp, &queue).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rabbitmq_a_poison_event_lands_in_the_dead_letter_queue_after_n_attempts() {
-    let amqp = shared_amqp_url();
-    let queue = unique_name("orders:events");
-    let (url, _db, desk) = amqp_desk(&amqp, &queue, |_| {}).await;
-    let mut w = amqp_worker(&amqp, &url, &queue, "w", 3).await;
-    let SubmitOutcome::Created(order) = desk.submit(new_order(7)).await.unwrap() else {
-        panic!()
-    };
-    let mut attempts = 0;
-    loop {
-        let e = next_event(&mut w).await;
-        assert_eq!(e.order_id, order.id);
-        attempts += 1;
-        if w.reject(&e, "venue refuses symbol ESZ6").await.unwrap() {
-            break;
-        }
-        assert!(
-            attempts < 3,
-            "still not dead-lettered after {attempts} attempts"
-        );
-    }
-    assert_eq!(attempts, 3);
-    assert!(
-        w.next().await.unwrap().is_none(),
-        "the poison event came back"
-    );
-    assert_eq!(queue_depth(&amqp, &queue).await, 0);
-    let (_conn, channel) = broker_channel(&amqp).await;
-    let dead = channel
-        .basic_get(
-            format!("{queue}.dead").as_str().into(),
-            BasicGetOptions::default(),
-        )
-        .await
-        .unwrap()
-        .expect("the event in the dead-letter queue");
-    let headers = dead.delivery.properties.headers().clone().unwrap();
-    let h = headers.inner();
-    assert_eq!(
-        h.get("x-christmas-reason"),
-        Some(&AMQPValue::LongString("venue refuses symbol ESZ6".into()))
-    );
-    assert_eq!(
-        h.get("x-christmas-attempts"),
-        Some(&AMQPValue::LongLongInt(3))
-    );
-    assert_eq!(h.get("order_id"), Some(&AMQPValue::LongLongInt(order.id)));
-    let body: serde_json::Value = serde_json::from_slice(&dead.delivery.data).unwrap();
-    assert_eq!(body["id"].as_i64(), Some(order.id));
-    dead.delivery
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .unwrap();
-    desk.shutdown().await;
-    delete_queues(&amqp, &queue).await;
 }
 
 /// How long the broker stays stopped under load (the figure).
@@ -533,47 +406,4 @@ async fn rabbitmq_a_lost_queue_is_declared_again_and_its_orders_announced_again(
     assert_eq!(filled, 50);
     desk.shutdown().await;
     drop(node);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_a_poison_event_lands_in_the_dead_letter_stream_after_n_attempts() {
-    let (redis, url, _db, desk) = fresh_tuned_desk(|_| {}).await;
-    let mut w = OrderWorker::connect(OrderWorkerConfig {
-        claim_idle: Duration::from_millis(100),
-        block: Duration::from_millis(200),
-        max_attempts: 3,
-        ..OrderWorkerConfig::new(redis.url(), &url, "w")
-    })
-    .await
-    .unwrap();
-    let SubmitOutcome::Created(order) = desk.submit(new_order(3)).await.unwrap() else {
-        panic!()
-    };
-    let mut attempts = 0;
-    loop {
-        let e = next_event(&mut w).await;
-        assert_eq!(e.order_id, order.id);
-        attempts += 1;
-        if w.reject(&e, "venue refuses symbol ESZ6").await.unwrap() {
-            break;
-        }
-        assert!(
-            attempts < 3,
-            "still not dead-lettered after {attempts} attempts"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await; // until it may be claimed
-    }
-    assert_eq!(attempts, 3);
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(
-        w.next().await.unwrap().is_none(),
-        "the poison event came back"
-    );
-    assert_nothing_pending(&redis);
-    let dead = redis
-        .cli(&["XRANGE", "orders:events:dead", "-", "+"])
-        .unwrap();
-    assert!(dead.contains("venue refuses symbol ESZ6"), "{dead}");
-    assert!(dead.contains(&order.id.to_string()), "{dead}");
-    desk.shutdown().await;
 }

@@ -24,6 +24,7 @@ fn order_json(id: &str, quantity: f64) -> Value {
 mod amqps;
 mod brokers;
 mod commit;
+mod either;
 mod events;
 mod http;
 
