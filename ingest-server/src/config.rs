@@ -427,6 +427,34 @@ mod tests {
     }
 
     #[test]
+    fn an_events_tls_ca_needs_an_amqps_events_url() {
+        let mut c = base();
+        c.apply_env(|k| match k {
+            "ORDER_EVENTS_URL" => Some("amqps://u:p@broker:5671/%2f".into()),
+            "ORDER_EVENTS_TLS_CA" => Some("/etc/christmas/ca.pem".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.order_events_tls_ca.as_deref(),
+            Some("/etc/christmas/ca.pem")
+        );
+        c.validate().unwrap();
+        for url in [
+            None,
+            Some("amqp://u:p@broker:5672/%2f"),
+            Some("redis://h:1/"),
+        ] {
+            let bad = DaemonConfig {
+                order_events_url: url.map(Into::into),
+                ..c.clone()
+            };
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.starts_with("order_events_tls_ca:"), "{e}");
+        }
+    }
+
+    #[test]
     fn environment_wins_and_errors_name_the_field() {
         let mut c = base();
         c.apply_env(|k| match k {
