@@ -1,5 +1,7 @@
 //! An asynchronous order worker: takes `order.accepted` events from the Redis stream with a
-//! consumer group, or from the RabbitMQ queue when `ORDER_EVENTS_URL` is `amqp://…`, moves each order accepted → working → filled (market orders, and limit
+//! consumer group, or from the RabbitMQ queue when `ORDER_EVENTS_URL` is `amqp://…` or
+//! `amqps://…` (trusting the CA in `ORDER_EVENTS_TLS_CA` besides the system's roots, as the
+//! daemon does), moves each order accepted → working → filled (market orders, and limit
 //! orders) and acknowledges the events. Start several with different names; events whose
 //! worker dies before acknowledging are claimed by another after 30 s.
 //!
@@ -29,7 +31,14 @@ async fn main() -> christmas_core::Result<()> {
     let db = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://christmas@127.0.0.1:55432/christmas".into());
     let name = std::env::args().nth(1).unwrap_or_else(|| "worker-1".into());
-    let mut worker = OrderWorker::connect(OrderWorkerConfig::new(redis, db, &name)).await?;
+    let tls_ca = std::env::var_os("ORDER_EVENTS_TLS_CA")
+        .filter(|p| !p.is_empty())
+        .map(Into::into);
+    let mut worker = OrderWorker::connect(OrderWorkerConfig {
+        tls_ca,
+        ..OrderWorkerConfig::new(redis, db, &name)
+    })
+    .await?;
     eprintln!("{name}: waiting for order events (Ctrl-C to stop)");
     loop {
         let events = tokio::select! {

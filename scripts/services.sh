@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Private PostgreSQL, Redis and RabbitMQ on loopback for development, the demo and the tests.
 #   scripts/services.sh install | start [postgres|redis|rabbitmq] | stop [same] | status | env
+#   scripts/services.sh tls-certs DIR   (a private CA and a server certificate for 127.0.0.1)
 # `install` also installs the load tools of christmas-bench (wrk, siege, redis-tools,
 # python3-venv).
 # PostgreSQL: 127.0.0.1:${CHRISTMAS_PG_PORT:-55432}, Redis: 127.0.0.1:${CHRISTMAS_REDIS_PORT:-56379},
-# RabbitMQ (AMQP): 127.0.0.1:${CHRISTMAS_AMQP_PORT:-56672}, with its own Erlang distribution
+# RabbitMQ (AMQP): 127.0.0.1:${CHRISTMAS_AMQP_PORT:-56672}, and AMQP over TLS (amqps://) on
+# 127.0.0.1:${CHRISTMAS_AMQPS_PORT:-56671} with a certificate of a private CA made under .state/
+# (`env` prints AMQPS_URL and AMQPS_CA, the CA's file), with its own Erlang distribution
 # port (${CHRISTMAS_AMQP_DIST_PORT:-56673}) and epmd (${CHRISTMAS_EPMD_PORT:-56369}), so it does not
 # meet a system node on 5672/25672/4369.
 # Data lives under .state/ at the repository root (or under /var/tmp when the repository is
@@ -17,6 +20,7 @@ state="$root/.state"
 pg_port="${CHRISTMAS_PG_PORT:-55432}"
 redis_port="${CHRISTMAS_REDIS_PORT:-56379}"
 amqp_port="${CHRISTMAS_AMQP_PORT:-56672}"
+amqps_port="${CHRISTMAS_AMQPS_PORT:-56671}"
 amqp_dist_port="${CHRISTMAS_AMQP_DIST_PORT:-56673}"
 epmd_port="${CHRISTMAS_EPMD_PORT:-56369}"
 rabbit_bin=/usr/lib/rabbitmq/bin
@@ -77,6 +81,8 @@ cmd_install() {
     [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
     [ -x /usr/sbin/nginx ] || need+=(nginx-light)
     [ -x "$rabbit_bin/rabbitmq-server" ] || need+=(rabbitmq-server)
+    # The RabbitMQ node's TLS certificates are made with it.
+    command -v openssl >/dev/null 2>&1 || need+=(openssl)
     if [ ${#need[@]} -gt 0 ]; then
         apt_install "${need[@]}"
         # Debian's packages start their own cluster/server on the default ports; ours are
@@ -229,28 +235,90 @@ rabbit_env() {
         "$@"
 }
 
+# Makes, once, a private CA (DIR/ca.pem; its key is thrown away once it signed) and a
+# server certificate for 127.0.0.1 and localhost (DIR/server.pem, DIR/server.key), valid
+# ten years. Clients trust the CA's file (ORDER_EVENTS_TLS_CA); nothing else does.
+make_tls_certs() {
+    local dir="$1"
+    if [ -s "$dir/ca.pem" ] && [ -s "$dir/server.pem" ] && [ -s "$dir/server.key" ]; then
+        return 0
+    fi
+    command -v openssl >/dev/null 2>&1 || die "openssl is needed for the TLS certificates (services.sh install)"
+    mkdir -p "$dir"
+    local tmp; tmp="$(mktemp -d)"
+    # A name of its own, so a client trusting another such CA is told the issuer is
+    # unknown rather than that a signature is bad.
+    cat >"$tmp/ca.cnf" <<CNF
+[req]
+distinguished_name = dn
+x509_extensions = ca
+prompt = no
+[dn]
+CN = christmas development CA $(openssl rand -hex 6)
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+CNF
+    cat >"$tmp/server.ext" <<EXT
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+authorityKeyIdentifier = keyid
+EXT
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    if ! { openssl req -x509 "${ec[@]}" -days 3650 -config "$tmp/ca.cnf" \
+                -keyout "$tmp/ca.key" -out "$tmp/ca.pem" &&
+           openssl req -new "${ec[@]}" -subj "/CN=localhost" \
+                -keyout "$tmp/server.key" -out "$tmp/server.csr" &&
+           openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" \
+                -CAcreateserial -days 3650 -extfile "$tmp/server.ext" -out "$tmp/server.pem"
+         } >"$tmp/openssl.log" 2>&1; then
+        cat "$tmp/openssl.log" >&2
+        rm -rf "$tmp"
+        die "making the TLS certificates failed"
+    fi
+    # The CA last: its presence says the set is whole.
+    mv "$tmp/server.key" "$tmp/server.pem" "$dir/"
+    mv "$tmp/ca.pem" "$dir/ca.pem"
+    rm -rf "$tmp"
+}
+
 rabbit_running() {
     [ -x "$rabbit_bin/rabbitmqctl" ] || return 1
     rabbit_env timeout 20 "$rabbit_bin/rabbitmq-diagnostics" -q check_port_listener "$amqp_port" \
         >/dev/null 2>&1 && return 0
     # A node another checkout started (its own cookie, so diagnostics cannot ask it) still
     # serves this port: take it, as PostgreSQL and Redis are taken.
-    (exec 3<>"/dev/tcp/127.0.0.1/$amqp_port") 2>/dev/null
+    port_open "$amqp_port"
 }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 start_rabbitmq() {
     if rabbit_running; then
         say "RabbitMQ already running on 127.0.0.1:$amqp_port"
+        if ! port_open "$amqps_port"; then
+            say "warning: that node has no TLS listener on 127.0.0.1:$amqps_port (an older services.sh started it); stop it from the checkout that started it, then start again"
+        fi
         return
     fi
     local dir; dir="$(rabbit_dir)"
     mkdir -p "$dir/mnesia" "$dir/log"
+    make_tls_certs "$dir/tls"
     # No plugins (no management listener on 15672); guest may log in over loopback only.
     echo "[]." >"$dir/enabled_plugins"
     : >"$dir/rabbitmq-env.conf"
     echo "[]." >"$dir/advanced.config"
     cat >"$dir/rabbitmq.conf" <<CONF
 listeners.tcp.1 = 127.0.0.1:$amqp_port
+listeners.ssl.1 = 127.0.0.1:$amqps_port
+ssl_options.cacertfile = $dir/tls/ca.pem
+ssl_options.certfile = $dir/tls/server.pem
+ssl_options.keyfile = $dir/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 loopback_users.guest = true
 log.file.level = warning
 CONF
@@ -264,7 +332,7 @@ CONF
     # Bounded: a node that has not opened its AMQP port in 90 s is not coming.
     local deadline=$((SECONDS + 90))
     while [ $SECONDS -lt $deadline ]; do
-        rabbit_running && return
+        rabbit_running && port_open "$amqps_port" && return
         sleep 1
     done
     tail -n 30 "$dir/log/startup.log" >&2 || true
@@ -334,7 +402,9 @@ cmd_status() {
         echo "redis: stopped"; rc=1
     fi
     if rabbit_running; then
-        echo "rabbitmq: running on 127.0.0.1:$amqp_port"
+        local tls="no TLS listener on $amqps_port"
+        port_open "$amqps_port" && tls="amqps on 127.0.0.1:$amqps_port"
+        echo "rabbitmq: running on 127.0.0.1:$amqp_port ($tls)"
     else
         echo "rabbitmq: stopped"; rc=1
     fi
@@ -345,6 +415,10 @@ cmd_env() {
     echo "export DATABASE_URL=postgres://christmas@127.0.0.1:$pg_port/christmas"
     echo "export REDIS_URL=redis://127.0.0.1:$redis_port/"
     echo "export AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
+    # The daemon takes the CA as ORDER_EVENTS_TLS_CA; not exported under that name here,
+    # as it is refused beside an events URL that is not amqps://.
+    echo "export AMQPS_URL=amqps://guest:guest@127.0.0.1:$amqps_port/%2f"
+    echo "export AMQPS_CA=$(rabbit_dir)/tls/ca.pem"
 }
 
 case "${1:-}" in
@@ -354,5 +428,6 @@ case "${1:-}" in
     stop) cmd_stop "${2:-all}" ;;
     status) cmd_status ;;
     env) cmd_env ;;
-    *) echo "usage: $0 install|start [postgres|redis|rabbitmq]|stop [rabbitmq]|status|env" >&2; exit 2 ;;
+    tls-certs) make_tls_certs "${2:?tls-certs DIR}" ;;
+    *) echo "usage: $0 install|start [postgres|redis|rabbitmq]|stop [rabbitmq]|status|env|tls-certs DIR" >&2; exit 2 ;;
 esac

@@ -61,9 +61,10 @@ pub struct OrdersArgs {
     /// it that part runs over Redis alone.
     #[arg(long, env = "AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
-    /// Orders submitted through the desk per events backend (events on, one worker).
-    #[arg(long, default_value_t = 20_000)]
-    pub event_orders: usize,
+    /// Orders submitted through the desk per events backend (events on, one worker);
+    /// default 20,000, with `--quick` 2,000.
+    #[arg(long)]
+    pub event_orders: Option<usize>,
 }
 
 /// The baseline: each request takes a pooled connection and runs one INSERT.
@@ -244,7 +245,7 @@ pub fn run(ctx: &RunContext, args: OrdersArgs) -> Result<Outcome> {
     let events = rt.block_on(crate::order_events::measure(
         &args.common.services.url,
         &backends,
-        args.event_orders,
+        args.event_orders.unwrap_or(20_000),
     ))?;
     bar.inc(1);
     let ratio = daemon.wrk.run.created_per_s / naive.run.created_per_s.max(1e-9);
@@ -282,7 +283,7 @@ fn plan(ctx: &RunContext, mut args: OrdersArgs) -> (OrdersArgs, WrkPlan) {
         args.seconds = args.seconds.min(5);
         args.siege_seconds = args.siege_seconds.min(5);
         args.warmup_seconds = args.warmup_seconds.min(1);
-        args.event_orders = args.event_orders.min(2_000);
+        args.event_orders = args.event_orders.or(Some(2_000));
     }
     let plan = WrkPlan {
         connections: args.connections,
@@ -486,7 +487,7 @@ fn report(
          the submit's answer to the worker taking the event.\n\n\
          | events backend | orders | orders/s | events delivered | latency p50 / p99 / max |\n\
          |---|---|---|---|---|\n{events_rows}\n\n",
-        event_orders = args.event_orders,
+        event_orders = args.event_orders.unwrap_or(20_000),
         submitters = crate::order_events::SUBMITTERS,
         stamp = ctx.stamp,
         cmd = ctx.command,

@@ -145,6 +145,10 @@ pub enum AmqpErrorKind {
     Refused,
     /// The broker could not be reached, or the connection or channel broke.
     Connection,
+    /// The TLS handshake of an `amqps://` connection failed: the broker's certificate does
+    /// not chain to a trusted CA (the system's roots, or the CA file given), or does not
+    /// name the URL's host.
+    Tls,
     /// Any other error from the broker or the client (a bad URL, an unsupported scheme).
     Other,
 }

@@ -2,7 +2,7 @@
 //!
 //! Every field has a default; a file may set any of them (unknown keys are refused). Then
 //! the environment wins: `DATABASE_URL`, `READ_DATABASE_URL`, `REDIS_URL`,
-//! `ORDER_EVENTS_URL`,
+//! `ORDER_EVENTS_URL`, `ORDER_EVENTS_TLS_CA`,
 //! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_LINGER_MS`,
 //! `CHRISTMAS_AUTH_READS`, `CHRISTMAS_WEB_DIR`, `CHRISTMAS_WEB_ASSET_BASE`,
 //! `CHRISTMAS_API_KEYS` (`name:sha256hex:scope+scope,…`), `CHRISTMAS_SPOOL_DIR`.
@@ -33,10 +33,14 @@ pub struct DaemonConfig {
     pub replica_max_lag_ms: u64,
     /// Redis for the fan-out and the latest-tick cache; unset turns both off.
     pub redis_url: Option<String>,
-    /// Where `order.accepted` events go: a RabbitMQ queue (`amqp://user:pass@host:port/vhost`)
-    /// or a Redis stream (`redis://…`). Unset: `redis_url` (the default backend, Redis
-    /// streams); both unset: no events.
+    /// Where `order.accepted` events go: a RabbitMQ queue (`amqp://user:pass@host:port/vhost`,
+    /// or `amqps://…` over TLS) or a Redis stream (`redis://…`). Unset: `redis_url` (the
+    /// default backend, Redis streams); both unset: no events.
     pub order_events_url: Option<String>,
+    /// For an `amqps://` events URL: a PEM file of the CA certificates that signed a
+    /// private broker's certificate, trusted besides the system's roots. Unset: the
+    /// system's roots only. Read at start.
+    pub order_events_tls_ca: Option<String>,
     /// The events stream (Redis) or queue (RabbitMQ; its dead-letter queue is
     /// `<name>.dead`), default `orders:events`. Workers name the same.
     pub order_events_stream: String,
@@ -133,6 +137,7 @@ impl std::fmt::Debug for DaemonConfig {
             .field("replica_max_lag_ms", &self.replica_max_lag_ms)
             .field("redis_url", &set(&self.redis_url))
             .field("order_events_url", &set(&self.order_events_url))
+            .field("order_events_tls_ca", &self.order_events_tls_ca)
             .field("order_events_stream", &self.order_events_stream)
             .field("fanout_format", &self.fanout_format)
             .field("fanout_stream_max_len", &self.fanout_stream_max_len)
@@ -180,6 +185,7 @@ impl Default for DaemonConfig {
             replica_max_lag_ms: 5_000,
             redis_url: None,
             order_events_url: None,
+            order_events_tls_ca: None,
             order_events_stream: "orders:events".into(),
             fanout_format: "json".into(),
             fanout_stream_max_len: 10_000,
@@ -241,6 +247,9 @@ impl DaemonConfig {
         if let Some(v) = var("ORDER_EVENTS_URL") {
             self.order_events_url = Some(v).filter(|u| !u.is_empty());
         }
+        if let Some(v) = var("ORDER_EVENTS_TLS_CA") {
+            self.order_events_tls_ca = Some(v).filter(|p| !p.is_empty());
+        }
         if let Some(v) = var("CHRISTMAS_HTTP_ADDR") {
             self.http_addr = v;
         }
@@ -298,6 +307,14 @@ impl DaemonConfig {
             let amqp = u.starts_with("amqp://") || u.starts_with("amqps://");
             if !amqp {
                 christmas_core::fanout::RedisTarget::parse(u).context("order_events_url")?;
+            }
+        }
+        if self.order_events_tls_ca.is_some() {
+            let events = self.order_events_url.as_ref().or(self.redis_url.as_ref());
+            if !events.is_some_and(|u| u.starts_with("amqps://")) {
+                bail!(
+                    "order_events_tls_ca: is for an amqps:// order_events_url (RabbitMQ over TLS)"
+                );
             }
         }
         self.fanout_format
@@ -407,6 +424,34 @@ mod tests {
         assert_eq!(c.shards, 4);
         assert_eq!(c.api_keys[0].scopes, vec![Scope::Ingest]);
         assert!(toml::from_str::<DaemonConfig>("shard = 4").is_err());
+    }
+
+    #[test]
+    fn an_events_tls_ca_needs_an_amqps_events_url() {
+        let mut c = base();
+        c.apply_env(|k| match k {
+            "ORDER_EVENTS_URL" => Some("amqps://u:p@broker:5671/%2f".into()),
+            "ORDER_EVENTS_TLS_CA" => Some("/etc/christmas/ca.pem".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.order_events_tls_ca.as_deref(),
+            Some("/etc/christmas/ca.pem")
+        );
+        c.validate().unwrap();
+        for url in [
+            None,
+            Some("amqp://u:p@broker:5672/%2f"),
+            Some("redis://h:1/"),
+        ] {
+            let bad = DaemonConfig {
+                order_events_url: url.map(Into::into),
+                ..c.clone()
+            };
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.starts_with("order_events_tls_ca:"), "{e}");
+        }
     }
 
     #[test]

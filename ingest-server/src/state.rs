@@ -152,6 +152,7 @@ impl AppState {
                 .order_events_url
                 .clone()
                 .or_else(|| config.redis_url.clone()),
+            events_tls_ca: config.order_events_tls_ca.as_ref().map(Into::into),
             events_stream: config.order_events_stream.clone(),
             connections: config.order_connections,
             max_group: config.order_max_group,

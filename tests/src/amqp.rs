@@ -1,5 +1,5 @@
 //! RabbitMQ for tests: a private [`RabbitNode`] a test may stop and start, and the node
-//! shared by a test process ([`shared_amqp_url`]).
+//! shared by a test process ([`shared_amqp_url`], and over TLS [`shared_amqps`]).
 //!
 //! A node runs Debian's `rabbitmq-server` (`scripts/services.sh install`) from a fresh
 //! temporary directory, on loopback ports of its own: AMQP, Erlang distribution and epmd,
@@ -26,6 +26,8 @@ pub struct RabbitNode {
     server: Option<std::process::Child>,
     dir: PathBuf,
     port: u16,
+    /// The TLS listener's port (`amqps://`), when the node has one.
+    tls_port: Option<u16>,
     dist_port: u16,
     epmd_port: u16,
 }
@@ -34,11 +36,23 @@ impl RabbitNode {
     /// Starts a node on free loopback ports and waits (up to 90 s) until it takes
     /// connections.
     pub fn start() -> Result<RabbitNode> {
+        Self::start_with(false)
+    }
+
+    /// [`RabbitNode::start`], with a TLS listener too ([`RabbitNode::amqps_url`]), whose
+    /// certificate a private CA signed ([`RabbitNode::tls_ca`]), made by
+    /// `scripts/services.sh tls-certs` as for the development node.
+    pub fn start_tls() -> Result<RabbitNode> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<RabbitNode> {
         ensure_service_user()?;
         let dir = temp_dir("christmas-rabbit")?;
         let mut node = RabbitNode {
             server: None,
             port: free_port(),
+            tls_port: tls.then(free_port),
             dist_port: free_port(),
             epmd_port: free_port(),
             dir,
@@ -46,14 +60,29 @@ impl RabbitNode {
         std::fs::write(node.dir.join("enabled_plugins"), "[].\n")?;
         std::fs::write(node.dir.join("advanced.config"), "[].\n")?;
         std::fs::write(node.dir.join("rabbitmq-env.conf"), "")?;
-        std::fs::write(
-            node.dir.join("rabbitmq.conf"),
-            format!(
-                "listeners.tcp.1 = 127.0.0.1:{}\nloopback_users.guest = true\n\
-                 log.file.level = warning\n",
-                node.port
-            ),
-        )?;
+        let mut conf = format!(
+            "listeners.tcp.1 = 127.0.0.1:{}\nloopback_users.guest = true\n\
+             log.file.level = warning\n",
+            node.port
+        );
+        if let Some(tls_port) = node.tls_port {
+            let certs = node.dir.join("tls");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+            run(Command::new("bash")
+                .arg(script)
+                .arg("tls-certs")
+                .arg(&certs))?;
+            let c = certs.display();
+            conf.push_str(&format!(
+                "listeners.ssl.1 = 127.0.0.1:{tls_port}\n\
+                 ssl_options.cacertfile = {c}/ca.pem\n\
+                 ssl_options.certfile = {c}/server.pem\n\
+                 ssl_options.keyfile = {c}/server.key\n\
+                 ssl_options.verify = verify_none\n\
+                 ssl_options.fail_if_no_peer_cert = false\n"
+            ));
+        }
+        std::fs::write(node.dir.join("rabbitmq.conf"), conf)?;
         let cookie = node.dir.join(".erlang.cookie");
         std::fs::write(&cookie, format!("christmas{}", node.port))?;
         run(Command::new("chmod").arg("600").arg(&cookie))?;
@@ -79,6 +108,17 @@ impl RabbitNode {
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// `amqps://guest:guest@127.0.0.1:PORT/%2f`, when started with [`RabbitNode::start_tls`].
+    pub fn amqps_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|p| format!("amqps://guest:guest@127.0.0.1:{p}/%2f"))
+    }
+
+    /// The file of the CA that signed the TLS listener's certificate.
+    pub fn tls_ca(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
     }
 
     /// A RabbitMQ tool of this node, with the node's name, ports, cookie and files.
@@ -131,7 +171,11 @@ impl RabbitNode {
     }
 
     fn wait_up(&mut self) -> Result<()> {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let addrs: Vec<_> = [Some(self.port), self.tls_port]
+            .into_iter()
+            .flatten()
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
         let mut exited = false;
         let server = &mut self.server;
         wait_for("the RabbitMQ node", Duration::from_secs(90), || {
@@ -139,7 +183,10 @@ impl RabbitNode {
             exited = server
                 .as_mut()
                 .is_some_and(|s| s.try_wait().ok().flatten().is_some());
-            exited || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            exited
+                || addrs
+                    .iter()
+                    .all(|a| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok())
         })
         .and_then(|()| {
             if exited {
@@ -199,4 +246,28 @@ pub fn shared_amqp_url() -> String {
         })
     })
     .clone()
+}
+
+/// The RabbitMQ TLS listener shared by the tests of this process, and the file of the CA
+/// that signed its certificate: `CHRISTMAS_TEST_AMQPS_URL` and `CHRISTMAS_TEST_AMQPS_CA`
+/// when set (`scripts/test.sh` takes them from `scripts/services.sh env`), else a
+/// [`RabbitNode`] with TLS started on first use and left running until the process ends.
+pub fn shared_amqps() -> (String, PathBuf) {
+    static SHARED: OnceLock<(String, PathBuf)> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            match (
+                std::env::var("CHRISTMAS_TEST_AMQPS_URL"),
+                std::env::var("CHRISTMAS_TEST_AMQPS_CA"),
+            ) {
+                (Ok(url), Ok(ca)) => (url, PathBuf::from(ca)),
+                _ => {
+                    let node = RabbitNode::start_tls().expect("start a RabbitMQ node with TLS");
+                    let shared = (node.amqps_url().expect("a TLS listener"), node.tls_ca());
+                    std::mem::forget(node);
+                    shared
+                }
+            }
+        })
+        .clone()
 }

@@ -40,7 +40,7 @@ pub mod pgbouncer;
 pub mod redis;
 pub mod ticks;
 
-pub use amqp::{shared_amqp_url, RabbitNode};
+pub use amqp::{shared_amqp_url, shared_amqps, RabbitNode};
 pub use daemon::{DaemonProcess, InProcessDaemon};
 pub use host::unique_name;
 pub use http::{HttpClient, HttpResponse};

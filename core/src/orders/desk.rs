@@ -3,6 +3,7 @@
 //! events to the publisher ([`outbox`](super::outbox)), which runs the re-check
 //! ([`recheck`](super::recheck)).
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,8 +30,12 @@ pub struct OrderDeskConfig {
     pub read_database_url: Option<String>,
     /// Where `order.accepted` events go, by scheme: Redis (`redis://`,
     /// `redis+sentinel://`, `redis+cluster://`: a stream with consumer groups) or RabbitMQ
-    /// (`amqp://`: a durable quorum queue); `None`: no events.
+    /// (`amqp://`, or `amqps://` over TLS: a durable quorum queue); `None`: no events.
     pub redis_url: Option<String>,
+    /// For an `amqps://` events URL: a PEM file of the CA certificates that signed a
+    /// private broker's certificate, trusted besides the system's roots; `None`: the
+    /// system's roots only (default). Read when the desk starts.
+    pub events_tls_ca: Option<PathBuf>,
     /// The events stream (default `orders:events`).
     pub events_stream: String,
     /// Writer connections, each committing one group at a time (default 2).
@@ -58,6 +63,7 @@ pub struct OrderDeskConfig {
 impl std::fmt::Debug for OrderDeskConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrderDeskConfig")
+            .field("events_tls_ca", &self.events_tls_ca)
             .field("events_stream", &self.events_stream)
             .field("connections", &self.connections)
             .field("max_group", &self.max_group)
@@ -75,6 +81,7 @@ impl OrderDeskConfig {
             database_url: url.into(),
             read_database_url: None,
             redis_url: None,
+            events_tls_ca: None,
             events_stream: "orders:events".into(),
             connections: 2,
             max_group: 1_024,
@@ -205,7 +212,7 @@ impl OrderDesk {
         let target = config
             .redis_url
             .as_deref()
-            .map(EventsTarget::parse)
+            .map(|url| EventsTarget::parse(url, config.events_tls_ca.as_deref()))
             .transpose()?;
         let events_backend = target.as_ref().map(EventsTarget::backend);
         let reader = match &config.read_database_url {

@@ -1,6 +1,6 @@
 //! Orders: validated, group-committed, idempotent on `(account, client_order_id)`, and
 //! announced to asynchronous workers after commit, through a Redis stream (the default) or
-//! a RabbitMQ queue (an `amqp://` events URL).
+//! a RabbitMQ queue (an `amqp://` events URL, or `amqps://` over TLS).
 //!
 //! | piece | what |
 //! |---|---|
@@ -10,8 +10,8 @@
 //! | `outbox` | publishing `order.accepted` events from the outbox; the pause after a refusal; the sweep |
 //! | `recheck` | the announced ids a desk holds, and the round that announces again orders Redis lost |
 //! | `stream` | the events stream as Redis holds it: `XADD`, consumer groups' places, trimming |
-//! | `amqp` | the events queue as RabbitMQ holds it: quorum queue, confirms, the workers' consumer, the dead-letter queue |
-//! | `queue` | which of the two an events URL names (`redis://…` or `amqp://…`), behind one type |
+//! | `amqp` | the events queue as RabbitMQ holds it: the URL and its TLS roots, quorum queue, pipelined publishes and confirms, the workers' consumer, the dead-letter queue |
+//! | `queue` | which of the two an events URL names (`redis://…`, or `amqp://…` / `amqps://…`), behind one type |
 //! | `stats` | the desk's counters and histograms |
 //! | `worker` | [`OrderWorker`]: consumes `order.accepted` events with a consumer group, claims the ones a dead worker left, moves orders along once |
 //!

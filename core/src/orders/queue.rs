@@ -2,6 +2,7 @@
 //! events URL's scheme. The outbox and the re-check speak to [`EventsConn`] and do not care
 //! which.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -16,15 +17,21 @@ use crate::redis::target::RedisTarget;
 pub(crate) enum EventsTarget {
     /// `redis://`, `redis+sentinel://`, `redis+cluster://`: a stream with consumer groups.
     Redis(RedisTarget),
-    /// `amqp://`: a durable (quorum) queue.
+    /// `amqp://`, `amqps://`: a durable (quorum) queue.
     Amqp(AmqpTarget),
 }
 
 impl EventsTarget {
-    /// Reads `url`: `amqp://…` is RabbitMQ, anything else must be a Redis URL.
-    pub(crate) fn parse(url: &str) -> Result<EventsTarget> {
+    /// Reads `url`: `amqp://…` or `amqps://…` is RabbitMQ, anything else must be a Redis
+    /// URL. `tls_ca` (a PEM file of CA certificates) is for `amqps://` only.
+    pub(crate) fn parse(url: &str, tls_ca: Option<&Path>) -> Result<EventsTarget> {
         if AmqpTarget::is_amqp(url) {
-            Ok(EventsTarget::Amqp(AmqpTarget::parse(url)?))
+            Ok(EventsTarget::Amqp(AmqpTarget::parse(url, tls_ca)?))
+        } else if tls_ca.is_some() {
+            Err(Error::config(
+                "events tls ca",
+                "a CA file is for amqps:// URLs; the events URL names Redis",
+            ))
         } else {
             Ok(EventsTarget::Redis(RedisTarget::parse(url)?))
         }

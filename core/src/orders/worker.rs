@@ -1,5 +1,5 @@
 //! [`OrderWorker`]: the consumer side of the order events stream, on Redis or RabbitMQ
-//! (the `redis_url`'s scheme chooses: `amqp://` is RabbitMQ).
+//! (the `redis_url`'s scheme chooses: `amqp://` and `amqps://` are RabbitMQ).
 //!
 //! RabbitMQ: the worker consumes the events queue with manual acknowledgements and a
 //! prefetch of `prefetch` deliveries; a worker that dies (or whose connection breaks)
@@ -15,6 +15,7 @@
 //! events in one round trip each.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::Value;
@@ -33,8 +34,13 @@ use crate::redis::target::RedisTarget;
 #[derive(Clone, PartialEq, Eq)]
 pub struct OrderWorkerConfig {
     /// The events broker: Redis holding the stream (`redis://`, `redis+sentinel://`,
-    /// `redis+cluster://`) or RabbitMQ holding the queue (`amqp://`).
+    /// `redis+cluster://`) or RabbitMQ holding the queue (`amqp://`, or `amqps://` over
+    /// TLS).
     pub redis_url: String,
+    /// For an `amqps://` URL: a PEM file of the CA certificates that signed a private
+    /// broker's certificate, trusted besides the system's roots; `None`: the system's roots
+    /// only (default).
+    pub tls_ca: Option<PathBuf>,
     /// PostgreSQL holding the orders (the primary).
     pub database_url: String,
     /// The events stream (default `orders:events`).
@@ -75,6 +81,7 @@ impl OrderWorkerConfig {
     ) -> Self {
         OrderWorkerConfig {
             redis_url: redis_url.into(),
+            tls_ca: None,
             database_url: database_url.into(),
             stream: "orders:events".into(),
             group: "order-workers".into(),
@@ -184,7 +191,7 @@ impl OrderWorker {
         let queue = if AmqpTarget::is_amqp(&config.redis_url) {
             WorkerQueue::Amqp(Box::new(
                 AmqpConsumer::connect(
-                    AmqpTarget::parse(&config.redis_url)?,
+                    AmqpTarget::parse(&config.redis_url, config.tls_ca.as_deref())?,
                     &config.stream,
                     &config.consumer,
                     config.prefetch,
@@ -192,6 +199,11 @@ impl OrderWorker {
                 )
                 .await?,
             ))
+        } else if config.tls_ca.is_some() {
+            return Err(Error::config(
+                "worker tls ca",
+                "a CA file is for amqps:// URLs; the events URL names Redis",
+            ));
         } else {
             let mut redis = connection::connect(&RedisTarget::parse(&config.redis_url)?).await?;
             create_group(&mut redis, &config).await?;

@@ -1,5 +1,5 @@
-//! Order events and workers: redelivery after a crash, batches, trimming, and the
-//! re-check after Redis lost events.
+//! Order events and workers on Redis: batches, trimming, and the re-check after Redis
+//! lost events (redelivery after a crash: `either.rs`, over both brokers).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,82 +9,6 @@ use christmas_core::orders::{
 };
 
 use super::*;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_a_worker_dies_holding_is_redelivered_and_moves_the_order_once() {
-    let (redis, url, db, desk) = fresh_tuned_desk(|_| {}).await;
-    let config = |name: &str| OrderWorkerConfig {
-        claim_idle: Duration::from_millis(300),
-        block: Duration::from_millis(200),
-        ..OrderWorkerConfig::new(redis.url(), &url, name)
-    };
-    let mut a = OrderWorker::connect(config("a")).await.unwrap();
-    let SubmitOutcome::Created(order) = desk.submit(new_order(1)).await.unwrap() else {
-        panic!()
-    };
-    let mut event = None;
-    for _ in 0..50 {
-        event = a.next().await.unwrap();
-        if event.is_some() {
-            break;
-        }
-    }
-    let event = event.expect("the order.accepted event");
-    assert_eq!(
-        (event.order_id, event.kind.as_str(), event.claimed),
-        (order.id, "order.accepted", false)
-    );
-    assert_eq!(event.order["client_order_id"], "k-1");
-    assert!(a
-        .transition(order.id, &[OrderStatus::Accepted], OrderStatus::Working)
-        .await
-        .unwrap());
-    drop(a); // dies before acknowledging
-
-    let mut b = OrderWorker::connect(config("b")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let again = b
-        .next()
-        .await
-        .unwrap()
-        .expect("the event, claimed from the dead worker");
-    assert_eq!(
-        (again.stream_id.as_str(), again.claimed),
-        (event.stream_id.as_str(), true)
-    );
-    // The step the dead worker already made does not happen twice.
-    assert!(!b
-        .transition(order.id, &[OrderStatus::Accepted], OrderStatus::Working)
-        .await
-        .unwrap());
-    assert!(b
-        .transition(order.id, &[OrderStatus::Working], OrderStatus::Filled)
-        .await
-        .unwrap());
-    b.ack(&again).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(
-        b.next().await.unwrap().is_none(),
-        "an acknowledged event came back"
-    );
-    let row = db
-        .query_one(
-            "SELECT status, status_changes, (SELECT count(*) = 0 FROM order_outbox) FROM orders WHERE id = $1",
-            &[&order.id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            row.get::<_, String>(0).as_str(),
-            row.get::<_, i32>(1),
-            row.get::<_, bool>(2)
-        ),
-        ("filled", 2, true)
-    );
-    assert_nothing_pending(&redis);
-    desk.shutdown().await;
-}
 
 /// A worker takes events in batches, moves a batch's orders in one statement each step,
 /// acknowledges them in one command, and a batch a dead worker held is claimed whole.

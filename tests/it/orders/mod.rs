@@ -21,8 +21,10 @@ fn order_json(id: &str, quantity: f64) -> Value {
            "quantity": quantity, "limit_price": 6000.25, "time_in_force": "gtc"})
 }
 
+mod amqps;
 mod brokers;
 mod commit;
+mod either;
 mod events;
 mod http;
 
