@@ -78,7 +78,9 @@ fn write_csv(path: &Path, trades: &[Trade]) -> Result<()> {
     for t in trades {
         let time = format_ns(t.time_ns);
         // Whole microseconds: drop the three zeros of the nanoseconds.
-        let time = time.strip_suffix("000Z").map_or(time.clone(), |s| format!("{s}Z"));
+        let time = time
+            .strip_suffix("000Z")
+            .map_or(time.clone(), |s| format!("{s}Z"));
         writeln!(
             w,
             "{time},{},{},{},{},{}",

@@ -197,7 +197,10 @@ pub fn run(ctx: &RunContext, mut args: ReplayArgs) -> Result<Outcome> {
         crate::peers::python().map_err(|e| format!("{e:#}"))
     };
     if let Err(why) = &python {
-        crate::run::say(&bar, format!("replay: the asyncpg loader is skipped: {why}"));
+        crate::run::say(
+            &bar,
+            format!("replay: the asyncpg loader is skipped: {why}"),
+        );
     }
     bar.inc(1);
     let bench = Bench {
