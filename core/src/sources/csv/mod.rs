@@ -119,14 +119,17 @@ impl<R: Read> CsvReader<R> {
     /// Reads the header (or the first line of a headerless dialect); `size` is the input's
     /// length in bytes (for progress).
     pub fn from_reader(reader: R, size: u64, options: CsvOptions) -> Result<Self> {
+        // Fields are trimmed where they are read (`Line::field`): the csv crate's own
+        // trimming rebuilds every record, two allocations per line. The first two lines,
+        // read once, are trimmed whole.
         let mut reader = ::csv::ReaderBuilder::new()
             .has_headers(false)
-            .trim(::csv::Trim::All)
             .from_reader(reader);
         let mut first = ::csv::StringRecord::new();
         let read = reader.read_record(&mut first).map_err(|e| {
             header_error(format!("The first line of the file cannot be read: {e}."))
         })?;
+        first.trim();
         if !read || first.iter().all(str::is_empty) {
             return Err(header_error(format!(
                 "The file is empty: replay needs a header naming the columns ({ACCEPTED_COLUMNS}) \
@@ -148,6 +151,7 @@ impl<R: Read> CsvReader<R> {
                 let more = reader
                     .read_record(&mut data)
                     .map_err(|e| header_error(format!("Line 2 cannot be read: {e}.")))?;
+                data.trim();
                 (layout, more.then_some(data))
             } else {
                 (Layout::headerless(&first, options.dialect)?, Some(first))
@@ -339,6 +343,7 @@ impl Line<'_> {
     fn field(&self, i: usize, name: &str) -> Result<&str, SourceError> {
         self.record
             .get(i)
+            .map(str::trim)
             .ok_or_else(|| self.bad(format_args!("no {name} field")))
     }
 
