@@ -66,6 +66,25 @@ enum HashState {
     Done(ContentHash),
 }
 
+/// A file's [`ContentHash`], maybe still being computed on its own thread
+/// ([`ReplayFile::take_content_hash`]).
+#[derive(Debug)]
+pub struct PendingHash {
+    state: HashState,
+}
+
+impl PendingHash {
+    /// The hash; waits for the hashing thread when it is still running.
+    pub fn wait(self) -> Result<ContentHash> {
+        match self.state {
+            HashState::Done(h) => Ok(h),
+            HashState::Running(thread) => Ok(thread.join().map_err(|_| {
+                SourceError::new(SourceErrorKind::Io, "The file's hashing thread panicked.")
+            })??),
+        }
+    }
+}
+
 /// A file opened for replay: its ticks in file order, each with its position (0-based
 /// index among the file's ticks), and the file's [`ContentHash`]. The same file yields the
 /// same ticks at the same positions on every run, so (hash, position) names a tick.
@@ -178,21 +197,23 @@ impl ReplayFile {
     /// The SHA-256 of the file's bytes as stored ([`ContentHash`]); waits for the hashing
     /// thread the first time.
     pub fn content_hash(&mut self) -> Result<ContentHash> {
-        let done = match self.hash.take() {
-            Some(HashState::Done(h)) => h,
-            Some(HashState::Running(thread)) => thread.join().map_err(|_| {
-                SourceError::new(SourceErrorKind::Io, "The file's hashing thread panicked.")
-            })??,
-            None => {
-                return Err(SourceError::new(
-                    SourceErrorKind::Io,
-                    "The file was not opened from a path, and no hash was set.",
-                )
-                .into())
-            }
+        let Some(pending) = self.take_content_hash() else {
+            return Err(SourceError::new(
+                SourceErrorKind::Io,
+                "The file was not opened from a path, and no hash was set.",
+            )
+            .into());
         };
+        let done = pending.wait()?;
         self.hash = Some(HashState::Done(done));
         Ok(done)
+    }
+
+    /// The content hash as a [`PendingHash`] to wait for elsewhere, so the file can go to
+    /// a reader thread while it is still being hashed; `None` once taken, or when the file
+    /// was not opened from a path and no hash was set.
+    pub fn take_content_hash(&mut self) -> Option<PendingHash> {
+        self.hash.take().map(|state| PendingHash { state })
     }
 
     /// What the file is.

@@ -22,6 +22,6 @@ mod tick_source;
 pub mod timefmt;
 
 pub use error::{SourceError, SourceErrorKind, SourcePosition};
-pub use file::{FileFormat, ReadOptions, ReplayFile};
+pub use file::{FileFormat, PendingHash, ReadOptions, ReplayFile};
 pub use hash::ContentHash;
 pub use tick_source::TickSource;
