@@ -155,6 +155,7 @@ fn timed(what: &str, cmd: &mut Command) -> Result<f64> {
     Ok(secs)
 }
 
+// Long: the warm-up and the repeats share its closure (reset, load, count) on one runtime.
 pub fn run(ctx: &RunContext, mut args: ReplayArgs) -> Result<Outcome> {
     if args.common.plan(ctx.quick, 3) {
         args.rows = args.rows.min(300_000);
@@ -352,7 +353,8 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
          spawn to exit; before each run the table is emptied (TRUNCATE, CHECKPOINT, {settle} ms \
          pause) and after it its row count is checked. {warm}Median of {runs}, the contenders \
          alternating within each run.\n\n\
-         | contender | rows/s | ratio to the ceiling | target |\n|---|---|---|---|\n",
+         | contender | rows/s | ratio to the ceiling | each run's ratio to its ceiling | target |\n\
+         |---|---|---|---|---|\n",
         provenance = ctx.provenance(),
         settings = m.settings,
         rows = args.rows,
@@ -376,12 +378,13 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
         };
         match v {
             Some(v) => md.push_str(&format!(
-                "| {} | {v:.0} | **{:.2}** | {target} |\n",
+                "| {} | {v:.0} | **{:.2}** | {} | {target} |\n",
                 name(c),
-                v / ceiling
+                v / ceiling,
+                per_run_ratios(m.rates, c)
             )),
             None => md.push_str(&format!(
-                "| {} | skipped: {} | — | — |\n",
+                "| {} | skipped: {} | — | — | — |\n",
                 name(c),
                 m.skipped.as_deref().unwrap_or("no run").replace('|', "\\|")
             )),
@@ -483,4 +486,24 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
         markdown: String::new(),
     };
     outcome.publish(md)
+}
+
+/// `0.83, 0.88, 0.57`: each run's rows/s of `c` over the ceiling's in the same run (on a
+/// busy machine the ceiling moves between runs, and these ratios move less than the
+/// medians' ratio).
+fn per_run_ratios(rates: &[(Contender, Vec<f64>)], c: Contender) -> String {
+    let of = |c: Contender| rates.iter().find(|r| r.0 == c).map(|r| r.1.as_slice());
+    let (Some(ceiling), Some(mine)) = (of(Contender::Ceiling), of(c)) else {
+        return "—".into();
+    };
+    // A peer that failed in some runs has fewer figures than the ceiling: no pairing then.
+    if mine.len() != ceiling.len() {
+        return "—".into();
+    }
+    let ratios: Vec<String> = mine
+        .iter()
+        .zip(ceiling)
+        .map(|(v, c)| format!("{:.2}", v / c))
+        .collect();
+    ratios.join(", ")
 }
