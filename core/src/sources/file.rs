@@ -10,7 +10,7 @@ use crate::sources::csv::{CsvDialect, CsvOptions, CsvReader};
 use crate::sources::error::{SourceError, SourceErrorKind};
 use crate::sources::hash::ContentHash;
 use crate::sources::tick_source::TickSource;
-use crate::sources::timefmt::TimeUnit;
+use crate::sources::timefmt::{NaiveZone, TimeUnit};
 use crate::symbol::Symbol;
 
 /// How to read a file, where the file does not say (the CSV options; a DBN file says all).
@@ -22,8 +22,9 @@ pub struct ReadOptions {
     pub dialect: Option<CsvDialect>,
     /// The unit of a CSV's integer times.
     pub time_unit: Option<TimeUnit>,
-    /// The offset of a CSV's times written without one, minutes east of UTC.
-    pub tz_offset_minutes: Option<i32>,
+    /// Where a CSV's times written without an offset were taken: a fixed offset or a tz
+    /// database zone.
+    pub tz: Option<NaiveZone>,
 }
 
 /// What a file is, as read.
@@ -134,7 +135,7 @@ impl ReplayFile {
                     symbol,
                     dialect: options.dialect,
                     time_unit: options.time_unit,
-                    tz_offset_minutes: options.tz_offset_minutes,
+                    tz: options.tz.clone(),
                 },
             )?;
             let format = FileFormat::Csv(reader.dialect());

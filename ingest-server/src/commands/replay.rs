@@ -32,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use christmas_core::fanout::FanoutConfig;
 use christmas_core::producer::ProducerId;
 use christmas_core::sources::csv::CsvDialect;
-use christmas_core::sources::timefmt::{format_ns, parse_offset, TimeUnit};
+use christmas_core::sources::timefmt::{format_ns, NaiveZone, TimeUnit};
 use christmas_core::sources::{ReadOptions, ReplayFile};
 use christmas_core::{AckLevel, IngestorConfig, Ingress, Sink, Tick, Ticks};
 use tokio::sync::mpsc;
@@ -69,10 +69,11 @@ pub struct ReplayArgs {
     /// from their magnitude, with a warning).
     #[arg(long, value_name = "UNIT")]
     pub time_unit: Option<TimeUnit>,
-    /// Fixed offset of a CSV's times written without one, like -05:00 (default: the
-    /// dialect's, HistData's EST; else UTC, with a warning).
-    #[arg(long, value_name = "OFFSET", value_parser = parse_offset, allow_hyphen_values = true)]
-    pub tz: Option<i32>,
+    /// Where a CSV's times written without an offset were taken: a fixed offset like
+    /// -05:00, or a time zone name like America/New_York (its daylight saving time
+    /// followed) (default: the dialect's, HistData's EST; else UTC, with a warning).
+    #[arg(long, value_name = "ZONE", value_parser = NaiveZone::parse, allow_hyphen_values = true)]
+    pub tz: Option<NaiveZone>,
     /// Load ticks older than the database's retention anyway (the next maintenance pass
     /// deletes them).
     #[arg(long)]
@@ -282,7 +283,7 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
         symbol: args.symbol.clone(),
         dialect: args.format,
         time_unit: args.time_unit,
-        tz_offset_minutes: args.tz,
+        tz: args.tz.clone(),
     };
     let path = args.file.display().to_string();
     let mut file =
