@@ -7,7 +7,7 @@
 //! | module | what it is |
 //! |---|---|
 //! | `all` (here) | every scenario in turn, then the summary |
-//! | [`core_benches`], [`ingest`], [`daemon`], [`fanout`], [`orders`], [`scale`] | the scenarios |
+//! | [`core_benches`], [`ingest`], [`daemon`], [`replay`], [`fanout`], [`orders`], [`scale`] | the scenarios |
 //! | [`market`] | the rows: synthetic market or file replay, and their encodings |
 //! | [`peers`] | the Python peers of `ingest` (bench/peers/) |
 //! | [`loadgen`] | wrk and siege |
@@ -38,6 +38,7 @@ mod order_events;
 mod orders;
 mod peers;
 mod pg;
+mod replay;
 mod report;
 mod run;
 mod scale;
@@ -60,7 +61,7 @@ struct AllArgs {
     /// Shorter runs, one repeat and a reduced sweep in every scenario (< 5 minutes here).
     #[arg(long)]
     quick: bool,
-    /// Only these scenarios (comma-separated: core,ingest,daemon,fanout,orders,scale).
+    /// Only these scenarios (comma-separated: core,ingest,daemon,replay,fanout,orders,scale).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Not these scenarios.
@@ -90,6 +91,10 @@ enum Command {
     /// The same rows through the daemon: POST /api/ticks (NDJSON) and the TCP listener,
     /// against the psql ceiling and the embedded engine.
     Daemon(daemon::DaemonArgs),
+    /// `christmas-ingest replay` of a 1 M-trade CSV and of a DBN file of the same trades,
+    /// against parallel `psql \copy` binary (the ceiling), `psql \copy … csv` and an
+    /// asyncpg loader of the CSV.
+    Replay(replay::ReplayArgs),
     /// Redis fan-out: ticks/s delivered to one subscriber vs redis-benchmark PUBLISH of the
     /// same payload size; push → subscriber latency; PostgreSQL throughput with Redis down.
     Fanout(fanout::FanoutArgs),
@@ -118,13 +123,16 @@ fn defaults<T: Args>() -> Result<T> {
     Ok(Wrap::<T>::try_parse_from(["christmas-bench"])?.inner)
 }
 
-const SCENARIOS: &[&str] = &["core", "ingest", "daemon", "fanout", "orders", "scale"];
+const SCENARIOS: &[&str] = &[
+    "core", "ingest", "daemon", "replay", "fanout", "orders", "scale",
+];
 
 fn run_scenario(ctx: &RunContext, name: &str) -> Result<Outcome> {
     match name {
         "core" => core_benches::run(ctx),
         "ingest" => ingest::run(ctx, defaults()?),
         "daemon" => daemon::run(ctx, defaults()?),
+        "replay" => replay::run(ctx, defaults()?),
         "fanout" => fanout::run(ctx, defaults()?),
         "orders" => orders::run(ctx, defaults()?),
         "scale" => scale::run(ctx, defaults()?),
@@ -231,7 +239,7 @@ fn run() -> Result<()> {
     // are read, so DATABASE_URL and REDIS_URL defaults come from scripts/services.sh.
     let needs_services = std::env::args().nth(1).is_some_and(|c| {
         [
-            "all", "ingest", "daemon", "fanout", "orders", "scale", "soak", "sse",
+            "all", "ingest", "daemon", "replay", "fanout", "orders", "scale", "soak", "sse",
         ]
         .contains(&c.as_str())
     }) && !std::env::args().any(|a| a == "--help" || a == "-h");
@@ -244,6 +252,7 @@ fn run() -> Result<()> {
         Command::Core(args) => single("core", args.quick, core_benches::run),
         Command::Ingest(args) => single("ingest", args.load.common.quick, |c| ingest::run(c, args)),
         Command::Daemon(args) => single("daemon", args.load.common.quick, |c| daemon::run(c, args)),
+        Command::Replay(args) => single("replay", args.common.quick, |c| replay::run(c, args)),
         Command::Fanout(args) => single("fanout", args.common.quick, |c| fanout::run(c, args)),
         Command::Sse(args) => single("sse", args.common.quick, |c| sse::run(c, args)),
         Command::Orders(args) => single("orders", args.common.quick, |c| orders::run(c, args)),

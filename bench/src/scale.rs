@@ -109,12 +109,17 @@ fn wait_healthy(
     bail!("{what} did not answer GET /health with 200 within 30 s")
 }
 
-/// The christmas-ingest binary: `--daemon-bin`, else target/release/christmas-ingest after
-/// `cargo build --release -p christmas-ingest` (the one already there when that fails).
+/// The christmas-ingest binary: `--daemon-bin`, else [`ingest_binary`].
 fn daemon_binary(args: &ScaleArgs, bar: &indicatif::ProgressBar) -> Result<PathBuf> {
-    if let Some(p) = &args.daemon_bin {
-        return Ok(p.clone());
+    match &args.daemon_bin {
+        Some(p) => Ok(p.clone()),
+        None => ingest_binary(bar),
     }
+}
+
+/// target/release/christmas-ingest after `cargo build --release -p christmas-ingest` (the
+/// one already there when that fails).
+pub fn ingest_binary(bar: &indicatif::ProgressBar) -> Result<PathBuf> {
     let bin = std::env::current_exe()?.with_file_name("christmas-ingest");
     bar.set_message("cargo build --release -p christmas-ingest");
     let built = Command::new("cargo")
@@ -135,7 +140,7 @@ fn daemon_binary(args: &ScaleArgs, bar: &indicatif::ProgressBar) -> Result<PathB
         Ok(o) if bin.exists() => crate::run::say(
             bar,
             format!(
-                "scale: cargo build of christmas-ingest failed; using the binary already built: {}",
+                "cargo build of christmas-ingest failed; using the binary already built: {}",
                 String::from_utf8_lossy(&o.stderr)
                     .lines()
                     .last()
@@ -148,7 +153,7 @@ fn daemon_binary(args: &ScaleArgs, bar: &indicatif::ProgressBar) -> Result<PathB
         ),
         Err(e) if bin.exists() => crate::run::say(
             bar,
-            format!("scale: cannot run cargo ({e}); using {}", bin.display()),
+            format!("cannot run cargo ({e}); using {}", bin.display()),
         ),
         Err(e) => return Err(e).context("running cargo build"),
     }

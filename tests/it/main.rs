@@ -13,6 +13,7 @@ mod producers;
 mod producers_daemon;
 mod replay;
 mod replay_once;
+mod replay_tz;
 mod scale;
 mod schema;
 mod spool;

@@ -185,18 +185,29 @@ impl IngressMetrics {
 }
 
 impl Ingress {
-    /// Starts both pipelines from one config: the trade pipeline, then the quote pipeline,
-    /// each writing to its kind's table (leave `config.table` unset) and spooling, when
-    /// `config.spool` is set, in its own subdirectory. Must be called inside a Tokio
-    /// runtime.
+    /// Starts both pipelines from one config, side by side (their connections and first
+    /// partition maintenance pass are round trips to the database, not work), each writing to
+    /// its kind's table (leave `config.table` unset) and spooling, when `config.spool` is
+    /// set, in its own subdirectory. When one fails, the other is shut down and the first
+    /// failure (the trade pipeline's when both fail) is returned. Must be called inside a
+    /// Tokio runtime.
     pub async fn start(config: IngestorConfig) -> Result<Ingress> {
-        let trades = IngestorBuilder::<Trade>::from_config(config.clone())
-            .start()
-            .await?;
-        let quotes = IngestorBuilder::<Quote>::from_config(config)
-            .start()
-            .await?;
-        Ok(Ingress::new(trades, quotes))
+        let (trades, quotes) = tokio::join!(
+            IngestorBuilder::<Trade>::from_config(config.clone()).start(),
+            IngestorBuilder::<Quote>::from_config(config).start(),
+        );
+        match (trades, quotes) {
+            (Ok(trades), Ok(quotes)) => Ok(Ingress::new(trades, quotes)),
+            (Err(e), Ok(quotes)) => {
+                let _ = quotes.shutdown().await;
+                Err(e)
+            }
+            (Ok(trades), Err(e)) => {
+                let _ = trades.shutdown().await;
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
     }
 
     /// Both pipelines, started by the caller.

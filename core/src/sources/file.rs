@@ -10,7 +10,7 @@ use crate::sources::csv::{CsvDialect, CsvOptions, CsvReader};
 use crate::sources::error::{SourceError, SourceErrorKind};
 use crate::sources::hash::ContentHash;
 use crate::sources::tick_source::TickSource;
-use crate::sources::timefmt::TimeUnit;
+use crate::sources::timefmt::{NaiveZone, TimeUnit};
 use crate::symbol::Symbol;
 
 /// How to read a file, where the file does not say (the CSV options; a DBN file says all).
@@ -22,8 +22,9 @@ pub struct ReadOptions {
     pub dialect: Option<CsvDialect>,
     /// The unit of a CSV's integer times.
     pub time_unit: Option<TimeUnit>,
-    /// The offset of a CSV's times written without one, minutes east of UTC.
-    pub tz_offset_minutes: Option<i32>,
+    /// Where a CSV's times written without an offset were taken: a fixed offset or a tz
+    /// database zone.
+    pub tz: Option<NaiveZone>,
 }
 
 /// What a file is, as read.
@@ -64,6 +65,25 @@ impl std::fmt::Display for FileFormat {
 enum HashState {
     Running(JoinHandle<std::result::Result<ContentHash, SourceError>>),
     Done(ContentHash),
+}
+
+/// A file's [`ContentHash`], maybe still being computed on its own thread
+/// ([`ReplayFile::take_content_hash`]).
+#[derive(Debug)]
+pub struct PendingHash {
+    state: HashState,
+}
+
+impl PendingHash {
+    /// The hash; waits for the hashing thread when it is still running.
+    pub fn wait(self) -> Result<ContentHash> {
+        match self.state {
+            HashState::Done(h) => Ok(h),
+            HashState::Running(thread) => Ok(thread.join().map_err(|_| {
+                SourceError::new(SourceErrorKind::Io, "The file's hashing thread panicked.")
+            })??),
+        }
+    }
 }
 
 /// A file opened for replay: its ticks in file order, each with its position (0-based
@@ -115,7 +135,7 @@ impl ReplayFile {
                     symbol,
                     dialect: options.dialect,
                     time_unit: options.time_unit,
-                    tz_offset_minutes: options.tz_offset_minutes,
+                    tz: options.tz.clone(),
                 },
             )?;
             let format = FileFormat::Csv(reader.dialect());
@@ -178,21 +198,23 @@ impl ReplayFile {
     /// The SHA-256 of the file's bytes as stored ([`ContentHash`]); waits for the hashing
     /// thread the first time.
     pub fn content_hash(&mut self) -> Result<ContentHash> {
-        let done = match self.hash.take() {
-            Some(HashState::Done(h)) => h,
-            Some(HashState::Running(thread)) => thread.join().map_err(|_| {
-                SourceError::new(SourceErrorKind::Io, "The file's hashing thread panicked.")
-            })??,
-            None => {
-                return Err(SourceError::new(
-                    SourceErrorKind::Io,
-                    "The file was not opened from a path, and no hash was set.",
-                )
-                .into())
-            }
+        let Some(pending) = self.take_content_hash() else {
+            return Err(SourceError::new(
+                SourceErrorKind::Io,
+                "The file was not opened from a path, and no hash was set.",
+            )
+            .into());
         };
+        let done = pending.wait()?;
         self.hash = Some(HashState::Done(done));
         Ok(done)
+    }
+
+    /// The content hash as a [`PendingHash`] to wait for elsewhere, so the file can go to
+    /// a reader thread while it is still being hashed; `None` once taken, or when the file
+    /// was not opened from a path and no hash was set.
+    pub fn take_content_hash(&mut self) -> Option<PendingHash> {
+        self.hash.take().map(|state| PendingHash { state })
     }
 
     /// What the file is.

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | [`csv`] | CSV of trades or quotes: a header-driven generic layout and the dialects of Databento, Tardis, Binance and HistData | |
 //! | [`dbn`] | Databento DBN, every tick schema, versions 1 to 3 (`.dbn`, `.dbn.zst`) | `dbn` |
-//! | [`timefmt`] | RFC 3339 / integer timestamps in any unit / naive times at a fixed offset | |
+//! | [`timefmt`] | RFC 3339 / integer timestamps in any unit / naive times at a fixed offset or in a tz database zone ([`timefmt::NaiveZone`]) | |
 //!
 //! [`ReplayFile`] is the way in: it opens any of them by name and content, and numbers
 //! the ticks it yields (their position) next to the file's [`ContentHash`], which together
@@ -22,6 +22,6 @@ mod tick_source;
 pub mod timefmt;
 
 pub use error::{SourceError, SourceErrorKind, SourcePosition};
-pub use file::{FileFormat, ReadOptions, ReplayFile};
+pub use file::{FileFormat, PendingHash, ReadOptions, ReplayFile};
 pub use hash::ContentHash;
 pub use tick_source::TickSource;

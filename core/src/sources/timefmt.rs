@@ -4,7 +4,8 @@
 //!
 //! Files also write integers in other units ([`TimeUnit`], told apart by magnitude with
 //! [`TimeUnit::guess`]) and naive times without an offset (`2024-07-02 00:00:00.5`,
-//! HistData's `20240702 000000500`), read at a fixed offset by [`parse_naive_ns`].
+//! HistData's `20240702 000000500`), read at a fixed offset by [`parse_naive_ns`], or in a
+//! zone of the IANA tz database whose daylight saving time they follow ([`NaiveZone`]).
 //!
 //! Parsing is strict: the date must exist (`2024-02-30` is refused, `2024-02-29` is not),
 //! the offset is required and within ±23:59, each field has exactly its digits, and a
@@ -282,6 +283,56 @@ pub fn parse_offset(s: &str) -> Result<i32, String> {
         })
 }
 
+/// Where times written without an offset were taken: a fixed offset, or a zone of the IANA
+/// tz database whose offset follows its rules (daylight saving time included).
+#[derive(Debug, Clone)]
+pub enum NaiveZone {
+    /// Minutes east of UTC, all year.
+    Offset(i32),
+    /// A tz database zone, like `America/New_York`.
+    Zone(jiff::tz::TimeZone),
+}
+
+impl NaiveZone {
+    /// `-05:00`, `+0530`, `-05`, `UTC`: a fixed offset ([`parse_offset`]); else a zone
+    /// name like `America/New_York`, from the system's tz database (a copy built into the
+    /// binary when the system has none).
+    pub fn parse(s: &str) -> Result<NaiveZone, String> {
+        if let Ok(minutes) = parse_offset(s) {
+            return Ok(NaiveZone::Offset(minutes));
+        }
+        jiff::tz::TimeZone::get(s.trim())
+            .map(NaiveZone::Zone)
+            .map_err(|_| {
+                format!(
+                    "{:?} is neither a fixed offset (-05:00, +0530, -05, UTC) nor a time zone                      name of the tz database (America/New_York, Europe/London)",
+                    s.trim()
+                )
+            })
+    }
+
+    /// The instant of the naive time `s` ([`parse_naive_ns`]'s forms) here. In a zone, a
+    /// wall time that daylight saving time repeats (autumn) is the first of the two, and
+    /// one it skips (spring) is read with the offset from before the change: the
+    /// "compatible" choice of RFC 5545 and JavaScript's Temporal.
+    pub fn parse_ns(&self, s: &str) -> Result<i64, String> {
+        let tz = match self {
+            NaiveZone::Offset(minutes) => return parse_naive_ns(s, *minutes),
+            NaiveZone::Zone(tz) => tz,
+        };
+        // The wall time read as if it were UTC, then placed in the zone.
+        let wall = parse_naive_ns(s, 0)?;
+        let out_of_range = |e: jiff::Error| format!("{:?}: {e}", s.trim());
+        let wall = jiff::Timestamp::from_nanosecond(i128::from(wall)).map_err(out_of_range)?;
+        let civil = jiff::tz::TimeZone::UTC.to_datetime(wall);
+        let at = tz
+            .to_ambiguous_timestamp(civil)
+            .compatible()
+            .map_err(out_of_range)?;
+        i64::try_from(at.as_nanosecond()).map_err(|_| format!("{:?} is out of range", s.trim()))
+    }
+}
+
 /// RFC 3339 in UTC with nanoseconds: `2024-07-02T00:00:00.123456789Z`.
 pub fn format_ns(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
@@ -420,6 +471,37 @@ mod tests {
         assert_eq!(parse_offset("+0530").unwrap(), 330);
         assert_eq!(parse_offset("UTC").unwrap(), 0);
         assert!(parse_offset("America/New_York").is_err());
+    }
+
+    /// New York's daylight saving time: 2024-03-10 02:00 EST jumps to 03:00 EDT, and
+    /// 2024-11-03 02:00 EDT falls back to 01:00 EST.
+    #[test]
+    fn a_zone_name_follows_daylight_saving_time_across_its_changes() {
+        let ny = NaiveZone::parse("America/New_York").unwrap();
+        let at = |s: &str| format_ns(ny.parse_ns(s).unwrap());
+        // Spring: the last second of EST (UTC-5), then the first of EDT (UTC-4), one
+        // second later in UTC.
+        assert_eq!(at("2024-03-10 01:59:59"), "2024-03-10T06:59:59.000000000Z");
+        assert_eq!(at("2024-03-10 03:00:00"), "2024-03-10T07:00:00.000000000Z");
+        // A skipped wall time takes the offset from before the change.
+        assert_eq!(at("2024-03-10 02:30:00"), "2024-03-10T07:30:00.000000000Z");
+        // Autumn: 01:30 comes twice; the first (EDT) is taken. 02:00 is EST.
+        assert_eq!(at("2024-11-03 00:59:59"), "2024-11-03T04:59:59.000000000Z");
+        assert_eq!(at("2024-11-03 01:30:00"), "2024-11-03T05:30:00.000000000Z");
+        assert_eq!(at("2024-11-03 02:00:00"), "2024-11-03T07:00:00.000000000Z");
+        // Summer and winter, and HistData's form with milliseconds.
+        assert_eq!(at("2024-07-01 20:00:00"), "2024-07-02T00:00:00.000000000Z");
+        assert_eq!(at("20240102 190000250"), "2024-01-03T00:00:00.250000000Z");
+        // Offsets still parse as offsets; nonsense is refused with both forms named.
+        assert!(matches!(
+            NaiveZone::parse("-05:00"),
+            Ok(NaiveZone::Offset(-300))
+        ));
+        let e = NaiveZone::parse("Mars/Olympus").unwrap_err();
+        assert!(
+            e.contains("America/New_York") && e.contains("-05:00"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use christmas_core::fanout::FanoutConfig;
 use christmas_core::producer::ProducerId;
 use christmas_core::sources::csv::CsvDialect;
-use christmas_core::sources::timefmt::{format_ns, parse_offset, TimeUnit};
+use christmas_core::sources::timefmt::{format_ns, NaiveZone, TimeUnit};
 use christmas_core::sources::{ReadOptions, ReplayFile};
 use christmas_core::{AckLevel, IngestorConfig, Ingress, Sink, Tick, Ticks};
 use tokio::sync::mpsc;
@@ -69,10 +69,11 @@ pub struct ReplayArgs {
     /// from their magnitude, with a warning).
     #[arg(long, value_name = "UNIT")]
     pub time_unit: Option<TimeUnit>,
-    /// Fixed offset of a CSV's times written without one, like -05:00 (default: the
-    /// dialect's, HistData's EST; else UTC, with a warning).
-    #[arg(long, value_name = "OFFSET", value_parser = parse_offset, allow_hyphen_values = true)]
-    pub tz: Option<i32>,
+    /// Where a CSV's times written without an offset were taken: a fixed offset like
+    /// -05:00, or a time zone name like America/New_York (its daylight saving time
+    /// followed) (default: the dialect's, HistData's EST; else UTC, with a warning).
+    #[arg(long, value_name = "ZONE", value_parser = NaiveZone::parse, allow_hyphen_values = true)]
+    pub tz: Option<NaiveZone>,
     /// Load ticks older than the database's retention anyway (the next maintenance pass
     /// deletes them).
     #[arg(long)]
@@ -121,8 +122,8 @@ pub struct ReplaySummary {
     pub already_stored: u64,
 }
 
-/// Draws `[#####.....]  45%  12,345 ticks  98,765/s` on stderr (or a line a second when it
-/// is not a terminal).
+/// Draws `[#####.....]  45%  12345 ticks  98765/s` on stderr, five times a second, when
+/// stderr is a terminal; nothing otherwise (a log gets the summary, not a line a second).
 struct Progress {
     tty: bool,
     started: Instant,
@@ -140,12 +141,7 @@ impl Progress {
     }
 
     fn tick(&mut self, done: Option<f64>, ticks: u64, force: bool) {
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(1)
-        };
-        if !force && self.last.elapsed() < every {
+        if !self.tty || (!force && self.last.elapsed() < Duration::from_millis(200)) {
             return;
         }
         self.last = Instant::now();
@@ -165,11 +161,7 @@ impl Progress {
         };
         let line = format!("{bar}{ticks} ticks  {rate:.0}/s");
         let mut err = std::io::stderr();
-        let _ = if self.tty {
-            write!(err, "\r{line}")
-        } else {
-            writeln!(err, "{line}")
-        };
+        let _ = write!(err, "\r{line}");
         let _ = err.flush();
     }
 }
@@ -291,7 +283,7 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
         symbol: args.symbol.clone(),
         dialect: args.format,
         time_unit: args.time_unit,
-        tz_offset_minutes: args.tz,
+        tz: args.tz.clone(),
     };
     let path = args.file.display().to_string();
     let mut file =
@@ -299,35 +291,64 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     for note in file.notes() {
         eprintln!("warning: {path}: {note}");
     }
-    let producer = match (&args.producer, args.force) {
+    // The file's hash (its producer name), the pipelines' connections and the first
+    // chunk (its age against the retention) are waited for together: none needs another.
+    let named = match (&args.producer, args.force) {
         (_, true) => None,
         // Shifted to now, the ticks differ from every earlier run's: new ticks each time.
         (None, false) if args.rebase_to_now => None,
         (Some(name), false) => Some(ProducerId::new(name).context("--producer")?),
-        (None, false) => {
-            let hash = file
-                .content_hash()
-                .with_context(|| format!("hashing {path}"))?;
-            Some(ProducerId::new(&format!("file:{}", hash.to_hex()))?)
-        }
+        (None, false) => None,
+    };
+    let hashing = match (&args.producer, args.force, args.rebase_to_now) {
+        (None, false, false) => file.take_content_hash(),
+        _ => None,
     };
     let (tx, mut rx) = mpsc::channel(4);
     let reader = std::thread::spawn(move || read_chunks(file, tx));
-    let first = rx.recv().await;
-    if let Some(Ok(chunk)) = &first {
-        if let Some(oldest) = chunk.ticks.iter().map(Tick::time_ns).min() {
-            check_retention(url, args, oldest).await?;
+    let hashed = async {
+        let Some(pending) = hashing else {
+            return Ok(named);
+        };
+        let hash = tokio::task::spawn_blocking(move || pending.wait())
+            .await
+            .context("the hashing thread")?
+            .with_context(|| format!("hashing {path}"))?;
+        Ok(Some(ProducerId::new(&format!("file:{}", hash.to_hex()))?))
+    };
+    let checked = async {
+        let first = rx.recv().await;
+        if let Some(Ok(chunk)) = &first {
+            if let Some(oldest) = chunk.ticks.iter().map(Tick::time_ns).min() {
+                check_retention(url, args, oldest).await?;
+            }
         }
-    }
-    let ingress = Ingress::start(IngestorConfig {
-        sink: Some(Sink::Postgres(url.into())),
-        shards: args.shards,
-        stream: "replay".into(),
-        fanout: args.redis_url.as_deref().map(FanoutConfig::new),
-        ..IngestorConfig::default()
-    })
-    .await
-    .context("starting the trade and quote pipelines")?;
+        anyhow::Ok(first)
+    };
+    let started = async {
+        Ingress::start(IngestorConfig {
+            sink: Some(Sink::Postgres(url.into())),
+            shards: args.shards,
+            stream: "replay".into(),
+            fanout: args.redis_url.as_deref().map(FanoutConfig::new),
+            ..IngestorConfig::default()
+        })
+        .await
+        .context("starting the trade and quote pipelines")
+    };
+    let (producer, first, ingress) = tokio::join!(hashed, checked, started);
+    let (producer, first, ingress) = match (producer, first, ingress) {
+        (Ok(p), Ok(f), Ok(i)) => (p, f, i),
+        (p, f, i) => {
+            // Dropping the receiver ends the reader at its next chunk.
+            drop(rx);
+            let _ = reader.join();
+            if let Ok(i) = &i {
+                let _ = i.shutdown().await;
+            }
+            return Err(first_error([f.err(), p.err(), i.err()]));
+        }
+    };
     let mut pusher = Pusher::new(args, producer.clone());
     let mut failed = None;
     let mut next = first;
@@ -369,6 +390,15 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
             )))
         }
     }
+}
+
+/// The first of errors where at least one is known to be.
+fn first_error(errors: [Option<anyhow::Error>; 3]) -> anyhow::Error {
+    errors
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or_else(|| anyhow::anyhow!("replay failed"))
 }
 
 /// The async side of a replay: paces, rebases and pushes what the reader thread read.

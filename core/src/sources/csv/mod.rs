@@ -11,7 +11,7 @@
 //!   unit (Tardis µs, Databento ns, a `time_ns` column ns), else guessed from the magnitude
 //!   ([`TimeUnit::guess`]) with a note saying so;
 //! - RFC 3339 with an offset;
-//! - naive date-times, at [`CsvOptions::tz_offset_minutes`], else the dialect's (HistData:
+//! - naive date-times, at [`CsvOptions::tz`] (a fixed offset or a tz database zone), else the dialect's (HistData:
 //!   EST, fixed UTC−5), else UTC with a note saying so.
 //!
 //! A side is read by [`Side::from_text`] (`B`, `buy`, `S`, `sell`, `A`, `ask`, … in any
@@ -32,7 +32,7 @@ use crate::error::Result;
 use crate::record::{Quote, Side, Tick, Trade};
 use crate::sources::error::{SourceError, SourceErrorKind, SourcePosition};
 use crate::sources::tick_source::TickSource;
-use crate::sources::timefmt::{parse_epoch, parse_naive_ns, parse_ns, TimeUnit};
+use crate::sources::timefmt::{parse_epoch, parse_ns, NaiveZone, TimeUnit};
 use crate::symbol::Symbol;
 
 /// How to read a CSV, where the file does not say.
@@ -44,17 +44,17 @@ pub struct CsvOptions {
     pub dialect: Option<CsvDialect>,
     /// The unit of integer times (`--time-unit`); unset: the dialect's, else guessed.
     pub time_unit: Option<TimeUnit>,
-    /// The offset of times written without one, minutes east of UTC (`--tz`); unset: the
-    /// dialect's (HistData: −300), else UTC.
-    pub tz_offset_minutes: Option<i32>,
+    /// Where times written without an offset were taken (`--tz`): a fixed offset or a tz
+    /// database zone; unset: the dialect's (HistData: UTC−5), else UTC.
+    pub tz: Option<NaiveZone>,
 }
 
 /// How the file's times are written, decided on its first line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum TimeForm {
     Epoch(TimeUnit),
     Rfc3339,
-    Naive(i32),
+    Naive(NaiveZone),
 }
 
 /// Reads a CSV of trades or quotes tick by tick, reusing one record buffer.
@@ -119,14 +119,17 @@ impl<R: Read> CsvReader<R> {
     /// Reads the header (or the first line of a headerless dialect); `size` is the input's
     /// length in bytes (for progress).
     pub fn from_reader(reader: R, size: u64, options: CsvOptions) -> Result<Self> {
+        // Fields are trimmed where they are read (`Line::field`): the csv crate's own
+        // trimming rebuilds every record, two allocations per line. The first two lines,
+        // read once, are trimmed whole.
         let mut reader = ::csv::ReaderBuilder::new()
             .has_headers(false)
-            .trim(::csv::Trim::All)
             .from_reader(reader);
         let mut first = ::csv::StringRecord::new();
         let read = reader.read_record(&mut first).map_err(|e| {
             header_error(format!("The first line of the file cannot be read: {e}."))
         })?;
+        first.trim();
         if !read || first.iter().all(str::is_empty) {
             return Err(header_error(format!(
                 "The file is empty: replay needs a header naming the columns ({ACCEPTED_COLUMNS}) \
@@ -148,6 +151,7 @@ impl<R: Read> CsvReader<R> {
                 let more = reader
                     .read_record(&mut data)
                     .map_err(|e| header_error(format!("Line 2 cannot be read: {e}.")))?;
+                data.trim();
                 (layout, more.then_some(data))
             } else {
                 (Layout::headerless(&first, options.dialect)?, Some(first))
@@ -236,7 +240,7 @@ impl<R: Read> CsvReader<R> {
                 dialect: self.layout.dialect,
             };
             self.lines += 1;
-            let (trade, quote) = line.ticks(&self.layout, self.time, self.symbol)?;
+            let (trade, quote) = line.ticks(&self.layout, &self.time, self.symbol)?;
             match (trade, quote) {
                 (Some(t), q) => {
                     self.pending = q;
@@ -284,19 +288,19 @@ fn time_form(
         return TimeForm::Epoch(unit);
     }
     if parse_ns(cell).is_ok() {
-        if options.tz_offset_minutes.is_some() {
+        if options.tz.is_some() {
             notes.push("The times carry their own offset; --tz is not used.".into());
         }
         return TimeForm::Rfc3339;
     }
-    let dialect_tz = (layout.dialect == CsvDialect::HistData).then_some(-300);
-    let tz = options.tz_offset_minutes.or(dialect_tz).unwrap_or_else(|| {
+    let dialect_tz = (layout.dialect == CsvDialect::HistData).then_some(NaiveZone::Offset(-300));
+    let tz = options.tz.clone().or(dialect_tz).unwrap_or_else(|| {
         notes.push(
-            "The times have no offset and were read as UTC. Pass --tz (like --tz -05:00) if \
-             they are local times."
+            "The times have no offset and were read as UTC. Pass --tz (like --tz -05:00 or \
+             --tz America/New_York) if they are local times."
                 .into(),
         );
-        0
+        NaiveZone::Offset(0)
     });
     TimeForm::Naive(tz)
 }
@@ -339,6 +343,7 @@ impl Line<'_> {
     fn field(&self, i: usize, name: &str) -> Result<&str, SourceError> {
         self.record
             .get(i)
+            .map(str::trim)
             .ok_or_else(|| self.bad(format_args!("no {name} field")))
     }
 
@@ -365,12 +370,12 @@ impl Line<'_> {
         }
     }
 
-    fn time_ns(&self, i: usize, form: TimeForm) -> Result<i64, SourceError> {
+    fn time_ns(&self, i: usize, form: &TimeForm) -> Result<i64, SourceError> {
         let t = self.field(i, "time")?;
         match form {
-            TimeForm::Epoch(unit) => parse_epoch(t, unit),
+            TimeForm::Epoch(unit) => parse_epoch(t, *unit),
             TimeForm::Rfc3339 => parse_ns(t),
-            TimeForm::Naive(offset) => parse_naive_ns(t, offset),
+            TimeForm::Naive(zone) => zone.parse_ns(t),
         }
         .map_err(|e| self.bad(format_args!("time: {e}")))
     }
@@ -379,7 +384,7 @@ impl Line<'_> {
     fn ticks(
         &self,
         layout: &Layout,
-        form: TimeForm,
+        form: &TimeForm,
         symbol: Option<Symbol>,
     ) -> Result<(Option<Trade>, Option<Quote>), SourceError> {
         let time_ns = self.time_ns(layout.time, form)?;

@@ -220,7 +220,7 @@ fn histdata_is_headerless_and_in_est_all_year() {
     assert!(matches!(ticks[1], Tick::Quote(q) if q.time_ns == 1_719_878_400_250_000_000));
     // --tz wins over the dialect's EST.
     let utc = CsvOptions {
-        tz_offset_minutes: Some(0),
+        tz: Some(crate::sources::timefmt::NaiveZone::Offset(0)),
         ..es()
     };
     let (ticks, _, _) = read_all(file, utc).unwrap();
@@ -240,7 +240,7 @@ fn naive_times_are_utc_with_a_note_or_at_the_offset_given() {
     );
     assert_eq!(ticks[0].time_ns(), 1_719_860_400_500_000_000);
     let est = CsvOptions {
-        tz_offset_minutes: Some(-300),
+        tz: Some(crate::sources::timefmt::NaiveZone::Offset(-300)),
         ..es()
     };
     let (ticks, notes, _) = read_all(file, est).unwrap();
