@@ -10,6 +10,8 @@ eval "$(bash scripts/services.sh env)"
 export CHRISTMAS_TEST_DATABASE_URL="$DATABASE_URL"
 export CHRISTMAS_TEST_REDIS_URL="$REDIS_URL"
 export CHRISTMAS_TEST_AMQP_URL="$AMQP_URL"
+export CHRISTMAS_TEST_AMQPS_URL="$AMQPS_URL"
+export CHRISTMAS_TEST_AMQPS_CA="$AMQPS_CA"
 
 # The page the daemon serves and tests/it/browser.rs drives (that test prints
 # "skipped: <reason>" without web/node_modules, chromium or a build).

@@ -41,8 +41,11 @@ pub struct DaemonArgs {
     #[arg(long, default_value_t = 5_000)]
     pub http_batch: usize,
     /// Concurrent HTTP connections, each owning its symbols and sending its requests one
-    /// after another (`ack=committed`).
-    #[arg(long, default_value_t = 8)]
+    /// after another (`ack=committed`). The default keeps as many rows in flight as the TCP
+    /// path's connections × window (32 × 5,000 = 2 × 16 × 5,000): a closed-loop client's
+    /// rate is its rows in flight over its commit latency, so fewer connections measure
+    /// the clients, not the path.
+    #[arg(long, default_value_t = 32)]
     pub http_connections: usize,
     /// Records per TCP frame.
     #[arg(long, default_value_t = 5_000)]
