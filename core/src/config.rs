@@ -73,6 +73,8 @@ pub struct IngestorConfig {
     /// for the writer (default 5 ms): group commit that adapts batch size to commit time.
     /// A batch a durable push waits on is sealed after `linger` or 5 ms, whichever is
     /// shorter, busy writer or not: durable acks wait for the spool, not for PostgreSQL.
+    /// A batch a committed receipt waits on is sealed, writer free, once the ring has been
+    /// quiet for 10 ms: its client waits for the answer before it sends more.
     pub linger: Duration,
     /// Ring-full behaviour (default [`Backpressure::Block`]).
     pub backpressure: Backpressure,

@@ -126,10 +126,12 @@ async fn durable_receipts_resolve_and_committed_segments_are_deleted() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A linger chosen for big commits holds committed receipts for that long, but not durable
-/// ones: those wait for the spool's fsync, and their batch seals within 5 ms.
+/// A linger chosen for big commits holds rows nobody waits on for that long, but not
+/// receipts: durable ones wait for the spool's fsync (their batch seals within 5 ms), and a
+/// committed one's batch seals once the ring has been quiet for 10 ms, since its client
+/// waits for the answer before it sends more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_linger_holds_committed_receipts_but_not_durable_ones() {
+async fn a_long_linger_holds_unwaited_rows_but_not_receipts() {
     let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
     let dir = spool_dir("spool-linger");
     let linger = Duration::from_secs(3);
@@ -147,18 +149,34 @@ async fn a_long_linger_holds_committed_receipts_but_not_durable_ones() {
     let durable = started.elapsed();
     // Nine durable acks one after another: held for the linger, they would take 27 s.
     assert!(durable < linger, "9 durable acks took {durable:?}");
-    let started = std::time::Instant::now();
+    // Rows nobody waits on stay in the open batch …
+    ingestor.push_batch_async(&all[900..950]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let early: i64 = client
+        .query_one(
+            "SELECT count(*) FROM market_data WHERE exchange_seq >= 900",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        early, 0,
+        "rows nobody waits on were committed before the linger"
+    );
+    // … until a committed receipt behind them seals their batch when the ring goes quiet.
+    let waited = std::time::Instant::now();
     ingestor
-        .push_with_receipt(&all[900..])
+        .push_with_receipt(&all[950..])
         .await
         .unwrap()
         .wait()
         .await
         .unwrap();
-    let committed = started.elapsed();
+    let committed = waited.elapsed();
     assert!(
-        committed >= linger,
-        "a committed ack came after {committed:?}"
+        committed < linger,
+        "a committed ack was held for the linger: {committed:?}"
     );
     ingestor.shutdown().await.unwrap();
     assert_eq!(
