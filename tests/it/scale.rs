@@ -119,19 +119,47 @@ async fn wait_until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> b
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_go_to_the_replica_and_to_the_primary_while_it_is_down() {
+/// A primary, a streaming replica of it, and a daemon that writes to the one and reads
+/// from the other while the replica lags less than `max_lag_ms`.
+struct Replicated {
+    primary: PgServer,
+    replica: PgServer,
+    replica_url: String,
+    /// On the primary's fresh database.
+    client: tokio_postgres::Client,
+    d: Running,
+}
+
+async fn replicated(max_lag_ms: u64) -> Replicated {
     let primary = PgServer::start().unwrap();
     let (url, client) = fresh_core_db(&primary.url()).await;
-    let mut replica = tokio::task::block_in_place(|| primary.start_replica()).unwrap();
+    let replica = tokio::task::block_in_place(|| primary.start_replica()).unwrap();
     let replica_url = url.replace(&primary.port().to_string(), &replica.port().to_string());
     let d = Running::start(DaemonConfig {
-        database_url: Some(url.clone()),
+        database_url: Some(url),
         read_database_url: Some(replica_url.clone()),
-        replica_max_lag_ms: 8_000,
+        replica_max_lag_ms: max_lag_ms,
         ..DaemonConfig::default()
     })
     .await;
+    Replicated {
+        primary,
+        replica,
+        replica_url,
+        client,
+        d,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_replica_and_to_the_primary_while_it_is_down() {
+    let Replicated {
+        primary: _primary,
+        mut replica,
+        replica_url,
+        client,
+        d,
+    } = replicated(8_000).await;
     let (status, _) = d
         .call("POST", "/api/ticks?ack=committed", &ticks("NQZ6", 0, 1_000))
         .await;
@@ -221,17 +249,13 @@ async fn reported_lag(d: &Running) -> (Option<f64>, Option<f64>, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_panel_shows_the_lag_measured_on_the_replica() {
-    let primary = PgServer::start().unwrap();
-    let (url, _client) = fresh_core_db(&primary.url()).await;
-    let mut replica = tokio::task::block_in_place(|| primary.start_replica()).unwrap();
-    let replica_url = url.replace(&primary.port().to_string(), &replica.port().to_string());
-    let d = Running::start(DaemonConfig {
-        database_url: Some(url.clone()),
-        read_database_url: Some(replica_url.clone()),
-        replica_max_lag_ms: 2_000,
-        ..DaemonConfig::default()
-    })
-    .await;
+    let Replicated {
+        primary: _primary,
+        mut replica,
+        replica_url,
+        client: _client,
+        d,
+    } = replicated(2_000).await;
     let first_write = Instant::now();
     let (status, _) = d
         .call("POST", "/api/ticks?ack=committed", &ticks("LAGZ6", 0, 100))
