@@ -190,18 +190,7 @@ async fn reads_go_to_the_replica_and_to_the_primary_while_it_is_down() {
     assert_eq!(trades(&d).await, 1_000);
     // Proof the reads are the replica's: with its replay paused, a write on the primary is
     // not seen while the lag is within bounds (8 s here).
-    standby
-        .batch_execute("SELECT pg_wal_replay_pause()")
-        .await
-        .unwrap();
-    let (status, _) = d
-        .call(
-            "POST",
-            "/api/ticks?ack=committed",
-            &ticks("NQZ6", 1_000, 500),
-        )
-        .await;
-    assert_eq!(status, 201);
+    pause_replay_then_write(&standby, &d, ticks("NQZ6", 1_000, 500)).await;
     assert_eq!(count(&client, "market_data").await, 1_500);
     assert_eq!(trades(&d).await, 1_000, "read from the paused replica");
     // Lagging past the bound: reads go to the primary.
@@ -230,6 +219,17 @@ async fn reads_go_to_the_replica_and_to_the_primary_while_it_is_down() {
     let (status, v) = d.call("GET", "/ready", &Value::Null).await;
     assert_eq!(status, 200, "reads still served: {v}");
     d.stop().await;
+}
+
+/// Pauses the standby's WAL replay, then commits `body` through the daemon: a write the
+/// primary holds and the replica has received but not replayed.
+async fn pause_replay_then_write(standby: &tokio_postgres::Client, d: &Running, body: Value) {
+    standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let (status, v) = d.call("POST", "/api/ticks?ack=committed", &body).await;
+    assert_eq!(status, 201, "{v}");
 }
 
 /// The replica lag `/api/engine` and `/metrics` report, in ms (`None`: null or absent).
@@ -279,18 +279,7 @@ async fn the_engine_panel_shows_the_lag_measured_on_the_replica() {
 
     // Replay paused and a write received but not replayed: the lag is the age of the last
     // transaction replayed, and grows.
-    standby
-        .batch_execute("SELECT pg_wal_replay_pause()")
-        .await
-        .unwrap();
-    let (status, _) = d
-        .call(
-            "POST",
-            "/api/ticks?ack=committed",
-            &ticks("LAGZ6", 100, 100),
-        )
-        .await;
-    assert_eq!(status, 201);
+    pause_replay_then_write(&standby, &d, ticks("LAGZ6", 100, 100)).await;
     wait_until(
         "the lag passes 2.5 s",
         Duration::from_secs(20),

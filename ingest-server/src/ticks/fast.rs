@@ -15,6 +15,7 @@
 
 use christmas_core::{Quote, Side, Symbol, Ticks, Trade};
 
+use super::keys::{bits, Field, QUOTE_ONLY, TRADE_ONLY};
 use crate::timefmt;
 
 /// The ticks of a JSON array or NDJSON body, or `None` when the reference parser must
@@ -43,41 +44,19 @@ struct Reader<'a> {
     newline_is_space: bool,
 }
 
-/// Which of a record's keys were seen, one bit each, in the order of [`key`].
-const KIND: u16 = 1;
-const SYMBOL: u16 = 1 << 1;
-const TIME: u16 = 1 << 2;
-const TIME_NS: u16 = 1 << 3;
-const PRICE: u16 = 1 << 4;
-const VOLUME: u16 = 1 << 5;
-const SIDE: u16 = 1 << 6;
-const EXCHANGE_SEQ: u16 = 1 << 7;
-const BID: u16 = 1 << 8;
-const ASK: u16 = 1 << 9;
-const BID_SIZE: u16 = 1 << 10;
-const ASK_SIZE: u16 = 1 << 11;
+/// Which of a record's keys were seen, one bit each ([`Field::bit`]).
+const KIND: u16 = Field::Kind.bit();
+const SYMBOL: u16 = Field::Symbol.bit();
+const TIME: u16 = Field::Time.bit();
+const TIME_NS: u16 = Field::TimeNs.bit();
+const PRICE: u16 = Field::Price.bit();
+const VOLUME: u16 = Field::Volume.bit();
+const SIDE: u16 = Field::Side.bit();
+const EXCHANGE_SEQ: u16 = Field::ExchangeSeq.bit();
+const BID: u16 = Field::Bid.bit();
 
-const TRADE_KEYS: u16 = PRICE | VOLUME | SIDE | EXCHANGE_SEQ;
-const QUOTE_KEYS: u16 = BID | ASK | BID_SIZE | ASK_SIZE;
-
-/// The bit of a key, by its exact bytes.
-fn key(k: &[u8]) -> Option<u16> {
-    Some(match k {
-        b"kind" => KIND,
-        b"symbol" => SYMBOL,
-        b"time" => TIME,
-        b"time_ns" => TIME_NS,
-        b"price" => PRICE,
-        b"volume" => VOLUME,
-        b"side" => SIDE,
-        b"exchange_seq" => EXCHANGE_SEQ,
-        b"bid" => BID,
-        b"ask" => ASK,
-        b"bid_size" => BID_SIZE,
-        b"ask_size" => ASK_SIZE,
-        _ => return None,
-    })
-}
+const TRADE_KEYS: u16 = bits(TRADE_ONLY);
+const QUOTE_KEYS: u16 = bits(QUOTE_ONLY);
 
 /// A record's values as read so far.
 #[derive(Default)]
@@ -266,7 +245,7 @@ impl<'a> Reader<'a> {
 
     /// `"key": value`, the cursor on the key's quote.
     fn field(&mut self, f: &mut Fields<'a>) -> Option<()> {
-        let bit = key(self.string()?.as_bytes())?;
+        let bit = Field::from_name(self.string()?.as_bytes())?.bit();
         if f.seen & bit != 0 {
             return None;
         }

@@ -28,8 +28,10 @@ use serde::Deserializer;
 
 use crate::json_fields::{Keys, Scalar};
 use crate::timefmt;
+use keys::{Field, FIELDS, QUOTE_ONLY, TRADE_ONLY};
 
 pub mod fast;
+mod keys;
 
 /// Why a request's ticks were refused.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -156,41 +158,6 @@ struct Record<'a> {
     out: &'a mut Ticks,
     refused: &'a mut Option<TickError>,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    Kind,
-    Symbol,
-    Time,
-    TimeNs,
-    Price,
-    Volume,
-    Side,
-    ExchangeSeq,
-    Bid,
-    Ask,
-    BidSize,
-    AskSize,
-}
-
-const FIELDS: &[(&str, Field)] = &[
-    ("kind", Field::Kind),
-    ("symbol", Field::Symbol),
-    ("time", Field::Time),
-    ("time_ns", Field::TimeNs),
-    ("price", Field::Price),
-    ("volume", Field::Volume),
-    ("side", Field::Side),
-    ("exchange_seq", Field::ExchangeSeq),
-    ("bid", Field::Bid),
-    ("ask", Field::Ask),
-    ("bid_size", Field::BidSize),
-    ("ask_size", Field::AskSize),
-];
-
-/// The fields only a trade has; a quote has the others but `kind`, `symbol` and the time.
-const TRADE_ONLY: &[Field] = &[Field::Price, Field::Volume, Field::Side, Field::ExchangeSeq];
-const QUOTE_ONLY: &[Field] = &[Field::Bid, Field::Ask, Field::BidSize, Field::AskSize];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
