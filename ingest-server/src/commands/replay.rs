@@ -48,7 +48,8 @@ pub struct ReplayArgs {
     /// 0: as fast as possible; N: the recorded pace × N.
     #[arg(long, default_value_t = 0.0)]
     pub speed: f64,
-    /// Symbol of a CSV without a symbol column (default: from the file name).
+    /// Symbol of a CSV without a symbol column (default: from the file name: a currency pair
+    /// like `eurusd-ticks.csv`, or Binance's `BTCUSDT-trades-2024-07-01.csv`).
     #[arg(long)]
     pub symbol: Option<String>,
     /// Shift every timestamp so the first tick is now (replayed history then looks live,

@@ -162,7 +162,8 @@ impl<R: Read> CsvReader<R> {
             (None, None) => {
                 return Err(header_error(
                     "The file has no symbol column; pass --symbol (or name the file after its \
-                     currency pair, like eurusd-ticks.csv).",
+                     currency pair, like eurusd-ticks.csv, or as Binance does, like \
+                     BTCUSDT-trades-2024-07-01.csv).",
                 )
                 .into())
             }
@@ -486,9 +487,21 @@ const CURRENCIES: &[&str] = &[
     "CNH", "CNY", "MXN", "ZAR", "TRY", "PLN", "HUF", "CZK", "INR", "KRW", "BRL", "XAU", "XAG",
 ];
 
-/// `truefx-usdjpy-ticks.csv` → `USDJPY`: the one part of the name that is two currency codes.
+/// The symbol a file's name gives: `truefx-usdjpy-ticks.csv` → `USDJPY` (the one part of
+/// the name that is two currency codes), and Binance's own names
+/// (data.binance.vision: `BTCUSDT-trades-2024-07-01.csv`, `ETHBTC-aggTrades-2024-07.csv`)
+/// → their first part.
 pub fn symbol_from_file_name(path: &Path) -> Option<Symbol> {
     let stem = path.file_name()?.to_str()?.split('.').next()?;
+    let mut parts = stem.split('-');
+    if let (Some(symbol), Some("trades" | "aggTrades")) = (parts.next(), parts.next()) {
+        let date = parts
+            .next()
+            .is_some_and(|y| y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit()));
+        if date && symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Symbol::new(symbol).ok();
+        }
+    }
     let is_code = |c: &str| CURRENCIES.contains(&c.to_ascii_uppercase().as_str());
     let mut pairs = stem
         .split(['-', '_'])

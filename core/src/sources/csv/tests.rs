@@ -10,6 +10,15 @@ fn pair_from_file_name() {
     assert_eq!(s("eurusd.csv").as_deref(), Some("EURUSD"));
     assert_eq!(s("ticks.csv"), None);
     assert_eq!(s("eurusd-usdjpy.csv"), None);
+    assert_eq!(
+        s("BTCUSDT-trades-2024-07-01.csv").as_deref(),
+        Some("BTCUSDT")
+    );
+    assert_eq!(
+        s("x/ETHBTC-aggTrades-2024-07.zip.csv").as_deref(),
+        Some("ETHBTC")
+    );
+    assert_eq!(s("notes-trades-summary.csv"), None);
 }
 
 #[test]
