@@ -23,6 +23,7 @@
 //! | [`ticks`] | the JSON / NDJSON tick format of `POST /api/ticks` |
 //! | [`json_fields`] | strict field-by-field reading of a flat JSON object (unknown and repeated keys refused), for ticks and orders |
 //! | [`auth`] | API keys: hashed, scoped |
+//! | [`budget`] | each listener's connection budget, in all and per client address |
 //! | [`ratelimit`] | per-account token buckets (429) |
 //! | [`metrics_text`] | `/metrics` in the Prometheus text format |
 //! | [`commands`] | the other commands: [`replay`] (DBN or CSV into the engine), [`feed`] (a synthetic market sent to a daemon over TCP, like a feed handler), [`migrate`](commands::migrate), [`demo`](commands::demo) (engine in-process) |
@@ -34,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod budget;
 pub mod commands;
 pub mod config;
 pub mod http;

@@ -14,8 +14,8 @@ use christmas_core::orders::{OrderDesk, OrderDeskConfig};
 use christmas_core::query::MarketDataReader;
 use christmas_core::{IngestorConfig, Ingress, Sink};
 use hdrhistogram::Histogram;
-use tokio::sync::Semaphore;
 
+use crate::budget::ConnectionBudget;
 use crate::config::DaemonConfig;
 use crate::live_feed::LiveFeed;
 use crate::ratelimit::RateLimiter;
@@ -44,8 +44,12 @@ pub struct Engine {
     pub boot: u32,
     /// Next request number.
     pub requests: AtomicU64,
-    /// Connections allowed at once (HTTP and TCP together).
-    pub connections: Arc<Semaphore>,
+    /// The HTTP port's connections.
+    pub http_connections: ConnectionBudget,
+    /// The TCP ingest port's connections.
+    pub tcp_connections: ConnectionBudget,
+    /// The operations port's connections.
+    pub ops_connections: ConnectionBudget,
     /// Orders: group commit, idempotency, events.
     pub orders: OrderDesk,
     /// Per-account order rate.
@@ -178,7 +182,15 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
         Ok(AppState(Arc::new(Engine {
-            connections: Arc::new(Semaphore::new(config.max_connections)),
+            http_connections: ConnectionBudget::new(
+                config.max_connections,
+                config.http_max_connections_per_address,
+            ),
+            tcp_connections: ConnectionBudget::new(
+                config.tcp_max_connections,
+                config.tcp_max_connections_per_address,
+            ),
+            ops_connections: ConnectionBudget::new(config.ops_max_connections, 0),
             order_limiter: RateLimiter::new(config.order_rate_per_second, config.order_rate_burst),
             orders,
             stream,
