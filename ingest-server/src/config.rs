@@ -53,6 +53,12 @@ pub struct DaemonConfig {
     /// is what bounds Redis's memory under load (about ticks/s × age × 145 bytes in JSON),
     /// where one message may hold hundreds of ticks.
     pub fanout_stream_max_age_ms: u64,
+    /// How long a symbol's Redis keys (`md:{SYMBOL}:ticks`, `md:{SYMBOL}:latest`) outlive
+    /// its last message, ms (default 600,000; 0: forever). Redis holds about 4.6 KiB per
+    /// symbol active within it, plus its stream's messages (`docs/operations.md`, "Redis
+    /// memory per symbol"), so this bounds Redis's memory under symbol cardinality; a read
+    /// of an expired symbol's latest tick goes to PostgreSQL.
+    pub fanout_key_ttl_ms: u64,
     /// Shards per record kind.
     pub shards: usize,
     /// How long a batch's first row waits before the batch is sealed, when no sealed batch
@@ -177,6 +183,7 @@ impl std::fmt::Debug for DaemonConfig {
             .field("fanout_format", &self.fanout_format)
             .field("fanout_stream_max_len", &self.fanout_stream_max_len)
             .field("fanout_stream_max_age_ms", &self.fanout_stream_max_age_ms)
+            .field("fanout_key_ttl_ms", &self.fanout_key_ttl_ms)
             .field("shards", &self.shards)
             .field("linger_ms", &self.linger_ms)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -241,6 +248,7 @@ impl Default for DaemonConfig {
             fanout_format: "json".into(),
             fanout_stream_max_len: 10_000,
             fanout_stream_max_age_ms: 60_000,
+            fanout_key_ttl_ms: 600_000,
             shards: 2,
             linger_ms: 40,
             max_body_bytes: 8 << 20,
@@ -384,6 +392,9 @@ impl DaemonConfig {
         self.fanout_format
             .parse::<christmas_core::fanout::PayloadFormat>()
             .context("fanout_format")?;
+        if (1..1_000).contains(&self.fanout_key_ttl_ms) {
+            bail!("fanout_key_ttl_ms: must be 0 (no expiry) or at least 1,000");
+        }
         if !(1..=256).contains(&self.shards) {
             bail!("shards: must be between 1 and 256");
         }

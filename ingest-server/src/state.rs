@@ -123,6 +123,7 @@ impl AppState {
                 format: config.fanout_format.parse()?,
                 stream_max_len: config.fanout_stream_max_len,
                 stream_max_age: Duration::from_millis(config.fanout_stream_max_age_ms),
+                key_ttl: Duration::from_millis(config.fanout_key_ttl_ms),
                 ..FanoutConfig::new(r)
             }),
             None => None,
