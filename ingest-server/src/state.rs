@@ -140,11 +140,22 @@ impl AppState {
         .await
         .context("starting the trade and quote pipelines")?;
         let max_lag = Duration::from_millis(config.replica_max_lag_ms);
+        // Connects on the first read: with a spool the daemon starts while PostgreSQL is
+        // down, takes ticks into the spool, and answers reads 503 until it is back.
         let reader = match &config.read_database_url {
-            Some(replica) => MarketDataReader::with_fallback(replica, &url, max_lag).await,
-            None => MarketDataReader::connect(&url).await,
+            Some(replica) => MarketDataReader::connect_later(replica, Some((&url, max_lag))),
+            None => MarketDataReader::connect_later(&url, None),
         }
-        .context("connecting the market-data reader")?;
+        .context("read_database_url / database_url")?;
+        match tokio::time::timeout(Duration::from_secs(2), reader.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "PostgreSQL unreachable at start: reads answer 503 until it is back")
+            }
+            Err(_) => tracing::warn!(
+                "PostgreSQL did not answer within 2 s at start: reads answer 503 until it does"
+            ),
+        }
         let cache = config
             .redis_url
             .as_deref()
