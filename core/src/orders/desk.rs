@@ -197,7 +197,8 @@ impl std::fmt::Debug for OrderDesk {
 }
 
 impl OrderDesk {
-    /// Connects and starts the writers (and the event publisher when Redis is set).
+    /// Starts the writers (and the event publisher when Redis is set). Each connects now
+    /// when PostgreSQL answers, else on first use: the desk starts while it is down.
     pub async fn start(config: OrderDeskConfig) -> Result<OrderDesk> {
         if !(1..=64).contains(&config.connections) {
             return Err(Error::config(
