@@ -13,7 +13,7 @@ use christmas_core::{Ack, Ticks};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -122,6 +122,65 @@ async fn within<T>(
     }
 }
 
+/// What reading the next frame gave.
+enum FrameRead {
+    /// A frame's body, in the buffer.
+    Frame,
+    /// The peer closed between frames, or the daemon is stopping.
+    Closed,
+    /// Too long or too late: the refusal's text.
+    Refused(String),
+}
+
+/// Reads the next frame's length and body into `body` within `deadline`; an error for a
+/// peer gone mid-frame.
+async fn read_frame(
+    r: &mut OwnedReadHalf,
+    body: &mut FrameBuffer,
+    s: &AppState,
+    deadline: Deadline,
+    stop: &mut watch::Receiver<bool>,
+) -> std::io::Result<FrameRead> {
+    let frame_timeout = Duration::from_millis(s.config.tcp_frame_timeout_ms);
+    let mut len = [0u8; 4];
+    let read = tokio::select! {
+        read = within(deadline, true, frame_timeout, r.read_exact(&mut len)) => read,
+        _ = stop.wait_for(|s| *s) => return Ok(FrameRead::Closed),
+    };
+    match read {
+        Ok(Ok(_)) => {}
+        // EOF between frames is a normal close.
+        Ok(Err(_)) => return Ok(FrameRead::Closed),
+        Err(why) => return Ok(FrameRead::Refused(why.into())),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    let max = s.config.max_frame_bytes;
+    let why = match deadline {
+        Deadline::Auth(_) if n > s.config.tcp_auth_frame_bytes => format!(
+            "the first frame is {n} bytes, over the {}-byte limit before the key is checked: send a frame with the API key and no records first",
+            s.config.tcp_auth_frame_bytes
+        ),
+        _ if n > max => format!("frame of {n} bytes is over the {max}-byte limit"),
+        _ => String::new(),
+    };
+    if !why.is_empty() {
+        return Ok(FrameRead::Refused(why));
+    }
+    match within(
+        deadline,
+        false,
+        frame_timeout,
+        r.read_exact(body.body_mut(n)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(FrameRead::Frame),
+        // A client gone mid-frame: close, nothing to answer.
+        Ok(Err(e)) => Err(e),
+        Err(why) => Ok(FrameRead::Refused(why.into())),
+    }
+}
+
 async fn connection(
     stream: TcpStream,
     s: AppState,
@@ -139,7 +198,6 @@ async fn connection(
         }
         w.shutdown().await
     });
-    let max = s.config.max_frame_bytes;
     // With keys, the first frame must be small and carry one: nothing larger is buffered
     // for a connection that has not proved its key.
     let mut deadline = match s.config.needs_key(Scope::Ingest) {
@@ -154,47 +212,10 @@ async fn connection(
     // The feed handler's producer, named by its first frame.
     let mut producer: Option<ProducerId> = None;
     loop {
-        let mut len = [0u8; 4];
-        let read = tokio::select! {
-            read = within(deadline, true, frame_timeout, r.read_exact(&mut len)) => read,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        match read {
-            Ok(Ok(_)) => {}
-            // EOF between frames is a normal close.
-            Ok(Err(_)) => break,
-            Err(why) => {
-                let _ = tx.send(PendingAck::Ready(refused(0, why))).await;
-                break;
-            }
-        }
-        let n = u32::from_be_bytes(len) as usize;
-        let limit = match deadline {
-            Deadline::Auth(_) => s.config.tcp_auth_frame_bytes,
-            Deadline::Authorized => max,
-        };
-        if n > limit {
-            let why = match deadline {
-                Deadline::Auth(_) => format!(
-                    "the first frame is {n} bytes, over the {limit}-byte limit before the key is checked: send a frame with the API key and no records first"
-                ),
-                Deadline::Authorized => format!("frame of {n} bytes is over the {max}-byte limit"),
-            };
-            let _ = tx.send(PendingAck::Ready(refused(0, why))).await;
-            break;
-        }
-        match within(
-            deadline,
-            false,
-            frame_timeout,
-            r.read_exact(body.body_mut(n)),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            // A client gone mid-frame: close, nothing to answer.
-            Ok(Err(e)) => return Err(e.into()),
-            Err(why) => {
+        match read_frame(&mut r, &mut body, &s, deadline, &mut stop).await? {
+            FrameRead::Frame => {}
+            FrameRead::Closed => break,
+            FrameRead::Refused(why) => {
                 let _ = tx.send(PendingAck::Ready(refused(0, why))).await;
                 break;
             }
