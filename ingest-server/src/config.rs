@@ -91,6 +91,10 @@ pub struct DaemonConfig {
     /// How long a request body may take to arrive in full once its head is in (default
     /// 20,000 ms); then 408 and the connection is closed. Within `request_timeout_ms`.
     pub http_body_timeout_ms: u64,
+    /// How long an answer's write may stay blocked because the client reads nothing
+    /// (default 30,000 ms); then the connection is closed. A `GET /api/stream` client
+    /// that falls behind is dropped sooner by its buffer bounds.
+    pub http_write_timeout_ms: u64,
     /// TCP ingest connections open at once (default 1,024); further ones wait in the
     /// listen backlog (this size).
     pub tcp_max_connections: usize,
@@ -196,6 +200,7 @@ impl std::fmt::Debug for DaemonConfig {
             )
             .field("http_header_timeout_ms", &self.http_header_timeout_ms)
             .field("http_body_timeout_ms", &self.http_body_timeout_ms)
+            .field("http_write_timeout_ms", &self.http_write_timeout_ms)
             .field("tcp_max_connections", &self.tcp_max_connections)
             .field(
                 "tcp_max_connections_per_address",
@@ -258,6 +263,7 @@ impl Default for DaemonConfig {
             http_max_connections_per_address: 256,
             http_header_timeout_ms: 10_000,
             http_body_timeout_ms: 20_000,
+            http_write_timeout_ms: 30_000,
             tcp_max_connections: 1_024,
             tcp_max_connections_per_address: 64,
             tcp_auth_timeout_ms: 5_000,
@@ -427,6 +433,7 @@ impl DaemonConfig {
         for (field, ms) in [
             ("http_header_timeout_ms", self.http_header_timeout_ms),
             ("http_body_timeout_ms", self.http_body_timeout_ms),
+            ("http_write_timeout_ms", self.http_write_timeout_ms),
             ("tcp_auth_timeout_ms", self.tcp_auth_timeout_ms),
             ("tcp_frame_timeout_ms", self.tcp_frame_timeout_ms),
         ] {

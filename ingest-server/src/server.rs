@@ -3,7 +3,8 @@
 //!
 //! HTTP connections are served by hyper directly (not `axum::serve`), so that each has a
 //! timer: a request head, and the wait for the next request on a kept-alive connection,
-//! take at most `http_header_timeout_ms`.
+//! take at most `http_header_timeout_ms`; an answer the peer stops reading fails after
+//! `http_write_timeout_ms` ([`WriteDeadline`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::budget::{self, ConnectionBudget};
+use crate::stall::WriteDeadline;
 // Re-exported where it lived before it got its own module: `server::AppState` is the path
 // tests, the bench and the binary use.
 pub use crate::state::AppState;
@@ -75,14 +77,17 @@ pub async fn run_with_ops(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tcp_task = tcp.map(|l| tokio::spawn(tcp::serve(l, state.clone(), stop_rx.clone())));
     tracing::info!(http = %http.local_addr()?, "christmas-ingest serving");
-    let header_timeout = Duration::from_millis(state.config.http_header_timeout_ms);
+    let timeouts = (
+        Duration::from_millis(state.config.http_header_timeout_ms),
+        Duration::from_millis(state.config.http_write_timeout_ms),
+    );
     let ops_task = match ops {
         Some(l) => {
             tracing::info!(ops = %l.local_addr()?, "operations listening");
             let (state, stop) = (state.clone(), stop_rx.clone());
             Some(tokio::spawn(async move {
                 let router = http::ops_router(state.clone());
-                serve_http(l, router, &state.ops_connections, header_timeout, stop).await
+                serve_http(l, router, &state.ops_connections, timeouts, stop).await
             }))
         }
         None => None,
@@ -91,7 +96,7 @@ pub async fn run_with_ops(
         let (state, stop) = (state.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let router = http::router(state.clone());
-            serve_http(http, router, &state.http_connections, header_timeout, stop).await
+            serve_http(http, router, &state.http_connections, timeouts, stop).await
         })
     };
     shutdown.await;
@@ -137,7 +142,7 @@ async fn serve_http(
     listener: TcpListener,
     router: Router,
     budget: &ConnectionBudget,
-    header_timeout: Duration,
+    (header_timeout, write_timeout): (Duration, Duration),
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
@@ -155,7 +160,8 @@ async fn serve_http(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let io = WriteDeadline::new(stream, write_timeout);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let finished = tokio::select! {
                 r = conn.as_mut() => Some(r),

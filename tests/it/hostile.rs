@@ -440,3 +440,40 @@ async fn one_address_holds_at_most_its_cap_of_http_connections() {
     drop(held);
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_client_stops_reading_is_cut_at_the_write_deadline() {
+    // A 32 MiB file in the page's directory: more than both sockets' buffers hold.
+    let dir = std::env::temp_dir().join(christmas_tests::unique_name("stalled-reader"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<!doctype html>").unwrap();
+    const BIG: usize = 32 << 20;
+    std::fs::write(dir.join("big.bin"), vec![b'x'; BIG]).unwrap();
+    let (d, _url) = start(|c| {
+        c.http_write_timeout_ms = 500;
+        c.web_dir = Some(dir.display().to_string());
+    })
+    .await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 << 10).unwrap();
+    let mut s = socket.connect(d.http()).await.unwrap();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Read nothing for 1.5 s, then everything: the answer was cut short and closed.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    let read = read.expect("the connection ended");
+    assert!(
+        read.is_err() || got.len() < BIG,
+        "all {} bytes arrived: the write was not cut",
+        got.len()
+    );
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    // A client that reads gets the whole file.
+    let whole = HttpClient::new(d.http()).get("/big.bin").await.unwrap();
+    assert_eq!(whole.body.len(), BIG);
+    d.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
