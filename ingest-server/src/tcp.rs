@@ -4,8 +4,14 @@
 //! One task reads a connection's frames in place ([`FrameBuffer`]) into one reused
 //! [`Ticks`] and pushes them through the engine's [`Ingress`](christmas_core::Ingress);
 //! another writes the acks in frame order, each once its [`Ack`] resolved, so a client may
-//! pipeline frames (frame N+1 is enqueued while frame N commits). A frame that cannot be read gets an error ack and the connection is
-//! closed; a client gone mid-frame is just a closed connection.
+//! pipeline frames (frame N+1 is enqueued while frame N commits). A frame that cannot be
+//! read gets an error ack and the connection is closed; a client gone mid-frame is just a
+//! closed connection.
+//!
+//! Auth before work: with keys configured, the first frame must carry one, be at most
+//! `tcp_auth_frame_bytes` and arrive within `tcp_auth_timeout_ms`, so nothing large is
+//! buffered for a peer that has not proved its key. A frame's body has
+//! `tcp_frame_timeout_ms` once its length is read, and so has each ack's write.
 
 use christmas_core::frame::{self, AckFrame, FrameBuffer, IngestView};
 use christmas_core::producer::ProducerId;
