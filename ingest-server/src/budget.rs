@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,8 +22,10 @@ type ByAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
 /// address (0: no cap).
 #[derive(Debug)]
 pub struct ConnectionBudget {
-    max: usize,
     permits: Arc<Semaphore>,
+    /// Admitted connections open now (the accept loop holds a permit while it waits, so
+    /// the semaphore counts one more).
+    open: Arc<AtomicUsize>,
     per_address: usize,
     by_address: ByAddress,
     refused: AtomicU64,
@@ -34,6 +36,13 @@ pub struct ConnectionBudget {
 pub struct Admission {
     _permit: OwnedSemaphorePermit,
     _address: Option<AddressHold>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -59,8 +68,8 @@ impl ConnectionBudget {
     /// client address.
     pub fn new(max: usize, per_address: usize) -> ConnectionBudget {
         ConnectionBudget {
-            max,
             permits: Arc::new(Semaphore::new(max)),
+            open: Arc::default(),
             per_address,
             by_address: ByAddress::default(),
             refused: AtomicU64::new(0),
@@ -69,7 +78,7 @@ impl ConnectionBudget {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.max - self.permits.available_permits()
+        self.open.load(Ordering::Relaxed)
     }
 
     /// Connections closed at once because their address was over its cap.
@@ -80,10 +89,7 @@ impl ConnectionBudget {
     /// Admits a connection from `ip` holding `permit`, or `None` when `ip` holds its cap.
     fn admit(&self, permit: OwnedSemaphorePermit, ip: IpAddr) -> Option<Admission> {
         if self.per_address == 0 {
-            return Some(Admission {
-                _permit: permit,
-                _address: None,
-            });
+            return Some(self.admitted(permit, None));
         }
         let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(ip).or_insert(0);
@@ -93,13 +99,21 @@ impl ConnectionBudget {
             return None;
         }
         *n += 1;
-        Some(Admission {
+        drop(map);
+        let hold = AddressHold {
+            by_address: self.by_address.clone(),
+            ip,
+        };
+        Some(self.admitted(permit, Some(hold)))
+    }
+
+    fn admitted(&self, permit: OwnedSemaphorePermit, address: Option<AddressHold>) -> Admission {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Admission {
             _permit: permit,
-            _address: Some(AddressHold {
-                by_address: self.by_address.clone(),
-                ip,
-            }),
-        })
+            _address: address,
+            open: self.open.clone(),
+        }
     }
 }
 

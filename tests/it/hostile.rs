@@ -460,8 +460,29 @@ async fn an_answer_the_client_stops_reading_is_cut_at_the_write_deadline() {
     s.write_all(b"GET /big.bin HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    // Read nothing for 1.5 s, then everything: the answer was cut short and closed.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Read nothing until the daemon has closed the connection (its gauge counts only the
+    // scrape's own), then everything: the answer was cut short.
+    let started = Instant::now();
+    loop {
+        let metrics = HttpClient::new(d.http())
+            .get("/metrics")
+            .await
+            .unwrap()
+            .text();
+        if metrics.contains("christmas_connections_open{listener=\"http\"} 1\n") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the stalled connection is still open: {}",
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("christmas_connections"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut got = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
     let read = read.expect("the connection ended");
