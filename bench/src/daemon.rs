@@ -207,6 +207,8 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
         redis_url: None,
         shards: args.shards,
         max_connections: 4_096,
+        // Every load-generating connection comes from loopback.
+        http_max_connections_per_address: 0,
         linger_ms: args.linger_ms.unwrap_or(DaemonConfig::default().linger_ms),
         ..DaemonConfig::default()
     };

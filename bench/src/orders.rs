@@ -214,6 +214,8 @@ pub fn daemon_config(
         redis_url,
         tcp_addr: String::new(),
         max_connections: 4_096,
+        // Every load-generating connection comes from loopback.
+        http_max_connections_per_address: 0,
         order_connections,
         order_max_group,
         order_rate_per_second: 1e9,

@@ -359,7 +359,7 @@ fn measure(
     std::fs::write(
         &daemon_toml,
         format!(
-            "max_connections = 4096\norder_connections = {}\norder_rate_per_second = 1e9\norder_rate_burst = 1e9\n",
+            "max_connections = 4096\nhttp_max_connections_per_address = 0\norder_connections = {}\norder_rate_per_second = 1e9\norder_rate_burst = 1e9\n",
             args.order_connections
         ),
     )?;

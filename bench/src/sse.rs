@@ -360,6 +360,8 @@ fn config(pg: &str, redis: &str) -> DaemonConfig {
         database_url: Some(pg.to_string()),
         redis_url: Some(redis.to_string()),
         max_connections: 4_096,
+        // Every load-generating connection comes from loopback.
+        http_max_connections_per_address: 0,
         ..DaemonConfig::default()
     }
 }

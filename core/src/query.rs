@@ -156,6 +156,18 @@ impl MarketDataReader {
         })
     }
 
+    /// A reader of `url` (with the primary `fallback` beside a replica, as in
+    /// [`with_fallback`](Self::with_fallback)) that connects on its first read: it is made
+    /// while PostgreSQL is down, and each read fails with a connection error until it is
+    /// back.
+    pub fn connect_later(url: &str, fallback: Option<(&str, Duration)>) -> Result<Self> {
+        let db = match fallback {
+            Some((primary, max_lag)) => ReadClient::with_fallback_later(url, primary, max_lag)?,
+            None => ReadClient::connect_later(url)?,
+        };
+        Ok(MarketDataReader { db })
+    }
+
     /// Whether reads go to the replica now (`false` for a reader without one). Judged
     /// at most once a second; the judgement also measures [`replica_lag`](Self::replica_lag).
     pub async fn on_replica(&self) -> bool {

@@ -3,7 +3,7 @@
 //! Every field has a default; a file may set any of them (unknown keys are refused). Then
 //! the environment wins: `DATABASE_URL`, `READ_DATABASE_URL`, `REDIS_URL`,
 //! `ORDER_EVENTS_URL`, `ORDER_EVENTS_TLS_CA`,
-//! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_LINGER_MS`,
+//! `CHRISTMAS_HTTP_ADDR`, `CHRISTMAS_TCP_ADDR`, `CHRISTMAS_OPS_ADDR`, `CHRISTMAS_SHARDS`, `CHRISTMAS_LINGER_MS`,
 //! `CHRISTMAS_AUTH_READS`, `CHRISTMAS_WEB_DIR`, `CHRISTMAS_WEB_ASSET_BASE`,
 //! `CHRISTMAS_API_KEYS` (`name:sha256hex:scope+scope,…`), `CHRISTMAS_SPOOL_DIR`.
 
@@ -53,6 +53,12 @@ pub struct DaemonConfig {
     /// is what bounds Redis's memory under load (about ticks/s × age × 145 bytes in JSON),
     /// where one message may hold hundreds of ticks.
     pub fanout_stream_max_age_ms: u64,
+    /// How long a symbol's Redis keys (`md:{SYMBOL}:ticks`, `md:{SYMBOL}:latest`) outlive
+    /// its last message, ms (default 600,000; 0: forever). Redis holds about 4.6 KiB per
+    /// symbol active within it, plus its stream's messages (`docs/operations.md`, "Redis
+    /// memory per symbol"), so this bounds Redis's memory under symbol cardinality; a read
+    /// of an expired symbol's latest tick goes to PostgreSQL.
+    pub fanout_key_ttl_ms: u64,
     /// Shards per record kind.
     pub shards: usize,
     /// How long a batch's first row waits before the batch is sealed, when no sealed batch
@@ -70,9 +76,48 @@ pub struct DaemonConfig {
     /// A request taking longer is answered 503 (default 30 s; `ack=committed` waits for
     /// the commit within it).
     pub request_timeout_ms: u64,
-    /// Open connections, HTTP and TCP together (default 1,024); further ones wait. Also
-    /// each listener's backlog (capped by `net.core.somaxconn`).
+    /// HTTP connections open at once (default 1,024); further ones wait in the listen
+    /// backlog (this size, capped by `net.core.somaxconn`). TCP has its own budget
+    /// (`tcp_max_connections`), so neither port can lock the other out.
     pub max_connections: usize,
+    /// HTTP connections one client address may hold open (default 256; 0: no cap). Beyond,
+    /// a new connection is closed at once. Behind a proxy every client is the proxy's
+    /// address: raise it to the proxy's connection pool, or 0.
+    pub http_max_connections_per_address: usize,
+    /// How long a client may take to send a request's head, and how long a kept-alive
+    /// connection may sit idle waiting for its next request (default 10,000 ms); then the
+    /// connection is closed.
+    pub http_header_timeout_ms: u64,
+    /// How long a request body may take to arrive in full once its head is in (default
+    /// 20,000 ms); then 408 and the connection is closed. Within `request_timeout_ms`.
+    pub http_body_timeout_ms: u64,
+    /// How long an answer's write may stay blocked because the client reads nothing
+    /// (default 30,000 ms); then the connection is closed. A `GET /api/stream` client
+    /// that falls behind is dropped sooner by its buffer bounds.
+    pub http_write_timeout_ms: u64,
+    /// TCP ingest connections open at once (default 1,024); further ones wait in the
+    /// listen backlog (this size).
+    pub tcp_max_connections: usize,
+    /// TCP connections one client address may hold open (default 64; 0: no cap). Beyond,
+    /// a new connection is closed at once.
+    pub tcp_max_connections_per_address: usize,
+    /// With API keys configured: how long a TCP connection has to send its first frame,
+    /// which carries the key (default 5,000 ms); then it is closed.
+    pub tcp_auth_timeout_ms: u64,
+    /// With API keys configured: the largest first frame of a TCP connection, bytes
+    /// (default 64 KiB). The key is checked before any larger frame is buffered: a client
+    /// whose batches are larger sends a frame with its key (and producer) and no records
+    /// first.
+    pub tcp_auth_frame_bytes: usize,
+    /// How long a TCP frame's body may take to arrive once its length is read (default
+    /// 30,000 ms); then the connection is closed.
+    pub tcp_frame_timeout_ms: u64,
+    /// A listener for operations alone (`/health`, `/ready`, `/metrics`), with its own
+    /// connection budget (`ops_max_connections`), so probes and scrapes answer while the
+    /// HTTP port is flooded (default empty: none; the main port serves them too).
+    pub ops_addr: String,
+    /// Connections the operations listener holds at once (default 64).
+    pub ops_max_connections: usize,
     /// `/ready` fails when any ring is fuller than this fraction (default 0.8).
     pub ready_ring_fraction: f64,
     /// How long shutdown may take to drain and flush (default 30 s).
@@ -142,12 +187,30 @@ impl std::fmt::Debug for DaemonConfig {
             .field("fanout_format", &self.fanout_format)
             .field("fanout_stream_max_len", &self.fanout_stream_max_len)
             .field("fanout_stream_max_age_ms", &self.fanout_stream_max_age_ms)
+            .field("fanout_key_ttl_ms", &self.fanout_key_ttl_ms)
             .field("shards", &self.shards)
             .field("linger_ms", &self.linger_ms)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_connections", &self.max_connections)
+            .field(
+                "http_max_connections_per_address",
+                &self.http_max_connections_per_address,
+            )
+            .field("http_header_timeout_ms", &self.http_header_timeout_ms)
+            .field("http_body_timeout_ms", &self.http_body_timeout_ms)
+            .field("http_write_timeout_ms", &self.http_write_timeout_ms)
+            .field("tcp_max_connections", &self.tcp_max_connections)
+            .field(
+                "tcp_max_connections_per_address",
+                &self.tcp_max_connections_per_address,
+            )
+            .field("tcp_auth_timeout_ms", &self.tcp_auth_timeout_ms)
+            .field("tcp_auth_frame_bytes", &self.tcp_auth_frame_bytes)
+            .field("tcp_frame_timeout_ms", &self.tcp_frame_timeout_ms)
+            .field("ops_addr", &self.ops_addr)
+            .field("ops_max_connections", &self.ops_max_connections)
             .field("ready_ring_fraction", &self.ready_ring_fraction)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
             .field("auth_reads", &self.auth_reads)
@@ -190,12 +253,24 @@ impl Default for DaemonConfig {
             fanout_format: "json".into(),
             fanout_stream_max_len: 10_000,
             fanout_stream_max_age_ms: 60_000,
+            fanout_key_ttl_ms: 600_000,
             shards: 2,
             linger_ms: 40,
             max_body_bytes: 8 << 20,
             max_frame_bytes: 8 << 20,
             request_timeout_ms: 30_000,
             max_connections: 1_024,
+            http_max_connections_per_address: 256,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 20_000,
+            http_write_timeout_ms: 30_000,
+            tcp_max_connections: 1_024,
+            tcp_max_connections_per_address: 64,
+            tcp_auth_timeout_ms: 5_000,
+            tcp_auth_frame_bytes: 64 << 10,
+            tcp_frame_timeout_ms: 30_000,
+            ops_addr: String::new(),
+            ops_max_connections: 64,
             ready_ring_fraction: 0.8,
             shutdown_timeout_ms: 30_000,
             auth_reads: false,
@@ -255,6 +330,9 @@ impl DaemonConfig {
         }
         if let Some(v) = var("CHRISTMAS_TCP_ADDR") {
             self.tcp_addr = v;
+        }
+        if let Some(v) = var("CHRISTMAS_OPS_ADDR") {
+            self.ops_addr = v;
         }
         if let Some(v) = var("CHRISTMAS_SHARDS") {
             self.shards = v.parse().context("CHRISTMAS_SHARDS must be a number")?;
@@ -320,6 +398,9 @@ impl DaemonConfig {
         self.fanout_format
             .parse::<christmas_core::fanout::PayloadFormat>()
             .context("fanout_format")?;
+        if (1..1_000).contains(&self.fanout_key_ttl_ms) {
+            bail!("fanout_key_ttl_ms: must be 0 (no expiry) or at least 1,000");
+        }
         if !(1..=256).contains(&self.shards) {
             bail!("shards: must be between 1 and 256");
         }
@@ -337,6 +418,31 @@ impl DaemonConfig {
         }
         if self.max_connections == 0 {
             bail!("max_connections: must be positive");
+        }
+        if self.tcp_max_connections == 0 {
+            bail!("tcp_max_connections: must be positive");
+        }
+        if self.ops_max_connections == 0 {
+            bail!("ops_max_connections: must be positive");
+        }
+        if !self.ops_addr.is_empty() {
+            self.ops_addr
+                .parse::<std::net::SocketAddr>()
+                .with_context(|| format!("ops_addr: {:?} is not host:port", self.ops_addr))?;
+        }
+        for (field, ms) in [
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("http_body_timeout_ms", self.http_body_timeout_ms),
+            ("http_write_timeout_ms", self.http_write_timeout_ms),
+            ("tcp_auth_timeout_ms", self.tcp_auth_timeout_ms),
+            ("tcp_frame_timeout_ms", self.tcp_frame_timeout_ms),
+        ] {
+            if !(1..=3_600_000).contains(&ms) {
+                bail!("{field}: must be between 1 and 3,600,000 ms");
+            }
+        }
+        if !(256..=self.max_frame_bytes).contains(&self.tcp_auth_frame_bytes) {
+            bail!("tcp_auth_frame_bytes: must be between 256 and max_frame_bytes");
         }
         if !(self.ready_ring_fraction > 0.0 && self.ready_ring_fraction <= 1.0) {
             bail!("ready_ring_fraction: must be in (0, 1]");

@@ -19,10 +19,12 @@
 //! | [`http`] | [`router`](http::router) and the request middleware; handlers by area: [`ticks`](http::ticks), [`market_data`](http::market_data), [`orders`], [`ops`](http::ops) (health, ready, metrics, OpenAPI); the [`Authorized`](http::auth::Authorized) extractor and the JSON [`reply`](http::reply) helpers |
 //! | [`live_feed`] | [`LiveFeed`](live_feed::LiveFeed): one Redis subscription per daemon relayed to every `GET /api/stream` client, each through a bounded buffer |
 //! | [`web`] | the page at `/`: built files served from `web_dir`, hashed assets cached for a year |
+//! | [`stall`] | [`WriteDeadline`](stall::WriteDeadline): HTTP writes fail once the peer has read nothing for `http_write_timeout_ms` |
 //! | [`tcp`] | the TCP ingest listener (rkyv frames, acks) |
 //! | [`ticks`] | the JSON / NDJSON tick format of `POST /api/ticks` |
 //! | [`json_fields`] | strict field-by-field reading of a flat JSON object (unknown and repeated keys refused), for ticks and orders |
 //! | [`auth`] | API keys: hashed, scoped |
+//! | [`budget`] | each listener's connection budget, in all and per client address |
 //! | [`ratelimit`] | per-account token buckets (429) |
 //! | [`metrics_text`] | `/metrics` in the Prometheus text format |
 //! | [`commands`] | the other commands: [`replay`] (DBN or CSV into the engine), [`feed`] (a synthetic market sent to a daemon over TCP, like a feed handler), [`migrate`](commands::migrate), [`demo`](commands::demo) (engine in-process) |
@@ -34,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod budget;
 pub mod commands;
 pub mod config;
 pub mod http;
@@ -42,6 +45,7 @@ pub mod live_feed;
 pub mod metrics_text;
 pub mod ratelimit;
 pub mod server;
+pub mod stall;
 pub mod state;
 pub mod tcp;
 pub mod ticks;

@@ -62,6 +62,10 @@ enum Command {
         /// TCP ingest listen address; "" turns it off.
         #[arg(long)]
         tcp_addr: Option<String>,
+        /// Operations listen address (/health, /ready, /metrics on a budget of their own);
+        /// "" turns it off.
+        #[arg(long)]
+        ops_addr: Option<String>,
         /// Directory of the built page served at `/` (overrides config and
         /// CHRISTMAS_WEB_DIR; default `web/dist` when it exists).
         #[arg(long)]
@@ -120,6 +124,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve {
             http_addr,
             tcp_addr,
+            ops_addr,
             web_dir,
         } => {
             let mut c = config(&cli)?;
@@ -129,6 +134,9 @@ async fn run() -> anyhow::Result<()> {
             if let Some(a) = tcp_addr {
                 c.tcp_addr = a.clone();
             }
+            if let Some(a) = ops_addr {
+                c.ops_addr = a.clone();
+            }
             if let Some(d) = web_dir {
                 c.web_dir = Some(d.clone());
             }
@@ -136,16 +144,19 @@ async fn run() -> anyhow::Result<()> {
             let http = server::listen(&c.http_addr, c.max_connections)
                 .await
                 .with_context(|| format!("binding {}", c.http_addr))?;
-            let tcp = match c.tcp_addr.as_str() {
-                "" => None,
-                a => Some(
-                    server::listen(a, c.max_connections)
+            let bind = |addr: String, backlog: usize| async move {
+                match addr.as_str() {
+                    "" => Ok(None),
+                    a => server::listen(a, backlog)
                         .await
-                        .with_context(|| format!("binding {a}"))?,
-                ),
+                        .map(Some)
+                        .with_context(|| format!("binding {a}")),
+                }
             };
+            let tcp = bind(c.tcp_addr.clone(), c.tcp_max_connections).await?;
+            let ops = bind(c.ops_addr.clone(), c.ops_max_connections).await?;
             let state = server::AppState::start(c).await?;
-            server::run(http, tcp, state, shutdown_signal()).await
+            server::run_with_ops(http, tcp, ops, state, shutdown_signal()).await
         }
         Command::CheckConfig => {
             let c = config(&cli)?;

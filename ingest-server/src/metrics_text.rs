@@ -293,6 +293,31 @@ fn orders(out: &mut String, o: &christmas_core::orders::OrderDeskSnapshot) {
     );
 }
 
+/// Each listener's open connections and those closed at once for their address's cap.
+fn connections(out: &mut String, s: &AppState) {
+    let listeners = [
+        ("http", &s.http_connections),
+        ("tcp", &s.tcp_connections),
+        ("ops", &s.ops_connections),
+    ];
+    let _ = writeln!(out, "# HELP christmas_connections_open Connections open, by listener.\n# TYPE christmas_connections_open gauge");
+    for (name, b) in listeners {
+        let _ = writeln!(
+            out,
+            "christmas_connections_open{{listener=\"{name}\"}} {}",
+            b.open()
+        );
+    }
+    let _ = writeln!(out, "# HELP christmas_connections_refused_total Connections closed at once: their client address held its cap.\n# TYPE christmas_connections_refused_total counter");
+    for (name, b) in listeners {
+        let _ = writeln!(
+            out,
+            "christmas_connections_refused_total{{listener=\"{name}\"}} {}",
+            b.refused()
+        );
+    }
+}
+
 /// The whole `/metrics` page.
 pub fn render(s: &AppState) -> String {
     let mut out = String::with_capacity(8 << 10);
@@ -325,6 +350,7 @@ pub fn render(s: &AppState) -> String {
         &h,
         1e-6,
     );
+    connections(&mut out, s);
     orders(&mut out, &s.orders.metrics());
     if let Some(feed) = &s.stream {
         use std::sync::atomic::Ordering::Relaxed;

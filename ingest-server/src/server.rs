@@ -1,56 +1,28 @@
-//! Bind and run: [`listen`] binds with a real backlog, and [`run`] serves HTTP and TCP
-//! until `shutdown` resolves, then drains and flushes.
+//! Bind and run: [`listen`] binds with a real backlog, and [`run`] serves HTTP, TCP and
+//! the operations port until `shutdown` resolves, then drains and flushes.
+//!
+//! HTTP connections are served by hyper directly (not `axum::serve`), so that each has a
+//! timer: a request head, and the wait for the next request on a kept-alive connection,
+//! take at most `http_header_timeout_ms`; an answer the peer stops reading fails after
+//! `http_write_timeout_ms` ([`WriteDeadline`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
 use anyhow::Result;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use crate::budget::{self, ConnectionBudget};
+use crate::stall::WriteDeadline;
 // Re-exported where it lived before it got its own module: `server::AppState` is the path
 // tests, the bench and the binary use.
 pub use crate::state::AppState;
 use crate::{http, tcp};
-
-/// A TCP connection holding one of the daemon's connection permits.
-#[derive(Debug)]
-pub struct CappedStream {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for CappedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CappedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
 
 /// Binds `addr` with a listen backlog of `backlog` connection attempts (the kernel caps it
 /// at `net.core.somaxconn`).
@@ -81,49 +53,6 @@ pub async fn listen(addr: &str, backlog: usize) -> std::io::Result<TcpListener> 
     }))
 }
 
-/// An HTTP listener that accepts at most `max_connections` connections at once.
-#[derive(Debug)]
-pub struct CappedListener {
-    inner: TcpListener,
-    permits: Arc<Semaphore>,
-}
-
-impl axum::serve::Listener for CappedListener {
-    type Io = CappedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let permit = match self.permits.clone().acquire_owned().await {
-                Ok(p) => p,
-                // The semaphore is never closed; if it were, accept nothing more.
-                Err(_) => return std::future::pending().await,
-            };
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (
-                        CappedStream {
-                            stream,
-                            _permit: permit,
-                        },
-                        addr,
-                    );
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
 /// Serves `http` (and `tcp`, when given) until `shutdown` resolves; then stops accepting,
 /// finishes in-flight requests and frames, and flushes every accepted record to PostgreSQL
 /// (within `shutdown_timeout`).
@@ -133,22 +62,43 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    run_with_ops(http, tcp, None, state, shutdown).await
+}
+
+/// [`run`], with the operations listener `ops` (`/health`, `/ready`, `/metrics` on a
+/// connection budget of their own) when given.
+pub async fn run_with_ops(
+    http: TcpListener,
+    tcp: Option<TcpListener>,
+    ops: Option<TcpListener>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tcp_task = tcp.map(|l| tokio::spawn(tcp::serve(l, state.clone(), stop_rx.clone())));
-    let listener = CappedListener {
-        inner: http,
-        permits: state.connections.clone(),
-    };
-    tracing::info!(
-        http = %listener.inner.local_addr()?,
-        "christmas-ingest serving"
+    tracing::info!(http = %http.local_addr()?, "christmas-ingest serving");
+    let timeouts = (
+        Duration::from_millis(state.config.http_header_timeout_ms),
+        Duration::from_millis(state.config.http_write_timeout_ms),
     );
-    let mut http_stop = stop_rx.clone();
-    let server =
-        axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        });
-    let server = tokio::spawn(async move { server.await });
+    let ops_task = match ops {
+        Some(l) => {
+            tracing::info!(ops = %l.local_addr()?, "operations listening");
+            let (state, stop) = (state.clone(), stop_rx.clone());
+            Some(tokio::spawn(async move {
+                let router = http::ops_router(state.clone());
+                serve_http(l, router, &state.ops_connections, timeouts, stop).await
+            }))
+        }
+        None => None,
+    };
+    let server = {
+        let (state, stop) = (state.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let router = http::router(state.clone());
+            serve_http(http, router, &state.http_connections, timeouts, stop).await
+        })
+    };
     shutdown.await;
     tracing::info!("shutting down: no new requests; draining");
     let _ = stop_tx.send(true);
@@ -160,6 +110,9 @@ pub async fn run(
     let drained = tokio::time::timeout(deadline, async {
         let _ = server.await;
         if let Some(t) = tcp_task {
+            let _ = t.await;
+        }
+        if let Some(t) = ops_task {
             let _ = t.await;
         }
         state.orders.shutdown().await;
@@ -180,6 +133,53 @@ pub async fn run(
             "shutdown took longer than {deadline:?}; some records may not be committed"
         ),
     }
+}
+
+/// Serves `router` on `listener`'s connections, as many at once as `budget` allows, until
+/// `stop` turns true; then lets each connection finish its request in flight and waits for
+/// all of them.
+async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    budget: &ConnectionBudget,
+    (header_timeout, write_timeout): (Duration, Duration),
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer, admission) = tokio::select! {
+            a = budget::accept(&listener, budget) => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let service = TowerToHyperService::new(router.clone());
+        let mut stop = stop.clone();
+        conns.spawn(async move {
+            let _admission = admission;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let io = WriteDeadline::new(stream, write_timeout);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let finished = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let served = match finished {
+                Some(r) => r,
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "HTTP connection closed");
+            }
+        });
+    }
+    while conns.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use christmas_core::orders::{OrderDesk, OrderDeskConfig};
 use christmas_core::query::MarketDataReader;
 use christmas_core::{IngestorConfig, Ingress, Sink};
 use hdrhistogram::Histogram;
-use tokio::sync::Semaphore;
 
+use crate::budget::ConnectionBudget;
 use crate::config::DaemonConfig;
 use crate::live_feed::LiveFeed;
 use crate::ratelimit::RateLimiter;
@@ -44,8 +44,12 @@ pub struct Engine {
     pub boot: u32,
     /// Next request number.
     pub requests: AtomicU64,
-    /// Connections allowed at once (HTTP and TCP together).
-    pub connections: Arc<Semaphore>,
+    /// The HTTP port's connections.
+    pub http_connections: ConnectionBudget,
+    /// The TCP ingest port's connections.
+    pub tcp_connections: ConnectionBudget,
+    /// The operations port's connections.
+    pub ops_connections: ConnectionBudget,
     /// Orders: group commit, idempotency, events.
     pub orders: OrderDesk,
     /// Per-account order rate.
@@ -119,6 +123,7 @@ impl AppState {
                 format: config.fanout_format.parse()?,
                 stream_max_len: config.fanout_stream_max_len,
                 stream_max_age: Duration::from_millis(config.fanout_stream_max_age_ms),
+                key_ttl: Duration::from_millis(config.fanout_key_ttl_ms),
                 ..FanoutConfig::new(r)
             }),
             None => None,
@@ -135,11 +140,22 @@ impl AppState {
         .await
         .context("starting the trade and quote pipelines")?;
         let max_lag = Duration::from_millis(config.replica_max_lag_ms);
+        // Connects on the first read: with a spool the daemon starts while PostgreSQL is
+        // down, takes ticks into the spool, and answers reads 503 until it is back.
         let reader = match &config.read_database_url {
-            Some(replica) => MarketDataReader::with_fallback(replica, &url, max_lag).await,
-            None => MarketDataReader::connect(&url).await,
+            Some(replica) => MarketDataReader::connect_later(replica, Some((&url, max_lag))),
+            None => MarketDataReader::connect_later(&url, None),
         }
-        .context("connecting the market-data reader")?;
+        .context("read_database_url / database_url")?;
+        match tokio::time::timeout(Duration::from_secs(2), reader.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "PostgreSQL unreachable at start: reads answer 503 until it is back")
+            }
+            Err(_) => tracing::warn!(
+                "PostgreSQL did not answer within 2 s at start: reads answer 503 until it does"
+            ),
+        }
         let cache = config
             .redis_url
             .as_deref()
@@ -178,7 +194,15 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
         Ok(AppState(Arc::new(Engine {
-            connections: Arc::new(Semaphore::new(config.max_connections)),
+            http_connections: ConnectionBudget::new(
+                config.max_connections,
+                config.http_max_connections_per_address,
+            ),
+            tcp_connections: ConnectionBudget::new(
+                config.tcp_max_connections,
+                config.tcp_max_connections_per_address,
+            ),
+            ops_connections: ConnectionBudget::new(config.ops_max_connections, 0),
             order_limiter: RateLimiter::new(config.order_rate_per_second, config.order_rate_burst),
             orders,
             stream,

@@ -4,55 +4,51 @@
 //! One task reads a connection's frames in place ([`FrameBuffer`]) into one reused
 //! [`Ticks`] and pushes them through the engine's [`Ingress`](christmas_core::Ingress);
 //! another writes the acks in frame order, each once its [`Ack`] resolved, so a client may
-//! pipeline frames (frame N+1 is enqueued while frame N commits). A frame that cannot be read gets an error ack and the connection is
-//! closed; a client gone mid-frame is just a closed connection.
+//! pipeline frames (frame N+1 is enqueued while frame N commits). A frame that cannot be
+//! read gets an error ack and the connection is closed; a client gone mid-frame is just a
+//! closed connection.
+//!
+//! Auth before work: with keys configured, the first frame must carry one, be at most
+//! `tcp_auth_frame_bytes` and arrive within `tcp_auth_timeout_ms`, so nothing large is
+//! buffered for a peer that has not proved its key. A frame's body has
+//! `tcp_frame_timeout_ms` once its length is read, and so has each ack's write.
 
 use christmas_core::frame::{self, AckFrame, FrameBuffer, IngestView};
 use christmas_core::producer::ProducerId;
 use christmas_core::{Ack, Ticks};
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::auth::{self, Access, Scope};
+use crate::budget;
 use crate::state::AppState;
 
-/// Accepts connections until `stop` turns true, then waits for open ones to finish their
-/// current frame and acks.
+/// Accepts connections (as many as `tcp_max_connections` and
+/// `tcp_max_connections_per_address` allow) until `stop` turns true, then waits for open
+/// ones to finish their current frame and acks.
 pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Receiver<bool>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(tcp = %addr, "TCP ingest listening");
     }
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = state.connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        let (stream, peer, admission) = tokio::select! {
+            a = budget::accept(&listener, &state.tcp_connections) => a,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let (state, stop) = (state.clone(), stop.clone());
-                conns.spawn(async move {
-                    let _permit = permit;
-                    if let Err(e) = connection(stream, state, stop).await {
-                        tracing::debug!(%peer, error = %e, "TCP connection closed");
-                    }
-                });
+        while conns.try_join_next().is_some() {}
+        let (state, stop) = (state.clone(), stop.clone());
+        conns.spawn(async move {
+            let _admission = admission;
+            if let Err(e) = connection(stream, state, stop).await {
+                tracing::debug!(%peer, error = %e, "TCP connection closed");
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "TCP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
+        });
     }
     while conns.join_next().await.is_some() {}
 }
@@ -104,6 +100,93 @@ fn refused(seq: u64, error: impl Into<String>) -> AckFrame {
     }
 }
 
+/// How long the connection may take to deliver what it owes next: before its key is
+/// checked, whatever is left of the auth deadline; after, `tcp_frame_timeout_ms` for a
+/// frame's body and no limit for the wait between frames.
+#[derive(Clone, Copy)]
+enum Deadline {
+    Auth(Instant),
+    Authorized,
+}
+
+/// `read` within `deadline` (`between_frames`: the wait for the next frame's length);
+/// `Err(why)` when the deadline passed.
+async fn within<T>(
+    deadline: Deadline,
+    between_frames: bool,
+    frame_timeout: Duration,
+    read: impl std::future::Future<Output = T>,
+) -> Result<T, &'static str> {
+    match deadline {
+        Deadline::Auth(at) => tokio::time::timeout_at(at, read)
+            .await
+            .map_err(|_| "no authenticated frame within tcp_auth_timeout_ms"),
+        Deadline::Authorized if between_frames => Ok(read.await),
+        Deadline::Authorized => tokio::time::timeout(frame_timeout, read)
+            .await
+            .map_err(|_| "the frame did not arrive within tcp_frame_timeout_ms"),
+    }
+}
+
+/// What reading the next frame gave.
+enum FrameRead {
+    /// A frame's body, in the buffer.
+    Frame,
+    /// The peer closed between frames, or the daemon is stopping.
+    Closed,
+    /// Too long or too late: the refusal's text.
+    Refused(String),
+}
+
+/// Reads the next frame's length and body into `body` within `deadline`; an error for a
+/// peer gone mid-frame.
+async fn read_frame(
+    r: &mut OwnedReadHalf,
+    body: &mut FrameBuffer,
+    s: &AppState,
+    deadline: Deadline,
+    stop: &mut watch::Receiver<bool>,
+) -> std::io::Result<FrameRead> {
+    let frame_timeout = Duration::from_millis(s.config.tcp_frame_timeout_ms);
+    let mut len = [0u8; 4];
+    let read = tokio::select! {
+        read = within(deadline, true, frame_timeout, r.read_exact(&mut len)) => read,
+        _ = stop.wait_for(|s| *s) => return Ok(FrameRead::Closed),
+    };
+    match read {
+        Ok(Ok(_)) => {}
+        // EOF between frames is a normal close.
+        Ok(Err(_)) => return Ok(FrameRead::Closed),
+        Err(why) => return Ok(FrameRead::Refused(why.into())),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    let max = s.config.max_frame_bytes;
+    let why = match deadline {
+        Deadline::Auth(_) if n > s.config.tcp_auth_frame_bytes => format!(
+            "the first frame is {n} bytes, over the {}-byte limit before the key is checked: send a frame with the API key and no records first",
+            s.config.tcp_auth_frame_bytes
+        ),
+        _ if n > max => format!("frame of {n} bytes is over the {max}-byte limit"),
+        _ => String::new(),
+    };
+    if !why.is_empty() {
+        return Ok(FrameRead::Refused(why));
+    }
+    match within(
+        deadline,
+        false,
+        frame_timeout,
+        r.read_exact(body.body_mut(n)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(FrameRead::Frame),
+        // A client gone mid-frame: close, nothing to answer.
+        Ok(Err(e)) => Err(e),
+        Err(why) => Ok(FrameRead::Refused(why.into())),
+    }
+}
+
 async fn connection(
     stream: TcpStream,
     s: AppState,
@@ -111,42 +194,38 @@ async fn connection(
 ) -> anyhow::Result<()> {
     let (mut r, mut w) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<PendingAck>(1_024);
+    let frame_timeout = Duration::from_millis(s.config.tcp_frame_timeout_ms);
     let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
-            write_ack(&mut w, &pending.resolve().await).await?;
+            // A peer that stopped reading its acks must not hold the connection forever.
+            tokio::time::timeout(frame_timeout, write_ack(&mut w, &pending.resolve().await))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         }
         w.shutdown().await
     });
-    let max = s.config.max_frame_bytes;
-    let mut authorized = !s.config.needs_key(Scope::Ingest);
+    // With keys, the first frame must be small and carry one: nothing larger is buffered
+    // for a connection that has not proved its key.
+    let mut deadline = match s.config.needs_key(Scope::Ingest) {
+        true => {
+            Deadline::Auth(Instant::now() + Duration::from_millis(s.config.tcp_auth_timeout_ms))
+        }
+        false => Deadline::Authorized,
+    };
     // Reused for every frame: reading a frame allocates nothing once they have grown.
     let mut body = FrameBuffer::default();
     let mut ticks = Ticks::default();
     // The feed handler's producer, named by its first frame.
     let mut producer: Option<ProducerId> = None;
     loop {
-        let mut len = [0u8; 4];
-        tokio::select! {
-            read = r.read_exact(&mut len) => {
-                // EOF between frames is a normal close.
-                if read.is_err() {
-                    break;
-                }
+        match read_frame(&mut r, &mut body, &s, deadline, &mut stop).await? {
+            FrameRead::Frame => {}
+            FrameRead::Closed => break,
+            FrameRead::Refused(why) => {
+                let _ = tx.send(PendingAck::Ready(refused(0, why))).await;
+                break;
             }
-            _ = stop.wait_for(|s| *s) => break,
         }
-        let n = u32::from_be_bytes(len) as usize;
-        if n > max {
-            let _ = tx
-                .send(PendingAck::Ready(refused(
-                    0,
-                    format!("frame of {n} bytes is over the {max}-byte limit"),
-                )))
-                .await;
-            break;
-        }
-        // A client gone mid-frame: close, nothing to answer.
-        r.read_exact(body.body_mut(n)).await?;
         let f = match body.ingest() {
             Ok(f) => f,
             Err(e) => {
@@ -154,10 +233,13 @@ async fn connection(
                 break;
             }
         };
-        if !authorized {
-            let token = format!("Bearer {}", f.api_key());
-            match auth::check(&s.config.api_keys, Some(&token), Scope::Ingest) {
-                Access::Allowed(_) => authorized = true,
+        if let Deadline::Auth(_) = deadline {
+            match auth::check(
+                &s.config.api_keys,
+                Some(&format!("Bearer {}", f.api_key())),
+                Scope::Ingest,
+            ) {
+                Access::Allowed(_) => deadline = Deadline::Authorized,
                 other => {
                     let why = if matches!(other, Access::Forbidden(_)) {
                         "key may not ingest"
@@ -181,9 +263,18 @@ async fn connection(
                 }
             }
         }
-        let pending = match push(&s, f, &mut ticks, producer.as_ref()).await {
-            Ok(ack) => PendingAck::Pushed { seq, ack },
-            Err(msg) => PendingAck::Ready(refused(seq, msg)),
+        let pending = if f.records() == 0 {
+            // A key (and producer) alone, sent before the first large frame.
+            PendingAck::Ready(AckFrame {
+                seq,
+                ok: true,
+                ..AckFrame::default()
+            })
+        } else {
+            match push(&s, f, &mut ticks, producer.as_ref()).await {
+                Ok(ack) => PendingAck::Pushed { seq, ack },
+                Err(msg) => PendingAck::Ready(refused(seq, msg)),
+            }
         };
         // The records are in the rings now: an idle connection keeps at most this much.
         body.release_if_over(KEEP_FRAME_BYTES);

@@ -386,3 +386,57 @@ async fn streams_keep_only_their_age_window() {
         .collect();
     assert_eq!(seqs, pushed[s0]);
 }
+
+/// `used_memory` from `INFO memory`, bytes.
+fn used_memory(redis: &RedisServer) -> i64 {
+    let info = redis.cli(&["INFO", "memory"]).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO memory")
+}
+
+fn dbsize(redis: &RedisServer) -> i64 {
+    redis.cli(&["DBSIZE"]).unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_symbols_keys_expire_so_cardinality_does_not_fill_redis() {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    // 10,000 symbols with one trade each, as one request with that many symbols sends.
+    let syms: Vec<Symbol> = (0..10_000)
+        .map(|i| Symbol::new(&format!("C{i:05}")).unwrap())
+        .collect();
+    let before = used_memory(&redis);
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .fanout(FanoutConfig {
+            key_ttl: Duration::from_secs(3),
+            ..FanoutConfig::new(redis.url())
+        })
+        .start()
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| push_round_robin(&ingestor, &syms, 0..10_000));
+    ingestor.shutdown().await.unwrap();
+    assert_eq!(count(&client, "market_data").await, 10_000);
+    // Two keys a symbol (stream and latest hash), each with an expiry.
+    assert_eq!(dbsize(&redis), 20_000);
+    let per_symbol = (used_memory(&redis) - before) / 10_000;
+    eprintln!("Redis memory per symbol with one message (JSON): {per_symbol} bytes");
+    // Measured 4,675 (the stream's first listpack node is most of it).
+    assert!(per_symbol < 8_192, "{per_symbol} bytes per symbol");
+    for key in ["md:{C00042}:ticks", "md:{C00042}:latest"] {
+        let ttl: i64 = redis.cli(&["PTTL", key]).unwrap().trim().parse().unwrap();
+        assert!((1..=3_000).contains(&ttl), "{key}: PTTL {ttl}");
+    }
+    // Past the expiry every key is gone, and the memory with them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while dbsize(&redis) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(dbsize(&redis), 0);
+    let left = used_memory(&redis) - before;
+    assert!(left < 1 << 20, "{left} bytes left after the expiry");
+}

@@ -372,3 +372,82 @@ async fn a_network_cut_between_daemon_and_postgres_loses_nothing_acknowledged() 
     drop(ns);
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_starts_with_postgres_down_spools_and_stores_once_when_it_returns() {
+    let mut pg = PgServer::start().unwrap();
+    let (url, db) = fresh_core_db(&pg.url()).await;
+    drop(db);
+    tokio::task::block_in_place(|| pg.stop()).unwrap();
+    let spool = std::env::temp_dir().join(christmas_tests::unique_name("down-at-start"));
+    // Starts (it used to exit "connecting the market-data reader") and takes ticks.
+    let d = Running::start(DaemonConfig {
+        database_url: Some(url.clone()),
+        spool_dir: Some(spool.display().to_string()),
+        ..DaemonConfig::default()
+    })
+    .await;
+    let client = HttpClient::new(d.addr);
+    let mut want = 0i64;
+    for batch in 0..3i64 {
+        let ticks: Vec<String> = (batch * 100..batch * 100 + 100)
+            .map(|k| {
+                want += k;
+                format!(
+                    r#"{{"kind":"trade","symbol":"D{}","time_ns":{},"price":1,"volume":1,"exchange_seq":{k}}}"#,
+                    k % 3,
+                    1_795_600_000_000_000_000i64 + k
+                )
+            })
+            .collect();
+        let r = client
+            .request(
+                "POST",
+                "/api/ticks?ack=durable",
+                &[],
+                format!("[{}]", ticks.join(",")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    // Reads and orders answer 503 with a JSON error meanwhile; /ready says why.
+    for path in [
+        "/api/market-data?symbol=D1",
+        "/api/market-data/D1/trades",
+        "/api/orders/1",
+    ] {
+        let r = client.get(path).await.unwrap();
+        assert_eq!(r.status, 503, "{path}: {}", r.text());
+        assert!(r.json().unwrap()["error"].is_string(), "{path}");
+    }
+    let r = client.get("/ready").await.unwrap();
+    assert_eq!(
+        (r.status, r.json().unwrap()["checks"]["database"].as_bool()),
+        (503, Some(false))
+    );
+    tokio::task::block_in_place(|| pg.start_again()).unwrap();
+    wait_ready(d.addr, 200, Duration::from_secs(30)).await;
+    // Every spooled tick reaches the table, once; reads answer again.
+    let db = crate::support::connect(&url).await;
+    let started = Instant::now();
+    while count(&db, "market_data").await < 300 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = client.get("/api/market-data/D1/trades").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.stop().await;
+    let row = db
+        .query_one("SELECT count(*), sum(exchange_seq)::bigint, count(DISTINCT exchange_seq) FROM market_data", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (300, want, 300)
+    );
+    let _ = std::fs::remove_dir_all(&spool);
+}

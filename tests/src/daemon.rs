@@ -21,34 +21,43 @@ use crate::http::HttpClient;
 pub struct InProcessDaemon {
     http: SocketAddr,
     tcp: Option<SocketAddr>,
+    ops: Option<SocketAddr>,
     state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl InProcessDaemon {
-    /// Starts the daemon of `config` on a free loopback HTTP port, and a TCP ingest port too
-    /// when `with_tcp`; both listen with a backlog of `config.max_connections`, as `serve`
-    /// does. The config's own addresses are replaced by the ones bound.
+    /// Starts the daemon of `config` on a free loopback HTTP port, a TCP ingest port too
+    /// when `with_tcp`, and an operations port when `config.ops_addr` is set (to anything);
+    /// each listens with the backlog `serve` gives it. The config's own addresses are
+    /// replaced by the ones bound.
     pub async fn start(mut config: DaemonConfig, with_tcp: bool) -> Result<InProcessDaemon> {
-        let backlog = config.max_connections;
-        let http = server::listen("127.0.0.1:0", backlog).await?;
+        let http = server::listen("127.0.0.1:0", config.max_connections).await?;
         let tcp = match with_tcp {
-            true => Some(server::listen("127.0.0.1:0", backlog).await?),
+            true => Some(server::listen("127.0.0.1:0", config.tcp_max_connections).await?),
             false => None,
+        };
+        let ops = match config.ops_addr.is_empty() {
+            true => None,
+            false => Some(server::listen("127.0.0.1:0", config.ops_max_connections).await?),
         };
         let http_addr = http.local_addr()?;
         let tcp_addr = tcp.as_ref().map(|t| t.local_addr()).transpose()?;
+        let ops_addr = ops.as_ref().map(|t| t.local_addr()).transpose()?;
         config.http_addr = http_addr.to_string();
         config.tcp_addr = tcp_addr.map(|a| a.to_string()).unwrap_or_default();
+        config.ops_addr = ops_addr.map(|a| a.to_string()).unwrap_or_default();
         let state = AppState::start(config).await?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(http, tcp, state.clone(), async move {
+        let stopped = async move {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(server::run_with_ops(http, tcp, ops, state.clone(), stopped));
         Ok(InProcessDaemon {
             http: http_addr,
             tcp: tcp_addr,
+            ops: ops_addr,
             state,
             stop: Some(stop),
             task,
@@ -63,6 +72,11 @@ impl InProcessDaemon {
     /// Where it takes TCP ingest frames, when started with TCP.
     pub fn tcp(&self) -> Option<SocketAddr> {
         self.tcp
+    }
+
+    /// Where it serves /health, /ready and /metrics alone, when started with `ops_addr`.
+    pub fn ops(&self) -> Option<SocketAddr> {
+        self.ops
     }
 
     /// The daemon's state (its engines, desk and metrics).

@@ -43,6 +43,12 @@ pub struct FanoutConfig {
     /// ~145 bytes (JSON). Stream ids are Redis's clock, the cut is this host's: skew shifts
     /// the window.
     pub stream_max_age: Duration,
+    /// How long a symbol's keys (`md:{SYMBOL}:ticks`, `md:{SYMBOL}:latest`) outlive its
+    /// last message (default 10 min; zero: forever). The expiry is refreshed at most every
+    /// quarter of it, so a quiet symbol's keys go between ¾ and all of it after its last
+    /// message. This is what bounds Redis's memory under symbol cardinality: without it one
+    /// request with 95,325 distinct symbols left 190,683 keys (+415 MiB) for good.
+    pub key_ttl: Duration,
     /// Batches the fan-out queue holds (default 256). When Redis is slow or down the oldest
     /// is dropped and counted; PostgreSQL never waits for Redis.
     pub queue_batches: usize,
@@ -63,6 +69,7 @@ impl fmt::Debug for FanoutConfig {
             .field("publish", &self.publish)
             .field("stream_max_len", &self.stream_max_len)
             .field("stream_max_age", &self.stream_max_age)
+            .field("key_ttl", &self.key_ttl)
             .field("queue_batches", &self.queue_batches)
             .field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)
@@ -80,6 +87,7 @@ impl FanoutConfig {
             publish: PublishPoint::Committed,
             stream_max_len: 10_000,
             stream_max_age: Duration::from_secs(60),
+            key_ttl: Duration::from_secs(600),
             queue_batches: 256,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
@@ -94,6 +102,12 @@ impl FanoutConfig {
             return Err(Error::config(
                 "fanout.queue_batches",
                 "must be between 1 and 1,048,576",
+            ));
+        }
+        if !self.key_ttl.is_zero() && self.key_ttl < Duration::from_secs(1) {
+            return Err(Error::config(
+                "fanout.key_ttl",
+                "must be zero (no expiry) or at least 1 s",
             ));
         }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {

@@ -7,7 +7,9 @@
 //! - `PUBLISH md:{SYMBOL}` (`SPUBLISH` on a cluster: sharded pub/sub);
 //! - `XADD md:{SYMBOL}:ticks MAXLEN ~ N` for replay (once a second `MINID` now − age
 //!   instead, so the stream's reach is bounded in time too);
-//! - `HSET md:{SYMBOL}:latest` with the latest trade or quote.
+//! - `HSET md:{SYMBOL}:latest` with the latest trade or quote;
+//! - `PEXPIRE` on both keys, at most every quarter of [`FanoutConfig::key_ttl`], so an idle
+//!   symbol's keys leave Redis and its memory is bounded by the symbols active lately.
 //!
 //! Messages carry per-symbol sequences so consumers detect gaps. The fan-out queue is
 //! bounded and drops its oldest batch (counted in [`FanoutSnapshot`]) when Redis is slow or

@@ -246,14 +246,33 @@ struct Groups {
     trims: AgeTrims,
 }
 
-/// When each symbol's stream was last trimmed by age.
+/// Per symbol: when its stream was last trimmed by age and its keys' expiry last set.
 #[derive(Default)]
-struct AgeTrims(HashMap<Symbol, Instant>);
+struct AgeTrims {
+    symbols: HashMap<Symbol, Upkeep>,
+    /// When symbols not seen for a while were last forgotten.
+    pruned: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+struct Upkeep {
+    trimmed: Option<Instant>,
+    expiry_set: Option<Instant>,
+}
 
 /// How often a symbol's stream is trimmed by age.
 const AGE_TRIM_EVERY: Duration = Duration::from_secs(1);
+/// How often symbols not seen for a while are forgotten here (their keys expire in Redis).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl AgeTrims {
+    fn upkeep(&mut self, symbol: Symbol) -> &mut Upkeep {
+        self.symbols.entry(symbol).or_insert(Upkeep {
+            trimmed: None,
+            expiry_set: None,
+        })
+    }
+
     /// The stream id below which `symbol`'s entries go (`MINID`), when its age trim is due:
     /// now − `max_age`, in Redis's `ms-seq` form.
     fn cut(&mut self, symbol: Symbol, max_age: Duration) -> Option<String> {
@@ -261,16 +280,55 @@ impl AgeTrims {
             return None;
         }
         let now = Instant::now();
-        match self.0.get(&symbol) {
-            Some(last) if now.duration_since(*last) < AGE_TRIM_EVERY => return None,
-            _ => {}
+        let upkeep = self.upkeep(symbol);
+        if upkeep
+            .trimmed
+            .is_some_and(|last| now.duration_since(last) < AGE_TRIM_EVERY)
+        {
+            return None;
         }
-        self.0.insert(symbol, now);
+        upkeep.trimmed = Some(now);
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let cut = since_epoch.saturating_sub(max_age).as_millis();
         Some(format!("{cut}-0"))
+    }
+
+    /// Whether `symbol`'s keys need their expiry (`ttl`) set again: on its first message,
+    /// then at most every quarter of `ttl`.
+    fn expiry_due(&mut self, symbol: Symbol, ttl: Duration) -> bool {
+        if ttl.is_zero() {
+            return false;
+        }
+        let now = Instant::now();
+        let upkeep = self.upkeep(symbol);
+        if upkeep
+            .expiry_set
+            .is_some_and(|last| now.duration_since(last) < ttl / 4)
+        {
+            return false;
+        }
+        upkeep.expiry_set = Some(now);
+        true
+    }
+
+    /// Forgets, at most once a minute, the symbols without a message for `idle`: the
+    /// map would otherwise grow with every symbol ever published.
+    fn prune(&mut self, idle: Duration) {
+        let now = Instant::now();
+        if self
+            .pruned
+            .is_some_and(|last| now.duration_since(last) < PRUNE_EVERY)
+        {
+            return;
+        }
+        self.pruned = Some(now);
+        let idle = idle.max(PRUNE_EVERY);
+        self.symbols.retain(|_, u| {
+            let last = u.trimmed.max(u.expiry_set);
+            last.is_some_and(|t| now.duration_since(t) < idle)
+        });
     }
 }
 
@@ -312,6 +370,9 @@ async fn publish<R: Record>(
     source: &str,
 ) -> crate::error::Result<u64> {
     groups.fill(&batch.ticks);
+    groups
+        .trims
+        .prune(config.key_ttl.max(config.stream_max_age));
     let publish_cmd = if conn.is_cluster() {
         "SPUBLISH"
     } else {
@@ -365,6 +426,19 @@ async fn publish<R: Record>(
             .arg(wire::latest_key(sym))
             .arg(last.latest_fields(*seq))
             .ignore();
+        if trims.expiry_due(*symbol, config.key_ttl) {
+            let ms = config.key_ttl.as_millis() as u64;
+            if config.stream_max_len > 0 {
+                pipe.cmd("PEXPIRE")
+                    .arg(wire::stream_key(sym))
+                    .arg(ms)
+                    .ignore();
+            }
+            pipe.cmd("PEXPIRE")
+                .arg(wire::latest_key(sym))
+                .arg(ms)
+                .ignore();
+        }
         if conn.is_cluster() {
             // A cluster pipeline must stay on one slot: one per symbol, sent concurrently.
             pipes.push(std::mem::replace(&mut pipe, redis::pipe()));

@@ -15,7 +15,9 @@ use tokio_postgres::types::{ToSql, Type};
 
 use crate::error::{Error, Result};
 use crate::orders::group_commit::{connect_writer, write_groups, Intake, Submission};
-use crate::orders::outbox::{connect_events, publish_events, EventsConfig, OutboxBatch};
+use crate::orders::outbox::{
+    connect_events, publish_events, wait_for_events_db, EventsConfig, OutboxBatch,
+};
 use crate::orders::queue::EventsTarget;
 use crate::orders::stats::DeskStats;
 use crate::orders::types::{NewOrder, Order, OrderStatus, SubmitOutcome, ORDER_COLUMNS};
@@ -195,7 +197,8 @@ impl std::fmt::Debug for OrderDesk {
 }
 
 impl OrderDesk {
-    /// Connects and starts the writers (and the event publisher when Redis is set).
+    /// Starts the writers (and the event publisher when Redis is set). Each connects now
+    /// when PostgreSQL answers, else on first use: the desk starts while it is down.
     pub async fn start(config: OrderDeskConfig) -> Result<OrderDesk> {
         if !(1..=64).contains(&config.connections) {
             return Err(Error::config(
@@ -215,14 +218,17 @@ impl OrderDesk {
             .map(|url| EventsTarget::parse(url, config.events_tls_ca.as_deref()))
             .transpose()?;
         let events_backend = target.as_ref().map(EventsTarget::backend);
+        // Every connection is made on first use, so the desk starts while PostgreSQL is
+        // down (its requests fail until it is back).
         let reader = match &config.read_database_url {
-            Some(replica) => {
-                ReadClient::with_fallback(replica, &config.database_url, config.max_replica_lag)
-                    .await?
-            }
-            None => ReadClient::connect(&config.database_url).await?,
+            Some(replica) => ReadClient::with_fallback_later(
+                replica,
+                &config.database_url,
+                config.max_replica_lag,
+            )?,
+            None => ReadClient::connect_later(&config.database_url)?,
         };
-        let primary = ReadClient::connect(&config.database_url).await?;
+        let primary = ReadClient::connect_later(&config.database_url)?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         // The writers and their connections run on a thread of their own: a commit's reply
         // is read and the group answered at once, not after the HTTP tasks queued before it
@@ -409,7 +415,11 @@ async fn start_tasks(
     let events_tx = target.as_ref().map(|_| events_tx);
     let mut writers = Vec::with_capacity(config.connections);
     for i in 0..config.connections {
-        let client = connect_writer(&config.database_url, i).await?;
+        // Unreachable now: the writer connects when its first group comes.
+        let client = connect_writer(&config.database_url, i)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "order writer: PostgreSQL unreachable at start; connecting on the first order"))
+            .ok();
         writers.push(tokio::spawn(write_groups(
             client,
             config.database_url.clone(),
@@ -422,20 +432,25 @@ async fn start_tasks(
     }
     let events = match target {
         Some(t) => {
-            let db = connect_events(&config.database_url).await?;
+            let db = connect_events(&config.database_url).await.ok();
             let events_config = EventsConfig {
                 stream: config.events_stream,
                 database_url: config.database_url,
                 trim_every: config.events_trim_every,
                 recheck_after: config.events_recheck_after,
             };
-            Some(tokio::spawn(publish_events(
-                t,
-                events_config,
-                db,
-                events_rx,
-                stats,
-            )))
+            Some(tokio::spawn(async move {
+                // PostgreSQL down at start: wait for it (the outbox holds the events).
+                let db = match db {
+                    Some(db) => db,
+                    None => match wait_for_events_db(&events_config.database_url, &events_rx).await
+                    {
+                        Some(db) => db,
+                        None => return,
+                    },
+                };
+                publish_events(t, events_config, db, events_rx, stats).await
+            }))
         }
         None => None,
     };

@@ -112,7 +112,7 @@ pub(super) async fn connect_writer(url: &str, index: usize) -> Result<Client> {
 /// them in one statement, answers each, and hands the new orders to `events` (when
 /// events are on).
 pub(super) async fn write_groups(
-    mut client: Client,
+    mut client: Option<Client>,
     database_url: String,
     max_group: usize,
     index: usize,
@@ -141,9 +141,9 @@ pub(super) async fn write_groups(
             _ => Keys::New,
         };
         let (outcomes, outbox_groups) = loop {
-            if client.is_closed() {
+            if client.as_ref().is_none_or(Client::is_closed) {
                 match connect_writer(&database_url, index).await {
-                    Ok(c) => client = c,
+                    Ok(c) => client = Some(c),
                     Err(e) => {
                         tracing::warn!(error = %e, "order writer reconnect failed");
                         tokio::time::sleep(backoff).await;
@@ -152,7 +152,8 @@ pub(super) async fn write_groups(
                     }
                 }
             }
-            match write_group(&client, &group, outbox, keys).await {
+            let Some(c) = client.as_ref() else { continue };
+            match write_group(c, &group, outbox, keys).await {
                 Ok((o, g)) => break (o, g.into_iter().collect::<Vec<i64>>()),
                 // The statement stored nothing; the group goes again, repeats and all.
                 Err(e) if keys == Keys::New && e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
@@ -168,14 +169,14 @@ pub(super) async fn write_groups(
                     tracing::warn!(error = %e, orders = group.len(), "order group failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    if !client.is_closed() {
+                    if !c.is_closed() {
                         continue;
                     }
                 }
                 Err(e) => {
                     // Refused data the validation missed: answer each order on its own.
                     tracing::warn!(error = %e, "order group refused; writing one by one");
-                    break write_one_by_one(&client, &group, outbox).await;
+                    break write_one_by_one(c, &group, outbox).await;
                 }
             }
         };

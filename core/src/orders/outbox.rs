@@ -52,6 +52,26 @@ pub(super) async fn connect_events(url: &str) -> Result<Client> {
     .await
 }
 
+/// Connects the event publisher once PostgreSQL answers; `None` when the desk shut down
+/// first (every sender of `rx` gone).
+pub(super) async fn wait_for_events_db(
+    url: &str,
+    rx: &mpsc::Receiver<OutboxBatch>,
+) -> Option<Client> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if rx.is_closed() {
+            return None;
+        }
+        match connect_events(url).await {
+            Ok(c) => return Some(c),
+            Err(e) => tracing::debug!(error = %e, "order events: database unreachable"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// Publishes `order.accepted` events: each committed group as it comes, and every few
 /// seconds whatever the outbox still holds. Every few seconds it also trims what every
 /// consumer group has acknowledged from the stream.

@@ -65,13 +65,19 @@ fn parse_read_url(url: &str) -> Result<Config> {
 impl ReadClient {
     /// Connects to `url` (a primary or a replica).
     pub(crate) async fn connect(url: &str) -> Result<Self> {
-        let reader = ReadClient {
+        let reader = ReadClient::connect_later(url)?;
+        reader.client().await?;
+        Ok(reader)
+    }
+
+    /// A client of `url` that connects on its first read: it is created while the
+    /// database is down, and each read fails until it is back.
+    pub(crate) fn connect_later(url: &str) -> Result<Self> {
+        Ok(ReadClient {
             config: parse_read_url(url)?,
             client: Mutex::new(None),
             fallback: None,
-        };
-        reader.client().await?;
-        Ok(reader)
+        })
     }
 
     /// Reads from the replica at `replica_url` while it is up and at most `max_lag`
@@ -82,13 +88,24 @@ impl ReadClient {
         primary_url: &str,
         max_lag: Duration,
     ) -> Result<Self> {
-        let config = parse_read_url(replica_url)?;
-        let primary = ReadClient::connect(primary_url).await?;
+        let reader = ReadClient::with_fallback_later(replica_url, primary_url, max_lag)?;
+        if let Some(f) = &reader.fallback {
+            f.primary.client().await?;
+        }
+        Ok(reader)
+    }
+
+    /// [`with_fallback`](Self::with_fallback), connecting on the first read.
+    pub(crate) fn with_fallback_later(
+        replica_url: &str,
+        primary_url: &str,
+        max_lag: Duration,
+    ) -> Result<Self> {
         Ok(ReadClient {
-            config,
+            config: parse_read_url(replica_url)?,
             client: Mutex::new(None),
             fallback: Some(Fallback {
-                primary: Box::new(primary),
+                primary: Box::new(ReadClient::connect_later(primary_url)?),
                 max_lag,
                 verdict: Mutex::new(None),
             }),

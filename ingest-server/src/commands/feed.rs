@@ -55,6 +55,19 @@ pub async fn run(args: FeedArgs, stop: impl Future<Output = ()>) -> Result<()> {
         .with_context(|| format!("connecting to the daemon's TCP port {}", args.tcp))?;
     stream.set_nodelay(true)?;
     let (mut r, mut w) = stream.into_split();
+    let mut seq = 0u64;
+    if !args.api_key.is_empty() {
+        // The key goes first, in a frame without records: a daemon with keys refuses a
+        // large first frame before it has checked one.
+        seq += 1;
+        let hello = IngestFrame {
+            seq,
+            ack: AckLevel::Accepted.code(),
+            api_key: args.api_key.clone(),
+            ..IngestFrame::default()
+        };
+        w.write_all(&frame::encode_ingest(&hello)?).await?;
+    }
     let acked = Arc::new(AtomicU64::new(0));
     let last_seq = Arc::new(AtomicU64::new(0));
     let reader = {
@@ -80,7 +93,7 @@ pub async fn run(args: FeedArgs, stop: impl Future<Output = ()>) -> Result<()> {
         .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
     let started = Instant::now();
     let deadline = (args.seconds > 0).then(|| started + Duration::from_secs(args.seconds));
-    let (mut sent, mut seq) = (0u64, 0u64);
+    let mut sent = 0u64;
     let (mut last_report, mut last_sent, mut last_acked) = (Instant::now(), 0u64, 0u64);
     tokio::pin!(stop);
     loop {
@@ -97,11 +110,6 @@ pub async fn run(args: FeedArgs, stop: impl Future<Output = ()>) -> Result<()> {
             let mut f = IngestFrame {
                 seq,
                 ack: AckLevel::Accepted.code(),
-                api_key: if seq == 1 {
-                    args.api_key.clone()
-                } else {
-                    String::new()
-                },
                 ..IngestFrame::default()
             };
             while sent < due && f.trades.len() + f.quotes.len() < 2_000 {

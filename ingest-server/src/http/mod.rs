@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::state::AppState;
 
 pub mod auth;
+pub mod body;
 pub mod engine;
 pub mod market_data;
 pub mod ops;
@@ -46,6 +47,31 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::web::routes(&state))
         .fallback(|| async { reply::error(StatusCode::NOT_FOUND, None, "no such endpoint") })
         // axum adds the `Allow` header to this reply.
+        .method_not_allowed_fallback(|method: Method| async move {
+            reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Some("method"),
+                format!("{method} is not allowed here (see Allow)"),
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The operations listener's routes (`/health`, `/ready`, `/metrics`), with the same
+/// request middleware; anything else is a 404.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async {
+            reply::error(
+                StatusCode::NOT_FOUND,
+                None,
+                "the operations port serves /health, /ready and /metrics",
+            )
+        })
         .method_not_allowed_fallback(|method: Method| async move {
             reply::error(
                 StatusCode::METHOD_NOT_ALLOWED,

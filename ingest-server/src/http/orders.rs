@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::http::auth::{Authorized, Orders};
 use crate::http::params::{PathParam, QueryParams};
-use crate::http::reply::{bad_request as bad, closing, engine_error, error};
+use crate::http::reply::{bad_request as bad, engine_error, error};
 use crate::json_fields::{Keys, Scalar};
 use crate::state::AppState;
 
@@ -203,15 +203,13 @@ pub async fn submit(
         }
         return r;
     }
-    let body = match axum::body::to_bytes(body, MAX_ORDER_BYTES).await {
+    let body = match crate::http::body::read(&s, body, MAX_ORDER_BYTES, || {
+        format!("an order is at most {MAX_ORDER_BYTES} bytes")
+    })
+    .await
+    {
         Ok(b) => b,
-        Err(_) => {
-            return closing(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Some("body"),
-                format!("an order is at most {MAX_ORDER_BYTES} bytes"),
-            ))
-        }
+        Err(r) => return r,
     };
     let order = match parse_order(account, &body) {
         Ok(o) => o,

@@ -23,6 +23,7 @@ use christmas_core::{AckLevel, Ticks};
 use serde_json::json;
 
 use crate::http::auth::{Authorized, Ingest};
+use crate::http::body;
 use crate::http::params::QueryParams;
 use crate::http::reply::{bad_request, closing, engine_error, error};
 use crate::state::AppState;
@@ -46,15 +47,13 @@ pub async fn post_ticks(
         Err(r) => return closing(r),
     };
     let limit = s.config.max_body_bytes;
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match body::read(&s, body, limit, || {
+        format!("body larger than {limit} bytes")
+    })
+    .await
+    {
         Ok(b) => b,
-        Err(_) => {
-            return closing(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Some("body"),
-                format!("body larger than {limit} bytes"),
-            ))
-        }
+        Err(r) => return r,
     };
     let parsed = match parse_off_the_workers(bytes).await {
         Ok(Ok(p)) => p,
