@@ -24,7 +24,7 @@
 //! | [`json_fields`] | strict field-by-field reading of a flat JSON object (unknown and repeated keys refused), for ticks and orders |
 //! | [`auth`] | API keys: hashed, scoped |
 //! | [`ratelimit`] | per-account token buckets (429) |
-//! | [`metrics_text`] | `/metrics` in the Prometheus text format |
+//! | [`metrics`] | `/metrics` in the Prometheus text format (prometheus-client) |
 //! | [`commands`] | the other commands: [`replay`] (DBN or CSV into the engine), [`feed`] (a synthetic market sent to a daemon over TCP, like a feed handler), [`migrate`](commands::migrate), [`demo`](commands::demo) (engine in-process) |
 //! | [`timefmt`] | RFC 3339 / nanosecond timestamps (core's `sources::timefmt`, re-exported) |
 
@@ -39,7 +39,7 @@ pub mod config;
 pub mod http;
 pub mod json_fields;
 pub mod live_feed;
-pub mod metrics_text;
+pub mod metrics;
 pub mod ratelimit;
 pub mod server;
 pub mod state;

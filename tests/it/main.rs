@@ -8,6 +8,7 @@ mod edges;
 mod fanout;
 mod faults;
 mod harness;
+mod metrics;
 mod orders;
 mod producers;
 mod producers_daemon;
