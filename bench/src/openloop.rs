@@ -230,7 +230,7 @@ fn split(s: TcpStream) -> (Reader, Writer) {
 /// The request bench/wrk/orders.lua sends, with order `i`'s unique id.
 fn request(buf: &mut Vec<u8>, s: &Schedule, i: u64) {
     use std::io::Write;
-    let side = if i % 2 == 0 { "buy" } else { "sell" };
+    let side = if i.is_multiple_of(2) { "buy" } else { "sell" };
     let body = format!(
         r#"{{"client_order_id":"{}-{i}","symbol":"ESZ6","side":"{side}","type":"limit","quantity":{},"limit_price":6000.25,"time_in_force":"day"}}"#,
         s.prefix,
