@@ -427,4 +427,30 @@ mod tests {
         assert!(run.created_per_s < 150.0, "{run:?}");
         assert!(!run.sustained());
     }
+
+    #[test]
+    fn the_highest_sustained_rate_is_below_the_servers_capacity_and_above_half_of_it() {
+        // 4 connections, each answer after 5 ms (6 with the timer's rounding): 650–800/s.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (addr, _) = rt.block_on(slow_server(Duration::from_millis(5)));
+        let search = Search {
+            start: 200.0,
+            seconds: 0.5,
+            connections: 4,
+            cap: 5_000.0,
+        };
+        let (best, tries) = max_rate(&addr, search, |_| {}).unwrap();
+        assert!(best.sustained(), "{best:?}");
+        assert!(
+            (300.0..=850.0).contains(&best.offered_per_s),
+            "{} /s sustained by a server of at most 800/s",
+            best.offered_per_s
+        );
+        assert!(tries
+            .iter()
+            .any(|t| !t.sustained() && t.offered_per_s > best.offered_per_s));
+        assert!(tries
+            .iter()
+            .all(|t| !t.sustained() || t.offered_per_s <= best.offered_per_s));
+    }
 }
