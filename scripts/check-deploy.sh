@@ -241,7 +241,7 @@ check "grafana: python -m json.tool deploy/monitoring/grafana/christmas.json" \
 
 check -v "cross-check: every env var the deploy files set is one christmas-ingest reads" \
     offline "$PY" deploy/tools/check_deploy.py env-names
-check -v "cross-check: every metric in alerts.yml and the dashboard is exported (metrics_text.rs)" \
+check -v "cross-check: every metric in alerts.yml and the dashboard is exported (ingest-server/src/metrics.rs)" \
     offline "$PY" deploy/tools/check_deploy.py metrics
 check -v "cross-check: timeouts, sizes, names and references agree across files" \
     offline "$PY" deploy/tools/check_deploy.py consistency

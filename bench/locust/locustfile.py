@@ -1,17 +1,18 @@
-"""Locust version of the `orders` scenario of christmas-bench (not run by the harness).
+"""Locust version of the `orders` scenario of christmas-bench: the seed's mix.
 
 POST /api/orders with a unique client_order_id per request (like bench/wrk/orders.lua), and
-GET /api/market-data?symbol=ESZ6 (like the harness's siege run), against a running
-christmas-ingest:
+GET /api/market-data?symbol=ESZ6 (like the harness's siege run), 4 : 1. `christmas-bench
+orders` (and `all`) runs it headless against its daemon from the bench's venv
+(.state/bench-venv, where the bench installs Locust) and puts its figures in the table:
 
-    pip install locust
-    locust -f bench/locust/locustfile.py --headless -u 200 -r 50 -t 60s \
-        --host http://127.0.0.1:8080
+    locust -f bench/locust/locustfile.py --headless -u 100 -r 100 -t 30s \
+        --host http://127.0.0.1:8080 --csv /tmp/locust
 
 Set CHRISTMAS_API_KEY when the daemon requires keys (sent as `Authorization: Bearer …`).
 Locust's Python clients need far more CPU per request than wrk: on the 2-core machine of
-bench/RESULTS.md they saturate long before the daemon does, which is why the harness
-measures with wrk and siege. Use this file to reproduce the load shape from another host.
+bench/RESULTS.md they saturate long before the daemon does, so its figures measure Locust
+as much as the daemon (the open-loop generator and wrk measure the daemon's capacity). Use
+this file to reproduce the load shape from another host.
 """
 
 import itertools

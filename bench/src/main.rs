@@ -7,10 +7,10 @@
 //! | module | what it is |
 //! |---|---|
 //! | `all` (here) | every scenario in turn, then the summary |
-//! | [`core_benches`], [`ingest`], [`daemon`], [`replay`], [`fanout`], [`orders`], [`scale`] | the scenarios |
+//! | [`core_benches`], [`ingest`], [`daemon`], [`replay`], [`fanout`], [`orders`] (with [`orders_open`]), [`scale`] | the scenarios |
 //! | [`market`] | the rows: synthetic market or file replay, and their encodings |
 //! | [`peers`] | the Python peers of `ingest` (bench/peers/) |
-//! | [`loadgen`] | wrk and siege |
+//! | [`loadgen`], [`openloop`], [`locust`] | wrk and siege; the open-loop orders generator; Locust in the bench's venv |
 //! | [`args`] | the flags every scenario takes ([`args::CommonArgs`]) |
 //! | [`pg`], [`services`] | fresh databases, resets; the local PostgreSQL and Redis |
 //! | [`run`], [`report`], [`chart`], [`machine`] | run context and progress, RESULTS.md and JSON, SVG, machine description |
@@ -32,10 +32,13 @@ mod daemon;
 mod fanout;
 mod ingest;
 mod loadgen;
+mod locust;
 mod machine;
 mod market;
+mod openloop;
 mod order_events;
 mod orders;
+mod orders_open;
 mod peers;
 mod pg;
 mod replay;
@@ -100,8 +103,8 @@ enum Command {
     Fanout(fanout::FanoutArgs),
     /// SSE subscribers of GET /api/stream while the engine ingests (not part of `all`).
     Sse(sse::SseArgs),
-    /// POST /api/orders under wrk against a naive one-INSERT-per-request baseline, and
-    /// siege on GET /api/market-data.
+    /// POST /api/orders open-loop at fixed offered loads and under wrk -c400, against a
+    /// naive one-INSERT-per-request baseline; siege on GET /api/market-data; Locust on both.
     Orders(orders::OrdersArgs),
     /// 1 vs 3 christmas-ingest processes behind nginx least_conn, under the same wrk load.
     Scale(scale::ScaleArgs),

@@ -182,7 +182,9 @@ def grafana_to_promql(expr: str) -> str:
 
 def cmd_metrics() -> None:
     start = len(errors)
-    text = (SERVER_SRC / "metrics_text.rs").read_text()
+    # Counters are named there without `_total`, which prometheus-client appends; histograms
+    # add `_bucket`, `_sum` and `_count`.
+    text = (SERVER_SRC / "metrics.rs").read_text()
     exported = set(re.findall(r"\bchristmas_[a-z0-9_]+", text))
     used: dict[str, set[str]] = {}
     exprs = alert_exprs() + dashboard_exprs()
@@ -190,14 +192,14 @@ def cmd_metrics() -> None:
         for m in re.findall(r"\b(christmas_[a-z0-9_]+|pg_[a-z0-9_]+)", expr):
             used.setdefault(m, set()).add(where)
     for m, where in sorted(used.items()):
-        base = re.sub(r"_(sum|count)$", "", m)
+        base = re.sub(r"_(sum|count|bucket|total)$", "", m)
         if m.startswith("pg_"):
             if m not in POSTGRES_EXPORTER:
                 error(f"{m} ({', '.join(sorted(where))}) is not a postgres_exporter metric we know")
         elif m not in exported and base not in exported:
-            error(f"{m} ({', '.join(sorted(where))}) is not in ingest-server/src/metrics_text.rs")
+            error(f"{m} ({', '.join(sorted(where))}) is not in ingest-server/src/metrics.rs")
     ok(f"{len(used)} metric names in {len(exprs)} queries (alerts.yml, christmas.json): "
-       "christmas_* found in metrics_text.rs, pg_* from postgres_exporter", start)
+       "christmas_* found in metrics.rs, pg_* from postgres_exporter", start)
 
 
 def cmd_dashboard_rules(out: str) -> None:

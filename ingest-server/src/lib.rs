@@ -26,7 +26,7 @@
 //! | [`auth`] | API keys: hashed, scoped |
 //! | [`budget`] | each listener's connection budget, in all and per client address |
 //! | [`ratelimit`] | per-account token buckets (429) |
-//! | [`metrics_text`] | `/metrics` in the Prometheus text format |
+//! | [`metrics`] | `/metrics` in the Prometheus text format (prometheus-client) |
 //! | [`commands`] | the other commands: [`replay`] (DBN or CSV into the engine), [`feed`] (a synthetic market sent to a daemon over TCP, like a feed handler), [`migrate`](commands::migrate), [`demo`](commands::demo) (engine in-process) |
 //! | [`timefmt`] | RFC 3339 / nanosecond timestamps (core's `sources::timefmt`, re-exported) |
 
@@ -42,7 +42,7 @@ pub mod config;
 pub mod http;
 pub mod json_fields;
 pub mod live_feed;
-pub mod metrics_text;
+pub mod metrics;
 pub mod ratelimit;
 pub mod server;
 pub mod stall;

@@ -1,7 +1,7 @@
 //! The daemon's state: [`AppState`], the engine behind every HTTP handler and TCP
 //! connection (pipelines, reader, latest-tick cache, order desk, limits, request counters).
 //!
-//! It sits below the protocols: `http`, `tcp`, `metrics_text` and `server` import it; it
+//! It sits below the protocols: `http`, `tcp`, `metrics` and `server` import it; it
 //! imports none of them.
 
 use std::sync::atomic::AtomicU64;

@@ -382,7 +382,7 @@ async fn health_ready_metrics_and_openapi() {
         ),
         "{text}"
     );
-    assert!(text.contains("christmas_push_to_commit_seconds{kind=\"trade\",quantile=\"0.99\"}"));
+    assert!(text.contains("christmas_push_to_commit_seconds_bucket{kind=\"trade\",le=\"+Inf\"} 2"));
     // No replica: no lag series, and the engine panel's lag is null.
     assert!(!text.contains("christmas_replica_lag_seconds"), "{text}");
     let (status, v) = d.get("/api/engine").await;

@@ -9,6 +9,7 @@ mod fanout;
 mod faults;
 mod harness;
 mod hostile;
+mod metrics;
 mod orders;
 mod producers;
 mod producers_daemon;

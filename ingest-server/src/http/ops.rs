@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::metrics_text;
+use crate::metrics;
 use crate::state::AppState;
 
 /// The OpenAPI 3.1 document of this API.
@@ -73,6 +73,6 @@ pub async fn ready(State(s): State<AppState>) -> Response {
 pub async fn metrics(State(s): State<AppState>) -> Response {
     // Judges the replica (at most once a second), so the lag gauge is fresh.
     s.reader.on_replica().await;
-    let text = metrics_text::render(&s);
-    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+    let text = metrics::render(&s);
+    ([("content-type", metrics::CONTENT_TYPE)], text).into_response()
 }
