@@ -46,14 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .merge(crate::web::routes(&state))
         .fallback(|| async { reply::error(StatusCode::NOT_FOUND, None, "no such endpoint") })
-        // axum adds the `Allow` header to this reply.
-        .method_not_allowed_fallback(|method: Method| async move {
-            reply::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                Some("method"),
-                format!("{method} is not allowed here (see Allow)"),
-            )
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -72,15 +65,18 @@ pub fn ops_router(state: AppState) -> Router {
                 "the operations port serves /health, /ready and /metrics",
             )
         })
-        .method_not_allowed_fallback(|method: Method| async move {
-            reply::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                Some("method"),
-                format!("{method} is not allowed here (see Allow)"),
-            )
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// A JSON 405 naming the method; axum adds the `Allow` header to it.
+async fn method_not_allowed(method: Method) -> Response {
+    reply::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Some("method"),
+        format!("{method} is not allowed here (see Allow)"),
+    )
 }
 
 /// Request id, timeout, log line and metrics for every request.
