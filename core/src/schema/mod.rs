@@ -4,17 +4,22 @@
 //!
 //! 1. takes a session advisory lock, so several daemons may migrate at once and all but the
 //!    first find nothing to do;
-//! 2. creates `christmas_migrations` and `christmas_settings` and writes the
-//!    [`SchemaConfig`] into the latter;
+//! 2. creates `christmas_migrations` and `christmas_settings`;
 //! 3. picks the [`Variant`]: the one already installed, else the one asked for, else
-//!    TimescaleDB when the server can load it (`pg_available_extensions` and
-//!    `shared_preload_libraries`), else plain PostgreSQL;
+//!    TimescaleDB when the server can load it (in `pg_available_extensions`, and already
+//!    created or its preloaded library's settings visible in `pg_settings`: nothing that
+//!    needs a superuser), else plain PostgreSQL, and on a new database stores the
+//!    [`SchemaConfig`]'s settings;
 //! 4. applies each migration not yet recorded, each in its own transaction (the
 //!    TimescaleDB continuous aggregate, which cannot run in one, statement by statement),
 //!    and refuses to go on if an applied migration's text has changed;
-//! 5. applies the TimescaleDB policies from the settings, or creates the plain variant's
-//!    current and upcoming partitions ([`maintain`]);
-//! 6. when connected as a role that may create roles, creates the least-privilege role
+//! 5. changes the stored settings named in [`SchemaConfig::change`] (and nothing else: a
+//!    run without changes keeps what is stored); a change that would delete rows
+//!    (retention turned on or shortened) is refused, with the rows and partitions it would
+//!    remove, unless [`SchemaConfig::confirm_deletion`];
+//! 6. applies the settings to the TimescaleDB policies, altering the jobs in place, or
+//!    creates the plain variant's current and upcoming partitions ([`maintain`]);
+//! 7. when connected as a role that may create roles, creates the least-privilege role
 //!    ([`SchemaConfig::app_role`]) and grants it what the daemon needs (`sql/grants.sql`).
 //!
 //! Both variants have the same tables and columns (`market_data`, `quotes`,
@@ -24,6 +29,7 @@
 
 mod maintenance;
 mod migration;
+mod settings;
 mod variant;
 
 use std::fmt;
@@ -37,14 +43,16 @@ use crate::{Error, Result};
 
 pub use maintenance::{maintain, maintain_at, prune_ledger, MaintenanceReport};
 pub use migration::{migrations, split_statements, Migration, BOOTSTRAP_SQL, GRANTS_SQL};
+pub use settings::{Deletion, Setting, SettingsOutcome};
 pub use variant::Variant;
 
 /// Key of the session advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6368_7269_7374_6d61; // "christma"
 
-/// What the migrator creates. Every field is stored in `christmas_settings`, where the
-/// maintenance functions and TimescaleDB policies read it; migrating again with other
-/// values updates them.
+/// What the migrator creates. The settings fields are stored in `christmas_settings`, where
+/// the maintenance functions and TimescaleDB policies read them, when the database is new;
+/// after that the stored values are kept, and only the fields named in [`Self::change`]
+/// are written (so migrating again with the defaults changes nothing).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SchemaConfig {
     /// `None` (default): keep the installed variant, or pick TimescaleDB when the server
@@ -71,6 +79,12 @@ pub struct SchemaConfig {
     /// Password of the least-privilege role; without one it is created `NOLOGIN`, to be
     /// granted to login roles.
     pub app_password: Option<String>,
+    /// Settings of an existing database to set to this config's values (default none: the
+    /// stored ones are kept).
+    pub change: Vec<Setting>,
+    /// Apply a change that would delete rows (retention turned on or shortened); without
+    /// it such a change is refused with what it would delete.
+    pub confirm_deletion: bool,
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -87,6 +101,8 @@ impl Default for SchemaConfig {
             ledger_retention: 7 * DAY,
             app_role: Some("christmas_app".into()),
             app_password: None,
+            change: Vec::new(),
+            confirm_deletion: false,
         }
     }
 }
@@ -104,6 +120,8 @@ impl fmt::Debug for SchemaConfig {
             .field("app_role", &self.app_role)
             // Never print the password.
             .field("app_password", &self.app_password.as_ref().map(|_| "<set>"))
+            .field("change", &self.change)
+            .field("confirm_deletion", &self.confirm_deletion)
             .finish()
     }
 }
@@ -172,6 +190,10 @@ pub struct MigrationReport {
     pub app_role: Option<String>,
     /// Partition maintenance of `market_data` and `quotes` (plain variant; zeros otherwise).
     pub maintenance: Vec<MaintenanceReport>,
+    /// What happened to `christmas_settings`.
+    pub settings: SettingsOutcome,
+    /// What a confirmed retention change removes (empty when nothing is deleted).
+    pub deletions: Vec<Deletion>,
 }
 
 /// Connects to `url` and runs [`migrate`].
@@ -201,8 +223,11 @@ async fn migrate_locked(client: &Client, config: &SchemaConfig) -> Result<Migrat
         .batch_execute(BOOTSTRAP_SQL)
         .await
         .map_err(|e| Error::pg("creating christmas_migrations / christmas_settings", e))?;
+    let before = settings::read(client).await?;
     let variant = choose_variant(client, config.variant).await?;
-    write_settings(client, variant, config).await?;
+    if before.is_none() {
+        settings::create(client, variant, config).await?;
+    }
 
     let applied: Vec<(i32, String)> = client
         .query("SELECT version, checksum FROM christmas_migrations", &[])
@@ -217,6 +242,8 @@ async fn migrate_locked(client: &Client, config: &SchemaConfig) -> Result<Migrat
         version: 0,
         app_role: None,
         maintenance: Vec::new(),
+        settings: SettingsOutcome::Unchanged,
+        deletions: Vec::new(),
     };
     for m in migrations(variant) {
         match applied.iter().find(|(v, _)| *v as u32 == m.version) {
@@ -249,6 +276,8 @@ async fn migrate_locked(client: &Client, config: &SchemaConfig) -> Result<Migrat
             report.version
         )));
     }
+    (report.settings, report.deletions) =
+        settings::settle(client, variant, config, before.as_ref()).await?;
 
     match variant {
         Variant::TimescaleDb => {
@@ -280,7 +309,10 @@ async fn choose_variant(client: &Client, asked: Option<Variant>) -> Result<Varia
             "SELECT (SELECT variant FROM christmas_settings),
                     EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
                     EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
-                    current_setting('shared_preload_libraries') LIKE '%timescaledb%'",
+                    EXISTS (SELECT 1 FROM pg_settings
+                             WHERE (name = 'shared_preload_libraries'
+                                    AND setting LIKE '%timescaledb%')
+                                OR name = 'timescaledb.max_background_workers')",
             &[],
         )
         .await
@@ -310,80 +342,6 @@ async fn choose_variant(client: &Client, asked: Option<Variant>) -> Result<Varia
         None if usable => Ok(Variant::TimescaleDb),
         None => Ok(Variant::Postgres),
     }
-}
-
-fn seconds(d: Duration) -> f64 {
-    d.as_secs() as f64
-}
-
-async fn write_settings(client: &Client, variant: Variant, config: &SchemaConfig) -> Result<()> {
-    if variant == Variant::Postgres {
-        // Time partitions of another width would overlap the existing ones.
-        let row = client
-            .query_opt(
-                "SELECT extract(epoch FROM chunk_interval)::float8,
-                        to_regclass('christmas_partitions') IS NOT NULL
-                   FROM christmas_settings",
-                &[],
-            )
-            .await
-            .map_err(|e| Error::pg("reading christmas_settings", e))?;
-        let (old, has_parts): (Option<f64>, bool) =
-            row.map_or((None, false), |r| (Some(r.get(0)), r.get(1)));
-        if let Some(old) = old.filter(|o| *o != seconds(config.chunk_interval)) {
-            let parts: i64 = if has_parts {
-                client
-                    .query_one("SELECT count(*) FROM christmas_partitions", &[])
-                    .await
-                    .map_err(|e| Error::pg("counting partitions", e))?
-                    .get(0)
-            } else {
-                0
-            };
-            if parts > 0 {
-                return Err(Error::config(
-                    "chunk_interval",
-                    format!(
-                        "the database's partitions are {old} s wide and cannot change to {} s",
-                        seconds(config.chunk_interval)
-                    ),
-                ));
-            }
-        }
-    }
-    let opt = |d: Option<Duration>| d.map(seconds);
-    client
-        .execute(
-            "INSERT INTO christmas_settings AS s (variant, chunk_interval, space_partitions,
-                 partitions_ahead, compress_after, retention, ledger_retention)
-             VALUES ($1, $2 * interval '1 second', $3, $4, $5 * interval '1 second',
-                     $6 * interval '1 second', $7 * interval '1 second')
-             ON CONFLICT (singleton) DO UPDATE SET
-                 chunk_interval = excluded.chunk_interval,
-                 space_partitions = excluded.space_partitions,
-                 partitions_ahead = excluded.partitions_ahead,
-                 compress_after = excluded.compress_after,
-                 retention = excluded.retention,
-                 ledger_retention = excluded.ledger_retention,
-                 updated_at = now()
-             WHERE (s.chunk_interval, s.space_partitions, s.partitions_ahead, s.compress_after,
-                    s.retention, s.ledger_retention)
-                   IS DISTINCT FROM
-                   (excluded.chunk_interval, excluded.space_partitions, excluded.partitions_ahead,
-                    excluded.compress_after, excluded.retention, excluded.ledger_retention)",
-            &[
-                &variant.as_str(),
-                &seconds(config.chunk_interval),
-                &(config.space_partitions as i32),
-                &(config.partitions_ahead as i32),
-                &opt(config.compress_after),
-                &opt(config.retention),
-                &seconds(config.ledger_retention),
-            ],
-        )
-        .await
-        .map_err(|e| Error::pg("writing christmas_settings", e))?;
-    Ok(())
 }
 
 async fn apply(client: &Client, variant: Variant, m: &Migration) -> Result<()> {
