@@ -104,19 +104,28 @@ CREATE FUNCTION christmas_stale_ranges(OUT lo timestamptz, OUT hi timestamptz)
 RETURNS SETOF record
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
 AS $$
-    SELECT _timescaledb_functions.to_timestamp(l.lowest_modified_value),
-           _timescaledb_functions.to_timestamp(l.greatest_modified_value)
-      FROM _timescaledb_catalog.continuous_agg ca
-      JOIN _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l
-        ON l.hypertable_id = ca.raw_hypertable_id
-     WHERE ca.user_view_schema = 'public' AND ca.user_view_name = 'market_data_1m'
-    UNION ALL
-    SELECT _timescaledb_functions.to_timestamp(l.lowest_modified_value),
-           _timescaledb_functions.to_timestamp(l.greatest_modified_value)
-      FROM _timescaledb_catalog.continuous_agg ca
-      JOIN _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l
-        ON l.materialization_id = ca.mat_hypertable_id
-     WHERE ca.user_view_schema = 'public' AND ca.user_view_name = 'market_data_1m'
+    WITH agg AS (
+        SELECT ca.raw_hypertable_id, ca.mat_hypertable_id,
+               _timescaledb_functions.cagg_watermark(ca.mat_hypertable_id) AS watermark
+          FROM _timescaledb_catalog.continuous_agg ca
+         WHERE ca.user_view_schema = 'public' AND ca.user_view_name = 'market_data_1m'
+    ), logged (lo, hi, watermark) AS (
+        SELECT l.lowest_modified_value, l.greatest_modified_value, agg.watermark
+          FROM agg JOIN _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l
+            ON l.hypertable_id = agg.raw_hypertable_id
+        UNION ALL
+        SELECT l.lowest_modified_value, l.greatest_modified_value, agg.watermark
+          FROM agg JOIN _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l
+            ON l.materialization_id = agg.mat_hypertable_id
+    )
+    -- Microseconds since 1970. From the watermark on, real-time aggregation reads the raw
+    -- rows anyway, so only what lies before it is stale; the logs also hold a range below
+    -- any timestamp (int8's minimum up to it), which no row can fall in.
+    SELECT CASE WHEN lo <= -210000000000000000 THEN '-infinity'::timestamptz
+                ELSE timestamptz 'epoch' + lo * interval '1 microsecond' END,
+           timestamptz 'epoch' + least(hi, watermark - 1) * interval '1 microsecond'
+      FROM logged
+     WHERE lo <= hi AND lo < watermark AND hi > -210000000000000000
 $$;
 
 -- Bars from the continuous aggregate where it is current, from the raw rows for every
