@@ -3,60 +3,13 @@
 //! [`SchemaConfig::change`], and a change that would delete rows (retention turned on or
 //! shortened) only with [`SchemaConfig::confirm_deletion`].
 
-use std::fmt;
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::schema::{SchemaConfig, Variant};
+use crate::schema::config::{SchemaConfig, Setting};
+use crate::schema::variant::Variant;
 use crate::{Error, Result};
-
-/// One column of `christmas_settings` the migrator may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Setting {
-    /// [`SchemaConfig::chunk_interval`].
-    ChunkInterval,
-    /// [`SchemaConfig::space_partitions`].
-    SpacePartitions,
-    /// [`SchemaConfig::partitions_ahead`].
-    PartitionsAhead,
-    /// [`SchemaConfig::compress_after`].
-    CompressAfter,
-    /// [`SchemaConfig::retention`].
-    Retention,
-    /// [`SchemaConfig::ledger_retention`].
-    LedgerRetention,
-}
-
-impl Setting {
-    /// Every setting, in column order.
-    pub const ALL: [Setting; 6] = [
-        Setting::ChunkInterval,
-        Setting::SpacePartitions,
-        Setting::PartitionsAhead,
-        Setting::CompressAfter,
-        Setting::Retention,
-        Setting::LedgerRetention,
-    ];
-
-    /// Its column in `christmas_settings` (and field of [`SchemaConfig`]).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Setting::ChunkInterval => "chunk_interval",
-            Setting::SpacePartitions => "space_partitions",
-            Setting::PartitionsAhead => "partitions_ahead",
-            Setting::CompressAfter => "compress_after",
-            Setting::Retention => "retention",
-            Setting::LedgerRetention => "ledger_retention",
-        }
-    }
-}
-
-impl fmt::Display for Setting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What a confirmed retention change removes from one table (counted just before it is set).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -174,4 +174,33 @@ mod tests {
         assert!(parse_duration("d").is_err());
         assert!(parse_optional_duration("off").unwrap().0.is_none());
     }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MigrateArgs,
+    }
+
+    fn config(flags: &[&str]) -> SchemaConfig {
+        use clap::Parser;
+        let argv = std::iter::once("migrate").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).unwrap().args.config().unwrap()
+    }
+
+    #[test]
+    fn no_flags_change_nothing_and_a_flag_changes_its_setting() {
+        let none = config(&[]);
+        assert!(none.change.is_empty());
+        assert!(!none.confirm_deletion);
+        // A new database still gets the defaults.
+        assert_eq!(none.retention, SchemaConfig::default().retention);
+        let off = config(&["--retention", "off", "--chunk-interval", "6h"]);
+        assert_eq!(off.change, vec![Setting::ChunkInterval, Setting::Retention]);
+        assert_eq!(off.retention, None);
+        assert_eq!(off.chunk_interval, Duration::from_secs(6 * 3_600));
+        let on = config(&["--retention", "30d", "--yes"]);
+        assert_eq!(on.change, vec![Setting::Retention]);
+        assert_eq!(on.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert!(on.confirm_deletion);
+    }
 }

@@ -214,9 +214,9 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
     assert_eq!(hypertables, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs CHRISTMAS_TIMESCALEDB_URL, a server with TimescaleDB preloaded"]
-async fn timescaledb_settings_are_kept_and_policies_altered_in_place() {
+/// A TimescaleDB database with 6-hour chunks, retention off, and 120 rows of 2024 (from
+/// 03:00 to 12:55: three chunks).
+async fn with_2024_history() -> (TsDb, Client) {
     let db = TsDb::new().await;
     let keep = SchemaConfig {
         variant: Some(Variant::TimescaleDb),
@@ -234,6 +234,22 @@ async fn timescaledb_settings_are_kept_and_policies_altered_in_place() {
         )
         .await
         .unwrap();
+    (db, client)
+}
+
+fn retention(keep: Option<Duration>, confirm: bool) -> SchemaConfig {
+    SchemaConfig {
+        retention: keep,
+        change: vec![Setting::Retention],
+        confirm_deletion: confirm,
+        ..SchemaConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_TIMESCALEDB_URL, a server with TimescaleDB preloaded"]
+async fn timescaledb_settings_are_kept_and_policies_altered_in_place() {
+    let (db, client) = with_2024_history().await;
     let compression = job(
         &client,
         "policy_compression",
@@ -243,11 +259,6 @@ async fn timescaledb_settings_are_kept_and_policies_altered_in_place() {
     .await
     .expect("a compression policy");
     assert_eq!(chunk_interval(&client).await, "06:00:00");
-    assert!(
-        job(&client, "policy_retention", "market_data", "drop_after")
-            .await
-            .is_none()
-    );
 
     // The defaults change nothing: same width, same job, no retention.
     let report = schema::migrate_url(&db.url, &SchemaConfig::default())
@@ -273,14 +284,14 @@ async fn timescaledb_settings_are_kept_and_policies_altered_in_place() {
     assert_eq!(count(&client, "market_data").await, 120);
 
     // Retention on would drop the 2024 chunks: refused, with what it would delete.
-    let mut retention = SchemaConfig {
-        change: vec![Setting::Retention],
-        ..SchemaConfig::default()
-    };
-    match schema::migrate_url(&db.url, &retention).await {
+    match schema::migrate_url(
+        &db.url,
+        &retention(Some(Duration::from_secs(90 * 86_400)), false),
+    )
+    .await
+    {
         Err(Error::Config { field, reason }) => {
             assert_eq!(field, "retention");
-            // 120 five-minute rows from 03:00: the 00-06, 06-12 and 12-18 chunks.
             assert!(
                 reason.contains("120 rows in 3 partitions of market_data"),
                 "{reason}"
@@ -334,12 +345,21 @@ async fn timescaledb_settings_are_kept_and_policies_altered_in_place() {
     .await
     .unwrap();
     assert_eq!((paused.0, paused.1), (compression.0, false));
+}
 
-    // Confirmed: the retention job is added and removes the history when it runs.
-    retention.confirm_deletion = true;
-    let report = schema::migrate_url(&db.url, &retention).await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_TIMESCALEDB_URL, a server with TimescaleDB preloaded"]
+async fn timescaledb_confirmed_retention_deletes_and_off_pauses_the_same_job() {
+    let (db, client) = with_2024_history().await;
+    let ninety = Some(Duration::from_secs(90 * 86_400));
+    let report = schema::migrate_url(&db.url, &retention(ninety, true))
+        .await
+        .unwrap();
     assert_eq!(report.deletions.len(), 1, "{report:?}");
-    assert_eq!(report.deletions[0].rows, 120);
+    assert_eq!(
+        (report.deletions[0].partitions, report.deletions[0].rows),
+        (3, 120)
+    );
     let drop_job = job(&client, "policy_retention", "market_data", "drop_after")
         .await
         .expect("a retention policy");
@@ -349,18 +369,17 @@ async fn timescaledb_settings_are_kept_and_policies_altered_in_place() {
         .unwrap();
     assert_eq!(count(&client, "market_data").await, 0);
     // Off pauses it; on again resumes the same job.
-    let mut toggle = SchemaConfig {
-        retention: None,
-        change: vec![Setting::Retention],
-        ..SchemaConfig::default()
-    };
-    schema::migrate_url(&db.url, &toggle).await.unwrap();
+    schema::migrate_url(&db.url, &retention(None, false))
+        .await
+        .unwrap();
     let paused = job(&client, "policy_retention", "market_data", "drop_after")
         .await
         .unwrap();
     assert_eq!((paused.0, paused.1), (drop_job.0, false));
-    toggle.retention = Some(Duration::from_secs(400 * 86_400));
-    schema::migrate_url(&db.url, &toggle).await.unwrap();
+    let longer = Some(Duration::from_secs(400 * 86_400));
+    schema::migrate_url(&db.url, &retention(longer, false))
+        .await
+        .unwrap();
     let resumed = job(&client, "policy_retention", "market_data", "drop_after")
         .await
         .unwrap();
