@@ -186,3 +186,65 @@ async fn the_least_privilege_role_cannot_choose_the_clock() {
     assert!(report.partitions_dropped > 0, "{report:?}");
     assert_eq!(count(&owner, "market_data").await, 0);
 }
+
+/// Makes a login role, neither superuser nor able to read every setting, the owner of the
+/// database at `url`; returns the URL that logs in as it.
+pub(super) async fn owned_by_plain_role(url: &str, role: &str) -> String {
+    let admin = connect(url).await;
+    let name = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw' NOSUPERUSER NOCREATEROLE;
+             ALTER DATABASE {name} OWNER TO {role};"
+        ))
+        .await
+        .unwrap();
+    let reads_all: bool = admin
+        .query_one(
+            "SELECT pg_has_role($1, 'pg_read_all_settings', 'USAGE')",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!reads_all);
+    let owner_url = url.replacen(
+        "postgres://christmas@",
+        &format!("postgres://{role}:pw@"),
+        1,
+    );
+    assert_ne!(owner_url, url, "the test URL names its user");
+    owner_url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_superuser_owner_migrates_and_detects_the_variant() {
+    let url = christmas_tests::fresh_database(&christmas_tests::shared_pg_url())
+        .await
+        .unwrap();
+    let role = christmas_tests::unique_name("christmas_owner");
+    let owner_url = owned_by_plain_role(&url, &role).await;
+    let owner = connect(&owner_url).await;
+    // The setting the old detection read is closed to this role.
+    let err = owner
+        .batch_execute("SELECT current_setting('shared_preload_libraries')")
+        .await
+        .expect_err("needs pg_read_all_settings");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    // Auto-detection (the test server does not preload TimescaleDB), then the variant
+    // named explicitly.
+    let report = schema::migrate_url(&owner_url, &SchemaConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(report.variant, Variant::Postgres);
+    assert_eq!(report.version, 9);
+    // It may not create roles: the least-privilege role is left to an administrator.
+    assert_eq!(report.app_role, None);
+    let again = SchemaConfig {
+        variant: Some(Variant::Postgres),
+        ..SchemaConfig::default()
+    };
+    let report = schema::migrate_url(&owner_url, &again).await.unwrap();
+    assert!(report.applied.is_empty());
+    assert_eq!(count(&owner, "christmas_migrations").await, 9);
+}

@@ -565,3 +565,33 @@ async fn timescaledb_bars_stay_right_behind_the_watermark_and_in_compressed_chun
         .unwrap();
     assert_eq!(count(&client, "market_data").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_TIMESCALEDB_URL, a server with TimescaleDB preloaded"]
+async fn timescaledb_is_detected_and_installed_by_a_non_superuser_owner() {
+    let db = TsDb::new().await;
+    let role = christmas_tests::unique_name("christmas_owner");
+    let owner_url = super::settings::owned_by_plain_role(&db.url, &role).await;
+    let report = schema::migrate_url(&owner_url, &SchemaConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(report.variant, Variant::TimescaleDb);
+    assert_eq!(report.version, 9);
+    let owner = connect(&owner_url).await;
+    assert_eq!(
+        count(
+            &owner,
+            "timescaledb_information.jobs WHERE hypertable_name IS NOT NULL"
+        )
+        .await,
+        5
+    );
+    drop(owner);
+    let base = db.base.clone();
+    drop(db);
+    let admin = connect(&base).await;
+    admin
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+}
