@@ -33,6 +33,8 @@ mod migration;
 mod settings;
 mod variant;
 
+use std::time::Duration;
+
 use tokio_postgres::Client;
 
 use crate::pg;
@@ -309,17 +311,31 @@ async fn grant_app_role(client: &Client, role: &str, password: Option<&str>) -> 
         })?;
     }
     let grants = GRANTS_SQL.replace("{{role}}", &format!("\"{role}\""));
-    client
-        .batch_execute(&grants)
-        .await
-        .map_err(|e| Error::schema(format!("granting to role {role}: {}", pg_message(&e))))?;
+    // Migrators of other databases grant to the same (cluster-wide) role at the same moment,
+    // and the server then fails one with "tuple concurrently updated": try again.
+    for attempt in 1.. {
+        match client.batch_execute(&grants).await {
+            Ok(()) => break,
+            Err(e)
+                if attempt < 5
+                    && e.as_db_error()
+                        .is_some_and(|d| d.message() == "tuple concurrently updated") =>
+            {
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) => {
+                return Err(Error::schema(format!(
+                    "granting to role {role}: {}",
+                    pg_message(&e)
+                )))
+            }
+        }
+    }
     Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
