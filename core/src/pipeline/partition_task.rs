@@ -68,7 +68,7 @@ impl PartitionTask {
         let client = connect(url).await?;
         let present = client
             .query_typed(
-                "SELECT to_regprocedure('christmas_partitions_needed(text,timestamptz)') IS NOT NULL",
+                "SELECT to_regprocedure('christmas_partitions_needed(text)') IS NOT NULL",
                 &[],
             )
             .await

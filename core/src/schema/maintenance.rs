@@ -42,9 +42,10 @@ pub struct MaintenanceReport {
     pub vacuum_released: u32,
 }
 
-/// [`maintain_at`] now.
+/// One maintenance pass over `table` as of the server's clock: what [`maintain_at`] does,
+/// through the functions the least-privilege role may run (they take no time argument).
 pub async fn maintain(client: &Client, table: &str) -> Result<MaintenanceReport> {
-    maintain_at(client, table, SystemTime::now()).await
+    pass(client, table, None).await
 }
 
 /// One maintenance pass over `table` as if the time were `at`: creates the time partitions
@@ -54,6 +55,9 @@ pub async fn maintain(client: &Client, table: &str) -> Result<MaintenanceReport>
 /// back on (with freezing) on the closed ones, and counts what is left in the default
 /// partition.
 ///
+/// Runs the owner-only `*_at` functions (a caller-chosen clock can expire everything), so
+/// only the schema owner may call it: tests and operators that move time.
+///
 /// Safe to run from several processes at once (the SQL functions serialise per table).
 /// Tables this schema does not partition are left alone and report zeros.
 pub async fn maintain_at(
@@ -61,17 +65,40 @@ pub async fn maintain_at(
     table: &str,
     at: SystemTime,
 ) -> Result<MaintenanceReport> {
+    pass(client, table, Some(at)).await
+}
+
+/// `SELECT <cols> FROM <function>(table[, at])`: the server-clock function, or its owner-only
+/// `_at` twin.
+async fn call(
+    client: &Client,
+    cols: &str,
+    function: &str,
+    table: &str,
+    at: Option<SystemTime>,
+) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    match at {
+        None => {
+            let sql = format!("SELECT {cols} FROM {function}($1) AS b");
+            client.query_typed(&sql, &[(&table, Type::TEXT)]).await
+        }
+        Some(at) => {
+            let sql = format!("SELECT {cols} FROM {function}_at($1, $2) AS b");
+            client
+                .query_typed(&sql, &[(&table, Type::TEXT), (&at, Type::TIMESTAMPTZ)])
+                .await
+        }
+    }
+}
+
+async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<MaintenanceReport> {
     let mut report = MaintenanceReport {
         table: table.to_string(),
         ..MaintenanceReport::default()
     };
     // Each call returns at most 64 bounds; a few rounds cover a long replay of history.
     for _ in 0..16 {
-        let needed: Vec<SystemTime> = client
-            .query_typed(
-                "SELECT b FROM christmas_partitions_needed($1, $2) AS b",
-                &[(&table, Type::TEXT), (&at, Type::TIMESTAMPTZ)],
-            )
+        let needed: Vec<SystemTime> = call(client, "b", "christmas_partitions_needed", table, at)
             .await
             .map_err(|e| Error::pg("listing partitions to create", e))?
             .iter()
@@ -98,23 +125,27 @@ pub async fn maintain_at(
         }
     }
     let row = one(
-        client
-            .query_typed(
-                "SELECT dropped, expired FROM christmas_apply_retention($1, $2)",
-                &[(&table, Type::TEXT), (&at, Type::TIMESTAMPTZ)],
-            )
-            .await,
+        call(
+            client,
+            "dropped, expired",
+            "christmas_apply_retention",
+            table,
+            at,
+        )
+        .await,
         "applying retention",
     )?;
     report.partitions_dropped = row.get::<_, i32>(0) as u32;
     report.rows_expired = row.get::<_, i64>(1) as u64;
     let row = one(
-        client
-            .query_typed(
-                "SELECT held, released FROM christmas_tune_autovacuum($1, $2)",
-                &[(&table, Type::TEXT), (&at, Type::TIMESTAMPTZ)],
-            )
-            .await,
+        call(
+            client,
+            "held, released",
+            "christmas_tune_autovacuum",
+            table,
+            at,
+        )
+        .await,
         "setting the partitions' autovacuum",
     )?;
     report.vacuum_held = row.get::<_, i32>(0) as u32;

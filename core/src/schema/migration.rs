@@ -61,6 +61,12 @@ const PRODUCERS: Migration = Migration {
     sql: include_str!("../../../sql/0007_producers.sql"),
 };
 
+const SERVER_CLOCK: Migration = Migration {
+    version: 8,
+    name: "server_clock",
+    sql: include_str!("../../../sql/0008_server_clock.sql"),
+};
+
 const POSTGRES: &[Migration] = &[
     CORE_TABLES,
     Migration {
@@ -81,6 +87,12 @@ const POSTGRES: &[Migration] = &[
         sql: include_str!("../../../sql/postgres/0006_partition_autovacuum.sql"),
     },
     PRODUCERS,
+    SERVER_CLOCK,
+    Migration {
+        version: 9,
+        name: "settings_in_place",
+        sql: include_str!("../../../sql/postgres/0009_settings_in_place.sql"),
+    },
 ];
 
 const TIMESCALEDB: &[Migration] = &[
@@ -103,6 +115,12 @@ const TIMESCALEDB: &[Migration] = &[
         sql: include_str!("../../../sql/timescaledb/0006_partition_autovacuum.sql"),
     },
     PRODUCERS,
+    SERVER_CLOCK,
+    Migration {
+        version: 9,
+        name: "settings_in_place",
+        sql: include_str!("../../../sql/timescaledb/0009_settings_in_place.sql"),
+    },
 ];
 
 /// The migrations of `variant`, oldest first.

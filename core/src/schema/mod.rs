@@ -4,17 +4,22 @@
 //!
 //! 1. takes a session advisory lock, so several daemons may migrate at once and all but the
 //!    first find nothing to do;
-//! 2. creates `christmas_migrations` and `christmas_settings` and writes the
-//!    [`SchemaConfig`] into the latter;
+//! 2. creates `christmas_migrations` and `christmas_settings`;
 //! 3. picks the [`Variant`]: the one already installed, else the one asked for, else
-//!    TimescaleDB when the server can load it (`pg_available_extensions` and
-//!    `shared_preload_libraries`), else plain PostgreSQL;
+//!    TimescaleDB when the server can load it (in `pg_available_extensions`, and already
+//!    created or its preloaded library's settings visible in `pg_settings`: nothing that
+//!    needs a superuser), else plain PostgreSQL, and on a new database stores the
+//!    [`SchemaConfig`]'s settings;
 //! 4. applies each migration not yet recorded, each in its own transaction (the
 //!    TimescaleDB continuous aggregate, which cannot run in one, statement by statement),
 //!    and refuses to go on if an applied migration's text has changed;
-//! 5. applies the TimescaleDB policies from the settings, or creates the plain variant's
-//!    current and upcoming partitions ([`maintain`]);
-//! 6. when connected as a role that may create roles, creates the least-privilege role
+//! 5. changes the stored settings named in [`SchemaConfig::change`] (and nothing else: a
+//!    run without changes keeps what is stored); a change that would delete rows
+//!    (retention turned on or shortened) is refused, with the rows and partitions it would
+//!    remove, unless [`SchemaConfig::confirm_deletion`];
+//! 6. applies the settings to the TimescaleDB policies, altering the jobs in place, or
+//!    creates the plain variant's current and upcoming partitions ([`maintain`]);
+//! 7. when connected as a role that may create roles, creates the least-privilege role
 //!    ([`SchemaConfig::app_role`]) and grants it what the daemon needs (`sql/grants.sql`).
 //!
 //! Both variants have the same tables and columns (`market_data`, `quotes`,
@@ -22,142 +27,27 @@
 //! and the same SQL functions, so the engine and the [`query`](crate::query) API never ask
 //! which one they talk to.
 
+mod config;
 mod maintenance;
 mod migration;
+mod settings;
 mod variant;
 
-use std::fmt;
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::check_table_name;
 use crate::pg;
 use crate::{Error, Result};
 
+pub use config::{SchemaConfig, Setting};
 pub use maintenance::{maintain, maintain_at, prune_ledger, MaintenanceReport};
 pub use migration::{migrations, split_statements, Migration, BOOTSTRAP_SQL, GRANTS_SQL};
+pub use settings::{Deletion, SettingsOutcome};
 pub use variant::Variant;
 
 /// Key of the session advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6368_7269_7374_6d61; // "christma"
-
-/// What the migrator creates. Every field is stored in `christmas_settings`, where the
-/// maintenance functions and TimescaleDB policies read it; migrating again with other
-/// values updates them.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SchemaConfig {
-    /// `None` (default): keep the installed variant, or pick TimescaleDB when the server
-    /// can load it, else plain PostgreSQL.
-    pub variant: Option<Variant>,
-    /// Time span of a chunk / time partition (default 1 day; at least 1 minute, whole
-    /// seconds). Fixed once the plain variant has partitions.
-    pub chunk_interval: Duration,
-    /// Symbol (hash / space) partitions per time partition (default 4, 1–64).
-    pub space_partitions: u32,
-    /// Time partitions the plain variant keeps created ahead of now (default 3).
-    pub partitions_ahead: u32,
-    /// TimescaleDB: compress chunks older than this (default 7 days; `None`: never).
-    pub compress_after: Option<Duration>,
-    /// Drop ticks older than this (default 90 days; `None`: keep everything). Applies to
-    /// whatever is stored, including replayed history.
-    pub retention: Option<Duration>,
-    /// Keep exactly-once ledger rows this long (default 7 days); only retries of batches
-    /// younger than this are deduplicated.
-    pub ledger_retention: Duration,
-    /// The least-privilege role to create and grant to (default `christmas_app`); `None`
-    /// skips it. Only done when the migrating role may create roles.
-    pub app_role: Option<String>,
-    /// Password of the least-privilege role; without one it is created `NOLOGIN`, to be
-    /// granted to login roles.
-    pub app_password: Option<String>,
-}
-
-const DAY: Duration = Duration::from_secs(86_400);
-
-impl Default for SchemaConfig {
-    fn default() -> Self {
-        SchemaConfig {
-            variant: None,
-            chunk_interval: DAY,
-            space_partitions: 4,
-            partitions_ahead: 3,
-            compress_after: Some(7 * DAY),
-            retention: Some(90 * DAY),
-            ledger_retention: 7 * DAY,
-            app_role: Some("christmas_app".into()),
-            app_password: None,
-        }
-    }
-}
-
-impl fmt::Debug for SchemaConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SchemaConfig")
-            .field("variant", &self.variant)
-            .field("chunk_interval", &self.chunk_interval)
-            .field("space_partitions", &self.space_partitions)
-            .field("partitions_ahead", &self.partitions_ahead)
-            .field("compress_after", &self.compress_after)
-            .field("retention", &self.retention)
-            .field("ledger_retention", &self.ledger_retention)
-            .field("app_role", &self.app_role)
-            // Never print the password.
-            .field("app_password", &self.app_password.as_ref().map(|_| "<set>"))
-            .finish()
-    }
-}
-
-impl SchemaConfig {
-    /// Checks every field; the error names the first bad one.
-    pub fn validate(&self) -> Result<()> {
-        let whole = |d: Duration| d.subsec_nanos() == 0;
-        if self.chunk_interval < Duration::from_secs(60) || !whole(self.chunk_interval) {
-            return Err(Error::config(
-                "chunk_interval",
-                "must be whole seconds, at least 1 minute",
-            ));
-        }
-        if !(1..=64).contains(&self.space_partitions) {
-            return Err(Error::config(
-                "space_partitions",
-                "must be between 1 and 64",
-            ));
-        }
-        if self.partitions_ahead > 366 {
-            return Err(Error::config("partitions_ahead", "must be at most 366"));
-        }
-        for (field, d) in [
-            ("compress_after", self.compress_after),
-            ("retention", self.retention),
-            ("ledger_retention", Some(self.ledger_retention)),
-        ] {
-            if let Some(d) = d {
-                if d < Duration::from_secs(60) || !whole(d) {
-                    return Err(Error::config(
-                        field,
-                        "must be whole seconds, at least 1 minute",
-                    ));
-                }
-            }
-        }
-        if let Some(role) = &self.app_role {
-            check_table_name("app_role", role)?;
-            if role.contains('.') {
-                return Err(Error::config("app_role", "a role name has no schema"));
-            }
-        }
-        if let Some(pw) = &self.app_password {
-            if pw.is_empty() || pw.contains('\0') {
-                return Err(Error::config(
-                    "app_password",
-                    "must be non-empty and contain no NUL",
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// What [`migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +62,10 @@ pub struct MigrationReport {
     pub app_role: Option<String>,
     /// Partition maintenance of `market_data` and `quotes` (plain variant; zeros otherwise).
     pub maintenance: Vec<MaintenanceReport>,
+    /// What happened to `christmas_settings`.
+    pub settings: SettingsOutcome,
+    /// What a confirmed retention change removes (empty when nothing is deleted).
+    pub deletions: Vec<Deletion>,
 }
 
 /// Connects to `url` and runs [`migrate`].
@@ -201,8 +95,11 @@ async fn migrate_locked(client: &Client, config: &SchemaConfig) -> Result<Migrat
         .batch_execute(BOOTSTRAP_SQL)
         .await
         .map_err(|e| Error::pg("creating christmas_migrations / christmas_settings", e))?;
+    let before = settings::read(client).await?;
     let variant = choose_variant(client, config.variant).await?;
-    write_settings(client, variant, config).await?;
+    if before.is_none() {
+        settings::create(client, variant, config).await?;
+    }
 
     let applied: Vec<(i32, String)> = client
         .query("SELECT version, checksum FROM christmas_migrations", &[])
@@ -217,6 +114,8 @@ async fn migrate_locked(client: &Client, config: &SchemaConfig) -> Result<Migrat
         version: 0,
         app_role: None,
         maintenance: Vec::new(),
+        settings: SettingsOutcome::Unchanged,
+        deletions: Vec::new(),
     };
     for m in migrations(variant) {
         match applied.iter().find(|(v, _)| *v as u32 == m.version) {
@@ -249,6 +148,8 @@ async fn migrate_locked(client: &Client, config: &SchemaConfig) -> Result<Migrat
             report.version
         )));
     }
+    (report.settings, report.deletions) =
+        settings::settle(client, variant, config, before.as_ref()).await?;
 
     match variant {
         Variant::TimescaleDb => {
@@ -280,7 +181,10 @@ async fn choose_variant(client: &Client, asked: Option<Variant>) -> Result<Varia
             "SELECT (SELECT variant FROM christmas_settings),
                     EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
                     EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
-                    current_setting('shared_preload_libraries') LIKE '%timescaledb%'",
+                    EXISTS (SELECT 1 FROM pg_settings
+                             WHERE (name = 'shared_preload_libraries'
+                                    AND setting LIKE '%timescaledb%')
+                                OR name = 'timescaledb.max_background_workers')",
             &[],
         )
         .await
@@ -310,80 +214,6 @@ async fn choose_variant(client: &Client, asked: Option<Variant>) -> Result<Varia
         None if usable => Ok(Variant::TimescaleDb),
         None => Ok(Variant::Postgres),
     }
-}
-
-fn seconds(d: Duration) -> f64 {
-    d.as_secs() as f64
-}
-
-async fn write_settings(client: &Client, variant: Variant, config: &SchemaConfig) -> Result<()> {
-    if variant == Variant::Postgres {
-        // Time partitions of another width would overlap the existing ones.
-        let row = client
-            .query_opt(
-                "SELECT extract(epoch FROM chunk_interval)::float8,
-                        to_regclass('christmas_partitions') IS NOT NULL
-                   FROM christmas_settings",
-                &[],
-            )
-            .await
-            .map_err(|e| Error::pg("reading christmas_settings", e))?;
-        let (old, has_parts): (Option<f64>, bool) =
-            row.map_or((None, false), |r| (Some(r.get(0)), r.get(1)));
-        if let Some(old) = old.filter(|o| *o != seconds(config.chunk_interval)) {
-            let parts: i64 = if has_parts {
-                client
-                    .query_one("SELECT count(*) FROM christmas_partitions", &[])
-                    .await
-                    .map_err(|e| Error::pg("counting partitions", e))?
-                    .get(0)
-            } else {
-                0
-            };
-            if parts > 0 {
-                return Err(Error::config(
-                    "chunk_interval",
-                    format!(
-                        "the database's partitions are {old} s wide and cannot change to {} s",
-                        seconds(config.chunk_interval)
-                    ),
-                ));
-            }
-        }
-    }
-    let opt = |d: Option<Duration>| d.map(seconds);
-    client
-        .execute(
-            "INSERT INTO christmas_settings AS s (variant, chunk_interval, space_partitions,
-                 partitions_ahead, compress_after, retention, ledger_retention)
-             VALUES ($1, $2 * interval '1 second', $3, $4, $5 * interval '1 second',
-                     $6 * interval '1 second', $7 * interval '1 second')
-             ON CONFLICT (singleton) DO UPDATE SET
-                 chunk_interval = excluded.chunk_interval,
-                 space_partitions = excluded.space_partitions,
-                 partitions_ahead = excluded.partitions_ahead,
-                 compress_after = excluded.compress_after,
-                 retention = excluded.retention,
-                 ledger_retention = excluded.ledger_retention,
-                 updated_at = now()
-             WHERE (s.chunk_interval, s.space_partitions, s.partitions_ahead, s.compress_after,
-                    s.retention, s.ledger_retention)
-                   IS DISTINCT FROM
-                   (excluded.chunk_interval, excluded.space_partitions, excluded.partitions_ahead,
-                    excluded.compress_after, excluded.retention, excluded.ledger_retention)",
-            &[
-                &variant.as_str(),
-                &seconds(config.chunk_interval),
-                &(config.space_partitions as i32),
-                &(config.partitions_ahead as i32),
-                &opt(config.compress_after),
-                &opt(config.retention),
-                &seconds(config.ledger_retention),
-            ],
-        )
-        .await
-        .map_err(|e| Error::pg("writing christmas_settings", e))?;
-    Ok(())
 }
 
 async fn apply(client: &Client, variant: Variant, m: &Migration) -> Result<()> {
@@ -481,10 +311,26 @@ async fn grant_app_role(client: &Client, role: &str, password: Option<&str>) -> 
         })?;
     }
     let grants = GRANTS_SQL.replace("{{role}}", &format!("\"{role}\""));
-    client
-        .batch_execute(&grants)
-        .await
-        .map_err(|e| Error::schema(format!("granting to role {role}: {}", pg_message(&e))))?;
+    // Migrators of other databases grant to the same (cluster-wide) role at the same moment,
+    // and the server then fails one with "tuple concurrently updated": try again.
+    for attempt in 1.. {
+        match client.batch_execute(&grants).await {
+            Ok(()) => break,
+            Err(e)
+                if attempt < 5
+                    && e.as_db_error()
+                        .is_some_and(|d| d.message() == "tuple concurrently updated") =>
+            {
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) => {
+                return Err(Error::schema(format!(
+                    "granting to role {role}: {}",
+                    pg_message(&e)
+                )))
+            }
+        }
+    }
     Ok(true)
 }
 

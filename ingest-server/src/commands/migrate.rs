@@ -3,33 +3,39 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use christmas_core::schema::{self, SchemaConfig, Variant};
+use christmas_core::schema::{self, SchemaConfig, Setting, SettingsOutcome, Variant};
 
-/// Flags of `migrate`. Defaults are the library's (`SchemaConfig::default()`).
+/// Flags of `migrate`. The settings flags set a new database's settings (defaults: the
+/// library's, `SchemaConfig::default()`); on a database that has settings, only the flags
+/// given change them, and without any `migrate` changes nothing.
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
     /// Schema variant: `auto` (the installed one, else TimescaleDB when the server can
     /// load it, else plain PostgreSQL), `postgres` or `timescaledb`.
     #[arg(long, default_value = "auto")]
     variant: String,
-    /// Width of a chunk / time partition (e.g. 1d, 6h).
-    #[arg(long, default_value = "1d", value_parser = parse_duration)]
-    chunk_interval: Duration,
-    /// Symbol (hash) partitions per time partition.
-    #[arg(long, default_value_t = 4)]
-    space_partitions: u32,
-    /// Time partitions kept created ahead of now (plain PostgreSQL).
-    #[arg(long, default_value_t = 3)]
-    partitions_ahead: u32,
-    /// Compress chunks older than this (TimescaleDB), or `off`.
-    #[arg(long, default_value = "7d", value_parser = parse_optional_duration)]
-    compress_after: OptionalDuration,
-    /// Drop ticks older than this, or `off`.
-    #[arg(long, default_value = "90d", value_parser = parse_optional_duration)]
-    retention: OptionalDuration,
-    /// Keep exactly-once ledger rows this long.
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
-    ledger_retention: Duration,
+    /// Width of a chunk / time partition (e.g. 1d, 6h; new database: 1d).
+    #[arg(long, value_parser = parse_duration)]
+    chunk_interval: Option<Duration>,
+    /// Symbol (hash) partitions per time partition (new database: 4).
+    #[arg(long)]
+    space_partitions: Option<u32>,
+    /// Time partitions kept created ahead of now (plain PostgreSQL; new database: 3).
+    #[arg(long)]
+    partitions_ahead: Option<u32>,
+    /// Compress chunks older than this (TimescaleDB), or `off` (new database: 7d).
+    #[arg(long, value_parser = parse_optional_duration)]
+    compress_after: Option<OptionalDuration>,
+    /// Drop ticks older than this, or `off` (new database: 90d). Turning it on or
+    /// shortening it prints what it would delete and needs --yes.
+    #[arg(long, value_parser = parse_optional_duration)]
+    retention: Option<OptionalDuration>,
+    /// Keep exactly-once ledger rows this long (new database: 7d).
+    #[arg(long, value_parser = parse_duration)]
+    ledger_retention: Option<Duration>,
+    /// Confirm a settings change that deletes rows (retention turned on or shortened).
+    #[arg(long)]
+    yes: bool,
     /// The daemon's least-privilege role (created when the migrating role may create
     /// roles), or `off`.
     #[arg(long, default_value = "christmas_app")]
@@ -45,20 +51,34 @@ pub struct OptionalDuration(Option<Duration>);
 
 impl MigrateArgs {
     fn config(&self) -> anyhow::Result<SchemaConfig> {
-        Ok(SchemaConfig {
+        let mut c = SchemaConfig {
             variant: match self.variant.as_str() {
                 "auto" => None,
                 v => Some(v.parse::<Variant>()?),
             },
-            chunk_interval: self.chunk_interval,
-            space_partitions: self.space_partitions,
-            partitions_ahead: self.partitions_ahead,
-            compress_after: self.compress_after.0,
-            retention: self.retention.0,
-            ledger_retention: self.ledger_retention,
             app_role: (self.app_role != "off").then(|| self.app_role.clone()),
             app_password: self.app_password.clone(),
-        })
+            confirm_deletion: self.yes,
+            ..SchemaConfig::default()
+        };
+        let mut given = |s: Setting, present: bool| {
+            if present {
+                c.change.push(s);
+            }
+        };
+        given(Setting::ChunkInterval, self.chunk_interval.is_some());
+        given(Setting::SpacePartitions, self.space_partitions.is_some());
+        given(Setting::PartitionsAhead, self.partitions_ahead.is_some());
+        given(Setting::CompressAfter, self.compress_after.is_some());
+        given(Setting::Retention, self.retention.is_some());
+        given(Setting::LedgerRetention, self.ledger_retention.is_some());
+        c.chunk_interval = self.chunk_interval.unwrap_or(c.chunk_interval);
+        c.space_partitions = self.space_partitions.unwrap_or(c.space_partitions);
+        c.partitions_ahead = self.partitions_ahead.unwrap_or(c.partitions_ahead);
+        c.compress_after = self.compress_after.map_or(c.compress_after, |d| d.0);
+        c.retention = self.retention.map_or(c.retention, |d| d.0);
+        c.ledger_retention = self.ledger_retention.unwrap_or(c.ledger_retention);
+        Ok(c)
     }
 }
 
@@ -77,6 +97,20 @@ pub async fn run(url: &str, args: &MigrateArgs) -> anyhow::Result<()> {
             "applied {applied:?}: {} variant, now version {}",
             report.variant, report.version
         ),
+    }
+    match &report.settings {
+        SettingsOutcome::Created => println!("settings stored for the new database"),
+        SettingsOutcome::Unchanged => println!("settings unchanged"),
+        SettingsOutcome::Changed(list) => {
+            let names: Vec<&str> = list.iter().map(|s| s.as_str()).collect();
+            println!("settings changed: {}", names.join(", "));
+        }
+    }
+    for d in &report.deletions {
+        println!(
+            "{}: retention deletes {} rows in {} partitions",
+            d.table, d.rows, d.partitions
+        );
     }
     if let Some(role) = &report.app_role {
         println!("least-privilege role {role} granted");
@@ -139,5 +173,34 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("d").is_err());
         assert!(parse_optional_duration("off").unwrap().0.is_none());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MigrateArgs,
+    }
+
+    fn config(flags: &[&str]) -> SchemaConfig {
+        use clap::Parser;
+        let argv = std::iter::once("migrate").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).unwrap().args.config().unwrap()
+    }
+
+    #[test]
+    fn no_flags_change_nothing_and_a_flag_changes_its_setting() {
+        let none = config(&[]);
+        assert!(none.change.is_empty());
+        assert!(!none.confirm_deletion);
+        // A new database still gets the defaults.
+        assert_eq!(none.retention, SchemaConfig::default().retention);
+        let off = config(&["--retention", "off", "--chunk-interval", "6h"]);
+        assert_eq!(off.change, vec![Setting::ChunkInterval, Setting::Retention]);
+        assert_eq!(off.retention, None);
+        assert_eq!(off.chunk_interval, Duration::from_secs(6 * 3_600));
+        let on = config(&["--retention", "30d", "--yes"]);
+        assert_eq!(on.change, vec![Setting::Retention]);
+        assert_eq!(on.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert!(on.confirm_deletion);
     }
 }

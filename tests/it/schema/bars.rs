@@ -1,11 +1,11 @@
 //! OHLCV bars over the real CME sample compared with bars computed here from the file;
-//! the TimescaleDB variant.
+//! the TimescaleDB variant's are in `timescaledb.rs`.
 
 use std::time::SystemTime;
 
 use christmas_core::dbn_file::Mbp1Reader;
 use christmas_core::query::{unix_ns, BarInterval, MarketDataReader};
-use christmas_core::schema::{self, SchemaConfig, Variant};
+use christmas_core::schema;
 use christmas_core::{Ingestor, Quote, Side, Symbol, Trade};
 
 use crate::support::{connect, count, fresh_core_db};
@@ -14,16 +14,16 @@ use super::*;
 
 /// A trade decoded straight from the DBN file, independently of `christmas_core::dbn_file`.
 #[derive(Debug, Clone, Copy)]
-struct FileTrade {
-    time_us: i64,
-    seq: i64,
-    price: f64,
-    size: f64,
-    side: u8,
+pub(super) struct FileTrade {
+    pub(super) time_us: i64,
+    pub(super) seq: i64,
+    pub(super) price: f64,
+    pub(super) size: f64,
+    pub(super) side: u8,
 }
 
 /// Trades and the number of two-sided top-of-book records in the CME sample.
-fn decode_cme_sample() -> (Vec<FileTrade>, usize) {
+pub(super) fn decode_cme_sample() -> (Vec<FileTrade>, usize) {
     use dbn::decode::{DecodeRecord, DynDecoder};
     let mut decoder =
         DynDecoder::from_file(cme_sample(), dbn::VersionUpgradePolicy::UpgradeToV3).unwrap();
@@ -48,7 +48,10 @@ fn decode_cme_sample() -> (Vec<FileTrade>, usize) {
 }
 
 /// OHLCV bars of `width_us`, computed here: (start µs, open, high, low, close, volume, n).
-fn bars_of(trades: &[FileTrade], width_us: i64) -> Vec<(i64, f64, f64, f64, f64, f64, u64)> {
+pub(super) fn bars_of(
+    trades: &[FileTrade],
+    width_us: i64,
+) -> Vec<(i64, f64, f64, f64, f64, f64, u64)> {
     let mut sorted = trades.to_vec();
     sorted.sort_by_key(|t| (t.time_us, t.seq));
     let mut bars: Vec<(i64, f64, f64, f64, f64, f64, u64)> = Vec::new();
@@ -98,7 +101,7 @@ async fn ingest_cme_sample(url: &str) -> (u64, u64) {
 }
 
 /// Checks every bar width of the reader against bars computed from the file.
-async fn assert_bars_match_the_file(reader: &MarketDataReader, trades: &[FileTrade]) {
+pub(super) async fn assert_bars_match_the_file(reader: &MarketDataReader, trades: &[FileTrade]) {
     let es = Symbol::new("ESU4").unwrap();
     let first = trades.iter().map(|t| t.time_us).min().unwrap() * 1_000;
     let last = trades.iter().map(|t| t.time_us).max().unwrap() * 1_000;
@@ -133,7 +136,7 @@ async fn assert_bars_match_the_file(reader: &MarketDataReader, trades: &[FileTra
     assert_eq!(got[0].start_ns, expected[1].0 * 1_000);
 }
 
-async fn check_cme_sample(url: &str) {
+pub(super) async fn check_cme_sample(url: &str) {
     let (file_trades, file_quotes) = decode_cme_sample();
     assert_eq!(
         file_trades.len(),
@@ -218,124 +221,4 @@ async fn cme_sample_bars_equal_bars_computed_from_the_file() {
     assert_eq!(report.rows_in_default, 0);
     let reader = MarketDataReader::connect(&url).await.unwrap();
     assert_bars_match_the_file(&reader, &trades).await;
-}
-
-/// Runs only when `CHRISTMAS_TIMESCALEDB_URL` names a server with TimescaleDB loaded.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timescaledb_variant_hypertables_policies_and_bars() {
-    let Ok(base) = std::env::var("CHRISTMAS_TIMESCALEDB_URL") else {
-        eprintln!("skipped: CHRISTMAS_TIMESCALEDB_URL is not set");
-        return;
-    };
-    // The default settings: hypertables, policies, the continuous aggregate.
-    let url = christmas_tests::fresh_database(&base).await.unwrap();
-    let report = schema::migrate_url(&url, &SchemaConfig::default())
-        .await
-        .unwrap();
-    assert_eq!(report.variant, Variant::TimescaleDb);
-    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7]);
-    let again = schema::migrate_url(&url, &SchemaConfig::default())
-        .await
-        .unwrap();
-    assert!(again.applied.is_empty());
-    let client = connect(&url).await;
-    let dims: Vec<(String, String, Option<i32>)> = client
-        .query(
-            "SELECT hypertable_name::text, column_name::text, num_partitions::int
-               FROM timescaledb_information.dimensions
-              WHERE hypertable_name IN ('market_data', 'quotes')
-              ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    assert_eq!(
-        dims,
-        vec![
-            ("market_data".into(), "symbol".into(), Some(4)),
-            ("market_data".into(), "time".into(), None),
-            ("quotes".into(), "symbol".into(), Some(4)),
-            ("quotes".into(), "time".into(), None),
-        ]
-    );
-    let jobs: Vec<String> = client
-        .query(
-            "SELECT proc_name || ':' || coalesce(hypertable_name, '')
-               FROM timescaledb_information.jobs
-              WHERE hypertable_name IS NOT NULL OR proc_name LIKE 'christmas%'
-              ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(
-        jobs,
-        vec![
-            "christmas_prune_ledger_job:",
-            "policy_compression:market_data",
-            "policy_compression:quotes",
-            "policy_refresh_continuous_aggregate:market_data_1m",
-            "policy_retention:market_data",
-            "policy_retention:quotes",
-        ]
-    );
-    let realtime: bool = client
-        .query_one(
-            "SELECT NOT materialized_only FROM timescaledb_information.continuous_aggregates
-              WHERE view_name = 'market_data_1m'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(realtime);
-
-    // The CME sample (2024) into a database that keeps it, bars before and after the
-    // continuous aggregate is materialised.
-    let keep = SchemaConfig {
-        retention: None,
-        compress_after: None,
-        ..SchemaConfig::default()
-    };
-    let url = christmas_tests::fresh_database(&base).await.unwrap();
-    schema::migrate_url(&url, &keep).await.unwrap();
-    check_cme_sample(&url).await;
-    let client = connect(&url).await;
-    client
-        .batch_execute("CALL refresh_continuous_aggregate('market_data_1m', NULL, NULL)")
-        .await
-        .unwrap();
-    let (trades, _) = decode_cme_sample();
-    let reader = MarketDataReader::connect(&url).await.unwrap();
-    assert_bars_match_the_file(&reader, &trades).await;
-
-    // A database from before versioned migrations: its tables become hypertables.
-    let url = christmas_tests::fresh_database(&base).await.unwrap();
-    let client = connect(&url).await;
-    client
-        .batch_execute(include_str!("../../data/schema-0.1-core.sql"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(
-            "INSERT INTO market_data SELECT now() - i * interval '1 hour', 'ESZ6', i, 1, 'B', i
-               FROM generate_series(1, 100) i",
-        )
-        .await
-        .unwrap();
-    let report = schema::migrate_url(&url, &keep).await.unwrap();
-    assert_eq!(report.variant, Variant::TimescaleDb);
-    assert_eq!(count(&client, "market_data").await, 100);
-    let hypertables = count(
-        &client,
-        "timescaledb_information.hypertables WHERE hypertable_name IN ('market_data', 'quotes')",
-    )
-    .await;
-    assert_eq!(hypertables, 2);
 }

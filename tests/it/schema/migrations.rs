@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use christmas_core::schema::{self, SchemaConfig, Variant};
+use christmas_core::schema::{self, SchemaConfig, Setting, SettingsOutcome, Variant};
 use christmas_core::Error;
 
 use crate::support::{connect, count, fresh_core_db, keep_everything};
@@ -18,8 +18,8 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     let config = keep_everything();
     let first = schema::migrate_url(&url, &config).await.unwrap();
     assert_eq!(first.variant, Variant::Postgres);
-    assert_eq!(first.applied, vec![1, 2, 3, 4, 5, 6, 7]);
-    assert_eq!(first.version, 7);
+    assert_eq!(first.applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(first.version, 9);
     let client = connect(&url).await;
     for t in [
         "market_data",
@@ -52,8 +52,8 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
 
     let second = schema::migrate_url(&url, &config).await.unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
-    assert_eq!(second.version, 7);
-    assert_eq!(count(&client, "christmas_migrations").await, 7);
+    assert_eq!(second.version, 9);
+    assert_eq!(count(&client, "christmas_migrations").await, 9);
     assert_eq!(
         count(&client, "pg_class WHERE relkind IN ('r', 'p')").await,
         tables_before
@@ -87,7 +87,7 @@ async fn a_database_from_before_versioned_migrations_is_upgraded_with_its_rows()
         .await
         .unwrap();
     let report = schema::migrate_url(&url, &keep_everything()).await.unwrap();
-    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert_eq!(count(&client, "market_data").await, 100);
     assert_eq!(count(&client, "quotes").await, 50);
     assert_eq!(count(&client, "ingest_batches").await, 1);
@@ -119,10 +119,10 @@ async fn concurrent_migrators_do_not_collide() {
     applied.sort();
     assert_eq!(
         applied,
-        vec![vec![], vec![], vec![], vec![1, 2, 3, 4, 5, 6, 7]]
+        vec![vec![], vec![], vec![], vec![1, 2, 3, 4, 5, 6, 7, 8, 9]]
     );
     let client = connect(&url).await;
-    assert_eq!(count(&client, "christmas_migrations").await, 7);
+    assert_eq!(count(&client, "christmas_migrations").await, 9);
     assert_eq!(count(&client, "christmas_partitions").await, 10);
 }
 
@@ -189,10 +189,14 @@ async fn timescaledb_is_refused_where_the_server_lacks_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_partition_width_cannot_change_once_partitions_exist() {
     let (url, _client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let hourly = SchemaConfig {
+    let mut hourly = SchemaConfig {
         chunk_interval: Duration::from_secs(3_600),
         ..keep_everything()
     };
+    // Not asked to change it: the stored width is kept.
+    let report = schema::migrate_url(&url, &hourly).await.unwrap();
+    assert_eq!(report.settings, SettingsOutcome::Unchanged);
+    hourly.change = vec![Setting::ChunkInterval];
     match schema::migrate_url(&url, &hourly).await {
         Err(Error::Config { field, .. }) => assert_eq!(field, "chunk_interval"),
         other => panic!("{other:?}"),

@@ -98,3 +98,5 @@ async fn trades_ingestor(url: &str) -> Ingestor<Trade> {
 mod bars;
 mod migrations;
 mod partitions;
+mod settings;
+mod timescaledb;
