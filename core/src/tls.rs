@@ -222,17 +222,25 @@ pub(crate) fn percent_decode(s: &str) -> std::result::Result<String, &'static st
     String::from_utf8(out).map_err(|_| "the query is not UTF-8")
 }
 
-/// The rustls error somewhere in `e`'s chain of causes (TLS connectors report it inside
-/// an `io::Error`).
+/// The rustls error somewhere in `e`'s chain of causes. TLS connectors report it inside
+/// an `io::Error`, whose `source()` skips it, and the Redis driver holds that `io::Error`
+/// in an `Arc`, so each link is looked into as well as followed.
 pub(crate) fn rustls_cause<'a>(
     mut e: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a rustls::Error> {
-    loop {
+    fn within<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        let io = e.downcast_ref::<std::io::Error>()?;
+        io.get_ref()?.downcast_ref::<rustls::Error>()
+    }
+    loop {
+        if let Some(r) = within(e) {
+            return Some(r);
+        }
+        if let Some(shared) = e.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            if let Some(r) = within(&**shared) {
                 return Some(r);
             }
         }

@@ -21,6 +21,8 @@ pub struct RedisServer {
     args: Vec<String>,
     /// A sentinel runs from a config file it rewrites.
     sentinel: bool,
+    /// TLS only: the port is the TLS port, with the certificates of `dir/tls`.
+    tls: bool,
 }
 
 impl RedisServer {
@@ -42,9 +44,47 @@ impl RedisServer {
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
             sentinel: false,
+            tls: false,
         };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// A server that speaks TLS only (`--port 0 --tls-port PORT`), its certificate (for
+    /// 127.0.0.1 and localhost) signed by a private CA ([`RedisServer::tls_ca`]); clients
+    /// need no certificate of their own.
+    pub fn start_tls() -> Result<RedisServer> {
+        let dir = std::env::temp_dir().join(unique_name("christmas-redis-tls"));
+        std::fs::create_dir_all(&dir)?;
+        let certs = dir.join("tls");
+        crate::tls::make_certs(&certs)?;
+        let server = RedisServer {
+            args: vec![
+                "--tls-cert-file".into(),
+                certs.join("server.pem").display().to_string(),
+                "--tls-key-file".into(),
+                certs.join("server.key").display().to_string(),
+                "--tls-ca-cert-file".into(),
+                certs.join("ca.pem").display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                // A second address the certificate does not name.
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "127.0.0.2".into(),
+            ],
+            dir,
+            port: free_port(),
+            sentinel: false,
+            tls: true,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// The CA file that signed a [`RedisServer::start_tls`] server's certificate.
+    pub fn tls_ca(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
     }
 
     /// A Sentinel (`redis-server --sentinel`) monitoring the master on `master_port` as
@@ -70,6 +110,7 @@ impl RedisServer {
             port,
             args: Vec::new(),
             sentinel: true,
+            tls: false,
         };
         server.spawn()?;
         Ok(server)
@@ -80,7 +121,12 @@ impl RedisServer {
         if self.sentinel {
             cmd.arg(self.dir.join("sentinel.conf")).arg("--sentinel");
         } else {
-            cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            let port = self.port.to_string();
+            match self.tls {
+                true => cmd.args(["--port", "0", "--tls-port", &port]),
+                false => cmd.args(["--port", &port]),
+            };
+            cmd.args(["--bind", "127.0.0.1"])
                 .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&self.dir)
@@ -96,6 +142,9 @@ impl RedisServer {
 
     fn ping(&self) -> bool {
         use std::io::{Read, Write};
+        if self.tls {
+            return self.cli(&["PING"]).is_ok_and(|r| r.trim() == "PONG");
+        }
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
@@ -106,9 +155,10 @@ impl RedisServer {
             && &buf == b"+PONG\r\n"
     }
 
-    /// `redis://127.0.0.1:PORT/`
+    /// `redis://127.0.0.1:PORT/` (`rediss://…` for a TLS server: add its `sslrootcert`).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// The server's port.
@@ -118,7 +168,11 @@ impl RedisServer {
 
     /// Runs `redis-cli -p PORT args…` and returns its output.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("redis-cli")
+        let mut cmd = Command::new("redis-cli");
+        if self.tls {
+            cmd.arg("--tls").arg("--cacert").arg(self.tls_ca());
+        }
+        let out = cmd
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(args)
             .stdin(Stdio::null())

@@ -25,18 +25,20 @@ pub(crate) fn settings(url: &str) -> Result<Option<TlsSettings>> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_decode(v).map_err(|why| Error::config(FIELD, why))?;
         match k {
-            "sslmode" => mode = Some(
-                SslMode::parse(&v)
-                    .filter(|m| !matches!(m, SslMode::Disable | SslMode::Prefer))
-                    .ok_or_else(|| {
-                        Error::config(
-                            "sslmode",
-                            format!(
+            "sslmode" => {
+                mode = Some(
+                    SslMode::parse(&v)
+                        .filter(|m| !matches!(m, SslMode::Disable | SslMode::Prefer))
+                        .ok_or_else(|| {
+                            Error::config(
+                                "sslmode",
+                                format!(
                                 "{v:?}: a rediss:// URL takes require, verify-ca or verify-full"
                             ),
-                        )
-                    })?,
-            ),
+                            )
+                        })?,
+                )
+            }
             "sslrootcert" => root_certs = Some(RootCerts::parse(&v)),
             _ => {}
         }
