@@ -64,7 +64,7 @@ pub(crate) fn without_auth(url: &str) -> String {
 
 impl RedisTarget {
     /// Parses `redis://…`, `redis+sentinel://…` or `redis+cluster://…` (or their
-    /// `rediss` twins over TLS; a CA file named is read now).
+    /// `rediss` twins over TLS; a CA file named is read when connecting).
     pub fn parse(url: &str) -> Result<RedisTarget> {
         let bad = |why: &str| Error::config("fanout.url", format!("{}: {why}", without_auth(url)));
         let (scheme, rest) = url
