@@ -246,3 +246,94 @@ async fn redis_tls_modes_and_a_plain_client_on_the_tls_port() {
         other => panic!("expected a Redis connection error: {:?}", other.err()),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_serves_ticks_reads_and_orders_over_tls() {
+    let (pg, redis) = tokio::task::block_in_place(|| {
+        (
+            PgServer::start_tls().unwrap(),
+            RedisServer::start_tls().unwrap(),
+        )
+    });
+    let base = with_tls(&pg.url(), "verify-full", Some(&pg.tls_ca()));
+    let (url, db) = fresh_core_db(&base).await;
+    let config = christmas_ingest::config::DaemonConfig {
+        database_url: Some(url.clone()),
+        // The reader on its own URL: verify-ca, so its path is the replica-aware one.
+        read_database_url: Some(url.replace("sslmode=verify-full", "sslmode=verify-ca")),
+        redis_url: Some(with_tls(&redis.url(), "verify-full", Some(&redis.tls_ca()))),
+        ..Default::default()
+    };
+    let daemon = christmas_tests::InProcessDaemon::start(config, false)
+        .await
+        .unwrap();
+    let http = daemon.client();
+
+    let ticks: Vec<serde_json::Value> = (1..=40)
+        .map(|seq| {
+            serde_json::json!({"kind": "trade", "symbol": if seq % 2 == 0 { "ESZ6" } else { "NQZ6" },
+                "time": "2026-11-25T10:00:00.5Z", "price": 100.0 + seq as f64, "volume": 1,
+                "side": "B", "exchange_seq": seq})
+        })
+        .collect();
+    let r = http
+        .post_json("/api/ticks?ack=committed", &serde_json::json!(ticks))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json().unwrap()["committed"].as_u64()),
+        (201, Some(40))
+    );
+    let row = db
+        .query_one(
+            "SELECT count(*), sum(price) FROM market_data WHERE symbol = 'ESZ6'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let want: f64 = (1..=40)
+        .filter(|s| s % 2 == 0)
+        .map(|s| 100.0 + s as f64)
+        .sum();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, f64>(1)), (20, want));
+
+    // Reads: trades from PostgreSQL, the latest tick from Redis, both over TLS.
+    let r = http
+        .get("/api/market-data/ESZ6/trades?from=2026-11-25T00:00:00Z&limit=100")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().unwrap()["trades"].as_array().unwrap().len(), 20);
+    let r = http.get("/api/market-data?symbol=ESZ6").await.unwrap();
+    let v = r.json().unwrap();
+    assert_eq!((r.status, v["source"].as_str()), (200, Some("redis")));
+    assert_eq!(v["trade"]["exchange_seq"], 40);
+
+    // An order: stored once, its event on the Redis stream.
+    let order = serde_json::json!({"client_order_id": "tls-1", "symbol": "ESZ6", "side": "buy",
+        "type": "limit", "quantity": 2.0, "limit_price": 6000.25, "time_in_force": "gtc"});
+    let r = http.post_json("/api/orders", &order).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let orders: i64 = db
+        .query_one(
+            "SELECT count(*) FROM orders WHERE client_order_id = 'tls-1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orders, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = redis.cli(&["XLEN", "orders:events"]).unwrap();
+        if n.trim() == "1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the order's event reached the stream over TLS within 10 s (XLEN {n})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.stop().await.unwrap();
+}
