@@ -84,6 +84,16 @@ pub(crate) fn query(tls: Option<&TlsSettings>) -> String {
     q
 }
 
+/// The driver builds its rustls config on the process's default provider. When none is
+/// installed, ring (what the engine builds) becomes it: the driver would pick it from
+/// rustls's features anyway, and a build that also has aws-lc-rs would otherwise panic
+/// there. An application's own default stays.
+fn ensure_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// The driver's TLS certificates for `tls` (the CA file's PEM; none: the system's roots).
 fn certificates(tls: &TlsSettings) -> Result<TlsCertificates> {
     Ok(TlsCertificates {
@@ -98,6 +108,7 @@ pub(crate) fn node_client(url: &str) -> Result<redis::Client> {
     let Some(tls) = settings(url)? else {
         return redis::Client::open(url).map_err(parsing);
     };
+    ensure_provider();
     let mode = tls.effective_mode();
     // The driver's own spelling of "no verification".
     let url = match mode {
@@ -128,6 +139,7 @@ pub(crate) fn cluster_builder(nodes: &[String]) -> Result<ClusterClientBuilder> 
     let Some(tls) = tls else {
         return Ok(builder);
     };
+    ensure_provider();
     Ok(match tls.effective_mode() {
         SslMode::Require => builder.tls(redis::TlsMode::Insecure),
         mode => builder
