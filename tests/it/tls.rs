@@ -337,3 +337,44 @@ async fn the_daemon_serves_ticks_reads_and_orders_over_tls() {
     }
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_takes_the_fanout_on_every_node() {
+    let cluster =
+        tokio::task::block_in_place(|| christmas_tests::RedisCluster::start_tls(3)).unwrap();
+    let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let syms = symbols(12);
+    let mut sub = TickSubscription::live(&cluster.url_via(2), PayloadFormat::Json, &syms)
+        .await
+        .unwrap();
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .fanout(FanoutConfig::new(cluster.url_via(0)))
+        .start()
+        .await
+        .unwrap();
+    const N: u64 = 3_000;
+    for k in 0..N {
+        ingestor
+            .push(trade(syms[(k % syms.len() as u64) as usize], k))
+            .unwrap();
+    }
+    let report = ingestor.shutdown().await.unwrap();
+    let fanout = report.fanout.unwrap();
+    assert_eq!((fanout.published, fanout.dropped), (N, 0));
+    let mut heard = 0u64;
+    while heard < N {
+        let m = tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("the subscriber hears every tick within 30 s")
+            .expect("the subscription stays up")
+            .expect("a decodable message");
+        heard += m.message.len() as u64;
+    }
+    assert_eq!(heard, N);
+    // Every node, reached over TLS, holds some of the symbols' keys.
+    for node in &cluster.nodes {
+        let keys: u64 = node.cli(&["DBSIZE"]).unwrap().trim().parse().unwrap();
+        assert!(keys > 0, "node {} holds no key", node.port());
+    }
+}

@@ -21,8 +21,8 @@ pub struct RedisServer {
     args: Vec<String>,
     /// A sentinel runs from a config file it rewrites.
     sentinel: bool,
-    /// TLS only: the port is the TLS port, with the certificates of `dir/tls`.
-    tls: bool,
+    /// TLS only: the port is the TLS port, with the certificates in this directory.
+    tls: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -44,7 +44,7 @@ impl RedisServer {
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
             sentinel: false,
-            tls: false,
+            tls: None,
         };
         server.spawn()?;
         Ok(server)
@@ -58,7 +58,18 @@ impl RedisServer {
         std::fs::create_dir_all(&dir)?;
         let certs = dir.join("tls");
         crate::tls::make_certs(&certs)?;
-        let server = RedisServer {
+        RedisServer::start_tls_in(dir, free_port(), certs, &[])
+    }
+
+    /// A TLS-only server in `dir` on `port`, with the certificates in `certs` and `extra`
+    /// arguments.
+    fn start_tls_in(
+        dir: PathBuf,
+        port: u16,
+        certs: PathBuf,
+        extra: &[&str],
+    ) -> Result<RedisServer> {
+        let mut server = RedisServer {
             args: vec![
                 "--tls-cert-file".into(),
                 certs.join("server.pem").display().to_string(),
@@ -74,17 +85,21 @@ impl RedisServer {
                 "127.0.0.2".into(),
             ],
             dir,
-            port: free_port(),
+            port,
             sentinel: false,
-            tls: true,
+            tls: Some(certs),
         };
+        server.args.extend(extra.iter().map(|a| a.to_string()));
         server.spawn()?;
         Ok(server)
     }
 
-    /// The CA file that signed a [`RedisServer::start_tls`] server's certificate.
+    /// The CA file that signed a TLS server's certificate.
     pub fn tls_ca(&self) -> PathBuf {
-        self.dir.join("tls/ca.pem")
+        self.tls
+            .as_ref()
+            .map(|c| c.join("ca.pem"))
+            .unwrap_or_default()
     }
 
     /// A Sentinel (`redis-server --sentinel`) monitoring the master on `master_port` as
@@ -110,7 +125,7 @@ impl RedisServer {
             port,
             args: Vec::new(),
             sentinel: true,
-            tls: false,
+            tls: None,
         };
         server.spawn()?;
         Ok(server)
@@ -123,8 +138,8 @@ impl RedisServer {
         } else {
             let port = self.port.to_string();
             match self.tls {
-                true => cmd.args(["--port", "0", "--tls-port", &port]),
-                false => cmd.args(["--port", &port]),
+                Some(_) => cmd.args(["--port", "0", "--tls-port", &port]),
+                None => cmd.args(["--port", &port]),
             };
             cmd.args(["--bind", "127.0.0.1"])
                 .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
@@ -142,7 +157,7 @@ impl RedisServer {
 
     fn ping(&self) -> bool {
         use std::io::{Read, Write};
-        if self.tls {
+        if self.tls.is_some() {
             return self.cli(&["PING"]).is_ok_and(|r| r.trim() == "PONG");
         }
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
@@ -157,7 +172,11 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:PORT/` (`rediss://…` for a TLS server: add its `sslrootcert`).
     pub fn url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
@@ -169,7 +188,7 @@ impl RedisServer {
     /// Runs `redis-cli -p PORT args…` and returns its output.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
         let mut cmd = Command::new("redis-cli");
-        if self.tls {
+        if self.tls.is_some() {
             cmd.arg("--tls").arg("--cacert").arg(self.tls_ca());
         }
         let out = cmd
@@ -207,11 +226,34 @@ impl RedisServer {
 pub struct RedisCluster {
     /// The nodes; each owns a third (for 3) of the slots.
     pub nodes: Vec<RedisServer>,
+    /// A TLS cluster's certificates, removed on drop.
+    certs: Option<PathBuf>,
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        if let Some(certs) = &self.certs {
+            let _ = std::fs::remove_dir_all(certs);
+        }
+    }
 }
 
 impl RedisCluster {
     /// Starts `n` cluster-enabled servers and joins them (no replicas).
     pub fn start(n: usize) -> Result<RedisCluster> {
+        RedisCluster::start_with(n, None)
+    }
+
+    /// [`RedisCluster::start`] speaking TLS only, to clients and on the cluster bus
+    /// (`tls-cluster`), every node's certificate signed by one CA the cluster made
+    /// ([`RedisServer::tls_ca`] of any node).
+    pub fn start_tls(n: usize) -> Result<RedisCluster> {
+        let certs = std::env::temp_dir().join(unique_name("christmas-cluster-tls"));
+        crate::tls::make_certs(&certs)?;
+        RedisCluster::start_with(n, Some(certs))
+    }
+
+    fn start_with(n: usize, certs: Option<PathBuf>) -> Result<RedisCluster> {
         let mut nodes = Vec::with_capacity(n);
         while nodes.len() < n {
             // The cluster bus listens on port + 10000: it must exist and be free too.
@@ -219,30 +261,41 @@ impl RedisCluster {
             if port > 55_000 || TcpListener::bind(("127.0.0.1", port + 10_000)).is_err() {
                 continue;
             }
-            nodes.push(RedisServer::start_on(
-                port,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ],
-            )?);
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ];
+            nodes.push(match &certs {
+                None => RedisServer::start_on(port, &args)?,
+                Some(certs) => {
+                    let dir = std::env::temp_dir().join(unique_name("christmas-redis-tls"));
+                    std::fs::create_dir_all(&dir)?;
+                    let tls_args = [&args[..], &["--tls-cluster", "yes"]].concat();
+                    RedisServer::start_tls_in(dir, port, certs.clone(), &tls_args)?
+                }
+            });
         }
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        let mut cmd = Command::new("redis-cli");
+        // Bounded: it waits for the nodes to join for as long as it takes.
+        let mut cmd = Command::new("timeout");
+        cmd.args(["60", "redis-cli"]);
+        if let Some(certs) = &certs {
+            cmd.arg("--tls").arg("--cacert").arg(certs.join("ca.pem"));
+        }
         cmd.args(["--cluster", "create"]).args(&addrs).args([
             "--cluster-replicas",
             "0",
             "--cluster-yes",
         ]);
         run(&mut cmd).context("redis-cli --cluster create")?;
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, certs };
         wait_for("the cluster to be ok", Duration::from_secs(20), || {
             cluster.nodes.iter().all(|n| {
                 n.cli(&["cluster", "info"])
@@ -252,9 +305,18 @@ impl RedisCluster {
         Ok(cluster)
     }
 
-    /// `redis+cluster://127.0.0.1:PORT` with node `i` as the only seed.
+    /// `redis+cluster://127.0.0.1:PORT` with node `i` as the only seed
+    /// (`rediss+cluster://…?sslrootcert=CA` for a TLS cluster).
     pub fn url_via(&self, i: usize) -> String {
-        format!("redis+cluster://127.0.0.1:{}", self.nodes[i].port())
+        let node = &self.nodes[i];
+        match &node.tls {
+            None => format!("redis+cluster://127.0.0.1:{}", node.port()),
+            Some(_) => format!(
+                "rediss+cluster://127.0.0.1:{}?sslrootcert={}",
+                node.port(),
+                node.tls_ca().display()
+            ),
+        }
     }
 }
 
