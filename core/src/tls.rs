@@ -114,7 +114,7 @@ impl TlsSettings {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| tls_error("configuring TLS", "", &e))?;
+            .map_err(|e| Error::config(field, format!("no TLS protocol version to offer: {e}")))?;
         let mode = self.effective_mode();
         if !mode.verifies() {
             return Ok(builder
