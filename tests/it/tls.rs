@@ -378,3 +378,41 @@ async fn a_tls_cluster_takes_the_fanout_on_every_node() {
         assert!(keys > 0, "node {} holds no key", node.port());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_over_tls_names_the_master_the_fanout_writes_to() {
+    let (master, sentinel) = tokio::task::block_in_place(|| {
+        let master = RedisServer::start_tls()?;
+        let sentinel = RedisServer::start_sentinel_tls("md", &master)?;
+        anyhow::Ok((master, sentinel))
+    })
+    .unwrap();
+    let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    // The sentinel and the master it names are both spoken to over TLS, trusting the CA.
+    let redis_url = format!(
+        "rediss+sentinel://127.0.0.1:{}/md?sslrootcert={}",
+        sentinel.port(),
+        master.tls_ca().display()
+    );
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .fanout(FanoutConfig::new(&redis_url))
+        .start()
+        .await
+        .unwrap();
+    let sym = symbols(1)[0];
+    for k in 0..500 {
+        ingestor.push(trade(sym, k)).unwrap();
+    }
+    let report = ingestor.shutdown().await.unwrap();
+    let fanout = report.fanout.unwrap();
+    assert_eq!((fanout.published, fanout.dropped), (500, 0));
+    let seq = master
+        .cli(&[
+            "HGET",
+            &format!("md:{{{}}}:latest", sym.as_str()),
+            "trade_seq",
+        ])
+        .unwrap();
+    assert_eq!(seq.trim(), "500");
+}

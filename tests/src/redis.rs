@@ -105,13 +105,36 @@ impl RedisServer {
     /// A Sentinel (`redis-server --sentinel`) monitoring the master on `master_port` as
     /// `name`, quorum 1, declaring it down after 1 s.
     pub fn start_sentinel(name: &str, master_port: u16) -> Result<RedisServer> {
+        RedisServer::start_sentinel_with(name, master_port, None)
+    }
+
+    /// [`RedisServer::start_sentinel`] speaking TLS only, to clients and to the master
+    /// (`tls-replication`), with the certificates of the TLS server `master`.
+    pub fn start_sentinel_tls(name: &str, master: &RedisServer) -> Result<RedisServer> {
+        RedisServer::start_sentinel_with(name, master.port, master.tls.clone())
+    }
+
+    fn start_sentinel_with(
+        name: &str,
+        master_port: u16,
+        tls: Option<PathBuf>,
+    ) -> Result<RedisServer> {
         let dir = std::env::temp_dir().join(unique_name("christmas-sentinel"));
         std::fs::create_dir_all(&dir)?;
         let port = free_port();
+        let listen = match &tls {
+            None => format!("port {port}\n"),
+            Some(c) => format!(
+                "port 0\ntls-port {port}\ntls-cert-file {c}/server.pem\n\
+                 tls-key-file {c}/server.key\ntls-ca-cert-file {c}/ca.pem\n\
+                 tls-auth-clients no\ntls-replication yes\n",
+                c = c.display()
+            ),
+        };
         std::fs::write(
             dir.join("sentinel.conf"),
             format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize yes\ndir {dir}\n\
+                "{listen}bind 127.0.0.1\ndaemonize yes\ndir {dir}\n\
                  pidfile {dir}/redis.pid\nlogfile {dir}/redis.log\n\
                  sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
                  sentinel down-after-milliseconds {name} 1000\n\
@@ -125,7 +148,7 @@ impl RedisServer {
             port,
             args: Vec::new(),
             sentinel: true,
-            tls: None,
+            tls,
         };
         server.spawn()?;
         Ok(server)
