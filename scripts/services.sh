@@ -237,7 +237,9 @@ rabbit_env() {
 
 # Makes, once, a private CA (DIR/ca.pem; its key is thrown away once it signed) and a
 # server certificate for 127.0.0.1 and localhost (DIR/server.pem, DIR/server.key), valid
-# ten years. Clients trust the CA's file (ORDER_EVENTS_TLS_CA); nothing else does.
+# ten years. Clients trust the CA's file (ORDER_EVENTS_TLS_CA); nothing else does. The
+# certificate is good for client authentication too: the nodes of a TLS Redis cluster
+# present it to each other on the cluster bus (the TLS tests).
 make_tls_certs() {
     local dir="$1"
     if [ -s "$dir/ca.pem" ] && [ -s "$dir/server.pem" ] && [ -s "$dir/server.key" ]; then
@@ -263,7 +265,7 @@ CNF
     cat >"$tmp/server.ext" <<EXT
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
+extendedKeyUsage = serverAuth, clientAuth
 subjectAltName = IP:127.0.0.1, DNS:localhost
 authorityKeyIdentifier = keyid
 EXT

@@ -80,6 +80,19 @@ pub enum Error {
         /// The driver's error.
         reason: String,
     },
+    /// TLS to PostgreSQL or Redis failed: the server's certificate was not trusted, named
+    /// another host, or the handshake broke off.
+    #[error("tls to {store}: {context}: {reason}")]
+    Tls {
+        /// `PostgreSQL` or `Redis`.
+        store: &'static str,
+        /// What the engine was doing.
+        context: &'static str,
+        /// What kind of failure it was: match on this, not on `reason`.
+        kind: TlsErrorKind,
+        /// rustls's error.
+        reason: String,
+    },
     /// RabbitMQ (AMQP 0-9-1) refused an operation, or the connection failed.
     #[error("amqp: {context}: {reason}")]
     Amqp {
@@ -105,6 +118,20 @@ pub enum Error {
     /// A pipeline task stopped unexpectedly.
     #[error("pipeline task failed: {0}")]
     Task(String),
+}
+
+/// What kind of failure an [`Error::Tls`] is, read once from rustls's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsErrorKind {
+    /// The certificate does not chain to a trusted root (wrong or missing CA file).
+    UntrustedCertificate,
+    /// The certificate is trusted but names another host (`verify-full`).
+    HostMismatch,
+    /// The certificate has expired or is not valid yet.
+    Expired,
+    /// Anything else in the handshake (no common protocol, a broken connection, …).
+    Handshake,
 }
 
 /// What kind of failure an [`Error::Redis`] is, classified once from the driver's error

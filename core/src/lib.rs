@@ -50,6 +50,7 @@
 //! | [`spool`] | segment files on local disk: format, appender, scanner, recovery |
 //! | [`pg`] | connect policy; `ledger.rs` (`BatchLedger`); `copy_sink.rs` (`BEGIN; ledger row; COPY; COMMIT`, exactly once, bad rows split into dead letters) |
 //! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
+//! | [`tls`] | TLS to PostgreSQL and Redis: libpq's [`SslMode`](tls::SslMode) and root certificates, typed failures ([`TlsErrorKind`]) |
 //! | [`redis`] | [`RedisTarget`](redis::RedisTarget) (node, Sentinel, Cluster), the connection, typed error kinds ([`RedisErrorKind`]) |
 //! | [`fanout`] | Redis fan-out: pub/sub, capped streams, latest hash; the subscriber helper (on [`redis`]) |
 //! | [`orders`] | orders: group-committed and idempotent ([`OrderDesk`](orders::OrderDesk)), events to workers ([`OrderWorker`](orders::OrderWorker)) |
@@ -107,10 +108,11 @@ pub mod sources;
 pub mod spool;
 pub mod symbol;
 pub mod synthetic;
+pub mod tls;
 
 pub use config::{Backpressure, IngestorConfig, Sink};
 pub use dead_letter::DeadLetter;
-pub use error::{AmqpErrorKind, Error, FieldError, Invalid, RedisErrorKind, Result};
+pub use error::{AmqpErrorKind, Error, FieldError, Invalid, RedisErrorKind, Result, TlsErrorKind};
 pub use ingestor::{CommitReport, Ingestor, IngestorBuilder, Receipt};
 pub use ingress::{Ack, AckLevel, Acked, Ingress, IngressMetrics, Ticks};
 pub use metrics::{MetricsSnapshot, ShardSnapshot, Summary};

@@ -450,10 +450,11 @@ def cmd_check_config(binary: str) -> None:
         env = {}
         for e in container["Environment"]:
             v = e["Value"]
-            env[e["Name"]] = "redis://cache:6379" if e["Name"] == "REDIS_URL" else (
+            env[e["Name"]] = "rediss://cache:6379" if e["Name"] == "REDIS_URL" else (
                 "2" if isinstance(v, dict) else str(v))
-        stand_in = {"DATABASE_URL": "postgres://christmas_app:x@db:5432/christmas",
-                    "READ_DATABASE_URL": "postgres://christmas_app:x@replica:5432/christmas",
+        tls = "?sslmode=verify-full&sslrootcert=/usr/share/christmas/rds-global-bundle.pem"
+        stand_in = {"DATABASE_URL": "postgres://christmas_app:x@db:5432/christmas" + tls,
+                    "READ_DATABASE_URL": "postgres://christmas_app:x@replica:5432/christmas" + tls,
                     "CHRISTMAS_API_KEYS": "feed:" + "0" * 64 + ":ingest"}
         for s in container["Secrets"]:
             env[s["Name"]] = stand_in[s["Name"]]

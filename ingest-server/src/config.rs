@@ -23,7 +23,9 @@ pub struct DaemonConfig {
     pub http_addr: String,
     /// TCP ingest listen address (default `127.0.0.1:9090`; empty turns it off).
     pub tcp_addr: String,
-    /// PostgreSQL to write to. Required.
+    /// PostgreSQL to write to. Required. TLS as libpq reads it: `sslmode` (`disable`,
+    /// `prefer` — the default —, `require`, `verify-ca`, `verify-full`) and `sslrootcert`
+    /// (a CA file, or `system`), e.g. `postgres://…/christmas?sslmode=verify-full&sslrootcert=/etc/ca.pem`.
     pub database_url: Option<String>,
     /// PostgreSQL to read market data and orders from (a replica); default:
     /// `database_url`. While it is down or lags more than `replica_max_lag_ms`, reads go to
@@ -31,7 +33,10 @@ pub struct DaemonConfig {
     pub read_database_url: Option<String>,
     /// How far the replica may lag before reads go to the primary (default 5,000 ms).
     pub replica_max_lag_ms: u64,
-    /// Redis for the fan-out and the latest-tick cache; unset turns both off.
+    /// Redis for the fan-out and the latest-tick cache; unset turns both off. `rediss://…`
+    /// (and `rediss+sentinel://`, `rediss+cluster://`) over TLS, verifying the certificate
+    /// against `?sslrootcert=/etc/ca.pem` or the system's roots; `?sslmode=require` skips
+    /// the check, `verify-ca` the host name.
     pub redis_url: Option<String>,
     /// Where `order.accepted` events go: a RabbitMQ queue (`amqp://user:pass@host:port/vhost`,
     /// or `amqps://…` over TLS) or a Redis stream (`redis://…`). Unset: `redis_url` (the

@@ -22,4 +22,5 @@ mod spool;
 mod stream;
 mod strict;
 mod support;
+mod tls;
 mod web;

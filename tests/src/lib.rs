@@ -5,8 +5,9 @@
 //!
 //! | module | what it is |
 //! |---|---|
-//! | [`pg`] | [`PgServer`] (private, may crash and restart), [`shared_pg_url`], [`fresh_database`], [`connect`] |
-//! | [`redis`] | [`RedisServer`], [`RedisCluster`], [`shared_redis_url`] |
+//! | [`pg`] | [`PgServer`] (private, may crash and restart; TLS-only with [`PgServer::start_tls`]), [`shared_pg_url`], [`fresh_database`], [`connect`] |
+//! | [`redis`] | [`RedisServer`] (plain or TLS-only), [`RedisCluster`], [`shared_redis_url`] |
+//! | [`tls`] | a private CA and server certificate for the TLS tests ([`tls::make_certs`]) |
 //! | [`amqp`] | [`RabbitNode`] (private, may stop and start), [`shared_amqp_url`] |
 //! | [`nginx`], [`pgbouncer`], [`netns`] | what stands between a client and the daemons in a deployment |
 //! | [`net`] | [`free_addr`] / [`free_port`], [`wait_listening`] |
@@ -39,6 +40,7 @@ pub mod pg;
 pub mod pgbouncer;
 pub mod redis;
 pub mod ticks;
+pub mod tls;
 
 pub use amqp::{shared_amqp_url, shared_amqps, RabbitNode};
 pub use daemon::{DaemonProcess, InProcessDaemon};

@@ -1,7 +1,7 @@
 //! PostgreSQL for tests: a private [`PgServer`] (and its streaming replica), the server
 //! shared by a test process, a fresh database per test, and a connected client.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -53,16 +53,29 @@ impl PgServer {
     /// superuser and database `christmas`, `fsync=off` (the OS never crashes in a test, so a
     /// killed server still recovers everything it acknowledged).
     pub fn start() -> Result<PgServer> {
-        PgServer::start_at(None, "127.0.0.1")
+        PgServer::start_at(None, "127.0.0.1", false)
+    }
+
+    /// [`PgServer::start`] with `ssl = on` and TCP connections over TLS only (`hostssl`),
+    /// listening on 127.0.0.1 and 127.0.0.2; its certificate (for 127.0.0.1 and
+    /// localhost, not 127.0.0.2) signed by a private CA ([`PgServer::tls_ca`]) that
+    /// `scripts/services.sh tls-certs` made for this server.
+    pub fn start_tls() -> Result<PgServer> {
+        PgServer::start_at(None, "127.0.0.1", true)
+    }
+
+    /// The CA file that signed a [`PgServer::start_tls`] server's certificate.
+    pub fn tls_ca(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
     }
 
     /// [`PgServer::start`] inside network namespace `netns`, listening on `host` (an
     /// address of that namespace), accepting trust connections from anywhere.
     pub fn start_in_netns(netns: &str, host: &str) -> Result<PgServer> {
-        PgServer::start_at(Some(netns), host)
+        PgServer::start_at(Some(netns), host, false)
     }
 
-    fn start_at(netns: Option<&str>, host: &str) -> Result<PgServer> {
+    fn start_at(netns: Option<&str>, host: &str, tls: bool) -> Result<PgServer> {
         ensure_service_user()?;
         let bindir = pg_bindir()?;
         let dir = temp_dir("christmas-pg")?;
@@ -90,6 +103,25 @@ impl PgServer {
         )?;
         if netns.is_some() {
             append(&data.join("pg_hba.conf"), "host all all 0.0.0.0/0 trust")?;
+        }
+        if tls {
+            crate::tls::make_certs(&dir.join("tls"))?;
+            for f in ["server.pem", "server.key"] {
+                install_private(&dir.join("tls").join(f), &data.join(f))?;
+            }
+            append(
+                &data.join("postgresql.conf"),
+                "ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n\
+                 listen_addresses = '127.0.0.1,127.0.0.2'",
+            )?;
+            let hba = std::fs::read_to_string(data.join("pg_hba.conf"))?;
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                format!(
+                    "{}\nhostssl all all 127.0.0.0/8 trust\n",
+                    hba.replace("\nhost ", "\nhostssl ")
+                ),
+            )?;
         }
         let server = PgServer {
             bindir,
@@ -189,6 +221,17 @@ impl PgServer {
     }
 }
 
+/// Copies `from` to `to`, readable only by the service user (the server refuses a key
+/// others may read).
+fn install_private(from: &Path, to: &Path) -> Result<()> {
+    let mut c = Command::new("install");
+    c.args(["-m", "600"]);
+    if is_root() {
+        c.args(["-o", SERVICE_USER]);
+    }
+    run(c.arg(from).arg(to))
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
         if self.data().join("postmaster.pid").exists() {
@@ -256,12 +299,11 @@ pub fn shared_pg_url() -> String {
 
 /// Connects to `url` and drives the connection in the background. (The error leaves the
 /// URL out: the bench's may hold a password.)
+/// The URL's `sslmode` and `sslrootcert` are honoured as the engine honours them.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    christmas_core::pg::connect_url(url, "christmas-harness")
         .await
-        .context("connecting to PostgreSQL")?;
-    tokio::spawn(conn);
-    Ok(client)
+        .context("connecting to PostgreSQL")
 }
 
 /// Creates an empty database on the server of `base_url` and returns its URL.
@@ -271,10 +313,9 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
 /// processes that have exited: a shared server (`scripts/test.sh`) does not fill its disk
 /// over many runs, and a running test's database is never touched.
 pub async fn fresh_database(base_url: &str) -> Result<String> {
-    let (client, conn) = tokio_postgres::connect(base_url, tokio_postgres::NoTls)
+    let client = connect(base_url)
         .await
         .with_context(|| format!("connecting to {base_url}"))?;
-    let conn = tokio::spawn(conn);
     static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     SWEPT.get_or_init(|| drop_stale_databases(&client)).await;
     let name = unique_name("christmas_t");
@@ -283,7 +324,6 @@ pub async fn fresh_database(base_url: &str) -> Result<String> {
         .await
         .context("CREATE DATABASE")?;
     drop(client);
-    let _ = conn.await;
     database_url(base_url, &name)
 }
 

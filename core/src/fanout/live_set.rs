@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::cluster::ClusterClientBuilder;
 use redis::{PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -237,7 +236,7 @@ async fn run_cluster(
     let (push_tx, mut push_rx) = mpsc::unbounded_channel();
     let mut conn = loop {
         let made = async {
-            ClusterClientBuilder::new(nodes.clone())
+            crate::redis::tls::cluster_builder(&nodes)?
                 .use_protocol(redis::ProtocolVersion::RESP3)
                 .connection_timeout(connection::TIMEOUT)
                 .push_sender(push_tx.clone())

@@ -6,7 +6,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::cluster::ClusterClientBuilder;
 use redis::streams::StreamReadReply;
 use redis::{PushKind, Value};
 use tokio::sync::mpsc;
@@ -251,7 +250,7 @@ async fn live_cluster(
 ) {
     let (push_tx, mut push_rx) = mpsc::unbounded_channel();
     let subscribed = async {
-        let client = ClusterClientBuilder::new(nodes)
+        let client = crate::redis::tls::cluster_builder(&nodes)?
             .use_protocol(redis::ProtocolVersion::RESP3)
             .connection_timeout(connection::TIMEOUT)
             .push_sender(push_tx)

@@ -4,8 +4,9 @@
 
 mod connect;
 pub(crate) mod read;
+mod url;
 
-pub use connect::ConnectPolicy;
 pub(crate) use connect::{connect, is_connection_error, parse_url};
+pub use connect::{connect_url, ConnectPolicy, PgUrl};
 pub(crate) mod copy_sink;
 pub(crate) mod ledger;

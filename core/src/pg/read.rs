@@ -14,7 +14,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, Row};
 
 use crate::error::{Error, Result};
-use crate::pg::connect::connect;
+use crate::pg::connect::{connect, PgUrl};
 
 /// How long a judgement of the replica holds.
 const REPLICA_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -23,7 +23,7 @@ const REPLICA_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// back on). Cheap to share: `&self` methods run concurrently; it reconnects on the next
 /// call after the connection is lost.
 pub(crate) struct ReadClient {
-    config: Config,
+    url: PgUrl,
     client: Mutex<Option<Arc<Client>>>,
     /// For a replica: the primary, read instead while the replica is down or lags.
     fallback: Option<Fallback>,
@@ -51,15 +51,14 @@ impl fmt::Debug for ReadClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The config may hold a password; show only where it points.
         f.debug_struct("ReadClient")
-            .field("hosts", &self.config.get_hosts())
-            .field("dbname", &self.config.get_dbname())
+            .field("hosts", &self.url.config.get_hosts())
+            .field("dbname", &self.url.config.get_dbname())
             .finish()
     }
 }
 
-fn parse_read_url(url: &str) -> Result<Config> {
-    url.parse()
-        .map_err(|e| Error::pg("parsing the read database URL", e))
+fn parse_read_url(url: &str) -> Result<PgUrl> {
+    PgUrl::parse(url)
 }
 
 impl ReadClient {
@@ -74,7 +73,7 @@ impl ReadClient {
     /// database is down, and each read fails until it is back.
     pub(crate) fn connect_later(url: &str) -> Result<Self> {
         Ok(ReadClient {
-            config: parse_read_url(url)?,
+            url: parse_read_url(url)?,
             client: Mutex::new(None),
             fallback: None,
         })
@@ -102,7 +101,7 @@ impl ReadClient {
         max_lag: Duration,
     ) -> Result<Self> {
         Ok(ReadClient {
-            config: parse_read_url(replica_url)?,
+            url: parse_read_url(replica_url)?,
             client: Mutex::new(None),
             fallback: Some(Fallback {
                 primary: Box::new(ReadClient::connect_later(primary_url)?),
@@ -114,7 +113,7 @@ impl ReadClient {
 
     /// Where this client reads (the replica, for one with a fallback).
     pub(crate) fn config(&self) -> &Config {
-        &self.config
+        &self.url.config
     }
 
     /// The replica's lag as last measured (at most a second before the last
@@ -170,7 +169,7 @@ impl ReadClient {
         if let Some(c) = self.lock().as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let client = connect(&self.config, "christmas-reader", "connecting the reader").await?;
+        let client = connect(&self.url, "christmas-reader", "connecting the reader").await?;
         let client = Arc::new(client);
         *self.lock() = Some(client.clone());
         Ok(client)

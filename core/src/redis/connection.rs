@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::AsyncConnectionConfig;
 
 use crate::error::{Error, Result};
 use crate::redis::error::{redis_error, topology_error};
 use crate::redis::target::RedisTarget;
+use crate::redis::tls;
+use crate::tls::TlsSettings;
 
 /// How long connecting, and each reply, may take before the connection counts as down.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,8 +43,7 @@ fn config() -> AsyncConnectionConfig {
 
 /// Connects to one server.
 pub(crate) async fn connect_node(url: &str) -> Result<MultiplexedConnection> {
-    redis::Client::open(url)
-        .map_err(|e| redis_error("parsing the Redis URL", e))?
+    tls::node_client(url)?
         .get_multiplexed_async_connection_with_config(&config())
         .await
         .map_err(|e| redis_error("connecting to Redis", e))
@@ -60,11 +60,11 @@ pub(crate) async fn node_pubsub(target: &RedisTarget, cluster: &str) -> Result<r
             master,
             auth,
             db,
-        } => sentinel_master(sentinels, master, auth, *db).await?,
+            tls,
+        } => sentinel_master(sentinels, master, auth, *db, tls.as_ref()).await?,
         RedisTarget::Cluster { .. } => unreachable!("clusters use {cluster}"),
     };
-    redis::Client::open(url.as_str())
-        .map_err(|e| redis_error("parsing the Redis URL", e))?
+    tls::node_client(&url)?
         .get_async_pubsub()
         .await
         .map_err(|e| redis_error("connecting the subscriber", e))
@@ -76,11 +76,14 @@ pub(crate) async fn sentinel_master(
     master: &str,
     auth: &str,
     db: i64,
+    tls: Option<&TlsSettings>,
 ) -> Result<String> {
+    let scheme = if tls.is_some() { "rediss" } else { "redis" };
+    let query = tls::query(tls);
     let mut last = None;
     for s in sentinels {
         let ask = async {
-            let mut conn = connect_node(&format!("redis://{s}")).await?;
+            let mut conn = connect_node(&format!("{scheme}://{s}{query}")).await?;
             let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
                 .arg("get-master-addr-by-name")
                 .arg(master)
@@ -95,7 +98,7 @@ pub(crate) async fn sentinel_master(
             })
         };
         match ask.await {
-            Ok((host, port)) => return Ok(format!("redis://{auth}{host}:{port}/{db}")),
+            Ok((host, port)) => return Ok(format!("{scheme}://{auth}{host}:{port}/{db}{query}")),
             Err(e) => last = Some(e),
         }
     }
@@ -128,12 +131,13 @@ pub(crate) async fn connect(target: &RedisTarget) -> Result<RedisConn> {
             master,
             auth,
             db,
+            tls,
         } => {
-            let url = sentinel_master(sentinels, master, auth, *db).await?;
+            let url = sentinel_master(sentinels, master, auth, *db, tls.as_ref()).await?;
             Ok(RedisConn::Node(connect_master(&url).await?))
         }
         RedisTarget::Cluster { nodes } => {
-            let client = ClusterClientBuilder::new(nodes.clone())
+            let client = tls::cluster_builder(nodes)?
                 .connection_timeout(TIMEOUT)
                 .response_timeout(TIMEOUT)
                 .retries(2)

@@ -6,8 +6,12 @@ use ::redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use crate::error::{Error, RedisErrorKind};
 
-/// The driver's error `e`, met while doing `context`.
+/// The driver's error `e`, met while doing `context`; a failed TLS handshake is an
+/// [`Error::Tls`].
 pub(crate) fn redis_error(context: &'static str, e: RedisError) -> Error {
+    if let Some(r) = crate::tls::rustls_cause(&e) {
+        return crate::tls::tls_error(context, "Redis", r);
+    }
     Error::Redis {
         context,
         kind: classify(&e),

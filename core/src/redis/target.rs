@@ -4,11 +4,16 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
+use crate::redis::tls;
+use crate::tls::TlsSettings;
 
-/// Where the Redis servers are, from one URL.
+/// Where the Redis servers are, from one URL. Each form has a TLS twin (`rediss://`,
+/// `rediss+sentinel://`, `rediss+cluster://`) that takes `sslmode` (`require`, `verify-ca`,
+/// `verify-full`, the default) and `sslrootcert` (a CA file, or `system`) in its query:
+/// `rediss://h:6380/0?sslrootcert=/etc/christmas/ca.pem`.
 #[derive(Clone, PartialEq, Eq)]
 pub enum RedisTarget {
-    /// One server: `redis://[user:password@]host:port[/db]`.
+    /// One server: `redis://[user:password@]host:port[/db]`, or `rediss://…` over TLS.
     Node(String),
     /// A master found through Sentinel:
     /// `redis+sentinel://[user:password@]host:port[,host:port…]/master-name[/db]`.
@@ -22,6 +27,8 @@ pub enum RedisTarget {
         auth: String,
         /// Database number on the master.
         db: i64,
+        /// TLS to the sentinels and the master (`rediss+sentinel://`).
+        tls: Option<TlsSettings>,
     },
     /// A Redis Cluster: `redis+cluster://[user:password@]host:port[,host:port…]` (any nodes;
     /// the rest are discovered).
@@ -56,12 +63,20 @@ pub(crate) fn without_auth(url: &str) -> String {
 }
 
 impl RedisTarget {
-    /// Parses `redis://…`, `redis+sentinel://…` or `redis+cluster://…`.
+    /// Parses `redis://…`, `redis+sentinel://…` or `redis+cluster://…` (or their
+    /// `rediss` twins over TLS; a CA file named is read when connecting).
     pub fn parse(url: &str) -> Result<RedisTarget> {
         let bad = |why: &str| Error::config("fanout.url", format!("{}: {why}", without_auth(url)));
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| bad("expected redis://, redis+sentinel:// or redis+cluster://"))?;
+        let tls = tls::settings(url)?;
+        let query = tls::query(tls.as_ref());
+        let (node_scheme, scheme) = match scheme.strip_prefix("rediss") {
+            Some(topology) if tls.is_some() => ("rediss", format!("redis{topology}")),
+            _ => ("redis", scheme.to_string()),
+        };
+        let rest = rest.split(['?', '#']).next().unwrap_or(rest);
         let (auth, rest) = match rest.rfind('@') {
             Some(at) => (&rest[..=at], &rest[at + 1..]),
             None => ("", rest),
@@ -81,7 +96,7 @@ impl RedisTarget {
         if hosts.is_empty() {
             return Err(bad("no host"));
         }
-        match scheme {
+        match scheme.as_str() {
             "redis" => {
                 if hosts.len() != 1 {
                     return Err(bad(
@@ -105,10 +120,14 @@ impl RedisTarget {
                     master,
                     auth: auth.to_string(),
                     db,
+                    tls,
                 })
             }
             "redis+cluster" => Ok(RedisTarget::Cluster {
-                nodes: hosts.iter().map(|h| format!("redis://{auth}{h}")).collect(),
+                nodes: hosts
+                    .iter()
+                    .map(|h| format!("{node_scheme}://{auth}{h}{query}"))
+                    .collect(),
             }),
             _ => Err(bad("unknown scheme")),
         }
@@ -132,6 +151,7 @@ mod tests {
                 master: "md-master".into(),
                 auth: ":pw@".into(),
                 db: 1,
+                tls: None,
             }
         );
         assert_eq!(

@@ -219,13 +219,9 @@ fn read_chunks(mut file: ReplayFile, tx: mpsc::Sender<Result<Chunk, christmas_co
 
 /// The database's retention (`christmas_settings.retention`), when it has one.
 async fn retention(url: &str) -> Result<Option<Duration>> {
-    let mut config: tokio_postgres::Config = url.parse().context("parsing the database URL")?;
-    christmas_core::pg::ConnectPolicy::default().apply(&mut config, "christmas-replay");
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+    let client = christmas_core::pg::connect_url(url, "christmas-replay")
         .await
         .context("connecting to the database")?;
-    tokio::spawn(connection);
     let row = client
         .query_opt(
             "SELECT extract(epoch FROM retention)::float8 FROM christmas_settings",
