@@ -209,6 +209,12 @@ impl RabbitNode {
         self.wait_up()
     }
 
+    /// Stops the node when this process ends (see [`crate::host::reap_at_exit`]), for a
+    /// node kept in a static.
+    fn reap_at_exit(&self) {
+        crate::host::reap_at_exit(&self.dir.join("rabbitmq.pid"), &self.dir);
+    }
+
     /// Deletes queue `name` (as a broker losing it would).
     pub fn delete_queue(&self, name: &str) -> Result<()> {
         self.ctl(&["delete_queue", name])
@@ -241,6 +247,7 @@ pub fn shared_amqp_url() -> String {
         std::env::var("CHRISTMAS_TEST_AMQP_URL").unwrap_or_else(|_| {
             let node = RabbitNode::start().expect("start the shared RabbitMQ node");
             let url = node.url();
+            node.reap_at_exit();
             std::mem::forget(node);
             url
         })
@@ -264,6 +271,7 @@ pub fn shared_amqps() -> (String, PathBuf) {
                 _ => {
                     let node = RabbitNode::start_tls().expect("start a RabbitMQ node with TLS");
                     let shared = (node.amqps_url().expect("a TLS listener"), node.tls_ca());
+                    node.reap_at_exit();
                     std::mem::forget(node);
                     shared
                 }

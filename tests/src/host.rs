@@ -114,3 +114,33 @@ pub(crate) fn append(path: &Path, text: &str) -> Result<()> {
     writeln!(f, "{text}")?;
     Ok(())
 }
+
+/// Makes a server this process started and keeps in a static (never dropped) end with the
+/// process: a small watcher waits for this process to exit, then stops the server (SIGTERM
+/// to the pid in `pid_file`'s first line, SIGKILL 10 s later) and removes `dir`. Without it
+/// a test binary's shared PostgreSQL, Redis or RabbitMQ outlives it, one more per run.
+pub(crate) fn reap_at_exit(pid_file: &Path, dir: &Path) {
+    const WATCH: &str = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
+pid=$(head -n 1 "$2" 2>/dev/null)
+if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL "$pid" 2>/dev/null
+fi
+rm -rf "$3""#;
+    let spawned = Command::new("sh")
+        .args(["-c", WATCH, "christmas-reaper"])
+        .arg(std::process::id().to_string())
+        .arg(pid_file)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        eprintln!(
+            "the shared server in {} will outlive this process: {e}",
+            dir.display()
+        );
+    }
+}

@@ -287,9 +287,9 @@ pub fn shared_pg_url() -> String {
         std::env::var("CHRISTMAS_TEST_DATABASE_URL").unwrap_or_else(|_| {
             let server = PgServer::start().expect("start the shared PostgreSQL");
             let url = server.url();
-            // Kept for the whole process. Statics are never dropped, so this server outlives
-            // the test binary (in the temp dir); scripts/test.sh avoids that by passing the
-            // scripts' server in CHRISTMAS_TEST_DATABASE_URL.
+            // Kept for the whole process; statics are never dropped, so it is stopped by a
+            // watcher when the process ends.
+            crate::host::reap_at_exit(&server.data().join("postmaster.pid"), &server.dir);
             std::mem::forget(server);
             url
         })

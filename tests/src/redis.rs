@@ -358,6 +358,7 @@ pub fn shared_redis_url() -> String {
         std::env::var("CHRISTMAS_TEST_REDIS_URL").unwrap_or_else(|_| {
             let server = RedisServer::start().expect("start the shared Redis");
             let url = server.url();
+            crate::host::reap_at_exit(&server.dir.join("redis.pid"), &server.dir);
             std::mem::forget(server);
             url
         })
