@@ -147,7 +147,7 @@ async fn read_frame(
     deadline: Deadline,
     stop: &mut watch::Receiver<bool>,
 ) -> std::io::Result<FrameRead> {
-    let frame_timeout = Duration::from_millis(s.config.tcp_frame_timeout_ms);
+    let frame_timeout = Duration::from_millis(s.config.tcp.frame_timeout_ms);
     let mut len = [0u8; 4];
     let read = tokio::select! {
         read = within(deadline, true, frame_timeout, r.read_exact(&mut len)) => read,
@@ -160,11 +160,11 @@ async fn read_frame(
         Err(why) => return Ok(FrameRead::Refused(why.into())),
     }
     let n = u32::from_be_bytes(len) as usize;
-    let max = s.config.max_frame_bytes;
+    let max = s.config.tcp.max_frame_bytes;
     let why = match deadline {
-        Deadline::Auth(_) if n > s.config.tcp_auth_frame_bytes => format!(
+        Deadline::Auth(_) if n > s.config.tcp.auth_frame_bytes => format!(
             "the first frame is {n} bytes, over the {}-byte limit before the key is checked: send a frame with the API key and no records first",
-            s.config.tcp_auth_frame_bytes
+            s.config.tcp.auth_frame_bytes
         ),
         _ if n > max => format!("frame of {n} bytes is over the {max}-byte limit"),
         _ => String::new(),
@@ -194,7 +194,7 @@ async fn connection(
 ) -> anyhow::Result<()> {
     let (mut r, mut w) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<PendingAck>(1_024);
-    let frame_timeout = Duration::from_millis(s.config.tcp_frame_timeout_ms);
+    let frame_timeout = Duration::from_millis(s.config.tcp.frame_timeout_ms);
     let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
             // A peer that stopped reading its acks must not hold the connection forever.
@@ -208,7 +208,7 @@ async fn connection(
     // for a connection that has not proved its key.
     let mut deadline = match s.config.needs_key(Scope::Ingest) {
         true => {
-            Deadline::Auth(Instant::now() + Duration::from_millis(s.config.tcp_auth_timeout_ms))
+            Deadline::Auth(Instant::now() + Duration::from_millis(s.config.tcp.auth_timeout_ms))
         }
         false => Deadline::Authorized,
     };

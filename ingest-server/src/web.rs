@@ -41,18 +41,19 @@ struct Asset {
 pub fn routes(state: &AppState) -> Router<AppState> {
     let dir = state
         .config
-        .web_dir
+        .web
+        .dir
         .clone()
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from("web/dist")).filter(|d| d.join("index.html").is_file()));
     let files = match dir
         .as_deref()
-        .map(|d| load(d, state.config.web_asset_base.as_deref()))
+        .map(|d| load(d, state.config.web.asset_base.as_deref()))
     {
         Some(Ok(files)) if !files.is_empty() => files,
         Some(Ok(_)) | None => return Router::new().route("/", get(not_built)),
         Some(Err(e)) => {
-            tracing::warn!(error = %e, dir = ?dir, "web_dir unreadable: the page is not served");
+            tracing::warn!(error = %e, dir = ?dir, "web.dir unreadable: the page is not served");
             return Router::new().route("/", get(not_built));
         }
     };

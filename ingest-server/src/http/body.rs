@@ -16,7 +16,7 @@ pub async fn read(
     limit: usize,
     too_large: impl FnOnce() -> String,
 ) -> Result<Bytes, Response> {
-    let within = std::time::Duration::from_millis(s.config.http_body_timeout_ms);
+    let within = std::time::Duration::from_millis(s.config.http.body_timeout_ms);
     match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(_)) => Err(closing(error(
@@ -29,7 +29,7 @@ pub async fn read(
             Some("body"),
             format!(
                 "the body did not arrive within {} ms (http_body_timeout_ms)",
-                s.config.http_body_timeout_ms
+                s.config.http.body_timeout_ms
             ),
         ))),
     }

@@ -46,7 +46,7 @@ pub async fn post_ticks(
         Ok(p) => p,
         Err(r) => return closing(r),
     };
-    let limit = s.config.max_body_bytes;
+    let limit = s.config.http.max_body_bytes;
     let bytes = match body::read(&s, body, limit, || {
         format!("body larger than {limit} bytes")
     })
