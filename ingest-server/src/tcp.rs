@@ -9,9 +9,9 @@
 //! closed connection.
 //!
 //! Auth before work: with keys configured, the first frame must carry one, be at most
-//! `tcp_auth_frame_bytes` and arrive within `tcp_auth_timeout_ms`, so nothing large is
+//! `tcp.auth_frame_bytes` and arrive within `tcp.auth_timeout_ms`, so nothing large is
 //! buffered for a peer that has not proved its key. A frame's body has
-//! `tcp_frame_timeout_ms` once its length is read, and so has each ack's write.
+//! `tcp.frame_timeout_ms` once its length is read, and so has each ack's write.
 
 use christmas_core::frame::{self, AckFrame, FrameBuffer, IngestView};
 use christmas_core::producer::ProducerId;
@@ -28,8 +28,8 @@ use crate::auth::{self, Access, Scope};
 use crate::budget;
 use crate::state::AppState;
 
-/// Accepts connections (as many as `tcp_max_connections` and
-/// `tcp_max_connections_per_address` allow) until `stop` turns true, then waits for open
+/// Accepts connections (as many as `tcp.max_connections` and
+/// `tcp.max_connections_per_address` allow) until `stop` turns true, then waits for open
 /// ones to finish their current frame and acks.
 pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Receiver<bool>) {
     if let Ok(addr) = listener.local_addr() {
@@ -101,7 +101,7 @@ fn refused(seq: u64, error: impl Into<String>) -> AckFrame {
 }
 
 /// How long the connection may take to deliver what it owes next: before its key is
-/// checked, whatever is left of the auth deadline; after, `tcp_frame_timeout_ms` for a
+/// checked, whatever is left of the auth deadline; after, `tcp.frame_timeout_ms` for a
 /// frame's body and no limit for the wait between frames.
 #[derive(Clone, Copy)]
 enum Deadline {
@@ -120,11 +120,11 @@ async fn within<T>(
     match deadline {
         Deadline::Auth(at) => tokio::time::timeout_at(at, read)
             .await
-            .map_err(|_| "no authenticated frame within tcp_auth_timeout_ms"),
+            .map_err(|_| "no authenticated frame within tcp.auth_timeout_ms"),
         Deadline::Authorized if between_frames => Ok(read.await),
         Deadline::Authorized => tokio::time::timeout(frame_timeout, read)
             .await
-            .map_err(|_| "the frame did not arrive within tcp_frame_timeout_ms"),
+            .map_err(|_| "the frame did not arrive within tcp.frame_timeout_ms"),
     }
 }
 
@@ -299,7 +299,7 @@ async fn push(
     let ack = f.ack().map_err(|e| e.to_string())?;
     if !s.ingress.supports(ack) {
         return Err(
-            "ack level durable needs a spool (spool_dir / CHRISTMAS_SPOOL_DIR), which this daemon does not have"
+            "ack level durable needs a spool (spool.dir / CHRISTMAS_SPOOL_DIR), which this daemon does not have"
                 .into(),
         );
     }

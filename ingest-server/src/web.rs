@@ -3,7 +3,7 @@
 //!
 //! - `/assets/…` (names carry a content hash): `Cache-Control: public, max-age=31536000,
 //!   immutable` and `Access-Control-Allow-Origin: *`, so a CDN may front them and the page
-//!   may load them from that other origin (`web_asset_base`).
+//!   may load them from that other origin (`web.asset_base`).
 //! - `index.html` and other files: `Cache-Control: no-cache` (revalidated every time).
 //! - Every file has an `ETag` (a hash of its bytes; `If-None-Match` answers 304) and is sent
 //!   compressed when the build left a `.br` or `.gz` beside it and the client accepts it:

@@ -339,7 +339,7 @@ async fn stalled_tcp_peers_are_closed_at_their_deadlines() {
     let started = Instant::now();
     let mut silent = TcpStream::connect(tcp).await.unwrap();
     let a = ack(&mut silent).await.expect("a refusal");
-    assert!(!a.ok && a.error.contains("tcp_auth_timeout_ms"), "{a:?}");
+    assert!(!a.ok && a.error.contains("tcp.auth_timeout_ms"), "{a:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     // Authenticated, then a frame whose body stops after 10 of its 1,000 bytes.
     let mut stalled = TcpStream::connect(tcp).await.unwrap();
@@ -349,7 +349,7 @@ async fn stalled_tcp_peers_are_closed_at_their_deadlines() {
     stalled.write_all(&1_000u32.to_be_bytes()).await.unwrap();
     stalled.write_all(&[0u8; 10]).await.unwrap();
     let a = ack(&mut stalled).await.expect("a refusal");
-    assert!(!a.ok && a.error.contains("tcp_frame_timeout_ms"), "{a:?}");
+    assert!(!a.ok && a.error.contains("tcp.frame_timeout_ms"), "{a:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(closed_within(&mut stalled, Duration::from_secs(1)).await);
     // A quiet authenticated connection between frames stays open.

@@ -74,7 +74,7 @@ impl InProcessDaemon {
         self.tcp
     }
 
-    /// Where it serves /health, /ready and /metrics alone, when started with `ops_addr`.
+    /// Where it serves /health, /ready and /metrics alone, when started with `ops.addr`.
     pub fn ops(&self) -> Option<SocketAddr> {
         self.ops
     }

@@ -1,5 +1,5 @@
 //! Reading a request body whole: at most `limit` bytes (413 beyond), within
-//! `http_body_timeout_ms` of the head (408 beyond). Both refusals close the connection, as
+//! `http.body_timeout_ms` of the head (408 beyond). Both refusals close the connection, as
 //! the rest of the body is left unread.
 
 use axum::body::{Body, Bytes};
@@ -28,7 +28,7 @@ pub async fn read(
             StatusCode::REQUEST_TIMEOUT,
             Some("body"),
             format!(
-                "the body did not arrive within {} ms (http_body_timeout_ms)",
+                "the body did not arrive within {} ms (http.body_timeout_ms)",
                 s.config.http.body_timeout_ms
             ),
         ))),
