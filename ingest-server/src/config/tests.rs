@@ -249,3 +249,41 @@ fn debug_shows_no_password() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("postgres://u:***@h/db"), "{shown}");
 }
+
+#[test]
+fn every_key_is_set_by_its_environment_variable() {
+    // Each key's variable, given a value other than the default, changes that key alone.
+    let defaults = serde_json::to_value(DaemonConfig::default()).unwrap();
+    let mut keys = Vec::new();
+    for (key, default) in defaults.as_object().unwrap() {
+        match default.as_object() {
+            Some(fields) => keys.extend(fields.iter().map(|(f, d)| (key.as_str(), f, d))),
+            None => keys.push(("", key, default)),
+        }
+    }
+    assert!(keys.len() > 40, "{}", keys.len());
+    for (table, key, default) in keys {
+        let value = match default {
+            serde_json::Value::Bool(b) => (!b).to_string(),
+            serde_json::Value::Number(n) if n.is_f64() => "0.5".into(),
+            serde_json::Value::Number(n) => (n.as_u64().unwrap() + 1).to_string(),
+            // A URL without a password: a Secret serializes it unchanged.
+            _ => "x://h:1".into(),
+        };
+        let name = sources::env_name(table, key);
+        let (c, warnings) = read("", &[(name.as_str(), value.as_str())]).unwrap();
+        assert!(warnings.is_empty(), "{name}: {warnings:?}");
+        let got = serde_json::to_value(&c).unwrap();
+        let got = if table.is_empty() {
+            &got[key]
+        } else {
+            &got[table][key]
+        };
+        assert_ne!(got, default, "{name}");
+        if default.is_number() {
+            assert_eq!(got.as_f64(), value.parse().ok(), "{name}");
+        } else {
+            assert_eq!(got.as_str().unwrap_or(&got.to_string()), value, "{name}");
+        }
+    }
+}
