@@ -1,7 +1,8 @@
 //! An asynchronous order worker: takes `order.accepted` events from the Redis stream with a
-//! consumer group, or from the RabbitMQ queue when `ORDER_EVENTS_URL` is `amqp://…` or
-//! `amqps://…` (trusting the CA in `ORDER_EVENTS_TLS_CA` besides the system's roots, as the
-//! daemon does), moves each order accepted → working → filled (market orders, and limit
+//! consumer group, or from the RabbitMQ queue when `CHRISTMAS_ORDERS_EVENTS_URL` is
+//! `amqp://…` or `amqps://…` (trusting the CA in `CHRISTMAS_ORDERS_EVENTS_TLS_CA` besides the
+//! system's roots, as the daemon does; the old names `ORDER_EVENTS_URL` and
+//! `ORDER_EVENTS_TLS_CA` are read too, for one release), moves each order accepted → working → filled (market orders, and limit
 //! orders) and acknowledges the events. Start several with different names; events whose
 //! worker dies before acknowledging are claimed by another after 30 s.
 //!
@@ -24,14 +25,16 @@ const LIFECYCLE: [(OrderStatus, OrderStatus); 2] = [
 
 #[tokio::main]
 async fn main() -> christmas_core::Result<()> {
-    // The daemon's own precedence: `ORDER_EVENTS_URL`, else `REDIS_URL`.
-    let redis = std::env::var("ORDER_EVENTS_URL")
+    // The daemon's own precedence: `CHRISTMAS_ORDERS_EVENTS_URL`, else `REDIS_URL`.
+    let redis = std::env::var("CHRISTMAS_ORDERS_EVENTS_URL")
+        .or_else(|_| std::env::var("ORDER_EVENTS_URL"))
         .or_else(|_| std::env::var("REDIS_URL"))
         .unwrap_or_else(|_| "redis://127.0.0.1:56379/".into());
     let db = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://christmas@127.0.0.1:55432/christmas".into());
     let name = std::env::args().nth(1).unwrap_or_else(|| "worker-1".into());
-    let tls_ca = std::env::var_os("ORDER_EVENTS_TLS_CA")
+    let tls_ca = std::env::var_os("CHRISTMAS_ORDERS_EVENTS_TLS_CA")
+        .or_else(|| std::env::var_os("ORDER_EVENTS_TLS_CA"))
         .filter(|p| !p.is_empty())
         .map(Into::into);
     let mut worker = OrderWorker::connect(OrderWorkerConfig {

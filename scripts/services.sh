@@ -237,7 +237,7 @@ rabbit_env() {
 
 # Makes, once, a private CA (DIR/ca.pem; its key is thrown away once it signed) and a
 # server certificate for 127.0.0.1 and localhost (DIR/server.pem, DIR/server.key), valid
-# ten years. Clients trust the CA's file (ORDER_EVENTS_TLS_CA); nothing else does. The
+# ten years. Clients trust the CA's file (CHRISTMAS_ORDERS_EVENTS_TLS_CA); nothing else does. The
 # certificate is good for client authentication too: the nodes of a TLS Redis cluster
 # present it to each other on the cluster bus (the TLS tests).
 make_tls_certs() {
@@ -417,7 +417,7 @@ cmd_env() {
     echo "export DATABASE_URL=postgres://christmas@127.0.0.1:$pg_port/christmas"
     echo "export REDIS_URL=redis://127.0.0.1:$redis_port/"
     echo "export AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp_port/%2f"
-    # The daemon takes the CA as ORDER_EVENTS_TLS_CA; not exported under that name here,
+    # The daemon takes the CA as CHRISTMAS_ORDERS_EVENTS_TLS_CA; not exported under that name here,
     # as it is refused beside an events URL that is not amqps://.
     echo "export AMQPS_URL=amqps://guest:guest@127.0.0.1:$amqps_port/%2f"
     echo "export AMQPS_CA=$(rabbit_dir)/tls/ca.pem"

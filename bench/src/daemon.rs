@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use christmas_core::frame::{self, AckLevel};
 use christmas_core::{Quote, Trade};
-use christmas_ingest::config::DaemonConfig;
+use christmas_ingest::config::{DaemonConfig, HttpSettings};
 use christmas_tests::InProcessDaemon;
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -203,12 +203,15 @@ fn measure<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs) -> Result<Outcom
     // The daemon, as `christmas-ingest serve` runs it, without Redis (the comparison is
     // PostgreSQL ingest), in this process.
     let config = DaemonConfig {
-        database_url: Some(url.clone()),
+        database_url: Some(url.clone().into()),
         redis_url: None,
         shards: args.shards,
-        max_connections: 4_096,
-        // Every load-generating connection comes from loopback.
-        http_max_connections_per_address: 0,
+        http: HttpSettings {
+            max_connections: 4_096,
+            // Every load-generating connection comes from loopback.
+            max_connections_per_address: 0,
+            ..HttpSettings::default()
+        },
         linger_ms: args.linger_ms.unwrap_or(DaemonConfig::default().linger_ms),
         ..DaemonConfig::default()
     };

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use christmas_ingest::config::DaemonConfig;
+use christmas_ingest::config::{DaemonConfig, HttpSettings, OrderSettings, TcpSettings};
 use christmas_ingest::server;
 use christmas_tests::{HttpClient, InProcessDaemon};
 use indicatif::ProgressBar;
@@ -216,16 +216,25 @@ pub fn daemon_config(
     order_max_group: usize,
 ) -> DaemonConfig {
     DaemonConfig {
-        database_url: Some(url.to_string()),
-        redis_url,
-        tcp_addr: String::new(),
-        max_connections: 4_096,
-        // Every load-generating connection comes from loopback.
-        http_max_connections_per_address: 0,
-        order_connections,
-        order_max_group,
-        order_rate_per_second: 1e9,
-        order_rate_burst: 1e9,
+        database_url: Some(url.to_string().into()),
+        redis_url: redis_url.map(Into::into),
+        tcp: TcpSettings {
+            addr: String::new(),
+            ..TcpSettings::default()
+        },
+        http: HttpSettings {
+            max_connections: 4_096,
+            // Every load-generating connection comes from loopback.
+            max_connections_per_address: 0,
+            ..HttpSettings::default()
+        },
+        orders: OrderSettings {
+            connections: order_connections,
+            max_group: order_max_group,
+            rate_per_second: 1e9,
+            rate_burst: 1e9,
+            ..OrderSettings::default()
+        },
         ..DaemonConfig::default()
     }
 }
@@ -347,7 +356,7 @@ fn measure_daemon(
         args.order_connections,
         args.order_max_group,
     );
-    let backlog = config.max_connections;
+    let backlog = config.http.max_connections;
     let daemon = rt.block_on(InProcessDaemon::start(config, false))?;
     let addr = daemon.http().to_string();
     bar.inc(1);

@@ -359,7 +359,8 @@ fn measure(
     std::fs::write(
         &daemon_toml,
         format!(
-            "max_connections = 4096\nhttp_max_connections_per_address = 0\norder_connections = {}\norder_rate_per_second = 1e9\norder_rate_burst = 1e9\n",
+            "[http]\nmax_connections = 4096\nmax_connections_per_address = 0\n\
+             [orders]\nconnections = {}\nrate_per_second = 1e9\nrate_burst = 1e9\n",
             args.order_connections
         ),
     )?;

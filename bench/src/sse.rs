@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use christmas_core::synthetic::SyntheticMarket;
 use christmas_core::Symbol;
-use christmas_ingest::config::DaemonConfig;
+use christmas_ingest::config::{DaemonConfig, HttpSettings};
 use christmas_tests::InProcessDaemon;
 use core_affinity::CoreId;
 use memchr::memmem;
@@ -357,11 +357,14 @@ async fn drive(daemon: &InProcessDaemon, rate: u64, seconds: u64, symbols: usize
 
 fn config(pg: &str, redis: &str) -> DaemonConfig {
     DaemonConfig {
-        database_url: Some(pg.to_string()),
-        redis_url: Some(redis.to_string()),
-        max_connections: 4_096,
-        // Every load-generating connection comes from loopback.
-        http_max_connections_per_address: 0,
+        database_url: Some(pg.to_string().into()),
+        redis_url: Some(redis.to_string().into()),
+        http: HttpSettings {
+            max_connections: 4_096,
+            // Every load-generating connection comes from loopback.
+            max_connections_per_address: 0,
+            ..HttpSettings::default()
+        },
         ..DaemonConfig::default()
     }
 }

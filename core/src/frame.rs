@@ -94,7 +94,7 @@ pub struct IngestFrame {
     /// [`AckLevel::code`].
     pub ack: u8,
     /// The API key, when the daemon requires one (checked on the connection's first frame;
-    /// later frames may leave it empty). The daemon reads at most `tcp_auth_frame_bytes`
+    /// later frames may leave it empty). The daemon reads at most `tcp.auth_frame_bytes`
     /// (64 KiB by default) of a first frame: a client with larger batches sends the key in
     /// a frame without records first, answered at once with `ok` and 0 records.
     pub api_key: String,

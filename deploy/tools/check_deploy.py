@@ -104,10 +104,31 @@ def toml_settings() -> dict:
 # ---- env-names ----------------------------------------------------------------------------
 
 
+def config_env_names() -> set[str]:
+    """The env names `christmas_ingest::config::sources` derives from DaemonConfig's keys:
+    CHRISTMAS_<TABLE>_<KEY> for a key of a `*Settings` table, CHRISTMAS_<KEY> at the top,
+    the PLAIN_ENV URLs without the prefix, and the old names OLD_ENV still reads."""
+    config = SERVER_SRC / "config"
+    fields = lambda body: re.findall(r"^\s*pub (\w+): ([\w<>]+),", body, re.M)
+    structs = dict(re.findall(r"pub struct (\w+) \{(.*?)^\}", (config / "sections.rs").read_text()
+                              + (config / "mod.rs").read_text(), re.M | re.S))
+    sources = (config / "sources.rs").read_text()
+    plain = re.search(r"PLAIN_ENV: &\[&str\] = &\[(.*?)\];", sources, re.S).group(1)
+    plain = set(re.findall(r'"(\w+)"', plain))
+    old = re.search(r"OLD_ENV: .*? = &\[(.*?)\];", sources, re.S).group(1)
+    names = set(re.findall(r'\("([A-Z0-9_]+)"', old))
+    for key, ty in fields(structs["DaemonConfig"]):
+        if ty in structs:
+            names |= {f"CHRISTMAS_{key}_{k}".upper() for k, _ in fields(structs[ty])}
+        else:
+            names.add(key.upper() if key in plain else f"CHRISTMAS_{key.upper()}")
+    return names
+
+
 def daemon_env_names() -> set[str]:
-    """Env vars christmas-ingest reads: config overrides, clap `env = ...`, RUST_LOG, and
-    its allocator's MIMALLOC_ALLOW_THP."""
-    names = {"RUST_LOG", "MIMALLOC_ALLOW_THP"}
+    """Env vars christmas-ingest reads: config keys, other `var(...)` reads, clap
+    `env = ...`, RUST_LOG, and its allocator's MIMALLOC_ALLOW_THP."""
+    names = {"RUST_LOG", "MIMALLOC_ALLOW_THP"} | config_env_names()
     for f in SERVER_SRC.rglob("*.rs"):
         text = f.read_text()
         names |= set(re.findall(r'\bvar\("([A-Z0-9_]+)"\)', text))
@@ -238,8 +259,8 @@ def size_bytes(v: str) -> int:
 def check_timeouts(t: dict, c: dict, resources: dict) -> None:
     start = len(errors)
     shutdown = t.get("shutdown_timeout_ms", 30_000) / 1000
-    request = t.get("request_timeout_ms", 30_000) / 1000
-    body = t.get("max_body_bytes", 8 << 20)
+    request = t.get("http", {}).get("request_timeout_ms", 30_000) / 1000
+    body = t.get("http", {}).get("max_body_bytes", 8 << 20)
     deploy = k8s_find("Deployment", "christmas-ingest")
     pod = deploy["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -269,7 +290,7 @@ def check_timeouts(t: dict, c: dict, resources: dict) -> None:
     }
     for what, w in waits.items():
         if not w > request:
-            error(f"{what} ({w} s) must exceed request_timeout_ms ({request} s)")
+            error(f"{what} ({w} s) must exceed http.request_timeout_ms ({request} s)")
     limits = {
         "nginx client_max_body_size": size_bytes(nginx_directive("client_max_body_size")),
         "k8s ingress proxy-body-size":
@@ -277,7 +298,7 @@ def check_timeouts(t: dict, c: dict, resources: dict) -> None:
     }
     for what, b in limits.items():
         if b < body:
-            error(f"{what} ({b} bytes) is below max_body_bytes ({body})")
+            error(f"{what} ({b} bytes) is below http.max_body_bytes ({body})")
     ok(f"stop grace periods > shutdown {shutdown:g} s; proxy waits > request timeout "
        f"{request:g} s; body limits >= {body} bytes", start)
 

@@ -18,8 +18,8 @@
 //! | [`server`] | bind ([`listen`](server::listen)) and [`run`](server::run): HTTP and TCP until shutdown, then drain |
 //! | [`http`] | [`router`](http::router) and the request middleware; handlers by area: [`ticks`](http::ticks), [`market_data`](http::market_data), [`orders`], [`ops`](http::ops) (health, ready, metrics, OpenAPI); the [`Authorized`](http::auth::Authorized) extractor and the JSON [`reply`](http::reply) helpers |
 //! | [`live_feed`] | [`LiveFeed`](live_feed::LiveFeed): one Redis subscription per daemon relayed to every `GET /api/stream` client, each through a bounded buffer |
-//! | [`web`] | the page at `/`: built files served from `web_dir`, hashed assets cached for a year |
-//! | [`stall`] | [`WriteDeadline`](stall::WriteDeadline): HTTP writes fail once the peer has read nothing for `http_write_timeout_ms` |
+//! | [`web`] | the page at `/`: built files served from `web.dir`, hashed assets cached for a year |
+//! | [`stall`] | [`WriteDeadline`](stall::WriteDeadline): HTTP writes fail once the peer has read nothing for `http.write_timeout_ms` |
 //! | [`tcp`] | the TCP ingest listener (rkyv frames, acks) |
 //! | [`ticks`] | the JSON / NDJSON tick format of `POST /api/ticks` |
 //! | [`json_fields`] | strict field-by-field reading of a flat JSON object (unknown and repeated keys refused), for ticks and orders |

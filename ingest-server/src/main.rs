@@ -92,7 +92,7 @@ enum Command {
 fn config(cli: &Cli) -> anyhow::Result<DaemonConfig> {
     let mut c = DaemonConfig::load(cli.config.as_deref())?;
     if let Some(url) = &cli.database_url {
-        c.database_url = Some(url.clone());
+        c.database_url = Some(url.into());
     }
     Ok(c)
 }
@@ -129,21 +129,21 @@ async fn run() -> anyhow::Result<()> {
         } => {
             let mut c = config(&cli)?;
             if let Some(a) = http_addr {
-                c.http_addr = a.clone();
+                c.http.addr = a.clone();
             }
             if let Some(a) = tcp_addr {
-                c.tcp_addr = a.clone();
+                c.tcp.addr = a.clone();
             }
             if let Some(a) = ops_addr {
-                c.ops_addr = a.clone();
+                c.ops.addr = a.clone();
             }
             if let Some(d) = web_dir {
-                c.web_dir = Some(d.clone());
+                c.web.dir = Some(d.clone());
             }
             c.validate()?;
-            let http = server::listen(&c.http_addr, c.max_connections)
+            let http = server::listen(&c.http.addr, c.http.max_connections)
                 .await
-                .with_context(|| format!("binding {}", c.http_addr))?;
+                .with_context(|| format!("binding {}", c.http.addr))?;
             let bind = |addr: String, backlog: usize| async move {
                 match addr.as_str() {
                     "" => Ok(None),
@@ -153,8 +153,8 @@ async fn run() -> anyhow::Result<()> {
                         .with_context(|| format!("binding {a}")),
                 }
             };
-            let tcp = bind(c.tcp_addr.clone(), c.tcp_max_connections).await?;
-            let ops = bind(c.ops_addr.clone(), c.ops_max_connections).await?;
+            let tcp = bind(c.tcp.addr.clone(), c.tcp.max_connections).await?;
+            let ops = bind(c.ops.addr.clone(), c.ops.max_connections).await?;
             let state = server::AppState::start(c).await?;
             server::run_with_ops(http, tcp, ops, state, shutdown_signal()).await
         }

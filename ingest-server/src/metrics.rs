@@ -27,7 +27,7 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
     10.0,
 ];
 
-/// Upper bounds of the orders-per-group buckets (groups hold 1 to `order_max_group`).
+/// Upper bounds of the orders-per-group buckets (groups hold 1 to `orders.max_group`).
 const GROUP_BUCKETS: [f64; 12] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
 ];

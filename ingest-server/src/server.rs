@@ -3,8 +3,8 @@
 //!
 //! HTTP connections are served by hyper directly (not `axum::serve`), so that each has a
 //! timer: a request head, and the wait for the next request on a kept-alive connection,
-//! take at most `http_header_timeout_ms`; an answer the peer stops reading fails after
-//! `http_write_timeout_ms` ([`WriteDeadline`]).
+//! take at most `http.header_timeout_ms`; an answer the peer stops reading fails after
+//! `http.write_timeout_ms` ([`WriteDeadline`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -78,8 +78,8 @@ pub async fn run_with_ops(
     let tcp_task = tcp.map(|l| tokio::spawn(tcp::serve(l, state.clone(), stop_rx.clone())));
     tracing::info!(http = %http.local_addr()?, "christmas-ingest serving");
     let timeouts = (
-        Duration::from_millis(state.config.http_header_timeout_ms),
-        Duration::from_millis(state.config.http_write_timeout_ms),
+        Duration::from_millis(state.config.http.header_timeout_ms),
+        Duration::from_millis(state.config.http.write_timeout_ms),
     );
     let ops_task = match ops {
         Some(l) => {

@@ -52,7 +52,7 @@ impl<T> WriteDeadline<T> {
         match self.blocked.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "the peer read nothing within http_write_timeout_ms",
+                "the peer read nothing within http.write_timeout_ms",
             ))),
             Poll::Pending => Poll::Pending,
         }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use christmas_core::fanout::{FanoutConfig, LatestCache};
-use christmas_core::orders::{OrderDesk, OrderDeskConfig};
+use christmas_core::fanout::LatestCache;
+use christmas_core::orders::OrderDesk;
 use christmas_core::query::MarketDataReader;
 use christmas_core::{IngestorConfig, Ingress, Sink};
 use hdrhistogram::Histogram;
@@ -117,34 +117,26 @@ impl AppState {
     /// configured), the reader and the latest-tick cache.
     pub async fn start(config: DaemonConfig) -> Result<AppState> {
         config.validate()?;
-        let url = config.database_url.clone().context("database_url")?;
-        let fanout = match &config.redis_url {
-            Some(r) => Some(FanoutConfig {
-                format: config.fanout_format.parse()?,
-                stream_max_len: config.fanout_stream_max_len,
-                stream_max_age: Duration::from_millis(config.fanout_stream_max_age_ms),
-                key_ttl: Duration::from_millis(config.fanout_key_ttl_ms),
-                ..FanoutConfig::new(r)
-            }),
-            None => None,
-        };
+        let url = config.database_url.as_ref().context("database_url")?;
+        let redis = config.redis_url.as_ref();
         let ingress = Ingress::start(IngestorConfig {
-            sink: Some(Sink::Postgres(url.clone())),
+            sink: Some(Sink::Postgres(url.expose().to_string())),
             shards: config.shards,
             linger: Duration::from_millis(config.linger_ms),
             stream: "daemon".into(),
-            fanout,
-            spool: config.spool()?,
+            fanout: redis.map(|r| config.fanout.core(r)).transpose()?,
+            spool: config.spool.core()?,
             ..IngestorConfig::default()
         })
         .await
         .context("starting the trade and quote pipelines")?;
-        let max_lag = Duration::from_millis(config.replica_max_lag_ms);
+        let max_lag = config.replica_max_lag();
+        let replica = config.read_database_url.as_ref();
         // Connects on the first read: with a spool the daemon starts while PostgreSQL is
         // down, takes ticks into the spool, and answers reads 503 until it is back.
-        let reader = match &config.read_database_url {
-            Some(replica) => MarketDataReader::connect_later(replica, Some((&url, max_lag))),
-            None => MarketDataReader::connect_later(&url, None),
+        let reader = match replica {
+            Some(r) => MarketDataReader::connect_later(r.expose(), Some((url.expose(), max_lag))),
+            None => MarketDataReader::connect_later(url.expose(), None),
         }
         .context("read_database_url / database_url")?;
         match tokio::time::timeout(Duration::from_secs(2), reader.ping()).await {
@@ -156,34 +148,16 @@ impl AppState {
                 "PostgreSQL did not answer within 2 s at start: reads answer 503 until it does"
             ),
         }
-        let cache = config
-            .redis_url
-            .as_deref()
-            .map(LatestCache::new)
-            .transpose()?;
-        let orders = OrderDesk::start(OrderDeskConfig {
-            read_database_url: config.read_database_url.clone(),
-            // Events go where `order_events_url` says, else beside the fan-out on Redis.
-            redis_url: config
-                .order_events_url
-                .clone()
-                .or_else(|| config.redis_url.clone()),
-            events_tls_ca: config.order_events_tls_ca.as_ref().map(Into::into),
-            events_stream: config.order_events_stream.clone(),
-            connections: config.order_connections,
-            max_group: config.order_max_group,
-            max_replica_lag: max_lag,
-            events_recheck_after: Duration::from_millis(config.order_events_recheck_after_ms),
-            ..OrderDeskConfig::new(&url)
-        })
-        .await
-        .context("starting the order desk")?;
-        let stream = match &config.redis_url {
+        let cache = redis.map(|r| LatestCache::new(r.expose())).transpose()?;
+        let orders = OrderDesk::start(config.orders.desk(url, replica, redis, max_lag))
+            .await
+            .context("starting the order desk")?;
+        let stream = match redis {
             Some(r) => Some(LiveFeed::start(
-                r,
-                config.fanout_format.parse()?,
-                config.stream_client_buffer,
-                config.stream_client_buffer_bytes,
+                r.expose(),
+                config.fanout.format.parse()?,
+                config.stream.client_buffer,
+                config.stream.client_buffer_bytes,
             )?),
             None => None,
         };
@@ -195,15 +169,18 @@ impl AppState {
             .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
         Ok(AppState(Arc::new(Engine {
             http_connections: ConnectionBudget::new(
-                config.max_connections,
-                config.http_max_connections_per_address,
+                config.http.max_connections,
+                config.http.max_connections_per_address,
             ),
             tcp_connections: ConnectionBudget::new(
-                config.tcp_max_connections,
-                config.tcp_max_connections_per_address,
+                config.tcp.max_connections,
+                config.tcp.max_connections_per_address,
             ),
-            ops_connections: ConnectionBudget::new(config.ops_max_connections, 0),
-            order_limiter: RateLimiter::new(config.order_rate_per_second, config.order_rate_burst),
+            ops_connections: ConnectionBudget::new(config.ops.max_connections, 0),
+            order_limiter: RateLimiter::new(
+                config.orders.rate_per_second,
+                config.orders.rate_burst,
+            ),
             orders,
             stream,
             config,

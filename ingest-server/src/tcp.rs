@@ -9,9 +9,9 @@
 //! closed connection.
 //!
 //! Auth before work: with keys configured, the first frame must carry one, be at most
-//! `tcp_auth_frame_bytes` and arrive within `tcp_auth_timeout_ms`, so nothing large is
+//! `tcp.auth_frame_bytes` and arrive within `tcp.auth_timeout_ms`, so nothing large is
 //! buffered for a peer that has not proved its key. A frame's body has
-//! `tcp_frame_timeout_ms` once its length is read, and so has each ack's write.
+//! `tcp.frame_timeout_ms` once its length is read, and so has each ack's write.
 
 use christmas_core::frame::{self, AckFrame, FrameBuffer, IngestView};
 use christmas_core::producer::ProducerId;
@@ -28,8 +28,8 @@ use crate::auth::{self, Access, Scope};
 use crate::budget;
 use crate::state::AppState;
 
-/// Accepts connections (as many as `tcp_max_connections` and
-/// `tcp_max_connections_per_address` allow) until `stop` turns true, then waits for open
+/// Accepts connections (as many as `tcp.max_connections` and
+/// `tcp.max_connections_per_address` allow) until `stop` turns true, then waits for open
 /// ones to finish their current frame and acks.
 pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Receiver<bool>) {
     if let Ok(addr) = listener.local_addr() {
@@ -101,7 +101,7 @@ fn refused(seq: u64, error: impl Into<String>) -> AckFrame {
 }
 
 /// How long the connection may take to deliver what it owes next: before its key is
-/// checked, whatever is left of the auth deadline; after, `tcp_frame_timeout_ms` for a
+/// checked, whatever is left of the auth deadline; after, `tcp.frame_timeout_ms` for a
 /// frame's body and no limit for the wait between frames.
 #[derive(Clone, Copy)]
 enum Deadline {
@@ -120,11 +120,11 @@ async fn within<T>(
     match deadline {
         Deadline::Auth(at) => tokio::time::timeout_at(at, read)
             .await
-            .map_err(|_| "no authenticated frame within tcp_auth_timeout_ms"),
+            .map_err(|_| "no authenticated frame within tcp.auth_timeout_ms"),
         Deadline::Authorized if between_frames => Ok(read.await),
         Deadline::Authorized => tokio::time::timeout(frame_timeout, read)
             .await
-            .map_err(|_| "the frame did not arrive within tcp_frame_timeout_ms"),
+            .map_err(|_| "the frame did not arrive within tcp.frame_timeout_ms"),
     }
 }
 
@@ -147,7 +147,7 @@ async fn read_frame(
     deadline: Deadline,
     stop: &mut watch::Receiver<bool>,
 ) -> std::io::Result<FrameRead> {
-    let frame_timeout = Duration::from_millis(s.config.tcp_frame_timeout_ms);
+    let frame_timeout = Duration::from_millis(s.config.tcp.frame_timeout_ms);
     let mut len = [0u8; 4];
     let read = tokio::select! {
         read = within(deadline, true, frame_timeout, r.read_exact(&mut len)) => read,
@@ -160,11 +160,11 @@ async fn read_frame(
         Err(why) => return Ok(FrameRead::Refused(why.into())),
     }
     let n = u32::from_be_bytes(len) as usize;
-    let max = s.config.max_frame_bytes;
+    let max = s.config.tcp.max_frame_bytes;
     let why = match deadline {
-        Deadline::Auth(_) if n > s.config.tcp_auth_frame_bytes => format!(
+        Deadline::Auth(_) if n > s.config.tcp.auth_frame_bytes => format!(
             "the first frame is {n} bytes, over the {}-byte limit before the key is checked: send a frame with the API key and no records first",
-            s.config.tcp_auth_frame_bytes
+            s.config.tcp.auth_frame_bytes
         ),
         _ if n > max => format!("frame of {n} bytes is over the {max}-byte limit"),
         _ => String::new(),
@@ -194,7 +194,7 @@ async fn connection(
 ) -> anyhow::Result<()> {
     let (mut r, mut w) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<PendingAck>(1_024);
-    let frame_timeout = Duration::from_millis(s.config.tcp_frame_timeout_ms);
+    let frame_timeout = Duration::from_millis(s.config.tcp.frame_timeout_ms);
     let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
             // A peer that stopped reading its acks must not hold the connection forever.
@@ -208,7 +208,7 @@ async fn connection(
     // for a connection that has not proved its key.
     let mut deadline = match s.config.needs_key(Scope::Ingest) {
         true => {
-            Deadline::Auth(Instant::now() + Duration::from_millis(s.config.tcp_auth_timeout_ms))
+            Deadline::Auth(Instant::now() + Duration::from_millis(s.config.tcp.auth_timeout_ms))
         }
         false => Deadline::Authorized,
     };
@@ -299,7 +299,7 @@ async fn push(
     let ack = f.ack().map_err(|e| e.to_string())?;
     if !s.ingress.supports(ack) {
         return Err(
-            "ack level durable needs a spool (spool_dir / CHRISTMAS_SPOOL_DIR), which this daemon does not have"
+            "ack level durable needs a spool (spool.dir / CHRISTMAS_SPOOL_DIR), which this daemon does not have"
                 .into(),
         );
     }

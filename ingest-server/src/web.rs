@@ -3,7 +3,7 @@
 //!
 //! - `/assets/…` (names carry a content hash): `Cache-Control: public, max-age=31536000,
 //!   immutable` and `Access-Control-Allow-Origin: *`, so a CDN may front them and the page
-//!   may load them from that other origin (`web_asset_base`).
+//!   may load them from that other origin (`web.asset_base`).
 //! - `index.html` and other files: `Cache-Control: no-cache` (revalidated every time).
 //! - Every file has an `ETag` (a hash of its bytes; `If-None-Match` answers 304) and is sent
 //!   compressed when the build left a `.br` or `.gz` beside it and the client accepts it:
@@ -41,18 +41,19 @@ struct Asset {
 pub fn routes(state: &AppState) -> Router<AppState> {
     let dir = state
         .config
-        .web_dir
+        .web
+        .dir
         .clone()
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from("web/dist")).filter(|d| d.join("index.html").is_file()));
     let files = match dir
         .as_deref()
-        .map(|d| load(d, state.config.web_asset_base.as_deref()))
+        .map(|d| load(d, state.config.web.asset_base.as_deref()))
     {
         Some(Ok(files)) if !files.is_empty() => files,
         Some(Ok(_)) | None => return Router::new().route("/", get(not_built)),
         Some(Err(e)) => {
-            tracing::warn!(error = %e, dir = ?dir, "web_dir unreadable: the page is not served");
+            tracing::warn!(error = %e, dir = ?dir, "web.dir unreadable: the page is not served");
             return Router::new().route("/", get(not_built));
         }
     };

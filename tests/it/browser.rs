@@ -60,11 +60,11 @@ async fn the_page_shows_the_market_and_places_and_cancels_an_order() {
     let keys = vec![ApiKey::parse(&format!("web:{}:ingest+orders+read", hash_key(KEY))).unwrap()];
     let dist = repo().join("web/dist").display().to_string();
     let d = Daemon::start(|c| {
-        c.redis_url = Some(christmas_tests::shared_redis_url());
+        c.redis_url = Some(christmas_tests::shared_redis_url().into());
         c.linger_ms = 5;
         c.api_keys = keys;
         c.auth_reads = true;
-        c.web_dir = Some(dist);
+        c.web.dir = Some(dist);
     })
     .await;
     let symbol = format!("WEB{}", std::process::id());

@@ -28,7 +28,7 @@ impl Daemon {
     pub(crate) async fn start(tweak: impl FnOnce(&mut DaemonConfig)) -> Daemon {
         let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
         let mut config = DaemonConfig {
-            database_url: Some(url.clone()),
+            database_url: Some(url.clone().into()),
             ..DaemonConfig::default()
         };
         tweak(&mut config);
@@ -307,7 +307,7 @@ async fn keys_are_required_and_scoped_and_reads_can_be_opened() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_are_413() {
-    let d = Daemon::start(|c| c.max_body_bytes = 2_048).await;
+    let d = Daemon::start(|c| c.http.max_body_bytes = 2_048).await;
     let many: Vec<Value> = (0..100).map(|i| trade_json("ESZ6", i)).collect();
     let (status, v) = d.post("/api/ticks", &json!(many)).await;
     assert_eq!((status, v["field"].as_str()), (413, Some("body")));
@@ -319,7 +319,7 @@ async fn bodies_over_the_limit_are_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_comes_from_redis_when_the_fanout_has_it() {
     let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let d = Daemon::start(|c| c.redis_url = Some(redis.url())).await;
+    let d = Daemon::start(|c| c.redis_url = Some(redis.url().into())).await;
     let (status, _) = d
         .post(
             "/api/ticks?ack=committed",

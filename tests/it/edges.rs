@@ -17,7 +17,7 @@ use crate::support::fresh_core_db;
 async fn start(tweak: impl FnOnce(&mut DaemonConfig)) -> InProcessDaemon {
     let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
     let mut config = DaemonConfig {
-        database_url: Some(url),
+        database_url: Some(url.into()),
         api_keys: vec![
             ApiKey::parse(&format!("desk:{}:orders+read", hash_key("desk-key"))).unwrap(),
             ApiKey::parse(&format!("feed:{}:ingest", hash_key("feed-key"))).unwrap(),
@@ -128,7 +128,7 @@ async fn a_nul_byte_in_a_parameter_is_the_clients_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_before_the_body_is_read_closes_the_connection() {
-    let d = start(|c| c.max_body_bytes = 1024).await;
+    let d = start(|c| c.http.max_body_bytes = 1024).await;
     let client = HttpClient::keep_alive(d.http());
     let ticks = "[]".repeat(10);
     for (key, path, body, status) in [

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use christmas_core::{Ingestor, Trade};
-use christmas_ingest::config::DaemonConfig;
+use christmas_ingest::config::{DaemonConfig, SpoolSettings};
 use christmas_tests::PgServer;
 
 use christmas_tests::{stored_ticks, HttpClient, StoredTicks};
@@ -104,8 +104,11 @@ impl DurableLoad {
 /// A daemon with a spool on the database at `url`, ready.
 async fn spooling_daemon(url: &str, spool: &std::path::Path) -> Running {
     let d = Running::start(DaemonConfig {
-        database_url: Some(url.to_string()),
-        spool_dir: Some(spool.display().to_string()),
+        database_url: Some(url.to_string().into()),
+        spool: SpoolSettings {
+            dir: Some(spool.display().to_string()),
+            ..Default::default()
+        },
         ..DaemonConfig::default()
     })
     .await;
@@ -382,8 +385,11 @@ async fn the_daemon_starts_with_postgres_down_spools_and_stores_once_when_it_ret
     let spool = std::env::temp_dir().join(christmas_tests::unique_name("down-at-start"));
     // Starts (it used to exit "connecting the market-data reader") and takes ticks.
     let d = Running::start(DaemonConfig {
-        database_url: Some(url.clone()),
-        spool_dir: Some(spool.display().to_string()),
+        database_url: Some(url.clone().into()),
+        spool: SpoolSettings {
+            dir: Some(spool.display().to_string()),
+            ..Default::default()
+        },
         ..DaemonConfig::default()
     })
     .await;

@@ -74,7 +74,7 @@ async fn fresh_databases_are_separate() {
 async fn the_http_client_talks_to_the_in_process_daemon() {
     let (url, db) = crate::support::fresh_core_db(&christmas_tests::shared_pg_url()).await;
     let config = DaemonConfig {
-        database_url: Some(url),
+        database_url: Some(url.into()),
         api_keys: vec![ApiKey::parse(&format!("feed:{}:ingest", hash_key("feed-key"))).unwrap()],
         ..DaemonConfig::default()
     };

@@ -25,7 +25,7 @@ fn feed_key() -> ApiKey {
 async fn start(tweak: impl FnOnce(&mut DaemonConfig)) -> (InProcessDaemon, String) {
     let (url, _db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
     let mut config = DaemonConfig {
-        database_url: Some(url.clone()),
+        database_url: Some(url.clone().into()),
         api_keys: vec![feed_key()],
         ..DaemonConfig::default()
     };
@@ -148,9 +148,9 @@ async fn flood(to: SocketAddr, addresses: &[Ipv4Addr], per_address: usize) -> Ve
 async fn floods_of_idle_connections_leave_probes_and_a_keyed_feed_answering() {
     raise_open_files(8_000);
     let (d, url) = start(|c| {
-        c.ops_addr = "127.0.0.1:0".into();
-        c.http_header_timeout_ms = 2_000;
-        c.tcp_auth_timeout_ms = 2_000;
+        c.ops.addr = "127.0.0.1:0".into();
+        c.http.header_timeout_ms = 2_000;
+        c.tcp.auth_timeout_ms = 2_000;
     })
     .await;
     let (tcp, ops) = (d.tcp().unwrap(), d.ops().unwrap());
@@ -330,8 +330,8 @@ async fn unauthenticated_large_frames_are_refused_before_they_are_buffered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_tcp_peers_are_closed_at_their_deadlines() {
     let (d, url) = start(|c| {
-        c.tcp_auth_timeout_ms = 500;
-        c.tcp_frame_timeout_ms = 500;
+        c.tcp.auth_timeout_ms = 500;
+        c.tcp.frame_timeout_ms = 500;
     })
     .await;
     let tcp = d.tcp().unwrap();
@@ -339,7 +339,7 @@ async fn stalled_tcp_peers_are_closed_at_their_deadlines() {
     let started = Instant::now();
     let mut silent = TcpStream::connect(tcp).await.unwrap();
     let a = ack(&mut silent).await.expect("a refusal");
-    assert!(!a.ok && a.error.contains("tcp_auth_timeout_ms"), "{a:?}");
+    assert!(!a.ok && a.error.contains("tcp.auth_timeout_ms"), "{a:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     // Authenticated, then a frame whose body stops after 10 of its 1,000 bytes.
     let mut stalled = TcpStream::connect(tcp).await.unwrap();
@@ -349,7 +349,7 @@ async fn stalled_tcp_peers_are_closed_at_their_deadlines() {
     stalled.write_all(&1_000u32.to_be_bytes()).await.unwrap();
     stalled.write_all(&[0u8; 10]).await.unwrap();
     let a = ack(&mut stalled).await.expect("a refusal");
-    assert!(!a.ok && a.error.contains("tcp_frame_timeout_ms"), "{a:?}");
+    assert!(!a.ok && a.error.contains("tcp.frame_timeout_ms"), "{a:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(closed_within(&mut stalled, Duration::from_secs(1)).await);
     // A quiet authenticated connection between frames stays open.
@@ -367,8 +367,8 @@ async fn stalled_tcp_peers_are_closed_at_their_deadlines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_http_heads_idle_connections_and_bodies_are_closed() {
     let (d, url) = start(|c| {
-        c.http_header_timeout_ms = 500;
-        c.http_body_timeout_ms = 500;
+        c.http.header_timeout_ms = 500;
+        c.http.body_timeout_ms = 500;
     })
     .await;
     let within = Duration::from_millis(2_000);
@@ -414,7 +414,7 @@ async fn stalled_http_heads_idle_connections_and_bodies_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_holds_at_most_its_cap_of_http_connections() {
-    let (d, _url) = start(|c| c.http_max_connections_per_address = 2).await;
+    let (d, _url) = start(|c| c.http.max_connections_per_address = 2).await;
     let capped = Ipv4Addr::new(127, 0, 5, 1);
     let mut held = flood(d.http(), &[capped], 2).await;
     let mut third = connect_from(capped, d.http()).await.unwrap();
@@ -450,8 +450,8 @@ async fn an_answer_the_client_stops_reading_is_cut_at_the_write_deadline() {
     const BIG: usize = 32 << 20;
     std::fs::write(dir.join("big.bin"), vec![b'x'; BIG]).unwrap();
     let (d, _url) = start(|c| {
-        c.http_write_timeout_ms = 500;
-        c.web_dir = Some(dir.display().to_string());
+        c.http.write_timeout_ms = 500;
+        c.web.dir = Some(dir.display().to_string());
     })
     .await;
     let socket = TcpSocket::new_v4().unwrap();

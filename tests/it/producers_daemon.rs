@@ -26,7 +26,7 @@ fn trades(n: i64) -> Vec<u8> {
 
 async fn daemon_on(url: &str) -> InProcessDaemon {
     let config = DaemonConfig {
-        database_url: Some(url.to_string()),
+        database_url: Some(url.to_string().into()),
         ..DaemonConfig::default()
     };
     InProcessDaemon::start(config, false).await.unwrap()

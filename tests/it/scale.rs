@@ -40,7 +40,7 @@ async fn ingest_orders_and_reads_work_through_pgbouncer_in_transaction_mode() {
     let bouncer = PgBouncer::start(port_of(&base)).unwrap();
     let pooled = bouncer.url(&db_of(&url));
     let d = Running::start(DaemonConfig {
-        database_url: Some(pooled.clone()),
+        database_url: Some(pooled.clone().into()),
         ..DaemonConfig::default()
     })
     .await;
@@ -136,8 +136,8 @@ async fn replicated(max_lag_ms: u64) -> Replicated {
     let replica = tokio::task::block_in_place(|| primary.start_replica()).unwrap();
     let replica_url = url.replace(&primary.port().to_string(), &replica.port().to_string());
     let d = Running::start(DaemonConfig {
-        database_url: Some(url),
-        read_database_url: Some(replica_url.clone()),
+        database_url: Some(url.into()),
+        read_database_url: Some(replica_url.clone().into()),
         replica_max_lag_ms: max_lag_ms,
         ..DaemonConfig::default()
     })

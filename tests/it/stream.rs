@@ -200,7 +200,7 @@ fn check_in_order(events: &[SseEvent], symbol: &str, from_seq: u64) -> Vec<i64> 
 
 async fn redis_daemon(tweak: impl FnOnce(&mut christmas_ingest::config::DaemonConfig)) -> Daemon {
     Daemon::start(|c| {
-        c.redis_url = Some(christmas_tests::shared_redis_url());
+        c.redis_url = Some(christmas_tests::shared_redis_url().into());
         c.linger_ms = 5;
         tweak(c);
     })
@@ -262,14 +262,14 @@ async fn a_reconnect_with_last_event_id_resumes_where_it_stood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_is_dropped_while_another_keeps_up() {
-    stalled_and_reading(|c| c.stream_client_buffer = 4).await;
+    stalled_and_reading(|c| c.stream.client_buffer = 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_is_dropped_by_the_byte_bound_too() {
     stalled_and_reading(|c| {
-        c.stream_client_buffer = 1_000_000;
-        c.stream_client_buffer_bytes = 256 << 10;
+        c.stream.client_buffer = 1_000_000;
+        c.stream.client_buffer_bytes = 256 << 10;
     })
     .await;
 }
@@ -450,7 +450,7 @@ async fn a_redis_cluster_feeds_the_stream_in_order_with_ids() {
     // The daemon enters the cluster through its second node.
     let url = cluster.url_via(1);
     let d = Daemon::start(|c| {
-        c.redis_url = Some(url);
+        c.redis_url = Some(url.into());
         c.linger_ms = 5;
     })
     .await;

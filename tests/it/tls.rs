@@ -258,10 +258,13 @@ async fn the_daemon_serves_ticks_reads_and_orders_over_tls() {
     let base = with_tls(&pg.url(), "verify-full", Some(&pg.tls_ca()));
     let (url, db) = fresh_core_db(&base).await;
     let config = christmas_ingest::config::DaemonConfig {
-        database_url: Some(url.clone()),
+        database_url: Some(url.clone().into()),
         // The reader on its own URL: verify-ca, so its path is the replica-aware one.
-        read_database_url: Some(url.replace("sslmode=verify-full", "sslmode=verify-ca")),
-        redis_url: Some(with_tls(&redis.url(), "verify-full", Some(&redis.tls_ca()))),
+        read_database_url: Some(
+            url.replace("sslmode=verify-full", "sslmode=verify-ca")
+                .into(),
+        ),
+        redis_url: Some(with_tls(&redis.url(), "verify-full", Some(&redis.tls_ca())).into()),
         ..Default::default()
     };
     let daemon = christmas_tests::InProcessDaemon::start(config, false)

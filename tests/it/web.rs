@@ -30,7 +30,7 @@ fn fake_dist() -> std::path::PathBuf {
 async fn the_page_is_served_with_cache_headers_etags_and_compression() {
     let dist = fake_dist();
     let dir = dist.display().to_string();
-    let d = Daemon::start(|c| c.web_dir = Some(dir)).await;
+    let d = Daemon::start(|c| c.web.dir = Some(dir)).await;
     let c = d.client();
     let index = c.get("/").await.unwrap();
     assert_eq!(index.status, 200);
@@ -73,8 +73,8 @@ async fn the_page_is_served_with_cache_headers_etags_and_compression() {
     // From a CDN: the HTML names the other origin.
     let dir = dist.display().to_string();
     let d = Daemon::start(|c| {
-        c.web_dir = Some(dir);
-        c.web_asset_base = Some("https://cdn.example.com/".into());
+        c.web.dir = Some(dir);
+        c.web.asset_base = Some("https://cdn.example.com/".into());
     })
     .await;
     let html = d.client().get("/").await.unwrap().text();
@@ -88,7 +88,7 @@ async fn the_page_is_served_with_cache_headers_etags_and_compression() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_build_the_root_says_how_to_make_one() {
-    let d = Daemon::start(|c| c.web_dir = Some("/nonexistent/christmas-web".into())).await;
+    let d = Daemon::start(|c| c.web.dir = Some("/nonexistent/christmas-web".into())).await;
     let r = d.client().get("/").await.unwrap();
     assert_eq!(r.status, 200);
     assert!(r.text().contains("scripts/web.sh"), "{}", r.text());
@@ -99,7 +99,7 @@ async fn without_a_build_the_root_says_how_to_make_one() {
 async fn nginx_caches_the_hashed_assets() {
     let dist = fake_dist();
     let dir = dist.display().to_string();
-    let d = Daemon::start(|c| c.web_dir = Some(dir)).await;
+    let d = Daemon::start(|c| c.web.dir = Some(dir)).await;
     let conf = format!("{}/../deploy/nginx", env!("CARGO_MANIFEST_DIR"));
     let nginx = christmas_tests::Nginx::start(std::path::Path::new(&conf), &[d.addr().to_string()])
         .unwrap();

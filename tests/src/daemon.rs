@@ -29,25 +29,25 @@ pub struct InProcessDaemon {
 
 impl InProcessDaemon {
     /// Starts the daemon of `config` on a free loopback HTTP port, a TCP ingest port too
-    /// when `with_tcp`, and an operations port when `config.ops_addr` is set (to anything);
+    /// when `with_tcp`, and an operations port when `config.ops.addr` is set (to anything);
     /// each listens with the backlog `serve` gives it. The config's own addresses are
     /// replaced by the ones bound.
     pub async fn start(mut config: DaemonConfig, with_tcp: bool) -> Result<InProcessDaemon> {
-        let http = server::listen("127.0.0.1:0", config.max_connections).await?;
+        let http = server::listen("127.0.0.1:0", config.http.max_connections).await?;
         let tcp = match with_tcp {
-            true => Some(server::listen("127.0.0.1:0", config.tcp_max_connections).await?),
+            true => Some(server::listen("127.0.0.1:0", config.tcp.max_connections).await?),
             false => None,
         };
-        let ops = match config.ops_addr.is_empty() {
+        let ops = match config.ops.addr.is_empty() {
             true => None,
-            false => Some(server::listen("127.0.0.1:0", config.ops_max_connections).await?),
+            false => Some(server::listen("127.0.0.1:0", config.ops.max_connections).await?),
         };
         let http_addr = http.local_addr()?;
         let tcp_addr = tcp.as_ref().map(|t| t.local_addr()).transpose()?;
         let ops_addr = ops.as_ref().map(|t| t.local_addr()).transpose()?;
-        config.http_addr = http_addr.to_string();
-        config.tcp_addr = tcp_addr.map(|a| a.to_string()).unwrap_or_default();
-        config.ops_addr = ops_addr.map(|a| a.to_string()).unwrap_or_default();
+        config.http.addr = http_addr.to_string();
+        config.tcp.addr = tcp_addr.map(|a| a.to_string()).unwrap_or_default();
+        config.ops.addr = ops_addr.map(|a| a.to_string()).unwrap_or_default();
         let state = AppState::start(config).await?;
         let (stop, stopped) = oneshot::channel::<()>();
         let stopped = async move {
@@ -74,7 +74,7 @@ impl InProcessDaemon {
         self.tcp
     }
 
-    /// Where it serves /health, /ready and /metrics alone, when started with `ops_addr`.
+    /// Where it serves /health, /ready and /metrics alone, when started with `ops.addr`.
     pub fn ops(&self) -> Option<SocketAddr> {
         self.ops
     }

@@ -169,7 +169,7 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
     let body = format!(
         "## soak — the daemon for {mins} minutes at {load:.0} % of its ceiling, with fan-out, spool and orders\n\n\
          {stamp} · `./target/release/christmas-bench soak --minutes {mins}{flags}` · {machine}\n\n\
-         The release `christmas-ingest` with Redis fan-out (JSON), `spool_dir` (fsync per batch), \
+         The release `christmas-ingest` with Redis fan-out (JSON), `spool.dir` (fsync per batch), \
          order events on and {events}, and a linger of {linger}. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
          ({cal} s as fast as it takes them, the rate committed over the last {measured} s; \
          the fan-out published {cal_published:.0} of its ticks and dropped {cal_dropped:.0}; \

@@ -1,5 +1,5 @@
 //! Reading a request body whole: at most `limit` bytes (413 beyond), within
-//! `http_body_timeout_ms` of the head (408 beyond). Both refusals close the connection, as
+//! `http.body_timeout_ms` of the head (408 beyond). Both refusals close the connection, as
 //! the rest of the body is left unread.
 
 use axum::body::{Body, Bytes};
@@ -16,7 +16,7 @@ pub async fn read(
     limit: usize,
     too_large: impl FnOnce() -> String,
 ) -> Result<Bytes, Response> {
-    let within = std::time::Duration::from_millis(s.config.http_body_timeout_ms);
+    let within = std::time::Duration::from_millis(s.config.http.body_timeout_ms);
     match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => Ok(b),
         Ok(Err(_)) => Err(closing(error(
@@ -28,8 +28,8 @@ pub async fn read(
             StatusCode::REQUEST_TIMEOUT,
             Some("body"),
             format!(
-                "the body did not arrive within {} ms (http_body_timeout_ms)",
-                s.config.http_body_timeout_ms
+                "the body did not arrive within {} ms (http.body_timeout_ms)",
+                s.config.http.body_timeout_ms
             ),
         ))),
     }

@@ -46,7 +46,7 @@ pub async fn post_ticks(
         Ok(p) => p,
         Err(r) => return closing(r),
     };
-    let limit = s.config.max_body_bytes;
+    let limit = s.config.http.max_body_bytes;
     let bytes = match body::read(&s, body, limit, || {
         format!("body larger than {limit} bytes")
     })
@@ -181,7 +181,7 @@ fn ack_level(s: &AppState, q: &HashMap<String, String>) -> Result<AckLevel, Resp
     if !s.ingress.supports(ack) {
         return Err(bad_request(
             "ack",
-            "ack=durable needs a spool (spool_dir / CHRISTMAS_SPOOL_DIR), which this daemon does not have; use accepted or committed",
+            "ack=durable needs a spool (spool.dir / CHRISTMAS_SPOOL_DIR), which this daemon does not have; use accepted or committed",
         ));
     }
     Ok(ack)

@@ -66,9 +66,9 @@ async fn amqps_orders_events_reach_workers_over_tls_each_once() {
     let (amqps, ca) = shared_amqps();
     let stream = unique_name("orders:events");
     let d = Daemon::start(|c| {
-        c.order_events_url = Some(amqps.clone());
-        c.order_events_tls_ca = Some(ca.display().to_string());
-        c.order_events_stream = stream.clone();
+        c.orders.events_url = Some(amqps.clone().into());
+        c.orders.events_tls_ca = Some(ca.display().to_string());
+        c.orders.events_stream = stream.clone();
     })
     .await;
     let consumers = Consumers::start_trusting(&amqps, Some(&ca), &d.db_url(), &stream, 2).await;

@@ -165,8 +165,8 @@ impl Consumers {
 async fn eight_thousand_events_each_once(events_url: String) {
     let stream = unique_name("orders:events");
     let d = Daemon::start(|c| {
-        c.order_events_url = Some(events_url.clone());
-        c.order_events_stream = stream.clone();
+        c.orders.events_url = Some(events_url.clone().into());
+        c.orders.events_stream = stream.clone();
     })
     .await;
     let consumers = Consumers::start(&events_url, &d.db_url(), &stream, 2).await;
@@ -286,7 +286,7 @@ const BROKER_STOPPED: Duration = Duration::from_secs(30);
 async fn rabbitmq_stopped_under_order_load_loses_no_event_and_sends_none_twice() {
     let mut node = tokio::task::block_in_place(RabbitNode::start).unwrap();
     let amqp = node.url();
-    let d = Daemon::start(|c| c.order_events_url = Some(amqp.clone())).await;
+    let d = Daemon::start(|c| c.orders.events_url = Some(amqp.clone().into())).await;
     // Workers run across the stop: they reconnect by themselves.
     let consumers = Consumers::start(&amqp, &d.db_url(), "orders:events", 2).await;
     let load_on = Arc::new(std::sync::atomic::AtomicBool::new(true));

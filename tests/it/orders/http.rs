@@ -229,8 +229,8 @@ async fn orders_are_read_listed_and_cancelled_per_account() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_over_its_rate_gets_429_with_retry_after() {
     let d = Daemon::start(|c| {
-        c.order_rate_per_second = 0.5;
-        c.order_rate_burst = 2.0;
+        c.orders.rate_per_second = 0.5;
+        c.orders.rate_burst = 2.0;
     })
     .await;
     assert_eq!(d.post("/api/orders", &order_json("r-1", 1.0)).await.0, 201);
