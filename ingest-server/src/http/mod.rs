@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::state::AppState;
 
+pub mod api_doc;
 pub mod auth;
 pub mod body;
 pub mod engine;
