@@ -74,6 +74,8 @@ done
 echo "==> schemathesis $SCHEMATHESIS_VERSION against http://127.0.0.1:$http_port (at most ${max_time}s)"
 start=$(date +%s)
 status=0
+# From .state: schemathesis keeps its example database in the working directory.
+cd "$root/.state"
 SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$root/scripts" \
     timeout $((max_time + 120)) "$venv/bin/st" run "http://127.0.0.1:$http_port/api/openapi.json" \
     --checks all --mode positive --max-examples "$max_examples" --max-time "$max_time" \

@@ -77,7 +77,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     get, path = "/", tag = "page",
     summary = "The web page (index.html of `web_dir`), or a note saying how to build it",
     description = "Files under /assets/ are content-hashed and served with `Cache-Control: public, max-age=31536000, immutable`; index.html with `no-cache`; all with an ETag, and br/gzip when the build left precompressed copies.",
-    params(("If-None-Match" = Option<String>, Header, description = "an ETag from before")),
+    params(("If-None-Match" = Option<String>, Header, nullable = false, description = "an ETag from before")),
     responses(
         (status = 200, description = "HTML", body = String, content_type = "text/html"),
         (status = 304, description = "not modified (If-None-Match)"),

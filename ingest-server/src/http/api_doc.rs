@@ -187,7 +187,10 @@ impl utoipa::PartialSchema for TickArray {
 
 impl ToSchema for TickArray {
     fn schemas(out: &mut Vec<(String, RefOr<utoipa::openapi::schema::Schema>)>) {
-        out.push(("Tick".to_string(), <Tick as utoipa::PartialSchema>::schema()));
+        out.push((
+            "Tick".to_string(),
+            <Tick as utoipa::PartialSchema>::schema(),
+        ));
         <Tick as ToSchema>::schemas(out);
     }
 }
@@ -483,8 +486,20 @@ impl Modify for Common {
                     }),
                 ),
             ),
-            ("Forbidden", response("the key lacks the scope", json!({ "Connection": closing() }))),
-            ("TimedOut", response("the request outlived `request_timeout_ms`, or a store is unreachable", json!({}))),
+            (
+                "Forbidden",
+                response(
+                    "the key lacks the scope",
+                    json!({ "Connection": closing() }),
+                ),
+            ),
+            (
+                "TimedOut",
+                response(
+                    "the request outlived `request_timeout_ms`, or a store is unreachable",
+                    json!({}),
+                ),
+            ),
         ]);
         for (name, r) in common {
             components.responses.insert(name.to_string(), r);
@@ -495,10 +510,16 @@ impl Modify for Common {
                 let keyed = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 let responses = &mut op.responses.responses;
                 if keyed {
-                    responses.entry("401".into()).or_insert_with(|| reference("Unauthorized"));
-                    responses.entry("403".into()).or_insert_with(|| reference("Forbidden"));
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| reference("Unauthorized"));
+                    responses
+                        .entry("403".into())
+                        .or_insert_with(|| reference("Forbidden"));
                 }
-                responses.entry("503".into()).or_insert_with(|| reference("TimedOut"));
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| reference("TimedOut"));
             }
         }
     }
@@ -522,10 +543,49 @@ fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut
 /// The document, as served at `/api/openapi.json` (built once).
 pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes"))
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes")
+    })
 }
 
 /// The generated document as a value (for tests and tools).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Every operation's parameters, as (operation, name, schema).
+    fn parameters(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let name = p["name"].as_str().unwrap().to_string();
+                    out.push((format!("{method} {path}"), name, p["schema"].clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// A parameter is absent or has a value: none may be `null` (a client would send the
+    /// text `null`, which the server refuses).
+    #[test]
+    fn no_parameter_is_nullable() {
+        let doc: Value = serde_json::from_str(super::document()).unwrap();
+        let all = parameters(&doc);
+        assert!(all.len() >= 15, "{all:?}");
+        for (op, name, schema) in all {
+            let text = schema.to_string();
+            assert!(
+                !text.contains("\"null\""),
+                "{op}: {name} may be null: {text}"
+            );
+        }
+    }
 }

@@ -98,7 +98,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     params(
         ("symbols" = String, Query, pattern = r"^[!-+\--9;-~]{1,31}(,[!-+\--9;-~]{1,31}){0,63}$",
          description = "1 to 64 symbols, comma-separated (none may hold `:`)"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this id (the last one received)."),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume after this id (the last one received)."),
     ),
     responses(
         (status = 200, description = "the event stream", body = String, content_type = "text/event-stream"),

@@ -38,11 +38,11 @@ use crate::ticks;
     params(
         ("ack" = Option<String>, Query, pattern = "^(accepted|committed|durable)$",
          description = "`accepted` (default): 202 once in the engine's rings; `committed`: 201 once committed to PostgreSQL; `durable`: 201 once fsynced in the spool (400 without `spool_dir`)"),
-        ("Producer-Id" = Option<String>, Header, pattern = "^[!-~]{1,200}$",
+        ("Producer-Id" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,200}$",
          description = "The client's stable producer name, with `Producer-Seq`: a resend of ticks this producer already stored is left out."),
-        ("Producer-Seq" = Option<u64>, Header, minimum = 1,
+        ("Producer-Seq" = Option<u64>, Header, nullable = false, minimum = 1,
          description = "The sequence of the request's first tick (needs `Producer-Id`)."),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,184}$",
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,184}$",
          description = "Instead of `Producer-Id`: the key names a producer of one request."),
     ),
     request_body(content(
