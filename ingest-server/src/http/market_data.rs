@@ -11,10 +11,10 @@ use christmas_core::query::BarInterval;
 use christmas_core::{Quote, Symbol, Trade};
 use serde_json::{json, Value};
 
-use crate::http::api_doc as doc;
 use crate::http::auth::{Authorized, Read};
 use crate::http::params::{PathParam, QueryParams};
 use crate::http::reply::error;
+use crate::http::schemas as doc;
 use crate::state::AppState;
 use crate::timefmt::{format_ns, parse_ns};
 

@@ -27,6 +27,7 @@ pub mod ops;
 pub mod orders;
 pub mod params;
 pub mod reply;
+pub mod schemas;
 pub mod stream;
 pub mod ticks;
 
@@ -43,7 +44,7 @@ fn api_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/orders/{id}", get(orders::get).delete(orders::cancel)),
         ("/api/stream", get(stream::stream)),
         ("/api/engine", get(engine::engine)),
-        ("/api/openapi.json", get(ops::openapi)),
+        ("/api/openapi.json", get(api_doc::openapi)),
         ("/health", get(ops::health)),
         ("/ready", get(ops::ready)),
         ("/metrics", get(ops::metrics)),

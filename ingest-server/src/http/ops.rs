@@ -1,4 +1,5 @@
-//! Operations endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
+//! Operations endpoints: liveness, readiness and Prometheus metrics (the OpenAPI document
+//! is [`super::api_doc::openapi`]).
 //! None needs a key: probes and scrapers do not carry one.
 
 use axum::extract::State;
@@ -7,18 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::http::api_doc;
 use crate::metrics;
 use crate::state::AppState;
-
-/// `GET /api/openapi.json`: the OpenAPI 3.1 document ([`api_doc::document`]).
-#[utoipa::path(
-    get, path = "/api/openapi.json", tag = "operations", summary = "This document",
-    responses((status = 200, description = "OpenAPI 3.1", body = Object, content_type = "application/json")),
-)]
-pub async fn openapi() -> Response {
-    ([("content-type", "application/json")], api_doc::document()).into_response()
-}
 
 /// `GET /health`: the process is alive.
 #[utoipa::path(

@@ -25,10 +25,10 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::Deserializer;
 use serde_json::json;
 
-use crate::http::api_doc as doc;
 use crate::http::auth::{Authorized, Orders};
 use crate::http::params::{PathParam, QueryParams};
 use crate::http::reply::{bad_request as bad, engine_error, error};
+use crate::http::schemas as doc;
 use crate::json_fields::{Keys, Scalar};
 use crate::state::AppState;
 

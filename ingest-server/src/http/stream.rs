@@ -102,8 +102,8 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     ),
     responses(
         (status = 200, description = "the event stream", body = String, content_type = "text/event-stream"),
-        (status = 400, description = "bad symbols or Last-Event-ID, named", body = crate::http::api_doc::ErrorBody),
-        (status = 503, description = "no Redis configured, Redis unreachable, or shutting down", body = crate::http::api_doc::ErrorBody),
+        (status = 400, description = "bad symbols or Last-Event-ID, named", body = crate::http::schemas::ErrorBody),
+        (status = 503, description = "no Redis configured, Redis unreachable, or shutting down", body = crate::http::schemas::ErrorBody),
     ),
     security(("bearer" = []), ("keyCookie" = [])),
 )]
