@@ -29,7 +29,7 @@ if [ "$("$venv/bin/st" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATH
     echo "==> installing schemathesis $SCHEMATHESIS_VERSION into .state/schemathesis-venv"
     mkdir -p "$root/.state"
     if ! python3 -m venv --clear "$venv" >/dev/null 2>&1; then
-        apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+        apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
         python3 -m venv --clear "$venv"
     fi
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
@@ -66,7 +66,7 @@ log="$root/.state/schemathesis-daemon.log"
 daemon=$!
 trap 'kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true; rm -rf "$spool"' EXIT
 for _ in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$ops_port/health" >/dev/null 2>&1 && break
+    (exec 3<>"/dev/tcp/127.0.0.1/$http_port") 2>/dev/null && break
     kill -0 "$daemon" 2>/dev/null || { tail -n 20 "$log" >&2; exit 1; }
     sleep 0.1
 done
