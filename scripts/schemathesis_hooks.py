@@ -17,6 +17,9 @@ mostly refused for these rules, the map hooks also make its generated requests k
 filter stays for the phases that do not run map hooks.
 """
 
+import os
+import sys
+
 import schemathesis
 
 PRODUCER_HEADERS = {"idempotency-key", "producer-id", "producer-seq"}
@@ -84,7 +87,15 @@ def map_body(context, body):
 
 @schemathesis.hook
 def filter_failure(context, failure, case, response):
-    """True keeps the failure; False drops it."""
+    """True keeps the failure; False drops it (printed with SCHEMATHESIS_HOOKS_VERBOSE=1)."""
+    keep = _keep(failure, case, response)
+    if not keep and os.environ.get("SCHEMATHESIS_HOOKS_VERBOSE"):
+        print(f"dropped {failure.code} {case.method} {case.operation.path}: "
+              f"{response.text[:160]} headers={sorted(_headers(case))}", file=sys.stderr)
+    return keep
+
+
+def _keep(failure, case, response):
     label = f"{case.method.upper()} {case.operation.path}"
     body = _json(response)
     if failure.code == "ST202" and response.status_code == 400 and isinstance(body, dict):
