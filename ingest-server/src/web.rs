@@ -72,7 +72,19 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     router
 }
 
-async fn not_built() -> Response {
+/// `GET /` without a build: the how-to-build note. Its annotation documents `/` whichever
+/// handler serves it.
+#[utoipa::path(
+    get, path = "/", tag = "page",
+    summary = "The web page (index.html of `web_dir`), or a note saying how to build it",
+    description = "Files under /assets/ are content-hashed and served with `Cache-Control: public, max-age=31536000, immutable`; index.html with `no-cache`; all with an ETag, and br/gzip when the build left precompressed copies.",
+    params(("If-None-Match" = Option<String>, Header, nullable = false, description = "an ETag from before")),
+    responses(
+        (status = 200, description = "HTML", body = String, content_type = "text/html"),
+        (status = 304, description = "not modified (If-None-Match)"),
+    ),
+)]
+pub(crate) async fn not_built() -> Response {
     let mut r = Html(
         "<!doctype html><title>Christmas</title><h1>Christmas</h1>\
          <p>The page is not built. Run <code>bash scripts/web.sh install &amp;&amp; bash scripts/web.sh build</code> \

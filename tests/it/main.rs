@@ -10,6 +10,7 @@ mod faults;
 mod harness;
 mod hostile;
 mod metrics;
+mod openapi;
 mod orders;
 mod producers;
 mod producers_daemon;

@@ -28,6 +28,13 @@ fn kind(m: &MetricsSnapshot) -> Value {
 }
 
 /// `GET /api/engine`: counters since start (the page turns them into rates) and gauges.
+#[utoipa::path(
+    get, path = "/api/engine", tag = "operations",
+    summary = "The engine's counters and gauges as JSON (the page's engine panel; nginx refuses /metrics)",
+    description = "Per record kind (`trades`, `quotes`): `accepted`, `committed`, `ring_depth`, `ring_capacity`, `spool_bytes`, `spool_max_bytes`, `fanout_dropped`, `fanout_published`; `uptime_s`; `replica` (`configured`, `reads_on_replica`, `lag_ms`, `max_lag_ms`); `stream` (`clients`, `dropped_slow`; null without Redis).",
+    responses((status = 200, description = "counters and gauges", body = Object, content_type = "application/json")),
+    security(("bearer" = [])),
+)]
 pub async fn engine(State(s): State<AppState>, _key: Authorized<Read>) -> Response {
     let m = s.ingress.metrics();
     let stream = s.stream.as_ref().map(|f| {

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::http::auth::{Authorized, Read};
 use crate::http::params::{PathParam, QueryParams};
 use crate::http::reply::error;
+use crate::http::schemas as doc;
 use crate::state::AppState;
 use crate::timefmt::{format_ns, parse_ns};
 
@@ -53,6 +54,18 @@ fn time_param(q: &HashMap<String, String>, field: &str, default: i64) -> Result<
 
 /// `GET /api/market-data?symbol=ESU4`: latest trade and quote, from the Redis cache when it
 /// has them, else from the database.
+#[utoipa::path(
+    get, path = "/api/market-data", tag = "market data",
+    summary = "The latest trade and quote of a symbol: the Redis cache, else the database",
+    params(("symbol" = String, Query, pattern = r"^[!-~]{1,31}$",
+            description = "1 to 31 bytes of UTF-8 without NUL (the pattern gives the ASCII form)")),
+    responses(
+        (status = 200, description = "the latest ticks (null when none)", body = doc::Latest),
+        (status = 400, description = "a bad or missing symbol, or a bad query string", body = doc::ErrorBody),
+        (status = 503, description = "the database is unreachable", body = doc::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn latest(
     State(s): State<AppState>,
     QueryParams(q): QueryParams,
@@ -105,6 +118,25 @@ fn range_read(
 }
 
 /// `GET /api/market-data/{symbol}/trades?from&to&limit`
+#[utoipa::path(
+    get, path = "/api/market-data/{symbol}/trades", tag = "market data",
+    summary = "Trades with from <= time < to, oldest first (the read replica when configured)",
+    params(
+        ("symbol" = String, Path, pattern = r"^[!-~]{1,31}$",
+         description = "1 to 31 bytes of UTF-8 without NUL (the pattern gives the ASCII form)"),
+        ("from" = Option<String>, Query, pattern = r"^(-?[0-9]{1,18}|(1[7-9][0-9]{2}|2[01][0-9]{2}|22[0-5][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$",
+         description = "RFC 3339, or integer nanoseconds since the epoch (default: the beginning)"),
+        ("to" = Option<String>, Query, pattern = r"^(-?[0-9]{1,18}|(1[7-9][0-9]{2}|2[01][0-9]{2}|22[0-5][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$",
+         description = "RFC 3339, or integer nanoseconds since the epoch (default: the end)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "default 1000"),
+    ),
+    responses(
+        (status = 200, description = "the trades", body = doc::Trades),
+        (status = 400, description = "a bad parameter, named", body = doc::ErrorBody),
+        (status = 503, description = "the database is unreachable", body = doc::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn trades(
     State(s): State<AppState>,
     PathParam(symbol): PathParam,
@@ -137,6 +169,26 @@ pub async fn trades(
 }
 
 /// `GET /api/market-data/{symbol}/bars?interval=1m&from&to`
+#[utoipa::path(
+    get, path = "/api/market-data/{symbol}/bars", tag = "market data",
+    summary = "OHLCV bars whose start is in [from rounded down, to) (default: the last day)",
+    description = "`from` after `to` is a 400 naming `from`.",
+    params(
+        ("symbol" = String, Path, pattern = r"^[!-~]{1,31}$",
+         description = "1 to 31 bytes of UTF-8 without NUL (the pattern gives the ASCII form)"),
+        ("interval" = Option<String>, Query, pattern = "^(1m|5m|1h|1d)$", description = "default 1m"),
+        ("from" = Option<String>, Query, pattern = r"^(-?[0-9]{1,18}|(1[7-9][0-9]{2}|2[01][0-9]{2}|22[0-5][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$",
+         description = "RFC 3339, or integer nanoseconds since the epoch (default: a day before now)"),
+        ("to" = Option<String>, Query, pattern = r"^(-?[0-9]{1,18}|(1[7-9][0-9]{2}|2[01][0-9]{2}|22[0-5][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$",
+         description = "RFC 3339, or integer nanoseconds since the epoch (default: now)"),
+    ),
+    responses(
+        (status = 200, description = "the bars", body = doc::Bars),
+        (status = 400, description = "a bad parameter, named", body = doc::ErrorBody),
+        (status = 503, description = "the database is unreachable", body = doc::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn bars(
     State(s): State<AppState>,
     PathParam(symbol): PathParam,

@@ -12,12 +12,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tracing::Instrument;
 
 use crate::state::AppState;
 
+pub mod api_doc;
 pub mod auth;
 pub mod body;
 pub mod engine;
@@ -26,24 +27,40 @@ pub mod ops;
 pub mod orders;
 pub mod params;
 pub mod reply;
+pub mod schemas;
 pub mod stream;
 pub mod ticks;
 
+/// The API's routes (the page's are [`crate::web::routes`]). Each handler carries its
+/// `#[utoipa::path]`, and the OpenAPI test checks that the document ([`api_doc`]) has a
+/// path for each of these and no other (besides the page's `/`).
+fn api_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/api/ticks", post(ticks::post_ticks)),
+        ("/api/market-data", get(market_data::latest)),
+        ("/api/market-data/{symbol}/trades", get(market_data::trades)),
+        ("/api/market-data/{symbol}/bars", get(market_data::bars)),
+        ("/api/orders", post(orders::submit).get(orders::list)),
+        ("/api/orders/{id}", get(orders::get).delete(orders::cancel)),
+        ("/api/stream", get(stream::stream)),
+        ("/api/engine", get(engine::engine)),
+        ("/api/openapi.json", get(api_doc::openapi)),
+        ("/health", get(ops::health)),
+        ("/ready", get(ops::ready)),
+        ("/metrics", get(ops::metrics)),
+    ]
+}
+
+/// The paths [`router`] serves besides the page's files.
+pub fn api_paths() -> Vec<&'static str> {
+    api_routes().into_iter().map(|(path, _)| path).collect()
+}
+
 /// All routes, with request ids, timeouts, logs and metrics around them.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/ticks", post(ticks::post_ticks))
-        .route("/api/market-data", get(market_data::latest))
-        .route("/api/market-data/{symbol}/trades", get(market_data::trades))
-        .route("/api/market-data/{symbol}/bars", get(market_data::bars))
-        .route("/api/orders", post(orders::submit).get(orders::list))
-        .route("/api/orders/{id}", get(orders::get).delete(orders::cancel))
-        .route("/api/stream", get(stream::stream))
-        .route("/api/engine", get(engine::engine))
-        .route("/api/openapi.json", get(ops::openapi))
-        .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
+    api_routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, method)| r.route(path, method))
         .merge(crate::web::routes(&state))
         .fallback(|| async { reply::error(StatusCode::NOT_FOUND, None, "no such endpoint") })
         .method_not_allowed_fallback(method_not_allowed)

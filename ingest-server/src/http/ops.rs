@@ -1,4 +1,5 @@
-//! Operations endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
+//! Operations endpoints: liveness, readiness and Prometheus metrics (the OpenAPI document
+//! is [`super::api_doc::openapi`]).
 //! None needs a key: probes and scrapers do not carry one.
 
 use axum::extract::State;
@@ -10,21 +11,25 @@ use serde_json::json;
 use crate::metrics;
 use crate::state::AppState;
 
-/// The OpenAPI 3.1 document of this API.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// `GET /api/openapi.json`: the [`OPENAPI`] document.
-pub async fn openapi() -> Response {
-    ([("content-type", "application/json")], OPENAPI).into_response()
-}
-
 /// `GET /health`: the process is alive.
+#[utoipa::path(
+    get, path = "/health", tag = "operations", summary = "The process is alive",
+    responses((status = 200, description = "`{\"status\": \"ok\", \"uptime_s\": n}`", body = Object, content_type = "application/json")),
+)]
 pub async fn health(State(s): State<AppState>) -> Response {
     Json(json!({ "status": "ok", "uptime_s": s.started.elapsed().as_secs() })).into_response()
 }
 
 /// `GET /ready`: database and Redis reachable, rings below the high-water mark; the order
 /// events broker's state is shown beside them.
+#[utoipa::path(
+    get, path = "/ready", tag = "operations",
+    summary = "Database and Redis reachable, rings below the high-water mark",
+    responses(
+        (status = 200, description = "ready: `{\"ready\": true, \"checks\": {...}}`", body = Object, content_type = "application/json"),
+        (status = 503, description = "not ready: `{\"ready\": false, \"checks\": {...}}`", body = Object, content_type = "application/json"),
+    ),
+)]
 pub async fn ready(State(s): State<AppState>) -> Response {
     // A silent network (a cut link, no RST) must not hang the probe.
     let within = std::time::Duration::from_secs(2);
@@ -70,6 +75,10 @@ pub async fn ready(State(s): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", summary = "Prometheus text",
+    responses((status = 200, description = "metrics", body = String, content_type = "text/plain")),
+)]
 pub async fn metrics(State(s): State<AppState>) -> Response {
     // Judges the replica (at most once a second), so the lag gauge is fresh.
     s.reader.on_replica().await;

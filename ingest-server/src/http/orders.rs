@@ -28,6 +28,7 @@ use serde_json::json;
 use crate::http::auth::{Authorized, Orders};
 use crate::http::params::{PathParam, QueryParams};
 use crate::http::reply::{bad_request as bad, engine_error, error};
+use crate::http::schemas as doc;
 use crate::json_fields::{Keys, Scalar};
 use crate::state::AppState;
 
@@ -186,6 +187,23 @@ fn order_response(status: StatusCode, o: &christmas_core::orders::Order) -> Resp
 }
 
 /// `POST /api/orders`
+#[utoipa::path(
+    post, path = "/api/orders", tag = "orders",
+    summary = "Place an order: answered once committed; idempotent on client_order_id per account",
+    request_body(content = doc::NewOrder, content_type = "application/json", description = "At most 16384 bytes."),
+    responses(
+        (status = 200, description = "a repeat: the original order", body = doc::Order),
+        (status = 201, description = "stored", body = doc::Order),
+        (status = 400, description = "a bad, unknown or repeated field, named", body = doc::ErrorBody),
+        (status = 408, description = "the body did not arrive within `http.body_timeout_ms`; the connection is closed", body = doc::ErrorBody),
+        (status = 409, description = "this client_order_id was used with another body; `order` is the original", body = doc::ErrorBody),
+        (status = 413, description = "the body is over 16384 bytes; the connection is closed", body = doc::ErrorBody),
+        (status = 429, description = "over the account's order rate", body = doc::ErrorBody,
+         headers(("Retry-After" = u64, description = "seconds"))),
+        (status = 503, description = "shutting down, or the store is unreachable", body = doc::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn submit(
     State(s): State<AppState>,
     Authorized { account, .. }: Authorized<Orders>,
@@ -255,6 +273,18 @@ impl FromRequestParts<AppState> for OrderRef {
 }
 
 /// `GET /api/orders/{id}`
+#[utoipa::path(
+    get, path = "/api/orders/{id}", tag = "orders",
+    summary = "One of the account's orders",
+    params(("id" = i64, Path, description = "the order's id (any 64-bit integer)")),
+    responses(
+        (status = 200, description = "the order", body = doc::Order),
+        (status = 400, description = "the id is not an integer", body = doc::ErrorBody),
+        (status = 404, description = "no such order for this account", body = doc::ErrorBody),
+        (status = 503, description = "the store is unreachable", body = doc::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(State(s): State<AppState>, OrderRef { account, id }: OrderRef) -> Response {
     match s.orders.get(&account, id).await {
         Ok(Some(o)) => Json(o.to_json()).into_response(),
@@ -264,6 +294,21 @@ pub async fn get(State(s): State<AppState>, OrderRef { account, id }: OrderRef) 
 }
 
 /// `GET /api/orders?status=&symbol=&limit=`
+#[utoipa::path(
+    get, path = "/api/orders", tag = "orders",
+    summary = "The account's orders, newest first (the read replica when configured)",
+    params(
+        ("status" = Option<doc::OrderStatus>, Query),
+        ("symbol" = Option<String>, Query, pattern = "^[^\\x00]*$", description = "any text without NUL"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "default 100"),
+    ),
+    responses(
+        (status = 200, description = "the orders", body = doc::OrderList),
+        (status = 400, description = "a bad parameter, named", body = doc::ErrorBody),
+        (status = 503, description = "the store is unreachable", body = doc::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(s): State<AppState>,
     QueryParams(q): QueryParams,
@@ -297,6 +342,19 @@ pub async fn list(
 }
 
 /// `DELETE /api/orders/{id}`: cancel unless final.
+#[utoipa::path(
+    delete, path = "/api/orders/{id}", tag = "orders",
+    summary = "Cancel an order, unless it is filled, rejected or cancelled (409)",
+    params(("id" = i64, Path, description = "the order's id (any 64-bit integer)")),
+    responses(
+        (status = 200, description = "cancelled", body = doc::Order),
+        (status = 400, description = "the id is not an integer", body = doc::ErrorBody),
+        (status = 404, description = "no such order for this account", body = doc::ErrorBody),
+        (status = 409, description = "the order is final; `order` is it", body = doc::ErrorBody),
+        (status = 503, description = "the store is unreachable", body = doc::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn cancel(State(s): State<AppState>, OrderRef { account, id }: OrderRef) -> Response {
     match s.orders.cancel(&account, id).await {
         Ok(CancelOutcome::Cancelled(o)) => Json(o.to_json()).into_response(),

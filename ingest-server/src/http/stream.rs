@@ -91,6 +91,22 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// `GET /api/stream?symbols=A,B`: see the module doc.
+#[utoipa::path(
+    get, path = "/api/stream", tag = "market data",
+    summary = "Live trades and quotes as Server-Sent Events, relayed from the Redis fan-out",
+    description = "Events: `trade` / `quote` (data: one fan-out message `{source, symbol, kind, first_seq, trades, quotes}`; tick i has sequence first_seq + i, per symbol and kind), `gap` (`{symbol, kind, reason, from?, to?}`; reason `missed`, `not_retained` or `restarted`), `dropped` (`{reason, buffer, buffer_bytes}`: the client read too slowly; the stream ends), `closing` (the daemon is shutting down). Comments `: keep-alive` every 15 s. Each tick event's id is `SYM:trade_seq:quote_seq` for every watched symbol, joined by `,`; sent back as `Last-Event-ID` the stream resumes from each symbol's capped Redis stream, with a `gap` for what it no longer holds. Needs the `read` scope when `auth_reads` is on: `Authorization: Bearer` or the `christmas_key` cookie.",
+    params(
+        ("symbols" = String, Query, pattern = r"^[!-+\--9;-~]{1,31}(,[!-+\--9;-~]{1,31}){0,63}$",
+         description = "1 to 64 symbols, comma-separated (none may hold `:`)"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume after this id (the last one received)."),
+    ),
+    responses(
+        (status = 200, description = "the event stream", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "bad symbols or Last-Event-ID, named", body = crate::http::schemas::ErrorBody),
+        (status = 503, description = "no Redis configured, Redis unreachable, or shutting down", body = crate::http::schemas::ErrorBody),
+    ),
+    security(("bearer" = []), ("keyCookie" = [])),
+)]
 pub async fn stream(
     State(s): State<AppState>,
     _key: StreamReader,

@@ -31,6 +31,34 @@ use crate::ticks;
 
 /// `POST /api/ticks`: 202 with `accepted`, or 201 with `committed` / `durable`, and the
 /// counts of trades and quotes.
+#[utoipa::path(
+    post, path = "/api/ticks", tag = "ingest",
+    summary = "Ingest trades and quotes (a JSON array, or NDJSON); all or nothing",
+    description = "Unknown and repeated keys are refused; a bad record is a 400 with its `index` (and `line` in NDJSON), `field` and `reason`. A client that may retry names itself (`Producer-Id` + `Producer-Seq`, or `Idempotency-Key`): a retry is then stored once and the answer counts what it left out as `duplicates`.",
+    params(
+        ("ack" = Option<String>, Query, pattern = "^(accepted|committed|durable)$",
+         description = "`accepted` (default): 202 once in the engine's rings; `committed`: 201 once committed to PostgreSQL; `durable`: 201 once fsynced in the spool (400 without `spool_dir`)"),
+        ("Producer-Id" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,200}$",
+         description = "The client's stable producer name, with `Producer-Seq`: a resend of ticks this producer already stored is left out."),
+        ("Producer-Seq" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 4611686018427387904_u64,
+         description = "The sequence of the request's first tick (needs `Producer-Id`); its last tick's must stay within 2^63 - 1 (400 naming `producer_seq` beyond), so the document gives 2^62 as the bound."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,184}$",
+         description = "Instead of `Producer-Id`: the key names a producer of one request."),
+    ),
+    request_body(content(
+        (crate::http::schemas::TickArray = "application/json"),
+        (crate::http::schemas::Tick = "application/x-ndjson"),
+    ), description = "At most `max_body_bytes` bytes; at least one tick."),
+    responses(
+        (status = 201, description = "committed (`ack=committed`) or durable (`ack=durable`)", body = crate::http::schemas::TicksAnswer),
+        (status = 202, description = "accepted (`ack=accepted`)", body = crate::http::schemas::TicksAnswer),
+        (status = 400, description = "a bad record, parameter or header, named", body = crate::http::schemas::ErrorBody),
+        (status = 408, description = "the body did not arrive within `http.body_timeout_ms`; the connection is closed", body = crate::http::schemas::ErrorBody),
+        (status = 413, description = "the body is over `max_body_bytes`; the connection is closed", body = crate::http::schemas::ErrorBody),
+        (status = 503, description = "shutting down, or the store is unreachable (with `ack=committed`)", body = crate::http::schemas::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn post_ticks(
     State(s): State<AppState>,
     QueryParams(q): QueryParams,
