@@ -47,8 +47,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// PostgreSQL returned an error, or the connection failed.
-    #[error("postgres: {context}: {source}")]
+    /// PostgreSQL returned an error, or the connection failed. Displays the server's
+    /// message too (`postgres: reading bars: db error: value out of range: overflow`): the
+    /// driver's own text for a server error is only `db error`.
+    #[error("postgres: {context}: {source}{}", server_message(source))]
     Postgres {
         /// What the engine was doing.
         context: &'static str,
@@ -207,6 +209,10 @@ pub enum Invalid {
     /// A quantity below zero.
     #[error("must be ≥ 0")]
     Negative,
+    /// A quantity above [`crate::Trade::MAX_VOLUME`] (1e18): no real trade is that large,
+    /// and bars add volumes as `float8`, whose sum PostgreSQL refuses once it overflows.
+    #[error("must be ≤ 1e18")]
+    TooLarge,
     /// A one-byte code outside the field's vocabulary.
     #[error("unknown code {:?}", char::from(*.0))]
     UnknownCode(u8),
@@ -248,6 +254,13 @@ impl From<FieldError> for Error {
             reason: e.reason.to_string(),
         }
     }
+}
+
+/// `: <message>` of a server error, else nothing. Not its detail, which can quote row
+/// values (a duplicate key's) to a client that reads the error.
+fn server_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(String::new, |db| format!(": {}", db.message()))
 }
 
 impl Error {

@@ -33,7 +33,7 @@ pub struct FrameTrade {
     pub time_ns: i64,
     /// Price (finite).
     pub price: f64,
-    /// Volume (finite, ≥ 0).
+    /// Volume (0 to 1e18).
     pub volume: f64,
     /// `B`, `S` or `N`.
     pub side: u8,
@@ -518,7 +518,7 @@ mod tests {
     #[test]
     fn a_bad_field_names_its_list_index_and_field() {
         type Spoil = fn(&mut IngestFrame);
-        let cases: [(Spoil, &str, usize, &str, Invalid); 7] = [
+        let cases: [(Spoil, &str, usize, &str, Invalid); 8] = [
             (
                 |f| f.trades[1].symbol = String::new(),
                 "trades",
@@ -553,6 +553,13 @@ mod tests {
                 1,
                 "volume",
                 Invalid::Negative,
+            ),
+            (
+                |f| f.trades[1].volume = 2e18,
+                "trades",
+                1,
+                "volume",
+                Invalid::TooLarge,
             ),
             (
                 |f| f.quotes[0].symbol = "A\0".into(),

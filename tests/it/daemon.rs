@@ -206,6 +206,8 @@ async fn bad_requests_are_400s_naming_the_field_and_nothing_is_written() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("/api/ticks", json!([trade_json("A", 1), {"kind": "trade", "symbol": "A", "time_ns": 1, "volume": 1}]).to_string().into_bytes(), "price"),
         ("/api/ticks", json!([{"kind": "trade", "symbol": "", "time_ns": 1, "price": 1, "volume": 1}]).to_string().into_bytes(), "symbol"),
+        // Two such trades in one minute would overflow the bar's float8 sum of volumes.
+        ("/api/ticks", json!([trade_json("A", 1), {"kind": "trade", "symbol": "A", "time_ns": 1, "price": 1, "volume": 1e300}]).to_string().into_bytes(), "volume"),
         ("/api/ticks", json!([{"kind": "trade", "symbol": "A", "time": "later", "price": 1, "volume": 1}]).to_string().into_bytes(), "time"),
         ("/api/ticks", b"not json".to_vec(), "body"),
         ("/api/ticks", b"[]".to_vec(), "body"),

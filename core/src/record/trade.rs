@@ -15,7 +15,7 @@ pub struct Trade {
     pub symbol: Symbol,
     /// Trade price: finite (zero and negative prices exist: spreads, some futures).
     pub price: f64,
-    /// Traded quantity: finite and ≥ 0.
+    /// Traded quantity: from 0 to [`Trade::MAX_VOLUME`].
     pub volume: f64,
     /// Aggressor side.
     pub side: Side,
@@ -24,14 +24,24 @@ pub struct Trade {
 }
 
 impl Trade {
-    /// Checks what the field types do not: `price` is finite, `volume` is finite and ≥ 0.
-    /// Every way in (HTTP, TCP, files) calls it; the error names the first bad field, in
-    /// column order.
+    /// The largest volume a validated trade carries. Bars add volumes as `float8`, and
+    /// PostgreSQL refuses a `float8` sum that overflows: two trades of 1e308 in one minute
+    /// would make every read of that bar fail, and TimescaleDB's aggregate refresh with it.
+    /// From 1e18 a bar needs more than 1e290 trades to overflow; no real trade comes close.
+    pub const MAX_VOLUME: f64 = 1e18;
+
+    /// Checks what the field types do not: `price` is finite, `volume` is from 0 to
+    /// [`Trade::MAX_VOLUME`]. Every way in (HTTP, TCP, files) calls it; the error names the
+    /// first bad field, in column order.
     #[inline]
     pub fn validate(&self) -> Result<(), FieldError> {
         finite("price", self.price)?;
-        if finite("volume", self.volume)? < 0.0 {
+        let volume = finite("volume", self.volume)?;
+        if volume < 0.0 {
             return Err(FieldError::new("volume", Invalid::Negative));
+        }
+        if volume > Self::MAX_VOLUME {
+            return Err(FieldError::new("volume", Invalid::TooLarge));
         }
         Ok(())
     }
@@ -111,11 +121,11 @@ mod tests {
     }
 
     #[test]
-    fn validate_accepts_any_finite_price_and_a_volume_from_zero() {
+    fn validate_accepts_any_finite_price_and_a_volume_from_zero_to_its_maximum() {
         for price in [0.0, -37.63, f64::MAX, f64::MIN_POSITIVE] {
             assert_eq!(trade("ES", price).validate(), Ok(()), "{price}");
         }
-        for volume in [0.0, -0.0, 1e-9, f64::MAX] {
+        for volume in [0.0, -0.0, 1e-9, Trade::MAX_VOLUME] {
             let t = Trade {
                 volume,
                 ..trade("ES", 1.0)
@@ -143,6 +153,17 @@ mod tests {
             short.validate(),
             Err(FieldError::new("volume", Invalid::Negative))
         );
+        for huge in [Trade::MAX_VOLUME * 1.000_001, 1e300, f64::MAX] {
+            let t = Trade {
+                volume: huge,
+                ..trade("ES", 1.0)
+            };
+            assert_eq!(
+                t.validate(),
+                Err(FieldError::new("volume", Invalid::TooLarge)),
+                "{huge}"
+            );
+        }
         // The first bad field in column order is the one named.
         let both = Trade {
             volume: -1.0,

@@ -1,7 +1,8 @@
 //! `christmas_settings`, stored once and kept: a new database gets the [`SchemaConfig`]'s
 //! values; on one that has settings the migrator changes only those named in
 //! [`SchemaConfig::change`], and a change that would delete rows (retention turned on or
-//! shortened) only with [`SchemaConfig::confirm_deletion`].
+//! shortened, or a shorter ledger retention that prunes ledger rows) only with
+//! [`SchemaConfig::confirm_deletion`].
 
 use std::time::Duration;
 
@@ -14,12 +15,28 @@ use crate::{Error, Result};
 /// What a confirmed retention change removes from one table (counted just before it is set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deletion {
-    /// `market_data` or `quotes`.
+    /// `market_data` or `quotes`; for a shorter ledger retention, `ingest_batches` (the
+    /// batch ledger) or `ingest_producers` (how far each idempotent producer committed).
     pub table: String,
-    /// Time partitions (plain) or chunks (TimescaleDB) dropped.
+    /// Time partitions (plain) or chunks (TimescaleDB) dropped; 0 for the ledger tables.
     pub partitions: u32,
     /// Rows deleted.
     pub rows: u64,
+}
+
+/// `120 rows in 3 partitions of market_data`, or `40 rows of ingest_batches`.
+impl std::fmt::Display for Deletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.table.starts_with("ingest_") {
+            write!(f, "{} rows of {}", self.rows, self.table)
+        } else {
+            write!(
+                f,
+                "{} rows in {} partitions of {}",
+                self.rows, self.partitions, self.table
+            )
+        }
+    }
 }
 
 /// What [`migrate`](crate::schema::migrate) did to `christmas_settings`.
@@ -201,25 +218,52 @@ pub(super) async fn settle(
                 deletions.push(d);
             }
         }
-        if !deletions.is_empty() && !config.confirm_deletion {
-            let what = deletions
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{} rows in {} partitions of {}",
-                        d.rows, d.partitions, d.table
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" and ");
-            return Err(Error::config(
-                "retention",
-                format!(
-                    "a retention of {keep} s would delete {what} now; nothing was changed. \
-                     Confirm with --yes (SchemaConfig::confirm_deletion)"
-                ),
-            ));
+    }
+    if target.ledger_retention < current.ledger_retention {
+        // Pruning the ledger forgets batches and producers: a spool replayed or a producer
+        // resending after that could store its ticks again.
+        for table in ["ingest_batches", "ingest_producers"] {
+            let rows: i64 = client
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM {table}
+                          WHERE committed_at < now() - $1 * interval '1 second'"
+                    ),
+                    &[&target.ledger_retention],
+                )
+                .await
+                .map_err(|e| Error::pg("counting what the ledger retention would prune", e))?
+                .get(0);
+            if rows > 0 {
+                deletions.push(Deletion {
+                    table: table.into(),
+                    partitions: 0,
+                    rows: rows as u64,
+                });
+            }
         }
+    }
+    if !deletions.is_empty() && !config.confirm_deletion {
+        let what = deletions
+            .iter()
+            .map(Deletion::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let (field, keep) = if deletions
+            .iter()
+            .all(|d| d.partitions == 0 && d.table.starts_with("ingest_"))
+        {
+            ("ledger_retention", target.ledger_retention)
+        } else {
+            ("retention", target.retention.unwrap_or_default())
+        };
+        return Err(Error::config(
+            field,
+            format!(
+                "a {field} of {keep} s would delete {what} now; nothing was changed. \
+                 Confirm with --yes (SchemaConfig::confirm_deletion)"
+            ),
+        ));
     }
     write(client, &target).await?;
     let outcome = match before {

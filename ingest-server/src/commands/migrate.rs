@@ -30,10 +30,12 @@ pub struct MigrateArgs {
     /// shortening it prints what it would delete and needs --yes.
     #[arg(long, value_parser = parse_optional_duration)]
     retention: Option<OptionalDuration>,
-    /// Keep exactly-once ledger rows this long (new database: 7d).
+    /// Keep exactly-once ledger rows this long (new database: 7d). Shortening it so that
+    /// rows would be pruned prints how many and needs --yes.
     #[arg(long, value_parser = parse_duration)]
     ledger_retention: Option<Duration>,
-    /// Confirm a settings change that deletes rows (retention turned on or shortened).
+    /// Confirm a settings change that deletes rows (retention turned on or shortened, or a
+    /// shorter ledger retention that would prune ledger rows).
     #[arg(long)]
     yes: bool,
     /// The daemon's least-privilege role (created when the migrating role may create
@@ -107,10 +109,7 @@ pub async fn run(url: &str, args: &MigrateArgs) -> anyhow::Result<()> {
         }
     }
     for d in &report.deletions {
-        println!(
-            "{}: retention deletes {} rows in {} partitions",
-            d.table, d.rows, d.partitions
-        );
+        println!("confirmed deletion of {d}");
     }
     if let Some(role) = &report.app_role {
         println!("least-privilege role {role} granted");

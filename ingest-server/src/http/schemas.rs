@@ -103,8 +103,8 @@ macro_rules! trade_tick {
             $name, TradeKind, {
                 /// Any finite number.
                 price: f64,
-                /// Any finite number from 0.
-                #[schema(minimum = 0)]
+                /// From 0 to 1e18.
+                #[schema(minimum = 0, maximum = 1e18)]
                 volume: f64,
                 /// The aggressor side (default `N`).
                 #[schema(nullable = true)]

@@ -116,6 +116,54 @@ async fn settings_are_kept_and_a_change_that_deletes_rows_needs_confirming() {
         .sum();
     assert_eq!(dropped, 3, "{report:?}");
 
+    // A shorter ledger retention that would prune ledger rows needs confirming too: a
+    // spool replayed or a producer resending after the pruning could store ticks again.
+    client
+        .batch_execute(
+            "INSERT INTO ingest_batches (stream, shard, seq, first_row, rows, committed_at)
+             SELECT 'old', 0, i, 0, 10, now() - interval '2 days' FROM generate_series(1, 40) i;
+             INSERT INTO ingest_producers (producer, kind, symbol, first_seq, seq, committed_at)
+             VALUES ('feed-a', 'trade', 'ESU4', 1, 99, now() - interval '2 days')",
+        )
+        .await
+        .unwrap();
+    let mut ledger = SchemaConfig {
+        ledger_retention: Duration::from_secs(86_400),
+        change: vec![Setting::LedgerRetention],
+        ..SchemaConfig::default()
+    };
+    match schema::migrate_url(&url, &ledger).await {
+        Err(Error::Config { field, reason }) => {
+            assert_eq!(field, "ledger_retention");
+            assert!(
+                reason.contains("40 rows of ingest_batches and 1 rows of ingest_producers"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(stored(&client).await.2, 3.0 * DAY);
+    ledger.confirm_deletion = true;
+    let report = schema::migrate_url(&url, &ledger).await.unwrap();
+    assert_eq!(
+        report.deletions,
+        vec![
+            Deletion {
+                table: "ingest_batches".into(),
+                partitions: 0,
+                rows: 40
+            },
+            Deletion {
+                table: "ingest_producers".into(),
+                partitions: 0,
+                rows: 1
+            }
+        ]
+    );
+    assert_eq!(stored(&client).await.2, DAY);
+    assert_eq!(schema::prune_ledger(&client).await.unwrap(), 40);
+    assert_eq!(count(&client, "ingest_batches").await, 0);
+
     // Longer retention deletes nothing and needs no confirmation.
     let longer = SchemaConfig {
         retention: Some(Duration::from_secs(400 * 86_400)),
