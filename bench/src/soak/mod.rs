@@ -48,6 +48,7 @@ use stats::{cpu_jiffies, histogram, median, Minute};
 
 mod load;
 mod report;
+mod stages;
 mod stats;
 
 /// Flags of `christmas-bench soak`.
@@ -504,11 +505,13 @@ async fn soak(args: SoakArgs) -> Result<()> {
     // The calibration's ticks went to today's partition, which minute RETAINED_DAYS truncates.
     let db = crate::pg::connect(&setup.url).await?;
     let checkpointed = checkpoint(&db).await;
+    let page_before = metrics(&http).await?;
     let loads = Loads::start(&args, &setup, ceiling.rate)?;
     let soak_started = Instant::now();
     let (minutes, truncated) = soak_minutes(&args, &loads, &db, &setup.redis).await?;
-    let [rows, commits, published, messages, _] =
-        since(ceiling.drained, totals(&metrics(&http).await?));
+    let page_after = metrics(&http).await?;
+    let [rows, commits, published, messages, _] = since(ceiling.drained, totals(&page_after));
+    let stages = stages::breakdown(&page_before, &page_after);
     let soak_secs = soak_started.elapsed().as_secs_f64();
     let (orders, worker) = (loads.orders.clone(), loads.worker.clone());
     let [tick_result, order_result, worker_result] = loads.finish().await?;
@@ -542,6 +545,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
     }
     let run = report::SoakRun {
         minutes,
+        stages,
         ceiling,
         checkpointed,
         truncated,
