@@ -162,7 +162,8 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
     let table = table(minutes);
     let stage_table = stages::table(&run.stages);
     let flags = format!(
-        "{}{}",
+        " --calibrate-seconds {}{}{}",
+        args.calibrate_seconds,
         args.rate.map_or(String::new(), |r| format!(" --rate {r}")),
         if args.order_worker {
             " --order-worker"
@@ -175,7 +176,8 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
          {stamp} · `./target/release/christmas-bench soak --minutes {mins}{flags}` · {machine}\n\n\
          The release `christmas-ingest` with Redis fan-out (JSON), `spool.dir` (fsync per batch), \
          order events on and {events}, and a linger of {linger}. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
-         ({cal} s as fast as it takes them, the rate committed over the last {measured} s; \
+         ({cal} s as fast as it takes them beside the soak's {opr} orders/s{cal_worker}, the \
+         rate committed over the last {measured} s; \
          the fan-out published {cal_published:.0} of its ticks and dropped {cal_dropped:.0}; \
          {checkpointed}); soak at **{rate} ticks/s** in `ack=committed` frames \
          of 1,000 (latency = frame sent → ack) plus {opr} orders/s over HTTP. Retention as a \
@@ -217,6 +219,11 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
         ticks_per_message = published / messages.max(1.0),
         machine = machine::describe_with_servers(),
         cal = args.calibrate_seconds,
+        cal_worker = if args.order_worker {
+            " and its order worker"
+        } else {
+            ""
+        },
         opr = args.orders_per_second,
         n = minutes.len(),
         w1 = window + 1,
