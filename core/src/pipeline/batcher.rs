@@ -38,10 +38,6 @@ const DURABLE_LINGER: Duration = Duration::from_millis(5);
 /// loads where commits cost little.
 const QUIET: Duration = Duration::from_millis(10);
 
-/// The shortest linger of a batch someone waits on for its commit (see
-/// [`Batcher::linger_now`]): the library's default linger.
-const WAITED_LINGER_MIN: Duration = Duration::from_millis(5);
-
 /// One shard's batcher: the batch being filled and where sealed ones go.
 struct Batcher<R: Record> {
     shard: Arc<ShardContext<R>>,
@@ -228,33 +224,13 @@ impl<R: Record> Batcher<R> {
         self.tx.capacity() == self.tx.max_capacity() && self.shard.spool_backlog.is_empty()
     }
 
-    /// How long the open batch lingers before it is sealed (when the writer is free).
-    ///
-    /// Rows nobody waits on linger the configured `linger`: a long one asks for big
-    /// commits. A batch someone waits on for its commit lingers only as long as the
-    /// writer's recent batches took to write (at least [`WAITED_LINGER_MIN`], at most
-    /// `linger`): it is sealed about when the writer is done with the one before, as group
-    /// commit does, and its waiters do not sit out a linger chosen for throughput. Commits
-    /// cost more per row the smaller they are, so the floor and the cap keep batches from
-    /// shrinking to nothing at low load; as load grows, write time and with it the linger
-    /// grow, and at the ceiling the writer is never free and batches fill up to max rows
-    /// as before.
-    fn linger_now(&self) -> Duration {
-        let linger = self.shard.limits.linger;
-        if self.open.waiters.is_empty() {
-            return linger;
-        }
-        linger.min(self.shard.write_time.get().max(WAITED_LINGER_MIN))
-    }
-
     /// Runs until the ring is closed and empty and everything in it is sealed and sent.
     async fn run(mut self) {
-        let configured = self.shard.limits.linger;
+        let linger = self.shard.limits.linger;
         loop {
             let Some(drained) = self.drain().await else {
                 return;
             };
-            let linger = self.linger_now();
             let ring = &self.shard.ring;
             let closing = ring.is_closed();
             let age = self.open.opened.map(|t| t.elapsed());
@@ -273,7 +249,7 @@ impl<R: Record> Batcher<R> {
             // even while PostgreSQL is busy (or away), so durable acks do not wait for
             // commits.
             let durable_wait = !self.open.durable_waiters.is_empty()
-                && age.is_some_and(|a| a >= configured.min(DURABLE_LINGER));
+                && age.is_some_and(|a| a >= linger.min(DURABLE_LINGER));
             let seal_now = (lingered && writer_free)
                 || durable_wait
                 || barrier_only
@@ -469,48 +445,6 @@ mod tests {
         assert_eq!(sealed.batch.waiters.len(), 1);
         shard.ring.close();
         assert!(rx.recv().await.is_none(), "nothing left to seal");
-        task.await.expect("batcher");
-    }
-
-    #[tokio::test]
-    async fn a_batch_waited_on_lingers_as_long_as_the_writer_takes_not_the_linger() {
-        let shard = shard(&IngestorConfig {
-            linger: Duration::from_secs(3600),
-            ..config()
-        });
-        let write_time = Duration::from_millis(30);
-        shard.write_time.observe(write_time);
-        let (tx, mut rx) = mpsc::channel(4);
-        let task = tokio::spawn(super::run(shard.clone(), tx));
-        let started = Instant::now();
-        push(&shard, 0..1);
-        let (waiter, _answer) = oneshot::channel();
-        let barrier = Slot::Barrier {
-            waiter,
-            durable: false,
-        };
-        assert!(shard.ring.try_push(barrier).is_ok());
-        // A steady trickle: the ring never goes quiet, so only the linger can seal.
-        let feeder = {
-            let shard = shard.clone();
-            tokio::spawn(async move {
-                for i in 1..400 {
-                    push(&shard, i..i + 1);
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            })
-        };
-        let sealed = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("sealed long before the hour's linger")
-            .expect("a batch");
-        let took = started.elapsed();
-        assert!(took >= write_time, "sealed before the write time: {took:?}");
-        assert!(took < Duration::from_millis(500), "sealed after {took:?}");
-        assert_eq!(sealed.batch.waiters.len(), 1);
-        feeder.abort();
-        shard.ring.close();
-        while rx.recv().await.is_some() {}
         task.await.expect("batcher");
     }
 

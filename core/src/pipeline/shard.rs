@@ -1,7 +1,7 @@
 //! [`ShardContext`]: what each stage of one shard is handed (its ring, counters,
 //! histograms, spool and settings) instead of the whole engine and an index.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,27 +58,6 @@ impl SpoolBacklog {
     }
 }
 
-/// How long the writer's recent batches took to write (all attempts), microseconds, as a
-/// moving average (each batch weighs 1/4): written by the writer once per batch, read by
-/// the batcher to size the linger of batches someone waits on.
-#[derive(Debug, Default)]
-pub(crate) struct WriteTime(AtomicU64);
-
-impl WriteTime {
-    /// The writer wrote a batch in `took`.
-    pub fn observe(&self, took: Duration) {
-        let us = took.as_micros().min(u64::MAX as u128) as u64;
-        let old = self.0.load(Ordering::Relaxed);
-        let new = if old == 0 { us } else { old - old / 4 + us / 4 };
-        self.0.store(new.max(1), Ordering::Relaxed);
-    }
-
-    /// The average (zero before the first batch).
-    pub fn get(&self) -> Duration {
-        Duration::from_micros(self.0.load(Ordering::Relaxed))
-    }
-}
-
 /// One shard's share of the pipeline: everything its batcher, spool stage and writer use.
 #[derive(Debug)]
 pub(crate) struct ShardContext<R> {
@@ -102,8 +81,6 @@ pub(crate) struct ShardContext<R> {
     pub spool: Option<Arc<ShardSpool>>,
     /// Spooled batches waiting for the writer.
     pub spool_backlog: SpoolBacklog,
-    /// How long the writer's recent batches took.
-    pub write_time: WriteTime,
 }
 
 impl<R> ShardContext<R> {
@@ -133,7 +110,6 @@ impl<R> ShardContext<R> {
             fanout,
             spool,
             spool_backlog: SpoolBacklog::default(),
-            write_time: WriteTime::default(),
         }
     }
 

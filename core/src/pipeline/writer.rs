@@ -120,7 +120,6 @@ pub(crate) async fn run<R: Record>(
                 }
             }
             let timing = sink.as_mut().and_then(|s| s.take_timing());
-            shard.write_time.observe(started.elapsed());
             record_commit(&shard, &batch, &report, started);
             record_stages(&shard, &batch, taken_at, timing);
         }

@@ -56,9 +56,8 @@ pub struct DaemonConfig {
     /// Every commit costs CPU whatever its size (PostgreSQL's transaction and WAL flush,
     /// the spool's fsync), so a daemon sealing every 5 ms spent about a sixth of a 2-core
     /// machine on commits at half its ingest ceiling; at 40 ms it has that back
-    /// (`docs/operations.md`, "Batching"). A batch someone waits on at `ack=committed`
-    /// lingers only as long as the writer's recent batches took to write (at least 5 ms, at
-    /// most this); `ack=durable` answers do not wait for it (their batches seal within 5 ms).
+    /// (`docs/operations.md`, "Batching"). `ack=committed` answers wait up to this much
+    /// longer at low rates; `ack=durable` answers do not (their batches seal within 5 ms).
     pub linger_ms: u64,
     /// `/ready` fails when any ring is fuller than this fraction (default 0.8).
     pub ready_ring_fraction: f64,
