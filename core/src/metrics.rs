@@ -39,13 +39,24 @@ pub(crate) struct ShardHistograms {
 }
 
 /// A tick's way to a commit, stage by stage, in microseconds: what
-/// [`MetricsSnapshot::push_to_commit_us`] is made of.
+/// [`MetricsSnapshot::push_to_commit_us`] is made of. Per tick: `ring + linger = batching`;
+/// per batch: `spool + queue` is the time from seal to the writer, then `copy` and `commit`.
 #[derive(Debug, Clone)]
 pub struct StageHistograms {
-    /// Push → its batch sealed, per row: the ring and the batch's linger.
+    /// Push → the batcher drained it from the ring, per row.
+    pub ring_us: Histogram<u64>,
+    /// Drained → its batch sealed, per row: the batch's linger as this tick saw it (the
+    /// batch's first row waits the batch's whole linger).
+    pub linger_us: Histogram<u64>,
+    /// Push → its batch sealed, per row: `ring` and `linger` together.
     pub batching_us: Histogram<u64>,
-    /// Sealed → the writer takes the batch, per batch: the spool stage (append and fsync)
-    /// and the wait behind earlier batches.
+    /// Sealed → handed on by the spool stage, per batch (with a spool): the wait for the
+    /// spool's thread (an fsync of earlier batches included) and the append.
+    pub spool_us: Histogram<u64>,
+    /// One spool fsync, per fsync (with a spool).
+    pub fsync_us: Histogram<u64>,
+    /// Sealed (or handed on by the spool stage) → the writer takes the batch, per batch:
+    /// the wait behind earlier batches.
     pub queue_us: Histogram<u64>,
     /// The writer's transaction up to the end of its `COPY` (`BEGIN`, the ledger row,
     /// producer claims, `COPY`), per batch, the successful attempt.
@@ -57,17 +68,26 @@ pub struct StageHistograms {
 impl StageHistograms {
     fn new() -> Self {
         StageHistograms {
+            ring_us: histogram(),
+            linger_us: histogram(),
             batching_us: histogram(),
+            spool_us: histogram(),
+            fsync_us: histogram(),
             queue_us: histogram(),
             copy_us: histogram(),
             commit_us: histogram(),
         }
     }
 
-    /// Each stage with its name (`batching`, `queue`, `copy`, `commit`).
-    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 4] {
+    /// Each stage with its name, in pipeline order (`ring`, `linger`, `batching`,
+    /// `spool`, `fsync`, `queue`, `copy`, `commit`).
+    pub fn named(&self) -> [(&'static str, &Histogram<u64>); 8] {
         [
+            ("ring", &self.ring_us),
+            ("linger", &self.linger_us),
             ("batching", &self.batching_us),
+            ("spool", &self.spool_us),
+            ("fsync", &self.fsync_us),
             ("queue", &self.queue_us),
             ("copy", &self.copy_us),
             ("commit", &self.commit_us),
@@ -76,11 +96,25 @@ impl StageHistograms {
 
     /// Adds `other`'s figures.
     pub fn add(&mut self, other: &StageHistograms) {
-        // Auto-resizing histograms of the same precision: adding cannot fail.
-        let _ = self.batching_us.add(&other.batching_us);
-        let _ = self.queue_us.add(&other.queue_us);
-        let _ = self.copy_us.add(&other.copy_us);
-        let _ = self.commit_us.add(&other.commit_us);
+        let theirs = other.named();
+        for (mine, (_, h)) in self.named_mut().into_iter().zip(theirs) {
+            // Auto-resizing histograms of the same precision: adding cannot fail.
+            let _ = mine.add(h);
+        }
+    }
+
+    /// Each stage, in the order of [`StageHistograms::named`].
+    fn named_mut(&mut self) -> [&mut Histogram<u64>; 8] {
+        [
+            &mut self.ring_us,
+            &mut self.linger_us,
+            &mut self.batching_us,
+            &mut self.spool_us,
+            &mut self.fsync_us,
+            &mut self.queue_us,
+            &mut self.copy_us,
+            &mut self.commit_us,
+        ]
     }
 }
 

@@ -119,6 +119,7 @@ struct Scrape {
     kinds: Vec<(&'static str, MetricsSnapshot)>,
     http_counts: Vec<RequestCount>,
     http_latency_us: Histogram<u64>,
+    tcp_ack_us: Histogram<u64>,
     orders: OrderDeskSnapshot,
     /// clients, dropped_slow, messages, delivered.
     stream: Option<[u64; 4]>,
@@ -329,7 +330,7 @@ impl Scrape {
             .collect();
         p.histogram(
             "christmas_stage_seconds",
-            "Push to commit, by stage: batching (ring and linger, per tick), queue (spool and writer queue), copy (BEGIN to end of COPY), commit (COMMIT).",
+            "Push to commit, by stage. Per tick: ring (push to drained by the batcher), linger (drained to sealed), batching (ring and linger). Per batch: spool (sealed to handed on by the spool stage: its wait and append), queue (to taken by the writer), copy (BEGIN to end of COPY), commit (COMMIT). Per fsync: fsync (the spool's).",
             &stages,
             1e-6,
             &LATENCY_BUCKETS,
@@ -502,6 +503,13 @@ impl Scrape {
             1e-6,
             &LATENCY_BUCKETS,
         )?;
+        p.histogram(
+            "christmas_ack_delivery_seconds",
+            "Ack delivery: the last of a frame's batches committed (or fsynced) to its ack written, behind earlier frames' acks.",
+            &[(vec![("transport", "tcp".to_string())], &self.tcp_ack_us)],
+            1e-6,
+            &LATENCY_BUCKETS,
+        )?;
         if let Some([clients, dropped_slow, messages, delivered]) = self.stream {
             let one = |v: u64| [(Labels::new(), v)];
             p.gauge(
@@ -582,6 +590,11 @@ fn scrape(s: &AppState) -> Scrape {
         http_latency_us: s
             .http
             .latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        tcp_ack_us: s
+            .tcp_ack_us
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone(),

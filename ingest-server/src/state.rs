@@ -38,6 +38,10 @@ pub struct Engine {
     pub cache: Option<LatestCache>,
     /// HTTP request counters and latency.
     pub http: HttpMetrics,
+    /// TCP ack delivery, microseconds: from the moment the last of a frame's batches
+    /// reached the frame's ack level to its ack written to the socket (the wait behind
+    /// earlier frames' acks included).
+    pub tcp_ack_us: Mutex<Histogram<u64>>,
     /// Process start.
     pub started: Instant,
     /// Request ids: `<boot>-<n>`.
@@ -78,13 +82,18 @@ pub struct HttpMetrics {
     pub latency_us: Mutex<Histogram<u64>>,
 }
 
+/// An empty latency histogram of 3 significant figures that grows to fit any value.
+fn histogram() -> Histogram<u64> {
+    let mut h = Histogram::new(3).expect("3 significant figures is valid");
+    h.auto(true);
+    h
+}
+
 impl Default for HttpMetrics {
     fn default() -> Self {
-        let mut h = Histogram::new(3).expect("3 significant figures is valid");
-        h.auto(true);
         HttpMetrics {
             counts: Mutex::default(),
-            latency_us: Mutex::new(h),
+            latency_us: Mutex::new(histogram()),
         }
     }
 }
@@ -188,6 +197,7 @@ impl AppState {
             reader,
             cache,
             http: HttpMetrics::default(),
+            tcp_ack_us: Mutex::new(histogram()),
             started: Instant::now(),
             boot,
             requests: AtomicU64::new(0),

@@ -67,19 +67,23 @@ enum PendingAck {
 }
 
 impl PendingAck {
-    /// The ack frame, once there is one to write.
-    async fn resolve(self) -> AckFrame {
+    /// The ack frame, once there is one to write, and when the pipeline answered it (see
+    /// [`christmas_core::Acked::answered_at`]).
+    async fn resolve(self) -> (AckFrame, Option<std::time::Instant>) {
         match self {
-            PendingAck::Ready(a) => a,
+            PendingAck::Ready(a) => (a, None),
             PendingAck::Pushed { seq, ack } => match ack.wait().await {
-                Ok(acked) => AckFrame {
-                    seq,
-                    ok: true,
-                    records: acked.records() as u32,
-                    duplicates: acked.duplicates as u32,
-                    error: String::new(),
-                },
-                Err(e) => refused(seq, e.to_string()),
+                Ok(acked) => {
+                    let frame = AckFrame {
+                        seq,
+                        ok: true,
+                        records: acked.records() as u32,
+                        duplicates: acked.duplicates as u32,
+                        error: String::new(),
+                    };
+                    (frame, acked.answered_at)
+                }
+                Err(e) => (refused(seq, e.to_string()), None),
             },
         }
     }
@@ -195,12 +199,19 @@ async fn connection(
     let (mut r, mut w) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<PendingAck>(1_024);
     let frame_timeout = Duration::from_millis(s.config.tcp.frame_timeout_ms);
+    let state = s.clone();
     let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
+            let (ack, answered_at) = pending.resolve().await;
             // A peer that stopped reading its acks must not hold the connection forever.
-            tokio::time::timeout(frame_timeout, write_ack(&mut w, &pending.resolve().await))
+            tokio::time::timeout(frame_timeout, write_ack(&mut w, &ack))
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            if let Some(t) = answered_at {
+                let took = t.elapsed().as_micros() as u64;
+                let mut h = state.tcp_ack_us.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = h.record(took);
+            }
         }
         w.shutdown().await
     });

@@ -19,7 +19,7 @@ use crate::support::{count, fresh_core_db};
 /// A daemon on loopback ports (HTTP and TCP), with its own database.
 pub(crate) struct Daemon {
     url: String,
-    tcp: SocketAddr,
+    pub(crate) tcp: SocketAddr,
     pub(crate) db: Client,
     daemon: InProcessDaemon,
 }
@@ -432,13 +432,13 @@ async fn health_ready_metrics_and_openapi() {
     d.shutdown_and_count(2).await;
 }
 
-async fn send_frame(s: &mut TcpStream, f: &IngestFrame) {
+pub(crate) async fn send_frame(s: &mut TcpStream, f: &IngestFrame) {
     s.write_all(&frame::encode_ingest(f).unwrap())
         .await
         .unwrap();
 }
 
-async fn read_ack(s: &mut TcpStream) -> Option<frame::AckFrame> {
+pub(crate) async fn read_ack(s: &mut TcpStream) -> Option<frame::AckFrame> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await.ok()?;
     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
@@ -446,7 +446,7 @@ async fn read_ack(s: &mut TcpStream) -> Option<frame::AckFrame> {
     Some(frame::decode_ack(&body).unwrap())
 }
 
-fn ingest_frame(seq: u64, ack: AckLevel, n: i64) -> IngestFrame {
+pub(crate) fn ingest_frame(seq: u64, ack: AckLevel, n: i64) -> IngestFrame {
     IngestFrame {
         seq,
         ack: ack.code(),

@@ -5,7 +5,11 @@
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::json;
 
-use crate::daemon::Daemon;
+use christmas_core::frame::AckLevel;
+use christmas_ingest::config::SpoolSettings;
+use tokio::net::TcpStream;
+
+use crate::daemon::{ingest_frame, read_ack, send_frame, Daemon};
 use crate::support::count;
 
 /// The one sample of `metric` whose labels include every pair of `labels`.
@@ -132,4 +136,92 @@ async fn metrics_parse_as_prometheus_text_and_count_the_ticks_ingested() {
         "HELP of the order latency"
     );
     d.shutdown().await.unwrap();
+}
+
+/// `_count` of `metric` for the series with exactly `labels`' values among its labels.
+fn histogram_count(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    histogram(scrape, metric, labels).last().unwrap().1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_histograms_count_every_tick_and_batch_a_spooled_daemon_committed() {
+    let spool = std::env::temp_dir().join(format!(
+        "christmas-it-stages-{}-{}",
+        std::process::id(),
+        christmas_core::query::unix_ns(std::time::SystemTime::now())
+    ));
+    let d = Daemon::start(|c| {
+        c.spool = SpoolSettings {
+            dir: Some(spool.display().to_string()),
+            ..Default::default()
+        };
+    })
+    .await;
+    // Frames of 20 trades and a quote, acknowledged at `committed`, some pipelined.
+    let mut s = TcpStream::connect(d.tcp).await.unwrap();
+    let frames: u64 = 6;
+    for seq in 1..=frames {
+        send_frame(&mut s, &ingest_frame(seq, AckLevel::Committed, 20)).await;
+        if seq % 2 == 0 {
+            for _ in 0..2 {
+                let ack = read_ack(&mut s).await.unwrap();
+                assert!(ack.ok, "{ack:?}");
+            }
+        }
+    }
+    // An ack is measured once written: the last may be read here a moment before.
+    let mut scrape;
+    let mut tries = 0;
+    loop {
+        let text = d.client().get("/metrics").await.unwrap().text();
+        scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let labels = [("transport", "tcp")];
+        let acks = histogram_count(&scrape, "christmas_ack_delivery_seconds", &labels);
+        tries += 1;
+        if acks >= frames as f64 || tries == 50 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    for (kind, table) in [("trade", "market_data"), ("quote", "quotes")] {
+        let stored = count(&d.db, table).await as f64;
+        let committed = counter(&scrape, "christmas_rows_committed_total", &[("kind", kind)]);
+        assert_eq!(committed, stored, "{kind}");
+        let batches = counter(
+            &scrape,
+            "christmas_batches_committed_total",
+            &[("kind", kind)],
+        );
+        assert!(batches >= 1.0, "{kind}: {batches} batches");
+        let stage = |stage: &str| {
+            let labels = [("kind", kind), ("stage", stage)];
+            histogram_count(&scrape, "christmas_stage_seconds", &labels)
+        };
+        // Per tick: every row stored went through the ring, the linger and batching.
+        for per_tick in ["ring", "linger", "batching"] {
+            assert_eq!(stage(per_tick), stored, "{kind} {per_tick}");
+        }
+        // Per batch: every committed batch went through the spool, the writer's queue, a
+        // COPY and a COMMIT.
+        for per_batch in ["spool", "queue", "copy", "commit"] {
+            assert_eq!(stage(per_batch), batches, "{kind} {per_batch}");
+        }
+        let fsyncs = stage("fsync");
+        assert!(
+            (1.0..=batches).contains(&fsyncs),
+            "{kind}: {fsyncs} fsyncs for {batches} batches"
+        );
+    }
+    assert_eq!(count(&d.db, "market_data").await, 20 * frames as i64);
+    // Every frame's ack was delivered after its commit, and measured.
+    let acks = histogram_count(
+        &scrape,
+        "christmas_ack_delivery_seconds",
+        &[("transport", "tcp")],
+    );
+    assert_eq!(acks, frames as f64);
+    drop(s);
+    d.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&spool);
 }

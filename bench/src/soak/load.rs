@@ -232,10 +232,12 @@ pub(super) async fn work_orders(
     Ok(())
 }
 
-/// POSTs `rate` orders per second over 4 keep-alive connections until `stop`.
+/// POSTs `rate` orders per second over 4 keep-alive connections until `stop`, their
+/// `client_order_id`s starting with `tag`.
 pub(super) async fn send_orders(
     http: std::net::SocketAddr,
     rate: u64,
+    tag: &'static str,
     stats: Arc<OrderStats>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
@@ -256,7 +258,7 @@ pub(super) async fn send_orders(
                 }
                 n += 1;
                 let body = format!(
-                    r#"{{"client_order_id":"soak-{c}-{n}","symbol":"ESZ6","side":"buy","type":"limit","quantity":1,"limit_price":6000.25,"time_in_force":"day"}}"#
+                    r#"{{"client_order_id":"{tag}-{c}-{n}","symbol":"ESZ6","side":"buy","type":"limit","quantity":1,"limit_price":6000.25,"time_in_force":"day"}}"#
                 );
                 let t = Instant::now();
                 let answer = client

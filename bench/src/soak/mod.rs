@@ -3,7 +3,8 @@
 //! minute: RSS, tick commit latency (p50/p99), order latency (p99), rates, errors.
 //!
 //! The ceiling is measured first in the same run: ticks over TCP as fast as the daemon
-//! takes them for `--calibrate-seconds` (90), the ceiling being the rate committed over the
+//! takes them for `--calibrate-seconds` (90), beside the soak's orders (and order worker),
+//! which share the cores with the ticks, the ceiling being the rate committed over the
 //! last two thirds of that (a fresh database's first seconds take rows faster than the
 //! store sustains; see `bench/results/` for the runs that showed it). The soak then paces
 //! ticks at `--load` of it over TCP with `ack=committed` frames (each frame's send → ack
@@ -48,6 +49,7 @@ use stats::{cpu_jiffies, histogram, median, Minute};
 
 mod load;
 mod report;
+mod stages;
 mod stats;
 
 /// Flags of `christmas-bench soak`.
@@ -189,12 +191,11 @@ struct Ceiling {
 }
 
 /// The ceiling: as fast as the daemon takes ticks (acks at `accepted` keep the pipe full;
-/// the rate is what it committed, read from its counters).
-async fn calibrate(
-    args: &SoakArgs,
-    http: &HttpClient,
-    tcp: std::net::SocketAddr,
-) -> Result<Ceiling> {
+/// the rate is what it committed, read from its counters), beside the soak's orders and
+/// order worker: they share the cores with the ticks during the soak, so "half the
+/// ceiling" measured without them is more than half of what is left for ticks.
+async fn calibrate(args: &SoakArgs, setup: &Setup, http: &HttpClient) -> Result<Ceiling> {
+    let tcp = setup.daemon.tcp().context("the daemon has no TCP port")?;
     println!(
         "soak: measuring the ceiling for {} s",
         args.calibrate_seconds
@@ -211,6 +212,22 @@ async fn calibrate(
         stop.clone(),
         Arc::new(AtomicI64::new(0)),
     ));
+    let orders = tokio::spawn(load::send_orders(
+        setup.daemon.http(),
+        args.orders_per_second,
+        // Ids of their own: the soak's would otherwise be replays of these (200, not 201).
+        "calibration",
+        Arc::new(OrderStats::default()),
+        stop.clone(),
+    ));
+    let worker = args.order_worker.then(|| {
+        tokio::spawn(load::work_orders(
+            crate::services::bench_redis(&setup.redis),
+            setup.url.clone(),
+            Arc::new(WorkerStats::default()),
+            stop.clone(),
+        ))
+    });
     let warm_up = args.calibrate_seconds / 3;
     let measured = (args.calibrate_seconds - warm_up).max(1);
     tokio::time::sleep(Duration::from_secs(warm_up)).await;
@@ -219,6 +236,10 @@ async fn calibrate(
     let after = committed_total(&metrics(http).await?);
     stop.store(true, Ordering::SeqCst);
     cal.await??;
+    orders.await?.context("the calibration's orders")?;
+    if let Some(worker) = worker {
+        worker.await?.context("the calibration's order worker")?;
+    }
     let ceiling = (after - before) / measured as f64;
     let rate = args.rate.unwrap_or((ceiling * args.load) as u64);
     println!(
@@ -306,6 +327,7 @@ impl Loads {
         let order_task = tokio::spawn(load::send_orders(
             http,
             args.orders_per_second,
+            "soak",
             orders.clone(),
             stop.clone(),
         ));
@@ -499,16 +521,17 @@ async fn order_events(
 async fn soak(args: SoakArgs) -> Result<()> {
     let mut setup = start(&args).await?;
     let http = HttpClient::new(setup.daemon.http());
-    let tcp = setup.daemon.tcp().context("the daemon has no TCP port")?;
-    let ceiling = calibrate(&args, &http, tcp).await?;
+    let ceiling = calibrate(&args, &setup, &http).await?;
     // The calibration's ticks went to today's partition, which minute RETAINED_DAYS truncates.
     let db = crate::pg::connect(&setup.url).await?;
     let checkpointed = checkpoint(&db).await;
+    let page_before = metrics(&http).await?;
     let loads = Loads::start(&args, &setup, ceiling.rate)?;
     let soak_started = Instant::now();
     let (minutes, truncated) = soak_minutes(&args, &loads, &db, &setup.redis).await?;
-    let [rows, commits, published, messages, _] =
-        since(ceiling.drained, totals(&metrics(&http).await?));
+    let page_after = metrics(&http).await?;
+    let [rows, commits, published, messages, _] = since(ceiling.drained, totals(&page_after));
+    let stages = stages::breakdown(&page_before, &page_after);
     let soak_secs = soak_started.elapsed().as_secs_f64();
     let (orders, worker) = (loads.orders.clone(), loads.worker.clone());
     let [tick_result, order_result, worker_result] = loads.finish().await?;
@@ -542,6 +565,7 @@ async fn soak(args: SoakArgs) -> Result<()> {
     }
     let run = report::SoakRun {
         minutes,
+        stages,
         ceiling,
         checkpointed,
         truncated,

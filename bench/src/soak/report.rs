@@ -5,6 +5,7 @@ use std::process::ExitStatus;
 
 use anyhow::Result;
 
+use super::stages::{self, StageRow};
 use super::stats::{
     correlation, slope, steps, Minute, Windows, P99_DRIFT_LIMIT_PCT, P99_SPREAD_LIMIT,
 };
@@ -14,6 +15,8 @@ use crate::{machine, report};
 /// What the soak measured, for its report.
 pub(super) struct SoakRun {
     pub(super) minutes: Vec<Minute>,
+    /// Where the commit time went, by the daemon's stage histograms.
+    pub(super) stages: Vec<StageRow>,
     pub(super) ceiling: Ceiling,
     pub(super) checkpointed: &'static str,
     /// Partitions truncated by the retention.
@@ -157,8 +160,10 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
     let (log_errors, status) = (run.log_errors, run.exit);
     let stamp = machine::utc_now();
     let table = table(minutes);
+    let stage_table = stages::table(&run.stages);
     let flags = format!(
-        "{}{}",
+        " --calibrate-seconds {}{}{}",
+        args.calibrate_seconds,
         args.rate.map_or(String::new(), |r| format!(" --rate {r}")),
         if args.order_worker {
             " --order-worker"
@@ -171,7 +176,8 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
          {stamp} · `./target/release/christmas-bench soak --minutes {mins}{flags}` · {machine}\n\n\
          The release `christmas-ingest` with Redis fan-out (JSON), `spool.dir` (fsync per batch), \
          order events on and {events}, and a linger of {linger}. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
-         ({cal} s as fast as it takes them, the rate committed over the last {measured} s; \
+         ({cal} s as fast as it takes them beside the soak's {opr} orders/s{cal_worker}, the \
+         rate committed over the last {measured} s; \
          the fan-out published {cal_published:.0} of its ticks and dropped {cal_dropped:.0}; \
          {checkpointed}); soak at **{rate} ticks/s** in `ack=committed` frames \
          of 1,000 (latency = frame sent → ack) plus {opr} orders/s over HTTP. Retention as a \
@@ -192,7 +198,12 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
          ({p99_drift:+.0} %, limit +{P99_DRIFT_LIMIT_PCT:.0} %); the worst minute \
          {p99_spread:.1}× the median of all ({p99_median:.0} ms; limit {P99_SPREAD_LIMIT:.0}×): \
          p99 **{p99_word}**. Errors: {errors} from the clients, {log_errors} ERROR lines in the daemon's log; daemon \
-         exit on SIGTERM: {status}. **{pass}**.\n",
+         exit on SIGTERM: {status}. **{pass}**.\n\n\
+         Where a tick's commit time went over the soak, by the daemon's stage histograms \
+         (`christmas_stage_seconds` and neighbours on `/metrics`, trades and quotes together; \
+         quantiles interpolated within the exported buckets, means exact). Per tick \
+         `ring + linger = batching`; per batch `spool + queue`, then `copy` and `commit`; a \
+         frame's ack waits for its slowest shard.\n\n{stage_table}",
         mins = args.minutes,
         load = rate as f64 / ceiling.max(1.0) * 100.0,
         linger = match std::env::var("CHRISTMAS_LINGER_MS") {
@@ -208,6 +219,11 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
         ticks_per_message = published / messages.max(1.0),
         machine = machine::describe_with_servers(),
         cal = args.calibrate_seconds,
+        cal_worker = if args.order_worker {
+            " and its order worker"
+        } else {
+            ""
+        },
         opr = args.orders_per_second,
         n = minutes.len(),
         w1 = window + 1,

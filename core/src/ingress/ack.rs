@@ -4,6 +4,7 @@
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::ingestor::Receipt;
@@ -96,6 +97,9 @@ pub struct Acked {
     /// again. Complete at [`AckLevel::Committed`]; at lower levels it counts only what was
     /// found by then (usually none).
     pub duplicates: u64,
+    /// When the last of its batches reached the level (committed or fsynced); `None` at
+    /// [`AckLevel::Accepted`]. A transport measures its ack's delivery from it.
+    pub answered_at: Option<Instant>,
 }
 
 impl Acked {
@@ -121,9 +125,16 @@ impl Ack {
     /// first failure (the trades').
     pub async fn wait(self) -> Result<Acked> {
         let mut failed = None;
+        let mut answered_at = None;
         for receipt in self.receipts.into_iter().flatten() {
-            if let Err(e) = receipt.wait().await {
-                failed.get_or_insert(e);
+            match receipt.wait().await {
+                Ok(report) => {
+                    let last = report.batches.iter().filter_map(|b| b.answered_at).max();
+                    answered_at = answered_at.max(last);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
         if let Some(shard) = self.outcome.as_ref().and_then(|o| o.evicted_from()) {
@@ -136,6 +147,7 @@ impl Ack {
                 trades: self.trades,
                 quotes: self.quotes,
                 duplicates: self.outcome.map_or(0, |o| o.duplicates()),
+                answered_at,
             }),
         }
     }

@@ -26,6 +26,9 @@ pub struct BatchReport {
     pub rows_committed: u64,
     /// Rows the database rejected, now in the dead-letter table.
     pub rows_dead_lettered: u64,
+    /// When the pipeline answered: the batch committed (or, for a durable receipt, was
+    /// fsynced). What the ack's delivery is measured from.
+    pub answered_at: Option<Instant>,
 }
 
 /// A producer waiting for a batch: answered with its report, or why it never got one.
@@ -69,6 +72,8 @@ pub(crate) struct OpenBatch<R> {
     pub row_ends: Vec<u32>,
     /// Push time of each row (ns since the ingestor started).
     pub pushed_at: Vec<u64>,
+    /// When the batcher drained its rows from the ring: see [`Drains`].
+    pub drains: Drains,
     /// Producers waiting for this batch to commit.
     pub waiters: Vec<Waiter>,
     /// Producers waiting for this batch to be fsynced in the spool.
@@ -89,6 +94,7 @@ impl<R> OpenBatch<R> {
             body: BytesMut::with_capacity(bytes),
             row_ends: Vec::with_capacity(rows),
             pushed_at: Vec::with_capacity(rows),
+            drains: Drains::default(),
             waiters: Vec::new(),
             durable_waiters: Vec::new(),
             opened: None,
@@ -113,6 +119,8 @@ impl<R> OpenBatch<R> {
                 row_ends: self.row_ends,
             },
             pushed_at: self.pushed_at,
+            drains: self.drains,
+            handed_on_at: 0,
             waiters: self.waiters,
             durable_waiters: self.durable_waiters,
             earlier_run: None,
@@ -120,6 +128,39 @@ impl<R> OpenBatch<R> {
             claims: self.claims,
         };
         (batch, self.fanout)
+    }
+}
+
+/// When a batch's rows left the ring: one entry per drain of the ring that gave the batch
+/// rows, `(first row, time)` (ns since the ingestor started), so the time is read once per
+/// drain, not per row. A row's drain time is that of the last entry at or before it.
+#[derive(Debug, Default)]
+pub(crate) struct Drains(Vec<(u32, u64)>);
+
+impl Drains {
+    /// Notes that row `row` was drained at `at`; a new entry only when `at` differs from
+    /// the last one's.
+    #[inline]
+    pub fn note(&mut self, row: u32, at: u64) {
+        if self.0.last().is_none_or(|&(_, t)| t != at) {
+            self.0.push((row, at));
+        }
+    }
+
+    /// Each of `rows` rows' drain time, in row order (0 for rows before the first entry).
+    pub fn per_row(&self, rows: usize) -> impl Iterator<Item = u64> + '_ {
+        let mut next = 0;
+        let mut at = 0;
+        (0..rows as u32).map(move |row| {
+            while let Some(&(first, t)) = self.0.get(next) {
+                if first > row {
+                    break;
+                }
+                at = t;
+                next += 1;
+            }
+            at
+        })
     }
 }
 
@@ -134,6 +175,11 @@ pub(crate) struct CopyBatch {
     pub pushed_at: Vec<u64>,
     /// When it was sealed (ns since the ingestor started; 0 for an earlier run's batch).
     pub sealed_at: u64,
+    /// When its rows were drained from the ring.
+    pub drains: Drains,
+    /// When the spool stage handed it on to the writer (ns since the ingestor started; 0
+    /// without a spool).
+    pub handed_on_at: u64,
     /// Producers waiting for this batch (and every earlier one) to commit.
     pub waiters: Vec<Waiter>,
     /// Producers waiting for this batch (and every earlier one) to be fsynced in the spool.
@@ -168,6 +214,8 @@ impl CopyBatch {
             sealed_at: 0,
             rows: CopyRows::default(),
             pushed_at: Vec::new(),
+            drains: Drains::default(),
+            handed_on_at: 0,
             waiters: Vec::new(),
             durable_waiters: Vec::new(),
             earlier_run: None,

@@ -56,6 +56,9 @@ struct Batcher<R: Record> {
     fanout_on: bool,
     /// When the ring last gave anything (the [`QUIET`] seal counts from it).
     last_input: Instant,
+    /// When the current drain of the ring began (ns since the ingestor started): the
+    /// drain time of every row it gives.
+    drained_at: u64,
 }
 
 /// What one drain of the ring found.
@@ -80,6 +83,7 @@ impl<R: Record> Batcher<R> {
             seq: 0,
             symbol_seqs: SymbolSequences::default(),
             last_input: Instant::now(),
+            drained_at: 0,
         };
         batcher.open = batcher.fresh(0);
         batcher
@@ -105,6 +109,9 @@ impl<R: Record> Batcher<R> {
             let Some(slot) = self.shard.ring.pop() else {
                 break;
             };
+            if drained.slots == 0 {
+                self.drained_at = self.shard.clock.now();
+            }
             drained.slots += 1;
             match slot {
                 Slot::Record { record, pushed_at } => {
@@ -154,6 +161,8 @@ impl<R: Record> Batcher<R> {
             open.body.reserve(more);
         }
         record.encode_row(&mut open.body);
+        open.drains
+            .note(open.row_ends.len() as u32, self.drained_at);
         open.row_ends.push(open.body.len() as u32);
         open.pushed_at.push(pushed_at);
         if self.fanout_on {
@@ -457,13 +466,19 @@ mod tests {
         let after_rows = barrier(false);
         let wait = |rx| tokio::time::timeout(Duration::from_secs(5), rx);
         let report = wait(after_rows).await.expect("answered").expect("sent");
+        let report = report.expect("committed");
         let expected = BatchReport {
             shard: 0,
             seq: 1,
             rows_committed: 3,
             rows_dead_lettered: 0,
+            answered_at: report.answered_at,
         };
-        assert_eq!(report.expect("committed"), expected);
+        assert_eq!(report, expected);
+        assert!(
+            report.answered_at.is_some(),
+            "the commit's time is reported"
+        );
         // A barrier with no rows behind it has no linger to wait for: it is passed on at
         // once, in its own batch.
         let alone = barrier(true);

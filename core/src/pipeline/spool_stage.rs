@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::metrics::lock_histograms;
 use crate::pipeline::batch::{BatchReport, SealedBatch, SpoolPosition, Waiter};
 use crate::pipeline::shard::ShardContext;
 use crate::record::Record;
@@ -28,7 +29,8 @@ pub(crate) fn run<R: Record>(
     tx: mpsc::UnboundedSender<SealedBatch<R>>,
 ) {
     let index = shard.index();
-    let send = |sealed: SealedBatch<R>| {
+    let send = |mut sealed: SealedBatch<R>| {
+        sealed.batch.handed_on_at = shard.clock.now();
         shard.spool_backlog.handed_on();
         tx.send(sealed).is_ok()
     };
@@ -64,7 +66,7 @@ pub(crate) fn run<R: Record>(
         // Receipts with nothing unsynced before them are answered by a no-op sync.
         let answerable = !unsynced.is_empty() && appender.sync_in().is_none();
         if appender.sync_due() || answerable || (closed && appender.sync_in().is_some()) {
-            sync_and_answer(index, &mut appender, &mut unsynced);
+            sync_and_answer(&shard, &mut appender, &mut unsynced);
         }
         if closed {
             if let Err(e) = appender.close() {
@@ -135,15 +137,28 @@ fn append<R: Record>(
     }
 }
 
-/// Fsyncs what was appended and answers the durable receipts waiting for it.
-fn sync_and_answer(shard: usize, appender: &mut Appender, unsynced: &mut Unsynced) {
+/// Fsyncs what was appended, records how long that took and answers the durable receipts
+/// waiting for it.
+fn sync_and_answer<R>(shard: &ShardContext<R>, appender: &mut Appender, unsynced: &mut Unsynced) {
+    let dirty = appender.sync_in().is_some();
+    let started = std::time::Instant::now();
     let synced = appender.sync();
+    if dirty {
+        let took = started.elapsed().as_micros() as u64;
+        let _ = lock_histograms(&shard.histograms)
+            .stages
+            .fsync_us
+            .record(took);
+    }
+    let shard = shard.index();
+    let answered_at = std::time::Instant::now();
     for (seq, waiters) in unsynced.drain(..) {
         for w in waiters {
             let answer: Result<BatchReport> = match &synced {
                 Ok(()) => Ok(BatchReport {
                     shard,
                     seq,
+                    answered_at: Some(answered_at),
                     ..BatchReport::default()
                 }),
                 Err(e) => Err(Error::Spool {

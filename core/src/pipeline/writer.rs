@@ -94,6 +94,7 @@ pub(crate) async fn run<R: Record>(
             seq: batch.seq,
             rows_committed: rows,
             rows_dead_lettered: 0,
+            answered_at: None,
         };
         // Rows the database rejected, and producer resends left out (indexes in the
         // batch): not published after commit.
@@ -129,6 +130,7 @@ pub(crate) async fn run<R: Record>(
             sp.spool.committed(sp.entry, sp.memory_bytes);
         }
         // Without a spool, committed is the strongest point there is.
+        report.answered_at = Some(Instant::now());
         batch.answer_all(|| Ok(report));
     }
 }
@@ -169,14 +171,26 @@ fn record_stages<R>(
     }
     let mut h = lock_histograms(&shard.histograms);
     let stages = &mut h.stages;
-    for &p in &batch.pushed_at {
-        let _ = stages
-            .batching_us
-            .record(batch.sealed_at.saturating_sub(p) / 1_000);
+    let sealed = batch.sealed_at;
+    let drains = batch.drains.per_row(batch.pushed_at.len());
+    for (&p, d) in batch.pushed_at.iter().zip(drains) {
+        let _ = stages.ring_us.record(d.saturating_sub(p) / 1_000);
+        let _ = stages.linger_us.record(sealed.saturating_sub(d) / 1_000);
+        let _ = stages.batching_us.record(sealed.saturating_sub(p) / 1_000);
     }
+    // Without a spool the batch goes from the batcher straight to the writer's queue.
+    let queued = match batch.handed_on_at {
+        0 => sealed,
+        handed_on => {
+            let _ = stages
+                .spool_us
+                .record(handed_on.saturating_sub(sealed) / 1_000);
+            handed_on
+        }
+    };
     let _ = stages
         .queue_us
-        .record(taken_at.saturating_sub(batch.sealed_at) / 1_000);
+        .record(taken_at.saturating_sub(queued) / 1_000);
     if let Some((copy, commit)) = timing {
         let _ = stages.copy_us.record(copy.as_micros() as u64);
         let _ = stages.commit_us.record(commit.as_micros() as u64);
