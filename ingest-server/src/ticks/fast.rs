@@ -432,7 +432,7 @@ mod tests {
     /// A number as clients write it: an integer, a decimal, an exponent, many digits.
     fn number() -> impl Strategy<Value = String> {
         prop_oneof![
-            (0u64..1 << 60).prop_map(|n| n.to_string()),
+            (0u64..=1_000_000_000_000_000_000).prop_map(|n| n.to_string()),
             (0.0f64..1e7).prop_map(|v| format!("{v}")),
             (0.0f64..1e7).prop_map(|v| format!("{v:e}")),
             (0u32..100_000, 0u32..100).prop_map(|(a, b)| format!("{a}.{b:02}")),
