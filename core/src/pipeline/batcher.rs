@@ -34,9 +34,11 @@ const DURABLE_LINGER: Duration = Duration::from_millis(5);
 /// for the answer before they send more (request/response clients, a TCP window that is
 /// full), so lingering on would only add to their latency. A feed whose pushes come closer
 /// together than this still lingers and commits in big batches; and since the ring must
-/// have been quiet this long, these seals come at most 100 times a second per shard, at
-/// loads where commits cost little.
-const QUIET: Duration = Duration::from_millis(10);
+/// have been quiet this long, these seals come at most 500 times a second per shard (and no
+/// faster than the writer commits), at loads where commits cost little. It is short because
+/// a request-response client alone (the last connection of a bulk load) pays it on every
+/// request.
+const QUIET: Duration = Duration::from_millis(2);
 
 /// One shard's batcher: the batch being filled and where sealed ones go.
 struct Batcher<R: Record> {

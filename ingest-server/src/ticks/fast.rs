@@ -22,6 +22,14 @@ use crate::timefmt;
 /// decide (an error, or a form this path does not read).
 pub fn parse(body: &[u8]) -> Option<Ticks> {
     let mut out = Ticks::default();
+    parse_into(body, &mut out)?;
+    Some(out)
+}
+
+/// [`parse`] into `out` (emptied first), so that a caller reading request after request
+/// reuses its vectors; on `None`, `out` holds whatever was read before the fast path gave up.
+pub fn parse_into(body: &[u8], out: &mut Ticks) -> Option<()> {
+    out.clear();
     let array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let mut r = Reader {
         b: body,
@@ -29,11 +37,10 @@ pub fn parse(body: &[u8]) -> Option<Ticks> {
         newline_is_space: array,
     };
     if array {
-        r.array(&mut out)?
+        r.array(out)
     } else {
-        r.ndjson(&mut out)?
+        r.ndjson(out)
     }
-    Some(out)
 }
 
 /// A cursor over the body.
@@ -153,8 +160,9 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(&self.b[start..start + len]).ok()
     }
 
-    /// The text of a JSON number (RFC 8259's grammar) and whether it is an integer.
-    fn number(&mut self) -> Option<(&'a str, bool)> {
+    /// The bytes of a JSON number (RFC 8259's grammar, so ASCII) and whether it is an
+    /// integer.
+    fn number(&mut self) -> Option<(&'a [u8], bool)> {
         let start = self.p;
         self.eat(b'-');
         let digits = |r: &mut Self| {
@@ -186,18 +194,19 @@ impl<'a> Reader<'a> {
                 return None;
             }
         }
-        // ASCII by construction.
-        let text = std::str::from_utf8(&self.b[start..self.p]).ok()?;
-        Some((text, integer))
+        Some((&self.b[start..self.p], integer))
     }
 
     /// A JSON integer that fits `i64` (`-0` is left to the reference).
     fn int(&mut self) -> Option<i64> {
         let (text, integer) = self.number()?;
-        if !integer || text == "-0" {
+        if !integer || text == b"-0" {
             return None;
         }
-        text.parse().ok()
+        match integer_value(text)? {
+            Integer::Signed(n) => Some(n),
+            Integer::Unsigned(_) => None,
+        }
     }
 
     /// Any JSON number as `f64`, as the reference reads it: an integer through `i64`/`u64`,
@@ -205,14 +214,13 @@ impl<'a> Reader<'a> {
     fn float(&mut self) -> Option<f64> {
         let (text, integer) = self.number()?;
         if integer {
-            if let Ok(n) = text.parse::<i64>() {
-                return (text != "-0").then_some(n as f64);
-            }
-            if let Ok(n) = text.parse::<u64>() {
-                return Some(n as f64);
-            }
-            return None;
+            return match integer_value(text)? {
+                Integer::Signed(n) => (text != b"-0").then_some(n as f64),
+                Integer::Unsigned(n) => Some(n as f64),
+            };
         }
+        // ASCII by construction, so this check cannot fail; `f64`'s parser takes a `str`.
+        let text = std::str::from_utf8(text).ok()?;
         text.parse::<f64>().ok().filter(|v| v.is_finite())
     }
 
@@ -278,6 +286,34 @@ impl<'a> Reader<'a> {
         }
         Some(())
     }
+}
+
+/// An integer's value: as `i64` when it fits, else as `u64` (serde_json's order).
+enum Integer {
+    Signed(i64),
+    Unsigned(u64),
+}
+
+/// The value of an integer's text (`-`? then digits, as [`Reader::number`] checked), or
+/// `None` past `i64::MIN` or `u64::MAX`. Read from the bytes: no UTF-8 check, no `str`
+/// parser, for the two or three integers of every tick.
+fn integer_value(text: &[u8]) -> Option<Integer> {
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, text),
+    };
+    let mut v: u64 = 0;
+    for &d in digits {
+        debug_assert!(d.is_ascii_digit());
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if negative {
+        return 0i64.checked_sub_unsigned(v).map(Integer::Signed);
+    }
+    Some(match i64::try_from(v) {
+        Ok(n) => Integer::Signed(n),
+        Err(_) => Integer::Unsigned(v),
+    })
 }
 
 impl Fields<'_> {
@@ -372,6 +408,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn integers_read_from_bytes_as_the_str_parsers_read_them() {
+        use super::{integer_value, Integer};
+        for text in [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ] {
+            let want = match (text.parse::<i64>(), text.parse::<u64>()) {
+                (Ok(n), _) => Some(Integer::Signed(n)),
+                (_, Ok(n)) => Some(Integer::Unsigned(n)),
+                _ => None,
+            };
+            let got = integer_value(text.as_bytes());
+            let same = match (&got, &want) {
+                (Some(Integer::Signed(a)), Some(Integer::Signed(b))) => a == b,
+                (Some(Integer::Unsigned(a)), Some(Integer::Unsigned(b))) => a == b,
+                (None, None) => true,
+                _ => false,
+            };
+            assert!(same, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_reused_ticks_holds_only_the_last_body() {
+        let mut out = christmas_core::Ticks::default();
+        super::parse_into(PLAIN.as_bytes(), &mut out).unwrap();
+        super::parse_into(PLAIN.as_bytes(), &mut out).unwrap();
+        assert_eq!(Some(out), parse(PLAIN.as_bytes()));
+    }
+
     /// Pieces of records: keys (some wrong), values (some wrong), whitespace.
     fn piece() -> impl Strategy<Value = String> {
         let key = prop::sample::select(vec![
@@ -432,7 +508,7 @@ mod tests {
     /// A number as clients write it: an integer, a decimal, an exponent, many digits.
     fn number() -> impl Strategy<Value = String> {
         prop_oneof![
-            (0u64..1 << 60).prop_map(|n| n.to_string()),
+            (0u64..=1_000_000_000_000_000_000).prop_map(|n| n.to_string()),
             (0.0f64..1e7).prop_map(|v| format!("{v}")),
             (0.0f64..1e7).prop_map(|v| format!("{v:e}")),
             (0u32..100_000, 0u32..100).prop_map(|(a, b)| format!("{a}.{b:02}")),

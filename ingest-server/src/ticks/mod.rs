@@ -59,10 +59,19 @@ fn err(index: usize, field: &str, reason: impl Into<String>) -> TickError {
 /// Parses a JSON array or NDJSON body into its ticks: by [`fast`] when it can, else by
 /// [`parse_reference`], which names the first bad record.
 pub fn parse(body: &[u8]) -> Result<Ticks, TickError> {
-    match fast::parse(body) {
-        Some(ticks) => Ok(ticks),
-        None => parse_reference(body),
+    let mut out = Ticks::default();
+    parse_into(body, &mut out)?;
+    Ok(out)
+}
+
+/// [`parse`] into `out`, emptied first: a reader of request after request reuses its
+/// vectors. On an error `out` holds part of the body's ticks; empty it before pushing.
+pub fn parse_into(body: &[u8], out: &mut Ticks) -> Result<(), TickError> {
+    if fast::parse_into(body, out).is_some() {
+        return Ok(());
     }
+    out.clear();
+    parse_reference_into(body, out)
 }
 
 /// The reference parser: every form JSON allows, strictly, through serde; the first bad
@@ -70,11 +79,15 @@ pub fn parse(body: &[u8]) -> Result<Ticks, TickError> {
 /// compare the two.
 pub fn parse_reference(body: &[u8]) -> Result<Ticks, TickError> {
     let mut out = Ticks::default();
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => parse_array(body, &mut out)?,
-        _ => parse_ndjson(body, &mut out)?,
-    }
+    parse_reference_into(body, &mut out)?;
     Ok(out)
+}
+
+fn parse_reference_into(body: &[u8], out: &mut Ticks) -> Result<(), TickError> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => parse_array(body, out),
+        _ => parse_ndjson(body, out),
+    }
 }
 
 fn parse_array(body: &[u8], out: &mut Ticks) -> Result<(), TickError> {
