@@ -116,6 +116,19 @@ async fn settings_are_kept_and_a_change_that_deletes_rows_needs_confirming() {
         .sum();
     assert_eq!(dropped, 3, "{report:?}");
 
+    // Longer retention deletes nothing and needs no confirmation.
+    let longer = SchemaConfig {
+        retention: Some(Duration::from_secs(400 * 86_400)),
+        change: vec![Setting::Retention],
+        ..SchemaConfig::default()
+    };
+    schema::migrate_url(&url, &longer).await.unwrap();
+    assert_eq!(stored(&client).await.1, Some(400.0 * DAY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_ledger_retention_that_prunes_ledger_rows_needs_confirming() {
+    let (url, client) = fresh_db(&keep_everything()).await;
     // A shorter ledger retention that would prune ledger rows needs confirming too: a
     // spool replayed or a producer resending after the pruning could store ticks again.
     client
@@ -142,7 +155,7 @@ async fn settings_are_kept_and_a_change_that_deletes_rows_needs_confirming() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(stored(&client).await.2, 3.0 * DAY);
+    assert_eq!(stored(&client).await.2, 7.0 * DAY);
     ledger.confirm_deletion = true;
     let report = schema::migrate_url(&url, &ledger).await.unwrap();
     assert_eq!(
@@ -163,15 +176,6 @@ async fn settings_are_kept_and_a_change_that_deletes_rows_needs_confirming() {
     assert_eq!(stored(&client).await.2, DAY);
     assert_eq!(schema::prune_ledger(&client).await.unwrap(), 40);
     assert_eq!(count(&client, "ingest_batches").await, 0);
-
-    // Longer retention deletes nothing and needs no confirmation.
-    let longer = SchemaConfig {
-        retention: Some(Duration::from_secs(400 * 86_400)),
-        change: vec![Setting::Retention],
-        ..SchemaConfig::default()
-    };
-    schema::migrate_url(&url, &longer).await.unwrap();
-    assert_eq!(stored(&client).await.1, Some(400.0 * DAY));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
