@@ -251,7 +251,12 @@ proptest! {
         let finite = |v: f64| if v.is_finite() { v } else { 1.0 };
         let trades: Vec<Trade> = trades
             .into_iter()
-            .map(|t| Trade { price: finite(t.price), volume: finite(t.volume).abs(), ..t })
+            .map(|t| Trade {
+                price: finite(t.price),
+                // Valid volumes run from 0 to `Trade::MAX_VOLUME`.
+                volume: finite(t.volume).abs().min(Trade::MAX_VOLUME),
+                ..t
+            })
             .collect();
         let quotes: Vec<Quote> = quotes
             .into_iter()
