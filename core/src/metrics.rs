@@ -296,10 +296,53 @@ impl MetricsSnapshot {
     }
 }
 
+/// Records every value of `values`, each run of equal consecutive values in one update:
+/// the rows of one push share their times, and one update per row was about 3 % of a
+/// replay's CPU.
+pub(crate) fn record_runs(h: &mut Histogram<u64>, values: impl IntoIterator<Item = u64>) {
+    let mut run: Option<(u64, u64)> = None;
+    for v in values {
+        match &mut run {
+            Some((value, n)) if *value == v => *n += 1,
+            _ => {
+                if let Some((value, n)) = run.replace((v, 1)) {
+                    let _ = h.record_n(value, n);
+                }
+            }
+        }
+    }
+    if let Some((value, n)) = run {
+        let _ = h.record_n(value, n);
+    }
+}
+
 pub(crate) fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
 pub(crate) fn add(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_runs_counts_every_value_as_recording_each_does() {
+        let values: Vec<u64> = [7, 7, 7, 3, 3, 900, 7, 7, 12_345_678, 1]
+            .into_iter()
+            .chain(std::iter::repeat_n(42, 1_000))
+            .collect();
+        let mut each = histogram();
+        for &v in &values {
+            each.record(v).unwrap();
+        }
+        let mut runs = histogram();
+        record_runs(&mut runs, values.iter().copied());
+        assert_eq!(runs.len(), values.len() as u64);
+        assert_eq!(runs, each);
+        record_runs(&mut runs, std::iter::empty());
+        assert_eq!(runs.len(), values.len() as u64);
+    }
 }

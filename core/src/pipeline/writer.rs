@@ -147,11 +147,13 @@ fn record_commit<R>(
     metrics::add(&c.rows_committed, report.rows_committed);
     metrics::add(&c.batches_committed, 1);
     let mut h = lock_histograms(&shard.histograms);
-    for &p in &batch.pushed_at {
-        let _ = h
-            .push_to_commit_us
-            .record(committed_at.saturating_sub(p) / 1_000);
-    }
+    metrics::record_runs(
+        &mut h.push_to_commit_us,
+        batch
+            .pushed_at
+            .iter()
+            .map(|&p| committed_at.saturating_sub(p) / 1_000),
+    );
     let _ = h
         .batch_commit_us
         .record(started.elapsed().as_micros() as u64);
@@ -172,12 +174,25 @@ fn record_stages<R>(
     let mut h = lock_histograms(&shard.histograms);
     let stages = &mut h.stages;
     let sealed = batch.sealed_at;
-    let drains = batch.drains.per_row(batch.pushed_at.len());
-    for (&p, d) in batch.pushed_at.iter().zip(drains) {
-        let _ = stages.ring_us.record(d.saturating_sub(p) / 1_000);
-        let _ = stages.linger_us.record(sealed.saturating_sub(d) / 1_000);
-        let _ = stages.batching_us.record(sealed.saturating_sub(p) / 1_000);
-    }
+    let rows = batch.pushed_at.len();
+    let pushed = || batch.pushed_at.iter().copied();
+    metrics::record_runs(
+        &mut stages.ring_us,
+        pushed()
+            .zip(batch.drains.per_row(rows))
+            .map(|(p, d)| d.saturating_sub(p) / 1_000),
+    );
+    metrics::record_runs(
+        &mut stages.linger_us,
+        batch
+            .drains
+            .per_row(rows)
+            .map(|d| sealed.saturating_sub(d) / 1_000),
+    );
+    metrics::record_runs(
+        &mut stages.batching_us,
+        pushed().map(|p| sealed.saturating_sub(p) / 1_000),
+    );
     // Without a spool the batch goes from the batcher straight to the writer's queue.
     let queued = match batch.handed_on_at {
         0 => sealed,
