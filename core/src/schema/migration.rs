@@ -93,6 +93,11 @@ const POSTGRES: &[Migration] = &[
         name: "settings_in_place",
         sql: include_str!("../../../sql/postgres/0009_settings_in_place.sql"),
     },
+    Migration {
+        version: 10,
+        name: "ascending_symbol_time",
+        sql: include_str!("../../../sql/postgres/0010_ascending_symbol_time.sql"),
+    },
 ];
 
 const TIMESCALEDB: &[Migration] = &[
@@ -120,6 +125,11 @@ const TIMESCALEDB: &[Migration] = &[
         version: 9,
         name: "settings_in_place",
         sql: include_str!("../../../sql/timescaledb/0009_settings_in_place.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "ascending_symbol_time",
+        sql: include_str!("../../../sql/timescaledb/0010_ascending_symbol_time.sql"),
     },
 ];
 

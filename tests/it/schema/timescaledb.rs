@@ -103,7 +103,7 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
         .await
         .unwrap();
     assert_eq!(report.variant, Variant::TimescaleDb);
-    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     let again = schema::migrate_url(&url, &SchemaConfig::default())
         .await
         .unwrap();
@@ -129,6 +129,29 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
             ("market_data".into(), "time".into(), None),
             ("quotes".into(), "symbol".into(), Some(4)),
             ("quotes".into(), "time".into(), None),
+        ]
+    );
+    // The (symbol, time) indexes ascend, as the plain variant's do (version 10), and time
+    // alone has a BRIN index (version 9).
+    let indexes: Vec<String> = client
+        .query(
+            "SELECT indexdef FROM pg_indexes
+              WHERE schemaname = 'public' AND tablename IN ('market_data', 'quotes')
+              ORDER BY indexname",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        indexes,
+        vec![
+            "CREATE INDEX market_data_symbol_time_idx ON public.market_data USING btree (symbol, \"time\")",
+            "CREATE INDEX market_data_time_brin ON public.market_data USING brin (\"time\") WITH (autosummarize='on')",
+            "CREATE INDEX quotes_symbol_time_idx ON public.quotes USING btree (symbol, \"time\")",
+            "CREATE INDEX quotes_time_brin ON public.quotes USING brin (\"time\") WITH (autosummarize='on')",
         ]
     );
     let jobs: Vec<String> = client
@@ -576,7 +599,7 @@ async fn timescaledb_is_detected_and_installed_by_a_non_superuser_owner() {
         .await
         .unwrap();
     assert_eq!(report.variant, Variant::TimescaleDb);
-    assert_eq!(report.version, 9);
+    assert_eq!(report.version, 10);
     let owner = connect(&owner_url).await;
     assert_eq!(
         count(
