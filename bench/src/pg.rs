@@ -3,11 +3,24 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tokio_postgres::Client;
 
 pub use christmas_tests::pg::connect;
 use christmas_tests::pg::database_url;
+
+/// The schema variant of the bench's fresh databases: `CHRISTMAS_BENCH_VARIANT`
+/// (`postgres` or `timescaledb`), so that both can be measured on one TimescaleDB server;
+/// unset, the migrator's choice (TimescaleDB where it is preloaded).
+fn variant() -> Result<Option<christmas_core::schema::Variant>> {
+    match std::env::var("CHRISTMAS_BENCH_VARIANT") {
+        Ok(v) if !v.is_empty() => Ok(Some(
+            v.parse()
+                .with_context(|| format!("CHRISTMAS_BENCH_VARIANT={v}"))?,
+        )),
+        _ => Ok(None),
+    }
+}
 
 /// A new database `name` on the server of `base` (dropped first if it exists), migrated to
 /// the current schema; its URL. Each scenario gets its own, so nothing else's rows are
@@ -21,7 +34,11 @@ pub async fn fresh_database(base: &str, name: &str) -> Result<String> {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await?;
     let url = database_url(base, name)?;
-    christmas_core::schema::migrate_url(&url, &Default::default()).await?;
+    let config = christmas_core::schema::SchemaConfig {
+        variant: variant()?,
+        ..Default::default()
+    };
+    christmas_core::schema::migrate_url(&url, &config).await?;
     Ok(url)
 }
 
