@@ -93,6 +93,17 @@ async fn chunk_interval(client: &Client) -> String {
         .get(0)
 }
 
+/// The first column of every row `sql` returns, as text.
+async fn strings(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs CHRISTMAS_TIMESCALEDB_URL, a server with TimescaleDB preloaded"]
 async fn timescaledb_variant_hypertables_policies_and_bars() {
@@ -133,18 +144,13 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
     );
     // The (symbol, time) indexes ascend, as the plain variant's do (version 10), and time
     // alone has a BRIN index (version 9).
-    let indexes: Vec<String> = client
-        .query(
-            "SELECT indexdef FROM pg_indexes
-              WHERE schemaname = 'public' AND tablename IN ('market_data', 'quotes')
-              ORDER BY indexname",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let indexes = strings(
+        &client,
+        "SELECT indexdef FROM pg_indexes
+          WHERE schemaname = 'public' AND tablename IN ('market_data', 'quotes')
+          ORDER BY indexname",
+    )
+    .await;
     assert_eq!(
         indexes,
         vec![
@@ -154,19 +160,14 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
             "CREATE INDEX quotes_time_brin ON public.quotes USING brin (\"time\") WITH (autosummarize='on')",
         ]
     );
-    let jobs: Vec<String> = client
-        .query(
-            "SELECT proc_name || ':' || coalesce(hypertable_name, '')
-               FROM timescaledb_information.jobs
-              WHERE hypertable_name IS NOT NULL OR proc_name LIKE 'christmas%'
-              ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let jobs = strings(
+        &client,
+        "SELECT proc_name || ':' || coalesce(hypertable_name, '')
+           FROM timescaledb_information.jobs
+          WHERE hypertable_name IS NOT NULL OR proc_name LIKE 'christmas%'
+          ORDER BY 1",
+    )
+    .await;
     assert_eq!(
         jobs,
         vec![
