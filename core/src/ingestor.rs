@@ -492,6 +492,7 @@ impl<R: Record> Ingestor<R> {
                 dead_lettered: crate::metrics::load(&c.dead_lettered),
                 ledger_hits: crate::metrics::load(&c.ledger_hits),
                 producer_resends: crate::metrics::load(&c.producer_resends),
+                grouped_commits: crate::metrics::load(&c.grouped_commits),
             });
             let h = lock_histograms(&shard.histograms);
             // Histograms auto-resize, so adding cannot fail.

@@ -45,10 +45,10 @@
 //! | `  ring.rs` | `ShardRing`: bounded lock-free queue (crossbeam `ArrayQueue`) that keeps its own wake-ups |
 //! | `  batcher.rs` | drains a ring, encodes into a COPY body, seals on rows / bytes / linger |
 //! | `  spool_stage.rs` | with a spool: appends each sealed batch, fsyncs, answers durable receipts |
-//! | `  writer.rs` | commits batches in order through the COPY sink, records metrics, answers receipts |
+//! | `  writer.rs` | commits batches in order through the COPY sink (batches queued behind a commit go in together), records metrics, answers receipts |
 //! | `  partition_task.rs` | the ingestor's periodic partition maintenance and ledger pruning |
 //! | [`spool`] | segment files on local disk: format, appender, scanner, recovery |
-//! | [`pg`] | connect policy; `ledger.rs` (`BatchLedger`); `copy_sink.rs` (`BEGIN; ledger row; COPY; COMMIT`, exactly once, bad rows split into dead letters) |
+//! | [`pg`] | connect policy; `ledger.rs` (`BatchLedger`); `copy_sink.rs` (`BEGIN; ledger row; COPY; COMMIT`, exactly once, bad rows split into dead letters; `copy_sink/group.rs`: several queued batches in one transaction, a ledger row each) |
 //! | [`metrics`] | counters, gauges and HdrHistogram latencies as a [`MetricsSnapshot`] |
 //! | [`tls`] | TLS to PostgreSQL and Redis: libpq's [`SslMode`](tls::SslMode) and root certificates, typed failures ([`TlsErrorKind`]) |
 //! | [`redis`] | [`RedisTarget`](redis::RedisTarget) (node, Sentinel, Cluster), the connection, typed error kinds ([`RedisErrorKind`]) |

@@ -23,6 +23,8 @@ pub(crate) struct ShardCounters {
     pub ledger_hits: AtomicU64,
     /// Producer ticks left out at commit as resends of ticks already stored .
     pub producer_resends: AtomicU64,
+    /// Transactions that committed several queued batches together .
+    pub grouped_commits: AtomicU64,
 }
 
 /// Latency histograms of one shard, locked once per batch (never per record).
@@ -172,6 +174,8 @@ pub struct ShardSnapshot {
     pub ledger_hits: u64,
     /// Producer ticks left out at commit: resends of ticks already stored.
     pub producer_resends: u64,
+    /// Transactions that committed several queued batches together.
+    pub grouped_commits: u64,
 }
 
 /// A histogram's headline figures.
@@ -293,6 +297,10 @@ impl MetricsSnapshot {
     /// Producer ticks left out at commit as resends, all shards.
     pub fn producer_resends(&self) -> u64 {
         self.sum(|s| s.producer_resends)
+    }
+    /// Transactions that committed several queued batches together, all shards.
+    pub fn grouped_commits(&self) -> u64 {
+        self.sum(|s| s.grouped_commits)
     }
 }
 

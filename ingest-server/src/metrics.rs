@@ -138,7 +138,7 @@ fn kind(k: &str) -> Labels {
 type EngineCounter = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
 
 /// The engine's counters, one series per record kind.
-const ENGINE_COUNTERS: [EngineCounter; 9] = [
+const ENGINE_COUNTERS: [EngineCounter; 10] = [
     (
         "christmas_accepted",
         "Records accepted into the rings.",
@@ -183,6 +183,11 @@ const ENGINE_COUNTERS: [EngineCounter; 9] = [
         "christmas_producer_resends",
         "Producer ticks left out at commit: resends of ticks already stored.",
         MetricsSnapshot::producer_resends,
+    ),
+    (
+        "christmas_grouped_commits",
+        "Transactions that committed several queued batches together.",
+        MetricsSnapshot::grouped_commits,
     ),
 ];
 

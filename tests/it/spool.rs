@@ -423,3 +423,93 @@ async fn postgres_down_the_spool_takes_ticks_until_full_then_everything_lands() 
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Durable pushes seal a batch every few milliseconds whether or not the writer keeps up.
+/// Behind a locked table they queue up, and the writer then commits the queued batches
+/// together, exactly once and in order, one ledger row per batch. A queued batch with a row
+/// PostgreSQL refuses makes its group fall back to one batch at a time, which dead-letters
+/// that row alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_batches_queued_behind_a_stall_commit_together_exactly_once() {
+    const CHUNK: usize = 50;
+    const CHUNKS: usize = 40;
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    client
+        .batch_execute("ALTER TABLE market_data ADD CONSTRAINT positive_price CHECK (price >= 0)")
+        .await
+        .unwrap();
+    support::track_arrival(&client).await;
+    let dir = spool_dir("grouped");
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .shards(1)
+        .spool(small_spool(&dir))
+        .start()
+        .await
+        .unwrap();
+    let all = trades((2 * CHUNK * CHUNKS) as u64);
+    let (first, second) = all.split_at(CHUNK * CHUNKS);
+    let mut second = second.to_vec();
+    let bad = CHUNK * 30 + 7;
+    second[bad].price = -1.0;
+    let stall = || async {
+        let locker = connect(&url).await;
+        locker
+            .batch_execute("BEGIN; LOCK TABLE market_data IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        locker
+    };
+
+    // Phase 1: good rows only. Every chunk is durable while nothing can commit.
+    let locker = stall().await;
+    push_durably(&ingestor, first, CHUNK).await;
+    assert_eq!(
+        ingestor.metrics().rows_committed(),
+        0,
+        "a COPY got past the lock"
+    );
+    drop(locker);
+    ingestor.flush().await.unwrap();
+    let m = ingestor.metrics();
+    assert!(
+        m.grouped_commits() >= 1,
+        "no transaction committed queued batches together"
+    );
+    assert_eq!(m.rows_committed(), first.len() as u64);
+    assert!(m.batches_committed() >= CHUNKS as u64);
+    let grouped = m.grouped_commits();
+
+    // Phase 2: one bad row among the queued batches.
+    let locker = stall().await;
+    push_durably(&ingestor, &second, CHUNK).await;
+    drop(locker);
+    ingestor.flush().await.unwrap();
+    let report = ingestor.shutdown().await.unwrap();
+    assert_eq!(report.dead_lettered(), 1);
+    assert_eq!(report.rows_committed(), all.len() as u64 - 1);
+    assert!(report.grouped_commits() >= grouped);
+    // One ledger row per batch, whether it committed alone or in a group (the bad batch
+    // has more: its split parts and its dead letter).
+    let batches_in_ledger = count(
+        &client,
+        "(SELECT DISTINCT stream, shard, seq FROM ingest_batches) b",
+    )
+    .await;
+    assert_eq!(batches_in_ledger as u64, report.batches_committed());
+    assert_eq!(count(&client, "ingest_dead_letters").await, 1);
+    // Exactly the good rows, each once, in push order per symbol.
+    let good = all.len() as i64 - 1;
+    assert_eq!(count(&client, "market_data").await, good);
+    let (stored_count, stored_sum) = checksum(&client).await;
+    let expected_sum: i64 = first
+        .iter()
+        .chain(second.iter())
+        .filter(|t| t.price >= 0.0)
+        .map(|t| t.exchange_seq)
+        .sum();
+    assert_eq!((stored_sum, stored_count), (expected_sum, good));
+    let (misordered, duplicates) = support::order_violations_and_duplicates(&client).await;
+    assert_eq!((misordered, duplicates), (0, 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

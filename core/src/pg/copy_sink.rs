@@ -36,6 +36,8 @@ use crate::producer::claim::Refused;
 use crate::producer::BatchClaims;
 use crate::record::Record;
 
+mod group;
+
 /// How one attempt ended.
 enum AttemptError {
     /// PostgreSQL refused the data; the transaction certainly did not commit.

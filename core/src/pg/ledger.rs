@@ -87,6 +87,31 @@ impl BatchLedger {
         )
     }
 
+    /// `BEGIN` and one insert of a row for each of `origin`'s whole batches `(seq, rows)`,
+    /// as one simple query: the transaction that commits several batches at once. The rows
+    /// are the ones [`BatchLedger::begin_with_insert`] writes for each batch alone, so the
+    /// ledger answers for each batch the same way whichever wrote it.
+    pub fn begin_with_inserts(
+        &self,
+        origin: &BatchOrigin,
+        batches: impl IntoIterator<Item = (u64, usize)>,
+    ) -> String {
+        use std::fmt::Write;
+        let mut sql = format!(
+            "BEGIN; INSERT INTO {} (stream, shard, seq, first_row, rows) VALUES ",
+            self.table
+        );
+        for (i, (seq, rows)) in batches.into_iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(
+                sql,
+                "{sep}('{}', {}, {seq}, 0, {rows})",
+                origin.stream, origin.shard
+            );
+        }
+        sql
+    }
+
     /// True when `entry`'s row is in the ledger: that part of the batch committed.
     pub async fn contains(
         &self,
@@ -181,5 +206,27 @@ mod tests {
             "BEGIN; INSERT INTO ops.ledger (stream, shard, seq, first_row, rows) \
              VALUES ('feed-1', 3, 7, 2, 5)"
         );
+    }
+
+    #[test]
+    fn a_group_inserts_the_row_each_batch_would_alone() {
+        let origin = BatchOrigin {
+            stream: "feed-1".into(),
+            shard: 3,
+        };
+        let ledger = BatchLedger::new("ops.ledger");
+        let sql = ledger.begin_with_inserts(&origin, [(7, 5), (8, 100)]);
+        assert_eq!(
+            sql,
+            "BEGIN; INSERT INTO ops.ledger (stream, shard, seq, first_row, rows) \
+             VALUES ('feed-1', 3, 7, 0, 5), ('feed-1', 3, 8, 0, 100)"
+        );
+        let alone = ledger.begin_with_insert(&LedgerEntry {
+            origin: &origin,
+            seq: 8,
+            first_row: 0,
+            rows: 100,
+        });
+        assert!(alone.ends_with(&sql[sql.len() - "('feed-1', 3, 8, 0, 100)".len()..]));
     }
 }

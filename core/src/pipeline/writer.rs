@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::binary_copy::CopyRows;
 use crate::config::valid_stream;
 use crate::fanout::publisher::FanoutBatch;
 use crate::metrics::{self, lock_histograms};
@@ -29,6 +30,20 @@ pub(crate) enum BatchSource<R> {
 }
 
 impl<R> BatchSource<R> {
+    /// A batch already waiting, if there is one.
+    fn try_recv(&mut self, backlog: &SpoolBacklog) -> Option<SealedBatch<R>> {
+        match self {
+            BatchSource::Batcher(rx) => rx.try_recv().ok(),
+            BatchSource::SpoolStage(rx) => {
+                let got = rx.try_recv().ok();
+                if got.is_some() {
+                    backlog.taken();
+                }
+                got
+            }
+        }
+    }
+
     async fn recv(&mut self, backlog: &SpoolBacklog) -> Option<SealedBatch<R>> {
         match self {
             BatchSource::Batcher(rx) => rx.recv().await,
@@ -75,64 +90,182 @@ fn load_spooled<R>(shard: &ShardContext<R>, batch: &mut CopyBatch) -> bool {
     }
 }
 
+/// The most batches one transaction commits together (its ledger insert names each).
+const MAX_GROUP: usize = 256;
+
+/// Whether a batch may be committed together with others: rows, no producer claims (their
+/// refusals are handled batch by batch), and sealed by this run (an earlier run's may be in
+/// already, so the ledger is asked first).
+fn groupable(batch: &CopyBatch) -> bool {
+    batch.rows() > 0 && batch.claims.is_empty() && batch.earlier_run.is_none()
+}
+
 /// Runs one shard's writer until the batcher (or the spool stage) hangs up. Without a
 /// `sink` (the discard sink) batches count as committed as they arrive.
+///
+/// Batches that queued up behind a commit are committed together, in one transaction
+/// (up to the batch limits and [`MAX_GROUP`] batches): a writer that fell behind, for
+/// example behind the small batches `ack=durable` seals every few milliseconds, catches
+/// up instead of paying a transaction per batch. If that transaction fails, each batch is
+/// written alone, asking the ledger first.
 pub(crate) async fn run<R: Record>(
     shard: Arc<ShardContext<R>>,
     mut source: BatchSource<R>,
     mut sink: Option<CopySink>,
 ) {
-    while let Some(SealedBatch { mut batch, fanout }) = source.recv(&shard.spool_backlog).await {
-        if !load_spooled(&shard, &mut batch) {
-            batch.rows.row_ends.clear();
-        }
-        let started = Instant::now();
-        let taken_at = shard.clock.now();
-        let rows = batch.rows() as u64;
-        let mut report = BatchReport {
-            shard: shard.index(),
-            seq: batch.seq,
-            rows_committed: rows,
-            rows_dead_lettered: 0,
-            answered_at: None,
+    // A batch taken while gathering a group that could not join it (already prepared).
+    let mut next: Option<SealedBatch<R>> = None;
+    loop {
+        let first = match next.take() {
+            Some(b) => b,
+            None => match source.recv(&shard.spool_backlog).await {
+                Some(b) => prepared(&shard, b),
+                None => return,
+            },
         };
-        // Rows the database rejected, and producer resends left out (indexes in the
-        // batch): not published after commit.
-        let mut dead_rows = Vec::new();
-        if rows > 0 {
-            if let Some(sink) = sink.as_mut() {
-                let to_write = BatchToWrite {
-                    origin: batch.earlier_run.as_ref().unwrap_or(&shard.origin),
-                    seq: batch.seq,
-                    rows: &batch.rows,
-                    check_ledger_first: batch.earlier_run.is_some(),
+        let mut group = vec![first];
+        if sink.is_some() && groupable(&group[0].batch) {
+            let limits = shard.limits;
+            let (mut rows, mut bytes) = (group[0].batch.rows(), group[0].batch.rows.body.len());
+            while group.len() < MAX_GROUP {
+                let Some(more) = source.try_recv(&shard.spool_backlog) else {
+                    break;
                 };
-                let written = sink
-                    .write(&shard.counters, to_write, &mut batch.claims)
-                    .await;
-                let dead = written.dead.len() as u64;
-                report.rows_committed = rows - dead - written.resent.len() as u64;
-                report.rows_dead_lettered = dead;
-                dead_rows = written.dead;
-                if !written.resent.is_empty() {
-                    dead_rows.extend(written.resent);
-                    dead_rows.sort_unstable();
+                let more = prepared(&shard, more);
+                let (r, b) = (more.batch.rows(), more.batch.rows.body.len());
+                if !groupable(&more.batch)
+                    || rows + r > limits.max_rows
+                    || bytes + b > limits.max_bytes
+                {
+                    next = Some(more);
+                    break;
                 }
+                (rows, bytes) = (rows + r, bytes + b);
+                group.push(more);
             }
-            let timing = sink.as_mut().and_then(|s| s.take_timing());
-            record_commit(&shard, &batch, &report, started);
-            record_stages(&shard, &batch, taken_at, timing);
         }
-        if let (Some(q), Some(f)) = (shard.fanout.as_deref(), fanout) {
-            q.push(without_rows(f, &dead_rows));
+        let taken_at = shard.clock.now();
+        let started = Instant::now();
+        let mut ask_ledger = false;
+        if let (Some(s), true) = (sink.as_mut(), group.len() > 1) {
+            let parts: Vec<(u64, &CopyRows)> =
+                group.iter().map(|b| (b.batch.seq, &b.batch.rows)).collect();
+            if s.write_group(&shard.origin, &parts).await {
+                metrics::add(&shard.counters.grouped_commits, 1);
+                let mut timing = s.take_timing();
+                for SealedBatch { batch, fanout } in group {
+                    let report = BatchReport {
+                        shard: shard.index(),
+                        seq: batch.seq,
+                        rows_committed: batch.rows() as u64,
+                        rows_dead_lettered: 0,
+                        answered_at: None,
+                    };
+                    // The transaction's COPY and COMMIT times count once.
+                    finish(
+                        &shard,
+                        batch,
+                        fanout,
+                        report,
+                        &[],
+                        started,
+                        taken_at,
+                        timing.take(),
+                    );
+                }
+                continue;
+            }
+            ask_ledger = true;
         }
-        if let Some(sp) = &batch.spooled {
-            sp.spool.committed(sp.entry, sp.memory_bytes);
+        for b in group {
+            write_one(&shard, b, sink.as_mut(), ask_ledger, taken_at).await;
         }
-        // Without a spool, committed is the strongest point there is.
-        report.answered_at = Some(Instant::now());
-        batch.answer_all(|| Ok(report));
     }
+}
+
+/// The batch with its rows in memory (a batch the spool left on disk is read back).
+fn prepared<R>(shard: &ShardContext<R>, mut b: SealedBatch<R>) -> SealedBatch<R> {
+    if !load_spooled(shard, &mut b.batch) {
+        b.batch.rows.row_ends.clear();
+    }
+    b
+}
+
+/// Writes one batch exactly once (asking the ledger first when it may be in already) and
+/// finishes it.
+async fn write_one<R: Record>(
+    shard: &ShardContext<R>,
+    SealedBatch { mut batch, fanout }: SealedBatch<R>,
+    sink: Option<&mut CopySink>,
+    ask_ledger: bool,
+    taken_at: u64,
+) {
+    let started = Instant::now();
+    let rows = batch.rows() as u64;
+    let mut report = BatchReport {
+        shard: shard.index(),
+        seq: batch.seq,
+        rows_committed: rows,
+        rows_dead_lettered: 0,
+        answered_at: None,
+    };
+    // Rows the database rejected, and producer resends left out (indexes in the batch):
+    // not published after commit.
+    let mut dead_rows = Vec::new();
+    let mut timing = None;
+    if rows > 0 {
+        if let Some(sink) = sink {
+            let to_write = BatchToWrite {
+                origin: batch.earlier_run.as_ref().unwrap_or(&shard.origin),
+                seq: batch.seq,
+                rows: &batch.rows,
+                check_ledger_first: ask_ledger || batch.earlier_run.is_some(),
+            };
+            let written = sink
+                .write(&shard.counters, to_write, &mut batch.claims)
+                .await;
+            let dead = written.dead.len() as u64;
+            report.rows_committed = rows - dead - written.resent.len() as u64;
+            report.rows_dead_lettered = dead;
+            dead_rows = written.dead;
+            if !written.resent.is_empty() {
+                dead_rows.extend(written.resent);
+                dead_rows.sort_unstable();
+            }
+            timing = sink.take_timing();
+        }
+    }
+    finish(
+        shard, batch, fanout, report, &dead_rows, started, taken_at, timing,
+    );
+}
+
+/// After a batch's commit: its metrics and stages, its fan-out, its spool entry released,
+/// and its waiters answered.
+#[allow(clippy::too_many_arguments)]
+fn finish<R: Record>(
+    shard: &ShardContext<R>,
+    mut batch: CopyBatch,
+    fanout: Option<FanoutBatch<R>>,
+    mut report: BatchReport,
+    dead_rows: &[usize],
+    started: Instant,
+    taken_at: u64,
+    timing: Option<(std::time::Duration, std::time::Duration)>,
+) {
+    if batch.rows() > 0 {
+        record_commit(shard, &batch, &report, started);
+        record_stages(shard, &batch, taken_at, timing);
+    }
+    if let (Some(q), Some(f)) = (shard.fanout.as_deref(), fanout) {
+        q.push(without_rows(f, dead_rows));
+    }
+    if let Some(sp) = &batch.spooled {
+        sp.spool.committed(sp.entry, sp.memory_bytes);
+    }
+    // Without a spool, committed is the strongest point there is.
+    report.answered_at = Some(Instant::now());
+    batch.answer_all(|| Ok(report));
 }
 
 /// Counts a committed batch and records its latencies.
