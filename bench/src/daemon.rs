@@ -505,13 +505,13 @@ fn report<R: BenchRecord>(ctx: &RunContext, args: &DaemonArgs, run: &DaemonRun) 
 ///
 /// Raw on purpose: it is the load generator, sharing the machine's cores with the daemon it
 /// measures; a pooled client (a task and channel per request) would take CPU from the daemon.
-struct HttpConn {
+pub(crate) struct HttpConn {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl HttpConn {
-    async fn connect(addr: &str) -> Result<Self> {
+    pub(crate) async fn connect(addr: &str) -> Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(HttpConn {
@@ -521,7 +521,7 @@ impl HttpConn {
     }
 
     /// Sends one request and returns the status and body of its answer.
-    async fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    pub(crate) async fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
         let head = format!(
             "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/x-ndjson\r\n\
              content-length: {}\r\n\r\n",

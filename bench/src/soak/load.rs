@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use christmas_core::frame::{self, AckLevel, IngestFrame};
 use christmas_core::orders::{OrderStatus, OrderWorker, OrderWorkerConfig};
-use christmas_core::synthetic::SyntheticMarket;
+use christmas_core::synthetic::{SyntheticMarket, Tick};
 use christmas_ingest::feed::push;
 use christmas_tests::HttpClient;
 use hdrhistogram::Histogram;
@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::DAY_NS;
+use crate::market::BenchRecord;
 
 /// One once-a-second look at the daemon: its memory from `/proc` and what it holds in
 /// flight from its own `/metrics`, so growth can be told from backlog.
@@ -94,18 +95,30 @@ pub(super) struct TickStats {
     pub(super) latency_us: Mutex<Option<Histogram<u64>>>,
 }
 
+/// What a tick sender sends, and where it reports.
+pub(super) struct TickPlan {
+    /// Ticks per second (0: as fast as the daemon takes them; TCP only).
+    pub(super) rate: u64,
+    /// Instruments of the synthetic market.
+    pub(super) symbols: usize,
+    pub(super) ack: AckLevel,
+    pub(super) stats: Arc<TickStats>,
+    pub(super) stop: Arc<AtomicBool>,
+    /// Days each tick is moved ahead (see the retention note of the scenario).
+    pub(super) day_offset: Arc<AtomicI64>,
+}
+
 /// Sends ticks at `rate` per second (0: as fast as the daemon takes them) in frames of
 /// 1,000 with `ack`, until `stop`; acks are counted and timed per frame. Each tick is moved
 /// `day_offset` days ahead (see the retention note of the scenario).
-pub(super) async fn send_ticks(
-    addr: std::net::SocketAddr,
-    rate: u64,
-    symbols: usize,
-    ack: AckLevel,
-    stats: Arc<TickStats>,
-    stop: Arc<AtomicBool>,
-    day_offset: Arc<AtomicI64>,
-) -> Result<()> {
+pub(super) async fn send_ticks(addr: std::net::SocketAddr, plan: TickPlan) -> Result<()> {
+    let (rate, symbols, ack) = (plan.rate, plan.symbols, plan.ack);
+    let TickPlan {
+        stats,
+        stop,
+        day_offset,
+        ..
+    } = plan;
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (mut r, mut w) = stream.into_split();
@@ -178,6 +191,80 @@ pub(super) async fn send_ticks(
     }
     drop(w);
     reader.abort();
+    Ok(())
+}
+
+/// Concurrent `POST /api/ticks` connections of the HTTP sender: enough that requests at the
+/// soak's rates never wait for a free one while each waits about a group commit (200
+/// requests/s × 100 ms is 20 in flight).
+pub(super) const HTTP_CONNECTIONS: usize = 64;
+
+/// Sends ticks at `rate` per second as `POST /api/ticks?ack=…` requests of 1,000 NDJSON
+/// lines over [`HTTP_CONNECTIONS`] keep-alive connections until `stop`. Open loop: each
+/// request is due at its place in the schedule and its latency counts from then, so a
+/// request that waited for a free connection shows as latency, not as a lower rate. Each
+/// tick is moved `day_offset` days ahead (see the retention note of the scenario).
+pub(super) async fn send_ticks_http(addr: std::net::SocketAddr, plan: TickPlan) -> Result<()> {
+    anyhow::ensure!(plan.rate > 0, "the HTTP sender needs a rate");
+    let path = format!("/api/ticks?ack={}", plan.ack.as_str());
+    let TickPlan {
+        rate,
+        symbols,
+        stats,
+        stop,
+        day_offset,
+        ..
+    } = plan;
+    let (tx, rx) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(HTTP_CONNECTIONS * 4);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut conns = tokio::task::JoinSet::new();
+    for _ in 0..HTTP_CONNECTIONS {
+        let mut conn = crate::daemon::HttpConn::connect(&addr.to_string()).await?;
+        let (rx, stats, path) = (rx.clone(), stats.clone(), path.clone());
+        conns.spawn(async move {
+            loop {
+                let Some((due, body)) = rx.lock().await.recv().await else {
+                    return anyhow::Ok(());
+                };
+                let (status, _) = conn.post(&path, &body).await?;
+                if status == 201 {
+                    stats.committed.fetch_add(1_000, Ordering::Relaxed);
+                    if let Some(h) = stats.latency_us.lock().unwrap().as_mut() {
+                        let _ = h.record(due.elapsed().as_micros() as u64);
+                    }
+                } else {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let mut market = SyntheticMarket::new(7, symbols)
+        .starting_at(christmas_core::query::unix_ns(std::time::SystemTime::now()));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent + 1_000 <= due {
+            let at = started + Duration::from_secs_f64((sent + 1_000) as f64 / rate as f64);
+            let shift = day_offset.load(Ordering::Relaxed) * DAY_NS;
+            let mut body = String::with_capacity(1_000 * 120);
+            for mut t in market.by_ref().take(1_000) {
+                t.shift_time(shift);
+                match t {
+                    Tick::Trade(t) => t.ndjson(&mut body),
+                    Tick::Quote(q) => q.ndjson(&mut body),
+                }
+            }
+            sent += 1_000;
+            tx.send((at, body.into_bytes())).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop(tx);
+    // The last answers.
+    while let Some(done) = conns.join_next().await {
+        done??;
+    }
     Ok(())
 }
 

@@ -84,6 +84,50 @@ pub struct SoakArgs {
     /// Instruments in the synthetic market.
     #[arg(long, default_value_t = 500)]
     symbols: usize,
+    /// What the soak's frames wait for: `committed` (PostgreSQL) or `durable` (the spool's
+    /// fsync). The latency reported is frame sent → that ack.
+    #[arg(long, value_enum, default_value_t = SoakAck::Committed)]
+    ack: SoakAck,
+    /// How the soak's ticks reach the daemon: `tcp` (rkyv frames of 1,000 on one
+    /// connection) or `http` (`POST /api/ticks` requests of 1,000 NDJSON lines over 64
+    /// keep-alive connections). The ceiling is measured over TCP either way.
+    #[arg(long, value_enum, default_value_t = SoakVia::Tcp)]
+    via: SoakVia,
+    /// Set the kernel's `vm.dirty_background_bytes` to this for the run (needs root; put
+    /// back afterwards). On one disk the default bursts of writeback stall PostgreSQL's WAL
+    /// fsyncs and the spool's: see docs/operations.md.
+    #[arg(long)]
+    dirty_background_bytes: Option<u64>,
+}
+
+/// The way in of the soak's ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SoakVia {
+    Tcp,
+    Http,
+}
+
+/// The ack level of the soak's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SoakAck {
+    Committed,
+    Durable,
+}
+
+impl SoakAck {
+    fn level(self) -> AckLevel {
+        match self {
+            SoakAck::Committed => AckLevel::Committed,
+            SoakAck::Durable => AckLevel::Durable,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SoakAck::Committed => "committed",
+            SoakAck::Durable => "durable",
+        }
+    }
 }
 
 /// Daily partitions the soak writes in turn, a minute each (today and the days after it the
@@ -109,6 +153,10 @@ fn daemon_binary() -> Result<PathBuf> {
 }
 
 pub fn run(args: SoakArgs) -> Result<()> {
+    let _writeback = args
+        .dirty_background_bytes
+        .map(crate::machine::Writeback::set)
+        .transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -205,12 +253,14 @@ async fn calibrate(args: &SoakArgs, setup: &Setup, http: &HttpClient) -> Result<
     let stats = Arc::new(TickStats::default());
     let cal = tokio::spawn(load::send_ticks(
         tcp,
-        0,
-        args.symbols,
-        AckLevel::Accepted,
-        stats.clone(),
-        stop.clone(),
-        Arc::new(AtomicI64::new(0)),
+        load::TickPlan {
+            rate: 0,
+            symbols: args.symbols,
+            ack: AckLevel::Accepted,
+            stats: stats.clone(),
+            stop: stop.clone(),
+            day_offset: Arc::new(AtomicI64::new(0)),
+        },
     ));
     let orders = tokio::spawn(load::send_orders(
         setup.daemon.http(),
@@ -304,7 +354,7 @@ struct Loads {
 }
 
 impl Loads {
-    /// Ticks at `rate` in `ack=committed` frames, `--orders-per-second` orders, the worker
+    /// Ticks at `rate` in `--ack` frames, `--orders-per-second` orders, the worker
     /// when `--order-worker`, and a sample of the daemon every second.
     fn start(args: &SoakArgs, setup: &Setup, rate: u64) -> Result<Loads> {
         let tcp = setup.daemon.tcp().context("the daemon has no TCP port")?;
@@ -315,15 +365,18 @@ impl Loads {
         let orders = Arc::new(OrderStats::default());
         *ticks.latency_us.lock().unwrap() = Some(histogram());
         *orders.latency_us.lock().unwrap() = Some(histogram());
-        let tick_task = tokio::spawn(load::send_ticks(
-            tcp,
+        let plan = load::TickPlan {
             rate,
-            args.symbols,
-            AckLevel::Committed,
-            ticks.clone(),
-            stop.clone(),
-            day_offset.clone(),
-        ));
+            symbols: args.symbols,
+            ack: args.ack.level(),
+            stats: ticks.clone(),
+            stop: stop.clone(),
+            day_offset: day_offset.clone(),
+        };
+        let tick_task = match args.via {
+            SoakVia::Tcp => tokio::spawn(load::send_ticks(tcp, plan)),
+            SoakVia::Http => tokio::spawn(load::send_ticks_http(http, plan)),
+        };
         let order_task = tokio::spawn(load::send_orders(
             http,
             args.orders_per_second,

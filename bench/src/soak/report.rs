@@ -162,15 +162,38 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
     let table = table(minutes);
     let stage_table = stages::table(&run.stages);
     let flags = format!(
-        " --calibrate-seconds {}{}{}",
+        " --calibrate-seconds {}{}{}{}{}{}",
         args.calibrate_seconds,
         args.rate.map_or(String::new(), |r| format!(" --rate {r}")),
+        match args.ack {
+            super::SoakAck::Committed => String::new(),
+            a => format!(" --ack {}", a.name()),
+        },
+        match args.via {
+            super::SoakVia::Tcp => "",
+            super::SoakVia::Http => " --via http",
+        },
+        args.dirty_background_bytes
+            .map_or(String::new(), |b| format!(" --dirty-background-bytes {b}")),
         if args.order_worker {
             " --order-worker"
         } else {
             ""
         }
     );
+    let machine = format!(
+        "{}; kernel {}",
+        machine::describe_with_servers(),
+        machine::writeback()
+    );
+    let sent_as = match args.via {
+        super::SoakVia::Tcp => format!("`ack={}` TCP frames of 1,000", args.ack.name()),
+        super::SoakVia::Http => format!(
+            "`POST /api/ticks?ack={}` requests of 1,000 NDJSON ticks over {} connections",
+            args.ack.name(),
+            super::load::HTTP_CONNECTIONS
+        ),
+    };
     let body = format!(
         "## soak — the daemon for {mins} minutes at {load:.0} % of its ceiling, with fan-out, spool and orders\n\n\
          {stamp} · `./target/release/christmas-bench soak --minutes {mins}{flags}` · {machine}\n\n\
@@ -179,8 +202,8 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
          ({cal} s as fast as it takes them beside the soak's {opr} orders/s{cal_worker}, the \
          rate committed over the last {measured} s; \
          the fan-out published {cal_published:.0} of its ticks and dropped {cal_dropped:.0}; \
-         {checkpointed}); soak at **{rate} ticks/s** in `ack=committed` frames \
-         of 1,000 (latency = frame sent → ack) plus {opr} orders/s over HTTP. Retention as a \
+         {checkpointed}); soak at **{rate} ticks/s** in {sent_as} \
+         (latency = {latency_from}) plus {opr} orders/s over HTTP. Retention as a \
          deployment runs it: each minute's ticks go to the next of {RETAINED_DAYS} daily partitions \
          in turn, and the partition a minute is about to fill is truncated first ({truncated} \
          truncations), so the store holds about {RETAINED_DAYS} minutes of ticks instead of \
@@ -217,7 +240,10 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
         rows_per_commit = rows / commits.max(1.0),
         messages_per_s = messages / soak_secs,
         ticks_per_message = published / messages.max(1.0),
-        machine = machine::describe_with_servers(),
+        latency_from = match args.via {
+            super::SoakVia::Tcp => "frame sent → ack",
+            super::SoakVia::Http => "request due by the schedule → answer",
+        },
         cal = args.calibrate_seconds,
         cal_worker = if args.order_worker {
             " and its order worker"
@@ -238,7 +264,13 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
     );
     report::update_results("soak", &body)?;
     let json = format!(
-        r#"{{"stamp":"{stamp}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"ceiling_fanout_dropped":{cal_dropped:.0},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"anon_mib_per_hour":{anon_per_hour:.2},"rss_corr_clock":{with_clock:.2},"rss_corr_in_flight":{with_flight:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"p99_drift_pct":{:.2},"p99_spread":{:.2},"p99_stable":{},"rows_per_commit":{:.0},"ticks_per_message":{:.1},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#,
+        r#"{{"stamp":"{stamp}","via":"{}","ack":"{}","writeback":"{}","ceiling_ticks_per_s":{ceiling:.0},"rate":{rate},"ceiling_fanout_dropped":{cal_dropped:.0},"rss_growth_pct":{growth:.2},"rss_peak_pct":{peak_pct:.2},"rss_mib_per_hour":{mib_per_hour:.2},"anon_mib_per_hour":{anon_per_hour:.2},"rss_corr_clock":{with_clock:.2},"rss_corr_in_flight":{with_flight:.2},"p99_min_ms":{p99_min:.2},"p99_max_ms":{p99_max:.2},"p99_drift_pct":{:.2},"p99_spread":{:.2},"p99_stable":{},"rows_per_commit":{:.0},"ticks_per_message":{:.1},"errors":{errors},"log_errors":{log_errors},"pass":{verdict}}}"#,
+        match args.via {
+            super::SoakVia::Tcp => "tcp",
+            super::SoakVia::Http => "http",
+        },
+        args.ack.name(),
+        machine::writeback(),
         p99.drift_pct(),
         p99.spread(),
         p99.p99_stable(),

@@ -190,7 +190,8 @@ pub(super) fn breakdown(before: &str, after: &str) -> Vec<StageRow> {
 pub(super) fn table(rows: &[StageRow]) -> String {
     let mut t =
         String::from("| stage | per | count | mean | p50 | p99 |\n|---|---|---|---|---|---|\n");
-    for r in rows {
+    // A stage nothing went through (the TCP ack path in an HTTP soak) says nothing.
+    for r in rows.iter().filter(|r| r.count > 0.0) {
         t.push_str(&format!(
             "| {} | {} | {:.0} | {:.2} ms | {:.1} ms | {:.1} ms |\n",
             r.name, r.unit, r.count, r.mean_ms, r.p50_ms, r.p99_ms
