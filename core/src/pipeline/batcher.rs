@@ -180,12 +180,13 @@ impl<R: Record> Batcher<R> {
     /// full.
     fn add_chunk(&mut self, chunk: Chunk<R>) -> bool {
         let mut full = false;
+        let by = self.open.claims.claimant(&chunk.producer, &chunk.outcome);
         for (record, seq) in chunk.records {
             let row = self.open.row_ends.len() as u32;
-            let fresh =
-                self.open
-                    .claims
-                    .add(&chunk.producer, *record.symbol(), seq, &chunk.outcome, row);
+            let fresh = self
+                .open
+                .claims
+                .add_for(by, *record.symbol(), seq, &chunk.outcome, row);
             if fresh {
                 full |= self.add(record, chunk.pushed_at);
             }

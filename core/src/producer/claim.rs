@@ -47,6 +47,13 @@ pub(crate) struct BatchClaims {
     outcomes: Vec<Arc<PushOutcome>>,
 }
 
+/// A push's place in a batch's claims: its producer's and its outcome's indexes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claimant {
+    producer: usize,
+    outcome: u32,
+}
+
 /// A claim the database refused, by position in [`BatchClaims::keys`] order.
 pub(crate) type Refused = Vec<usize>;
 
@@ -68,6 +75,13 @@ impl BatchClaims {
         outcome: &Arc<PushOutcome>,
         row: u32,
     ) -> bool {
+        let by = self.claimant(producer, outcome);
+        self.add_for(by, symbol, seq, outcome, row)
+    }
+
+    /// Where the rows of one push of `producer` (answered through `outcome`) are noted: a
+    /// chunk of records looks its producer and push up once, not once per record.
+    pub fn claimant(&mut self, producer: &ProducerId, outcome: &Arc<PushOutcome>) -> Claimant {
         let p = match self.producers.iter().rposition(|p| p.producer == *producer) {
             Some(p) => p,
             None => {
@@ -84,8 +98,24 @@ impl BatchClaims {
                 self.outcomes.push(outcome.clone());
                 self.outcomes.len() - 1
             }
-        } as u32;
-        let claim = self.producers[p]
+        };
+        Claimant {
+            producer: p,
+            outcome: o as u32,
+        }
+    }
+
+    /// [`BatchClaims::add`] for a claimant `by` from [`BatchClaims::claimant`] of this batch
+    /// (`outcome` is the one it was made with).
+    pub fn add_for(
+        &mut self,
+        by: Claimant,
+        symbol: Symbol,
+        seq: u64,
+        outcome: &PushOutcome,
+        row: u32,
+    ) -> bool {
+        let claim = self.producers[by.producer]
             .by_symbol
             .entry(symbol)
             .or_insert_with(|| KeyClaim {
@@ -101,7 +131,7 @@ impl BatchClaims {
         claim.rows.push(ClaimRow {
             row,
             seq,
-            outcome: o,
+            outcome: by.outcome,
         });
         true
     }
