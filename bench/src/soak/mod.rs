@@ -9,7 +9,9 @@
 //! store sustains; see `bench/results/` for the runs that showed it). The soak then paces
 //! ticks at `--load` of it over TCP with `ack=committed` frames (each frame's send → ack
 //! time is a commit latency) and POSTs `--orders-per-second` orders. RSS is sampled every second and summarised per
-//! minute (median and maximum).
+//! minute (median and maximum). It also reports the machine's CPU per tick committed at the
+//! ceiling and in the soak, with the rows a commit and the ticks a fan-out message carried
+//! at each: half the ceiling's rate is not half its CPU when batches and messages shrink.
 //!
 //! Verdict: RSS does not grow by more than 10 %, no errors, p99 stable. Growth is the
 //! median RSS of the last five minutes against that of minutes 2–6 (the first is warm-up).
@@ -236,6 +238,38 @@ struct Ceiling {
     drained: [f64; 5],
     published: f64,
     dropped: f64,
+    /// The machine's CPU over the ceiling's measured seconds: busy share (0–1) and
+    /// microseconds of CPU (all cores, orders included) per tick committed.
+    cpu: CpuPerTick,
+    /// Rows per commit and ticks per fan-out message over the calibration.
+    rows_per_commit: f64,
+    ticks_per_message: f64,
+}
+
+/// How busy the machine was, and its CPU per tick committed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CpuPerTick {
+    pub busy: f64,
+    pub us_per_tick: f64,
+}
+
+impl CpuPerTick {
+    /// From `/proc/stat` jiffies `(idle, total)` before and after, and the ticks/s committed
+    /// in between.
+    pub(super) fn between(before: (u64, u64), after: (u64, u64), ticks_per_s: f64) -> Self {
+        let total = after.1.saturating_sub(before.1).max(1) as f64;
+        let busy = 1.0 - after.0.saturating_sub(before.0) as f64 / total;
+        Self::at(busy, ticks_per_s)
+    }
+
+    /// From a busy share (0–1) and the ticks/s committed meanwhile.
+    pub(super) fn at(busy: f64, ticks_per_s: f64) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        CpuPerTick {
+            busy,
+            us_per_tick: busy * cores / ticks_per_s.max(1.0) * 1e6,
+        }
+    }
 }
 
 /// The ceiling: as fast as the daemon takes ticks (acks at `accepted` keep the pipe full;
@@ -282,7 +316,9 @@ async fn calibrate(args: &SoakArgs, setup: &Setup, http: &HttpClient) -> Result<
     let measured = (args.calibrate_seconds - warm_up).max(1);
     tokio::time::sleep(Duration::from_secs(warm_up)).await;
     let before = committed_total(&metrics(http).await?);
+    let cpu_before = cpu_jiffies();
     tokio::time::sleep(Duration::from_secs(measured)).await;
+    let cpu_after = cpu_jiffies();
     let after = committed_total(&metrics(http).await?);
     stop.store(true, Ordering::SeqCst);
     cal.await??;
@@ -291,6 +327,7 @@ async fn calibrate(args: &SoakArgs, setup: &Setup, http: &HttpClient) -> Result<
         worker.await?.context("the calibration's order worker")?;
     }
     let ceiling = (after - before) / measured as f64;
+    let cpu = CpuPerTick::between(cpu_before, cpu_after, ceiling);
     let rate = args.rate.unwrap_or((ceiling * args.load) as u64);
     println!(
         "soak: ceiling {ceiling:.0} ticks/s; soaking at {rate} ticks/s and {} orders/s for {} min",
@@ -309,7 +346,7 @@ async fn calibrate(args: &SoakArgs, setup: &Setup, http: &HttpClient) -> Result<
     // Whether the fan-out kept up with the ceiling: a full fan-out queue drops its oldest
     // batches, so a ceiling with drops is above what fan-out and PostgreSQL sustain together.
     let drained = totals(&metrics(http).await?);
-    let [_, _, published, _, dropped] = since(cal_before, drained);
+    let [rows, commits, published, messages, dropped] = since(cal_before, drained);
     println!(
         "soak: fan-out during the ceiling: {published:.0} ticks published, {dropped:.0} dropped"
     );
@@ -322,6 +359,9 @@ async fn calibrate(args: &SoakArgs, setup: &Setup, http: &HttpClient) -> Result<
         drained,
         published,
         dropped,
+        cpu,
+        rows_per_commit: rows / commits.max(1.0),
+        ticks_per_message: published / messages.max(1.0),
     })
 }
 
@@ -635,4 +675,22 @@ async fn soak(args: SoakArgs) -> Result<()> {
         bail!("the soak failed its verdict");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuPerTick;
+
+    #[test]
+    fn cpu_per_tick_is_the_busy_share_of_all_cores_over_the_rate() {
+        // 100 jiffies, 25 of them idle: 75 % busy.
+        let cpu = CpuPerTick::between((1_000, 10_000), (1_025, 10_100), 100_000.0);
+        assert!((cpu.busy - 0.75).abs() < 1e-9);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        // 0.75 × cores seconds of CPU a second over 100,000 ticks a second.
+        assert!((cpu.us_per_tick - 0.75 * cores * 10.0).abs() < 1e-9);
+        // Half the rate at the same busy share: twice the CPU per tick.
+        let half = CpuPerTick::at(0.75, 50_000.0);
+        assert!((half.us_per_tick / cpu.us_per_tick - 2.0).abs() < 1e-9);
+    }
 }

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::stages::{self, StageRow};
 use super::stats::{
-    correlation, slope, steps, Minute, Windows, P99_DRIFT_LIMIT_PCT, P99_SPREAD_LIMIT,
+    correlation, median, slope, steps, Minute, Windows, P99_DRIFT_LIMIT_PCT, P99_SPREAD_LIMIT,
 };
 use super::{Ceiling, SoakArgs, RETAINED_DAYS};
 use crate::{machine, report};
@@ -194,6 +194,43 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
             super::load::HTTP_CONNECTIONS
         ),
     };
+    // The CPU a tick took at the ceiling and in the soak (after its warm-up minute): "half
+    // the ceiling" is half its rate, not half its CPU, when smaller batches and messages
+    // cost more per tick.
+    let after_warm_up = if minutes.len() > 1 {
+        &minutes[1..]
+    } else {
+        &minutes[..]
+    };
+    let soak_cpu = super::CpuPerTick::at(
+        median(
+            &after_warm_up
+                .iter()
+                .map(|m| 1.0 - m.idle_pct / 100.0)
+                .collect::<Vec<_>>(),
+        ),
+        median(
+            &after_warm_up
+                .iter()
+                .map(|m| m.ticks_per_s)
+                .collect::<Vec<_>>(),
+        ),
+    );
+    let cal_cpu = run.ceiling.cpu;
+    let cpu_text = format!(
+        "The machine was {:.0} % busy during the ceiling ({:.1} µs of CPU per tick committed, \
+         all cores, orders included) and {:.0} % in the soak after its first minute ({:.1} µs \
+         per tick): {:.0} % of the ceiling's rate took {:.0} % of its CPU. At the ceiling a \
+         commit carried {:.0} rows and a fan-out message {:.1} ticks.",
+        cal_cpu.busy * 100.0,
+        cal_cpu.us_per_tick,
+        soak_cpu.busy * 100.0,
+        soak_cpu.us_per_tick,
+        rate as f64 / ceiling.max(1.0) * 100.0,
+        soak_cpu.busy / cal_cpu.busy.max(1e-9) * 100.0,
+        run.ceiling.rows_per_commit,
+        run.ceiling.ticks_per_message,
+    );
     let body = format!(
         "## soak — the daemon for {mins} minutes at {load:.0} % of its ceiling, with fan-out, spool and orders\n\n\
          {stamp} · `./target/release/christmas-bench soak --minutes {mins}{flags}` · {machine}\n\n\
@@ -209,7 +246,8 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
          truncations), so the store holds about {RETAINED_DAYS} minutes of ticks instead of \
          growing past this machine's disk. Over the soak the daemon committed {commits_per_s:.0} \
          batches/s of {rows_per_commit:.0} rows on average (trades and quotes, 2 shards each), and \
-         its fan-out sent {messages_per_s:.0} messages/s of {ticks_per_message:.1} ticks.\n\n{table}\n\
+         its fan-out sent {messages_per_s:.0} messages/s of {ticks_per_message:.1} ticks. \
+         {cpu_text}\n\n{table}\n\
          RSS is sampled once a second. Verdict: median RSS of minutes 2–{w1} {base:.0} MiB, of the \
          last {window} minutes {end:.0} MiB (**{growth:+.1} %**, limit +10 %); slope of the \
          per-minute medians {mib_per_hour:+.1} MiB/hour ({anon_per_hour:+.1} MiB/hour for RssAnon); \
