@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 
 use crate::args::ServiceArgs;
 use load::{metric_sum, metrics, OrderStats, Sample, TickStats, WorkerStats};
-use stats::{cpu_jiffies, histogram, median, Minute};
+use stats::{cpu_jiffies, histogram, idle_share, median, Minute};
 
 mod load;
 mod report;
@@ -125,10 +125,7 @@ impl SoakAck {
     }
 
     fn name(self) -> &'static str {
-        match self {
-            SoakAck::Committed => "committed",
-            SoakAck::Durable => "durable",
-        }
+        self.level().as_str()
     }
 }
 
@@ -257,9 +254,7 @@ impl CpuPerTick {
     /// From `/proc/stat` jiffies `(idle, total)` before and after, and the ticks/s committed
     /// in between.
     pub(super) fn between(before: (u64, u64), after: (u64, u64), ticks_per_s: f64) -> Self {
-        let total = after.1.saturating_sub(before.1).max(1) as f64;
-        let busy = 1.0 - after.0.saturating_sub(before.0) as f64 / total;
-        Self::at(busy, ticks_per_s)
+        Self::at(1.0 - idle_share(before, after), ticks_per_s)
     }
 
     /// From a busy share (0–1) and the ticks/s committed meanwhile.
@@ -506,7 +501,7 @@ fn minute_row(m: u64, secs: f64, loads: &Loads, last: &mut Marks, redis: &str) -
         loads.ticks.errors.load(Ordering::Relaxed) + loads.orders.errors.load(Ordering::Relaxed);
     let taken = std::mem::take(&mut *loads.samples.lock().unwrap());
     let now = cpu_jiffies();
-    let idle_pct = (now.0 - last.jiffies.0) as f64 / (now.1 - last.jiffies.1).max(1) as f64 * 100.0;
+    let idle_pct = idle_share(last.jiffies, now) * 100.0;
     let of = |f: fn(&Sample) -> f64| median(&taken.iter().map(f).collect::<Vec<_>>());
     let quantile_ms = |h: &Option<hdrhistogram::Histogram<u64>>, q: f64| {
         h.as_ref()

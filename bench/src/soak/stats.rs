@@ -49,6 +49,12 @@ pub(super) fn cpu_jiffies() -> (u64, u64) {
     (idle, fields.iter().take(8).sum())
 }
 
+/// The idle share (0–1) of the CPU time between two [`cpu_jiffies`] readings.
+pub(super) fn idle_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1).max(1) as f64;
+    after.0.saturating_sub(before.0) as f64 / total
+}
+
 /// The median (0 of nothing).
 pub(super) fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
