@@ -158,6 +158,7 @@ pub(crate) async fn run<R: Record>(
     let mut backoff = config.reconnect_min;
     let mut finish_deadline: Option<Instant> = None;
     let mut groups = Groups::default();
+    let mut last_round: Option<Instant> = None;
     loop {
         if finish_deadline.is_none() && queue.finishing.load(Ordering::SeqCst) {
             finish_deadline = Some(Instant::now() + config.drain_timeout);
@@ -185,6 +186,20 @@ pub(crate) async fn run<R: Record>(
                 continue;
             }
         };
+        // A round starts at most once per `round_interval`: the batches that queue up
+        // meanwhile go out with this one. Not past a half-full queue (waiting must not
+        // cost drops), nor while finishing.
+        if let Some(due) = last_round.map(|t| t + config.round_interval) {
+            while !queue.finishing.load(Ordering::SeqCst)
+                && queue.queue.len() * 2 < queue.queue.capacity()
+            {
+                let Some(left) = due.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                let _ = tokio::time::timeout(left, queue.wake.notified()).await;
+            }
+        }
+        last_round = Some(Instant::now());
         // Whatever queued up while the last round trip was in flight goes out with this
         // one: under load messages grow instead of multiplying (group publish).
         while batch.ticks.len() < MERGE_TICKS {
