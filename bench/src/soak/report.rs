@@ -234,7 +234,7 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
     let body = format!(
         "## soak — the daemon for {mins} minutes at {load:.0} % of its ceiling, with fan-out, spool and orders\n\n\
          {stamp} · `./target/release/christmas-bench soak --minutes {mins}{flags}` · {machine}\n\n\
-         The release `christmas-ingest` with Redis fan-out (JSON), `spool.dir` (fsync per batch), \
+         The release `christmas-ingest` with Redis fan-out (JSON, a publishing round at most every {rounds}), `spool.dir` (fsync per batch), \
          order events on and {events}, and a linger of {linger}. Ceiling measured first in the same run: **{ceiling:.0} ticks/s** over TCP \
          ({cal} s as fast as it takes them beside the soak's {opr} orders/s{cal_worker}, the \
          rate committed over the last {measured} s; \
@@ -267,13 +267,16 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
          frame's ack waits for its slowest shard.\n\n{stage_table}",
         mins = args.minutes,
         load = rate as f64 / ceiling.max(1.0) * 100.0,
-        linger = match std::env::var("CHRISTMAS_LINGER_MS") {
-            Ok(ms) => format!("{ms} ms (`CHRISTMAS_LINGER_MS`)"),
-            Err(_) => format!(
-                "{} ms (its default)",
-                christmas_ingest::config::DaemonConfig::default().linger_ms
-            ),
-        },
+        linger = setting_ms(
+            "CHRISTMAS_LINGER_MS",
+            christmas_ingest::config::DaemonConfig::default().linger_ms
+        ),
+        rounds = setting_ms(
+            "CHRISTMAS_FANOUT_ROUND_INTERVAL_MS",
+            christmas_ingest::config::DaemonConfig::default()
+                .fanout
+                .round_interval_ms,
+        ),
         commits_per_s = commits / soak_secs,
         rows_per_commit = rows / commits.max(1.0),
         messages_per_s = messages / soak_secs,
@@ -318,4 +321,13 @@ pub(super) fn publish(args: &SoakArgs, run: &SoakRun) -> Result<bool> {
     report::write_json("soak", &stamp, &json)?;
     println!("{body}");
     Ok(verdict)
+}
+
+/// A daemon setting in ms as the soak ran it: from `env` (the daemon inherits the bench's
+/// environment) when set, else the default.
+fn setting_ms(env: &str, default: u64) -> String {
+    match std::env::var(env) {
+        Ok(ms) => format!("{ms} ms (`{env}`)"),
+        Err(_) => format!("{default} ms (its default)"),
+    }
 }

@@ -164,6 +164,9 @@ impl DaemonConfig {
             .format
             .parse::<christmas_core::fanout::PayloadFormat>()
             .context("fanout.format")?;
+        if self.fanout.round_interval_ms > 1_000 {
+            bail!("fanout.round_interval_ms: must be at most 1,000");
+        }
         if (1..1_000).contains(&self.fanout.key_ttl_ms) {
             bail!("fanout.key_ttl_ms: must be 0 (no expiry) or at least 1,000");
         }

@@ -266,6 +266,13 @@ pub struct FanoutSettings {
     /// memory per symbol"), so this bounds Redis's memory under symbol cardinality; a read
     /// of an expired symbol's latest tick goes to PostgreSQL.
     pub key_ttl_ms: u64,
+    /// The shortest time between two publishing round trips to Redis, ms (default 50; 0:
+    /// each as soon as the last returns; at most 1,000). What is committed in between goes
+    /// out together, one message per symbol instead of one per symbol and commit: at half
+    /// load that halves the messages and gives Redis's and the daemon's CPU back to the
+    /// commits (`docs/operations.md`, "Fan-out rounds"). A tick's delivery waits at most
+    /// this much longer, on top of its commit.
+    pub round_interval_ms: u64,
 }
 
 impl Default for FanoutSettings {
@@ -275,6 +282,7 @@ impl Default for FanoutSettings {
             stream_max_len: 10_000,
             stream_max_age_ms: 60_000,
             key_ttl_ms: 600_000,
+            round_interval_ms: 50,
         }
     }
 }
@@ -287,6 +295,7 @@ impl FanoutSettings {
             stream_max_len: self.stream_max_len,
             stream_max_age: Duration::from_millis(self.stream_max_age_ms),
             key_ttl: Duration::from_millis(self.key_ttl_ms),
+            round_interval: Duration::from_millis(self.round_interval_ms),
             ..FanoutConfig::new(redis.expose())
         })
     }
