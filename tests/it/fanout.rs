@@ -387,6 +387,53 @@ async fn streams_keep_only_their_age_window() {
     assert_eq!(seqs, pushed[s0]);
 }
 
+/// A Redis of its own, a fresh database, a live subscription to `n` symbols, and an
+/// ingestor fanning out to that Redis with `config`.
+struct Rig {
+    _redis: RedisServer,
+    client: tokio_postgres::Client,
+    syms: Vec<Symbol>,
+    sub: TickSubscription,
+    ingestor: Ingestor<Trade>,
+}
+
+async fn rig(n: usize, config: impl FnOnce(FanoutConfig) -> FanoutConfig) -> Rig {
+    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
+    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let syms = symbols(n);
+    let sub = TickSubscription::live(&redis.url(), PayloadFormat::Json, &syms)
+        .await
+        .unwrap();
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&url)
+        .fanout(config(FanoutConfig::new(redis.url())))
+        .start()
+        .await
+        .unwrap();
+    Rig {
+        _redis: redis,
+        client,
+        syms,
+        sub,
+        ingestor,
+    }
+}
+
+/// `commits` commits of `per_commit` trades round-robin over the rig's symbols (trade k
+/// has exchange_seq k), each flushed before the next; returns what each symbol got.
+async fn push_in_commits(rig: &Rig, commits: u64, per_commit: u64) -> HashMap<String, Vec<i64>> {
+    let mut pushed: HashMap<String, Vec<i64>> = HashMap::new();
+    for c in 0..commits {
+        let range = c * per_commit..(c + 1) * per_commit;
+        let got = tokio::task::block_in_place(|| push_round_robin(&rig.ingestor, &rig.syms, range));
+        for (s, seqs) in got {
+            pushed.entry(s).or_default().extend(seqs);
+        }
+        rig.ingestor.flush().await.unwrap();
+    }
+    pushed
+}
+
 /// With a round interval, the commits that come within one go out together: one message
 /// per symbol for many commits, every tick still in order, and none later than the
 /// interval after its commit.
@@ -395,44 +442,26 @@ async fn commits_within_a_round_interval_share_a_message_per_symbol() {
     const COMMITS: u64 = 10;
     const PER_COMMIT: u64 = 30;
     let interval = Duration::from_millis(1_000);
-    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let (url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let syms = symbols(3);
-    let mut sub = TickSubscription::live(&redis.url(), PayloadFormat::Json, &syms)
-        .await
-        .unwrap();
-    let ingestor = Ingestor::<Trade>::builder()
-        .database_url(&url)
-        .fanout(FanoutConfig {
-            round_interval: interval,
-            ..FanoutConfig::new(redis.url())
-        })
-        .start()
-        .await
-        .unwrap();
-    let mut pushed: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut rig = rig(3, |c| FanoutConfig {
+        round_interval: interval,
+        ..c
+    })
+    .await;
     let started = Instant::now();
-    for c in 0..COMMITS {
-        let range = c * PER_COMMIT..(c + 1) * PER_COMMIT;
-        let got = tokio::task::block_in_place(|| push_round_robin(&ingestor, &syms, range));
-        for (s, seqs) in got {
-            pushed.entry(s).or_default().extend(seqs);
-        }
-        ingestor.flush().await.unwrap();
-    }
+    let pushed = push_in_commits(&rig, COMMITS, PER_COMMIT).await;
     let committing = started.elapsed();
     let all = (COMMITS * PER_COMMIT) as usize;
-    let messages = receive(&mut sub, all, interval * 5).await;
+    let messages = receive(&mut rig.sub, all, interval * 5).await;
     let delivered = started.elapsed();
     assert_eq!(per_symbol(&messages), pushed);
-    assert_eq!(count(&client, "market_data").await, all as i64);
-    let snap = ingestor.shutdown().await.unwrap();
+    assert_eq!(count(&rig.client, "market_data").await, all as i64);
+    let snap = rig.ingestor.shutdown().await.unwrap();
     assert!(snap.batches_committed() >= COMMITS, "{snap:?}");
     // Rounds start at most once per interval: the first at the first commit, then one per
     // interval the commits took; each sends one message per symbol.
     let rounds = 1 + committing.as_millis().div_ceil(interval.as_millis()) as usize;
     assert!(
-        messages.len() <= rounds * syms.len(),
+        messages.len() <= rounds * rig.syms.len(),
         "{} messages for {COMMITS} commits in {committing:?}",
         messages.len()
     );
@@ -448,34 +477,21 @@ async fn commits_within_a_round_interval_share_a_message_per_symbol() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_interval_goes_early_rather_than_drop() {
     const COMMITS: u64 = 40;
-    let redis = tokio::task::block_in_place(RedisServer::start).unwrap();
-    let (url, _client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
-    let syms = symbols(1);
-    let mut sub = TickSubscription::live(&redis.url(), PayloadFormat::Json, &syms)
-        .await
-        .unwrap();
-    let ingestor = Ingestor::<Trade>::builder()
-        .database_url(&url)
-        .fanout(FanoutConfig {
-            round_interval: Duration::from_secs(1),
-            queue_batches: 4,
-            ..FanoutConfig::new(redis.url())
-        })
-        .start()
-        .await
-        .unwrap();
-    let mut pushed: Vec<i64> = Vec::new();
-    for c in 0..COMMITS {
-        let got = tokio::task::block_in_place(|| {
-            push_round_robin(&ingestor, &syms, c * 10..(c + 1) * 10)
-        });
-        pushed.extend(&got[syms[0].as_str()]);
-        ingestor.flush().await.unwrap();
-    }
-    let messages = receive(&mut sub, pushed.len(), Duration::from_secs(30)).await;
-    assert_eq!(per_symbol(&messages)[syms[0].as_str()], pushed);
-    let fanout = ingestor.shutdown().await.unwrap().fanout.unwrap();
-    assert_eq!((fanout.dropped, fanout.published), (0, pushed.len() as u64));
+    let mut rig = rig(1, |c| FanoutConfig {
+        round_interval: Duration::from_secs(1),
+        queue_batches: 4,
+        ..c
+    })
+    .await;
+    let pushed = push_in_commits(&rig, COMMITS, 10).await;
+    let s0 = rig.syms[0].as_str().to_string();
+    let messages = receive(&mut rig.sub, pushed[&s0].len(), Duration::from_secs(30)).await;
+    assert_eq!(per_symbol(&messages)[&s0], pushed[&s0]);
+    let fanout = rig.ingestor.shutdown().await.unwrap().fanout.unwrap();
+    assert_eq!(
+        (fanout.dropped, fanout.published),
+        (0, pushed[&s0].len() as u64)
+    );
     assert!(
         messages.len() < COMMITS as usize,
         "{} messages: the waits merged nothing",
