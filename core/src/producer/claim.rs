@@ -1,7 +1,7 @@
 //! [`BatchClaims`]: what one batch claims for its producers' ticks, per (producer, symbol),
 //! and how a refused claim drops the ticks another batch already stored.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use tokio_postgres::types::Type;
@@ -87,7 +87,7 @@ impl BatchClaims {
             None => {
                 self.producers.push(ProducerClaims {
                     producer: producer.clone(),
-                    by_symbol: HashMap::new(),
+                    by_symbol: HashMap::default(),
                 });
                 self.producers.len() - 1
             }

@@ -30,7 +30,7 @@ mod framing;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
@@ -200,7 +200,7 @@ impl DbnReader {
             schema: schema.unwrap_or(Schema::Mbp1),
             version,
             symbols,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             records: 0,
             size: size.max(1),
         })
