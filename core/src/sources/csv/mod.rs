@@ -22,12 +22,14 @@
 //! with an error naming the line and the field.
 
 mod layout;
+mod records;
 
 use std::io::Read;
 use std::path::Path;
 
 use self::layout::{looks_like_header, Layout, QuoteColumns, SideColumn, TradeColumns};
 pub use self::layout::{CsvDialect, ACCEPTED_COLUMNS};
+use self::records::Records;
 use crate::error::Result;
 use crate::record::{Quote, Side, Tick, Trade};
 use crate::sources::error::{SourceError, SourceErrorKind, SourcePosition};
@@ -60,16 +62,13 @@ enum TimeForm {
 /// Reads a CSV of trades or quotes tick by tick, reusing one record buffer.
 #[derive(Debug)]
 pub struct CsvReader<R = std::fs::File> {
-    reader: ::csv::Reader<R>,
+    records: Records<R>,
     layout: Layout,
     time: TimeForm,
     /// The symbol of every tick, when the file has no symbol column.
     symbol: Option<Symbol>,
     /// The input's length in bytes, for [`CsvReader::progress`].
     size: u64,
-    record: ::csv::StringRecord,
-    /// The first data line, read to detect the layout and kept for `next_tick`.
-    peeked: Option<::csv::StringRecord>,
     /// Data lines read (the header not counted).
     lines: u64,
     /// The quote of the line whose trade was returned last.
@@ -119,16 +118,13 @@ impl<R: Read> CsvReader<R> {
     /// Reads the header (or the first line of a headerless dialect); `size` is the input's
     /// length in bytes (for progress).
     pub fn from_reader(reader: R, size: u64, options: CsvOptions) -> Result<Self> {
-        // Fields are trimmed where they are read (`Line::field`): the csv crate's own
-        // trimming rebuilds every record, two allocations per line. The first two lines,
-        // read once, are trimmed whole.
-        let mut reader = ::csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_reader(reader);
-        let mut first = ::csv::StringRecord::new();
-        let read = reader.read_record(&mut first).map_err(|e| {
+        // Fields are trimmed where they are read (`Line::field`); the first two lines, read
+        // once to tell the layout, are trimmed whole.
+        let mut records = Records::new(reader);
+        let read = records.next().map_err(|e| {
             header_error(format!("The first line of the file cannot be read: {e}."))
         })?;
+        let mut first = records.to_string_record();
         first.trim();
         if !read || first.iter().all(str::is_empty) {
             return Err(header_error(format!(
@@ -144,18 +140,20 @@ impl<R: Read> CsvReader<R> {
             )
             .into());
         }
+        // The first data line stays held for `next_tick`.
         let (layout, peeked) =
             if looks_like_header(&first) && options.dialect != Some(CsvDialect::HistData) {
                 let layout = Layout::of_header(&first, options.dialect)?;
-                let mut data = ::csv::StringRecord::new();
-                let more = reader
-                    .read_record(&mut data)
+                let more = records
+                    .next()
                     .map_err(|e| header_error(format!("Line 2 cannot be read: {e}.")))?;
+                let mut data = records.to_string_record();
                 data.trim();
                 (layout, more.then_some(data))
             } else {
                 (Layout::headerless(&first, options.dialect)?, Some(first))
             };
+        records.hold();
         let symbol = match (layout.symbol, options.symbol) {
             (Some(_), _) => None,
             (None, Some(s)) => Some(s),
@@ -179,13 +177,11 @@ impl<R: Read> CsvReader<R> {
             None => TimeForm::Rfc3339,
         };
         Ok(CsvReader {
-            reader,
+            records,
             layout,
             time,
             symbol,
             size: size.max(1),
-            record: ::csv::StringRecord::new(),
-            peeked,
             lines: 0,
             pending: None,
             notes,
@@ -205,7 +201,7 @@ impl<R: Read> CsvReader<R> {
 
     /// Fraction of the input read so far.
     pub fn progress(&self) -> f64 {
-        self.reader.position().byte() as f64 / self.size as f64
+        self.records.position() as f64 / self.size as f64
     }
 
     /// The next tick, validated by its kind; `None` at the end of the file.
@@ -214,30 +210,26 @@ impl<R: Read> CsvReader<R> {
             return Ok(Some(Tick::Quote(q)));
         }
         loop {
-            if let Some(first) = self.peeked.take() {
-                self.record = first;
-            } else {
-                let read = self.reader.read_record(&mut self.record);
-                let read = read.map_err(|e| {
-                    let at = SourcePosition {
-                        record: self.lines,
-                        byte: Some(self.reader.position().byte()),
-                    };
-                    SourceError::at(
-                        SourceErrorKind::Field,
-                        at,
-                        format!("The line cannot be read: {e}."),
-                    )
-                })?;
-                if !read {
-                    return Ok(None);
-                }
+            let read = self.records.next().map_err(|e| {
+                let at = SourcePosition {
+                    record: self.lines,
+                    byte: Some(self.records.position()),
+                };
+                SourceError::at(
+                    SourceErrorKind::Field,
+                    at,
+                    format!("The line cannot be read: {e}."),
+                )
+            })?;
+            if !read {
+                return Ok(None);
             }
+            let (number, byte) = self.records.record_at();
             let line = Line {
-                record: &self.record,
+                record: &self.records,
                 index: self.lines,
-                number: self.record.position().map_or(self.lines + 1, |p| p.line()),
-                byte: self.record.position().map(|p| p.byte()),
+                number,
+                byte: Some(byte),
                 dialect: self.layout.dialect,
             };
             self.lines += 1;
@@ -317,8 +309,8 @@ impl<R: Read + Send> TickSource for CsvReader<R> {
 }
 
 /// One data line of the file, read field by field.
-struct Line<'a> {
-    record: &'a ::csv::StringRecord,
+struct Line<'a, R> {
+    record: &'a Records<R>,
     /// 0-based index among the data lines.
     index: u64,
     /// 1-based line number in the file.
@@ -327,7 +319,7 @@ struct Line<'a> {
     dialect: CsvDialect,
 }
 
-impl Line<'_> {
+impl<R: Read> Line<'_, R> {
     /// `Line N: why.`, for an error about this line.
     fn bad(&self, why: impl std::fmt::Display) -> SourceError {
         let at = SourcePosition {
@@ -344,7 +336,7 @@ impl Line<'_> {
     fn field(&self, i: usize, name: &str) -> Result<&str, SourceError> {
         self.record
             .get(i)
-            .map(str::trim)
+            .map(trim)
             .ok_or_else(|| self.bad(format_args!("no {name} field")))
     }
 
@@ -478,6 +470,18 @@ impl Line<'_> {
             bid_size: size(c.bid_size, "bid_size")?,
             ask_size: size(c.ask_size, "ask_size")?,
         }))
+    }
+}
+
+/// `cell` without the whitespace around it; a cell that starts and ends with a printable
+/// ASCII byte (nearly every one) is returned as it is, without `str::trim`'s Unicode tables.
+fn trim(cell: &str) -> &str {
+    let plain = |b: Option<&u8>| b.is_some_and(|&b| b > b' ' && b < 0x7f);
+    let b = cell.as_bytes();
+    if plain(b.first()) && plain(b.last()) {
+        cell
+    } else {
+        cell.trim()
     }
 }
 
