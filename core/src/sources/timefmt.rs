@@ -75,33 +75,60 @@ fn offset_minutes(tz: &[u8]) -> Option<i64> {
 
 /// Parses an RFC 3339 timestamp, or an integer of nanoseconds since the epoch.
 pub fn parse_ns(s: &str) -> Result<i64, String> {
+    parse_ns_with(s, &mut SecondCache::default())
+}
+
+/// The last whole second an RFC 3339 parse read (`YYYY-MM-DDThh:mm:ss`, before its offset):
+/// the lines of a tick file share it many times over, so its date arithmetic is done once.
+#[derive(Debug, Clone, Default)]
+pub struct SecondCache {
+    text: [u8; 19],
+    /// Seconds since the epoch of `text` read as UTC; `None` when nothing is cached.
+    secs: Option<i64>,
+}
+
+/// [`parse_ns`], reusing `cache` when `s` falls in the second it holds (and updating it).
+pub fn parse_ns_with(s: &str, cache: &mut SecondCache) -> Result<i64, String> {
     let s = s.trim();
-    if let Ok(ns) = s.parse::<i64>() {
-        return Ok(ns);
+    let b = s.as_bytes();
+    let cached = match (cache.secs, b.get(..19)) {
+        (Some(secs), Some(head)) if b.len() >= 20 && *head == cache.text => Some(secs),
+        _ => None,
+    };
+    if cached.is_none() {
+        if let Ok(ns) = s.parse::<i64>() {
+            return Ok(ns);
+        }
     }
     let bad = |why: &str| format!("{s:?} is not an RFC 3339 time or integer nanoseconds: {why}");
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(bad("expected YYYY-MM-DDThh:mm:ss and an offset"));
-    }
-    let field = |r| digits(b, r).ok_or_else(|| bad("expected YYYY-MM-DDThh:mm:ss digits"));
-    let (y, mo, d) = (field(0..4)?, field(5..7)?, field(8..10)?);
-    let (h, mi, se) = (field(11..13)?, field(14..16)?, field(17..19)?);
-    if !(1..=12).contains(&mo) {
-        return Err(bad("no such month"));
-    }
-    if !(1..=days_in_month(y, mo)).contains(&d) {
-        return Err(bad("no such day in that month"));
-    }
-    if h > 23 || mi > 59 || se > 60 {
-        return Err(bad("no such time of day"));
-    }
+    let (utc_secs, leap) = match cached {
+        Some(secs) => (secs, false),
+        None => {
+            if b.len() < 20
+                || b[4] != b'-'
+                || b[7] != b'-'
+                || !matches!(b[10], b'T' | b't' | b' ')
+                || b[13] != b':'
+                || b[16] != b':'
+            {
+                return Err(bad("expected YYYY-MM-DDThh:mm:ss and an offset"));
+            }
+            let field = |r| digits(b, r).ok_or_else(|| bad("expected YYYY-MM-DDThh:mm:ss digits"));
+            let (y, mo, d) = (field(0..4)?, field(5..7)?, field(8..10)?);
+            let (h, mi, se) = (field(11..13)?, field(14..16)?, field(17..19)?);
+            if !(1..=12).contains(&mo) {
+                return Err(bad("no such month"));
+            }
+            if !(1..=days_in_month(y, mo)).contains(&d) {
+                return Err(bad("no such day in that month"));
+            }
+            if h > 23 || mi > 59 || se > 60 {
+                return Err(bad("no such time of day"));
+            }
+            let secs = days_from_civil(y, mo, d) * 86_400 + h * 3_600 + mi * 60 + se;
+            (secs, se == 60)
+        }
+    };
     let mut i = 19;
     let mut frac_ns = 0i64;
     if b.get(i) == Some(&b'.') {
@@ -120,11 +147,15 @@ pub fn parse_ns(s: &str) -> Result<i64, String> {
     }
     let offset = offset_minutes(&b[i..])
         .ok_or_else(|| bad("the offset must be Z or +hh:mm / -hh:mm within 23:59"))?;
-    // A leap second exists only as the last second of a UTC day.
-    if se == 60 && (h * 60 + mi - offset).rem_euclid(1_440) != 1_439 {
+    // A leap second exists only as the last second of a UTC day; it is never cached.
+    if leap && ((utc_secs - 60) / 60 - offset).rem_euclid(1_440) != 1_439 {
         return Err(bad("a leap second (:60) is only 23:59:60 UTC"));
     }
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3_600 + mi * 60 + se - offset * 60;
+    if cached.is_none() && !leap {
+        cache.text.copy_from_slice(&b[..19]);
+        cache.secs = Some(utc_secs);
+    }
+    let secs = utc_secs - offset * 60;
     secs.checked_mul(1_000_000_000)
         .and_then(|n| n.checked_add(frac_ns))
         .ok_or_else(|| format!("{s:?} is out of range"))
@@ -350,6 +381,31 @@ pub fn format_ns(ns: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_second_reads_as_a_fresh_parse() {
+        let lines = [
+            "2024-07-01T12:00:00.5Z",
+            "2024-07-01T12:00:00.25+02:00",
+            "2024-07-01T12:00:00.000000001-05:30",
+            "2024-07-01T12:00:00Z",
+            "2024-07-01T12:00:00.Z",
+            "2024-07-01T12:00:00.1+24:00",
+            "2024-07-01T12:00:01.1Z",
+            "2016-12-31T23:59:60.5Z",
+            "2016-12-31T23:59:60.5+01:00",
+            "2016-12-31T23:59:60.5Z",
+            "1969-12-31T23:59:59.9Z",
+            "1969-12-31T23:59:59.9+00:01",
+            "1700000000000000000",
+        ];
+        let mut cache = SecondCache::default();
+        for line in lines {
+            assert_eq!(parse_ns_with(line, &mut cache), parse_ns(line), "{line}");
+        }
+        // The cache holds the last good second, not the leap second or the integer.
+        assert_eq!(&cache.text, b"1969-12-31T23:59:59");
+    }
 
     #[test]
     fn parses_the_forms_the_api_and_files_use() {

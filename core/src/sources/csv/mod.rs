@@ -34,7 +34,9 @@ use crate::error::Result;
 use crate::record::{Quote, Side, Tick, Trade};
 use crate::sources::error::{SourceError, SourceErrorKind, SourcePosition};
 use crate::sources::tick_source::TickSource;
-use crate::sources::timefmt::{parse_epoch, parse_ns, NaiveZone, TimeUnit};
+use crate::sources::timefmt::{
+    parse_epoch, parse_ns, parse_ns_with, NaiveZone, SecondCache, TimeUnit,
+};
 use crate::symbol::Symbol;
 
 /// How to read a CSV, where the file does not say.
@@ -71,6 +73,8 @@ pub struct CsvReader<R = std::fs::File> {
     size: u64,
     /// Data lines read (the header not counted).
     lines: u64,
+    /// The last second an RFC 3339 time was read in.
+    seconds: SecondCache,
     /// The quote of the line whose trade was returned last.
     pending: Option<Quote>,
     notes: Vec<String>,
@@ -183,6 +187,7 @@ impl<R: Read> CsvReader<R> {
             symbol,
             size: size.max(1),
             lines: 0,
+            seconds: SecondCache::default(),
             pending: None,
             notes,
         })
@@ -233,7 +238,8 @@ impl<R: Read> CsvReader<R> {
                 dialect: self.layout.dialect,
             };
             self.lines += 1;
-            let (trade, quote) = line.ticks(&self.layout, &self.time, self.symbol)?;
+            let (trade, quote) =
+                line.ticks(&self.layout, &self.time, &mut self.seconds, self.symbol)?;
             match (trade, quote) {
                 (Some(t), q) => {
                     self.pending = q;
@@ -363,11 +369,16 @@ impl<R: Read> Line<'_, R> {
         }
     }
 
-    fn time_ns(&self, i: usize, form: &TimeForm) -> Result<i64, SourceError> {
+    fn time_ns(
+        &self,
+        i: usize,
+        form: &TimeForm,
+        seconds: &mut SecondCache,
+    ) -> Result<i64, SourceError> {
         let t = self.field(i, "time")?;
         match form {
             TimeForm::Epoch(unit) => parse_epoch(t, *unit),
-            TimeForm::Rfc3339 => parse_ns(t),
+            TimeForm::Rfc3339 => parse_ns_with(t, seconds),
             TimeForm::Naive(zone) => zone.parse_ns(t),
         }
         .map_err(|e| self.bad(format_args!("time: {e}")))
@@ -378,9 +389,10 @@ impl<R: Read> Line<'_, R> {
         &self,
         layout: &Layout,
         form: &TimeForm,
+        seconds: &mut SecondCache,
         symbol: Option<Symbol>,
     ) -> Result<(Option<Trade>, Option<Quote>), SourceError> {
-        let time_ns = self.time_ns(layout.time, form)?;
+        let time_ns = self.time_ns(layout.time, form, seconds)?;
         let symbol = match (symbol, layout.symbol) {
             (Some(s), _) => s,
             (None, Some(i)) => Symbol::parse(self.field(i, "symbol")?).map_err(|e| self.bad(e))?,
