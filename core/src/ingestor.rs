@@ -396,7 +396,12 @@ impl<R: Record> Ingestor<R> {
         if records.is_empty() {
             return Ok(None);
         }
-        let mut per_shard: Vec<Vec<(R, u64)>> = (0..self.shards()).map(|_| Vec::new()).collect();
+        // Room for an even share and a quarter more: a replay's 4,096-tick chunks otherwise
+        // grow each shard's vector a dozen times, copying it and faulting in new pages.
+        let share = records.len() / self.shards() + records.len() / (4 * self.shards()) + 8;
+        let mut per_shard: Vec<Vec<(R, u64)>> = (0..self.shards())
+            .map(|_| Vec::with_capacity(share))
+            .collect();
         for (i, record) in records.iter().enumerate() {
             let shard = self.pipeline.router.shard_for(record.symbol());
             per_shard[shard].push((*record, seqs.of(i)));
