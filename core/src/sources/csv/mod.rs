@@ -216,14 +216,16 @@ impl<R: Read> CsvReader<R> {
         }
         loop {
             let read = self.records.next().map_err(|e| {
+                // Where the record that failed starts (an I/O error: the one before it).
+                let (line, byte) = self.records.record_at();
                 let at = SourcePosition {
                     record: self.lines,
-                    byte: Some(self.records.position()),
+                    byte: Some(byte),
                 };
                 SourceError::at(
                     SourceErrorKind::Field,
                     at,
-                    format!("The line cannot be read: {e}."),
+                    format!("line {line} cannot be read: {e}"),
                 )
             })?;
             if !read {

@@ -277,3 +277,25 @@ fn a_bad_line_names_its_line_and_position() {
         "{e}"
     );
 }
+
+#[test]
+fn a_short_line_or_one_not_utf8_is_refused_naming_its_line() {
+    let head = "time,symbol,price,volume\n2024-07-01T00:00:00Z,ES,1,1\n\n";
+    let short = format!("{head}2024-07-01T00:00:01Z,ES,1\n");
+    let e = parse_csv(short.as_bytes(), None).unwrap_err().to_string();
+    assert!(
+        e.contains("line 4 cannot be read: it has 3 fields, but the first line has 4"),
+        "{e}"
+    );
+    let mut bad = head.as_bytes().to_vec();
+    bad.extend_from_slice(b"2024-07-01T00:00:01Z,E\xffS,1,1\n");
+    let e = parse_csv(&bad, None).unwrap_err().to_string();
+    assert!(
+        e.contains("line 4 cannot be read: field 2 is not UTF-8"),
+        "{e}"
+    );
+    // Quoted, across lines, the same rows as plain.
+    let quoted = "time,symbol,price,volume\r\n\"2024-07-01T00:00:00Z\",\"E\"\"S\",1,1\r\n";
+    let ticks = parse_csv(quoted.as_bytes(), None).unwrap();
+    assert!(matches!(ticks[..], [Tick::Trade(t)] if t.symbol.as_str() == "E\"S"));
+}
