@@ -12,6 +12,20 @@ use csv_core::ReadRecordResult;
 /// Bytes read from the input at a time, at least.
 const READ_SIZE: usize = 256 * 1024;
 
+/// Unread bytes searched for a `\n` before the record goes to `csv_core`, which reads on
+/// without holding the whole line: a file whose lines end in `\r` alone has no `\n` at all.
+const MAX_LINE: usize = 64 * 1024;
+
+/// What [`Records::line_end`] found.
+enum LineEnd {
+    /// The line ends at this index (its `\n`, or the end of a last line without one).
+    At(usize),
+    /// No `\n` within [`MAX_LINE`] bytes.
+    Long,
+    /// Nothing is left.
+    End,
+}
+
 /// Why a record could not be read.
 #[derive(Debug)]
 pub(super) enum RecordError {
@@ -68,6 +82,9 @@ pub(super) struct Records<R> {
     expected: Option<usize>,
     /// `next` gives the current record again (once) instead of reading on.
     again: bool,
+    /// The input holds no `\n` before this offset (from a [`LineEnd::Long`] search): its
+    /// records go to `csv_core` without searching again.
+    no_newline_to: u64,
     parser: csv_core::Reader,
     out: Vec<u8>,
     ends: Vec<usize>,
@@ -100,6 +117,7 @@ impl<R: Read> Records<R> {
             at_byte: 0,
             expected: None,
             again: false,
+            no_newline_to: 0,
             parser: csv_core::Reader::new(),
             out: vec![0; 1024],
             ends: vec![0; 64],
@@ -134,8 +152,17 @@ impl<R: Read> Records<R> {
                     self.start = 3;
                 }
             }
-            let Some(nl) = self.line_end()? else {
-                return Ok(false);
+            if self.position() < self.no_newline_to {
+                return match self.parse()? {
+                    true => self.check().map(|()| true),
+                    false => Ok(false),
+                };
+            }
+            let nl = match self.line_end()? {
+                LineEnd::At(nl) => nl,
+                LineEnd::End => return Ok(false),
+                LineEnd::Long if self.parse()? => return self.check().map(|()| true),
+                LineEnd::Long => return Ok(false),
             };
             let line = &self.buf[self.start..nl];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -166,16 +193,23 @@ impl<R: Read> Records<R> {
         (0..self.len()).map(|i| self.get(i).unwrap_or("")).collect()
     }
 
-    /// The end of the line at `start` (the index of its `\n`, or `end` for a last line
-    /// without one); `None` when nothing is left.
-    fn line_end(&mut self) -> Result<Option<usize>, RecordError> {
+    /// Where the line at `start` ends.
+    fn line_end(&mut self) -> Result<LineEnd, RecordError> {
         let mut searched = self.start;
         loop {
             if let Some(i) = memchr::memchr(b'\n', &self.buf[searched..self.end]) {
-                return Ok(Some(searched + i));
+                return Ok(LineEnd::At(searched + i));
             }
             if self.eof {
-                return Ok((self.start < self.end).then_some(self.end));
+                return Ok(if self.start < self.end {
+                    LineEnd::At(self.end)
+                } else {
+                    LineEnd::End
+                });
+            }
+            if self.end - self.start > MAX_LINE {
+                self.no_newline_to = self.base + self.end as u64;
+                return Ok(LineEnd::Long);
             }
             searched = self.end - self.start;
             self.fill_to(self.end - self.start + 1)?;
@@ -456,6 +490,29 @@ mod tests {
         // the record before: line 2, byte 4 for the second).
         assert_eq!(at, vec![(1, 0), (3, 5), (5, 14)]);
         assert_eq!(records.position(), input.len() as u64);
+    }
+
+    #[test]
+    fn lines_ended_by_cr_alone_stream_through_csv_core() {
+        let mut input = b"time,price\r".to_vec();
+        for i in 0..200_000 {
+            input.extend_from_slice(format!("{i},{}.5\r", i % 97).as_bytes());
+        }
+        let mut records = Records::new(Chunked(&input, 4_096));
+        let mut n = 0;
+        while records.next().unwrap() {
+            n += 1;
+        }
+        assert_eq!(n, 200_001);
+        // Read as it came, not held whole (the input is 2.6 MB).
+        assert!(records.buf.len() <= 2 * READ_SIZE, "{}", records.buf.len());
+        assert_eq!(ours(&input, 4_096), theirs(&input));
+        // A long first line without a `\n` at all, then ordinary lines.
+        let mut long = vec![b'x'; 3 * MAX_LINE];
+        long.extend_from_slice(b"\r\n");
+        long.extend_from_slice(&[b'y'; 10]);
+        long.push(b'\n');
+        assert_eq!(ours(&long, 1_000), theirs(&long));
     }
 
     proptest! {
