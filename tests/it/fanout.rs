@@ -420,10 +420,19 @@ async fn rig(n: usize, config: impl FnOnce(FanoutConfig) -> FanoutConfig) -> Rig
 }
 
 /// `commits` commits of `per_commit` trades round-robin over the rig's symbols (trade k
-/// has exchange_seq k), each flushed before the next; returns what each symbol got.
-async fn push_in_commits(rig: &Rig, commits: u64, per_commit: u64) -> HashMap<String, Vec<i64>> {
+/// has exchange_seq k), each flushed, then `pause`, before the next; returns what each
+/// symbol got.
+async fn push_in_commits(
+    rig: &Rig,
+    commits: u64,
+    per_commit: u64,
+    pause: Duration,
+) -> HashMap<String, Vec<i64>> {
     let mut pushed: HashMap<String, Vec<i64>> = HashMap::new();
     for c in 0..commits {
+        if c > 0 {
+            tokio::time::sleep(pause).await;
+        }
         let range = c * per_commit..(c + 1) * per_commit;
         let got = tokio::task::block_in_place(|| push_round_robin(&rig.ingestor, &rig.syms, range));
         for (s, seqs) in got {
@@ -448,7 +457,7 @@ async fn commits_within_a_round_interval_share_a_message_per_symbol() {
     })
     .await;
     let started = Instant::now();
-    let pushed = push_in_commits(&rig, COMMITS, PER_COMMIT).await;
+    let pushed = push_in_commits(&rig, COMMITS, PER_COMMIT, Duration::ZERO).await;
     let committing = started.elapsed();
     let all = (COMMITS * PER_COMMIT) as usize;
     let messages = receive(&mut rig.sub, all, interval * 5).await;
@@ -473,7 +482,11 @@ async fn commits_within_a_round_interval_share_a_message_per_symbol() {
 }
 
 /// A round interval never costs ticks: with a queue of 4 batches and a 1 s interval, the
-/// publisher goes early whenever the queue is half full, so 40 quick commits all arrive.
+/// publisher goes early whenever the queue is half full, so 40 commits 40 ms apart (25 in
+/// the interval: waiting it out would overflow the queue) all arrive. The pause leaves the
+/// publisher two commits' time to start its round on a loaded machine; back to back,
+/// commits came every few milliseconds and a publisher held off the cores for 15 ms lost
+/// ticks without waiting at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_interval_goes_early_rather_than_drop() {
     const COMMITS: u64 = 40;
@@ -483,7 +496,7 @@ async fn a_round_interval_goes_early_rather_than_drop() {
         ..c
     })
     .await;
-    let pushed = push_in_commits(&rig, COMMITS, 10).await;
+    let pushed = push_in_commits(&rig, COMMITS, 10, Duration::from_millis(40)).await;
     let s0 = rig.syms[0].as_str().to_string();
     let messages = receive(&mut rig.sub, pushed[&s0].len(), Duration::from_secs(30)).await;
     assert_eq!(per_symbol(&messages)[&s0], pushed[&s0]);
