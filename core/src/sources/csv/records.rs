@@ -153,25 +153,28 @@ impl<R: Read> Records<R> {
                     self.start = 3;
                 }
             }
-            if self.position() < self.no_newline_to {
-                return match self.parse()? {
-                    true => self.check().map(|()| true),
-                    false => Ok(false),
-                };
-            }
-            let nl = match self.line_end()? {
-                LineEnd::At(nl) => nl,
-                LineEnd::End => return Ok(false),
-                LineEnd::Long if self.parse()? => return self.check().map(|()| true),
-                LineEnd::Long => return Ok(false),
+            // `None`: the record goes to `csv_core` (no `\n` near, or a quote or `\r` in it).
+            let nl = if self.position() < self.no_newline_to {
+                None
+            } else {
+                match self.line_end()? {
+                    LineEnd::At(nl) => Some(nl),
+                    LineEnd::Long => None,
+                    LineEnd::End => return Ok(false),
+                }
             };
-            let line = &self.buf[self.start..nl];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                self.skip_to(nl);
-                continue;
+            if let Some(nl) = nl {
+                let line = &self.buf[self.start..nl];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.is_empty() {
+                    self.skip_to(nl);
+                    continue;
+                }
+                if self.split(line.len(), nl) {
+                    return self.check().map(|()| true);
+                }
             }
-            if !self.split(line.len(), nl) && !self.parse()? {
+            if !self.parse()? {
                 return Ok(false);
             }
             return self.check().map(|()| true);
