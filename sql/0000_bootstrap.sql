@@ -1,4 +1,4 @@
--- Bookkeeping the migrator creates before anything else (both variants). Idempotent.
+-- Bookkeeping the migrator creates before anything else (every variant). Idempotent.
 
 -- One row per applied migration. The checksum is of the file as applied: editing an
 -- applied migration is refused instead of silently diverging.
@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS christmas_migrations (
 -- functions (partition maintenance, retention, policies). One row.
 CREATE TABLE IF NOT EXISTS christmas_settings (
     singleton        boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
-    variant          text        NOT NULL CHECK (variant IN ('postgres', 'timescaledb')),
+    variant          text        NOT NULL CHECK (variant IN ('postgres', 'timescaledb', 'citus')),
     chunk_interval   interval    NOT NULL CHECK (chunk_interval >= interval '1 minute'),
     space_partitions integer     NOT NULL CHECK (space_partitions BETWEEN 1 AND 64),
     partitions_ahead integer     NOT NULL CHECK (partitions_ahead BETWEEN 0 AND 366),

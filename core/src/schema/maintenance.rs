@@ -1,4 +1,4 @@
-//! Partition maintenance of the plain-PostgreSQL variant. Ledger pruning lives with the
+//! Partition maintenance of the plain-PostgreSQL and Citus variants. Ledger pruning lives with the
 //! ledger (`pg/ledger.rs`) and is re-exported here.
 //!
 //! The SQL functions do the work (`sql/postgres/0002_market_data.sql`,
@@ -40,6 +40,10 @@ pub struct MaintenanceReport {
     /// Leaf tables of time partitions (or chunks) that have closed, handed back to
     /// autovacuum to be vacuumed and frozen once.
     pub vacuum_released: u32,
+    /// Time partitions moved to columnar storage because they ended more than
+    /// `compress_after` ago (Citus; the other variants report 0: TimescaleDB compresses in
+    /// its own job).
+    pub partitions_compressed: u32,
 }
 
 /// One maintenance pass over `table` as of the server's clock: what [`maintain_at`] does,
@@ -52,8 +56,8 @@ pub async fn maintain(client: &Client, table: &str) -> Result<MaintenanceReport>
 /// it should have (the current one, the one before, `partitions_ahead` after, and any range
 /// inside the retention window that the default partition holds rows for, moving them in),
 /// applies retention, turns insert-triggered autovacuum off on the open partitions' leaves and
-/// back on (with freezing) on the closed ones, and counts what is left in the default
-/// partition.
+/// back on (with freezing) on the closed ones, moves partitions older than `compress_after`
+/// to columnar storage (Citus), and counts what is left in the default partition.
 ///
 /// Runs the owner-only `*_at` functions (a caller-chosen clock can expire everything), so
 /// only the schema owner may call it: tests and operators that move time.
@@ -150,6 +154,25 @@ async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<Ma
     )?;
     report.vacuum_held = row.get::<_, i32>(0) as u32;
     report.vacuum_released = row.get::<_, i32>(1) as u32;
+    // One partition per call (each rewrites its rows); a bounded number per pass.
+    for _ in 0..64 {
+        let row = one(
+            call(
+                client,
+                "converted",
+                "christmas_compress_partitions",
+                table,
+                at,
+            )
+            .await,
+            "moving old partitions to columnar storage",
+        )?;
+        let converted = row.get::<_, i32>(0) as u32;
+        if converted == 0 {
+            break;
+        }
+        report.partitions_compressed += converted;
+    }
     report.rows_in_default = one(
         client
             .query_typed("SELECT christmas_default_rows($1)", &[(&table, Type::TEXT)])
@@ -161,6 +184,7 @@ async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<Ma
         || report.partitions_dropped > 0
         || report.rows_expired > 0
         || report.vacuum_released > 0
+        || report.partitions_compressed > 0
     {
         tracing::info!(?report, "partitions maintained");
     }

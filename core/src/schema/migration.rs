@@ -67,6 +67,36 @@ const SERVER_CLOCK: Migration = Migration {
     sql: include_str!("../../../sql/0008_server_clock.sql"),
 };
 
+const COMPRESS_NOTHING: Migration = Migration {
+    version: 11,
+    name: "compress_partitions",
+    sql: include_str!("../../../sql/0011_compress_partitions.sql"),
+};
+
+const POSTGRES_BARS: Migration = Migration {
+    version: 3,
+    name: "bars",
+    sql: include_str!("../../../sql/postgres/0003_bars.sql"),
+};
+
+const POSTGRES_AUTOVACUUM: Migration = Migration {
+    version: 6,
+    name: "partition_autovacuum",
+    sql: include_str!("../../../sql/postgres/0006_partition_autovacuum.sql"),
+};
+
+const POSTGRES_SETTINGS: Migration = Migration {
+    version: 9,
+    name: "settings_in_place",
+    sql: include_str!("../../../sql/postgres/0009_settings_in_place.sql"),
+};
+
+const POSTGRES_ASCENDING: Migration = Migration {
+    version: 10,
+    name: "ascending_symbol_time",
+    sql: include_str!("../../../sql/postgres/0010_ascending_symbol_time.sql"),
+};
+
 const POSTGRES: &[Migration] = &[
     CORE_TABLES,
     Migration {
@@ -74,30 +104,15 @@ const POSTGRES: &[Migration] = &[
         name: "market_data",
         sql: include_str!("../../../sql/postgres/0002_market_data.sql"),
     },
-    Migration {
-        version: 3,
-        name: "bars",
-        sql: include_str!("../../../sql/postgres/0003_bars.sql"),
-    },
+    POSTGRES_BARS,
     ORDER_WORKFLOW,
     QUEUE_TABLES,
-    Migration {
-        version: 6,
-        name: "partition_autovacuum",
-        sql: include_str!("../../../sql/postgres/0006_partition_autovacuum.sql"),
-    },
+    POSTGRES_AUTOVACUUM,
     PRODUCERS,
     SERVER_CLOCK,
-    Migration {
-        version: 9,
-        name: "settings_in_place",
-        sql: include_str!("../../../sql/postgres/0009_settings_in_place.sql"),
-    },
-    Migration {
-        version: 10,
-        name: "ascending_symbol_time",
-        sql: include_str!("../../../sql/postgres/0010_ascending_symbol_time.sql"),
-    },
+    POSTGRES_SETTINGS,
+    POSTGRES_ASCENDING,
+    COMPRESS_NOTHING,
 ];
 
 const TIMESCALEDB: &[Migration] = &[
@@ -131,6 +146,32 @@ const TIMESCALEDB: &[Migration] = &[
         name: "ascending_symbol_time",
         sql: include_str!("../../../sql/timescaledb/0010_ascending_symbol_time.sql"),
     },
+    COMPRESS_NOTHING,
+];
+
+/// Citus: its own market_data (distributed, one level of partitions) and columnar
+/// partitions; the plain variant's bars, autovacuum hand-over and retention preview, which
+/// read the same partition registry.
+const CITUS: &[Migration] = &[
+    CORE_TABLES,
+    Migration {
+        version: 2,
+        name: "market_data",
+        sql: include_str!("../../../sql/citus/0002_market_data.sql"),
+    },
+    POSTGRES_BARS,
+    ORDER_WORKFLOW,
+    QUEUE_TABLES,
+    POSTGRES_AUTOVACUUM,
+    PRODUCERS,
+    SERVER_CLOCK,
+    POSTGRES_SETTINGS,
+    POSTGRES_ASCENDING,
+    Migration {
+        version: 11,
+        name: "compress_partitions",
+        sql: include_str!("../../../sql/citus/0011_columnar_partitions.sql"),
+    },
 ];
 
 /// The migrations of `variant`, oldest first.
@@ -138,6 +179,7 @@ pub fn migrations(variant: Variant) -> &'static [Migration] {
     match variant {
         Variant::Postgres => POSTGRES,
         Variant::TimescaleDb => TIMESCALEDB,
+        Variant::Citus => CITUS,
     }
 }
 
@@ -221,8 +263,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_rise_and_both_variants_share_names() {
-        for v in [Variant::Postgres, Variant::TimescaleDb] {
+    fn versions_rise_and_all_variants_share_names() {
+        for v in [Variant::Postgres, Variant::TimescaleDb, Variant::Citus] {
             let ms = migrations(v);
             for (i, m) in ms.iter().enumerate() {
                 assert_eq!(m.version as usize, i + 1, "{v:?}");
@@ -230,11 +272,12 @@ mod tests {
         }
         let names = |v| migrations(v).iter().map(|m| m.name).collect::<Vec<_>>();
         assert_eq!(names(Variant::Postgres), names(Variant::TimescaleDb));
+        assert_eq!(names(Variant::Postgres), names(Variant::Citus));
     }
 
     #[test]
     fn only_the_continuous_aggregate_runs_outside_a_transaction() {
-        let outside: Vec<_> = [Variant::Postgres, Variant::TimescaleDb]
+        let outside: Vec<_> = [Variant::Postgres, Variant::TimescaleDb, Variant::Citus]
             .iter()
             .flat_map(|v| migrations(*v))
             .filter(|m| !m.transactional())

@@ -163,6 +163,12 @@ async fn migrate_locked(client: &Client, config: &SchemaConfig) -> Result<Migrat
                 report.maintenance.push(maintain(client, table).await?);
             }
         }
+        Variant::Citus => {
+            citus_settings(client).await?;
+            for table in ["market_data", "quotes"] {
+                report.maintenance.push(maintain(client, table).await?);
+            }
+        }
     }
     if let Some(role) = &config.app_role {
         if grant_app_role(client, role, config.app_password.as_deref()).await? {
@@ -184,13 +190,15 @@ async fn choose_variant(client: &Client, asked: Option<Variant>) -> Result<Varia
                     EXISTS (SELECT 1 FROM pg_settings
                              WHERE (name = 'shared_preload_libraries'
                                     AND setting LIKE '%timescaledb%')
-                                OR name = 'timescaledb.max_background_workers')",
+                                OR name = 'timescaledb.max_background_workers'),
+                    EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
             &[],
         )
         .await
         .map_err(|e| Error::pg("detecting the schema variant", e))?;
     let installed: Option<String> = row.get(0);
     let (loaded, available, preloaded): (bool, bool, bool) = (row.get(1), row.get(2), row.get(3));
+    let citus: bool = row.get(4);
     if let Some(installed) = installed {
         let installed: Variant = installed.parse()?;
         return match asked {
@@ -210,10 +218,52 @@ async fn choose_variant(client: &Client, asked: Option<Variant>) -> Result<Varia
             "TimescaleDB is installed but not loaded: add timescaledb to \
              shared_preload_libraries and restart PostgreSQL",
         )),
+        Some(Variant::Citus) if !citus => Err(Error::schema(
+            "Citus was asked for but this database has no citus extension: as a superuser, \
+             add citus to shared_preload_libraries on the coordinator and every worker, run \
+             CREATE EXTENSION citus in this database on each of them, and add the workers \
+             with SELECT citus_add_node(host, port) on the coordinator (scripts/citus.sh \
+             does all of it on loopback)",
+        )),
         Some(v) => Ok(v),
+        None if citus => Ok(Variant::Citus),
         None if usable => Ok(Variant::TimescaleDb),
         None => Ok(Variant::Postgres),
     }
+}
+
+/// The engine's Citus settings for every new session of this database (so the daemon's
+/// connections get them without asking): one connection per worker for each statement
+/// (`citus.max_adaptive_executor_pool_size = 1`). With Citus's default (16) every batch's
+/// COPY opened a connection per shard on each worker and committed each with two-phase
+/// commit, and ingest ran at 0.2x plain PostgreSQL on two cores (docs/operations.md, "Citus").
+/// Needs the database's owner; otherwise says what an administrator should run.
+async fn citus_settings(client: &Client) -> Result<()> {
+    let owner: bool = client
+        .query_one(
+            "SELECT pg_has_role(current_user, d.datdba, 'USAGE')
+               FROM pg_database d WHERE d.datname = current_database()",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::pg("checking the database's owner", e))?
+        .get(0);
+    if !owner {
+        tracing::warn!(
+            "not the database's owner: run ALTER DATABASE <name> SET \
+             citus.max_adaptive_executor_pool_size = 1 as its owner"
+        );
+        return Ok(());
+    }
+    client
+        .batch_execute(
+            "DO $$ BEGIN
+                 EXECUTE format('ALTER DATABASE %I SET citus.max_adaptive_executor_pool_size = 1',
+                                current_database());
+             END $$",
+        )
+        .await
+        .map_err(|e| Error::pg("setting the database's Citus executor pool size", e))
 }
 
 async fn apply(client: &Client, variant: Variant, m: &Migration) -> Result<()> {
@@ -397,7 +447,7 @@ mod tests {
 
     #[test]
     fn variant_names_round_trip() {
-        for v in [Variant::Postgres, Variant::TimescaleDb] {
+        for v in [Variant::Postgres, Variant::TimescaleDb, Variant::Citus] {
             assert_eq!(v.as_str().parse::<Variant>().unwrap(), v);
         }
         assert!("mysql".parse::<Variant>().is_err());

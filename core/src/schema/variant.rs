@@ -13,6 +13,9 @@ pub enum Variant {
     Postgres,
     /// Hypertables, compression, retention policies, a continuous aggregate.
     TimescaleDb,
+    /// Citus: time partitions distributed by symbol across worker nodes, old partitions
+    /// columnar.
+    Citus,
 }
 
 impl Variant {
@@ -21,6 +24,7 @@ impl Variant {
         match self {
             Variant::Postgres => "postgres",
             Variant::TimescaleDb => "timescaledb",
+            Variant::Citus => "citus",
         }
     }
 }
@@ -38,9 +42,10 @@ impl FromStr for Variant {
         match s {
             "postgres" | "postgresql" => Ok(Variant::Postgres),
             "timescaledb" => Ok(Variant::TimescaleDb),
+            "citus" => Ok(Variant::Citus),
             _ => Err(Error::config(
                 "variant",
-                format!("{s:?} is not one of postgres, timescaledb"),
+                format!("{s:?} is not one of postgres, timescaledb, citus"),
             )),
         }
     }

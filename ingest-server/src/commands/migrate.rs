@@ -10,20 +10,23 @@ use christmas_core::schema::{self, SchemaConfig, Setting, SettingsOutcome, Varia
 /// given change them, and without any `migrate` changes nothing.
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
-    /// Schema variant: `auto` (the installed one, else TimescaleDB when the server can
-    /// load it, else plain PostgreSQL), `postgres` or `timescaledb`.
+    /// Schema variant: `auto` (the installed one, else Citus when the database has the
+    /// citus extension, else TimescaleDB when the server can load it, else plain
+    /// PostgreSQL), `postgres`, `timescaledb` or `citus`.
     #[arg(long, default_value = "auto")]
     variant: String,
     /// Width of a chunk / time partition (e.g. 1d, 6h; new database: 1d).
     #[arg(long, value_parser = parse_duration)]
     chunk_interval: Option<Duration>,
-    /// Symbol (hash) partitions per time partition (new database: 4).
+    /// Symbol (hash) partitions per time partition, or shards per table on Citus (new
+    /// database: 4).
     #[arg(long)]
     space_partitions: Option<u32>,
     /// Time partitions kept created ahead of now (plain PostgreSQL; new database: 3).
     #[arg(long)]
     partitions_ahead: Option<u32>,
-    /// Compress chunks older than this (TimescaleDB), or `off` (new database: 7d).
+    /// Compress chunks (TimescaleDB) or move partitions to columnar storage (Citus) older
+    /// than this, or `off` (new database: 7d).
     #[arg(long, value_parser = parse_optional_duration)]
     compress_after: Option<OptionalDuration>,
     /// Drop ticks older than this, or `off` (new database: 90d). Turning it on or
@@ -118,7 +121,8 @@ pub async fn run(url: &str, args: &MigrateArgs) -> anyhow::Result<()> {
         println!(
             "{}: {} partitions created ({} rows moved in), {} dropped and {} rows deleted by \
              retention, {} rows in the default partition; insert-triggered autovacuum off on \
-             {} leaf tables of open partitions, back on for {} of closed ones",
+             {} leaf tables of open partitions, back on for {} of closed ones; {} partitions \
+             moved to columnar storage",
             m.table,
             m.partitions_created,
             m.rows_moved,
@@ -126,7 +130,8 @@ pub async fn run(url: &str, args: &MigrateArgs) -> anyhow::Result<()> {
             m.rows_expired,
             m.rows_in_default,
             m.vacuum_held,
-            m.vacuum_released
+            m.vacuum_released,
+            m.partitions_compressed
         );
     }
     Ok(())
