@@ -9,6 +9,7 @@
 //! | [`redis`] | [`RedisServer`] (plain or TLS-only), [`RedisCluster`], [`shared_redis_url`] |
 //! | [`tls`] | a private CA and server certificate for the TLS tests ([`tls::make_certs`]) |
 //! | [`amqp`] | [`RabbitNode`] (private, may stop and start), [`shared_amqp_url`] |
+//! | [`citus`] | a database on every node of a Citus cluster ([`citus::create_database`]) |
 //! | [`nginx`], [`pgbouncer`], [`netns`] | what stands between a client and the daemons in a deployment |
 //! | [`net`] | [`free_addr`] / [`free_port`], [`wait_listening`] |
 //! | [`http`] | [`HttpClient`]: hyper's client with the few calls the tests make |
@@ -30,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod amqp;
+pub mod citus;
 pub mod daemon;
 mod host;
 pub mod http;

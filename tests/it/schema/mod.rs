@@ -96,6 +96,7 @@ async fn trades_ingestor(url: &str) -> Ingestor<Trade> {
 }
 
 mod bars;
+mod citus;
 mod migrations;
 mod partitions;
 mod settings;

@@ -1,0 +1,530 @@
+//! The Citus variant, against a coordinator with workers named by `CHRISTMAS_CITUS_URL`
+//! (`scripts/citus.sh start` makes one on loopback: a coordinator and two workers on their
+//! own addresses). These tests are `#[ignore]`d, so where they do not run they count as
+//! skipped; `scripts/test.sh` runs them when the variable is set or Citus is installed.
+//! Each test makes its own database on the coordinator and on every worker (Citus does not
+//! create databases across nodes), adds the workers to it, and drops it on every node
+//! afterwards, even on failure.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use christmas_core::query::{BarInterval, MarketDataReader};
+use christmas_core::schema::{self, SchemaConfig, Setting, Variant};
+use christmas_core::{Ingestor, Trade};
+
+use christmas_tests::citus::{self, CitusDatabase};
+
+use crate::support::{connect, count, symbols, trade};
+
+use super::bars::check_cme_sample;
+use super::*;
+
+const NEEDS: &str = "needs CHRISTMAS_CITUS_URL, a Citus coordinator with workers";
+
+/// A database on the coordinator and on each worker, with the workers added; dropped from
+/// every node when this is.
+struct CitusDb(CitusDatabase);
+
+impl std::ops::Deref for CitusDb {
+    type Target = CitusDatabase;
+    fn deref(&self) -> &CitusDatabase {
+        &self.0
+    }
+}
+
+impl CitusDb {
+    async fn new() -> CitusDb {
+        let base = std::env::var("CHRISTMAS_CITUS_URL")
+            .unwrap_or_else(|_| panic!("{NEEDS} (this test is #[ignore]d without it)"));
+        let name = christmas_tests::unique_name("christmas_t");
+        CitusDb(citus::create_database(&base, &name).await.unwrap())
+    }
+}
+
+impl Drop for CitusDb {
+    fn drop(&mut self) {
+        let db = self.0.clone();
+        // Drop runs inside the test's runtime: drop the database from a thread of its own.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(citus::drop_database(&db))
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {done:?}", self.0.name);
+        }
+    }
+}
+
+/// A client of a worker that sees the shard tables (Citus hides them from pg_class).
+async fn shards_visible(url: &str) -> Client {
+    let client = connect(url).await;
+    client
+        .batch_execute("SET citus.override_table_visibility = off")
+        .await
+        .unwrap();
+    client
+}
+
+/// Retention off (the tests' ticks are from 2024), everything else the defaults.
+fn citus_keep_everything() -> SchemaConfig {
+    SchemaConfig {
+        variant: Some(Variant::Citus),
+        retention: None,
+        ..SchemaConfig::default()
+    }
+}
+
+/// Duplicated (symbol, exchange_seq) pairs in `market_data` (grouped by the distribution
+/// column, so each worker counts its own).
+async fn duplicates(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM (SELECT symbol, exchange_seq FROM market_data
+                                    GROUP BY symbol, exchange_seq HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
+async fn citus_variant_distributes_by_symbol_and_bars_match_the_file() {
+    let db = CitusDb::new().await;
+    // Asked for nothing: the citus extension in the database picks the variant.
+    let report = schema::migrate_url(&db.url, &SchemaConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(report.variant, Variant::Citus);
+    assert_eq!(report.version, 11);
+    let client = connect(&db.url).await;
+    let distributed: Vec<(String, String, i32, i64)> = client
+        .query(
+            "SELECT p.logicalrelid::regclass::text,
+                    column_to_column_name(p.logicalrelid, p.partkey),
+                    p.colocationid,
+                    (SELECT count(*) FROM pg_dist_shard s WHERE s.logicalrelid = p.logicalrelid)
+               FROM pg_dist_partition p
+              WHERE p.logicalrelid IN ('market_data'::regclass, 'quotes'::regclass)
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(distributed.len(), 2, "{distributed:?}");
+    for (table, column, _, shards) in &distributed {
+        assert_eq!(column, "symbol", "{table}");
+        assert_eq!(*shards, 4, "{table}: one shard per space partition");
+    }
+    assert_eq!(distributed[0].2, distributed[1].2, "quotes co-located");
+    // The ledger, producers, orders and settings stay on the coordinator.
+    let local: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_dist_partition
+              WHERE logicalrelid::text IN ('ingest_batches', 'ingest_producers', 'orders',
+                                           'order_outbox', 'christmas_settings',
+                                           'ingest_dead_letters')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(local, 0);
+    // Time partitions have no sub-partitions: Citus distributes one level only.
+    let nested: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_partitioned_table p
+                 ON p.partrelid = i.inhrelid
+              WHERE i.inhparent = 'market_data'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nested, 0);
+    // Every shard placement of market_data is on a worker, and each worker holds some.
+    let workers_used: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT n.nodename || ':' || n.nodeport)
+               FROM pg_dist_shard s JOIN pg_dist_placement pl USING (shardid)
+               JOIN pg_dist_node n USING (groupid)
+              WHERE s.logicalrelid = 'market_data'::regclass AND n.groupid > 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(workers_used as usize, db.workers.len());
+    // The engine's executor setting, for every new session of the database.
+    let pool: String = connect(&db.url)
+        .await
+        .query_one("SHOW citus.max_adaptive_executor_pool_size", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pool, "1");
+
+    // The real CME sample through the engine: rows and every bar width equal the file's
+    // (the same check the plain and TimescaleDB variants pass).
+    check_cme_sample(&db.url).await;
+
+    // A second run changes nothing but the app role's password, which makes it a login
+    // role; Citus propagates it to the workers, and the engine writes as it: the
+    // coordinator opens its worker connections as the app role, and the partitions created
+    // by the (owner's) maintenance functions are writable through the parent's grants.
+    let again = schema::migrate_url(
+        &db.url,
+        &SchemaConfig {
+            app_password: Some("app-secret".into()),
+            ..SchemaConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(again.applied.is_empty(), "{again:?}");
+    for w in &db.workers {
+        let login: bool = connect(w)
+            .await
+            .query_one(
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'christmas_app'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(login, "christmas_app cannot log in on {w}");
+    }
+    let as_app = christmas_tests::citus::with_user(&db.url, "christmas_app", "app-secret");
+    let ingestor = trades_ingestor(&as_app).await;
+    let rows: Vec<Trade> = (0..500u64)
+        .map(|k| trade_at("APPROLE", now_ns() - k as i64 * 1_000_000, k as i64))
+        .collect();
+    ingestor.push_batch(&rows).unwrap();
+    let report = ingestor.shutdown().await.unwrap();
+    assert_eq!(report.rows_committed(), 500);
+    let stored: i64 = client
+        .query_one(
+            "SELECT count(*) FROM market_data WHERE symbol = 'APPROLE'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
+async fn citus_is_refused_where_the_extension_is_missing() {
+    let _needs = CitusDb::new().await;
+    // A plain database on the plain test server: asking for Citus names what to do.
+    let url = christmas_tests::fresh_database(&christmas_tests::shared_pg_url())
+        .await
+        .unwrap();
+    let err = schema::migrate_url(
+        &url,
+        &SchemaConfig {
+            variant: Some(Variant::Citus),
+            ..SchemaConfig::default()
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no citus extension"), "{err}");
+    assert!(err.contains("citus_add_node"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
+async fn citus_ingests_exactly_once_while_worker_backends_are_killed() {
+    const TOTAL: u64 = 100_000;
+    let db = CitusDb::new().await;
+    schema::migrate_url(&db.url, &citus_keep_everything())
+        .await
+        .unwrap();
+    let client = connect(&db.url).await;
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&db.url)
+        .shards(2)
+        .batch_max_rows(2_000)
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    let stream = ingestor.stream().to_string();
+    let done = Arc::new(AtomicBool::new(false));
+    // Kills the coordinator's connections to the workers (every client backend of the
+    // test database on each worker) and, every third round, the engine's own backends on
+    // the coordinator: a batch fails before, during and after its two-phase commit.
+    let killer = {
+        let done = done.clone();
+        let mut admins = Vec::new();
+        for w in &db.workers {
+            admins.push(connect(w).await);
+        }
+        let coordinator = connect(&db.url).await;
+        tokio::spawn(async move {
+            let (mut on_workers, mut on_coordinator) = (0i64, 0i64);
+            let mut round = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(41)).await;
+                round += 1;
+                for admin in &admins {
+                    let n: i64 = admin
+                        .query_one(
+                            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid)
+                               FROM pg_stat_activity
+                              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                                AND backend_type = 'client backend') t",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    on_workers += n;
+                }
+                if round.is_multiple_of(3) {
+                    let n: i64 = coordinator
+                        .query_one(
+                            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid)
+                               FROM pg_stat_activity
+                              WHERE application_name LIKE 'christmas-' || $1 || '%') t",
+                            &[&stream],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    on_coordinator += n;
+                }
+            }
+            (on_workers, on_coordinator)
+        })
+    };
+    let syms = symbols(50);
+    let mut next = vec![0u64; syms.len()];
+    let mut sent = 0u64;
+    while sent < TOTAL {
+        for _ in 0..100 {
+            let s = (sent as usize * 13) % syms.len();
+            ingestor.push_async(trade(syms[s], next[s])).await.unwrap();
+            next[s] += 1;
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    ingestor.flush().await.unwrap();
+    done.store(true, Ordering::SeqCst);
+    let (on_workers, on_coordinator) = killer.await.unwrap();
+    let report = ingestor.shutdown().await.unwrap();
+    assert!(on_workers >= 5, "killed only {on_workers} worker backends");
+    assert!(on_coordinator >= 1, "killed no coordinator backend");
+    assert_eq!(report.rows_committed(), TOTAL);
+    // A commit whose COMMIT PREPARED on a worker was killed is decided (the coordinator
+    // recorded it) but its rows show on that worker only once Citus recovers the prepared
+    // transaction (every citus.recover_2pc_interval): recover now rather than wait.
+    assert!(count(&client, "market_data").await <= TOTAL as i64);
+    client
+        .batch_execute("SELECT recover_prepared_transactions()")
+        .await
+        .unwrap();
+    assert_eq!(count(&client, "market_data").await, TOTAL as i64);
+    assert_eq!(duplicates(&client).await, 0);
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(sum(rows), 0)::bigint FROM ingest_batches",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (batches, rows): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(batches as u64, report.batches_committed());
+    assert_eq!(rows, TOTAL as i64);
+    // Per symbol, the rows are the ones pushed: 0 .. next[s] each.
+    let per_symbol: Vec<(String, i64, i64)> = client
+        .query(
+            "SELECT symbol, count(*), max(exchange_seq) FROM market_data GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(per_symbol.len(), syms.len());
+    for (i, (sym, n, max)) in per_symbol.iter().enumerate() {
+        assert_eq!(sym, syms[i].as_str());
+        assert_eq!(*n as u64, next[i], "{sym}");
+        assert_eq!(*max as u64 + 1, next[i], "{sym}");
+    }
+    // And no prepared transaction of a killed commit is left.
+    for w in &db.workers {
+        let left: i64 = connect(w)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "prepared transactions left on {w}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
+async fn citus_old_partitions_go_columnar_take_late_rows_and_retention_drops_them() {
+    let db = CitusDb::new().await;
+    schema::migrate_url(&db.url, &citus_keep_everything())
+        .await
+        .unwrap();
+    let client = connect(&db.url).await;
+    // Ticks of 2024-07-02 (support::trade) and of the last hour.
+    let sym = symbols(3);
+    let old: Vec<Trade> = (0..3_000u64)
+        .map(|k| trade(sym[(k % 3) as usize], k))
+        .collect();
+    let now = now_ns();
+    let recent: Vec<Trade> = (0..10)
+        .map(|i| trade_at("NOW1", now - 3_600_000_000_000 + i * 1_000_000, i))
+        .collect();
+    let ingestor = trades_ingestor(&db.url).await;
+    ingestor.push_batch(&old).unwrap();
+    ingestor.push_batch(&recent).unwrap();
+    ingestor.shutdown().await.unwrap();
+    assert_eq!(count(&client, "market_data_default").await, 3_000);
+
+    let report = schema::maintain(&client, "market_data").await.unwrap();
+    assert_eq!(report.rows_moved, 3_000, "{report:?}");
+    assert_eq!(report.rows_in_default, 0, "{report:?}");
+    // 2024-07-02 ended long before now - compress_after (7 days): columnar.
+    assert!(report.partitions_compressed >= 1, "{report:?}");
+    let am = |part: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT a.amname::text FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+                      WHERE c.oid = to_regclass($1)",
+                    &[&part],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(am("market_data_p20240702").await, "columnar");
+    let current: String = client
+        .query_one(
+            "SELECT name FROM christmas_partitions
+              WHERE parent_table = 'market_data' AND lower_bound <= now()
+                AND upper_bound > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let current_am: String = client
+        .query_one(
+            "SELECT a.amname::text FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+              WHERE c.oid = to_regclass($1)",
+            &[&current],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(current_am, "heap", "the open partition stays a heap");
+    // On the workers the shards are columnar too.
+    let mut columnar_shards = 0i64;
+    for w in &db.workers {
+        columnar_shards += shards_visible(w)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+                  WHERE a.amname = 'columnar' AND c.relname ~ '^market_data_p20240702_[0-9]+$'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+    }
+    assert_eq!(columnar_shards, 4, "one columnar shard per space partition");
+
+    // A late tick into the columnar partition, and the bars of that day include it.
+    let late = trade(sym[0], 10_000);
+    let ingestor = trades_ingestor(&db.url).await;
+    ingestor.push_batch(&[late]).unwrap();
+    ingestor.shutdown().await.unwrap();
+    assert_eq!(count(&client, "market_data_p20240702").await, 3_001);
+    let reader = MarketDataReader::connect(&db.url).await.unwrap();
+    let day = 1_719_878_400_000_000_000i64;
+    let bars = reader
+        .bars(sym[0], BarInterval::Day1, day, day + DAY_NS)
+        .await
+        .unwrap();
+    assert_eq!(bars.len(), 1, "{bars:?}");
+    let expected: Vec<&Trade> = old
+        .iter()
+        .chain(std::iter::once(&late))
+        .filter(|t| t.symbol == sym[0])
+        .collect();
+    assert_eq!(bars[0].trades as usize, expected.len());
+    let volume: f64 = expected.iter().map(|t| t.volume).sum();
+    assert_eq!(bars[0].volume, volume);
+    assert_eq!(bars[0].close, late.price);
+    // A second pass converts nothing more.
+    let again = schema::maintain(&client, "market_data").await.unwrap();
+    assert_eq!(again.partitions_compressed, 0, "{again:?}");
+
+    // Retention of 30 days, confirmed: the columnar 2024 partition is dropped from every
+    // worker, the last hour's ticks stay.
+    let changed = schema::migrate_url(
+        &db.url,
+        &SchemaConfig {
+            variant: Some(Variant::Citus),
+            retention: Some(Duration::from_secs(30 * 86_400)),
+            change: vec![Setting::Retention],
+            confirm_deletion: true,
+            ..SchemaConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed.deletions.len(), 1, "{changed:?}");
+    assert_eq!(changed.deletions[0].rows, 3_001, "{changed:?}");
+    let report = schema::maintain(&client, "market_data").await.unwrap();
+    let dropped_before: u32 = changed
+        .maintenance
+        .iter()
+        .map(|m| m.partitions_dropped)
+        .sum();
+    assert!(
+        report.partitions_dropped + dropped_before >= 1,
+        "{report:?} {changed:?}"
+    );
+    assert_eq!(count(&client, "market_data").await, 10);
+    assert!(!relation_exists(&client, "market_data_p20240702").await);
+    for w in &db.workers {
+        let left: i64 = shards_visible(w)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relname LIKE 'market_data\\_p20240702%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "shards of the dropped partition left on {w}");
+    }
+}
