@@ -10,7 +10,7 @@ pub use christmas_tests::pg::connect;
 use christmas_tests::pg::database_url;
 
 /// The schema variant of the bench's fresh databases: `CHRISTMAS_BENCH_VARIANT`
-/// (`postgres` or `timescaledb`), so that both can be measured on one TimescaleDB server;
+/// (`postgres`, `timescaledb` or `citus`), so that both can be measured on one TimescaleDB server;
 /// unset, the migrator's choice (TimescaleDB where it is preloaded).
 fn variant() -> Result<Option<christmas_core::schema::Variant>> {
     match std::env::var("CHRISTMAS_BENCH_VARIANT") {
@@ -25,7 +25,19 @@ fn variant() -> Result<Option<christmas_core::schema::Variant>> {
 /// A new database `name` on the server of `base` (dropped first if it exists), migrated to
 /// the current schema; its URL. Each scenario gets its own, so nothing else's rows are
 /// touched and every run starts from the same empty tables.
+///
+/// On a Citus coordinator (its database has the citus extension) the database is made on
+/// every node and gets the citus variant (`christmas_tests::citus`).
 pub async fn fresh_database(base: &str, name: &str) -> Result<String> {
+    if christmas_tests::citus::is_citus(base).await? {
+        let db = christmas_tests::citus::create_database(base, name).await?;
+        let config = christmas_core::schema::SchemaConfig {
+            variant: variant()?,
+            ..Default::default()
+        };
+        christmas_core::schema::migrate_url(&db.url, &config).await?;
+        return Ok(db.url);
+    }
     let admin = connect(base).await?;
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
