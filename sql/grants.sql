@@ -18,6 +18,7 @@ GRANT EXECUTE ON FUNCTION christmas_prune_ledger(),
                           christmas_default_rows(text),
                           christmas_tune_autovacuum(text),
                           christmas_compress_partitions(text),
+                          christmas_stale_prepared(),
                           christmas_bars(text, interval, timestamptz, timestamptz),
                           christmas_claim_producers(text[], text[], text[], bigint[], bigint[])
    TO {{role}};

@@ -349,6 +349,16 @@ impl Scrape {
             "christmas_rows_in_default_partition",
             "Rows in the default partition: no time partition covers them.",
             &defaults,
+        )?;
+        let prepared: Vec<_> = self
+            .kinds
+            .iter()
+            .filter_map(|(k, m)| Some((kind(k), m.maintenance.as_ref()?.prepared_stale)))
+            .collect();
+        p.gauge(
+            "christmas_pg_prepared_stale",
+            "Prepared transactions of the database older than a minute, on any node (Citus: commits whose rows on a worker stay invisible until Citus recovers them).",
+            &prepared,
         )
     }
 

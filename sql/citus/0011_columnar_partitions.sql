@@ -8,6 +8,14 @@
 -- cannot take UPDATE or DELETE, which nothing in Christmas runs on market data (retention
 -- drops whole partitions). The default partition stays a heap: rows are moved out of it.
 --
+-- christmas_stale_prepared(): prepared transactions of this database older than a minute on
+-- the coordinator and every worker, exported by the daemons as a metric. Each batch commits
+-- with two-phase commit across the workers it wrote to; when a worker's connection dies
+-- between PREPARE and COMMIT PREPARED, the batch is committed (the coordinator recorded the
+-- decision) but its rows on that worker stay invisible, and hold a max_prepared_transactions
+-- slot, until Citus's recovery commits them (every citus.recover_2pc_interval, 60 s by
+-- default; docs/operations.md, "Citus").
+--
 -- Columnar lives in the citus_columnar extension. Creating it needs a superuser on
 -- PostgreSQL 15; when the migrating role cannot, the step does nothing and says so (NOTICE
 -- here, and the function returns 0) until an administrator runs
@@ -63,3 +71,16 @@ AS $$ SELECT * FROM christmas_compress_partitions_at(target, now()) $$;
 
 REVOKE ALL ON FUNCTION christmas_compress_partitions_at(text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION christmas_compress_partitions(text) FROM PUBLIC;
+
+CREATE FUNCTION christmas_stale_prepared() RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+    SELECT (SELECT count(*) FROM pg_prepared_xacts
+             WHERE database = current_database() AND prepared < now() - interval '1 minute')
+         + coalesce((SELECT sum(result::bigint) FROM run_command_on_workers(
+               $q$SELECT count(*) FROM pg_prepared_xacts
+                   WHERE database = current_database()
+                     AND prepared < now() - interval '1 minute'$q$)
+              WHERE success), 0)::bigint
+$$;
+REVOKE ALL ON FUNCTION christmas_stale_prepared() FROM PUBLIC;

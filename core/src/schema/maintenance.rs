@@ -44,6 +44,10 @@ pub struct MaintenanceReport {
     /// `compress_after` ago (Citus; the other variants report 0: TimescaleDB compresses in
     /// its own job).
     pub partitions_compressed: u32,
+    /// Prepared transactions of the database older than a minute, on any node (Citus: a
+    /// batch whose COMMIT PREPARED on a worker was cut off: committed, but its rows there
+    /// invisible until Citus recovers it; elsewhere: someone else's, forgotten).
+    pub prepared_stale: u64,
 }
 
 /// One maintenance pass over `table` as of the server's clock: what [`maintain_at`] does,
@@ -173,6 +177,13 @@ async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<Ma
         }
         report.partitions_compressed += converted;
     }
+    report.prepared_stale = one(
+        client
+            .query_typed("SELECT christmas_stale_prepared()", &[])
+            .await,
+        "counting stale prepared transactions",
+    )?
+    .get::<_, i64>(0) as u64;
     report.rows_in_default = one(
         client
             .query_typed("SELECT christmas_default_rows($1)", &[(&table, Type::TEXT)])
