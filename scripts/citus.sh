@@ -71,6 +71,7 @@ start_node() {
     bin="$(pg_bindir)"
     data="$(base_dir)/$name"
     if running "$host"; then
+        ensure_database "$host"
         return
     fi
     if [ ! -f "$data/PG_VERSION" ]; then
@@ -101,6 +102,12 @@ CONF
         tail -n 30 "$data/server.log" >&2 || true
         die "the Citus $name did not start"
     fi
+    ensure_database "$host"
+}
+
+# The database `christmas` on a node, with the extension.
+ensure_database() {
+    local host="$1"
     if ! psql_at "$host" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'christmas'" | grep -q 1; then
         psql_at "$host" -d postgres -c "CREATE DATABASE christmas"
     fi

@@ -158,9 +158,11 @@ async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<Ma
     )?;
     report.vacuum_held = row.get::<_, i32>(0) as u32;
     report.vacuum_released = row.get::<_, i32>(1) as u32;
-    // One partition per call (each rewrites its rows); a bounded number per pass.
+    // One partition per call (each rewrites its rows); a bounded number per pass. Version
+    // 11's two functions are optional: a daemon upgraded before `migrate` has run still
+    // maintains partitions on a version-10 schema.
     for _ in 0..64 {
-        let row = one(
+        let converted = optional(
             call(
                 client,
                 "converted",
@@ -170,20 +172,20 @@ async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<Ma
             )
             .await,
             "moving old partitions to columnar storage",
-        )?;
-        let converted = row.get::<_, i32>(0) as u32;
+        )?
+        .map_or(0, |row| row.get::<_, i32>(0) as u32);
         if converted == 0 {
             break;
         }
         report.partitions_compressed += converted;
     }
-    report.prepared_stale = one(
+    report.prepared_stale = optional(
         client
             .query_typed("SELECT christmas_stale_prepared()", &[])
             .await,
         "counting stale prepared transactions",
     )?
-    .get::<_, i64>(0) as u64;
+    .map_or(0, |row| row.get::<_, i64>(0) as u64);
     report.rows_in_default = one(
         client
             .query_typed("SELECT christmas_default_rows($1)", &[(&table, Type::TEXT)])
@@ -200,6 +202,19 @@ async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<Ma
         tracing::info!(?report, "partitions maintained");
     }
     Ok(report)
+}
+
+/// [`one`], or `None` when the function called does not exist (a schema older than it).
+fn optional(
+    rows: std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+    context: &'static str,
+) -> Result<Option<tokio_postgres::Row>> {
+    match rows {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) => {
+            Ok(None)
+        }
+        rows => one(rows, context).map(Some),
+    }
 }
 
 /// The one row of a `query_typed` (unnamed statements: safe behind PgBouncer in

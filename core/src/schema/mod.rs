@@ -263,7 +263,46 @@ async fn citus_settings(client: &Client) -> Result<()> {
              END $$",
         )
         .await
-        .map_err(|e| Error::pg("setting the database's Citus executor pool size", e))
+        .map_err(|e| Error::pg("setting the database's Citus executor pool size", e))?;
+    citus_server_checks(client).await
+}
+
+/// Server settings the migrator cannot change (they need a superuser and a reload or a
+/// restart), checked and logged: the recovery interval of cut-off two-phase commits (their
+/// rows are invisible until it runs) and the workers' prepared-transaction slots.
+async fn citus_server_checks(client: &Client) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('citus.recover_2pc_interval'),
+                    coalesce(extract(epoch FROM
+                        CASE WHEN current_setting('citus.recover_2pc_interval') LIKE '-%'
+                             THEN NULL
+                             ELSE current_setting('citus.recover_2pc_interval')::interval
+                        END), -1)::float8,
+                    (SELECT count(*) FROM run_command_on_workers(
+                        $$SELECT current_setting('max_prepared_transactions')::int
+                                 >= current_setting('max_connections')::int$$)
+                      WHERE NOT success OR result <> 't')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::pg("reading the Citus cluster's settings", e))?;
+    let (interval, seconds, short): (String, f64, i64) = (row.get(0), row.get(1), row.get(2));
+    if !(0.0..=10.0).contains(&seconds) {
+        tracing::warn!(
+            citus.recover_2pc_interval = %interval,
+            "rows of a batch whose COMMIT PREPARED was cut off stay invisible until Citus \
+             recovers it: set citus.recover_2pc_interval = '10s' on the coordinator"
+        );
+    }
+    if short > 0 {
+        tracing::warn!(
+            workers = short,
+            "workers with max_prepared_transactions below max_connections: cut-off commits \
+             can fill them and stall ingest until Citus recovers them"
+        );
+    }
+    Ok(())
 }
 
 async fn apply(client: &Client, variant: Variant, m: &Migration) -> Result<()> {

@@ -286,3 +286,34 @@ async fn the_least_privilege_role_ingests_and_maintains_but_has_no_ddl() {
     }
     assert_eq!(count(&app, "market_data").await, 1_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_runs_on_a_schema_without_version_11() {
+    // A daemon upgraded before `migrate` runs meets a version-10 schema: the pass still
+    // creates partitions and counts, and reports 0 for what version 11 adds.
+    let (_url, client) = fresh_db(&plain_with_retention()).await;
+    let newest: String = client
+        .query_one(
+            "SELECT name FROM christmas_partitions WHERE parent_table = 'market_data'
+              ORDER BY lower_bound DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "DROP FUNCTION christmas_stale_prepared();
+             DROP FUNCTION christmas_compress_partitions(text);
+             DROP FUNCTION christmas_compress_partitions_at(text, timestamptz);
+             DROP TABLE {newest};
+             DELETE FROM christmas_partitions WHERE name = '{newest}';"
+        ))
+        .await
+        .unwrap();
+    let report = schema::maintain(&client, "market_data").await.unwrap();
+    assert_eq!(report.partitions_created, 1, "{report:?}");
+    assert_eq!(report.partitions_compressed, 0);
+    assert_eq!(report.prepared_stale, 0);
+    assert!(relation_exists(&client, &newest).await);
+}
