@@ -633,3 +633,53 @@ async fn citus_old_partitions_go_columnar_take_late_rows_and_retention_drops_the
         assert_eq!(left, 0, "shards of the dropped partition left on {w}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
+async fn citus_reads_give_the_plain_variants_answers() {
+    let db = CitusDb::new().await;
+    schema::migrate_url(&db.url, &citus_keep_everything())
+        .await
+        .unwrap();
+    let (plain_url, _plain) =
+        crate::support::fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    // Three symbols over two days, pushed in an order that is not time order (late ticks
+    // behind earlier ones), the same rows into both.
+    let sym = symbols(3);
+    let day = 1_719_878_400_000_000_000i64;
+    let rows: Vec<Trade> = (0..6_000u64)
+        .map(|k| {
+            let mut t = trade(sym[(k % 3) as usize], k);
+            t.time_ns = day + ((k * 7_919) % 172_800) as i64 * 1_000_000_000;
+            t.exchange_seq = (k % 5) as i64;
+            t
+        })
+        .collect();
+    for url in [&db.url, &plain_url] {
+        let ingestor = trades_ingestor(url).await;
+        for chunk in rows.chunks(500) {
+            ingestor.push_batch(chunk).unwrap();
+        }
+        ingestor.shutdown().await.unwrap();
+    }
+    let citus = MarketDataReader::connect(&db.url).await.unwrap();
+    let plain = MarketDataReader::connect(&plain_url).await.unwrap();
+    for s in &sym {
+        for interval in BarInterval::ALL {
+            let a = citus
+                .bars(*s, interval, day, day + 2 * DAY_NS)
+                .await
+                .unwrap();
+            let b = plain
+                .bars(*s, interval, day, day + 2 * DAY_NS)
+                .await
+                .unwrap();
+            assert!(!a.is_empty());
+            assert_eq!(a, b, "{s} {interval:?}");
+        }
+        let a = citus.trades(*s, day, day + 2 * DAY_NS, 100).await.unwrap();
+        let b = plain.trades(*s, day, day + 2 * DAY_NS, 100).await.unwrap();
+        assert_eq!(a.len(), 100);
+        assert_eq!(a, b, "{s} trades");
+    }
+}
