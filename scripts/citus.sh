@@ -92,9 +92,16 @@ max_wal_size = 4GB
 checkpoint_timeout = 15min
 wal_level = logical
 max_prepared_transactions = 200
+# Citus runs a maintenance daemon (two-phase commit recovery, deadlock detection) per
+# database, and the rebalancer's jobs, as background workers: the default 8 run out with a
+# few test databases, and then recovery and rebalancing silently wait.
+max_worker_processes = 32
 # Commit the prepared transactions of cut-off two-phase commits within 10 s, not 60 s: their
 # rows are invisible until then (docs/operations.md, "Citus").
 citus.recover_2pc_interval = '10s'
+# The rebalancer's background jobs connect to this node through this name (localhost by
+# default, where nothing listens here).
+citus.local_hostname = '$host'
 CONF
     fi
     say "starting the Citus $name on $host:$port"
