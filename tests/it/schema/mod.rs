@@ -97,6 +97,7 @@ async fn trades_ingestor(url: &str) -> Ingestor<Trade> {
 
 mod bars;
 mod citus;
+mod citus_faults;
 mod migrations;
 mod partitions;
 mod settings;

@@ -1,0 +1,215 @@
+//! The Citus variant under faults: worker and coordinator backends killed, a worker
+//! restarted, while the engine ingests; every tick stored once. `#[ignore]`d like the rest of
+//! the Citus tests (`citus.rs`), which make the databases these use.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use christmas_core::schema;
+use christmas_core::{Ingestor, MetricsSnapshot, Trade};
+use tokio_postgres::Client;
+
+use crate::support::{connect, count, symbols, trade};
+
+use super::citus::{citus_keep_everything, duplicates, CitusDb};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
+async fn citus_ingests_exactly_once_while_worker_backends_are_killed() {
+    const TOTAL: u64 = 100_000;
+    let db = CitusDb::new().await;
+    schema::migrate_url(&db.url, &citus_keep_everything())
+        .await
+        .unwrap();
+    let client = connect(&db.url).await;
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&db.url)
+        .shards(2)
+        .batch_max_rows(2_000)
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    let stream = ingestor.stream().to_string();
+    let done = Arc::new(AtomicBool::new(false));
+    // Kills the coordinator's connections to the workers (every client backend of the
+    // test database on each worker) and, every third round, the engine's own backends on
+    // the coordinator: a batch fails before, during and after its two-phase commit.
+    let killer = {
+        let done = done.clone();
+        let mut admins = Vec::new();
+        for w in &db.workers {
+            admins.push(connect(w).await);
+        }
+        let coordinator = connect(&db.url).await;
+        tokio::spawn(async move {
+            let (mut on_workers, mut on_coordinator) = (0i64, 0i64);
+            let mut round = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(41)).await;
+                round += 1;
+                for admin in &admins {
+                    let n: i64 = admin
+                        .query_one(
+                            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid)
+                               FROM pg_stat_activity
+                              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                                AND backend_type = 'client backend') t",
+                            &[],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    on_workers += n;
+                }
+                if round.is_multiple_of(3) {
+                    let n: i64 = coordinator
+                        .query_one(
+                            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid)
+                               FROM pg_stat_activity
+                              WHERE application_name LIKE 'christmas-' || $1 || '%') t",
+                            &[&stream],
+                        )
+                        .await
+                        .unwrap()
+                        .get(0);
+                    on_coordinator += n;
+                }
+            }
+            (on_workers, on_coordinator)
+        })
+    };
+    let next = push_paced(&ingestor, TOTAL).await;
+    ingestor.flush().await.unwrap();
+    done.store(true, Ordering::SeqCst);
+    let (on_workers, on_coordinator) = killer.await.unwrap();
+    let report = ingestor.shutdown().await.unwrap();
+    assert!(on_workers >= 5, "killed only {on_workers} worker backends");
+    assert!(on_coordinator >= 1, "killed no coordinator backend");
+    assert_stored_exactly(&db, &client, &report, &next).await;
+}
+
+/// Pushes `total` trades over 50 symbols, 100 per millisecond; how many each symbol got.
+async fn push_paced(ingestor: &Ingestor<Trade>, total: u64) -> Vec<u64> {
+    let syms = symbols(50);
+    let mut next = vec![0u64; syms.len()];
+    let mut sent = 0u64;
+    while sent < total {
+        for _ in 0..100 {
+            let s = (sent as usize * 13) % syms.len();
+            ingestor.push_async(trade(syms[s], next[s])).await.unwrap();
+            next[s] += 1;
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    next
+}
+
+/// Every pushed trade stored once (`next[s]` of symbol `s`, sequences 0 .. next[s]), one
+/// ledger row per batch committed, and no prepared transaction left on a worker.
+async fn assert_stored_exactly(
+    db: &CitusDb,
+    client: &Client,
+    report: &MetricsSnapshot,
+    next: &[u64],
+) {
+    let total: u64 = next.iter().sum();
+    assert_eq!(report.rows_committed(), total);
+    // A commit whose COMMIT PREPARED on a worker was cut off is decided (the coordinator
+    // recorded it) but its rows show on that worker only once Citus recovers the prepared
+    // transaction (every citus.recover_2pc_interval): recover now rather than wait.
+    assert!(count(client, "market_data").await <= total as i64);
+    client
+        .batch_execute("SELECT recover_prepared_transactions()")
+        .await
+        .unwrap();
+    assert_eq!(count(client, "market_data").await, total as i64);
+    assert_eq!(duplicates(client).await, 0);
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(sum(rows), 0)::bigint FROM ingest_batches",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (batches, rows): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(batches as u64, report.batches_committed());
+    assert_eq!(rows, total as i64);
+    let syms = symbols(next.len());
+    let per_symbol: Vec<(String, i64, i64)> = client
+        .query(
+            "SELECT symbol, count(*), max(exchange_seq) FROM market_data GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(per_symbol.len(), syms.len());
+    for (i, (sym, n, max)) in per_symbol.iter().enumerate() {
+        assert_eq!(sym, syms[i].as_str());
+        assert_eq!(*n as u64, next[i], "{sym}");
+        assert_eq!(*max as u64 + 1, next[i], "{sym}");
+    }
+    for w in &db.workers {
+        let left: i64 = connect(w)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "prepared transactions left on {w}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
+async fn citus_ingests_exactly_once_through_a_worker_restart() {
+    const TOTAL: u64 = 60_000;
+    let Ok(restart) = std::env::var("CHRISTMAS_CITUS_RESTART_WORKER") else {
+        println!("skipped: CHRISTMAS_CITUS_RESTART_WORKER (scripts/citus.sh env) is not set");
+        return;
+    };
+    let db = CitusDb::alone().await;
+    schema::migrate_url(&db.url, &citus_keep_everything())
+        .await
+        .unwrap();
+    let client = connect(&db.url).await;
+    let ingestor = Ingestor::<Trade>::builder()
+        .database_url(&db.url)
+        .shards(2)
+        .batch_max_rows(2_000)
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    // A worker restarts (fast shutdown: its connections cut mid-COPY or mid-commit) a third
+    // of the way in, and again two thirds in.
+    let restarter = tokio::spawn(async move {
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let status = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&restart)
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success(), "{restart}: {status}");
+        }
+    });
+    let next = push_paced(&ingestor, TOTAL).await;
+    ingestor.flush().await.unwrap();
+    restarter.await.unwrap();
+    let report = ingestor.shutdown().await.unwrap();
+    assert!(
+        report.retries() > 0,
+        "no batch was retried: the restarts missed the load"
+    );
+    assert_stored_exactly(&db, &client, &report, &next).await;
+}
