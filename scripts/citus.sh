@@ -21,23 +21,8 @@ coordinator=127.0.0.21
 workers=(127.0.0.22 127.0.0.23)
 svc_user=christmas
 
-say() { echo "==> $*" >&2; }
-die() { echo "error: $*" >&2; exit 1; }
-is_root() { [ "$(id -u)" -eq 0 ]; }
-
-pg_bindir() {
-    if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
-        pg_config --bindir
-        return
-    fi
-    local d
-    d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
-    [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
-}
-
-as_svc() {
-    if is_root; then (cd / && runuser -u "$svc_user" -- "$@"); else "$@"; fi
-}
+# shellcheck source=scripts/common.sh
+. "$root/scripts/common.sh"
 
 # True when the PostgreSQL of pg_bindir can load Citus.
 citus_installed() {

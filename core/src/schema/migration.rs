@@ -157,7 +157,13 @@ const CITUS: &[Migration] = &[
     Migration {
         version: 2,
         name: "market_data",
-        sql: include_str!("../../../sql/citus/0002_market_data.sql"),
+        // The plain variant's tables and functions, then their distribution and the
+        // partition function Citus needs, in one transaction.
+        sql: concat!(
+            include_str!("../../../sql/postgres/0002_market_data.sql"),
+            "\n",
+            include_str!("../../../sql/citus/0002_market_data.sql")
+        ),
     },
     POSTGRES_BARS,
     ORDER_WORKFLOW,
