@@ -14,15 +14,12 @@ use crate::support::{connect, count, symbols, trade};
 
 use super::citus::{citus_keep_everything, duplicates, CitusDb};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
-async fn citus_ingests_exactly_once_while_worker_backends_are_killed() {
-    const TOTAL: u64 = 100_000;
-    let db = CitusDb::new().await;
+/// `db` migrated (retention off) and an ingestor of 2 shards, batches of at most 2,000 rows,
+/// reconnecting within 10-200 ms.
+async fn migrated_with_ingestor(db: &CitusDb) -> (Client, Ingestor<Trade>) {
     schema::migrate_url(&db.url, &citus_keep_everything())
         .await
         .unwrap();
-    let client = connect(&db.url).await;
     let ingestor = Ingestor::<Trade>::builder()
         .database_url(&db.url)
         .shards(2)
@@ -31,6 +28,15 @@ async fn citus_ingests_exactly_once_while_worker_backends_are_killed() {
         .start()
         .await
         .unwrap();
+    (connect(&db.url).await, ingestor)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
+async fn citus_ingests_exactly_once_while_worker_backends_are_killed() {
+    const TOTAL: u64 = 100_000;
+    let db = CitusDb::new().await;
+    let (client, ingestor) = migrated_with_ingestor(&db).await;
     let stream = ingestor.stream().to_string();
     let done = Arc::new(AtomicBool::new(false));
     // Kills the coordinator's connections to the workers (every client backend of the
@@ -177,18 +183,7 @@ async fn citus_ingests_exactly_once_through_a_worker_restart() {
         return;
     };
     let db = CitusDb::alone().await;
-    schema::migrate_url(&db.url, &citus_keep_everything())
-        .await
-        .unwrap();
-    let client = connect(&db.url).await;
-    let ingestor = Ingestor::<Trade>::builder()
-        .database_url(&db.url)
-        .shards(2)
-        .batch_max_rows(2_000)
-        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(200))
-        .start()
-        .await
-        .unwrap();
+    let (client, ingestor) = migrated_with_ingestor(&db).await;
     // A worker restarts (fast shutdown: its connections cut mid-COPY or mid-commit) a third
     // of the way in, and again two thirds in.
     let restarter = tokio::spawn(async move {
