@@ -62,6 +62,13 @@ pub async fn is_citus(url: &str) -> Result<bool> {
 /// must have the citus extension, the coordinator's host set and the workers added, as
 /// `scripts/citus.sh` leaves it), dropping an older one of that name first.
 pub async fn create_database(base: &str, name: &str) -> Result<CitusDatabase> {
+    create_database_adding(base, name, usize::MAX).await
+}
+
+/// [`create_database`] with only the first `added` workers added to it (the others have
+/// the database and the extension, ready for `citus_add_node`; [`CitusDatabase::workers`]
+/// lists them all).
+pub async fn create_database_adding(base: &str, name: &str, added: usize) -> Result<CitusDatabase> {
     let coordinator = connect(base).await?;
     let row = coordinator
         .query_one(
@@ -112,7 +119,7 @@ pub async fn create_database(base: &str, name: &str) -> Result<CitusDatabase> {
     client
         .execute("SELECT citus_set_coordinator_host($1, $2)", &[&host, &port])
         .await?;
-    for (h, p) in &workers {
+    for (h, p) in workers.iter().take(added) {
         client
             .execute("SELECT citus_add_node($1, $2)", &[h, p])
             .await?;

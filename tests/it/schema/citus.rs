@@ -45,9 +45,14 @@ impl std::ops::Deref for CitusDb {
 
 impl CitusDb {
     pub(super) async fn new() -> CitusDb {
+        Self::adding(usize::MAX).await
+    }
+
+    /// [`CitusDb::new`] with only the first `added` workers added to the database.
+    pub(super) async fn adding(added: usize) -> CitusDb {
         let shared = cluster().read_owned().await;
         CitusDb {
-            db: Self::create().await,
+            db: Self::create(added).await,
             _shared: Some(shared),
             _alone: None,
         }
@@ -57,13 +62,13 @@ impl CitusDb {
     pub(super) async fn alone() -> CitusDb {
         let alone = cluster().write_owned().await;
         CitusDb {
-            db: Self::create().await,
+            db: Self::create(usize::MAX).await,
             _shared: None,
             _alone: Some(alone),
         }
     }
 
-    async fn create() -> CitusDatabase {
+    async fn create(added: usize) -> CitusDatabase {
         let base = std::env::var("CHRISTMAS_CITUS_URL")
             .unwrap_or_else(|_| panic!("{NEEDS} (this test is #[ignore]d without it)"));
         let name = christmas_tests::unique_name("christmas_t");
@@ -72,7 +77,7 @@ impl CitusDb {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match citus::create_database(&base, &name).await {
+            match citus::create_database_adding(&base, &name, added).await {
                 Ok(db) => return db,
                 Err(e) if attempt < 5 => {
                     eprintln!("creating {name} (attempt {attempt}): {e:#}");
