@@ -234,11 +234,13 @@ async fn choose_variant(client: &Client, asked: Option<Variant>) -> Result<Varia
 
 /// The engine's Citus settings for every new session of this database (so the daemon's
 /// connections get them without asking): one connection per worker for each statement
-/// (`citus.max_adaptive_executor_pool_size = 1`). With Citus's default (16) every batch's
-/// COPY opened a connection per shard on each worker and committed each with two-phase
-/// commit, and ingest ran at 0.2x plain PostgreSQL on two cores (docs/operations.md, "Citus").
-/// Needs the database's owner; otherwise says what an administrator should run.
+/// (`citus.max_adaptive_executor_pool_size = 1`). With Citus's default (16) a batch's COPY
+/// opens a connection per shard on each worker, and in `christmas-bench ingest` a batch took
+/// 76 ms to commit instead of 9-13 ms (bench/RESULTS.md, "Citus against plain PostgreSQL").
+/// Needs the database's owner; otherwise says what an administrator should run. Then checks
+/// the server settings it cannot change.
 async fn citus_settings(client: &Client) -> Result<()> {
+    citus_server_checks(client).await?;
     let owner: bool = client
         .query_one(
             "SELECT pg_has_role(current_user, d.datdba, 'USAGE')
@@ -263,8 +265,7 @@ async fn citus_settings(client: &Client) -> Result<()> {
              END $$",
         )
         .await
-        .map_err(|e| Error::pg("setting the database's Citus executor pool size", e))?;
-    citus_server_checks(client).await
+        .map_err(|e| Error::pg("setting the database's Citus executor pool size", e))
 }
 
 /// Server settings the migrator cannot change (they need a superuser and a reload or a
