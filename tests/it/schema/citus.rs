@@ -60,9 +60,16 @@ impl CitusDb {
 
     /// The cluster to itself: no other test's database is in use meanwhile.
     pub(super) async fn alone() -> CitusDb {
+        Self::alone_adding(usize::MAX).await
+    }
+
+    /// [`CitusDb::alone`] with only the first `added` workers added to the database: for a
+    /// test that adds a worker and moves shards (two such tests at once failed with
+    /// "failure on connection marked as essential" from `citus_add_node`).
+    pub(super) async fn alone_adding(added: usize) -> CitusDb {
         let alone = cluster().write_owned().await;
         CitusDb {
-            db: Self::create(usize::MAX).await,
+            db: Self::create(added).await,
             _shared: None,
             _alone: Some(alone),
         }
