@@ -24,7 +24,8 @@ echo "==> cargo test --workspace"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-# The Citus cluster of scripts/citus.sh (a coordinator and two workers on loopback), when
+# The Citus cluster of scripts/citus.sh (a coordinator and two workers, in network
+# namespaces as root), when
 # Citus is installed in this PostgreSQL and no CHRISTMAS_CITUS_URL names another.
 if [ -z "${CHRISTMAS_CITUS_URL:-}" ] && bash scripts/citus.sh installed; then
     bash scripts/citus.sh start

@@ -218,6 +218,51 @@ async fn citus_ingests_exactly_once_through_a_worker_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
+async fn citus_ingests_exactly_once_through_a_cut_link_to_a_worker() {
+    const TOTAL: u64 = 60_000;
+    let (Ok(cut), Ok(heal)) = (
+        std::env::var("CHRISTMAS_CITUS_CUT_WORKER"),
+        std::env::var("CHRISTMAS_CITUS_HEAL_WORKER"),
+    ) else {
+        println!(
+            "skipped: CHRISTMAS_CITUS_CUT_WORKER and _HEAL_WORKER are not set (scripts/citus.sh \
+             env sets them when the nodes run in network namespaces)"
+        );
+        return;
+    };
+    let db = CitusDb::alone().await;
+    let (client, ingestor) = migrated_with_ingestor(&db).await;
+    // A third of the way in, the worker's link goes down for 3 s: no reset, no refusal,
+    // packets just stop, mid-COPY or mid-commit, then flow again.
+    let cutter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for command in [&cut, &heal] {
+            let status = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success(), "{command}: {status}");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    let next = push_paced(&ingestor, TOTAL).await;
+    ingestor.flush().await.unwrap();
+    // The last batches could not commit before the link came back.
+    let flushed = started.elapsed();
+    cutter.await.unwrap();
+    assert!(
+        flushed >= Duration::from_secs(3),
+        "flushed in {flushed:?}: the cut missed the load"
+    );
+    let report = ingestor.shutdown().await.unwrap();
+    assert_stored_exactly(&db, &client, &[&report], &next).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
 async fn citus_adds_a_worker_and_rebalances_while_the_engine_writes() {
     // The tables have no primary key, so Citus's default (logical replication where there
     // is one) refuses to move them; `block_writes` holds the writes to a shard while it is
