@@ -35,7 +35,7 @@
 //! | [`record`] | `Trade`, `Quote`, `Side` and the [`Record`] trait: validation, table, columns, COPY encoding |
 //! | [`symbol`] | [`Symbol`]: inline, validated instrument names (no allocation per tick) |
 //! | [`binary_copy`] | PostgreSQL binary COPY header, rows and trailer |
-//! | [`router`] | [`ShardRouter`]: `fnv1a(symbol) % shards` |
+//! | [`router`] | [`ShardRouter`]: `fnv1a(symbol) % shards`, or by Citus placement ([`Placement`], [`pg_hashtext`]) |
 //! | [`ingestor`] | [`Ingestor`]: the face — push, receipts, metrics, shutdown |
 //! | [`ingress`] | [`Ingress`]: trades and quotes together; `push(ticks, AckLevel)` → one ack future; what HTTP, TCP, replay and demo call |
 //! | [`producer`] | idempotent producers: a [`ProducerId`](producer::ProducerId) and sequence numbers (`Ingress::push_from`, `push_numbered`), claimed in each batch's transaction so a resend is stored once |
@@ -118,7 +118,7 @@ pub use ingress::{Ack, AckLevel, Acked, Ingress, IngressMetrics, Ticks};
 pub use metrics::{MetricsSnapshot, ShardSnapshot, Summary};
 pub use pipeline::batch::BatchReport;
 pub use record::{Quote, Record, Side, Tick, Trade};
-pub use router::ShardRouter;
+pub use router::{pg_hashtext, Placement, ShardRouter};
 pub use symbol::Symbol;
 
 /// The DBN reader's former path; [`sources::dbn`] is its home.

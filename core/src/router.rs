@@ -1,4 +1,7 @@
-//! [`ShardRouter`]: which shard a symbol's records go through.
+//! [`ShardRouter`]: which shard a symbol's records go through; on Citus, by the worker
+//! that holds the symbol ([`Placement`]).
+
+use std::sync::Arc;
 
 use crate::symbol::Symbol;
 
@@ -6,10 +9,14 @@ use crate::symbol::Symbol;
 /// one ring, one batcher and one writer, and reaches the database in push order.
 ///
 /// The hash is FNV-1a over the symbol's bytes: fixed across processes and versions, so
-/// partitioned feed handlers and several daemons agree on the mapping.
-#[derive(Debug, Clone, Copy)]
+/// partitioned feed handlers and several daemons agree on the mapping. With a
+/// [`Placement`] (a table distributed by Citus) a symbol goes to the shard that writes the
+/// Citus shards of its worker instead, so one batch's COPY reaches as few workers as it
+/// can; the mapping is fixed for the router's life either way.
+#[derive(Debug, Clone)]
 pub struct ShardRouter {
     shards: usize,
+    placement: Option<Arc<Placement>>,
 }
 
 impl ShardRouter {
@@ -17,6 +24,15 @@ impl ShardRouter {
     pub fn new(shards: usize) -> Self {
         ShardRouter {
             shards: shards.max(1),
+            placement: None,
+        }
+    }
+
+    /// A router over `shards` shards that sends each symbol where `placement` says.
+    pub fn placed(shards: usize, placement: Placement) -> Self {
+        ShardRouter {
+            shards: shards.max(1),
+            placement: Some(Arc::new(placement)),
         }
     }
 
@@ -25,11 +41,135 @@ impl ShardRouter {
         self.shards
     }
 
+    /// The placement it routes by, if any.
+    pub fn placement(&self) -> Option<&Placement> {
+        self.placement.as_deref()
+    }
+
     /// The shard for `symbol`, in `0..shards`.
     #[inline]
     pub fn shard_for(&self, symbol: &Symbol) -> usize {
-        (fnv1a(symbol.as_bytes()) % self.shards as u64) as usize
+        match &self.placement {
+            Some(p) => p.shard_for(symbol.as_bytes()),
+            None => (fnv1a(symbol.as_bytes()) % self.shards as u64) as usize,
+        }
     }
+}
+
+/// Where a Citus-distributed table keeps each symbol, as engine shards: the table's hash
+/// ranges (Citus hashes a text column as PostgreSQL's `hashtext()` does), each given to the
+/// engine shard that writes its worker's ranges. Only speed depends on it: a stale
+/// placement (after a rebalance) means batches reach more workers, never a wrong row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Each range's lowest hash, ascending.
+    mins: Vec<i32>,
+    /// The engine shard of each range.
+    shard: Vec<usize>,
+}
+
+impl Placement {
+    /// From the table's Citus shards as (lowest hash, node group), over `shards` engine
+    /// shards: ordered by node, then hash, the ranges are dealt out in contiguous blocks, so
+    /// with as many engine shards as workers (or a multiple) each engine shard writes to
+    /// one worker. `None` for no ranges.
+    pub fn new(mut ranges: Vec<(i32, i32)>, shards: usize) -> Option<Placement> {
+        if ranges.is_empty() {
+            return None;
+        }
+        let shards = shards.max(1);
+        ranges.sort_unstable_by_key(|&(min, group)| (group, min));
+        let n = ranges.len();
+        let mut dealt: Vec<(i32, usize)> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, &(min, _))| (min, i * shards / n))
+            .collect();
+        dealt.sort_unstable_by_key(|&(min, _)| min);
+        Some(Placement {
+            mins: dealt.iter().map(|d| d.0).collect(),
+            shard: dealt.iter().map(|d| d.1).collect(),
+        })
+    }
+
+    /// The engine shard for a symbol's bytes.
+    #[inline]
+    pub fn shard_for(&self, symbol: &[u8]) -> usize {
+        let h = pg_hashtext(symbol);
+        let i = self.mins.partition_point(|&m| m <= h).saturating_sub(1);
+        self.shard[i]
+    }
+
+    /// How many hash ranges (Citus shards) it knows.
+    pub fn ranges(&self) -> usize {
+        self.mins.len()
+    }
+}
+
+/// PostgreSQL's `hashtext()` of text with a deterministic collation: Bob Jenkins' lookup3
+/// (`hashlittle`) over the bytes, seeded with PostgreSQL's constant, read little-endian as
+/// PostgreSQL does on every platform it hashes text the same on. Tested against the
+/// server's own `hashtext()`.
+pub fn pg_hashtext(bytes: &[u8]) -> i32 {
+    let mut a = 0x9e37_79b9u32
+        .wrapping_add(bytes.len() as u32)
+        .wrapping_add(3_923_095);
+    let (mut b, mut c) = (a, a);
+    let mut rest = bytes;
+    while rest.len() >= 12 {
+        a = a.wrapping_add(le32(&rest[0..4]));
+        b = b.wrapping_add(le32(&rest[4..8]));
+        c = c.wrapping_add(le32(&rest[8..12]));
+        (a, b, c) = lookup3_mix(a, b, c);
+        rest = &rest[12..];
+    }
+    // The last 0-11 bytes, little-endian into a, b and the top three bytes of c (its low
+    // byte is left for the length, already added).
+    a = a.wrapping_add(le32(&rest[..rest.len().min(4)]));
+    if rest.len() > 4 {
+        b = b.wrapping_add(le32(&rest[4..rest.len().min(8)]));
+    }
+    if rest.len() > 8 {
+        c = c.wrapping_add(le32(&rest[8..]) << 8);
+    }
+    lookup3_final(a, b, c) as i32
+}
+
+/// Up to 4 bytes as a little-endian u32.
+#[inline]
+fn le32(bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .enumerate()
+        .fold(0, |v, (i, &b)| v | u32::from(b) << (8 * i))
+}
+
+#[inline]
+fn lookup3_mix(mut a: u32, mut b: u32, mut c: u32) -> (u32, u32, u32) {
+    a = a.wrapping_sub(c) ^ c.rotate_left(4);
+    c = c.wrapping_add(b);
+    b = b.wrapping_sub(a) ^ a.rotate_left(6);
+    a = a.wrapping_add(c);
+    c = c.wrapping_sub(b) ^ b.rotate_left(8);
+    b = b.wrapping_add(a);
+    a = a.wrapping_sub(c) ^ c.rotate_left(16);
+    c = c.wrapping_add(b);
+    b = b.wrapping_sub(a) ^ a.rotate_left(19);
+    a = a.wrapping_add(c);
+    c = c.wrapping_sub(b) ^ b.rotate_left(4);
+    b = b.wrapping_add(a);
+    (a, b, c)
+}
+
+#[inline]
+fn lookup3_final(mut a: u32, mut b: u32, mut c: u32) -> u32 {
+    c = (c ^ b).wrapping_sub(b.rotate_left(14));
+    a = (a ^ c).wrapping_sub(c.rotate_left(11));
+    b = (b ^ a).wrapping_sub(a.rotate_left(25));
+    c = (c ^ b).wrapping_sub(b.rotate_left(16));
+    a = (a ^ c).wrapping_sub(c.rotate_left(4));
+    b = (b ^ a).wrapping_sub(a.rotate_left(14));
+    (c ^ b).wrapping_sub(b.rotate_left(24))
 }
 
 /// 64-bit FNV-1a.
@@ -68,6 +208,50 @@ mod tests {
             counts[r.shard_for(&Symbol::new(&format!("SYM{i}")).unwrap())] += 1;
         }
         assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+
+    #[test]
+    fn hashtext_is_postgresql_s() {
+        // What PostgreSQL 15's `SELECT hashtext(s)` returns (every tail length is covered
+        // by the integration test against a live server).
+        for (s, h) in [
+            ("", -1_477_818_771),
+            ("a", 1_075_015_857),
+            ("ESU4", -90_973_117),
+            ("SYM0001", 2_113_972_914),
+            ("EURUSD", 1_525_658_419),
+            ("abcdefghijkl", -1_586_087_212),
+            ("abcdefghijklmnopqrstuvwxyz0123", 89_653_194),
+        ] {
+            assert_eq!(pg_hashtext(s.as_bytes()), h, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn placement_gives_each_shard_one_worker_s_ranges() {
+        // Four hash ranges, two on group 1 and two on group 2, interleaved.
+        let ranges = vec![
+            (i32::MIN, 1),
+            (-1_073_741_824, 2),
+            (0, 1),
+            (1_073_741_824, 2),
+        ];
+        let p = Placement::new(ranges.clone(), 2).unwrap();
+        assert_eq!(p.ranges(), 4);
+        let r = ShardRouter::placed(2, p);
+        let mut seen = [[false; 2]; 2];
+        for i in 0..2000 {
+            let s = Symbol::new(&format!("SYM{i}")).unwrap();
+            let h = pg_hashtext(s.as_bytes());
+            let group = ranges.iter().rev().find(|r| r.0 <= h).unwrap().1 as usize - 1;
+            seen[r.shard_for(&s)][group] = true;
+        }
+        // Each engine shard writes to exactly one group, and each group is written.
+        assert_eq!(seen, [[true, false], [false, true]]);
+        // More engine shards than ranges: each range still goes to one shard in range.
+        let p = Placement::new(ranges, 8).unwrap();
+        assert!((0..500).all(|i| p.shard_for(format!("S{i}").as_bytes()) < 8));
+        assert!(Placement::new(Vec::new(), 2).is_none());
     }
 
     #[test]

@@ -389,3 +389,42 @@ async fn start_fails_clearly_without_a_database() {
     let err = Ingestor::<Trade>::builder().start().await.unwrap_err();
     assert!(matches!(err, Error::Config { field: "sink", .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_citus_router_hashes_text_as_postgresql_does() {
+    // Citus places a symbol by PostgreSQL's hashtext(); the engine's copy of it must agree
+    // for every tail length and for bytes beyond ASCII.
+    let client = support::connect(&christmas_tests::shared_pg_url()).await;
+    let alphabet: Vec<char> = "ABCXYZabcxyz0189._-/:éß€😀".chars().collect();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut texts = Vec::new();
+    for len in 0..=40 {
+        for _ in 0..25 {
+            let text: String = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            texts.push(text);
+        }
+    }
+    let rows = client
+        .query(
+            "SELECT hashtext(t) FROM unnest($1::text[]) WITH ORDINALITY u(t, i) ORDER BY i",
+            &[&texts],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), texts.len());
+    for (text, row) in texts.iter().zip(&rows) {
+        let server: i32 = row.get(0);
+        assert_eq!(
+            christmas_core::pg_hashtext(text.as_bytes()),
+            server,
+            "{text:?}"
+        );
+    }
+}

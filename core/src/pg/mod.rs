@@ -10,3 +10,4 @@ pub(crate) use connect::{connect, is_connection_error, parse_url};
 pub use connect::{connect_url, ConnectPolicy, PgUrl};
 pub(crate) mod copy_sink;
 pub(crate) mod ledger;
+pub(crate) mod placement;

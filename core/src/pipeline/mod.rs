@@ -107,8 +107,16 @@ impl<R: Record> Pipeline<R> {
                 Arc::new(ctx)
             })
             .collect();
+        // On Citus, each shard takes the symbols of as few workers as it can.
+        let router = match &config.sink {
+            Some(Sink::Postgres(url)) => {
+                let table = config.table.as_deref().unwrap_or(R::DEFAULT_TABLE);
+                crate::pg::placement::router_for(url, table, n).await
+            }
+            _ => ShardRouter::new(n),
+        };
         let pipeline = Arc::new(Pipeline {
-            router: ShardRouter::new(n),
+            router,
             shards,
             clock,
             closed: AtomicBool::new(false),

@@ -526,3 +526,73 @@ async fn citus_reads_give_the_plain_variants_answers() {
         assert_eq!(a, b, "{s} trades");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHRISTMAS_CITUS_URL (scripts/citus.sh), Citus is not in Debian"]
+async fn citus_engine_shards_each_write_to_one_worker() {
+    let db = CitusDb::new().await;
+    schema::migrate_url(&db.url, &citus_keep_everything())
+        .await
+        .unwrap();
+    let client = connect(&db.url).await;
+    let workers: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT p.groupid) FROM pg_dist_shard s
+               JOIN pg_dist_placement p USING (shardid)
+              WHERE s.logicalrelid = 'market_data'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(workers >= 2, "needs two workers holding shards");
+    let ingestor = christmas_core::Ingestor::<Trade>::builder()
+        .database_url(&db.url)
+        .shards(workers as usize)
+        .start()
+        .await
+        .unwrap();
+    // Where Citus keeps each symbol, by its own function, against the engine's shard.
+    let syms = symbols(200);
+    let mut groups_of_shard = std::collections::BTreeMap::<usize, Vec<i32>>::new();
+    for s in &syms {
+        let group: i32 = client
+            .query_one(
+                "SELECT groupid FROM pg_dist_placement
+                  WHERE shardid = get_shard_id_for_distribution_column('market_data', $1::text)",
+                &[&s.as_str()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let groups = groups_of_shard
+            .entry(ingestor.shard_for(&trade(*s, 0)))
+            .or_default();
+        if !groups.contains(&group) {
+            groups.push(group);
+        }
+    }
+    assert_eq!(
+        groups_of_shard.len(),
+        workers as usize,
+        "{groups_of_shard:?}"
+    );
+    let mut all: Vec<i32> = groups_of_shard.values().flatten().copied().collect();
+    assert!(
+        groups_of_shard.values().all(|g| g.len() == 1),
+        "an engine shard writes to several workers: {groups_of_shard:?}"
+    );
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), workers as usize, "{groups_of_shard:?}");
+    // The routed trades are stored, each once.
+    for k in 0..50 {
+        for s in &syms {
+            ingestor.push_async(trade(*s, k)).await.unwrap();
+        }
+    }
+    ingestor.flush().await.unwrap();
+    ingestor.shutdown().await.unwrap();
+    assert_eq!(count(&client, "market_data").await, 200 * 50);
+    assert_eq!(duplicates(&client).await, 0);
+}
