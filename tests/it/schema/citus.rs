@@ -535,16 +535,7 @@ async fn citus_engine_shards_each_write_to_one_worker() {
         .await
         .unwrap();
     let client = connect(&db.url).await;
-    let workers: i64 = client
-        .query_one(
-            "SELECT count(DISTINCT p.groupid) FROM pg_dist_shard s
-               JOIN pg_dist_placement p USING (shardid)
-              WHERE s.logicalrelid = 'market_data'::regclass",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let workers = nodes_holding_market_data(&client).await;
     assert!(workers >= 2, "needs two workers holding shards");
     let ingestor = christmas_core::Ingestor::<Trade>::builder()
         .database_url(&db.url)
@@ -595,4 +586,18 @@ async fn citus_engine_shards_each_write_to_one_worker() {
     ingestor.shutdown().await.unwrap();
     assert_eq!(count(&client, "market_data").await, 200 * 50);
     assert_eq!(duplicates(&client).await, 0);
+}
+
+/// How many nodes hold shards of `market_data`.
+pub(super) async fn nodes_holding_market_data(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(DISTINCT pl.groupid) FROM pg_dist_shard s
+               JOIN pg_dist_placement pl USING (shardid)
+              WHERE s.logicalrelid = 'market_data'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use crate::support::{connect, count, symbols, trade};
 
-use super::citus::{citus_keep_everything, duplicates, CitusDb};
+use super::citus::{citus_keep_everything, duplicates, nodes_holding_market_data, CitusDb};
 
 /// `db` migrated (retention off) and an ingestor of 2 shards, batches of at most 2,000 rows,
 /// reconnecting within 10-200 ms.
@@ -351,18 +351,4 @@ async fn rebalance_while_writing(mode: &str) {
         "the shards did not spread"
     );
     assert_stored_exactly(&db, &client, &[&report], &next).await;
-}
-
-/// How many nodes hold shards of `market_data`.
-async fn nodes_holding_market_data(client: &Client) -> i64 {
-    client
-        .query_one(
-            "SELECT count(DISTINCT pl.groupid) FROM pg_dist_shard s
-               JOIN pg_dist_placement pl USING (shardid)
-              WHERE s.logicalrelid = 'market_data'::regclass",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
