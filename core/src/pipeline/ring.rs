@@ -4,6 +4,12 @@
 //! lock-free algorithm of its own, only the signalling, which every push and pop keeps by
 //! itself: a push wakes a sleeping batcher, a drain wakes producers waiting for space, and
 //! closing never strands a record that a producer was told was accepted.
+//!
+//! The capacity is in records. A named producer's chunk is one slot of the queue holding
+//! many records, so the ring also counts the records its chunks hold beyond their slot, and
+//! a chunk goes in only while the ring holds fewer records than its capacity: a replay or a
+//! pipelined client then waits for the batcher as a producer of single records does,
+//! instead of queueing a whole file in memory (65,536 chunks of thousands of ticks).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,6 +25,10 @@ use crate::pipeline::batch::Slot;
 #[derive(Debug)]
 pub(crate) struct ShardRing<R> {
     queue: ArrayQueue<Slot<R>>,
+    /// Records the ring's chunks hold beyond the one slot each takes: the ring holds
+    /// `queue.len() + chunk_extra` records (and barriers).
+    // Invariant: added before a chunk is enqueued, subtracted after it is popped or evicted.
+    chunk_extra: CachePadded<AtomicUsize>,
     /// Producers inside a push right now. The batcher's final drain waits for 0 after
     /// `closed` is set, so a push that saw `closed == false` always lands before it.
     // Invariant: incremented (SeqCst) before a producer reads `closed`, decremented after
@@ -54,10 +64,11 @@ impl<R> Drop for PushGuard<'_, R> {
 }
 
 impl<R> ShardRing<R> {
-    /// An empty, open ring of `capacity` slots.
+    /// An empty, open ring of `capacity` records.
     pub fn new(capacity: usize) -> Self {
         ShardRing {
             queue: ArrayQueue::new(capacity),
+            chunk_extra: CachePadded::new(AtomicUsize::new(0)),
             pushers: CachePadded::new(AtomicUsize::new(0)),
             closed: AtomicBool::new(false),
             batcher_sleeping: CachePadded::new(AtomicBool::new(false)),
@@ -107,7 +118,7 @@ impl<R> ShardRing<R> {
     /// Enqueues `slot` if there is room; gives it back (and counts a rejection) if not.
     #[inline]
     pub fn try_push(&self, slot: Slot<R>) -> Result<(), Slot<R>> {
-        match self.queue.push(slot) {
+        match self.enqueue(slot) {
             Ok(()) => {
                 self.wake_batcher_if_asleep();
                 Ok(())
@@ -123,10 +134,14 @@ impl<R> ShardRing<R> {
     /// evicted record is also counted as dropped).
     #[inline]
     pub fn force_push(&self, slot: Slot<R>) -> Option<Slot<R>> {
+        self.chunk_extra
+            .fetch_add(Self::extra(&slot), Ordering::SeqCst);
         let evicted = self.queue.force_push(slot);
         match &evicted {
             Some(Slot::Record { .. }) => metrics::add(&self.dropped, 1),
             Some(Slot::Chunk(chunk)) => {
+                self.chunk_extra
+                    .fetch_sub(chunk.records.len().saturating_sub(1), Ordering::SeqCst);
                 metrics::add(&self.dropped, chunk.records.len() as u64);
                 chunk.outcome.evicted(chunk.shard);
             }
@@ -139,7 +154,7 @@ impl<R> ShardRing<R> {
     /// Enqueues `slot`, awaiting space as long as it takes.
     pub async fn push_waiting(&self, mut slot: Slot<R>) {
         loop {
-            match self.queue.push(slot) {
+            match self.enqueue(slot) {
                 Ok(()) => return self.wake_batcher_if_asleep(),
                 Err(back) => slot = back,
             }
@@ -147,7 +162,7 @@ impl<R> ShardRing<R> {
             tokio::pin!(notified);
             notified.as_mut().enable();
             self.space_waiters.fetch_add(1, Ordering::SeqCst);
-            let retry = self.queue.push(slot);
+            let retry = self.enqueue(slot);
             match retry {
                 Ok(()) => {
                     self.space_waiters.fetch_sub(1, Ordering::SeqCst);
@@ -170,7 +185,7 @@ impl<R> ShardRing<R> {
         let backoff = crossbeam_utils::Backoff::new();
         let mut sleep = Duration::from_micros(50);
         loop {
-            match self.queue.push(slot) {
+            match self.enqueue(slot) {
                 Ok(()) => return self.wake_batcher_if_asleep(),
                 Err(back) => slot = back,
             }
@@ -187,7 +202,35 @@ impl<R> ShardRing<R> {
     /// Takes the oldest slot (the batcher). Call [`ShardRing::drained`] after a run of pops.
     #[inline]
     pub fn pop(&self) -> Option<Slot<R>> {
-        self.queue.pop()
+        let slot = self.queue.pop()?;
+        if let Slot::Chunk(chunk) = &slot {
+            self.chunk_extra
+                .fetch_sub(chunk.records.len().saturating_sub(1), Ordering::SeqCst);
+        }
+        Some(slot)
+    }
+
+    /// What a slot holds beyond its own place in the queue: a chunk's records but one.
+    fn extra(slot: &Slot<R>) -> usize {
+        match slot {
+            Slot::Chunk(chunk) => chunk.records.len().saturating_sub(1),
+            _ => 0,
+        }
+    }
+
+    /// Enqueues `slot` if the queue has a free slot and, for a chunk, the ring holds fewer
+    /// records than its capacity (so a chunk may take it past its capacity by at most the
+    /// chunk itself, per producer inside a push; a chunk larger than the capacity still
+    /// goes into a ring that has room).
+    fn enqueue(&self, slot: Slot<R>) -> Result<(), Slot<R>> {
+        let extra = Self::extra(&slot);
+        if extra > 0 && self.len() >= self.queue.capacity() {
+            return Err(slot);
+        }
+        self.chunk_extra.fetch_add(extra, Ordering::SeqCst);
+        self.queue.push(slot).inspect_err(|_| {
+            self.chunk_extra.fetch_sub(extra, Ordering::SeqCst);
+        })
     }
 
     /// The batcher took `slots` slots, `records` of them records: counts them and wakes
@@ -222,9 +265,9 @@ impl<R> ShardRing<R> {
         }
     }
 
-    /// Slots in the ring now.
+    /// Records (and barriers) in the ring now, a chunk counted as its records.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.chunk_extra.load(Ordering::SeqCst)
     }
 
     /// True when the ring holds no slot.
@@ -232,7 +275,7 @@ impl<R> ShardRing<R> {
         self.queue.is_empty()
     }
 
-    /// Slots the ring holds at most.
+    /// Records the ring holds at most (a chunk may take it past by its own size).
     pub fn capacity(&self) -> usize {
         self.queue.capacity()
     }
@@ -262,7 +305,8 @@ mod tests {
     use std::time::Duration;
 
     use super::ShardRing;
-    use crate::pipeline::batch::Slot;
+    use crate::pipeline::batch::{Chunk, Slot};
+    use crate::producer::{ProducerId, PushOutcome};
 
     fn record<R>(record: R) -> Slot<R> {
         Slot::Record {
@@ -312,6 +356,60 @@ mod tests {
         ring.close();
         assert!(ring.enter().is_none(), "a closed ring refuses producers");
         assert!(ring.is_finished());
+    }
+
+    fn chunk(first: u64, n: u64) -> Slot<u64> {
+        Slot::Chunk(Box::new(Chunk {
+            producer: ProducerId::new("ring-test").expect("a valid name"),
+            records: (first..first + n).map(|i| (i, i + 1)).collect(),
+            pushed_at: 0,
+            shard: 0,
+            outcome: Arc::new(PushOutcome::default()),
+        }))
+    }
+
+    #[test]
+    fn chunks_count_as_their_records() {
+        let ring = ShardRing::new(8);
+        assert!(ring.try_push(chunk(0, 6)).is_ok());
+        assert_eq!(
+            ring.len(),
+            6,
+            "a chunk of 6 counts as 6 records, not one slot"
+        );
+        // Below the capacity a chunk still goes in, even past it.
+        assert!(ring.try_push(chunk(6, 6)).is_ok());
+        assert_eq!(ring.len(), 12);
+        let back = ring
+            .try_push(chunk(12, 6))
+            .expect_err("12 records fill a ring of 8");
+        assert!(matches!(&back, Slot::Chunk(c) if c.records.len() == 6));
+        assert_eq!(ring.len(), 12, "a refused chunk leaves no count behind");
+        // A single record is refused by slots only (the queue has 6 free slots).
+        assert!(ring.try_push(record(100)).is_ok());
+        assert_eq!(ring.len(), 13);
+        let first = ring.pop().expect("the first chunk");
+        assert!(matches!(&first, Slot::Chunk(c) if c.records[0].0 == 0));
+        assert_eq!(ring.len(), 7);
+        assert!(ring.try_push(back).is_ok(), "room again below the capacity");
+        let mut records = Vec::new();
+        while let Some(slot) = ring.pop() {
+            match slot {
+                Slot::Chunk(c) => records.extend(c.records.iter().map(|(r, _)| *r)),
+                Slot::Record { record, .. } => records.push(record),
+                Slot::Barrier { .. } => unreachable!("no barrier was pushed"),
+            }
+        }
+        assert_eq!(records, [6, 7, 8, 9, 10, 11, 100, 12, 13, 14, 15, 16, 17]);
+        assert_eq!(ring.len(), 0);
+        // Drop-oldest eviction of a chunk takes its records off the count.
+        let ring = ShardRing::new(2);
+        assert!(ring.try_push(chunk(0, 5)).is_ok());
+        assert!(ring.try_push(record(9)).is_ok());
+        let evicted = ring.force_push(record(10));
+        assert!(matches!(evicted, Some(Slot::Chunk(_))));
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.dropped_records(), 5);
     }
 
     #[test]
