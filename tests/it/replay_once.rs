@@ -144,3 +144,23 @@ async fn a_replay_killed_with_sigkill_stores_the_rest_once_at_the_next_run() {
     assert_eq!(distinct, 400_000);
     let _ = std::fs::remove_file(&file);
 }
+
+/// `REDIS_URL=` (set, empty) is no Redis, as for `serve`, not a URL that fails to parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_redis_url_is_no_fan_out() {
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let file = csv(1_000);
+    let summary = replay::run(
+        &url,
+        &ReplayArgs {
+            retention_ok: true,
+            redis_url: Some(String::new()),
+            ..ReplayArgs::new(&file)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.committed, 1_000);
+    assert_eq!(count(&db, "market_data").await, 1_000);
+    let _ = std::fs::remove_file(&file);
+}

@@ -27,7 +27,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Redis to fan ticks out to: redis://, redis+sentinel://…/master or redis+cluster://…
-    /// (unset: no fan-out).
+    /// (unset or empty: no fan-out).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// Fan-out payload format: json or rkyv.
@@ -42,7 +42,8 @@ pub async fn run(url: &str, args: DemoArgs, stop: impl Future<Output = ()>) -> a
     christmas_core::schema::migrate_url(url, &Default::default())
         .await
         .context("applying the schema")?;
-    let fanout = match &args.redis_url {
+    // An empty REDIS_URL is no Redis, as for `serve`.
+    let fanout = match args.redis_url.as_deref().filter(|u| !u.trim().is_empty()) {
         Some(redis) => Some(FanoutConfig {
             format: args.fanout_format.parse()?,
             ..FanoutConfig::new(redis)

@@ -59,7 +59,7 @@ pub struct ReplayArgs {
     /// Shards per record kind.
     #[arg(long, default_value_t = 2)]
     pub shards: usize,
-    /// Redis to fan out to (unset: none).
+    /// Redis to fan out to (unset or empty: none).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The CSV dialect, when detection is not sure: csv, databento-csv, tardis, binance,
@@ -327,7 +327,12 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
             sink: Some(Sink::Postgres(url.into())),
             shards: args.shards,
             stream: "replay".into(),
-            fanout: args.redis_url.as_deref().map(FanoutConfig::new),
+            // An empty REDIS_URL is no Redis, as for `serve`.
+            fanout: args
+                .redis_url
+                .as_deref()
+                .filter(|u| !u.trim().is_empty())
+                .map(FanoutConfig::new),
             ..IngestorConfig::default()
         })
         .await
