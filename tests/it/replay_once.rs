@@ -164,3 +164,65 @@ async fn an_empty_redis_url_is_no_fan_out() {
     assert_eq!(count(&db, "market_data").await, 1_000);
     let _ = std::fs::remove_file(&file);
 }
+
+/// PostgreSQL crashes (an immediate stop) under a replay and comes back: the writers
+/// reconnect, ask the ledger about the batch in flight and go on. Whatever the replay says,
+/// a run after it leaves every line of the file stored once. (A commit that returned is
+/// durable here; commits that do not wait for the WAL flush would lose the last ones in
+/// the crash while the writers go on past them, leaving a hole the producer's stored
+/// sequences skip: bench/results/history.md, 2026-12-04.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_through_a_postgres_crash_leaves_every_line_stored_once() {
+    let mut server =
+        tokio::task::block_in_place(christmas_tests::PgServer::start).expect("a private server");
+    let (url, db) = fresh_core_db(&server.url()).await;
+    let file = csv(300_000);
+    let args = ReplayArgs {
+        retention_ok: true,
+        ..ReplayArgs::new(&file)
+    };
+    let run = {
+        let (url, args) = (url.clone(), args.clone());
+        tokio::spawn(async move { replay::run(&url, &args).await })
+    };
+    let started = Instant::now();
+    let mut before = 0;
+    while before < 20_000 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        before = count(&db, "market_data").await;
+    }
+    assert!(
+        (20_000..300_000).contains(&before),
+        "{before} rows at the crash"
+    );
+    drop(db);
+    // An immediate stop: no shutdown checkpoint; WAL not yet flushed is gone.
+    tokio::task::block_in_place(|| {
+        server.kill()?;
+        std::thread::sleep(Duration::from_millis(300));
+        server.start_again()
+    })
+    .expect("crash and restart PostgreSQL");
+    let first = run.await.unwrap();
+    let db = crate::support::connect(&url).await;
+    let after_first = count(&db, "market_data").await;
+    if let Ok(summary) = &first {
+        // Success is a promise: everything is in.
+        assert_eq!(after_first, 300_000, "{summary:?}");
+        assert_eq!(summary.committed, 300_000, "{summary:?}");
+    }
+    let rest = replay::run(&url, &args).await.unwrap();
+    assert_eq!(
+        count(&db, "market_data").await,
+        300_000,
+        "{first:?} then {rest:?}"
+    );
+    let distinct: i64 = db
+        .query_one("SELECT count(DISTINCT exchange_seq) FROM market_data", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct, 300_000);
+    assert_eq!(rest.committed + rest.already_stored, 300_000, "{rest:?}");
+    let _ = std::fs::remove_file(&file);
+}
