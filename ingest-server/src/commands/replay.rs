@@ -89,6 +89,11 @@ pub struct ReplayArgs {
 }
 
 impl ReplayArgs {
+    /// The Redis to fan out to: none when unset or empty (`REDIS_URL=`), as for `serve`.
+    pub fn redis(&self) -> Option<&str> {
+        self.redis_url.as_deref().filter(|u| !u.trim().is_empty())
+    }
+
     /// Flags for replaying `file` as fast as possible with the defaults.
     pub fn new(file: impl Into<PathBuf>) -> Self {
         ReplayArgs {
@@ -327,12 +332,7 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
             sink: Some(Sink::Postgres(url.into())),
             shards: args.shards,
             stream: "replay".into(),
-            // An empty REDIS_URL is no Redis, as for `serve`.
-            fanout: args
-                .redis_url
-                .as_deref()
-                .filter(|u| !u.trim().is_empty())
-                .map(FanoutConfig::new),
+            fanout: args.redis().map(FanoutConfig::new),
             ..IngestorConfig::default()
         })
         .await
