@@ -18,6 +18,14 @@ async fn rows(db: &Client) -> i64 {
     count(db, "market_data").await + count(db, "quotes").await
 }
 
+/// Distinct lines of the file stored (`exchange_seq` is the line number).
+async fn distinct_lines(db: &Client) -> i64 {
+    db.query_one("SELECT count(DISTINCT exchange_seq) FROM market_data", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// A CSV of `n` trades over 20 symbols, `exchange_seq` = line number.
 fn csv(n: u64) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
@@ -88,12 +96,7 @@ async fn a_failed_replay_fixed_and_run_again_under_its_producer_stores_the_rest_
     let fixed = replay::run(&url, &args(&full)).await.unwrap();
     assert_eq!(fixed.already_stored as i64, prefix);
     assert_eq!(rows(&db).await, 50_000);
-    let distinct: i64 = db
-        .query_one("SELECT count(DISTINCT exchange_seq) FROM market_data", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(distinct, 50_000);
+    assert_eq!(distinct_lines(&db).await, 50_000);
     let _ = std::fs::remove_file(&full);
     let _ = std::fs::remove_file(&broken);
 }
@@ -136,12 +139,7 @@ async fn a_replay_killed_with_sigkill_stores_the_rest_once_at_the_next_run() {
     .unwrap();
     assert_eq!(count(&db, "market_data").await, 400_000);
     assert_eq!(rest.committed as i64, 400_000 - before);
-    let distinct: i64 = db
-        .query_one("SELECT count(DISTINCT exchange_seq) FROM market_data", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(distinct, 400_000);
+    assert_eq!(distinct_lines(&db).await, 400_000);
     let _ = std::fs::remove_file(&file);
 }
 
@@ -217,12 +215,7 @@ async fn a_replay_through_a_postgres_crash_leaves_every_line_stored_once() {
         300_000,
         "{first:?} then {rest:?}"
     );
-    let distinct: i64 = db
-        .query_one("SELECT count(DISTINCT exchange_seq) FROM market_data", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(distinct, 300_000);
+    assert_eq!(distinct_lines(&db).await, 300_000);
     assert_eq!(rest.committed + rest.already_stored, 300_000, "{rest:?}");
     let _ = std::fs::remove_file(&file);
 }
