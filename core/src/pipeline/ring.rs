@@ -134,14 +134,14 @@ impl<R> ShardRing<R> {
     /// evicted record is also counted as dropped).
     #[inline]
     pub fn force_push(&self, slot: Slot<R>) -> Option<Slot<R>> {
-        self.chunk_extra
-            .fetch_add(Self::extra(&slot), Ordering::SeqCst);
+        self.count_extra(&slot, true);
         let evicted = self.queue.force_push(slot);
+        if let Some(e) = &evicted {
+            self.count_extra(e, false);
+        }
         match &evicted {
             Some(Slot::Record { .. }) => metrics::add(&self.dropped, 1),
             Some(Slot::Chunk(chunk)) => {
-                self.chunk_extra
-                    .fetch_sub(chunk.records.len().saturating_sub(1), Ordering::SeqCst);
                 metrics::add(&self.dropped, chunk.records.len() as u64);
                 chunk.outcome.evicted(chunk.shard);
             }
@@ -203,10 +203,7 @@ impl<R> ShardRing<R> {
     #[inline]
     pub fn pop(&self) -> Option<Slot<R>> {
         let slot = self.queue.pop()?;
-        if let Slot::Chunk(chunk) = &slot {
-            self.chunk_extra
-                .fetch_sub(chunk.records.len().saturating_sub(1), Ordering::SeqCst);
-        }
+        self.count_extra(&slot, false);
         Some(slot)
     }
 
@@ -218,19 +215,36 @@ impl<R> ShardRing<R> {
         }
     }
 
+    /// Adds (`entering`) or takes off what `slot` holds beyond its slot; no atomic write
+    /// for a single record or a barrier, so their pushes and pops cost what they did.
+    #[inline]
+    fn count_extra(&self, slot: &Slot<R>, entering: bool) {
+        match Self::extra(slot) {
+            0 => {}
+            n if entering => {
+                self.chunk_extra.fetch_add(n, Ordering::SeqCst);
+            }
+            n => {
+                self.chunk_extra.fetch_sub(n, Ordering::SeqCst);
+            }
+        }
+    }
+
     /// Enqueues `slot` if the queue has a free slot and, for a chunk, the ring holds fewer
     /// records than its capacity (so a chunk may take it past its capacity by at most the
     /// chunk itself, per producer inside a push; a chunk larger than the capacity still
     /// goes into a ring that has room).
     fn enqueue(&self, slot: Slot<R>) -> Result<(), Slot<R>> {
-        let extra = Self::extra(&slot);
-        if extra > 0 && self.len() >= self.queue.capacity() {
+        if Self::extra(&slot) == 0 {
+            return self.queue.push(slot);
+        }
+        if self.len() >= self.queue.capacity() {
             return Err(slot);
         }
-        self.chunk_extra.fetch_add(extra, Ordering::SeqCst);
-        self.queue.push(slot).inspect_err(|_| {
-            self.chunk_extra.fetch_sub(extra, Ordering::SeqCst);
-        })
+        self.count_extra(&slot, true);
+        self.queue
+            .push(slot)
+            .inspect_err(|back| self.count_extra(back, false))
     }
 
     /// The batcher took `slots` slots, `records` of them records: counts them and wakes

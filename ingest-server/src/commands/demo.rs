@@ -42,8 +42,7 @@ pub async fn run(url: &str, args: DemoArgs, stop: impl Future<Output = ()>) -> a
     christmas_core::schema::migrate_url(url, &Default::default())
         .await
         .context("applying the schema")?;
-    // An empty REDIS_URL is no Redis, as for `serve`.
-    let fanout = match args.redis_url.as_deref().filter(|u| !u.trim().is_empty()) {
+    let fanout = match super::set_url(&args.redis_url) {
         Some(redis) => Some(FanoutConfig {
             format: args.fanout_format.parse()?,
             ..FanoutConfig::new(redis)

@@ -91,7 +91,7 @@ pub struct ReplayArgs {
 impl ReplayArgs {
     /// The Redis to fan out to: none when unset or empty (`REDIS_URL=`), as for `serve`.
     pub fn redis(&self) -> Option<&str> {
-        self.redis_url.as_deref().filter(|u| !u.trim().is_empty())
+        super::set_url(&self.redis_url)
     }
 
     /// Flags for replaying `file` as fast as possible with the defaults.
