@@ -121,7 +121,8 @@ impl BatchClaims {
             .or_insert_with(|| KeyClaim {
                 first: seq,
                 last: 0,
-                rows: Vec::new(),
+                // A key's rows are many per batch: skip the first doublings.
+                rows: Vec::with_capacity(16),
             });
         if !claim.rows.is_empty() && seq <= claim.last {
             outcome.add_duplicates(1);

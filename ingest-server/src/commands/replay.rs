@@ -175,38 +175,107 @@ impl Progress {
 /// Ticks read into one chunk, at most: the unit the reader thread hands over.
 const CHUNK: usize = 4_096;
 
-/// A run of ticks read, their positions in the file, and how far into the file the reader
-/// was after them.
+/// A run of ticks read (shifted to now with `--rebase-to-now`), and how far into the file
+/// the reader was after them.
 struct Chunk {
-    ticks: Vec<Tick>,
-    positions: Vec<u64>,
+    ticks: ChunkTicks,
     progress: Option<f64>,
 }
 
-/// The reader thread: reads `file` to its end in chunks; an error goes after the ticks
-/// read before it, and ends the reading.
-fn read_chunks(mut file: ReplayFile, tx: mpsc::Sender<Result<Chunk, christmas_core::Error>>) {
+/// A chunk's ticks, in the form its pushing needs.
+enum ChunkTicks {
+    /// In file order with their positions, to be paced at `--speed` one by one.
+    Ordered(Vec<(u64, Tick)>),
+    /// Each kind in file order with its positions + 1 (the producer's sequence numbers),
+    /// pushed as they are (as fast as possible: the reader thread sorts them, not the
+    /// thread that pushes).
+    Ready {
+        ticks: Ticks,
+        trade_seqs: Vec<u64>,
+        quote_seqs: Vec<u64>,
+    },
+}
+
+impl Chunk {
+    /// The time of its oldest tick.
+    fn oldest_ns(&self) -> Option<i64> {
+        match &self.ticks {
+            ChunkTicks::Ordered(ticks) => ticks.iter().map(|(_, t)| t.time_ns()).min(),
+            ChunkTicks::Ready { ticks, .. } => {
+                let trades = ticks.trades().iter().map(|t| t.time_ns);
+                trades.chain(ticks.quotes().iter().map(|q| q.time_ns)).min()
+            }
+        }
+    }
+}
+
+/// The reader thread: reads `file` to its end in chunks (ordered ones when `paced`),
+/// shifting each tick to now when `rebase`; an error goes after the ticks read before it,
+/// and ends the reading.
+fn read_chunks(
+    mut file: ReplayFile,
+    paced: bool,
+    rebase: bool,
+    tx: mpsc::Sender<Result<Chunk, christmas_core::Error>>,
+) {
+    let mut offset = None;
+    // Each kind's count in the last chunk: the next one is sized by it, not grown.
+    let (mut trades, mut quotes) = (CHUNK, CHUNK);
     loop {
-        let mut ticks = Vec::with_capacity(CHUNK);
-        let mut positions = Vec::with_capacity(CHUNK);
+        let mut ticks = if paced {
+            ChunkTicks::Ordered(Vec::with_capacity(CHUNK))
+        } else {
+            ChunkTicks::Ready {
+                ticks: Ticks::with_capacity(trades, quotes),
+                trade_seqs: Vec::with_capacity(trades),
+                quote_seqs: Vec::with_capacity(quotes),
+            }
+        };
         let mut failed = None;
-        while ticks.len() < CHUNK {
-            match file.next_tick() {
-                Ok(Some((at, t))) => {
-                    ticks.push(t);
-                    positions.push(at);
-                }
+        let mut read = 0;
+        while read < CHUNK {
+            let (at, mut tick) = match file.next_tick() {
+                Ok(Some(next)) => next,
                 Ok(None) => break,
                 Err(e) => {
                     failed = Some(e);
                     break;
                 }
+            };
+            if rebase {
+                let t = tick.time_ns();
+                let now = || christmas_core::query::unix_ns(std::time::SystemTime::now());
+                tick.shift_time(*offset.get_or_insert_with(|| now() - t));
+            }
+            read += 1;
+            match &mut ticks {
+                ChunkTicks::Ordered(v) => v.push((at, tick)),
+                ChunkTicks::Ready {
+                    ticks,
+                    trade_seqs,
+                    quote_seqs,
+                } => {
+                    let seqs = match tick {
+                        Tick::Trade(_) => trade_seqs,
+                        Tick::Quote(_) => quote_seqs,
+                    };
+                    // Validated by the file's reader; a shifted time is checked again here.
+                    if let Err(e) = ticks.push(tick) {
+                        failed = Some(e.into());
+                        break;
+                    }
+                    seqs.push(at + 1);
+                }
             }
         }
-        let end = ticks.len() < CHUNK;
+        let end = read < CHUNK;
+        if let ChunkTicks::Ready { ticks, .. } = &ticks {
+            // The last chunk's mix and some room: a file whose mix changes grows them.
+            trades = (ticks.trades().len() + CHUNK / 8).min(CHUNK);
+            quotes = (ticks.quotes().len() + CHUNK / 8).min(CHUNK);
+        }
         let chunk = Chunk {
             ticks,
-            positions,
             progress: file.progress(),
         };
         if tx.blocking_send(Ok(chunk)).is_err() {
@@ -307,7 +376,8 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
         _ => None,
     };
     let (tx, mut rx) = mpsc::channel(4);
-    let reader = std::thread::spawn(move || read_chunks(file, tx));
+    let (paced, rebase) = (args.speed > 0.0, args.rebase_to_now);
+    let reader = std::thread::spawn(move || read_chunks(file, paced, rebase, tx));
     let hashed = async {
         let Some(pending) = hashing else {
             return Ok(named);
@@ -321,7 +391,7 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     let checked = async {
         let first = rx.recv().await;
         if let Some(Ok(chunk)) = &first {
-            if let Some(oldest) = chunk.ticks.iter().map(Tick::time_ns).min() {
+            if let Some(oldest) = chunk.oldest_ns() {
                 check_retention(url, args, oldest).await?;
             }
         }
@@ -414,8 +484,8 @@ struct Pusher<'a> {
     summary: ReplaySummary,
     progress: Progress,
     wall_start: Instant,
+    /// The first tick's time, which `--speed` paces from.
     first: Option<i64>,
-    offset: i64,
 }
 
 impl<'a> Pusher<'a> {
@@ -430,42 +500,50 @@ impl<'a> Pusher<'a> {
             progress: Progress::new(),
             wall_start: Instant::now(),
             first: None,
-            offset: 0,
         }
     }
 
     /// Pushes one chunk's ticks, pacing them at `--speed`.
     async fn chunk(&mut self, ingress: &Ingress, chunk: Chunk) -> Result<()> {
-        for (mut tick, at) in chunk.ticks.into_iter().zip(chunk.positions) {
-            let t = tick.time_ns();
-            let (rebase, offset) = (self.args.rebase_to_now, &mut self.offset);
-            let t0 = *self.first.get_or_insert_with(|| {
-                if rebase {
-                    *offset = christmas_core::query::unix_ns(std::time::SystemTime::now()) - t;
-                }
-                t
-            });
-            if self.args.speed > 0.0 {
-                let due = Duration::from_nanos(((t - t0).max(0) as f64 / self.args.speed) as u64);
-                let ahead = due.saturating_sub(self.wall_start.elapsed());
-                if ahead > Duration::from_millis(1) {
-                    // What is due goes in before the wait, so it is not held back by it.
-                    self.push(ingress).await?;
-                    tokio::time::sleep(ahead).await;
-                }
-            }
-            tick.shift_time(self.offset);
-            match tick {
-                Tick::Trade(_) => self.trade_seqs.push(at + 1),
-                Tick::Quote(_) => self.quote_seqs.push(at + 1),
-            }
-            self.ticks.push(tick)?;
-            if self.ticks.len() >= CHUNK {
+        match chunk.ticks {
+            ChunkTicks::Ready {
+                ticks,
+                trade_seqs,
+                quote_seqs,
+            } => {
                 self.push(ingress).await?;
+                (self.ticks, self.trade_seqs, self.quote_seqs) = (ticks, trade_seqs, quote_seqs);
+                self.push(ingress).await?;
+            }
+            ChunkTicks::Ordered(ticks) => {
+                for (at, tick) in ticks {
+                    self.pace(ingress, tick.time_ns()).await?;
+                    match tick {
+                        Tick::Trade(_) => self.trade_seqs.push(at + 1),
+                        Tick::Quote(_) => self.quote_seqs.push(at + 1),
+                    }
+                    self.ticks.push(tick)?;
+                    if self.ticks.len() >= CHUNK {
+                        self.push(ingress).await?;
+                    }
+                }
             }
         }
         let read = self.summary.trades + self.summary.quotes + self.ticks.len() as u64;
         self.progress.tick(chunk.progress, read, false);
+        Ok(())
+    }
+
+    /// Waits until a tick at `t` is due at `--speed`, pushing what is due before the wait
+    /// so it is not held back by it.
+    async fn pace(&mut self, ingress: &Ingress, t: i64) -> Result<()> {
+        let t0 = *self.first.get_or_insert(t);
+        let due = Duration::from_nanos(((t - t0).max(0) as f64 / self.args.speed) as u64);
+        let ahead = due.saturating_sub(self.wall_start.elapsed());
+        if ahead > Duration::from_millis(1) {
+            self.push(ingress).await?;
+            tokio::time::sleep(ahead).await;
+        }
         Ok(())
     }
 

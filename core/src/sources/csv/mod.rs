@@ -329,6 +329,8 @@ struct Line<'a, R> {
 
 impl<R: Read> Line<'_, R> {
     /// `Line N: why.`, for an error about this line.
+    #[cold]
+    #[inline(never)]
     fn bad(&self, why: impl std::fmt::Display) -> SourceError {
         let at = SourcePosition {
             record: self.index,
@@ -341,6 +343,7 @@ impl<R: Read> Line<'_, R> {
         )
     }
 
+    #[inline]
     fn field(&self, i: usize, name: &str) -> Result<&str, SourceError> {
         self.record
             .get(i)
@@ -348,6 +351,7 @@ impl<R: Read> Line<'_, R> {
             .ok_or_else(|| self.bad(format_args!("no {name} field")))
     }
 
+    #[inline]
     fn number(&self, i: usize, name: &str) -> Result<f64, SourceError> {
         self.field(i, name)?
             .parse::<f64>()
