@@ -353,8 +353,8 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
          spawn to exit; before each run the table is emptied (TRUNCATE, CHECKPOINT, {settle} ms \
          pause) and after it its row count is checked. {warm}Median of {runs}, the contenders \
          alternating within each run.\n\n\
-         | contender | rows/s | ratio to the ceiling | each run's ratio to its ceiling | target |\n\
-         |---|---|---|---|---|\n",
+         | contender | rows/s | ratio to the ceiling | each run's ratio to its ceiling | their median | target |\n\
+         |---|---|---|---|---|---|\n",
         provenance = ctx.provenance(),
         settings = m.settings,
         rows = args.rows,
@@ -378,13 +378,14 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
         };
         match v {
             Some(v) => md.push_str(&format!(
-                "| {} | {v:.0} | **{:.2}** | {} | {target} |\n",
+                "| {} | {v:.0} | **{:.2}** | {} | {} | {target} |\n",
                 name(c),
                 v / ceiling,
-                per_run_ratios(m.rates, c)
+                per_run_ratios(m.rates, c).join(", "),
+                median_run_ratio(m.rates, c).map_or("—".into(), |r| format!("{r:.2}")),
             )),
             None => md.push_str(&format!(
-                "| {} | skipped: {} | — | — | — |\n",
+                "| {} | skipped: {} | — | — | — | — |\n",
                 name(c),
                 m.skipped.as_deref().unwrap_or("no run").replace('|', "\\|")
             )),
@@ -457,6 +458,11 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
         .iter()
         .map(|(c, v)| (c.key().to_string(), json!(v)))
         .collect();
+    let run_ratios_json: serde_json::Map<String, Value> = m
+        .rates
+        .iter()
+        .map(|(c, _)| (c.key().to_string(), json!(median_run_ratio(m.rates, *c))))
+        .collect();
     let medians_json: serde_json::Map<String, Value> = m
         .medians
         .iter()
@@ -481,6 +487,7 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
             "asyncpg_skipped": m.skipped,
             "runs": runs_json,
             "medians": medians_json,
+            "median_run_ratios": run_ratios_json,
         }),
         charts,
         markdown: String::new(),
@@ -490,20 +497,49 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
 
 /// `0.83, 0.88, 0.57`: each run's rows/s of `c` over the ceiling's in the same run (on a
 /// busy machine the ceiling moves between runs, and these ratios move less than the
-/// medians' ratio).
-fn per_run_ratios(rates: &[(Contender, Vec<f64>)], c: Contender) -> String {
-    let of = |c: Contender| rates.iter().find(|r| r.0 == c).map(|r| r.1.as_slice());
-    let (Some(ceiling), Some(mine)) = (of(Contender::Ceiling), of(c)) else {
-        return "—".into();
-    };
-    // A peer that failed in some runs has fewer figures than the ceiling: no pairing then.
-    if mine.len() != ceiling.len() {
-        return "—".into();
+/// medians' ratio); `—` when they cannot be paired.
+fn per_run_ratios(rates: &[(Contender, Vec<f64>)], c: Contender) -> Vec<String> {
+    match run_ratios(rates, c) {
+        Some(ratios) => ratios.iter().map(|r| format!("{r:.2}")).collect(),
+        None => vec!["—".into()],
     }
-    let ratios: Vec<String> = mine
-        .iter()
-        .zip(ceiling)
-        .map(|(v, c)| format!("{:.2}", v / c))
-        .collect();
-    ratios.join(", ")
+}
+
+/// Each run's rows/s of `c` over the ceiling's in the same run; `None` when a contender
+/// that failed in some runs has fewer figures than the ceiling.
+fn run_ratios(rates: &[(Contender, Vec<f64>)], c: Contender) -> Option<Vec<f64>> {
+    let of = |c: Contender| rates.iter().find(|r| r.0 == c).map(|r| r.1.as_slice());
+    let (ceiling, mine) = (of(Contender::Ceiling)?, of(c)?);
+    (mine.len() == ceiling.len() && !mine.is_empty())
+        .then(|| mine.iter().zip(ceiling).map(|(v, c)| v / c).collect())
+}
+
+/// The median of [`run_ratios`] (as the bench takes medians): the same-run comparison,
+/// which a machine whose speed drifts during the bench moves less than the ratio of the
+/// medians.
+fn median_run_ratio(rates: &[(Contender, Vec<f64>)], c: Contender) -> Option<f64> {
+    run_ratios(rates, c).map(median)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ratios_pair_each_run_with_its_own_ceiling() {
+        let rates = vec![
+            (Contender::Ceiling, vec![100.0, 200.0, 400.0]),
+            (Contender::ReplayCsv, vec![90.0, 150.0, 380.0]),
+            (Contender::Asyncpg, vec![50.0]),
+        ];
+        assert_eq!(
+            per_run_ratios(&rates, Contender::ReplayCsv),
+            ["0.90", "0.75", "0.95"]
+        );
+        // The medians' ratio would be 150 / 200 = 0.75; the runs' own ratios say 0.90.
+        assert_eq!(median_run_ratio(&rates, Contender::ReplayCsv), Some(0.9));
+        assert_eq!(median_run_ratio(&rates, Contender::Asyncpg), None);
+        assert_eq!(per_run_ratios(&rates, Contender::Asyncpg), ["—"]);
+        assert_eq!(median_run_ratio(&rates, Contender::ReplayDbn), None);
+    }
 }
