@@ -94,7 +94,7 @@ impl<R: Record> Pipeline<R> {
         let queue = fanout
             .as_ref()
             .map(|(f, _)| Arc::new(FanoutQueue::new(f.queue_batches)));
-        let shards = (0..n)
+        let shards: Box<[Arc<ShardContext<R>>]> = (0..n)
             .map(|k| {
                 let ctx = ShardContext::new(
                     k,
@@ -107,21 +107,30 @@ impl<R: Record> Pipeline<R> {
                 Arc::new(ctx)
             })
             .collect();
-        // On Citus, each shard takes the symbols of as few workers as it can.
-        let router = match &config.sink {
-            Some(Sink::Postgres(url)) => {
-                let table = config.table.as_deref().unwrap_or(R::DEFAULT_TABLE);
-                crate::pg::placement::router_for(url, table, n).await
+        // The placement, the writers' connections and the first maintenance pass are round
+        // trips to the database, each on its own connection: waited for together, not one
+        // after another (a replay pushes nothing before they are done).
+        let maintenance = Arc::new(MaintenanceStatus::default());
+        let (router, sinks, maintenance_task) = tokio::join!(
+            Self::router(&config),
+            Self::connect_sinks(&config, &shards),
+            Self::start_maintenance(&config, &maintenance),
+        );
+        let sinks = match sinks {
+            Ok(sinks) => sinks,
+            Err(e) => {
+                maintenance.stop();
+                return Err(e);
             }
-            _ => ShardRouter::new(n),
         };
+        let maintenance_task = maintenance_task?;
         let pipeline = Arc::new(Pipeline {
             router,
             shards,
             clock,
             closed: AtomicBool::new(false),
             stream,
-            maintenance: Arc::new(MaintenanceStatus::default()),
+            maintenance,
             fanout: queue,
             spools: spools.into(),
             config,
@@ -135,18 +144,8 @@ impl<R: Record> Pipeline<R> {
             ))),
             _ => None,
         };
-        let mut sinks = Vec::with_capacity(n);
-        for shard in pipeline.shards.iter() {
-            sinks.push(match &pipeline.config.sink {
-                Some(Sink::Postgres(_)) => Some(
-                    CopySink::connect::<R>(&pipeline.config, &shard.origin, &shard.counters)
-                        .await?,
-                ),
-                _ => None,
-            });
-        }
         let mut tasks = Vec::with_capacity(3 * n + 1);
-        tasks.extend(pipeline.start_maintenance().await?);
+        tasks.extend(maintenance_task);
         let mut replay = replay_per_shard(&pipeline.spools, &recovered, n);
         for (shard, sink) in pipeline.shards.iter().zip(sinks) {
             let old = std::mem::take(&mut replay[shard.index()]);
@@ -162,22 +161,49 @@ impl<R: Record> Pipeline<R> {
         })
     }
 
+    /// The shard router: on Citus, each shard takes the symbols of as few workers as it can.
+    async fn router(config: &IngestorConfig) -> ShardRouter {
+        match &config.sink {
+            Some(Sink::Postgres(url)) => {
+                let table = config.table.as_deref().unwrap_or(R::DEFAULT_TABLE);
+                crate::pg::placement::router_for(url, table, config.shards).await
+            }
+            _ => ShardRouter::new(config.shards),
+        }
+    }
+
+    /// Each shard's writer connection (none without a PostgreSQL sink), connected side by side.
+    async fn connect_sinks(
+        config: &IngestorConfig,
+        shards: &[Arc<ShardContext<R>>],
+    ) -> Result<Vec<Option<CopySink>>> {
+        if !matches!(config.sink, Some(Sink::Postgres(_))) {
+            return Ok(shards.iter().map(|_| None).collect());
+        }
+        let connecting = shards
+            .iter()
+            .map(|shard| CopySink::connect::<R>(config, &shard.origin, &shard.counters));
+        let sinks = futures_util::future::try_join_all(connecting).await?;
+        Ok(sinks.into_iter().map(Some).collect())
+    }
+
     /// Starts partition maintenance when the sink is PostgreSQL and it is on. The first
     /// pass runs now, so today's and the coming partitions exist before the first batch;
     /// its failure is not fatal (the default partition holds rows).
-    async fn start_maintenance(&self) -> Result<Option<JoinHandle<()>>> {
-        let (Some(Sink::Postgres(url)), Some(every)) =
-            (&self.config.sink, self.config.partition_maintenance)
+    async fn start_maintenance(
+        config: &IngestorConfig,
+        status: &Arc<MaintenanceStatus>,
+    ) -> Result<Option<JoinHandle<()>>> {
+        let (Some(Sink::Postgres(url)), Some(every)) = (&config.sink, config.partition_maintenance)
         else {
             return Ok(None);
         };
-        let table = self
-            .config
+        let table = config
             .table
             .clone()
             .unwrap_or_else(|| R::DEFAULT_TABLE.to_string());
-        let ledger = BatchLedger::new(&self.config.ledger_table);
-        let status = self.maintenance.clone();
+        let ledger = BatchLedger::new(&config.ledger_table);
+        let status = status.clone();
         match PartitionTask::connect(url, table.clone(), ledger.clone()).await {
             Ok(Some(mut task)) => {
                 if let Err(e) = task.pass(&status).await {
@@ -188,7 +214,7 @@ impl<R: Record> Pipeline<R> {
             Ok(None) => Ok(None),
             // With a spool the pipeline starts without PostgreSQL; maintenance starts when it
             // is back.
-            Err(e) if self.config.spool.is_some() => {
+            Err(e) if config.spool.is_some() => {
                 tracing::warn!(error = %e, "partition maintenance waits for PostgreSQL");
                 let url = url.clone();
                 Ok(Some(tokio::spawn(async move {
