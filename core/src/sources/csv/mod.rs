@@ -21,6 +21,7 @@
 //! its prices are fixed-point (integers, 1e-9) or decimals. A bad line stops the reading
 //! with an error naming the line and the field.
 
+mod decimal;
 mod layout;
 mod records;
 
@@ -353,9 +354,13 @@ impl<R: Read> Line<'_, R> {
 
     #[inline]
     fn number(&self, i: usize, name: &str) -> Result<f64, SourceError> {
-        self.field(i, name)?
-            .parse::<f64>()
-            .map_err(|_| self.bad(format_args!("{name} is not a number")))
+        let cell = self.field(i, name)?;
+        match decimal::plain_decimal(cell) {
+            Some(n) => Ok(n),
+            None => cell
+                .parse::<f64>()
+                .map_err(|_| self.bad(format_args!("{name} is not a number"))),
+        }
     }
 
     /// A price: Databento writes fixed-point integers (1e-9) or decimals, and an undefined
