@@ -239,3 +239,118 @@ async fn bad_producer_sequences_are_refused_before_anything_is_pushed() {
     }
     assert_eq!(ing.shutdown().await.unwrap().accepted(), 0);
 }
+
+/// `christmas_claim_producers` for one producer's `symbols`, each claiming `first..=last`;
+/// the 1-based positions refused.
+async fn claim(
+    client: &tokio_postgres::Client,
+    symbols: &[&str],
+    first: i64,
+    last: i64,
+) -> Vec<i32> {
+    let n = symbols.len();
+    client
+        .query(
+            "SELECT christmas_claim_producers($1, $2, $3, $4, $5)",
+            &[
+                &vec!["feed-hot"; n],
+                &vec!["trade"; n],
+                &symbols.to_vec(),
+                &vec![first; n],
+                &vec![last; n],
+            ],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_updates_its_row_in_place_and_moves_committed_at_once_a_minute() {
+    let (_url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let syms = ["ESZ6", "NQZ6", "6EZ6"];
+    assert!(claim(&client, &syms, 1, 10).await.is_empty());
+    // Each claim its own transaction, as each batch's is: committed_at, the only indexed
+    // column a claim could change, stays as it was, so PostgreSQL updates in place (HOT).
+    for k in 1..=5 {
+        assert!(claim(&client, &syms, k * 10 + 1, k * 10 + 10)
+            .await
+            .is_empty());
+    }
+    // A resend of stored sequences is refused, and updates nothing.
+    assert_eq!(claim(&client, &syms, 41, 60).await, vec![1, 2, 3]);
+    client
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    let r = client
+        .query_one(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+              WHERE relid = 'ingest_producers'::regclass",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (updated, in_place): (i64, i64) = (r.get(0), r.get(1));
+    assert_eq!((updated, in_place), (15, 15));
+    let seqs: Vec<i64> = client
+        .query("SELECT seq FROM ingest_producers ORDER BY symbol", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seqs, vec![60, 60, 60]);
+
+    // committed_at moves when it is a minute old, and only then.
+    client
+        .batch_execute(
+            "UPDATE ingest_producers SET committed_at = now() - interval '2 minutes'
+              WHERE symbol = 'ESZ6';
+             UPDATE ingest_producers SET committed_at = now() - interval '30 seconds'
+              WHERE symbol = 'NQZ6';",
+        )
+        .await
+        .unwrap();
+    assert!(claim(&client, &syms, 61, 70).await.is_empty());
+    let ages: Vec<(String, f64)> = client
+        .query(
+            "SELECT symbol, extract(epoch FROM now() - committed_at)::float8
+               FROM ingest_producers ORDER BY symbol",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let age = |s: &str| ages.iter().find(|(k, _)| k == s).unwrap().1;
+    assert!(age("ESZ6") < 5.0, "{ages:?}");
+    assert!((25.0..60.0).contains(&age("NQZ6")), "{ages:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_producer_is_forgotten_a_minute_after_the_ledger_retention() {
+    let (_url, client) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    // The default ledger retention is 7 days; a producer's committed_at may lag its last
+    // commit by up to a minute, so pruning waits that minute more.
+    client
+        .batch_execute(
+            "INSERT INTO ingest_producers (producer, kind, symbol, first_seq, seq, committed_at)
+             VALUES ('kept', 'trade', 'ESZ6', 1, 10, now() - interval '7 days 30 seconds'),
+                    ('gone', 'trade', 'ESZ6', 1, 10, now() - interval '7 days 2 minutes')",
+        )
+        .await
+        .unwrap();
+    christmas_core::schema::prune_ledger(&client).await.unwrap();
+    let left: Vec<String> = client
+        .query("SELECT producer FROM ingest_producers", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec!["kept".to_string()]);
+}

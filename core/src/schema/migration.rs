@@ -73,6 +73,12 @@ const COMPRESS_NOTHING: Migration = Migration {
     sql: include_str!("../../../sql/0011_compress_partitions.sql"),
 };
 
+const PRODUCER_CLAIMS_IN_PLACE: Migration = Migration {
+    version: 12,
+    name: "producer_claims_in_place",
+    sql: include_str!("../../../sql/0012_producer_claims_in_place.sql"),
+};
+
 const POSTGRES_BARS: Migration = Migration {
     version: 3,
     name: "bars",
@@ -113,6 +119,7 @@ const POSTGRES: &[Migration] = &[
     POSTGRES_SETTINGS,
     POSTGRES_ASCENDING,
     COMPRESS_NOTHING,
+    PRODUCER_CLAIMS_IN_PLACE,
 ];
 
 const TIMESCALEDB: &[Migration] = &[
@@ -147,6 +154,7 @@ const TIMESCALEDB: &[Migration] = &[
         sql: include_str!("../../../sql/timescaledb/0010_ascending_symbol_time.sql"),
     },
     COMPRESS_NOTHING,
+    PRODUCER_CLAIMS_IN_PLACE,
 ];
 
 /// Citus: its own market_data (distributed, one level of partitions) and columnar
@@ -178,6 +186,7 @@ const CITUS: &[Migration] = &[
         name: "compress_partitions",
         sql: include_str!("../../../sql/citus/0011_columnar_partitions.sql"),
     },
+    PRODUCER_CLAIMS_IN_PLACE,
 ];
 
 /// The migrations of `variant`, oldest first.

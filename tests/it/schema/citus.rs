@@ -156,7 +156,7 @@ async fn citus_variant_distributes_by_symbol_and_bars_match_the_file() {
         .await
         .unwrap();
     assert_eq!(report.variant, Variant::Citus);
-    assert_eq!(report.version, 11);
+    assert_eq!(report.version, 12);
     let client = connect(&db.url).await;
     let distributed: Vec<(String, String, i32, i64)> = client
         .query(

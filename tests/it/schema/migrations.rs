@@ -18,8 +18,8 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
     let config = keep_everything();
     let first = schema::migrate_url(&url, &config).await.unwrap();
     assert_eq!(first.variant, Variant::Postgres);
-    assert_eq!(first.applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
-    assert_eq!(first.version, 11);
+    assert_eq!(first.applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert_eq!(first.version, 12);
     let client = connect(&url).await;
     for t in [
         "market_data",
@@ -52,8 +52,8 @@ async fn migrations_apply_on_an_empty_database_and_are_idempotent() {
 
     let second = schema::migrate_url(&url, &config).await.unwrap();
     assert!(second.applied.is_empty(), "{second:?}");
-    assert_eq!(second.version, 11);
-    assert_eq!(count(&client, "christmas_migrations").await, 11);
+    assert_eq!(second.version, 12);
+    assert_eq!(count(&client, "christmas_migrations").await, 12);
     assert_eq!(
         count(&client, "pg_class WHERE relkind IN ('r', 'p')").await,
         tables_before
@@ -87,7 +87,7 @@ async fn a_database_from_before_versioned_migrations_is_upgraded_with_its_rows()
         .await
         .unwrap();
     let report = schema::migrate_url(&url, &keep_everything()).await.unwrap();
-    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     assert_eq!(count(&client, "market_data").await, 100);
     assert_eq!(count(&client, "quotes").await, 50);
     assert_eq!(count(&client, "ingest_batches").await, 1);
@@ -123,11 +123,11 @@ async fn concurrent_migrators_do_not_collide() {
             vec![],
             vec![],
             vec![],
-            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
         ]
     );
     let client = connect(&url).await;
-    assert_eq!(count(&client, "christmas_migrations").await, 11);
+    assert_eq!(count(&client, "christmas_migrations").await, 12);
     assert_eq!(count(&client, "christmas_partitions").await, 10);
 }
 

@@ -114,7 +114,7 @@ async fn timescaledb_variant_hypertables_policies_and_bars() {
         .await
         .unwrap();
     assert_eq!(report.variant, Variant::TimescaleDb);
-    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     let again = schema::migrate_url(&url, &SchemaConfig::default())
         .await
         .unwrap();
@@ -600,7 +600,7 @@ async fn timescaledb_is_detected_and_installed_by_a_non_superuser_owner() {
         .await
         .unwrap();
     assert_eq!(report.variant, Variant::TimescaleDb);
-    assert_eq!(report.version, 11);
+    assert_eq!(report.version, 12);
     let owner = connect(&owner_url).await;
     assert_eq!(
         count(
