@@ -75,7 +75,7 @@ impl<R: Record> Batcher<R> {
     fn new(shard: Arc<ShardContext<R>>, tx: mpsc::Sender<SealedBatch<R>>) -> Self {
         let limits = shard.limits;
         let mut batcher = Batcher {
-            open: OpenBatch::new(0, 0, 0),
+            open: OpenBatch::new(0, 0, 0, None),
             max_rows: limits.max_rows,
             max_bytes: limits.max_bytes,
             byte_limit: limits.max_bytes.saturating_sub(R::MAX_ROW_BYTES),
@@ -100,7 +100,7 @@ impl<R: Record> Batcher<R> {
         let rows = (expect_rows + expect_rows / 4).clamp(MIN_BATCH_ROWS.min(max_rows), max_rows);
         let bytes = self.max_bytes.min(rows.saturating_mul(R::MAX_ROW_BYTES));
         let fanout_rows = if self.fanout_on { rows } else { 0 };
-        OpenBatch::new(bytes, rows, fanout_rows)
+        OpenBatch::new(bytes, rows, fanout_rows, self.shard.buffers.take())
     }
 
     /// Drains up to [`DRAIN_BUDGET`] slots, sealing full batches on the way. `None` when

@@ -11,6 +11,7 @@ use crate::fanout::publisher::FanoutQueue;
 use crate::fanout::PublishPoint;
 use crate::metrics::{ShardCounters, ShardHistograms};
 use crate::pg::ledger::BatchOrigin;
+use crate::pipeline::batch::BufferPool;
 use crate::pipeline::ring::ShardRing;
 use crate::spool::shard_spool::ShardSpool;
 
@@ -81,6 +82,8 @@ pub(crate) struct ShardContext<R> {
     pub spool: Option<Arc<ShardSpool>>,
     /// Spooled batches waiting for the writer.
     pub spool_backlog: SpoolBacklog,
+    /// Finished batches' buffers, for the batcher's next batches.
+    pub buffers: BufferPool,
 }
 
 impl<R> ShardContext<R> {
@@ -110,6 +113,7 @@ impl<R> ShardContext<R> {
             fanout,
             spool,
             spool_backlog: SpoolBacklog::default(),
+            buffers: BufferPool::default(),
         }
     }
 

@@ -199,7 +199,7 @@ mod tests {
         SealedBatch<Trade>,
         oneshot::Receiver<crate::Result<super::BatchReport>>,
     ) {
-        let mut open = OpenBatch::<Trade>::new(1024, 16, 0);
+        let mut open = OpenBatch::<Trade>::new(1024, 16, 0, None);
         for i in 0..rows {
             let t = Trade {
                 time_ns: 1_719_878_400_000_000_000 + i as i64,

@@ -266,6 +266,7 @@ fn finish<R: Record>(
     // Without a spool, committed is the strongest point there is.
     report.answered_at = Some(Instant::now());
     batch.answer_all(|| Ok(report));
+    shard.buffers.keep(batch);
 }
 
 /// Counts a committed batch and records its latencies.
