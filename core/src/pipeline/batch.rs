@@ -98,6 +98,12 @@ pub(crate) struct BatchBuffers {
 /// batcher opens, and one more rides out a burst.
 const KEPT_BUFFERS: usize = 2;
 
+/// A kept body serves a batch that expects at least a quarter of its capacity (or of
+/// [`SMALL_BODY`], for small batches); a larger one is freed instead, so that the buffers
+/// of a burst's large batches do not stay resident while the daemon commits small ones.
+const OVERSIZE: usize = 4;
+const SMALL_BODY: usize = 256 * 1024;
+
 /// The buffers of finished batches, kept for the shard's next ones (at most
 /// [`KEPT_BUFFERS`]). A new batch then writes into memory already touched instead of fresh
 /// pages, each of which costs a page fault: fresh batch bodies were a third of a replay's
@@ -106,9 +112,16 @@ const KEPT_BUFFERS: usize = 2;
 pub(crate) struct BufferPool(Mutex<Vec<BatchBuffers>>);
 
 impl BufferPool {
-    /// Buffers kept from a finished batch, if any.
-    pub fn take(&self) -> Option<BatchBuffers> {
-        self.0.lock().ok()?.pop()
+    /// Buffers kept from a finished batch, for a batch that expects `bytes` of body; kept
+    /// buffers far larger than that are freed on the way.
+    pub fn take(&self, bytes: usize) -> Option<BatchBuffers> {
+        let mut kept = self.0.lock().ok()?;
+        while let Some(b) = kept.pop() {
+            if b.body.capacity() <= OVERSIZE * bytes.max(SMALL_BODY) {
+                return Some(b);
+            }
+        }
+        None
     }
 
     /// Keeps `batch`'s buffers, emptied, unless the pool is full or something else still
@@ -337,14 +350,27 @@ mod tests {
         let batch = sealed(1_000, 1 << 20);
         let at = batch.rows.body.as_ptr();
         pool.keep(batch);
-        let reused = pool.take().expect("kept");
+        let reused = pool.take(1 << 20).expect("kept");
         // The same memory, emptied, and its capacity kept.
         assert_eq!(reused.body.as_ptr(), at);
         assert!(reused.body.is_empty() && reused.body.capacity() >= 1 << 20);
         assert!(reused.row_ends.is_empty() && reused.pushed_at.is_empty());
         let open = OpenBatch::<Trade>::new(4_096, 8, 0, Some(reused));
         assert_eq!(open.body.as_ptr(), at);
-        assert!(pool.take().is_none());
+        assert!(pool.take(1 << 20).is_none());
+    }
+
+    #[test]
+    fn a_burst_s_large_buffers_are_freed_when_batches_are_small_again() {
+        let pool = BufferPool::default();
+        pool.keep(sealed(100, 8 << 20));
+        pool.keep(sealed(100, 64 << 10));
+        // A small batch takes the small buffer; the large one is freed, not handed on.
+        let small = pool.take(16 << 10).expect("the small one");
+        assert!(small.body.capacity() < 1 << 20);
+        pool.keep(sealed(100, 8 << 20));
+        assert!(pool.take(16 << 10).is_none());
+        assert!(pool.take(8 << 20).is_none(), "freed, not kept");
     }
 
     #[test]
@@ -353,12 +379,12 @@ mod tests {
         let batch = sealed(100, 4_096);
         let held = batch.rows.body.clone();
         pool.keep(batch);
-        assert!(pool.take().is_none());
+        assert!(pool.take(4_096).is_none());
         assert_eq!(held.len(), 100);
         for _ in 0..3 {
             pool.keep(sealed(100, 4_096));
         }
-        assert!(pool.take().is_some() && pool.take().is_some());
-        assert!(pool.take().is_none());
+        assert!(pool.take(4_096).is_some() && pool.take(4_096).is_some());
+        assert!(pool.take(4_096).is_none());
     }
 }

@@ -100,7 +100,7 @@ impl<R: Record> Batcher<R> {
         let rows = (expect_rows + expect_rows / 4).clamp(MIN_BATCH_ROWS.min(max_rows), max_rows);
         let bytes = self.max_bytes.min(rows.saturating_mul(R::MAX_ROW_BYTES));
         let fanout_rows = if self.fanout_on { rows } else { 0 };
-        OpenBatch::new(bytes, rows, fanout_rows, self.shard.buffers.take())
+        OpenBatch::new(bytes, rows, fanout_rows, self.shard.buffers.take(bytes))
     }
 
     /// Drains up to [`DRAIN_BUDGET`] slots, sealing full batches on the way. `None` when
