@@ -19,6 +19,9 @@ pub const TRAILER: &[u8; 2] = &[0xff, 0xff];
 /// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 00:00:00 UTC).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
+/// Bytes of COPY data sent as one protocol message by [`CopyRows::pieces`].
+pub(crate) const COPY_PIECE: usize = 256 * 1024;
+
 /// Converts nanoseconds since the Unix epoch to PostgreSQL `timestamptz` microseconds since
 /// 2000-01-01, rounding toward negative infinity.
 ///
@@ -238,6 +241,37 @@ mod tests {
         let mut r = RowReader::begin(&[0, 1, 0xff, 0xff, 0xff, 0xff], 1).unwrap();
         assert!(r.text().is_err());
     }
+
+    #[test]
+    fn pieces_are_the_rows_bytes_cut_at_most_a_piece_long() {
+        let row = vec![9u8; 1_000];
+        let mut body = Vec::new();
+        let mut row_ends = Vec::new();
+        for k in 0..700u32 {
+            body.extend_from_slice(&row[..(k as usize % 900) + 50]);
+            row_ends.push(body.len() as u32);
+        }
+        let rows = CopyRows {
+            body: bytes::Bytes::from(body),
+            row_ends,
+        };
+        for range in [0..700, 3..650, 10..10, 699..700] {
+            let pieces: Vec<_> = rows.pieces(range.clone()).collect();
+            assert!(pieces
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= COPY_PIECE));
+            assert_eq!(
+                pieces.concat(),
+                rows.slice(range.clone()).to_vec(),
+                "{range:?}"
+            );
+        }
+        assert!(
+            rows.pieces(0..700).count() > 1,
+            "a body of {} bytes",
+            rows.body.len()
+        );
+    }
 }
 
 /// Rows encoded for a binary COPY body (no header or trailer) and where each row ends: what
@@ -285,5 +319,16 @@ impl CopyRows {
             r => self.row_ends[r - 1] as usize,
         };
         self.body.slice(end_of(range.start)..end_of(range.end))
+    }
+
+    /// The bytes of rows `range` in pieces of at most [`COPY_PIECE`] bytes, cut anywhere (a
+    /// COPY's data messages need not follow its rows). tokio-postgres copies each message
+    /// into its connection's write buffer: sent whole, a batch grew that buffer to the
+    /// largest batch's size on every writer connection, faulting in fresh pages on the way.
+    pub fn pieces(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = bytes::Bytes> {
+        let all = self.slice(range);
+        (0..all.len())
+            .step_by(COPY_PIECE)
+            .map(move |at| all.slice(at..(at + COPY_PIECE).min(all.len())))
     }
 }

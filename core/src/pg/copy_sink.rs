@@ -558,9 +558,9 @@ impl CopySink {
                 sink.feed(Bytes::from_static(HEADER))
                     .await
                     .map_err(classify)?;
-                sink.feed(rows.slice(range.clone()))
-                    .await
-                    .map_err(classify)?;
+                for piece in rows.pieces(range.clone()) {
+                    sink.feed(piece).await.map_err(classify)?;
+                }
                 sink.feed(Bytes::from_static(TRAILER))
                     .await
                     .map_err(classify)?;

@@ -59,7 +59,9 @@ impl CopySink {
         futures_util::pin_mut!(sink);
         sink.feed(Bytes::from_static(HEADER)).await.map_err(pg)?;
         for (_, rows) in group {
-            sink.feed(rows.slice(0..rows.len())).await.map_err(pg)?;
+            for piece in rows.pieces(0..rows.len()) {
+                sink.feed(piece).await.map_err(pg)?;
+            }
         }
         sink.feed(Bytes::from_static(TRAILER)).await.map_err(pg)?;
         let written = sink.as_mut().finish().await.map_err(pg)?;
