@@ -93,6 +93,7 @@ async fn delivery_run(args: &FanoutArgs, format: PayloadFormat, seed: u64) -> Re
             format,
             // Deep enough that a burst of millions of ticks is delivered, not dropped.
             queue_batches: 1 << 16,
+            queue_ticks: 1 << 30,
             ..FanoutConfig::new(args.common.services.redis()?)
         })
         .start()

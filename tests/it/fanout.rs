@@ -188,6 +188,43 @@ async fn redis_killed_mid_stream_loses_nothing_in_postgres_and_fanout_resumes() 
     assert!(f.errors > 0 && f.connects >= 2, "{f:?}");
 }
 
+/// While Redis is away the queue keeps at most `queue_ticks` ticks however small the
+/// batches: 30 batches of 1,000 into a bound of 5,000 ticks (and 4,096 batches) leave 5
+/// queued; the rest are dropped and counted, but for those the publisher took out before
+/// it found Redis away. Each batch is sealed by a flush, so the sizes are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fanout_queue_is_bounded_in_ticks_while_redis_is_away() {
+    const BATCH: u64 = 1_000;
+    const BATCHES: u64 = 30;
+    let away = format!("redis://127.0.0.1:{}", christmas_tests::free_port());
+    let syms = symbols(10);
+    let ingestor = Ingestor::<Trade>::builder()
+        .discard()
+        .shards(1)
+        .fanout(FanoutConfig {
+            queue_ticks: 5_000,
+            drain_timeout: Duration::from_millis(100),
+            ..FanoutConfig::new(away)
+        })
+        .start()
+        .await
+        .unwrap();
+    for b in 0..BATCHES {
+        push_round_robin(&ingestor, &syms, b * BATCH..(b + 1) * BATCH);
+        ingestor.flush().await.unwrap();
+    }
+    let f = ingestor.metrics().fanout.unwrap();
+    assert!(!f.connected, "{f:?}");
+    assert_eq!(f.enqueued, BATCH * BATCHES, "{f:?}");
+    assert_eq!(f.queue_depth, 5, "{f:?}");
+    // What is neither queued nor dropped the publisher holds: the batches it had taken out
+    // and merged when it found Redis away.
+    let held = f.enqueued - f.dropped - f.queue_depth * BATCH;
+    assert!(f.dropped > 0 && held < f.enqueued / 2, "{f:?}");
+    let f = ingestor.shutdown().await.unwrap().fanout.unwrap();
+    assert_eq!((f.published, f.dropped), (0, BATCH * BATCHES), "{f:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_shards_channels_and_keys() {
     let cluster = tokio::task::block_in_place(|| RedisCluster::start(3)).unwrap();

@@ -12,7 +12,7 @@
 //!   symbol's keys leave Redis and its memory is bounded by the symbols active lately.
 //!
 //! Messages carry per-symbol sequences so consumers detect gaps. The fan-out queue is
-//! bounded and drops its oldest batch (counted in [`FanoutSnapshot`]) when Redis is slow or
+//! bounded, in batches and in ticks, and drops its oldest batches (counted in [`FanoutSnapshot`]) when Redis is slow or
 //! down; the publisher reconnects with backoff and resumes by itself.
 //!
 //! | module | what |

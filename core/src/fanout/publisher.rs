@@ -2,7 +2,7 @@
 //!
 //! Batchers (publish point `Sealed`) or writers (`Committed`) hand each batch's records,
 //! with their per-symbol sequences, to a bounded lock-free queue and never wait: when the
-//! queue is full the oldest batch is dropped and counted. One task per ingestor pops
+//! queue is full (in batches or in ticks) the oldest batches are dropped and counted. One task per ingestor pops
 //! batches, groups them by symbol and sends each group as one message per key, pipelined.
 //! When Redis fails it reconnects with backoff, and resumes with the batch it held; the
 //! queue meanwhile keeps the newest batches.
@@ -53,6 +53,10 @@ pub(crate) struct FanoutCounters {
 #[derive(Debug)]
 pub(crate) struct FanoutQueue<R> {
     queue: ArrayQueue<FanoutBatch<R>>,
+    /// Ticks in the queued batches (added before a batch goes in, taken off after it comes
+    /// out, so it never goes below zero), and the most kept beyond the newest batch.
+    ticks: AtomicU64,
+    max_ticks: u64,
     wake: Notify,
     pub counters: FanoutCounters,
     connected: AtomicBool,
@@ -65,9 +69,11 @@ pub(crate) struct FanoutQueue<R> {
 }
 
 impl<R: Record> FanoutQueue<R> {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(batches: usize, ticks: usize) -> Self {
         FanoutQueue {
-            queue: ArrayQueue::new(capacity),
+            queue: ArrayQueue::new(batches),
+            ticks: AtomicU64::new(0),
+            max_ticks: ticks as u64,
             wake: Notify::new(),
             counters: FanoutCounters::default(),
             connected: AtomicBool::new(false),
@@ -77,17 +83,50 @@ impl<R: Record> FanoutQueue<R> {
         }
     }
 
-    /// Enqueues without waiting; drops (and counts) the oldest batch when full.
+    /// Enqueues without waiting; drops (and counts) the oldest batches while the queue is
+    /// over either bound (the newest batch always stays).
     pub fn push(&self, batch: FanoutBatch<R>) {
         if batch.ticks.is_empty() {
             return;
         }
-        metrics::add(&self.counters.enqueued, batch.ticks.len() as u64);
-        if let Some(old) = self.queue.force_push(batch) {
-            metrics::add(&self.counters.dropped, old.ticks.len() as u64);
+        let n = batch.ticks.len() as u64;
+        metrics::add(&self.counters.enqueued, n);
+        self.ticks.fetch_add(n, Ordering::Relaxed);
+        let mut lost = self
+            .queue
+            .force_push(batch)
+            .map_or(0, |old| self.forget(old.ticks.len() as u64));
+        while self.ticks.load(Ordering::Relaxed) > self.max_ticks && self.queue.len() > 1 {
+            match self.pop() {
+                Some(old) => lost += old.ticks.len() as u64,
+                None => break,
+            }
+        }
+        if lost > 0 {
+            metrics::add(&self.counters.dropped, lost);
             self.warn_dropping();
         }
         self.wake.notify_one();
+    }
+
+    /// Takes the oldest batch out.
+    fn pop(&self) -> Option<FanoutBatch<R>> {
+        let batch = self.queue.pop()?;
+        self.forget(batch.ticks.len() as u64);
+        Some(batch)
+    }
+
+    /// Takes `n` ticks that left the queue off its count; returns `n`.
+    fn forget(&self, n: u64) -> u64 {
+        self.ticks.fetch_sub(n, Ordering::Relaxed);
+        n
+    }
+
+    /// At least half of either bound is used: the publisher does not wait out its round
+    /// interval, so waiting never costs drops.
+    fn half_full(&self) -> bool {
+        self.queue.len() * 2 >= self.queue.capacity()
+            || self.ticks.load(Ordering::Relaxed) * 2 >= self.max_ticks
     }
 
     fn warn_dropping(&self) {
@@ -165,7 +204,7 @@ pub(crate) async fn run<R: Record>(
         }
         if finish_deadline.is_some_and(|d| Instant::now() >= d) {
             let mut lost = held.take().map_or(0, |b| b.ticks.len() as u64);
-            while let Some(b) = queue.queue.pop() {
+            while let Some(b) = queue.pop() {
                 lost += b.ticks.len() as u64;
             }
             if lost > 0 {
@@ -177,7 +216,7 @@ pub(crate) async fn run<R: Record>(
             }
             return;
         }
-        let mut batch = match held.take().or_else(|| queue.queue.pop()) {
+        let mut batch = match held.take().or_else(|| queue.pop()) {
             Some(b) => b,
             None if finish_deadline.is_some() => return,
             None => {
@@ -190,9 +229,7 @@ pub(crate) async fn run<R: Record>(
         // meanwhile go out with this one. Not past a half-full queue (waiting must not
         // cost drops), nor while finishing.
         if let Some(due) = last_round.map(|t| t + config.round_interval) {
-            while !queue.finishing.load(Ordering::SeqCst)
-                && queue.queue.len() * 2 < queue.queue.capacity()
-            {
+            while !queue.finishing.load(Ordering::SeqCst) && !queue.half_full() {
                 let Some(left) = due.checked_duration_since(Instant::now()) else {
                     break;
                 };
@@ -203,7 +240,7 @@ pub(crate) async fn run<R: Record>(
         // Whatever queued up while the last round trip was in flight goes out with this
         // one: under load messages grow instead of multiplying (group publish).
         while batch.ticks.len() < MERGE_TICKS {
-            match queue.queue.pop() {
+            match queue.pop() {
                 Some(more) => batch.ticks.extend(more.ticks),
                 None => break,
             }
@@ -536,17 +573,58 @@ mod tests {
         );
     }
 
+    fn batch(n: u64) -> FanoutBatch<Trade> {
+        FanoutBatch {
+            ticks: (0..n).map(|i| (t("A"), i)).collect(),
+        }
+    }
+
     #[test]
     fn a_full_queue_drops_the_oldest_and_counts_it() {
-        let q = FanoutQueue::<Trade>::new(2);
+        let q = FanoutQueue::<Trade>::new(2, 1 << 20);
         for n in [3, 4, 5] {
-            q.push(FanoutBatch {
-                ticks: (0..n).map(|i| (t("A"), i)).collect(),
-            });
+            q.push(batch(n));
         }
         let s = q.snapshot();
         assert_eq!((s.enqueued, s.dropped, s.queue_depth), (12, 3, 2));
-        assert_eq!(q.queue.pop().unwrap().ticks.len(), 4);
+        assert_eq!(q.ticks.load(Ordering::Relaxed), 9);
+        assert_eq!(q.pop().unwrap().ticks.len(), 4);
+        assert_eq!(q.ticks.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn past_its_ticks_the_queue_drops_the_oldest_batches_but_keeps_the_newest() {
+        let q = FanoutQueue::<Trade>::new(100, 10);
+        for n in [4, 4] {
+            q.push(batch(n));
+        }
+        assert!(q.half_full());
+        // 4 + 4 + 3 = 11 > 10: the first batch goes.
+        q.push(batch(3));
+        let s = q.snapshot();
+        assert_eq!((s.enqueued, s.dropped, s.queue_depth), (11, 4, 2));
+        assert_eq!(q.ticks.load(Ordering::Relaxed), 7);
+        // One batch larger than the bound alone: every older one goes, it stays.
+        q.push(batch(25));
+        let s = q.snapshot();
+        assert_eq!((s.enqueued, s.dropped, s.queue_depth), (36, 11, 1));
+        assert_eq!(q.pop().unwrap().ticks.len(), 25);
+        assert_eq!(q.ticks.load(Ordering::Relaxed), 0);
+        assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn half_of_either_bound_is_half_full() {
+        let by_ticks = FanoutQueue::<Trade>::new(100, 10);
+        by_ticks.push(batch(4));
+        assert!(!by_ticks.half_full());
+        by_ticks.push(batch(1));
+        assert!(by_ticks.half_full());
+        let by_batches = FanoutQueue::<Trade>::new(4, 1 << 20);
+        by_batches.push(batch(1));
+        assert!(!by_batches.half_full());
+        by_batches.push(batch(1));
+        assert!(by_batches.half_full());
     }
 
     #[test]

@@ -93,7 +93,7 @@ impl<R: Record> Pipeline<R> {
         let clock = PipelineClock::new();
         let queue = fanout
             .as_ref()
-            .map(|(f, _)| Arc::new(FanoutQueue::new(f.queue_batches)));
+            .map(|(f, _)| Arc::new(FanoutQueue::new(f.queue_batches, f.queue_ticks)));
         let shards: Box<[Arc<ShardContext<R>>]> = (0..n)
             .map(|k| {
                 let ctx = ShardContext::new(
