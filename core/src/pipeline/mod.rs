@@ -188,8 +188,9 @@ impl<R: Record> Pipeline<R> {
     }
 
     /// Starts partition maintenance when the sink is PostgreSQL and it is on. The first
-    /// pass runs now, so today's and the coming partitions exist before the first batch;
-    /// its failure is not fatal (the default partition holds rows).
+    /// pass's partitions are created now, so today's and the coming partitions exist before
+    /// the first batch, and the rest of it runs at once in the task; its failure is not
+    /// fatal (the default partition holds rows).
     async fn start_maintenance(
         config: &IngestorConfig,
         status: &Arc<MaintenanceStatus>,
@@ -206,7 +207,7 @@ impl<R: Record> Pipeline<R> {
         let status = status.clone();
         match PartitionTask::connect(url, table.clone(), ledger.clone()).await {
             Ok(Some(mut task)) => {
-                if let Err(e) = task.pass(&status).await {
+                if let Err(e) = task.prepare().await {
                     tracing::warn!(error = %e, "first partition maintenance pass failed");
                 }
                 Ok(Some(tokio::spawn(task.run(status, every))))

@@ -55,6 +55,9 @@ pub(crate) struct PartitionTask {
     table: String,
     ledger: BatchLedger,
     client: Option<Client>,
+    /// What [`PartitionTask::prepare`] did: the first half of a pass whose second half the
+    /// next pass runs.
+    prepared: Option<MaintenanceReport>,
 }
 
 impl PartitionTask {
@@ -84,6 +87,7 @@ impl PartitionTask {
             table,
             ledger,
             client: Some(client),
+            prepared: None,
         }))
     }
 
@@ -93,7 +97,13 @@ impl PartitionTask {
             Some(c) => c,
             None => connect(&self.url).await?,
         };
-        let report = schema::maintain(&client, &self.table).await;
+        let report = match self.prepared.take() {
+            // The partitions were created at start: the rest of that pass.
+            Some(mut report) => schema::upkeep(&client, &self.table, None, &mut report)
+                .await
+                .map(|()| report),
+            None => schema::maintain(&client, &self.table).await,
+        };
         let pruned = match &report {
             Ok(_) => self.ledger.prune(&client).await,
             Err(_) => Ok(None),
@@ -116,8 +126,34 @@ impl PartitionTask {
         Ok(report)
     }
 
-    /// Runs a pass every `every` until the status says stop.
+    /// The half of a pass the first batches need, run before the writers start: the time
+    /// partitions. Retention, autovacuum and the rest follow in [`PartitionTask::run`]'s
+    /// first pass, beside the first batches rather than before them: in a replay's
+    /// statement log they were 6–8 ms of the start, after 11–16 ms of partitions.
+    pub async fn prepare(&mut self) -> Result<()> {
+        let client = match self.client.take().filter(|c| !c.is_closed()) {
+            Some(c) => c,
+            None => connect(&self.url).await?,
+        };
+        let mut report = MaintenanceReport {
+            table: self.table.clone(),
+            ..MaintenanceReport::default()
+        };
+        let created = schema::create_partitions(&client, &self.table, None, &mut report).await;
+        self.client = Some(client);
+        created?;
+        self.prepared = Some(report);
+        Ok(())
+    }
+
+    /// Runs a pass every `every` until the status says stop; at once first when
+    /// [`PartitionTask::prepare`] left its pass half done.
     pub async fn run(mut self, status: Arc<MaintenanceStatus>, every: Duration) {
+        if self.prepared.is_some() {
+            if let Err(e) = self.pass(&status).await {
+                tracing::warn!(table = self.table, error = %e, "partition maintenance failed; retrying next period");
+            }
+        }
         while status.sleep(every).await {
             if let Err(e) = self.pass(&status).await {
                 tracing::warn!(table = self.table, error = %e, "partition maintenance failed; retrying next period");

@@ -104,6 +104,19 @@ async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<Ma
         table: table.to_string(),
         ..MaintenanceReport::default()
     };
+    create_partitions(client, table, at, &mut report).await?;
+    upkeep(client, table, at, &mut report).await?;
+    Ok(report)
+}
+
+/// The first half of a pass, all a writer needs before its first batch: the time partitions
+/// `table` should have, created (counted into `report`).
+pub(crate) async fn create_partitions(
+    client: &Client,
+    table: &str,
+    at: Option<SystemTime>,
+    report: &mut MaintenanceReport,
+) -> Result<()> {
     // Each call returns at most 64 bounds; a few rounds cover a long replay of history.
     for _ in 0..16 {
         let needed: Vec<SystemTime> = call(client, "b", "christmas_partitions_needed", table, at)
@@ -132,6 +145,18 @@ async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<Ma
             }
         }
     }
+    Ok(())
+}
+
+/// The second half of a pass: retention, autovacuum, columnar storage (Citus), the stale
+/// prepared transactions and the default partition's rows (counted into `report`, logged
+/// when the whole pass changed something).
+pub(crate) async fn upkeep(
+    client: &Client,
+    table: &str,
+    at: Option<SystemTime>,
+    report: &mut MaintenanceReport,
+) -> Result<()> {
     let row = one(
         call(
             client,
@@ -201,7 +226,7 @@ async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<Ma
     {
         tracing::info!(?report, "partitions maintained");
     }
-    Ok(report)
+    Ok(())
 }
 
 /// [`one`], or `None` when the function called does not exist (a schema older than it).

@@ -51,7 +51,15 @@ async fn far_past_far_future_and_new_symbols_land_and_are_reported() {
         .start()
         .await
         .unwrap();
-    let seen = ingestor.metrics().maintenance.expect("a first pass ran");
+    // Its first pass finishes beside the first batches, not before start returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        if let Some(report) = ingestor.metrics().maintenance {
+            break report;
+        }
+        assert!(std::time::Instant::now() < deadline, "no first pass");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(seen.rows_in_default, 1);
     ingestor.shutdown().await.unwrap();
 }
