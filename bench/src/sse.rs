@@ -344,7 +344,10 @@ async fn drive(daemon: &InProcessDaemon, rate: u64, seconds: u64, symbols: usize
             batch.clear();
             let n = (due - sent).min(4_096);
             batch.extend((0..n).map(|_| market.next_trade()));
-            ingress.trades().push_batch(&batch)?;
+            ingress
+                .trades()
+                .context("the daemon's ingress takes trades")?
+                .push_batch(&batch)?;
             sent += n;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -145,20 +145,38 @@ impl Ticks {
     }
 }
 
-/// A trade pipeline and a quote pipeline with one push for both.
+/// A trade pipeline and a quote pipeline with one push for both (or one of them:
+/// [`Ingress::start_kinds`]).
 ///
 /// Cloning is cheap (both pipelines are shared); every clone pushes into the same rings.
 #[derive(Debug, Clone)]
 pub struct Ingress {
-    trades: Ingestor<Trade>,
-    quotes: Ingestor<Quote>,
+    trades: Option<Ingestor<Trade>>,
+    quotes: Option<Ingestor<Quote>>,
     /// Both pipelines spool, so [`AckLevel::Durable`] can be served.
     spooled: bool,
     /// One lock per named producer pushing now, so its pushes reach the rings in order.
     producers: Arc<ProducerLocks>,
 }
 
-/// Both pipelines' metrics.
+/// The kinds of tick an [`Ingress`] takes, each its own pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kinds {
+    /// Trades (`market_data`).
+    pub trades: bool,
+    /// Quotes (`quotes`).
+    pub quotes: bool,
+}
+
+impl Kinds {
+    /// Trades and quotes.
+    pub const BOTH: Kinds = Kinds {
+        trades: true,
+        quotes: true,
+    };
+}
+
+/// Both pipelines' metrics (a pipeline not started counts nothing).
 #[derive(Debug, Clone)]
 pub struct IngressMetrics {
     /// The trade pipeline's.
@@ -192,27 +210,68 @@ impl Ingress {
     /// failure (the trade pipeline's when both fail) is returned. Must be called inside a
     /// Tokio runtime.
     pub async fn start(config: IngestorConfig) -> Result<Ingress> {
-        let (trades, quotes) = tokio::join!(
-            IngestorBuilder::<Trade>::from_config(config.clone()).start(),
-            IngestorBuilder::<Quote>::from_config(config).start(),
-        );
-        match (trades, quotes) {
-            (Ok(trades), Ok(quotes)) => Ok(Ingress::new(trades, quotes)),
+        Self::start_kinds(config, Kinds::BOTH).await
+    }
+
+    /// [`Ingress::start`] of the pipelines of `kinds` only: a replay of a file that holds
+    /// only trades starts no quote pipeline (no connections, no maintenance pass). A push
+    /// of a kind not started is refused ([`Error::InvalidField`] naming it) before anything
+    /// is pushed.
+    pub async fn start_kinds(config: IngestorConfig, kinds: Kinds) -> Result<Ingress> {
+        if !kinds.trades && !kinds.quotes {
+            return Err(Error::config(
+                "kinds",
+                "an ingress takes trades, quotes or both",
+            ));
+        }
+        let trades = async {
+            match kinds.trades {
+                true => Some(
+                    IngestorBuilder::<Trade>::from_config(config.clone())
+                        .start()
+                        .await,
+                ),
+                false => None,
+            }
+        };
+        let quotes = async {
+            match kinds.quotes {
+                true => Some(
+                    IngestorBuilder::<Quote>::from_config(config.clone())
+                        .start()
+                        .await,
+                ),
+                false => None,
+            }
+        };
+        let (trades, quotes) = tokio::join!(trades, quotes);
+        let (trades, quotes) = match (trades.transpose(), quotes.transpose()) {
+            (Ok(trades), Ok(quotes)) => (trades, quotes),
             (Err(e), Ok(quotes)) => {
-                let _ = quotes.shutdown().await;
-                Err(e)
+                if let Some(q) = quotes {
+                    let _ = q.shutdown().await;
+                }
+                return Err(e);
             }
             (Ok(trades), Err(e)) => {
-                let _ = trades.shutdown().await;
-                Err(e)
+                if let Some(t) = trades {
+                    let _ = t.shutdown().await;
+                }
+                return Err(e);
             }
-            (Err(e), Err(_)) => Err(e),
-        }
+            (Err(e), Err(_)) => return Err(e),
+        };
+        Ok(Ingress::of(trades, quotes))
     }
 
     /// Both pipelines, started by the caller.
     pub fn new(trades: Ingestor<Trade>, quotes: Ingestor<Quote>) -> Self {
-        let spooled = trades.metrics().spool.is_some() && quotes.metrics().spool.is_some();
+        Ingress::of(Some(trades), Some(quotes))
+    }
+
+    fn of(trades: Option<Ingestor<Trade>>, quotes: Option<Ingestor<Quote>>) -> Self {
+        let spooled = trades.as_ref().is_none_or(|t| t.metrics().spool.is_some())
+            && quotes.as_ref().is_none_or(|q| q.metrics().spool.is_some());
         Ingress {
             trades,
             quotes,
@@ -221,14 +280,37 @@ impl Ingress {
         }
     }
 
-    /// The trade pipeline.
-    pub fn trades(&self) -> &Ingestor<Trade> {
-        &self.trades
+    /// The trade pipeline (`None` when this ingress takes no trades).
+    pub fn trades(&self) -> Option<&Ingestor<Trade>> {
+        self.trades.as_ref()
     }
 
-    /// The quote pipeline.
-    pub fn quotes(&self) -> &Ingestor<Quote> {
-        &self.quotes
+    /// The quote pipeline (`None` when this ingress takes no quotes).
+    pub fn quotes(&self) -> Option<&Ingestor<Quote>> {
+        self.quotes.as_ref()
+    }
+
+    /// True while every pipeline started takes pushes (none has been shut down).
+    pub fn is_open(&self) -> bool {
+        self.trades.as_ref().is_none_or(|t| !t.is_closed())
+            && self.quotes.as_ref().is_none_or(|q| !q.is_closed())
+    }
+
+    /// Refuses `ticks` when it holds a kind this ingress did not start.
+    fn takes(&self, ticks: &Ticks) -> Result<()> {
+        if self.trades.is_none() && !ticks.trades.is_empty() {
+            return Err(Error::field(
+                "trades",
+                "this ingress takes no trades: it was started for quotes only",
+            ));
+        }
+        if self.quotes.is_none() && !ticks.quotes.is_empty() {
+            return Err(Error::field(
+                "quotes",
+                "this ingress takes no quotes: it was started for trades only",
+            ));
+        }
+        Ok(())
     }
 
     /// True when pushes may ask for `ack`: [`AckLevel::Durable`] needs both pipelines to
@@ -245,6 +327,7 @@ impl Ingress {
     /// do not spool (nothing is pushed); any error of the [`Ingestor`] push (the records
     /// before it stay pushed).
     pub async fn push(&self, ticks: &Ticks, ack: AckLevel) -> Result<Ack> {
+        self.takes(ticks)?;
         if !self.supports(ack) {
             return Err(Error::Spool {
                 reason: "the durable ack level needs a spool; none is configured".into(),
@@ -259,13 +342,17 @@ impl Ingress {
         };
         match ack {
             AckLevel::Accepted => {
-                self.trades.push_batch_async(&ticks.trades).await?;
-                self.quotes.push_batch_async(&ticks.quotes).await?;
+                if let Some(t) = &self.trades {
+                    t.push_batch_async(&ticks.trades).await?;
+                }
+                if let Some(q) = &self.quotes {
+                    q.push_batch_async(&ticks.quotes).await?;
+                }
             }
             AckLevel::Durable | AckLevel::Committed => {
                 pending.receipts = [
-                    receipt(&self.trades, &ticks.trades, ack).await?,
-                    receipt(&self.quotes, &ticks.quotes, ack).await?,
+                    receipt(self.trades.as_ref(), &ticks.trades, ack).await?,
+                    receipt(self.quotes.as_ref(), &ticks.quotes, ack).await?,
                 ];
             }
         }
@@ -304,6 +391,7 @@ impl Ingress {
                 "the request's sequences would pass 9223372036854775807",
             ));
         }
+        self.takes(ticks)?;
         if !self.supports(ack) {
             return Err(Error::Spool {
                 reason: "the durable ack level needs a spool; none is configured".into(),
@@ -335,6 +423,7 @@ impl Ingress {
         quote_seqs: &[u64],
         ack: AckLevel,
     ) -> Result<Ack> {
+        self.takes(ticks)?;
         for (seqs, n) in [
             (trade_seqs, ticks.trades.len()),
             (quote_seqs, ticks.quotes.len()),
@@ -387,14 +476,20 @@ impl Ingress {
         let lock = self.producers.of(producer);
         let receipts = {
             let _in_order = lock.lock().await;
-            let trades = self
-                .trades
-                .push_produced(producer, &ticks.trades, trade_seqs, &outcome, receipt)
-                .await?;
-            let quotes = self
-                .quotes
-                .push_produced(producer, &ticks.quotes, quote_seqs, &outcome, receipt)
-                .await?;
+            let trades = match &self.trades {
+                Some(t) => {
+                    t.push_produced(producer, &ticks.trades, trade_seqs, &outcome, receipt)
+                        .await?
+                }
+                None => None,
+            };
+            let quotes = match &self.quotes {
+                Some(q) => {
+                    q.push_produced(producer, &ticks.quotes, quote_seqs, &outcome, receipt)
+                        .await?
+                }
+                None => None,
+            };
             [trades, quotes]
         };
         Ok(Ack {
@@ -409,8 +504,14 @@ impl Ingress {
     /// Both pipelines' metrics so far.
     pub fn metrics(&self) -> IngressMetrics {
         IngressMetrics {
-            trades: self.trades.metrics(),
-            quotes: self.quotes.metrics(),
+            trades: self
+                .trades
+                .as_ref()
+                .map_or_else(MetricsSnapshot::empty, |t| t.metrics()),
+            quotes: self
+                .quotes
+                .as_ref()
+                .map_or_else(MetricsSnapshot::empty, |q| q.metrics()),
         }
     }
 
@@ -418,8 +519,14 @@ impl Ingress {
     /// reports their totals. See [`Ingestor::shutdown`]. The quote pipeline is shut down
     /// even when the trade pipeline's shutdown failed; the first failure is reported.
     pub async fn shutdown(&self) -> Result<IngressMetrics> {
-        let trades = self.trades.shutdown().await;
-        let quotes = self.quotes.shutdown().await;
+        let trades = match &self.trades {
+            Some(t) => t.shutdown().await,
+            None => Ok(MetricsSnapshot::empty()),
+        };
+        let quotes = match &self.quotes {
+            Some(q) => q.shutdown().await,
+            None => Ok(MetricsSnapshot::empty()),
+        };
         Ok(IngressMetrics {
             trades: trades?,
             quotes: quotes?,
@@ -429,13 +536,13 @@ impl Ingress {
 
 /// Pushes `records` with a receipt at `ack` (durable or committed); none for no records.
 async fn receipt<R: Record>(
-    pipeline: &Ingestor<R>,
+    pipeline: Option<&Ingestor<R>>,
     records: &[R],
     ack: AckLevel,
 ) -> Result<Option<Receipt>> {
-    if records.is_empty() {
+    let Some(pipeline) = pipeline.filter(|_| !records.is_empty()) else {
         return Ok(None);
-    }
+    };
     let receipt = if ack == AckLevel::Durable {
         pipeline.push_durable(records).await?
     } else {
@@ -615,6 +722,64 @@ mod tests {
         let totals = ingress.shutdown().await.unwrap();
         assert_eq!((totals.trades.accepted(), totals.quotes.accepted()), (4, 2));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_ingress_of_trades_refuses_quotes_before_pushing_anything() {
+        let ingress = Ingress::start_kinds(
+            null_sink(),
+            Kinds {
+                trades: true,
+                quotes: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(ingress.quotes().is_none() && ingress.is_open());
+        let producer = ProducerId::new("file:kinds").unwrap();
+        for e in [
+            ingress.push(&ticks(3, 1), AckLevel::Committed).await,
+            ingress
+                .push_from(&producer, 1, &ticks(3, 1), AckLevel::Committed)
+                .await,
+            ingress
+                .push_numbered(
+                    &producer,
+                    &ticks(3, 1),
+                    &[1, 2, 3],
+                    &[4],
+                    AckLevel::Accepted,
+                )
+                .await,
+        ] {
+            let e = e.unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    Error::InvalidField {
+                        field: "quotes",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+        let acked = ingress
+            .push(&ticks(3, 0), AckLevel::Committed)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!((acked.trades, acked.quotes), (3, 0));
+        let totals = ingress.shutdown().await.unwrap();
+        // The refused pushes left nothing behind, not even their trades.
+        assert_eq!((totals.trades.accepted(), totals.quotes.accepted()), (3, 0));
+        assert!(!ingress.is_open());
+        let none = Kinds {
+            trades: false,
+            quotes: false,
+        };
+        assert!(Ingress::start_kinds(null_sink(), none).await.is_err());
     }
 
     #[tokio::test]

@@ -217,6 +217,12 @@ impl ReplayFile {
         self.hash.take().map(|state| PendingHash { state })
     }
 
+    /// The kinds of tick the file can hold, by its format: a replay starts only their
+    /// pipelines.
+    pub fn kinds(&self) -> crate::ingress::Kinds {
+        self.source.kinds()
+    }
+
     /// What the file is.
     pub fn format(&self) -> &FileFormat {
         &self.format

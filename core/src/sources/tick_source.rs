@@ -1,6 +1,7 @@
 //! [`TickSource`]: what every file reader is to replay.
 
 use crate::error::Result;
+use crate::ingress::Kinds;
 use crate::record::Tick;
 
 /// A file read one tick at a time, each tick valid by its kind: what a replay drives.
@@ -11,5 +12,11 @@ pub trait TickSource: Send {
     /// Fraction of the file read so far, when the reader knows it.
     fn progress(&self) -> Option<f64> {
         None
+    }
+
+    /// The kinds of tick the file can hold, by its format (its columns, its schema): a
+    /// replay starts only their pipelines.
+    fn kinds(&self) -> Kinds {
+        Kinds::BOTH
     }
 }

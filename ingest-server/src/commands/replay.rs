@@ -382,6 +382,9 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
         (None, false, false) => file.take_content_hash(),
         _ => None,
     };
+    // Only the pipelines of the kinds the file can hold: a file of trades opens no quote
+    // pipeline's connections and runs no maintenance pass over `quotes`.
+    let kinds = file.kinds();
     let (tx, mut rx) = mpsc::channel(4);
     let (paced, rebase) = (args.speed > 0.0, args.rebase_to_now);
     let reader = std::thread::spawn(move || read_chunks(file, paced, rebase, tx));
@@ -405,16 +408,17 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
         anyhow::Ok(first)
     };
     let started = async {
-        Ingress::start(IngestorConfig {
+        let config = IngestorConfig {
             sink: Some(Sink::Postgres(url.into())),
             shards: args.shards,
             stream: "replay".into(),
             ring_capacity: RING_RECORDS,
             fanout: args.redis().map(FanoutConfig::new),
             ..IngestorConfig::default()
-        })
-        .await
-        .context("starting the trade and quote pipelines")
+        };
+        Ingress::start_kinds(config, kinds)
+            .await
+            .context("starting the trade and quote pipelines")
     };
     let (producer, first, ingress) = tokio::join!(hashed, checked, started);
     let (producer, first, ingress) = match (producer, first, ingress) {

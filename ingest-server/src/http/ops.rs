@@ -54,7 +54,7 @@ pub async fn ready(State(s): State<AppState>) -> Response {
         })
         .fold(0.0, f64::max);
     let rings = fullest < s.config.ready_ring_fraction;
-    let open = !s.ingress.trades().is_closed() && !s.ingress.quotes().is_closed();
+    let open = s.ingress.is_open();
     let ok = database && redis.unwrap_or(true) && rings && open;
     // Shown, not required: while the events broker is down orders are still taken and
     // their events wait in the outbox, so the daemon stays in the balancer.

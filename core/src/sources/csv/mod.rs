@@ -315,6 +315,13 @@ impl<R: Read + Send> TickSource for CsvReader<R> {
     fn progress(&self) -> Option<f64> {
         Some(CsvReader::progress(self))
     }
+
+    fn kinds(&self) -> crate::ingress::Kinds {
+        crate::ingress::Kinds {
+            trades: self.layout.trade.is_some(),
+            quotes: self.layout.quote.is_some(),
+        }
+    }
 }
 
 /// One data line of the file, read field by field.

@@ -66,6 +66,34 @@ fn a_record_its_kind_refuses_names_the_line_and_field() {
     assert!(e.contains("line 2: ask: must be a finite number"), "{e}");
 }
 
+#[test]
+fn a_file_holds_the_kinds_its_columns_name() {
+    use crate::ingress::Kinds;
+    let kinds = |file: &[u8]| {
+        let options = CsvOptions::default();
+        TickSource::kinds(&CsvReader::from_reader(file, file.len() as u64, options).unwrap())
+    };
+    let (trades, quotes) = (true, true);
+    assert_eq!(
+        kinds(b"time_ns,symbol,price,volume\n1,ES,1,1\n"),
+        Kinds {
+            trades,
+            quotes: false
+        }
+    );
+    assert_eq!(
+        kinds(b"time_ns,symbol,bid,ask\n1,ES,1,2\n"),
+        Kinds {
+            trades: false,
+            quotes
+        }
+    );
+    assert_eq!(
+        kinds(b"time_ns,symbol,price,volume,bid,ask\n1,ES,1,1,1,2\n"),
+        Kinds::BOTH
+    );
+}
+
 fn read_all(file: &[u8], options: CsvOptions) -> Result<(Vec<Tick>, Vec<String>, CsvDialect)> {
     let mut reader = CsvReader::from_reader(file, file.len() as u64, options)?;
     let mut ticks = Vec::new();

@@ -411,4 +411,12 @@ impl TickSource for DbnTickReader {
     fn progress(&self) -> Option<f64> {
         Some(self.reader.progress())
     }
+
+    /// A trades-schema file holds trades only; every other tick schema may hold both.
+    fn kinds(&self) -> crate::ingress::Kinds {
+        crate::ingress::Kinds {
+            trades: true,
+            quotes: self.reader.schema() != Schema::Trades,
+        }
+    }
 }
