@@ -382,9 +382,7 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
         (None, false, false) => file.take_content_hash(),
         _ => None,
     };
-    // Only the pipelines of the kinds the file can hold: a file of trades opens no quote
-    // pipeline's connections and runs no maintenance pass over `quotes`.
-    let kinds = file.kinds();
+    let kinds = file.kinds(); // the pipelines to start: a file of trades needs no quotes'
     let (tx, mut rx) = mpsc::channel(4);
     let (paced, rebase) = (args.speed > 0.0, args.rebase_to_now);
     let reader = std::thread::spawn(move || read_chunks(file, paced, rebase, tx));
@@ -407,15 +405,15 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
         }
         anyhow::Ok(first)
     };
+    let config = IngestorConfig {
+        sink: Some(Sink::Postgres(url.into())),
+        shards: args.shards,
+        stream: "replay".into(),
+        ring_capacity: RING_RECORDS,
+        fanout: args.redis().map(FanoutConfig::new),
+        ..IngestorConfig::default()
+    };
     let started = async {
-        let config = IngestorConfig {
-            sink: Some(Sink::Postgres(url.into())),
-            shards: args.shards,
-            stream: "replay".into(),
-            ring_capacity: RING_RECORDS,
-            fanout: args.redis().map(FanoutConfig::new),
-            ..IngestorConfig::default()
-        };
         Ingress::start_kinds(config, kinds)
             .await
             .context("starting the trade and quote pipelines")
