@@ -104,14 +104,16 @@ async fn pass(client: &Client, table: &str, at: Option<SystemTime>) -> Result<Ma
         table: table.to_string(),
         ..MaintenanceReport::default()
     };
-    create_partitions(client, table, at, &mut report).await?;
+    partitions_and_retention(client, table, at, &mut report).await?;
     upkeep(client, table, at, &mut report).await?;
     Ok(report)
 }
 
-/// The first half of a pass, all a writer needs before its first batch: the time partitions
-/// `table` should have, created (counted into `report`).
-pub(crate) async fn create_partitions(
+/// The first half of a pass, what must come before a writer's first batch: the time
+/// partitions `table` should have, created, and the retention applied (counted into
+/// `report`). Retention stays before the first batch: a replay of history older than it
+/// (`--retention-ok`) keeps its rows until the next period's pass, not a few milliseconds.
+pub(crate) async fn partitions_and_retention(
     client: &Client,
     table: &str,
     at: Option<SystemTime>,
@@ -145,18 +147,6 @@ pub(crate) async fn create_partitions(
             }
         }
     }
-    Ok(())
-}
-
-/// The second half of a pass: retention, autovacuum, columnar storage (Citus), the stale
-/// prepared transactions and the default partition's rows (counted into `report`, logged
-/// when the whole pass changed something).
-pub(crate) async fn upkeep(
-    client: &Client,
-    table: &str,
-    at: Option<SystemTime>,
-    report: &mut MaintenanceReport,
-) -> Result<()> {
     let row = one(
         call(
             client,
@@ -170,6 +160,18 @@ pub(crate) async fn upkeep(
     )?;
     report.partitions_dropped = row.get::<_, i32>(0) as u32;
     report.rows_expired = row.get::<_, i64>(1) as u64;
+    Ok(())
+}
+
+/// The second half of a pass: autovacuum, columnar storage (Citus), the stale prepared
+/// transactions and the default partition's rows (counted into `report`, logged when the
+/// whole pass changed something).
+pub(crate) async fn upkeep(
+    client: &Client,
+    table: &str,
+    at: Option<SystemTime>,
+    report: &mut MaintenanceReport,
+) -> Result<()> {
     let row = one(
         call(
             client,

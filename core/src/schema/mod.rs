@@ -41,8 +41,8 @@ use crate::pg;
 use crate::{Error, Result};
 
 pub use config::{SchemaConfig, Setting};
-pub(crate) use maintenance::{create_partitions, upkeep};
 pub use maintenance::{maintain, maintain_at, prune_ledger, MaintenanceReport};
+pub(crate) use maintenance::{partitions_and_retention, upkeep};
 pub use migration::{migrations, split_statements, Migration, BOOTSTRAP_SQL, GRANTS_SQL};
 pub use settings::{Deletion, SettingsOutcome};
 pub use variant::Variant;
