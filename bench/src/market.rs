@@ -356,7 +356,12 @@ fn read_csv(path: &Path) -> Result<Vec<Tick>> {
 /// The rows split by `ShardRouter` into one list per shard: each producer thread (or psql
 /// stream) owns its symbols, as the engine's shards do.
 pub fn split_by_shard<R: BenchRecord>(rows: &[R], shards: usize) -> Vec<Vec<R>> {
-    let router = ShardRouter::new(shards);
+    split_by_router(rows, &ShardRouter::new(shards))
+}
+
+/// The rows split by `router` into one list per shard.
+pub fn split_by_router<R: BenchRecord>(rows: &[R], router: &ShardRouter) -> Vec<Vec<R>> {
+    let shards = router.shards();
     let mut out: Vec<Vec<R>> = vec![Vec::with_capacity(rows.len() / shards + 1); shards];
     for r in rows {
         out[router.shard_for(r.symbol())].push(*r);

@@ -8,6 +8,7 @@ use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::fanout::FanoutConfig;
 use crate::pg::ledger::BatchLedger;
+use crate::router::SymbolShards;
 use crate::spool::config::SpoolConfig;
 
 /// What a producer experiences when its shard's ring is full.
@@ -107,6 +108,11 @@ pub struct IngestorConfig {
     /// A local spool of sealed batches before PostgreSQL (default `None`: off). Needed for
     /// [`Ingestor::push_durable`](crate::Ingestor::push_durable); see [`crate::spool`].
     pub spool: Option<SpoolConfig>,
+    /// Shards chosen for some symbols (default `None`: every symbol by the hash of its
+    /// name). `christmas-ingest replay` deals a file's symbols out by their rows
+    /// ([`SymbolShards::balanced`]) so its writers finish together; a Citus placement
+    /// still wins. Symbols it does not name go by the hash.
+    pub symbol_shards: Option<Arc<SymbolShards>>,
 }
 
 impl Default for IngestorConfig {
@@ -130,6 +136,7 @@ impl Default for IngestorConfig {
             partition_maintenance: Some(Duration::from_secs(60)),
             fanout: None,
             spool: None,
+            symbol_shards: None,
         }
     }
 }
@@ -155,6 +162,10 @@ impl fmt::Debug for IngestorConfig {
             .field("partition_maintenance", &self.partition_maintenance)
             .field("fanout", &self.fanout)
             .field("spool", &self.spool)
+            .field(
+                "symbol_shards",
+                &self.symbol_shards.as_ref().map(|s| s.len()),
+            )
             .finish()
     }
 }
@@ -191,6 +202,14 @@ impl IngestorConfig {
         }
         if self.linger > Duration::from_secs(60) {
             return Err(Error::config("linger", "must be at most 60 s"));
+        }
+        if let Some(max) = self.symbol_shards.as_ref().and_then(|s| s.max_shard()) {
+            if max >= self.shards {
+                return Err(Error::config(
+                    "symbol_shards",
+                    format!("names shard {max}, but there are {} shards", self.shards),
+                ));
+            }
         }
         if !(1..=64).contains(&self.in_flight_batches) {
             return Err(Error::config(
@@ -274,6 +293,18 @@ mod tests {
         let cases: Vec<(&str, IngestorConfig)> = vec![
             ("sink", IngestorConfig::default()),
             ("shards", IngestorConfig { shards: 0, ..ok() }),
+            (
+                "symbol_shards",
+                IngestorConfig {
+                    shards: 2,
+                    // Three symbols dealt over three shards: shard 2 of 2 does not exist.
+                    symbol_shards: Some(Arc::new(crate::router::SymbolShards::balanced(
+                        (0..3).map(|i| (crate::Symbol::new(&format!("S{i}")).unwrap(), 1)),
+                        3,
+                    ))),
+                    ..ok()
+                },
+            ),
             (
                 "ring_capacity",
                 IngestorConfig {

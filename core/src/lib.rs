@@ -118,7 +118,7 @@ pub use ingress::{Ack, AckLevel, Acked, Ingress, IngressMetrics, Ticks};
 pub use metrics::{MetricsSnapshot, ShardSnapshot, Summary};
 pub use pipeline::batch::BatchReport;
 pub use record::{Quote, Record, Side, Tick, Trade};
-pub use router::{pg_hashtext, Placement, ShardRouter};
+pub use router::{pg_hashtext, Placement, ShardRouter, SymbolShards};
 pub use symbol::Symbol;
 
 /// The DBN reader's former path; [`sources::dbn`] is its home.

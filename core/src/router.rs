@@ -1,7 +1,10 @@
 //! [`ShardRouter`]: which shard a symbol's records go through; on Citus, by the worker
-//! that holds the symbol ([`Placement`]).
+//! that holds the symbol ([`Placement`]); for a replayed file, by its rows
+//! ([`SymbolShards`]).
 
 use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use crate::symbol::Symbol;
 
@@ -12,11 +15,14 @@ use crate::symbol::Symbol;
 /// partitioned feed handlers and several daemons agree on the mapping. With a
 /// [`Placement`] (a table distributed by Citus) a symbol goes to the shard that writes the
 /// Citus shards of its worker instead, so one batch's COPY reaches as few workers as it
-/// can; the mapping is fixed for the router's life either way.
+/// can. Without a placement, symbols a [`SymbolShards`] names go where it says (a replay
+/// spreading a file's rows evenly), the rest by the hash. The mapping is fixed for the
+/// router's life either way.
 #[derive(Debug, Clone)]
 pub struct ShardRouter {
     shards: usize,
     placement: Option<Arc<Placement>>,
+    symbols: Option<Arc<SymbolShards>>,
 }
 
 impl ShardRouter {
@@ -25,6 +31,7 @@ impl ShardRouter {
         ShardRouter {
             shards: shards.max(1),
             placement: None,
+            symbols: None,
         }
     }
 
@@ -33,7 +40,17 @@ impl ShardRouter {
         ShardRouter {
             shards: shards.max(1),
             placement: Some(Arc::new(placement)),
+            symbols: None,
         }
+    }
+
+    /// This router, with the symbols `symbols` names sent where it says unless a Citus
+    /// placement routes them (keeping a batch on one worker is worth more there).
+    pub fn with_symbols(mut self, symbols: Option<Arc<SymbolShards>>) -> Self {
+        if self.placement.is_none() {
+            self.symbols = symbols.filter(|s| !s.is_empty());
+        }
+        self
     }
 
     /// The number of shards.
@@ -49,10 +66,70 @@ impl ShardRouter {
     /// The shard for `symbol`, in `0..shards`.
     #[inline]
     pub fn shard_for(&self, symbol: &Symbol) -> usize {
-        match &self.placement {
-            Some(p) => p.shard_for(symbol.as_bytes()),
-            None => (fnv1a(symbol.as_bytes()) % self.shards as u64) as usize,
+        if let Some(p) = &self.placement {
+            return p.shard_for(symbol.as_bytes());
         }
+        if let Some(&shard) = self.symbols.as_ref().and_then(|s| s.map.get(symbol)) {
+            return shard % self.shards;
+        }
+        (fnv1a(symbol.as_bytes()) % self.shards as u64) as usize
+    }
+}
+
+/// Chosen shards for some symbols: what a replay uses to spread a file's rows evenly over
+/// its writers. The hash gives a shard the symbols it happens to give it: in a file where a
+/// few symbols carry most rows (most real files), one writer can get far more rows than the
+/// others, and the load lasts as long as that writer. A symbol's rows still all go through
+/// one shard, so they keep their order and their producer claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SymbolShards {
+    map: HashMap<Symbol, usize>,
+}
+
+impl SymbolShards {
+    /// Symbols dealt over `shards` shards by their rows in `counts` (a sample of the file,
+    /// its first chunk): the symbol with the most rows first, each to the shard with the
+    /// fewest rows so far (ties: the lower shard; equal counts: the symbol's bytes), so the
+    /// same sample gives the same shards.
+    pub fn balanced(counts: impl IntoIterator<Item = (Symbol, u64)>, shards: usize) -> Self {
+        let shards = shards.max(1);
+        let mut counts: Vec<(Symbol, u64)> = counts.into_iter().collect();
+        counts.sort_unstable_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| a.0.as_bytes().cmp(b.0.as_bytes()))
+        });
+        let mut load = vec![0u64; shards];
+        let mut map = HashMap::default();
+        for (symbol, rows) in counts {
+            let (shard, _) = load
+                .iter()
+                .enumerate()
+                .min_by_key(|&(i, &l)| (l, i))
+                .expect("at least one shard");
+            load[shard] += rows;
+            map.insert(symbol, shard);
+        }
+        SymbolShards { map }
+    }
+
+    /// The shard chosen for `symbol`, if any.
+    pub fn get(&self, symbol: &Symbol) -> Option<usize> {
+        self.map.get(symbol).copied()
+    }
+
+    /// How many symbols have a chosen shard.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no symbol has one.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The highest shard chosen (to check against the shards an ingestor runs).
+    pub fn max_shard(&self) -> Option<usize> {
+        self.map.values().copied().max()
     }
 }
 
@@ -252,6 +329,34 @@ mod tests {
         let p = Placement::new(ranges, 8).unwrap();
         assert!((0..500).all(|i| p.shard_for(format!("S{i}").as_bytes()) < 8));
         assert!(Placement::new(Vec::new(), 2).is_none());
+    }
+
+    #[test]
+    fn balanced_symbols_spread_rows_evenly_and_the_rest_hash() {
+        let sym = |s: &str| Symbol::new(s).unwrap();
+        // One heavy symbol and many light ones: the heavy one gets a shard nearly to itself.
+        let mut counts = vec![(sym("ES"), 600)];
+        counts.extend((0..60).map(|i| (sym(&format!("S{i:02}")), 10)));
+        let shards = SymbolShards::balanced(counts.clone(), 2);
+        assert_eq!(shards.len(), 61);
+        let mut rows = [0u64; 2];
+        for (s, n) in &counts {
+            rows[shards.get(s).unwrap()] += n;
+        }
+        assert_eq!(rows, [600, 600]);
+        // The same sample in another order gives the same shards.
+        counts.reverse();
+        assert_eq!(SymbolShards::balanced(counts, 2), shards);
+        let r = ShardRouter::new(2).with_symbols(Some(Arc::new(shards.clone())));
+        assert_eq!(r.shard_for(&sym("ES")), shards.get(&sym("ES")).unwrap());
+        // A symbol it does not name goes by the hash.
+        let plain = ShardRouter::new(2);
+        assert_eq!(r.shard_for(&sym("NQ")), plain.shard_for(&sym("NQ")));
+        // A Citus placement wins.
+        let placed = ShardRouter::placed(2, Placement::new(vec![(i32::MIN, 1)], 2).unwrap())
+            .with_symbols(Some(Arc::new(shards)));
+        assert_eq!(placed.shard_for(&sym("ES")), 0);
+        assert!(placed.symbols.is_none());
     }
 
     #[test]

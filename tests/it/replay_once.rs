@@ -143,6 +143,63 @@ async fn a_replay_killed_with_sigkill_stores_the_rest_once_at_the_next_run() {
     let _ = std::fs::remove_file(&file);
 }
 
+/// A file where one symbol carries half the rows: replay deals the symbols of its first
+/// chunk out by their rows, so each writer commits half the file (the ledger says which
+/// shard wrote what), where the hash of the names would not. A run with another number of
+/// shards, whose split differs, still finds every tick stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_spreads_a_skewed_file_evenly_over_its_writers() {
+    let (url, db) = fresh_core_db(&christmas_tests::shared_pg_url()).await;
+    let file =
+        std::env::temp_dir().join(format!("christmas-replay-skew-{}.csv", std::process::id()));
+    // ES every other line, then 100 light symbols in turn: 1,000 + 100 × 10 lines.
+    let mut body = String::from("time_ns,symbol,price,volume,side,exchange_seq\n");
+    let mut symbols = Vec::new();
+    for k in 0..2_000u64 {
+        let symbol = match k % 2 {
+            0 => "ES".to_string(),
+            _ => format!("L{:03}", (k / 2) % 100),
+        };
+        body.push_str(&format!(
+            "{},{symbol},100.25,1,B,{k}\n",
+            1_795_600_000_000_000_000u64 + k * 1_000
+        ));
+        symbols.push(christmas_core::Symbol::new(&symbol).unwrap());
+    }
+    std::fs::write(&file, body).unwrap();
+    // By the hash of the names, the two shards would not get 1,000 rows each.
+    let router = christmas_core::ShardRouter::new(2);
+    let mut by_hash = [0i64; 2];
+    symbols
+        .iter()
+        .for_each(|s| by_hash[router.shard_for(s)] += 1);
+    assert_ne!(by_hash, [1_000, 1_000]);
+    let args = ReplayArgs {
+        retention_ok: true,
+        ..ReplayArgs::new(&file)
+    };
+    let summary = replay::run(&url, &args).await.unwrap();
+    assert_eq!(summary.committed, 2_000);
+    let per_shard: Vec<i64> = db
+        .query(
+            "SELECT sum(rows)::bigint FROM ingest_batches WHERE stream LIKE 'replay-%' GROUP BY shard ORDER BY shard",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(per_shard, [1_000, 1_000]);
+    assert_eq!(distinct_lines(&db).await, 2_000);
+    let again = replay::run(&url, &ReplayArgs { shards: 3, ..args })
+        .await
+        .unwrap();
+    assert_eq!((again.committed, again.already_stored), (0, 2_000));
+    assert_eq!(count(&db, "market_data").await, 2_000);
+    let _ = std::fs::remove_file(&file);
+}
+
 /// `REDIS_URL=` (set, empty) is no Redis, as for `serve`, not a URL that fails to parse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_redis_url_is_no_fan_out() {

@@ -1,7 +1,8 @@
 //! The files of the replay scenario, all holding the same trades: a CSV (what replay, `psql
 //! \copy … csv` and the asyncpg loader read), a Databento DBN file of the trades schema,
 //! zstd-compressed as Databento delivers it (written with the `dbn` crate's encoder), and
-//! binary COPY files per shard for the `psql` ceiling.
+//! binary COPY files per shard for the `psql` ceiling, split as replay's writers split the
+//! rows.
 
 use std::ffi::c_char;
 use std::io::{BufWriter, Write};
@@ -10,7 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use christmas_core::sources::timefmt::format_ns;
 use christmas_core::synthetic::SyntheticMarket;
-use christmas_core::{Side, Trade};
+use christmas_core::{ShardRouter, Side, Trade};
+use christmas_ingest::commands::replay;
 use dbn::encode::{DbnEncoder, DynWriter, EncodeRecord};
 use dbn::{rtype, Compression, MappingInterval, RecordHeader, SType, Schema, SymbolMapping};
 
@@ -27,6 +29,8 @@ pub struct Inputs {
     pub dbn: PathBuf,
     /// One binary COPY file per shard.
     pub copy_files: Vec<PathBuf>,
+    /// The rows in each.
+    pub shard_rows: Vec<usize>,
     pub csv_bytes: u64,
     pub dbn_bytes: u64,
     /// Holds the files until the run ends.
@@ -58,8 +62,13 @@ pub fn prepare(trades: &[Trade], shards: usize) -> Result<Inputs> {
     write_csv(&csv, trades)?;
     let dbn = tmp.0.join("trades.dbn.zst");
     write_dbn(&dbn, trades)?;
-    let per_shard = market::split_by_shard(trades, shards);
+    // Each file holds what one of replay's writers writes: replay deals the symbols of its
+    // first chunk out by their rows (`symbol_shards`), the rest by the hash.
+    let first = trades.iter().take(replay::CHUNK).map(|t| &t.symbol);
+    let router = ShardRouter::new(shards).with_symbols(replay::symbol_shards(first, shards));
+    let per_shard = market::split_by_router(trades, &router);
     let copy_files = market::write_copy_files(&tmp.0, "replay", &per_shard)?;
+    let shard_rows = per_shard.iter().map(Vec::len).collect();
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len());
     Ok(Inputs {
         csv_bytes: size(&csv)?,
@@ -67,6 +76,7 @@ pub fn prepare(trades: &[Trade], shards: usize) -> Result<Inputs> {
         csv,
         dbn,
         copy_files,
+        shard_rows,
         _tmp: tmp,
     })
 }

@@ -284,6 +284,7 @@ pub fn run(ctx: &RunContext, mut args: ReplayArgs) -> Result<Outcome> {
         &Measured {
             settings,
             csv_bytes: bench.inputs.csv_bytes,
+            shard_rows: bench.inputs.shard_rows.clone(),
             dbn_bytes: bench.inputs.dbn_bytes,
             rates: &rates,
             medians: &medians,
@@ -312,6 +313,8 @@ struct Measured<'a> {
     settings: String,
     csv_bytes: u64,
     dbn_bytes: u64,
+    /// The rows of each shard's COPY file.
+    shard_rows: Vec<usize>,
     rates: &'a [(Contender, Vec<f64>)],
     medians: &'a [(Contender, Option<f64>)],
     /// The loader's version, when the venv exists.
@@ -345,7 +348,9 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
          `market_data` of a fresh database, written before any clock starts as: a CSV \
          (`{header}`, RFC 3339 times; {csv_mb:.0} MB), a Databento DBN file of the trades schema \
          written with the `dbn` crate's encoder, zstd-compressed ({dbn_mb:.0} MB), and one binary \
-         COPY file per shard. `christmas-ingest replay FILE --shards {shards}` is the release \
+         COPY file per shard holding the rows replay's writer of that shard writes (its first \
+         chunk's symbols dealt out by their rows, the rest by the hash; rows per shard {split}). \
+         `christmas-ingest replay FILE --shards {shards}` is the release \
          binary as users run it (the file is its producer: hashed, every tick numbered); \
          `psql \\copy` of the CSV is one stream, as a user types it; the asyncpg loader \
          (`bench/peers/asyncpg_csv.py`) reads the CSV with Python's `csv` module and streams the \
@@ -363,6 +368,12 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
         csv_mb = m.csv_bytes as f64 / 1e6,
         dbn_mb = m.dbn_bytes as f64 / 1e6,
         shards = args.shards,
+        split = m
+            .shard_rows
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(" / "),
         settle = args.settle_ms,
         warm = if args.no_warmup {
             ""
@@ -482,6 +493,7 @@ fn report(ctx: &RunContext, args: &ReplayArgs, m: &Measured<'_>) -> Result<Outco
             "shards": args.shards,
             "repeats": args.common.repeats(),
             "csv_bytes": m.csv_bytes,
+            "shard_rows": m.shard_rows,
             "dbn_bytes": m.dbn_bytes,
             "asyncpg": m.asyncpg,
             "asyncpg_skipped": m.skipped,

@@ -161,15 +161,17 @@ impl<R: Record> Pipeline<R> {
         })
     }
 
-    /// The shard router: on Citus, each shard takes the symbols of as few workers as it can.
+    /// The shard router: on Citus, each shard takes the symbols of as few workers as it can;
+    /// elsewhere the config's chosen symbols go where it says, the rest by the hash.
     async fn router(config: &IngestorConfig) -> ShardRouter {
-        match &config.sink {
+        let router = match &config.sink {
             Some(Sink::Postgres(url)) => {
                 let table = config.table.as_deref().unwrap_or(R::DEFAULT_TABLE);
                 crate::pg::placement::router_for(url, table, config.shards).await
             }
             _ => ShardRouter::new(config.shards),
-        }
+        };
+        router.with_symbols(config.symbol_shards.clone())
     }
 
     /// Each shard's writer connection (none without a PostgreSQL sink), connected side by side.

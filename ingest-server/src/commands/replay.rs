@@ -24,8 +24,10 @@
 //! resumes); `--force` loads it again as new ticks, and so does `--rebase-to-now` (its
 //! times differ on every run) unless a `--producer` is named.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -33,8 +35,8 @@ use christmas_core::fanout::FanoutConfig;
 use christmas_core::producer::ProducerId;
 use christmas_core::sources::csv::CsvDialect;
 use christmas_core::sources::timefmt::{format_ns, NaiveZone, TimeUnit};
-use christmas_core::sources::{ReadOptions, ReplayFile};
-use christmas_core::{AckLevel, IngestorConfig, Ingress, Sink, Tick, Ticks};
+use christmas_core::sources::{PendingHash, ReadOptions, ReplayFile};
+use christmas_core::{AckLevel, IngestorConfig, Ingress, Sink, Symbol, SymbolShards, Tick, Ticks};
 use tokio::sync::mpsc;
 
 /// The CSV reader of replay, kept at its former path for the fuzz target.
@@ -172,8 +174,28 @@ impl Progress {
     }
 }
 
-/// Ticks read into one chunk, at most: the unit the reader thread hands over.
-const CHUNK: usize = 4_096;
+/// Ticks read into one chunk, at most: the unit the reader thread hands over. The first
+/// chunk's symbols decide the shards ([`symbol_shards`]).
+pub const CHUNK: usize = 4_096;
+
+/// The shards a replay gives the symbols of its first chunk (the symbols of the file's
+/// first [`CHUNK`] ticks, one item per tick): dealt out by their ticks, so the writers
+/// finish together. By the hash of their names, a file whose few symbols carry most rows
+/// keeps one writer busy long after the others. A symbol's rows still all go through one
+/// shard, in order; symbols first seen later go by the hash. `None` for one shard.
+pub fn symbol_shards<'a>(
+    first_chunk: impl IntoIterator<Item = &'a Symbol>,
+    shards: usize,
+) -> Option<Arc<SymbolShards>> {
+    if shards < 2 {
+        return None;
+    }
+    let mut rows: HashMap<Symbol, u64> = HashMap::new();
+    for symbol in first_chunk {
+        *rows.entry(*symbol).or_insert(0) += 1;
+    }
+    Some(Arc::new(SymbolShards::balanced(rows, shards)))
+}
 
 /// A run of ticks read (shifted to now with `--rebase-to-now`), and how far into the file
 /// the reader was after them.
@@ -197,6 +219,17 @@ enum ChunkTicks {
 }
 
 impl Chunk {
+    /// The symbol of each of its ticks.
+    fn symbols(&self) -> Box<dyn Iterator<Item = &Symbol> + '_> {
+        match &self.ticks {
+            ChunkTicks::Ordered(ticks) => Box::new(ticks.iter().map(|(_, t)| t.symbol())),
+            ChunkTicks::Ready { ticks, .. } => Box::new(
+                (ticks.trades().iter().map(|t| &t.symbol))
+                    .chain(ticks.quotes().iter().map(|q| &q.symbol)),
+            ),
+        }
+    }
+
     /// The time of its oldest tick.
     fn oldest_ns(&self) -> Option<i64> {
         match &self.ticks {
@@ -369,41 +402,27 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
     for note in file.notes() {
         eprintln!("warning: {path}: {note}");
     }
-    // The file's hash (its producer name), the pipelines' connections and the first
-    // chunk (its age against the retention) are waited for together: none needs another.
-    let named = match (&args.producer, args.force) {
-        (_, true) => None,
-        // Shifted to now, the ticks differ from every earlier run's: new ticks each time.
-        (None, false) if args.rebase_to_now => None,
-        (Some(name), false) => Some(ProducerId::new(name).context("--producer")?),
-        (None, false) => None,
-    };
-    let hashing = match (&args.producer, args.force, args.rebase_to_now) {
-        (None, false, false) => file.take_content_hash(),
-        _ => None,
-    };
+    // The file's hash (its producer name), the pipelines' connections and the retention
+    // check of the first chunk are waited for together: none needs another.
+    let named = producer(args, &mut file)?;
     let kinds = file.kinds(); // the pipelines to start: a file of trades needs no quotes'
     let (tx, mut rx) = mpsc::channel(4);
     let (paced, rebase) = (args.speed > 0.0, args.rebase_to_now);
     let reader = std::thread::spawn(move || read_chunks(file, paced, rebase, tx));
-    let hashed = async {
-        let Some(pending) = hashing else {
-            return Ok(named);
-        };
-        let hash = tokio::task::spawn_blocking(move || pending.wait())
-            .await
-            .context("the hashing thread")?
-            .with_context(|| format!("hashing {path}"))?;
-        Ok(Some(ProducerId::new(&format!("file:{}", hash.to_hex()))?))
+    let hashed = named.resolve(&path);
+    // The first chunk deals the file's symbols out to the shards: see symbol_shards.
+    let first = rx.recv().await;
+    let symbol_shards = match &first {
+        Some(Ok(chunk)) => symbol_shards(chunk.symbols(), args.shards),
+        _ => None,
     };
     let checked = async {
-        let first = rx.recv().await;
         if let Some(Ok(chunk)) = &first {
             if let Some(oldest) = chunk.oldest_ns() {
                 check_retention(url, args, oldest).await?;
             }
         }
-        anyhow::Ok(first)
+        anyhow::Ok(())
     };
     let config = IngestorConfig {
         sink: Some(Sink::Postgres(url.into())),
@@ -411,6 +430,7 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
         stream: "replay".into(),
         ring_capacity: RING_RECORDS,
         fanout: args.redis().map(FanoutConfig::new),
+        symbol_shards,
         ..IngestorConfig::default()
     };
     let started = async {
@@ -418,9 +438,9 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
             .await
             .context("starting the trade and quote pipelines")
     };
-    let (producer, first, ingress) = tokio::join!(hashed, checked, started);
-    let (producer, first, ingress) = match (producer, first, ingress) {
-        (Ok(p), Ok(f), Ok(i)) => (p, f, i),
+    let (producer, checked, ingress) = tokio::join!(hashed, checked, started);
+    let (producer, ingress) = match (producer, checked, ingress) {
+        (Ok(p), Ok(()), Ok(i)) => (p, i),
         (p, f, i) => {
             // Dropping the receiver ends the reader at its next chunk.
             drop(rx);
@@ -471,6 +491,40 @@ pub async fn run(url: &str, args: &ReplayArgs) -> Result<ReplaySummary> {
                 summary.committed
             )))
         }
+    }
+}
+
+/// The producer a replay pushes as: none with `--force` or `--rebase-to-now` (new ticks
+/// each run), the one `--producer` names, else the file's content hash (still being
+/// computed on its own thread).
+enum Named {
+    Now(Option<ProducerId>),
+    Hashing(PendingHash),
+}
+
+fn producer(args: &ReplayArgs, file: &mut ReplayFile) -> Result<Named> {
+    Ok(match (&args.producer, args.force, args.rebase_to_now) {
+        (_, true, _) | (None, false, true) => Named::Now(None),
+        (Some(name), false, _) => Named::Now(Some(ProducerId::new(name).context("--producer")?)),
+        (None, false, false) => match file.take_content_hash() {
+            Some(pending) => Named::Hashing(pending),
+            None => Named::Now(None),
+        },
+    })
+}
+
+impl Named {
+    /// The producer, once the file's hash is known.
+    async fn resolve(self, path: &str) -> Result<Option<ProducerId>> {
+        let pending = match self {
+            Named::Now(named) => return Ok(named),
+            Named::Hashing(pending) => pending,
+        };
+        let hash = tokio::task::spawn_blocking(move || pending.wait())
+            .await
+            .context("the hashing thread")?
+            .with_context(|| format!("hashing {path}"))?;
+        Ok(Some(ProducerId::new(&format!("file:{}", hash.to_hex()))?))
     }
 }
 
