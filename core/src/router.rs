@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use foldhash::HashMap;
-
 use crate::symbol::Symbol;
 
 /// Maps a symbol to a shard with a stable hash, so every record of a symbol goes through
@@ -69,10 +67,11 @@ impl ShardRouter {
         if let Some(p) = &self.placement {
             return p.shard_for(symbol.as_bytes());
         }
-        if let Some(&shard) = self.symbols.as_ref().and_then(|s| s.map.get(symbol)) {
+        let hash = fnv1a(symbol.as_bytes());
+        if let Some(shard) = self.symbols.as_ref().and_then(|s| s.by_hash(hash)) {
             return shard % self.shards;
         }
-        (fnv1a(symbol.as_bytes()) % self.shards as u64) as usize
+        (hash % self.shards as u64) as usize
     }
 }
 
@@ -83,8 +82,15 @@ impl ShardRouter {
 /// one shard, so they keep their order and their producer claims.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SymbolShards {
-    map: HashMap<Symbol, usize>,
+    /// Open addressing by the symbol's FNV-1a hash, which the router computes anyway, at
+    /// most a quarter full: a lookup on the push path is one or two slot reads. Two symbols
+    /// of one hash (1 in 2^64 a pair) would share the first one's shard, still each in one.
+    slots: Box<[(u64, u32)]>,
+    len: usize,
 }
+
+/// The shard of an empty slot.
+const NO_SHARD: u32 = u32::MAX;
 
 impl SymbolShards {
     /// Symbols dealt over `shards` shards by their rows in `counts` (a sample of the file,
@@ -99,37 +105,74 @@ impl SymbolShards {
                 .then_with(|| a.0.as_bytes().cmp(b.0.as_bytes()))
         });
         let mut load = vec![0u64; shards];
-        let mut map = HashMap::default();
+        let size = (counts.len() * 4).next_power_of_two().max(8);
+        let mut table = SymbolShards {
+            slots: vec![(0, NO_SHARD); size].into_boxed_slice(),
+            len: 0,
+        };
         for (symbol, rows) in counts {
             let (shard, _) = load
                 .iter()
                 .enumerate()
                 .min_by_key(|&(i, &l)| (l, i))
                 .expect("at least one shard");
-            load[shard] += rows;
-            map.insert(symbol, shard);
+            if table.insert(fnv1a(symbol.as_bytes()), shard as u32) {
+                load[shard] += rows;
+            }
         }
-        SymbolShards { map }
+        table
+    }
+
+    /// Notes `shard` for `hash`; false when the hash has one already.
+    fn insert(&mut self, hash: u64, shard: u32) -> bool {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            match self.slots[i] {
+                (_, NO_SHARD) => {
+                    self.slots[i] = (hash, shard);
+                    self.len += 1;
+                    return true;
+                }
+                (h, _) if h == hash => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    /// The shard chosen for the symbol of FNV-1a hash `hash`.
+    #[inline]
+    fn by_hash(&self, hash: u64) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut i = hash as usize & mask;
+        loop {
+            match self.slots[i] {
+                (_, NO_SHARD) => return None,
+                (h, shard) if h == hash => return Some(shard as usize),
+                _ => i = (i + 1) & mask,
+            }
+        }
     }
 
     /// The shard chosen for `symbol`, if any.
     pub fn get(&self, symbol: &Symbol) -> Option<usize> {
-        self.map.get(symbol).copied()
+        self.by_hash(fnv1a(symbol.as_bytes()))
     }
 
     /// How many symbols have a chosen shard.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// True when no symbol has one.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
     /// The highest shard chosen (to check against the shards an ingestor runs).
     pub fn max_shard(&self) -> Option<usize> {
-        self.map.values().copied().max()
+        let shards = self.slots.iter().map(|&(_, shard)| shard);
+        shards.filter(|&s| s != NO_SHARD).max().map(|s| s as usize)
     }
 }
 
@@ -357,6 +400,21 @@ mod tests {
             .with_symbols(Some(Arc::new(shards)));
         assert_eq!(placed.shard_for(&sym("ES")), 0);
         assert!(placed.symbols.is_none());
+        // Many symbols: every one is found, each shard gets its share, none beyond 4.
+        let many: Vec<_> = (0..5_000)
+            .map(|i| (sym(&format!("M{i}")), 1 + i % 7))
+            .collect();
+        let dealt = SymbolShards::balanced(many.clone(), 4);
+        let mut rows = [0u64; 4];
+        for (s, n) in &many {
+            rows[dealt.get(s).expect("dealt")] += n;
+        }
+        assert_eq!((dealt.len(), dealt.max_shard()), (5_000, Some(3)));
+        assert!(
+            rows.iter().max().unwrap() - rows.iter().min().unwrap() <= 6,
+            "{rows:?}"
+        );
+        assert_eq!(dealt.get(&sym("unseen")), None);
     }
 
     #[test]
