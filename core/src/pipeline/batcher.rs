@@ -18,8 +18,14 @@ const MIN_BATCH_ROWS: usize = 1024;
 /// Records drained per loop before the batcher checks linger and wakes waiting producers.
 const DRAIN_BUDGET: usize = 4096;
 
-/// How long an idle batcher sleeps before looking again (bounds a lost wake-up).
+/// How long a batcher with rows open sleeps at most before looking at its linger again.
 const IDLE_WAIT: Duration = Duration::from_millis(1);
+
+/// How long a batcher with nothing open sleeps before looking again. A push always wakes it
+/// (the ring's wake-up cannot be lost: see `ShardRing::batcher_wait`), so this only bounds
+/// the cost of a bug there; at 1 ms, the batchers of an idle daemon (two kinds × its
+/// shards) woke its runtime over a thousand times a second.
+const EMPTY_WAIT: Duration = Duration::from_millis(20);
 
 /// How often a lingered batch checks whether the writer has become free.
 const WRITER_POLL: Duration = Duration::from_micros(250);
@@ -273,7 +279,7 @@ impl<R: Record> Batcher<R> {
                 let wait = match self.open.opened {
                     Some(_) if lingered => WRITER_POLL,
                     Some(t) => linger.saturating_sub(t.elapsed()).min(IDLE_WAIT),
-                    None => IDLE_WAIT,
+                    None => EMPTY_WAIT,
                 };
                 self.shard.ring.batcher_wait(wait).await;
             } else if drained.slots >= DRAIN_BUDGET {

@@ -257,8 +257,11 @@ impl<R> ShardRing<R> {
         }
     }
 
-    /// The batcher sleeps until a producer pushes or `timeout` passes. A wake-up lost to the
-    /// race between the emptiness check and the flag costs at most `timeout`.
+    /// The batcher sleeps until a producer pushes or `timeout` passes. No wake-up is lost:
+    /// the batcher raises its flag and then reads the queue's tail, a producer moves the
+    /// tail and then reads the flag, all four `SeqCst` (crossbeam's `ArrayQueue` moves and
+    /// reads its tail so), so at least one of the two sees the other's write; and a
+    /// `notify_one` before the batcher awaits is kept as a permit.
     pub async fn batcher_wait(&self, timeout: Duration) {
         self.batcher_sleeping.store(true, Ordering::SeqCst);
         if !self.queue.is_empty() {
@@ -272,7 +275,9 @@ impl<R> ShardRing<R> {
     /// Wakes the batcher if it is asleep; every enqueue ends with it.
     #[inline]
     fn wake_batcher_if_asleep(&self) {
-        if self.batcher_sleeping.load(Ordering::Relaxed)
+        // SeqCst, after the enqueue's SeqCst tail move: see `batcher_wait` (a plain load on
+        // x86).
+        if self.batcher_sleeping.load(Ordering::SeqCst)
             && self.batcher_sleeping.swap(false, Ordering::AcqRel)
         {
             self.wake_batcher.notify_one();
