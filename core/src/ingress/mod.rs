@@ -202,6 +202,18 @@ impl IngressMetrics {
     }
 }
 
+/// The pipeline of records `R` from `config` when `on`.
+async fn start_if<R: Record>(on: bool, config: &IngestorConfig) -> Option<Result<Ingestor<R>>> {
+    match on {
+        true => Some(
+            IngestorBuilder::<R>::from_config(config.clone())
+                .start()
+                .await,
+        ),
+        false => None,
+    }
+}
+
 impl Ingress {
     /// Starts both pipelines from one config, side by side (their connections and first
     /// partition maintenance pass are round trips to the database, not work), each writing to
@@ -224,27 +236,10 @@ impl Ingress {
                 "an ingress takes trades, quotes or both",
             ));
         }
-        let trades = async {
-            match kinds.trades {
-                true => Some(
-                    IngestorBuilder::<Trade>::from_config(config.clone())
-                        .start()
-                        .await,
-                ),
-                false => None,
-            }
-        };
-        let quotes = async {
-            match kinds.quotes {
-                true => Some(
-                    IngestorBuilder::<Quote>::from_config(config.clone())
-                        .start()
-                        .await,
-                ),
-                false => None,
-            }
-        };
-        let (trades, quotes) = tokio::join!(trades, quotes);
+        let (trades, quotes) = tokio::join!(
+            start_if::<Trade>(kinds.trades, &config),
+            start_if::<Quote>(kinds.quotes, &config)
+        );
         let (trades, quotes) = match (trades.transpose(), quotes.transpose()) {
             (Ok(trades), Ok(quotes)) => (trades, quotes),
             (Err(e), Ok(quotes)) => {
